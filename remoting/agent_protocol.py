@@ -1,0 +1,349 @@
+"""Agent protocol v1: the request/response codec between kbfix and its remote agent.
+
+The format is specified in `remoting/PROTOCOL.md`; this module is its only implementation in
+Python. Both the client (`remoting.session`) and the lab (`winlab`) use it, and
+`remoting/agent.ps1` implements the other side in PowerShell 2.0.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from remoting.errors import AgentError, ResponseTooLargeError
+from remoting.ops import OPS
+
+PROTOCOL_VERSION = 1
+DEFAULT_RESPONSE_LIMIT = 16 * 1024 * 1024  # bytes
+AGENT_PATH = Path(__file__).with_name("agent.ps1")
+BOOTSTRAP_PATH = Path(__file__).with_name("bootstrap.ps1")
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NONCE_RE = re.compile(r"^[0-9a-f]{32}$")
+_AGENT_PREFIX = b"KBFIX/1 AGENT "
+_REQUEST_PREFIX = b"KBFIX/1 REQUEST "
+
+ArgScalar = Union[str, int, bool, bytes]
+ArgValue = Union[ArgScalar, Sequence[ArgScalar]]
+
+
+class RequestFormatError(ValueError):
+    """A request document or stdin stream that does not follow protocol v1 (used by the lab)."""
+
+
+def _to_bytes(value: ArgScalar) -> bytes:
+    if isinstance(value, bool):
+        return b"1" if value else b"0"
+    if isinstance(value, int):
+        return str(value).encode("ascii")
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise TypeError(f"agent op argument of type {type(value).__name__} is not supported")
+
+
+@dataclass(frozen=True)
+class OpRequest:
+    """One op in a request: `id` unique in the request, `name` from `remoting.ops.OPS`,
+    `args` maps each key to its list of raw values (bytes; UTF-8 for text)."""
+
+    id: str
+    name: str
+    args: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        """The first value of `key` decoded as UTF-8, or `default`."""
+        vals = self.args.get(key)
+        return vals[0].decode("utf-8", "replace") if vals else default
+
+    def texts(self, key: str) -> list[str]:
+        """All values of `key` decoded as UTF-8 (empty list when absent)."""
+        return [v.decode("utf-8", "replace") for v in self.args.get(key, ())]
+
+    def integer(self, key: str, default: int) -> int:
+        """The first value of `key` as an int. Raises RequestFormatError when not decimal."""
+        vals = self.args.get(key)
+        if not vals:
+            return default
+        try:
+            return int(vals[0].decode("ascii"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise RequestFormatError(f"argument {key!r} of op {self.id!r} is not an integer") from exc
+
+    def flag(self, key: str) -> bool:
+        """True when `key` is given as `1`."""
+        vals = self.args.get(key)
+        return bool(vals) and vals[0] == b"1"
+
+    @property
+    def mutating(self) -> bool:
+        """Whether this op changes host state (from the op table; unknown ops count as mutating)."""
+        spec = OPS.get(self.name)
+        return True if spec is None else spec.mutating
+
+
+def op(op_id: str, name: str, **args: ArgValue | None) -> OpRequest:
+    """Build an OpRequest. Keyword values may be str, int, bool, bytes or a list of them;
+    None is dropped. Raises ValueError for a bad id or an op not in the table."""
+    if not _ID_RE.match(op_id):
+        raise ValueError(f"bad op id {op_id!r}")
+    if name not in OPS:
+        raise ValueError(f"unknown agent op {name!r}")
+    norm: dict[str, tuple[bytes, ...]] = {}
+    for key, value in args.items():
+        if value is None:
+            continue
+        items = value if isinstance(value, (list, tuple)) else [value]
+        norm[key] = tuple(_to_bytes(v) for v in items)
+    return OpRequest(op_id, name, norm)
+
+
+@dataclass(frozen=True)
+class AgentRequest:
+    """A whole request: a fresh nonce, the response byte limit and the ops in order."""
+
+    ops: tuple[OpRequest, ...]
+    nonce: str = field(default_factory=lambda: secrets.token_hex(16))
+    limit: int = DEFAULT_RESPONSE_LIMIT
+
+    @property
+    def mutating(self) -> bool:
+        """True when any op in the request mutates host state."""
+        return any(o.mutating for o in self.ops)
+
+
+def encode_request(request: AgentRequest) -> bytes:
+    """Serialize a request to the v1 request document (UTF-8 bytes). Raises ValueError on duplicate ids."""
+    seen: set[str] = set()
+    lines = [f"kbfix-agent-request\t{PROTOCOL_VERSION}", f"nonce\t{request.nonce}", f"limit\t{request.limit}"]
+    for o in request.ops:
+        if o.id in seen:
+            raise ValueError(f"duplicate op id {o.id!r}")
+        seen.add(o.id)
+        lines.append(f"op\t{o.id}\t{o.name}")
+        for key, values in o.args.items():
+            for v in values:
+                lines.append(f"arg\t{key}\t{base64.b64encode(v).decode('ascii')}")
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def decode_request(doc: bytes) -> AgentRequest:
+    """Parse a v1 request document. Raises RequestFormatError naming the line at fault.
+    Unknown op names are kept (the agent answers them with `invalid_args`)."""
+    try:
+        text = doc.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestFormatError("request document is not UTF-8") from exc
+    lines = [ln.rstrip("\r") for ln in text.split("\n") if ln.strip()]
+    if not lines or lines[0] != f"kbfix-agent-request\t{PROTOCOL_VERSION}":
+        raise RequestFormatError("line 1: expected 'kbfix-agent-request\\t1'")
+    nonce, limit = None, DEFAULT_RESPONSE_LIMIT
+    ops: list[OpRequest] = []
+    cur_args: dict[str, list[bytes]] | None = None
+    cur: tuple[str, str] | None = None
+
+    def flush() -> None:
+        if cur is not None and cur_args is not None:
+            ops.append(OpRequest(cur[0], cur[1], {k: tuple(v) for k, v in cur_args.items()}))
+
+    for n, line in enumerate(lines[1:], start=2):
+        parts = line.split("\t")
+        tag = parts[0]
+        if tag == "nonce" and len(parts) == 2 and _NONCE_RE.match(parts[1]):
+            nonce = parts[1]
+        elif tag == "limit" and len(parts) == 2 and parts[1].isdigit():
+            limit = int(parts[1])
+        elif tag == "op" and len(parts) == 3 and _ID_RE.match(parts[1]):
+            flush()
+            cur, cur_args = (parts[1], parts[2]), {}
+        elif tag == "arg" and len(parts) == 3 and cur_args is not None:
+            try:
+                value = base64.b64decode(parts[2], validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise RequestFormatError(f"line {n}: argument {parts[1]!r} is not base64") from exc
+            cur_args.setdefault(parts[1], []).append(value)
+        else:
+            raise RequestFormatError(f"line {n}: unexpected {tag[:20]!r}")
+    flush()
+    if nonce is None:
+        raise RequestFormatError("request has no valid nonce line")
+    ids = [o.id for o in ops]
+    if len(ids) != len(set(ids)):
+        raise RequestFormatError("duplicate op id in request")
+    return AgentRequest(tuple(ops), nonce=nonce, limit=limit)
+
+
+def read_agent_bytes() -> bytes:
+    """The shipped agent script as sent on the wire (UTF-8, LF line ends)."""
+    return AGENT_PATH.read_bytes().replace(b"\r\n", b"\n")
+
+
+def read_bootstrap_text() -> str:
+    """The shipped bootstrap script text (LF line ends, no BOM)."""
+    return BOOTSTRAP_PATH.read_text(encoding="utf-8").replace("\r\n", "\n")
+
+
+def command_line(bootstrap_text: str | None = None) -> tuple[str, list[str]]:
+    """The WS-Man Command for one agent invocation: ("powershell.exe", [args...]).
+    The bootstrap is passed with -EncodedCommand (base64 of UTF-16LE), as PowerShell documents."""
+    text = read_bootstrap_text() if bootstrap_text is None else bootstrap_text
+    encoded = base64.b64encode(text.encode("utf-16-le")).decode("ascii")
+    return "powershell.exe", [
+        "-NoProfile",
+        "-NonInteractive",
+        "-ExecutionPolicy",
+        "Bypass",
+        "-EncodedCommand",
+        encoded,
+    ]
+
+
+def build_stdin(request_doc: bytes, agent: bytes | None = None) -> bytes:
+    """The ASCII stdin stream for the bootstrap: the agent line then the request line."""
+    agent_bytes = read_agent_bytes() if agent is None else agent
+    return (
+        _AGENT_PREFIX + base64.b64encode(agent_bytes) + b"\n"
+        + _REQUEST_PREFIX + base64.b64encode(request_doc) + b"\n"
+    )
+
+
+def parse_stdin(stdin: bytes) -> tuple[bytes, bytes]:
+    """Split a bootstrap stdin stream into (agent bytes, request document).
+    Raises RequestFormatError when either line is missing or not base64."""
+    agent = request = None
+    for raw in stdin.splitlines():
+        line = raw.strip()
+        try:
+            if line.startswith(_AGENT_PREFIX):
+                agent = base64.b64decode(line[len(_AGENT_PREFIX):], validate=True)
+            elif line.startswith(_REQUEST_PREFIX):
+                request = base64.b64decode(line[len(_REQUEST_PREFIX):], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise RequestFormatError("stdin line is not valid base64") from exc
+    if agent is None or request is None:
+        raise RequestFormatError("stdin lacks the agent or the request line")
+    return agent, request
+
+
+@dataclass(frozen=True)
+class OpError:
+    """Why one op failed: kind (see PROTOCOL.md), message, hresult (`0x…` or None)."""
+
+    kind: str
+    message: str
+    hresult: str | None = None
+
+
+@dataclass(frozen=True)
+class OpResult:
+    """The answer to one op: ok with `data`, or not ok with `error`."""
+
+    id: str
+    op: str
+    ok: bool
+    data: dict[str, Any] | None = None
+    error: OpError | None = None
+
+
+@dataclass(frozen=True)
+class AgentResponse:
+    """A decoded agent response: host info, results in request order, truncation flag."""
+
+    nonce: str
+    host: dict[str, Any]
+    results: tuple[OpResult, ...]
+    truncated: bool = False
+    elapsed_ms: int = 0
+
+    def by_id(self) -> dict[str, OpResult]:
+        """Results keyed by op id."""
+        return {r.id: r for r in self.results}
+
+
+def response_document(
+    nonce: str, host: Mapping[str, Any], results: Iterable[OpResult], *, truncated: bool = False, elapsed_ms: int = 0
+) -> dict[str, Any]:
+    """Build the JSON-ready response document (the lab's side of the agent)."""
+    out = []
+    for r in results:
+        item: dict[str, Any] = {"id": r.id, "op": r.op, "ok": r.ok}
+        if r.ok:
+            item["data"] = r.data if r.data is not None else {}
+        else:
+            err = r.error or OpError("exception", "unknown error")
+            item["error"] = {"kind": err.kind, "message": err.message, "hresult": err.hresult}
+        out.append(item)
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "nonce": nonce,
+        "host": dict(host),
+        "results": out,
+        "truncated": truncated,
+        "elapsed_ms": elapsed_ms,
+    }
+
+
+def encode_response(document: Mapping[str, Any]) -> bytes:
+    """Frame a response document as the agent writes it to stdout (CRLF, 76-char base64 lines)."""
+    nonce = document["nonce"]
+    payload = base64.b64encode(json.dumps(document, ensure_ascii=False).encode("utf-8")).decode("ascii")
+    body = "\r\n".join(payload[i : i + 76] for i in range(0, len(payload), 76))
+    return f"KBFIX-BEGIN-{nonce}\r\n{body}\r\nKBFIX-END-{nonce}\r\n".encode("ascii")
+
+
+def decode_response(stdout: bytes, nonce: str, *, limit: int = DEFAULT_RESPONSE_LIMIT, host: str | None = None) -> AgentResponse:
+    """Find the framed response for `nonce` in raw stdout and decode it.
+
+    Everything outside the markers is ignored. Raises ResponseTooLargeError when stdout passes
+    `limit` bytes (×1.4 for base64), AgentError when the markers, base64, JSON or shape are wrong.
+    """
+    if len(stdout) > limit * 4 // 3 + 4096:
+        raise ResponseTooLargeError(f"agent response larger than {limit} bytes", host=host)
+    begin = f"KBFIX-BEGIN-{nonce}".encode("ascii")
+    end = f"KBFIX-END-{nonce}".encode("ascii")
+    i = stdout.find(begin)
+    j = stdout.find(end, i + len(begin)) if i >= 0 else -1
+    if i < 0 or j < 0:
+        raise AgentError("agent output has no framed response for this request", host=host)
+    b64 = re.sub(rb"\s+", b"", stdout[i + len(begin) : j])
+    try:
+        doc = json.loads(base64.b64decode(b64, validate=True).decode("utf-8"))
+    except (binascii.Error, ValueError) as exc:
+        raise AgentError(f"agent response is not valid base64 JSON: {exc}", host=host) from exc
+    if not isinstance(doc, dict) or doc.get("protocol") != PROTOCOL_VERSION or doc.get("nonce") != nonce:
+        raise AgentError("agent response is not protocol v1 or answers another request", host=host)
+    results = []
+    raw_results = doc.get("results")
+    if not isinstance(raw_results, list):
+        raise AgentError("agent response has no results list", host=host)
+    for item in raw_results:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            raise AgentError("agent response has a malformed result", host=host)
+        err = item.get("error")
+        results.append(
+            OpResult(
+                id=item["id"],
+                op=str(item.get("op", "")),
+                ok=bool(item.get("ok")),
+                data=item.get("data") if isinstance(item.get("data"), dict) else None,
+                error=OpError(str(err.get("kind", "exception")), str(err.get("message", "")), err.get("hresult"))
+                if isinstance(err, dict)
+                else None,
+            )
+        )
+    host_info = doc.get("host") if isinstance(doc.get("host"), dict) else {}
+    return AgentResponse(
+        nonce=nonce,
+        host=host_info,
+        results=tuple(results),
+        truncated=bool(doc.get("truncated")),
+        elapsed_ms=int(doc.get("elapsed_ms") or 0),
+    )
