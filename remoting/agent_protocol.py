@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from remoting.errors import AgentError, ResponseTooLargeError
 from remoting.ops import OPS
@@ -30,8 +30,8 @@ _NONCE_RE = re.compile(r"^[0-9a-f]{32}$")
 _AGENT_PREFIX = b"KBFIX/1 AGENT "
 _REQUEST_PREFIX = b"KBFIX/1 REQUEST "
 
-ArgScalar = Union[str, int, bool, bytes]
-ArgValue = Union[ArgScalar, Sequence[ArgScalar]]
+ArgScalar = str | int | bool | bytes
+ArgValue = ArgScalar | Sequence[ArgScalar]
 
 
 class RequestFormatError(ValueError):
