@@ -1,0 +1,499 @@
+"""The audit store: one SQLite file (WAL) holding every run, what was seen and what was done.
+
+`AuditStore` is safe to share between the runner's worker threads (one connection, one lock)
+and between processes (SQLite file locking, `busy_timeout`). Every write is its own committed
+transaction, so a `kill -9` loses at most the row being written: an intent row is committed
+before its op is sent, its result row after the answer. Audit rows are append-only (the
+schema's triggers refuse UPDATE/DELETE); the current state of a run or host is its latest row.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import secrets
+import socket
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kbfix.runinfo import RunInfo
+from kbfix.store.schema import migrate
+from playbooks.model import ExecutedAction, HostResult, PlannedAction
+
+STORE_FILE = "audit.sqlite3"
+REDACTED = "***redacted***"
+_SECRET_KEY = re.compile(r"pass(word|wd|phrase)?|secret|token|credential|api[_-]?key|private[_-]?key", re.I)
+
+
+def utc_now() -> datetime:
+    """Timezone-aware UTC now."""
+    return datetime.now(timezone.utc)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """A sortable, unique run id: `20261123T120000Z-ab12` (UTC time + 4 random hex digits)."""
+    now = now or utc_now()
+    return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+
+
+def operator_name() -> str:
+    """The OS user running kbfix (for the run record); `unknown` when the OS cannot say."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+def redact(value: Any) -> Any:
+    """A JSON-ready deep copy of `value` with the values of secret-looking keys replaced."""
+    if isinstance(value, Mapping):
+        return {str(k): (REDACTED if _SECRET_KEY.search(str(k)) else redact(v)) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [redact(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)  # Secret renders as *** and unknown objects as their text
+
+
+class StoreError(RuntimeError):
+    """The audit store cannot be used (unknown run, unreadable file, newer schema)."""
+
+
+class HostLockedError(StoreError):
+    """Another live kbfix process holds the apply lock of a host. `holder` describes it."""
+
+    def __init__(self, host: str, holder: LockHolder) -> None:
+        super().__init__(
+            f"host {host} is locked by run {holder.run_id} (pid {holder.pid} on {holder.machine}, "
+            f"since {holder.acquired}); wait for it to finish or, if that process is gone, retry"
+        )
+        self.host = host
+        self.holder = holder
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a host lock: run id, process id, machine name, UTC time acquired (ISO text)."""
+
+    run_id: str
+    pid: int
+    machine: str
+    acquired: str
+
+
+@dataclass(frozen=True)
+class OpenIntent:
+    """An intent row without a result: the op may or may not have run on the host."""
+
+    seq: int
+    run_id: str
+    host: str
+    action: PlannedAction
+    at: str
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    """One stored result row: the intent's action and what happened."""
+
+    run_id: str
+    host: str
+    action: PlannedAction
+    executed: ExecutedAction
+
+
+def _pid_alive(pid: int) -> bool:
+    """True when a process with this id exists on this machine (signal 0 probes, sends nothing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return False
+    return True
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+class AuditStore:
+    """The audit store at `path` (created and migrated on open).
+
+    Raises StoreError when the file cannot be opened or its schema is newer than this kbfix.
+    Use as a context manager or call `close()`.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            # isolation_level=None: autocommit; transactions are explicit BEGIN IMMEDIATE.
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an intent row must be on disk before the op it announces is sent.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            migrate(self._db)
+        except (sqlite3.Error, RuntimeError) as exc:
+            raise StoreError(f"{self.path}: cannot open the audit store: {exc}") from exc
+
+    @classmethod
+    def in_dir(cls, state_dir: Path | str) -> AuditStore:
+        """Open `<state_dir>/audit.sqlite3`."""
+        return cls(Path(state_dir) / STORE_FILE)
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> AuditStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One committed write transaction (IMMEDIATE: takes the write lock up front)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._db.execute(sql, args)
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+    # ---- runs -------------------------------------------------------------------------------
+
+    def begin_run(self, info: RunInfo, *, resumes: str | None = None) -> None:
+        """Record a new run (options redacted) and its `running` event."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO runs(id, kind, started, operator, kbfix_version, inventory_hash, window, options, resumes)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    info.id,
+                    info.kind,
+                    info.started.isoformat(),
+                    info.operator,
+                    info.kbfix_version,
+                    info.inventory_hash,
+                    info.window,
+                    _dumps(redact(info.options)),
+                    resumes,
+                ),
+            )
+            db.execute(
+                "INSERT INTO run_events(run_id, at, state, detail) VALUES (?,?,?,?)",
+                (info.id, info.started.isoformat(), "running", None),
+            )
+
+    def end_run(self, run_id: str, state: str, detail: str | None = None, *, at: datetime | None = None) -> None:
+        """Append the run's final event: `completed` or `interrupted` (with a reason)."""
+        if state not in ("completed", "interrupted"):
+            raise ValueError(f"end state must be completed or interrupted, not {state!r}")
+        self._event(run_id, state, detail, at)
+
+    def note(self, run_id: str, detail: str) -> None:
+        """Append a free-text event to a run (e.g. `max-fail stop after batch 2`)."""
+        self._event(run_id, "note", detail, None)
+
+    def _event(self, run_id: str, state: str, detail: str | None, at: datetime | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO run_events(run_id, at, state, detail) VALUES (?,?,?,?)",
+                (run_id, (at or utc_now()).isoformat(), state, detail),
+            )
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's events in order: dicts with seq, at, state, detail."""
+        return self._query("SELECT seq, at, state, detail FROM run_events WHERE run_id=? ORDER BY seq", (run_id,))
+
+    def run_info(self, run_id: str) -> RunInfo:
+        """The stored RunInfo; `state`/`ended` come from its latest state event. Raises StoreError."""
+        rows = self._query("SELECT * FROM runs WHERE id=?", (run_id,))
+        if not rows:
+            raise StoreError(f"no run {run_id!r} in {self.path}")
+        return self._run_from_row(rows[0])
+
+    def _run_from_row(self, row: Mapping[str, Any]) -> RunInfo:
+        last = self._query(
+            "SELECT at, state FROM run_events WHERE run_id=? AND state!='note' ORDER BY seq DESC LIMIT 1",
+            (row["id"],),
+        )
+        state = last[0]["state"] if last else "running"
+        return RunInfo(
+            id=row["id"],
+            kind=row["kind"],
+            started=datetime.fromisoformat(row["started"]),
+            ended=datetime.fromisoformat(last[0]["at"]) if state != "running" else None,
+            operator=row["operator"],
+            kbfix_version=row["kbfix_version"],
+            inventory_hash=row["inventory_hash"],
+            window=row["window"],
+            options=json.loads(row["options"]),
+            state=state,
+        )
+
+    def list_runs(self, limit: int = 50) -> list[RunInfo]:
+        """The newest `limit` runs, newest first."""
+        rows = self._query("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT ?", (limit,))
+        return [self._run_from_row(r) for r in rows]
+
+    def latest_run_id(self, kind: str | None = None) -> str | None:
+        """The newest run's id (of `kind` when given), or None for an empty store."""
+        if kind:
+            rows = self._query("SELECT id FROM runs WHERE kind=? ORDER BY started DESC, id DESC LIMIT 1", (kind,))
+        else:
+            rows = self._query("SELECT id FROM runs ORDER BY started DESC, id DESC LIMIT 1")
+        return rows[0]["id"] if rows else None
+
+    def resolve_run(self, ref: str) -> str:
+        """`latest`, a full id or a unique id prefix → the run id. Raises StoreError."""
+        if ref == "latest":
+            rid = self.latest_run_id()
+            if rid is None:
+                raise StoreError(f"no runs in {self.path}")
+            return rid
+        rows = self._query("SELECT id FROM runs WHERE id=? OR id LIKE ? ESCAPE '\\'", (ref, _like_prefix(ref)))
+        ids = sorted({r["id"] for r in rows})
+        if ref in ids:
+            return ref
+        if len(ids) != 1:
+            raise StoreError(f"run {ref!r} {'is ambiguous' if ids else 'not found'} in {self.path}")
+        return ids[0]
+
+    def resumed_by(self, run_id: str) -> list[str]:
+        """Ids of runs that resumed `run_id`, oldest first."""
+        return [r["id"] for r in self._query("SELECT id FROM runs WHERE resumes=? ORDER BY started", (run_id,))]
+
+    def resumes(self, run_id: str) -> str | None:
+        """The run that `run_id` resumed, or None."""
+        rows = self._query("SELECT resumes FROM runs WHERE id=?", (run_id,))
+        return rows[0]["resumes"] if rows else None
+
+    # ---- hosts, facts, findings, plans --------------------------------------------------------
+
+    def record_host(
+        self, run_id: str, result: HostResult, *, phase: str = "final", facts: Mapping[str, Any] | None = None
+    ) -> int:
+        """Append one host's result (and its findings, and facts when given); returns its seq.
+
+        phase: `assess`, `apply`, `verify` or `final`; the latest `final` row is the host's
+        result for the run (what reports render).
+        """
+        now = utc_now().isoformat()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO host_results(run_id, host, phase, status, facts_digest, result, at) VALUES (?,?,?,?,?,?,?)",
+                (run_id, result.host, phase, result.status.value, result.facts_digest,
+                 result.model_dump_json(), now),
+            )
+            seq = int(cur.lastrowid or 0)
+            for f in result.findings:
+                db.execute(
+                    "INSERT INTO findings(host_result_seq, run_id, host, advisory, status, reason, evidence)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (seq, run_id, result.host, f.advisory, f.status.value, f.reason,
+                     _dumps([e.model_dump(mode="json") for e in f.evidence])),
+                )
+            if facts is not None:
+                db.execute(
+                    "INSERT INTO facts(run_id, host, phase, digest, facts, at) VALUES (?,?,?,?,?,?)",
+                    (run_id, result.host, phase, result.facts_digest, _dumps(redact(facts)), now),
+                )
+        return seq
+
+    def record_plan(self, run_id: str, host: str, actions: Iterable[PlannedAction], facts_digest: str | None) -> None:
+        """Append the planned actions of one host, with the facts digest they were planned on."""
+        now = utc_now().isoformat()
+        with self._tx() as db:
+            for a in actions:
+                db.execute(
+                    "INSERT INTO planned_actions(run_id, host, action_id, advisory, kind, facts_digest, action, at)"
+                    " VALUES (?,?,?,?,?,?,?,?)",
+                    (run_id, host, a.id, a.advisory, a.kind, facts_digest, _dumps(redact(a.model_dump(mode="json"))), now),
+                )
+
+    def host_results(self, run_id: str, phase: str = "final") -> list[HostResult]:
+        """Each host's latest result of `phase` in the run, sorted by host name."""
+        rows = self._query(
+            "SELECT h.result FROM host_results h JOIN ("
+            " SELECT host, MAX(seq) AS seq FROM host_results WHERE run_id=? AND phase=? GROUP BY host"
+            ") last ON h.seq = last.seq ORDER BY h.host",
+            (run_id, phase),
+        )
+        return [HostResult.model_validate_json(r["result"]) for r in rows]
+
+    def facts(self, run_id: str, host: str) -> list[dict[str, Any]]:
+        """The host's stored fact sets in the run, oldest first: dicts with phase, digest, facts, at."""
+        rows = self._query("SELECT phase, digest, facts, at FROM facts WHERE run_id=? AND host=? ORDER BY seq", (run_id, host))
+        return [{**r, "facts": json.loads(r["facts"])} for r in rows]
+
+    def planned(self, run_id: str, host: str | None = None) -> list[tuple[str, PlannedAction, str | None]]:
+        """(host, action, facts_digest) for the run's planned actions, in plan order."""
+        sql = "SELECT host, action, facts_digest FROM planned_actions WHERE run_id=?"
+        args: list[Any] = [run_id]
+        if host is not None:
+            sql += " AND host=?"
+            args.append(host)
+        rows = self._query(sql + " ORDER BY seq", args)
+        return [(r["host"], PlannedAction.model_validate_json(r["action"]), r["facts_digest"]) for r in rows]
+
+    # ---- the journal: intents and results -------------------------------------------------------
+
+    def record_intent(self, run_id: str, host: str, action: PlannedAction) -> int:
+        """Commit an intent row before the action's ops are sent; returns its seq."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO intents(run_id, host, action_id, advisory, kind, action, at) VALUES (?,?,?,?,?,?,?)",
+                (run_id, host, action.id, action.advisory, action.kind,
+                 _dumps(redact(action.model_dump(mode="json"))), utc_now().isoformat()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def record_result(self, run_id: str, host: str, action_id: str, executed: ExecutedAction) -> int:
+        """Append the result of the newest open intent of (run, host, action); returns its seq.
+
+        Raises StoreError when there is no open intent for it (a result without intent would
+        be an audit hole).
+        """
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT i.seq FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq"
+                " WHERE i.run_id=? AND i.host=? AND i.action_id=? AND r.seq IS NULL ORDER BY i.seq DESC LIMIT 1",
+                (run_id, host, action_id),
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"{host}: result for action {action_id} without an open intent in run {run_id}")
+            cur = db.execute(
+                "INSERT INTO results(intent_seq, run_id, host, action_id, outcome, exit_code, executed, at)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (row[0], run_id, host, action_id, executed.outcome, executed.exit_code,
+                 _dumps(redact(executed.model_dump(mode="json"))), utc_now().isoformat()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def open_intents(self, run_ids: Iterable[str] | str) -> list[OpenIntent]:
+        """Intent rows without a result in the given run(s): ops whose outcome is unknown."""
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        rows = self._query(
+            "SELECT i.seq, i.run_id, i.host, i.action, i.at FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq"
+            " WHERE i.run_id IN (SELECT value FROM json_each(?)) AND r.seq IS NULL ORDER BY i.seq",
+            (json.dumps(ids),),
+        )
+        return [OpenIntent(r["seq"], r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]), r["at"])
+                for r in rows]
+
+    def outcomes(self, run_ids: Iterable[str] | str, host: str | None = None) -> list[ActionOutcome]:
+        """Every result row of the given run(s) (optionally one host), oldest first."""
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        sql = (
+            "SELECT r.run_id, r.host, i.action, r.executed FROM results r JOIN intents i ON i.seq = r.intent_seq"
+            " WHERE r.run_id IN (SELECT value FROM json_each(?))"
+        )
+        args: list[Any] = [json.dumps(ids)]
+        if host is not None:
+            sql += " AND r.host=?"
+            args.append(host)
+        rows = self._query(sql + " ORDER BY r.seq", args)
+        return [ActionOutcome(r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
+                              ExecutedAction.model_validate_json(r["executed"])) for r in rows]
+
+    def intents(self, run_id: str) -> list[dict[str, Any]]:
+        """All intent rows of a run with their result outcome (None when open), in order."""
+        return self._query(
+            "SELECT i.seq, i.host, i.action_id, i.kind, i.at, r.outcome, r.exit_code, r.at AS result_at"
+            " FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq WHERE i.run_id=? ORDER BY i.seq",
+            (run_id,),
+        )
+
+    def journal(self, run_id: str) -> StoreJournal:
+        """A playbooks `Journal` writing into this run."""
+        return StoreJournal(self, run_id)
+
+    # ---- host locks ---------------------------------------------------------------------------
+
+    def lock_hosts(self, run_id: str, hosts: Iterable[str], *, pid: int | None = None) -> None:
+        """Take the apply lock of every host, all or none.
+
+        A lock held by a process that no longer exists on this machine is stale and reclaimed.
+        Raises HostLockedError naming the holder of the first host held by a live process
+        (or by any process on another machine: its liveness cannot be checked from here).
+        """
+        pid = os.getpid() if pid is None else pid
+        machine = socket.gethostname()
+        now = utc_now().isoformat()
+        with self._tx() as db:
+            for host in hosts:
+                row = db.execute("SELECT run_id, pid, machine, acquired FROM host_locks WHERE host=?", (host,)).fetchone()
+                if row is not None:
+                    holder = LockHolder(*row)
+                    mine = holder.run_id == run_id and holder.pid == pid
+                    stale = holder.machine == machine and not _pid_alive(holder.pid)
+                    if not (mine or stale):
+                        raise HostLockedError(host, holder)
+                db.execute(
+                    "INSERT OR REPLACE INTO host_locks(host, run_id, pid, machine, acquired) VALUES (?,?,?,?,?)",
+                    (host, run_id, pid, machine, now),
+                )
+
+    def unlock_hosts(self, run_id: str, hosts: Iterable[str] | None = None) -> None:
+        """Release the run's locks (all of them, or those of `hosts`)."""
+        with self._tx() as db:
+            if hosts is None:
+                db.execute("DELETE FROM host_locks WHERE run_id=?", (run_id,))
+            else:
+                for host in hosts:
+                    db.execute("DELETE FROM host_locks WHERE run_id=? AND host=?", (run_id, host))
+
+    def lock_holder(self, host: str) -> LockHolder | None:
+        """The current holder of a host's lock, or None."""
+        rows = self._query("SELECT run_id, pid, machine, acquired FROM host_locks WHERE host=?", (host,))
+        return LockHolder(**rows[0]) if rows else None
+
+
+def _like_prefix(ref: str) -> str:
+    return ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class StoreJournal:
+    """The playbooks `Journal` for one run: `intent()` commits before the op is sent,
+    `result()` after its answer (or with outcome `unknown` when the answer was lost)."""
+
+    def __init__(self, store: AuditStore, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+
+    def intent(self, host: str, action: PlannedAction) -> None:
+        """Commit the intent row for `action` on `host`."""
+        self.store.record_intent(self.run_id, host, action)
+
+    def result(self, host: str, action: PlannedAction, executed: ExecutedAction) -> None:
+        """Append the result row for `action` on `host`."""
+        self.store.record_result(self.run_id, host, action.id, executed)

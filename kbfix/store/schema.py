@@ -1,0 +1,178 @@
+"""The audit store's SQLite schema and its ordered migrations.
+
+`schema_version` holds one row per applied migration (version, UTC time). `migrate()` applies
+every migration newer than the highest recorded version, each in its own transaction, so a
+store written by an older kbfix is upgraded in place and a newer one is refused.
+
+Audit tables are append-only, enforced by triggers (UPDATE and DELETE abort): a run's state
+changes are rows in `run_events`, an executed action is an `intents` row committed before the
+op is sent plus a `results` row after it. Only `host_locks` (operational, not evidence) is
+updated and deleted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+_APPEND_ONLY = ("runs", "run_events", "host_results", "facts", "findings", "planned_actions", "intents", "results")
+
+
+def _script(db: sqlite3.Connection, text: str) -> None:
+    """Run `;`-terminated statements one by one: `executescript` would COMMIT the open
+    transaction first and break the migration's atomicity."""
+    buf = ""
+    for line in text.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            db.execute(buf)
+            buf = ""
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    """Runs, events, per-host results, facts, findings, planned and executed actions, locks."""
+    _script(
+        db,
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            started TEXT NOT NULL,
+            operator TEXT NOT NULL,
+            kbfix_version TEXT NOT NULL,
+            inventory_hash TEXT,
+            window TEXT,
+            options TEXT NOT NULL,            -- JSON, secrets redacted
+            resumes TEXT REFERENCES runs(id)  -- the interrupted run this one resumes
+        );
+        CREATE TABLE run_events (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            at TEXT NOT NULL,
+            state TEXT NOT NULL,              -- running | completed | interrupted | note
+            detail TEXT
+        );
+        CREATE TABLE host_results (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            host TEXT NOT NULL,
+            phase TEXT NOT NULL,              -- assess | apply | verify | final
+            status TEXT NOT NULL,
+            facts_digest TEXT,
+            result TEXT NOT NULL,             -- HostResult JSON
+            at TEXT NOT NULL
+        );
+        CREATE INDEX host_results_run ON host_results(run_id, host);
+        CREATE TABLE facts (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            host TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            digest TEXT,
+            facts TEXT NOT NULL,              -- JSON
+            at TEXT NOT NULL
+        );
+        CREATE TABLE findings (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            host_result_seq INTEGER NOT NULL REFERENCES host_results(seq),
+            run_id TEXT NOT NULL,
+            host TEXT NOT NULL,
+            advisory TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            evidence TEXT NOT NULL            -- JSON list of Evidence
+        );
+        CREATE TABLE planned_actions (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            host TEXT NOT NULL,
+            action_id TEXT NOT NULL,
+            advisory TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            facts_digest TEXT,
+            action TEXT NOT NULL,             -- PlannedAction JSON
+            at TEXT NOT NULL
+        );
+        CREATE TABLE intents (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            host TEXT NOT NULL,
+            action_id TEXT NOT NULL,
+            advisory TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            action TEXT NOT NULL,             -- PlannedAction JSON, as about to be sent
+            at TEXT NOT NULL
+        );
+        CREATE INDEX intents_run ON intents(run_id, host);
+        CREATE TABLE results (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            intent_seq INTEGER NOT NULL UNIQUE REFERENCES intents(seq),
+            run_id TEXT NOT NULL,
+            host TEXT NOT NULL,
+            action_id TEXT NOT NULL,
+            outcome TEXT NOT NULL,            -- success | reboot_required | failed | unknown
+            exit_code INTEGER,
+            executed TEXT NOT NULL,           -- ExecutedAction JSON
+            at TEXT NOT NULL
+        );
+        CREATE TABLE host_locks (
+            host TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            machine TEXT NOT NULL,
+            acquired TEXT NOT NULL
+        );
+        """
+    )
+    for table in _APPEND_ONLY:
+        for verb in ("UPDATE", "DELETE"):
+            db.execute(
+                f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table} "  # fixed table names, no input
+                f"BEGIN SELECT RAISE(ABORT, 'audit table {table} is append-only'); END"
+            )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
+"""Ordered migrations; migration N (1-based) brings the schema to version N. Only append."""
+
+LATEST = len(MIGRATIONS)
+
+
+class SchemaTooNewError(RuntimeError):
+    """The store was written by a newer kbfix (its schema version is above `LATEST`)."""
+
+
+def current_version(db: sqlite3.Connection) -> int:
+    """The highest applied schema version; 0 for an empty database."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)")
+    row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Apply pending migrations, each in one IMMEDIATE transaction; return the resulting version.
+
+    Raises SchemaTooNewError when the store is newer than this kbfix. `db` must be in
+    autocommit mode (isolation_level=None) so the explicit transactions here are the only ones.
+    """
+    version = current_version(db)
+    if version > LATEST:
+        raise SchemaTooNewError(f"audit store schema v{version} is newer than this kbfix (v{LATEST}); upgrade kbfix")
+    while version < LATEST:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read inside the write lock: another process may have migrated meanwhile.
+            version = current_version(db)
+            if version < LATEST:
+                MIGRATIONS[version](db)
+                version += 1
+                db.execute(
+                    "INSERT INTO schema_version(version, applied) VALUES (?, ?)",
+                    (version, datetime.now(timezone.utc).isoformat()),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    return version
