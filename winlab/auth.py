@@ -1,0 +1,223 @@
+"""Authentication for the lab server: Basic, NTLM (as HTTP Negotiate/NTLM) and SPNEGO message sealing.
+
+Owns: matching a presented user name to a host's `accounts`, the per-connection NTLM acceptor
+(pyspnego), the 401 challenge headers, and the `multipart/encrypted` body format of MS-WSMV
+2.2.9.1.1 (what pywinrm's `winrm/encryption.py` writes and reads).
+
+pyspnego's NTLM acceptor looks passwords up in the file named by the NTLM_USER_FILE environment
+variable (Heimdal format `DOMAIN:USER:PASSWORD`, see `spnego/_ntlm.py::_get_credential`); there is
+no other way to hand it credentials. `ntlm_user_file` writes that file for a lab's hosts and points
+the variable at it while the lab runs. Because the file is per process, one account name maps to
+one password across a lab; the server re-checks the host's own password after the handshake, so a
+conflicting password on another host is refused rather than accepted.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import os
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import spnego
+import spnego.exceptions
+
+#: What Windows lists on a 401 from WinRM over HTTP with Basic enabled (Negotiate first; Kerberos
+#: is negotiated inside it). Source: WinRM service responses, `winrm get winrm/config/service/auth`.
+WWW_AUTHENTICATE = ("Negotiate", 'Basic realm="WSMAN"')
+ENCRYPTED_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
+BOUNDARY = b"--Encrypted Boundary"
+ENCRYPTED_CONTENT_TYPE = f'multipart/encrypted;protocol="{ENCRYPTED_PROTOCOL}";boundary="Encrypted Boundary"'
+
+
+class AuthError(Exception):
+    """Authentication or message sealing failed; the server answers 401 (or 400 for a bad body)."""
+
+
+# ------------------------------------------------------------------------------------- accounts
+
+
+def split_user(name: str) -> tuple[str, str]:
+    """`DOMAIN\\user` / `user@domain` / `user` → (domain, user); domain '' when absent."""
+    if "\\" in name:
+        domain, _, user = name.partition("\\")
+        return domain, user
+    if "@" in name:
+        user, _, domain = name.rpartition("@")
+        return domain, user
+    return "", name
+
+
+def _domain_equal(a: str, b: str) -> bool:
+    a, b = a.upper(), b.upper()
+    return a == b or a.split(".")[0] == b.split(".")[0]
+
+
+def match_account(accounts: Mapping[str, str], presented: str) -> tuple[str, str] | None:
+    """Find the host account a presented user name means: (account key, password) or None.
+
+    User names compare case-insensitively; when both sides carry a domain, the domains must match
+    (NetBIOS name or the first label of a DNS name, case-insensitive), as a domain account would.
+    """
+    p_domain, p_user = split_user(presented)
+    for key, password in accounts.items():
+        a_domain, a_user = split_user(key)
+        if a_user.upper() != p_user.upper():
+            continue
+        if p_domain and a_domain and not _domain_equal(p_domain, a_domain):
+            continue
+        return key, password
+    return None
+
+
+def parse_basic(value: str) -> tuple[str, str] | None:
+    """`Basic <base64(user:password)>` → (user, password); None when malformed."""
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+# ----------------------------------------------------------------------------- NTLM user file
+
+
+def ntlm_user_lines(accounts: Iterable[tuple[str, str]]) -> list[str]:
+    """Heimdal-format lines (`DOMAIN:USER:PASSWORD`) covering the forms a client may send:
+    `DOMAIN\\user` (domain + user), bare `user`, and `user@domain` (sent as the user name)."""
+    lines: list[str] = []
+    for name, password in accounts:
+        domain, user = split_user(name)
+        if ":" in user or ":" in domain or "\n" in password or "\r" in password:
+            continue  # cannot be written in this file format; such an account can still use Basic
+        lines.append(f"{domain}:{user}:{password}")
+        if domain:
+            lines.append(f":{user}:{password}")
+            lines.append(f":{user}@{domain}:{password}")
+    return lines
+
+
+@contextlib.contextmanager
+def ntlm_user_file(path: Path, accounts: Iterable[tuple[str, str]]) -> Iterator[Path]:
+    """Write the NTLM credential file at `path` and point NTLM_USER_FILE at it for the duration.
+
+    A file already named by NTLM_USER_FILE (another lab in this process) is appended, so nested
+    labs keep working; the previous value is restored on exit.
+    """
+    previous = os.environ.get("NTLM_USER_FILE")
+    lines = ntlm_user_lines(accounts)
+    if previous and os.path.isfile(previous):
+        lines.extend(Path(previous).read_text(encoding="utf-8").splitlines())
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    os.environ["NTLM_USER_FILE"] = str(path)
+    try:
+        yield path
+    finally:
+        if previous is None:
+            os.environ.pop("NTLM_USER_FILE", None)
+        else:
+            os.environ["NTLM_USER_FILE"] = previous
+
+
+# ----------------------------------------------------------------------- per-connection state
+
+
+@dataclass
+class NtlmStep:
+    """The result of one Negotiate/NTLM leg: `token` to send back (None when none), `user` once done."""
+
+    token: bytes | None
+    user: str | None
+
+
+class ConnectionAuth:
+    """Authentication state of one TCP connection (NTLM authenticates the connection, not a request).
+
+    `user` is the authenticated user name (`DOMAIN\\user`) once NTLM completed; `sealing` says that
+    bodies on this connection are sealed with the NTLM context.
+    """
+
+    def __init__(self) -> None:
+        self._ctx: spnego.ContextProxy | None = None
+        self.scheme: str = ""
+        self.user: str | None = None
+
+    def reset(self) -> None:
+        """Forget the connection's security context (a new handshake starts over)."""
+        self._ctx = None
+        self.user = None
+        self.scheme = ""
+
+    def ntlm_step(self, scheme: str, token_b64: str) -> NtlmStep:
+        """Feed one `Negotiate`/`NTLM` token. Raises AuthError for a bad token or wrong password."""
+        try:
+            token = base64.b64decode(token_b64.strip(), validate=True)
+        except binascii.Error as exc:
+            raise AuthError("token is not base64") from exc
+        if self._ctx is None or self._ctx.complete:
+            self._ctx = spnego.server(protocol="ntlm", service="http")
+            self.user = None
+        self.scheme = scheme
+        try:
+            out = self._ctx.step(token)
+        except (spnego.exceptions.SpnegoError, ValueError, struct.error, IndexError, KeyError) as exc:
+            self.reset()
+            raise AuthError(f"NTLM: {type(exc).__name__}") from exc
+        if self._ctx.complete:
+            self.user = self._ctx.client_principal or ""
+            return NtlmStep(out, self.user)
+        return NtlmStep(out, None)
+
+    @property
+    def sealing(self) -> bool:
+        """True once an NTLM context exists that can seal messages."""
+        return self._ctx is not None and self._ctx.complete
+
+    def unwrap(self, body: bytes) -> bytes:
+        """Decrypt a `multipart/encrypted` request body (MS-WSMV 2.2.9.1.1). Raises AuthError."""
+        if self._ctx is None or not self._ctx.complete:
+            raise AuthError("no security context for an encrypted body")
+        header, sep, rest = body.partition(b"\tContent-Type: application/octet-stream\r\n")
+        if not sep or BOUNDARY not in header:
+            raise AuthError("not a multipart/encrypted body")
+        try:
+            length = int(header.split(b"Length=")[1].split(b"\r\n")[0])
+        except (IndexError, ValueError) as exc:
+            raise AuthError("no OriginalContent Length") from exc
+        end = BOUNDARY + b"--\r\n"
+        if rest.endswith(end):
+            rest = rest[: -len(end)]
+        if len(rest) < 4:
+            raise AuthError("truncated sealed message")
+        sig_len = struct.unpack("<i", rest[:4])[0]
+        if sig_len != 16 or len(rest) < 4 + sig_len:
+            raise AuthError("bad signature length")
+        try:
+            plain = self._ctx.unwrap(rest[4:]).data
+        except Exception as exc:  # pyspnego raises its own errors for a bad seal/sequence
+            raise AuthError(f"unseal failed: {type(exc).__name__}") from exc
+        if len(plain) != length:
+            raise AuthError("sealed length does not match OriginalContent")
+        return plain
+
+    def wrap(self, body: bytes) -> bytes:
+        """Seal a response body into the `multipart/encrypted` format pywinrm parses."""
+        if self._ctx is None:
+            raise AuthError("no security context")
+        sealed = self._ctx.wrap(body, encrypt=True).data
+        signature, data = sealed[:16], sealed[16:]
+        return (
+            BOUNDARY + b"\r\n\tContent-Type: " + ENCRYPTED_PROTOCOL.encode() + b"\r\n"
+            b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=" + str(len(body)).encode()
+            + b"\r\n" + BOUNDARY + b"\r\n\tContent-Type: application/octet-stream\r\n"
+            + struct.pack("<i", len(signature)) + signature + data + BOUNDARY + b"--\r\n"
+        )

@@ -1,0 +1,99 @@
+"""The lab's throwaway PKI: a self-signed CA and one server certificate, generated at start.
+
+Clients validate the lab's HTTPS endpoints against the CA file (`requests` `verify=<ca.pem>`,
+pywinrm `ca_trust_path`) instead of switching validation off. Keys are ECDSA P-256 (fast to
+generate, accepted by OpenSSL/urllib3); the server certificate names every loopback address and
+host name the lab serves in its subjectAltName, and `localhost`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+@dataclass(frozen=True)
+class LabPki:
+    """Paths of the generated PEM files: `ca_path` (give it to clients), `cert_path`, `key_path`."""
+
+    ca_path: Path
+    cert_path: Path
+    key_path: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        """A TLS server context (TLS 1.2+) loaded with the server certificate and key."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.cert_path, self.key_path)
+        return ctx
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "kbfix winlab"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_pki(workdir: Path, addresses: Iterable[str], names: Iterable[str], days: int = 7) -> LabPki:
+    """Generate the CA and server certificate into `workdir` (created if needed); valid `days` days.
+
+    addresses: IP literals for the SAN (e.g. `127.0.0.1`); names: DNS names (host names; invalid
+    DNS labels are skipped). Raises OSError when the files cannot be written.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    start = now - datetime.timedelta(minutes=5)
+    end = now + datetime.timedelta(days=days)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name("kbfix winlab CA")
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    alt: list[x509.GeneralName] = [x509.DNSName("localhost")]
+    seen: set[str] = {"localhost"}
+    for addr in addresses:
+        if addr not in seen:
+            seen.add(addr)
+            alt.append(x509.IPAddress(ipaddress.ip_address(addr)))
+    for name in names:
+        dns = name.lower()
+        if dns not in seen and dns.replace("-", "").replace(".", "").isalnum():
+            seen.add(dns)
+            alt.append(x509.DNSName(dns))
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("winlab")).issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    pki = LabPki(workdir / "ca.pem", workdir / "server.pem", workdir / "server.key")
+    pki.ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    pki.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pki.key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    pki.key_path.chmod(0o600)
+    return pki
