@@ -1,0 +1,76 @@
+"""The Jinja2 environment the templated formats (HTML, Markdown) render with.
+
+Loader chain: the operator's override directories first, then the packaged `templates/`
+(a file of the same name wins, so a site can restyle a report without forking). Autoescape is on
+for `.html`/`.htm`/`.xml` templates; the Markdown template escapes with explicit filters
+(`md`, `fence`). gettext comes from jinja2's i18n extension with new-style (autoescaping,
+`%(name)s`) calls. Data reaches templates only as context values, never as template source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from kbfix.report.i18n import check_language, translations
+from kbfix.report.text import md_cell, md_fence, visible_controls
+from templates import TEMPLATE_DIR
+
+
+def safe_url(url: object) -> str:
+    """`url` when it is http(s) or mailto, else `#` (a `javascript:` source link must not run)."""
+    text = str(url)
+    return text if urlsplit(text).scheme.lower() in ("http", "https", "mailto") else "#"
+
+
+def os_text(os: Mapping[str, Any] | None) -> str:
+    """A one-line OS description from the host's `os` facts (caption/name, version, build, language)."""
+    if not os:
+        return ""
+    keys = ("caption", "name", "product", "version", "service_pack", "build", "arch", "language", "lang")
+    parts = [str(os[k]) for k in keys if os.get(k) not in (None, "")]
+    if not parts:
+        parts = [f"{k}={v}" for k, v in sorted(os.items()) if v not in (None, "")]
+    return " ".join(dict.fromkeys(parts))
+
+
+def by_id(advisories: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """A host's advisory results keyed by advisory id."""
+    return {a["id"]: a for a in advisories}
+
+
+@lru_cache(maxsize=32)
+def _environment(lang: str, dirs: tuple[str, ...]) -> Environment:
+    loaders = [FileSystemLoader(d) for d in dirs] + [FileSystemLoader(str(TEMPLATE_DIR))]
+    env = Environment(
+        loader=ChoiceLoader(loaders),
+        autoescape=select_autoescape(enabled_extensions=("html", "htm", "xml"), default=False),
+        extensions=["jinja2.ext.i18n"],
+        undefined=StrictUndefined,
+        trim_blocks=False,
+        lstrip_blocks=False,
+        keep_trailing_newline=True,
+    )
+    env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
+    env.filters.update(
+        md=md_cell,
+        fence=md_fence,
+        visible=visible_controls,
+        safe_url=safe_url,
+        os_text=os_text,
+        groupby_id=by_id,
+    )
+    return env
+
+
+def environment(lang: str, template_dirs: Sequence[Path] = ()) -> Environment:
+    """The environment for `lang` with `template_dirs` searched before the packaged templates.
+    Cached per (lang, dirs); templates still reload when a file changes. Raises
+    UnknownLanguageError for an unsupported language."""
+    check_language(lang)
+    return _environment(lang, tuple(str(Path(d)) for d in template_dirs))

@@ -1,0 +1,83 @@
+"""Rendering a document to bytes in one format, choosing a format from a file name, and writing
+a report file atomically (temporary file in the same directory, then rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kbfix.report.env import environment
+from kbfix.report.i18n import check_language
+from kbfix.report.tabular import render_csv, render_junit
+from kbfix.report.view import context
+
+FORMATS: tuple[str, ...] = ("json", "html", "md", "csv", "junit")
+_EXTENSIONS = {".json": "json", ".html": "html", ".htm": "html", ".md": "md", ".csv": "csv", ".xml": "junit"}
+_TEMPLATES = {"html": "report.html", "md": "report.md"}
+
+
+class UnknownFormatError(ValueError):
+    """A format name or file extension kbfix cannot render."""
+
+
+def render_json(doc: Mapping[str, Any]) -> bytes:
+    """The document as UTF-8 JSON (2-space indent, non-ASCII kept, trailing newline)."""
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def render(
+    doc: Mapping[str, Any], fmt: str, *, lang: str = "en", template_dirs: Sequence[Path] = ()
+) -> bytes:
+    """`doc` (a built document) rendered as `fmt` (json|html|md|csv|junit) in `lang`, UTF-8 bytes.
+    `template_dirs` are searched before the packaged templates (HTML and Markdown only).
+    Raises UnknownFormatError, UnknownLanguageError, jinja2.TemplateError (broken override)."""
+    check_language(lang)
+    if fmt == "json":
+        return render_json(doc)
+    if fmt == "csv":
+        return render_csv(doc, lang)
+    if fmt == "junit":
+        return render_junit(doc, lang)
+    name = _TEMPLATES.get(fmt)
+    if name is None:
+        raise UnknownFormatError(f"unknown report format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    template = environment(lang, template_dirs).get_template(name)
+    return template.render(context(doc, lang)).encode("utf-8")
+
+
+def format_for_path(path: Path) -> str:
+    """The format implied by a file name: .json, .html/.htm, .md, .csv, .xml (JUnit).
+    Raises UnknownFormatError for any other extension."""
+    fmt = _EXTENSIONS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise UnknownFormatError(
+            f"cannot tell the report format of {path}; use one of {', '.join(sorted(_EXTENSIONS))}"
+        )
+    return fmt
+
+
+def write_report(
+    doc: Mapping[str, Any], path: Path, *, lang: str = "en", template_dirs: Sequence[Path] = ()
+) -> Path:
+    """Render `doc` in the format of `path`'s extension and write it atomically: a reader sees the
+    old file or the complete new one, never a partial report. Returns the path written.
+    Raises UnknownFormatError, UnknownLanguageError, OSError."""
+    path = Path(path)
+    data = render(doc, format_for_path(path), lang=lang, template_dirs=template_dirs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

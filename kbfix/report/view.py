@@ -1,0 +1,72 @@
+"""What the templates need beyond the document: which statuses to show, the status chart geometry,
+the advisory columns. Pure functions of the document."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from kbfix.report.document import STATUSES
+from kbfix.report.i18n import LocaleFormat
+
+CHART_LABEL_WIDTH = 150  # px for the status label column of the SVG chart
+CHART_BAR_MAX = 420  # px of the longest bar
+CHART_ROW = 22  # px per bar row
+# Host details are opened on screen for statuses that need a reader's attention.
+OPEN_STATUSES = frozenset({"non_compliant", "unknown", "failed", "unreachable", "pending_reboot"})
+
+
+def shown_statuses(doc: Mapping[str, Any]) -> list[str]:
+    """Status codes, best to worst, that occur in the run (host or finding level); all of them when none."""
+    sm = doc["summary"]
+    shown = [s for s in STATUSES if sm["by_status"].get(s) or sm["hosts_by_status"].get(s)]
+    return shown or list(STATUSES)
+
+
+def chart(doc: Mapping[str, Any], shown: list[str]) -> dict[str, Any]:
+    """Bar geometry (px) of the status chart: `{width, height, label_width, bars: [{code, count, y, width}]}`."""
+    counts = doc["summary"]["by_status"]
+    top = max([counts[s] for s in shown] + [1])
+    bars = [
+        {
+            "code": s,
+            "count": counts[s],
+            "y": 4 + i * CHART_ROW,
+            "width": 0 if counts[s] == 0 else max(2, round(CHART_BAR_MAX * counts[s] / top)),
+        }
+        for i, s in enumerate(shown)
+    ]
+    return {
+        "width": CHART_LABEL_WIDTH + CHART_BAR_MAX + 70,
+        "height": 8 + CHART_ROW * len(shown),
+        "label_width": CHART_LABEL_WIDTH,
+        "bars": bars,
+    }
+
+
+def options_text(options: Mapping[str, Any]) -> str:
+    """Run options as compact, key-sorted JSON (already redacted in the document)."""
+    return json.dumps(options, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def context(doc: Mapping[str, Any], lang: str) -> dict[str, Any]:
+    """The template context for `doc` in `lang`: `doc`, `f` (LocaleFormat), `shown`, `chart`,
+    `adv_ids`, `sources` (first source URL per advisory), `rank`, `open_statuses`, `html_lang`,
+    `options_text`. Raises UnknownLanguageError for an unsupported language."""
+    fmt = LocaleFormat(lang)
+    shown = shown_statuses(doc)
+    sources = {a["id"]: a["sources"][0] for a in doc.get("advisories", ()) if a.get("sources")}
+    adv_ids = [a["id"] for a in doc["summary"]["per_advisory"]]
+    return {
+        "doc": doc,
+        "f": fmt,
+        "shown": shown,
+        "chart": chart(doc, shown),
+        "adv_ids": adv_ids,
+        "sources": sources,
+        "rank": {s: i for i, s in enumerate(STATUSES)},
+        "open_statuses": OPEN_STATUSES,
+        "html_lang": lang.replace("_", "-"),
+        "options_text": options_text(doc["run"].get("options") or {}),
+    }
