@@ -1,0 +1,71 @@
+"""Where kbfix keeps its state and what its optional config file says.
+
+State (the audit store) lives in `--state DIR`, else `$KBFIX_STATE`, else the platform's user
+data dir (platformdirs: `~/.local/share/kbfix` on Linux). The config file — `$KBFIX_CONFIG`, else
+`<user config dir>/config.yaml` — is optional YAML:
+
+```yaml
+windows:                      # named change windows for `--window NAME`
+  sat-night: "2026-11-28T22:00:00+01:00/PT4H"
+defaults:                     # defaults for global options
+  forks: 20
+```
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import yaml
+
+APP = "kbfix"
+
+
+class ConfigError(ValueError):
+    """The config file exists but cannot be read or has the wrong shape (message names the file)."""
+
+
+def default_state_dir() -> Path:
+    """`$KBFIX_STATE` or the platform user data dir for kbfix."""
+    env = os.environ.get("KBFIX_STATE")
+    return Path(env) if env else Path(platformdirs.user_data_dir(APP, appauthor=False))
+
+
+def default_config_path() -> Path:
+    """`$KBFIX_CONFIG` or `<user config dir>/config.yaml`."""
+    env = os.environ.get("KBFIX_CONFIG")
+    return Path(env) if env else Path(platformdirs.user_config_dir(APP, appauthor=False)) / "config.yaml"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The parsed config file: named windows (name → ISO 8601 interval text) and option defaults."""
+
+    windows: Mapping[str, str] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read the config file; a missing file gives an empty Config. Raises ConfigError."""
+    path = path or default_config_path()
+    if not path.is_file():
+        return Config(path=None)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    windows = data.get("windows") or {}
+    defaults = data.get("defaults") or {}
+    if not isinstance(windows, dict) or not all(isinstance(v, str) for v in windows.values()):
+        raise ConfigError(f"{path}: windows: expected name: \"START/END\" entries")
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{path}: defaults: expected a mapping")
+    return Config(windows={str(k): v for k, v in windows.items()}, defaults=defaults, path=path)
