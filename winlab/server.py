@@ -87,6 +87,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _write(self, status: int, body: bytes = b"", headers: Sequence[tuple[str, str]] = (),
                content_type: str | None = SOAP_CONTENT_TYPE) -> None:
+        # Callers count the request in the host records *before* writing: a client that has its
+        # answer must find it counted (tests and benchmarks read the records right after a call).
         lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", f"Server: {SERVER_HEADER}",
                  f"Date: {email.utils.formatdate(usegmt=True)}"]
         if body and content_type:
@@ -100,8 +102,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _unauthorized(self, bytes_in: int, extra: Sequence[tuple[str, str]] = ()) -> None:
         headers = list(extra) or [("WWW-Authenticate", v) for v in auth.WWW_AUTHENTICATE]
-        self._write(401, b"", headers)
         self.server.host.records.count_request("Auth", bytes_in, 0)
+        self._write(401, b"", headers)
 
     def _drop(self) -> None:
         self.close_connection = True
@@ -118,8 +120,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _other(self, status: int) -> None:
         self.close_connection = self.close_connection or bool(self.headers.get("Content-Length"))
-        self._write(status)
         self.server.host.records.count_request("Other", 0, 0)
+        self._write(status)
 
     def do_POST(self) -> None:
         """Authenticate, unseal, run the WS-Man action, seal, answer — or inject a fault."""
@@ -136,8 +138,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not length_text.isdigit() or int(length_text) > HARD_BODY_CAP:
             self.close_connection = True
             body = soap.fault_envelope(soap.fault_envelope_too_big(host.max_envelope_kb * 1024), None, host.name)
-            self._write(400 if not length_text.isdigit() else 500, body)
             host.records.count_request("Other", 0, len(body))
+            self._write(400 if not length_text.isdigit() else 500, body)
             return
         raw = self.rfile.read(int(length_text))
         if len(raw) != int(length_text):
@@ -155,15 +157,15 @@ class _Handler(BaseHTTPRequestHandler):
                 body = self.conn_auth.unwrap(raw)
             except auth.AuthError:
                 self.close_connection = True
-                self._write(400)
                 host.records.count_request("Other", len(raw), 0)
+                self._write(400)
                 return
         else:
             body = raw
         if not body:
             # An authenticated empty POST: pywinrm's way to set up the NTLM context before sealing.
-            self._write(200)
             host.records.count_request("Auth", len(raw), 0)
+            self._write(200)
             return
 
         reply = self._injected_500(listener) or listener.service.handle(body, user)
@@ -179,8 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
         if sealed:
             out = self.conn_auth.wrap(out)
             ctype = auth.ENCRYPTED_CONTENT_TYPE
-        self._write(reply.status, out, content_type=ctype)
         host.records.count_request(reply.action, len(raw), len(out))
+        self._write(reply.status, out, content_type=ctype)
 
     def _injected_500(self, listener: HostListener) -> Reply | None:
         faults = listener.host.faults
