@@ -100,6 +100,14 @@ class _Handler(BaseHTTPRequestHandler):
         # One send: headers and body together (see the module docstring).
         self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib parser's error path (bad request line, bad headers, unknown method): an
+        HTTP/1.1 status with an empty body and `Connection: close`, as HTTP.sys answers, in one send
+        (the stdlib would answer an HTTP/0.9-looking request line with a bare HTML page)."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self._write(code, b"", content_type=None)
+
     def _unauthorized(self, bytes_in: int, extra: Sequence[tuple[str, str]] = ()) -> None:
         headers = list(extra) or [("WWW-Authenticate", v) for v in auth.WWW_AUTHENTICATE]
         self.server.host.records.count_request("Auth", bytes_in, 0)
@@ -168,7 +176,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(200)
             return
 
-        reply = self._injected_500(listener) or listener.service.handle(body, user)
+        try:
+            reply = self._injected_500(listener) or listener.service.handle(body, user)
+        except Exception as exc:  # a lab bug must answer like a failing service, not kill the connection
+            fault = soap.fault_internal(f"winlab internal error: {type(exc).__name__} ")
+            reply = Reply(500, soap.fault_envelope(fault, None, host.name), "Other")
         if reply.drop:
             self._drop()
             host.records.count_request(reply.action, len(raw), 0)
@@ -341,8 +353,8 @@ class LabServer:
                 with self._lock:
                     self._conns[sock] = self._conns.pop(conn, None)
             _Handler(sock, peer, listener)
-        except (OSError, ssl.SSLError, ValueError):
-            pass  # a client that vanished or spoke garbage; nothing to answer
+        except (OSError, ValueError):
+            pass  # a client that vanished or spoke garbage (ssl.SSLError is an OSError); nothing to answer
         finally:
             with self._lock:
                 self._conns.pop(sock, None)
