@@ -1,0 +1,91 @@
+"""The reviewable plan file (`kbfix plan -o plan.json`, `kbfix apply --plan plan.json`).
+
+One JSON document: format tag and version, the plan run's id and time, the kbfix version, the
+inventory digest, and per host the facts the plan rests on (and their SHA-256 digest, which
+apply compares to detect drift), the findings and, on each finding, the exact planned actions
+(agent ops, package, expected exit codes, estimated seconds). Written atomically; read back
+into the same pydantic models, so what was reviewed is what runs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from playbooks.model import Finding, Status
+
+PLAN_FORMAT = "kbfix/plan"
+PLAN_VERSION = 1
+
+
+class PlanError(ValueError):
+    """A plan file that cannot be read or is not a kbfix plan (message names the file)."""
+
+
+class HostPlan(BaseModel):
+    """One host in a plan: facts and their digest, the findings with `planned` actions."""
+
+    host: str
+    site: str | None = None
+    status: Status
+    facts_digest: str | None = None
+    facts: dict[str, Any] = Field(default_factory=dict)
+    findings: list[Finding] = Field(default_factory=list)
+
+    @property
+    def actions(self) -> int:
+        """How many actions are planned for this host."""
+        return sum(len(f.planned) for f in self.findings)
+
+    @property
+    def estimated_seconds(self) -> float:
+        """The plan's estimate for this host's actions, seconds."""
+        return sum(p.estimated_seconds for f in self.findings for p in f.planned)
+
+
+class PlanDocument(BaseModel):
+    """A whole plan (see module docstring)."""
+
+    format: Literal["kbfix/plan"] = PLAN_FORMAT
+    version: Literal[1] = PLAN_VERSION
+    run_id: str
+    created: datetime
+    kbfix_version: str
+    inventory_hash: str | None = None
+    hosts: list[HostPlan] = Field(default_factory=list)
+
+    def host(self, name: str) -> HostPlan | None:
+        """The entry of one host, or None."""
+        return next((h for h in self.hosts if h.host == name), None)
+
+    def write(self, path: Path) -> Path:
+        """Write the plan as indented UTF-8 JSON, atomically (temp file + rename). Raises OSError."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.model_dump_json(indent=2) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> PlanDocument:
+        """Read and validate a plan file. Raises PlanError naming the file and the bad field."""
+        try:
+            return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise PlanError(f"{path}: {exc.strerror or exc}") from exc
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            raise PlanError(f"{path}: {where or 'document'}: {err.get('msg')}") from exc
