@@ -174,3 +174,34 @@ def test_raw_basic_request_gets_soap_answer() -> None:
         r = requests.post(lab.endpoints["HOST01"].url, data=b"<not xml", timeout=5,
                           headers={"Authorization": f"Basic {token}", "Content-Type": "application/soap+xml;charset=UTF-8"})
         assert r.status_code == 400 and b"w:SchemaValidationError" in r.content and b"2150858817" in r.content
+
+
+def test_ntlm_over_https_without_sealing(tmp_path: Path) -> None:
+    with Lab([EchoHost()], https=True, workdir=tmp_path) as lab:
+        ep = lab.endpoints["HOST01"]
+        p = _protocol(ep.url, transport="ntlm", ca_trust_path=str(ep.ca_path))
+        assert _round_trip(p) == (b"first second", b"", 0)
+        assert p.transport.encryption is None  # TLS protects the messages; pywinrm does not seal over https
+
+
+def test_spnego_wrapped_negotiate_client() -> None:
+    import spnego
+
+    with Lab([EchoHost()]) as lab:
+        url = lab.endpoints["HOST01"].url
+        client = spnego.client(ACCOUNT, PASSWORD, protocol="negotiate", options=spnego.NegotiateOptions.use_ntlm)
+        with requests.Session() as s:
+            token = client.step()
+            r = s.post(url, data=b"", headers={"Authorization": "Negotiate " + base64.b64encode(token).decode()},
+                       timeout=5)
+            assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Negotiate ")
+            token = client.step(base64.b64decode(r.headers["WWW-Authenticate"].split(" ", 1)[1]))
+            r = s.post(url, data=b"", headers={"Authorization": "Negotiate " + base64.b64encode(token).decode()},
+                       timeout=5)
+            assert r.status_code == 200
+            final = r.headers.get("WWW-Authenticate")
+            if final:  # SPNEGO's mechListMIC completes the client side
+                client.step(base64.b64decode(final.split(" ", 1)[1]))
+            assert client.complete
+            sealed = client.wrap(b"ping", encrypt=True).data
+            assert sealed[16:] != b"ping"

@@ -133,7 +133,8 @@ def ntlm_user_file(path: Path, accounts: Iterable[tuple[str, str]]) -> Iterator[
 
 @dataclass
 class NtlmStep:
-    """The result of one Negotiate/NTLM leg: `token` to send back (None when none), `user` once done."""
+    """The result of one Negotiate/NTLM leg: `token` to send back (None when none; SPNEGO may send a
+    last token with the 200 that completes the handshake), `user` once done."""
 
     token: bytes | None
     user: str | None
@@ -164,7 +165,9 @@ class ConnectionAuth:
         except binascii.Error as exc:
             raise AuthError("token is not base64") from exc
         if self._ctx is None or self._ctx.complete:
-            self._ctx = spnego.server(protocol="ntlm", service="http")
+            # "negotiate" accepts both raw NTLM tokens (what requests_ntlm/pywinrm send under the
+            # Negotiate scheme) and SPNEGO-wrapped NTLM (pypsrp, Windows clients).
+            self._ctx = spnego.server(protocol="negotiate", service="http")
             self.user = None
         self.scheme = scheme
         try:

@@ -79,6 +79,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.conn_auth = auth.ConnectionAuth()
+        self.final_auth_header = ""  # a last SPNEGO token, sent with the answer that completes auth
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the stdlib's per-request stderr log (1000 hosts would flood the terminal)."""
@@ -94,6 +95,10 @@ class _Handler(BaseHTTPRequestHandler):
         if body and content_type:
             lines.append(f"Content-Type: {content_type}")
         lines.extend(f"{k}: {v}" for k, v in headers)
+        if self.final_auth_header and status != 401:
+            lines.append(f"WWW-Authenticate: {self.final_auth_header}")
+            self.final_auth_header = ""
+
         lines.append(f"Content-Length: {len(body)}")
         if self.close_connection:
             lines.append("Connection: close")
@@ -240,6 +245,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.conn_auth.reset()
                 self._unauthorized(len(raw))
                 return None
+            if step.token:
+                self.final_auth_header = f"{scheme} {base64.b64encode(step.token).decode()}"
             return found[0] if found else None
         if self.conn_auth.user is not None:
             found = auth.match_account(host.accounts, self.conn_auth.user)
