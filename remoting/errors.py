@@ -7,6 +7,7 @@ Tree (modelled on pywinrm's `exceptions.py`, but every error knows its host):
     ├── AuthRejectedError       HTTP 401 after authentication (bad credentials, account locked, wrong transport)
     ├── CertificateError        TLS certificate did not validate against the CA / system store
     ├── InsecureTransportError  configuration refused: Basic or unencrypted traffic over plain HTTP
+    ├── ConfigurationError      endpoint settings that cannot work (timeouts, unsupported transport)
     ├── WSManFaultError         a SOAP fault from the service (code, subcode, WSManFault code, message)
     │   ├── QuotaError          MaxShellsPerUser / MaxConcurrentOperations etc. (w:QuotaLimit, 0x803381A5 family)
     │   └── OperationTimeoutError  w:TimedOut (0x80338029) outside the expected Receive long-poll
@@ -29,6 +30,9 @@ class RemotingError(Exception):
     """
 
     kind = "error"
+    # Whether the same request may safely be tried again (set by the mapping in `remoting.wsman_client`
+    # for refused/reset connections and HTTP 5xx; never for anything after a mutating op was sent).
+    transient = False
 
     def __init__(self, message: str, *, host: str | None = None, fault_code: int | None = None) -> None:
         super().__init__(message)
@@ -67,6 +71,13 @@ class CertificateError(RemotingError):
 
 class InsecureTransportError(RemotingError):
     """Refused by configuration: credentials or payload would cross plain HTTP unencrypted."""
+
+    kind = "config"
+
+
+class ConfigurationError(RemotingError):
+    """The endpoint settings cannot work (e.g. read timeout not above the operation timeout,
+    an authentication transport this installation does not support). Nothing was sent."""
 
     kind = "config"
 

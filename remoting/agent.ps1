@@ -1,0 +1,1063 @@
+param([string]$RequestText)
+# kbfix remote agent, protocol v1 (remoting/PROTOCOL.md). Windows PowerShell 2.0 compatible:
+# no ConvertTo-Json, no -in/-notin, no [ordered], no classes, no ::new, no $PSItem, no -Raw.
+# Started by remoting/bootstrap.ps1 with the request document as its only argument. Every op runs
+# in its own try/catch and answers ok/error; arguments are data (base64), never code. The answer
+# is one base64 JSON document framed by KBFIX-BEGIN/END-<nonce> on stdout.
+
+Set-StrictMode -Off
+$ErrorActionPreference = 'Stop'
+$agentStarted = [DateTime]::UtcNow
+$inv = [Globalization.CultureInfo]::InvariantCulture
+$utf8 = New-Object System.Text.UTF8Encoding($false)
+
+# Required and optional arguments per op (the same table as remoting/ops.py).
+$opRequired = @{
+    'env.expand' = @('text'); 'registry.values' = @('key'); 'file.info' = @('path');
+    'log.scan' = @('path', 'pattern'); 'products.list' = @(); 'service.status' = @('name');
+    'wsus.find_update' = @('title'); 'file.upload' = @('path', 'data');
+    'installer.run' = @('path', 'sha256'); 'service.restart' = @('name');
+    'wsus.decline_update' = @('id'); 'wsus.approve_update' = @('id')
+}
+
+# ------------------------------------------------------------------------------ JSON writer
+
+function Add-JsonString($sb, [string]$s) {
+    [void]$sb.Append('"')
+    if ($s -notmatch '[\x00-\x1f"\\]') { [void]$sb.Append($s) }
+    else {
+        foreach ($ch in $s.ToCharArray()) {
+            $code = [int]$ch
+            if ($ch -eq '"') { [void]$sb.Append('\"') }
+            elseif ($ch -eq '\') { [void]$sb.Append('\\') }
+            elseif ($code -eq 10) { [void]$sb.Append('\n') }
+            elseif ($code -eq 13) { [void]$sb.Append('\r') }
+            elseif ($code -eq 9) { [void]$sb.Append('\t') }
+            elseif ($code -lt 32) { [void]$sb.Append('\u' + $code.ToString('x4')) }
+            else { [void]$sb.Append($ch) }
+        }
+    }
+    [void]$sb.Append('"')
+}
+
+function Add-Json($sb, $v) {
+    if ($null -eq $v) { [void]$sb.Append('null'); return }
+    if ($v -is [bool]) { if ($v) { [void]$sb.Append('true') } else { [void]$sb.Append('false') }; return }
+    if ($v -is [string] -or $v -is [char]) { Add-JsonString $sb ([string]$v); return }
+    if ($v -is [double] -or $v -is [single]) {
+        if ([double]::IsNaN($v) -or [double]::IsInfinity($v)) { [void]$sb.Append('null') }
+        else { [void]$sb.Append(([double]$v).ToString('R', $inv)) }
+        return
+    }
+    if ($v -is [int] -or $v -is [long] -or $v -is [uint32] -or $v -is [uint64] -or $v -is [int16] -or
+        $v -is [uint16] -or $v -is [byte] -or $v -is [sbyte] -or $v -is [decimal]) {
+        [void]$sb.Append($v.ToString($inv)); return
+    }
+    if ($v -is [System.Collections.IDictionary]) {
+        [void]$sb.Append('{')
+        $first = $true
+        foreach ($k in $v.Keys) {
+            if (-not $first) { [void]$sb.Append(',') }
+            $first = $false
+            Add-JsonString $sb ([string]$k)
+            [void]$sb.Append(':')
+            Add-Json $sb $v[$k]
+        }
+        [void]$sb.Append('}')
+        return
+    }
+    if ($v -is [byte[]]) { Add-JsonString $sb ([Convert]::ToBase64String($v)); return }
+    if ($v -is [System.Collections.IEnumerable]) {
+        [void]$sb.Append('[')
+        $first = $true
+        foreach ($item in $v) {
+            if (-not $first) { [void]$sb.Append(',') }
+            $first = $false
+            Add-Json $sb $item
+        }
+        [void]$sb.Append(']')
+        return
+    }
+    Add-JsonString $sb ([string]$v)
+}
+
+function ConvertTo-AgentJson($v) {
+    $sb = New-Object System.Text.StringBuilder
+    Add-Json $sb $v
+    return $sb.ToString()
+}
+
+function New-Map { return (New-Object System.Collections.Specialized.OrderedDictionary) }
+
+# ------------------------------------------------------------------------------ errors
+
+function Stop-Op([string]$kind, [string]$message) {
+    # Raised inside an op; Invoke-Op turns it into {"kind", "message", "hresult": null}.
+    throw ('KBFIXERR|' + $kind + '|' + $message)
+}
+
+function Get-OpError($err) {
+    $e = $err.Exception
+    while (($e -is [System.Management.Automation.MethodInvocationException] -or
+            $e -is [System.Reflection.TargetInvocationException]) -and $null -ne $e.InnerException) {
+        $e = $e.InnerException
+    }
+    $out = New-Map
+    $msg = [string]$e.Message
+    if ($msg.StartsWith('KBFIXERR|')) {
+        $parts = $msg.Split([char[]]'|', 3)
+        $out['kind'] = $parts[1]; $out['message'] = $parts[2]; $out['hresult'] = $null
+        return $out
+    }
+    $kind = 'exception'
+    if ($e -is [System.UnauthorizedAccessException] -or $e -is [System.Security.SecurityException]) { $kind = 'access_denied' }
+    elseif ($e -is [System.IO.FileNotFoundException] -or $e -is [System.IO.DirectoryNotFoundException] -or
+            $e -is [System.Management.Automation.ItemNotFoundException]) { $kind = 'not_found' }
+    elseif ($e -is [System.TimeoutException]) { $kind = 'timeout' }
+    $hr = [System.Runtime.InteropServices.Marshal]::GetHRForException($e)
+    $out['kind'] = $kind
+    $out['message'] = $msg.Trim()
+    $out['hresult'] = $null
+    if ($hr -ne 0) { $out['hresult'] = '0x' + $hr.ToString('X8') }
+    return $out
+}
+
+# ------------------------------------------------------------------------------ request
+
+function Read-Request([string]$text) {
+    $req = New-Map
+    $req['nonce'] = $null; $req['limit'] = [long]16777216
+    $ops = New-Object System.Collections.ArrayList
+    $lines = $text.Split([char[]]"`n")
+    if ($lines.Length -lt 1 -or $lines[0].TrimEnd([char[]]"`r") -ne "kbfix-agent-request`t1") {
+        throw 'request document is not kbfix-agent-request version 1'
+    }
+    $cur = $null
+    for ($i = 1; $i -lt $lines.Length; $i++) {
+        $line = $lines[$i].TrimEnd([char[]]"`r")
+        if ($line.Trim().Length -eq 0) { continue }
+        $f = $line.Split([char[]]"`t")
+        if ($f[0] -eq 'nonce' -and $f.Length -eq 2 -and $f[1] -match '^[0-9a-f]{32}$') { $req['nonce'] = $f[1] }
+        elseif ($f[0] -eq 'limit' -and $f.Length -eq 2 -and $f[1] -match '^[0-9]{1,18}$') { $req['limit'] = [long]::Parse($f[1], $inv) }
+        elseif ($f[0] -eq 'op' -and $f.Length -eq 3 -and $f[1] -match '^[A-Za-z0-9_.-]{1,64}$') {
+            $cur = New-Map
+            $cur['id'] = $f[1]; $cur['name'] = $f[2]; $cur['args'] = @{}; $cur['bad'] = $null
+            [void]$ops.Add($cur)
+        }
+        elseif ($f[0] -eq 'arg' -and $f.Length -eq 3 -and $null -ne $cur) {
+            try { $bytes = [Convert]::FromBase64String($f[2]) }
+            catch { $cur['bad'] = "argument '" + $f[1] + "' is not base64"; continue }
+            if (-not $cur['args'].ContainsKey($f[1])) { $cur['args'][$f[1]] = New-Object System.Collections.ArrayList }
+            [void]$cur['args'][$f[1]].Add($bytes)
+        }
+        elseif ($null -ne $cur) { $cur['bad'] = 'unexpected request line ' + $i }
+    }
+    if ($null -eq $req['nonce']) { throw 'request document has no valid nonce' }
+    $req['ops'] = $ops
+    return $req
+}
+
+function Get-ArgBytes($op, [string]$key) {
+    if (-not $op['args'].ContainsKey($key)) { return $null }
+    return ,($op['args'][$key][0])
+}
+
+function Get-ArgText($op, [string]$key, $default) {
+    if (-not $op['args'].ContainsKey($key)) { return $default }
+    return $utf8.GetString($op['args'][$key][0])
+}
+
+function Get-ArgTexts($op, [string]$key) {
+    $list = New-Object System.Collections.ArrayList
+    if ($op['args'].ContainsKey($key)) {
+        foreach ($b in $op['args'][$key]) { [void]$list.Add($utf8.GetString($b)) }
+    }
+    return ,$list
+}
+
+function Get-ArgLong($op, [string]$key, [long]$default, [long]$min, [long]$max) {
+    $t = Get-ArgText $op $key $null
+    if ($null -eq $t) { return $default }
+    $n = [long]0
+    if (-not [long]::TryParse($t.Trim(), [Globalization.NumberStyles]::Integer, $inv, [ref]$n)) {
+        Stop-Op 'invalid_args' ("argument '" + $key + "' is not an integer")
+    }
+    if ($n -lt $min -or $n -gt $max) { Stop-Op 'invalid_args' ("argument '" + $key + "' must be between " + $min + ' and ' + $max) }
+    return $n
+}
+
+function Get-ArgFlag($op, [string]$key) {
+    return ((Get-ArgText $op $key '0') -eq '1')
+}
+
+# ------------------------------------------------------------------------------ host facts
+
+function Test-Os64 {
+    if ([IntPtr]::Size -eq 8) { return $true }
+    return ($null -ne $env:PROCESSOR_ARCHITEW6432 -and $env:PROCESSOR_ARCHITEW6432.Length -gt 0)
+}
+
+function Get-HostInfo {
+    $h = New-Map
+    $h['computer_name'] = [Environment]::MachineName
+    $v = [Environment]::OSVersion.Version
+    $h['os_version'] = ('{0}.{1}.{2}' -f $v.Major, $v.Minor, $v.Build)
+    $arch = 'x86'
+    if (Test-Os64) { $arch = 'x64' }
+    if ($env:PROCESSOR_ARCHITECTURE -eq 'IA64' -or $env:PROCESSOR_ARCHITEW6432 -eq 'IA64') { $arch = 'ia64' }
+    $h['arch'] = $arch
+    $h['culture'] = [Globalization.CultureInfo]::CurrentCulture.Name
+    $psv = $PSVersionTable.PSVersion
+    $h['ps_version'] = ('{0}.{1}' -f $psv.Major, $psv.Minor)
+    return $h
+}
+
+# ------------------------------------------------------------------------------ paths
+
+function Expand-Refs([string]$text, $ctx) {
+    # ${reg:ID:NAME} -> string value NAME read by the earlier registry.values op ID (view 64 first).
+    $rx = New-Object System.Text.RegularExpressions.Regex('\$\{reg:([A-Za-z0-9_.-]{1,64}):([^}]*)\}')
+    $sb = New-Object System.Text.StringBuilder
+    $pos = 0
+    foreach ($m in $rx.Matches($text)) {
+        [void]$sb.Append($text.Substring($pos, $m.Index - $pos))
+        $value = $null
+        $views = $ctx['reg'][$m.Groups[1].Value]
+        if ($null -ne $views) {
+            foreach ($vn in @('64', '32')) {
+                if ($null -ne $value) { break }
+                $view = $views[$vn]
+                if ($null -eq $view -or -not $view['exists']) { continue }
+                foreach ($name in $view['values'].Keys) {
+                    if ($name -ieq $m.Groups[2].Value) {
+                        $entry = $view['values'][$name]
+                        if ($entry['value'] -is [string] -and ($entry['type'] -eq 'REG_SZ' -or $entry['type'] -eq 'REG_EXPAND_SZ')) {
+                            $value = $entry['value']
+                        }
+                        break
+                    }
+                }
+            }
+        }
+        if ($null -eq $value) { Stop-Op 'not_found' ('unresolved reference ' + $m.Value) }
+        [void]$sb.Append($value)
+        $pos = $m.Index + $m.Length
+    }
+    [void]$sb.Append($text.Substring($pos))
+    return $sb.ToString()
+}
+
+function Get-PathArg($op, [string]$key, $ctx) {
+    $raw = Get-ArgText $op $key $null
+    if ($null -eq $raw -or $raw.Length -eq 0) { Stop-Op 'invalid_args' ("missing required argument '" + $key + "'") }
+    return [Environment]::ExpandEnvironmentVariables((Expand-Refs $raw $ctx))
+}
+
+function Open-Shared([string]$path) {
+    # FileShare ReadWrite|Delete: a log that IIS or the SMS executive holds open still reads.
+    $share = [System.IO.FileShare]([int][System.IO.FileShare]::ReadWrite -bor [int][System.IO.FileShare]::Delete)
+    return (New-Object System.IO.FileStream($path, [System.IO.FileMode]::Open, [System.IO.FileAccess]::Read, $share))
+}
+
+function Get-Sha256Hex([string]$path) {
+    $sha = New-Object System.Security.Cryptography.SHA256Managed
+    $fs = Open-Shared $path
+    try { $hash = $sha.ComputeHash($fs) } finally { $fs.Close() }
+    $sb = New-Object System.Text.StringBuilder
+    foreach ($b in $hash) { [void]$sb.Append($b.ToString('x2')) }
+    return $sb.ToString()
+}
+
+# ------------------------------------------------------------------------------ registry
+
+function Split-RegKey([string]$key) {
+    $k = $key.Trim().TrimEnd([char[]]'\')
+    $i = $k.IndexOf('\')
+    if ($i -lt 0) { $hive = $k; $sub = '' } else { $hive = $k.Substring(0, $i); $sub = $k.Substring($i + 1) }
+    switch ($hive.ToUpperInvariant()) {
+        'HKLM' { $h = 'LocalMachine'; $n = 'HKLM' }
+        'HKEY_LOCAL_MACHINE' { $h = 'LocalMachine'; $n = 'HKLM' }
+        'HKCU' { $h = 'CurrentUser'; $n = 'HKCU' }
+        'HKEY_CURRENT_USER' { $h = 'CurrentUser'; $n = 'HKCU' }
+        'HKCR' { $h = 'ClassesRoot'; $n = 'HKCR' }
+        'HKEY_CLASSES_ROOT' { $h = 'ClassesRoot'; $n = 'HKCR' }
+        'HKU' { $h = 'Users'; $n = 'HKU' }
+        'HKEY_USERS' { $h = 'Users'; $n = 'HKU' }
+        default { Stop-Op 'invalid_args' ('unknown registry hive in ' + $key) }
+    }
+    $r = New-Map
+    $r['hive'] = $h; $r['name'] = $n; $r['sub'] = $sub
+    return $r
+}
+
+function Get-WowPath([string]$sub) {
+    # The 32-bit view of HKLM\SOFTWARE\X on a 64-bit OS is HKLM\SOFTWARE\Wow6432Node\X
+    # (MS docs "Registry Keys Affected by WOW64").
+    if ($sub -match '^(?i)software(\\|$)' -and $sub -notmatch '^(?i)software\\wow6432node(\\|$)') {
+        if ($sub.Length -le 8) { return $sub.Substring(0, 8) + '\Wow6432Node' }
+        return $sub.Substring(0, 8) + '\Wow6432Node' + $sub.Substring(8)
+    }
+    return $sub
+}
+
+function Open-RegView($parts, [string]$view) {
+    # Returns @{key = RegistryKey or $null; path = physical path}. .NET 4 has OpenBaseKey with a
+    # RegistryView; on .NET 2 (PowerShell 2.0) use the Wow6432Node physical path instead.
+    $os64 = Test-Os64
+    $sub = $parts['sub']
+    $phys = $sub
+    if ($os64 -and $view -eq '32') { $phys = Get-WowPath $sub }
+    $r = New-Map
+    $r['path'] = $parts['name'] + '\' + $phys
+    $r['key'] = $null
+    $hive = [Microsoft.Win32.RegistryHive]$parts['hive']
+    $base = $null
+    if ($null -ne [Microsoft.Win32.RegistryKey].GetMethod('OpenBaseKey')) {
+        $rv = 'Default'
+        if ($os64) { if ($view -eq '32') { $rv = 'Registry32' } else { $rv = 'Registry64' } }
+        $viewEnum = [Enum]::Parse([Type]'Microsoft.Win32.RegistryView', $rv)
+        $base = [Microsoft.Win32.RegistryKey]::OpenBaseKey($hive, $viewEnum)
+        $open = $sub
+    } else {
+        switch ($parts['hive']) {
+            'LocalMachine' { $base = [Microsoft.Win32.Registry]::LocalMachine }
+            'CurrentUser' { $base = [Microsoft.Win32.Registry]::CurrentUser }
+            'ClassesRoot' { $base = [Microsoft.Win32.Registry]::ClassesRoot }
+            default { $base = [Microsoft.Win32.Registry]::Users }
+        }
+        $open = $phys
+    }
+    if ($open.Length -eq 0) { $r['key'] = $base } else { $r['key'] = $base.OpenSubKey($open, $false) }
+    return $r
+}
+
+function Get-RegValueEntry($key, [string]$name) {
+    $e = New-Map
+    $kind = $key.GetValueKind($name)
+    $raw = $key.GetValue($name, $null, [Microsoft.Win32.RegistryValueOptions]::DoNotExpandEnvironmentNames)
+    switch ([string]$kind) {
+        'String' { $e['type'] = 'REG_SZ'; $e['value'] = [string]$raw }
+        'ExpandString' { $e['type'] = 'REG_EXPAND_SZ'; $e['value'] = [string]$raw }
+        'DWord' { $e['type'] = 'REG_DWORD'; $e['value'] = [long][BitConverter]::ToUInt32([BitConverter]::GetBytes([int]$raw), 0) }
+        'QWord' { $e['type'] = 'REG_QWORD'; $e['value'] = [long]$raw }
+        'MultiString' { $e['type'] = 'REG_MULTI_SZ'; $list = New-Object System.Collections.ArrayList; foreach ($s in $raw) { [void]$list.Add([string]$s) }; $e['value'] = $list }
+        default {
+            $e['type'] = 'REG_BINARY'
+            if ($raw -is [byte[]]) { $e['value'] = [Convert]::ToBase64String($raw) } else { $e['value'] = [Convert]::ToBase64String($utf8.GetBytes([string]$raw)) }
+        }
+    }
+    return $e
+}
+
+function Invoke-RegistryValues($op, $ctx) {
+    $parts = Split-RegKey (Get-ArgText $op 'key' '')
+    $viewArg = Get-ArgText $op 'view' 'both'
+    if ($viewArg -eq 'both') { $views = @('64', '32') }
+    elseif ($viewArg -eq '64' -or $viewArg -eq '32') { $views = @($viewArg) }
+    else { Stop-Op 'invalid_args' "argument 'view' must be 64, 32 or both" }
+    $names = Get-ArgTexts $op 'name'
+    $wantSubkeys = Get-ArgFlag $op 'subkeys'
+    $out = New-Map
+    foreach ($vn in $views) {
+        $v = New-Map
+        $opened = Open-RegView $parts $vn
+        $key = $opened['key']
+        $v['exists'] = ($null -ne $key)
+        $v['path'] = $opened['path']
+        $vals = New-Map
+        $subs = New-Object System.Collections.ArrayList
+        if ($null -ne $key) {
+            try {
+                $present = $key.GetValueNames()
+                if ($names.Count -eq 0) { foreach ($n in $present) { $vals[$n] = Get-RegValueEntry $key $n } }
+                else {
+                    foreach ($want in $names) {
+                        foreach ($n in $present) { if ($n -ieq $want) { $vals[$n] = Get-RegValueEntry $key $n; break } }
+                    }
+                }
+                if ($wantSubkeys) { foreach ($s in $key.GetSubKeyNames()) { [void]$subs.Add($s) } }
+            } finally { $key.Close() }
+        }
+        $v['values'] = $vals
+        $v['subkeys'] = $subs
+        $out[$vn] = $v
+    }
+    $ctx['reg'][$op['id']] = $out
+    $d = New-Map
+    $d['views'] = $out
+    return $d
+}
+
+# ------------------------------------------------------------------------------ files
+
+function Invoke-FileInfo($op, $ctx) {
+    $path = Get-PathArg $op 'path' $ctx
+    $fi = New-Object System.IO.FileInfo($path)
+    $d = New-Map
+    $d['exists'] = $fi.Exists
+    $d['path'] = $path
+    $d['size'] = $null; $d['mtime'] = $null; $d['file_version'] = $null
+    $d['file_version_string'] = $null; $d['product_version'] = $null; $d['sha256'] = $null
+    if (-not $fi.Exists) { return $d }
+    $d['size'] = [long]$fi.Length
+    $d['mtime'] = $fi.LastWriteTimeUtc.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", $inv)
+    $vi = [System.Diagnostics.FileVersionInfo]::GetVersionInfo($path)
+    if ($null -ne $vi.FileVersion -or ($vi.FileMajorPart + $vi.FileMinorPart + $vi.FileBuildPart + $vi.FilePrivatePart) -gt 0) {
+        # The binary FILEVERSION (File*Part) is authoritative; the string can carry text like "3.1.6001.66 (built by: …)".
+        $d['file_version'] = ('{0}.{1}.{2}.{3}' -f $vi.FileMajorPart, $vi.FileMinorPart, $vi.FileBuildPart, $vi.FilePrivatePart)
+    }
+    $d['file_version_string'] = $vi.FileVersion
+    $d['product_version'] = $vi.ProductVersion
+    if (Get-ArgFlag $op 'sha256') { $d['sha256'] = Get-Sha256Hex $path }
+    return $d
+}
+
+# ------------------------------------------------------------------------------ log scan
+
+function Get-LogEncoding($fs) {
+    # BOM first; then UTF-16 by NUL bytes at odd/even positions; then strict UTF-8; else ANSI.
+    $r = New-Map
+    $head = New-Object byte[] 65536
+    [void]$fs.Seek(0, [System.IO.SeekOrigin]::Begin)
+    $n = 0
+    while ($n -lt $head.Length) { $got = $fs.Read($head, $n, $head.Length - $n); if ($got -le 0) { break }; $n += $got }
+    $r['bom'] = 0
+    if ($n -ge 3 -and $head[0] -eq 0xEF -and $head[1] -eq 0xBB -and $head[2] -eq 0xBF) { $r['name'] = 'utf-8'; $r['bom'] = 3 }
+    elseif ($n -ge 2 -and $head[0] -eq 0xFF -and $head[1] -eq 0xFE) { $r['name'] = 'utf-16le'; $r['bom'] = 2 }
+    elseif ($n -ge 2 -and $head[0] -eq 0xFE -and $head[1] -eq 0xFF) { $r['name'] = 'utf-16be'; $r['bom'] = 2 }
+    else {
+        $sample = [Math]::Min($n, 4096)
+        $zeroOdd = 0; $zeroEven = 0
+        for ($i = 0; $i -lt $sample; $i++) { if ($head[$i] -eq 0) { if ($i % 2 -eq 1) { $zeroOdd++ } else { $zeroEven++ } } }
+        $half = [Math]::Max(1, [int]($sample / 2))
+        if ($sample -ge 2 -and $zeroOdd * 10 -ge $half * 3 -and $zeroEven * 10 -lt $half) { $r['name'] = 'utf-16le' }
+        elseif ($sample -ge 2 -and $zeroEven * 10 -ge $half * 3 -and $zeroOdd * 10 -lt $half) { $r['name'] = 'utf-16be' }
+        else {
+            $strict = New-Object System.Text.UTF8Encoding($false, $true)
+            $len = $n
+            if ($n -eq $head.Length) {
+                # do not judge a multi-byte sequence cut by the sample's end
+                $cutAt = $n - 1
+                while ($cutAt -gt 0 -and $n - $cutAt -lt 4 -and ($head[$cutAt] -band 0xC0) -eq 0x80) { $cutAt-- }
+                if ($head[$cutAt] -ge 0xC0) { $len = $cutAt }
+            }
+            try { [void]$strict.GetCharCount($head, 0, $len); $r['name'] = 'utf-8' } catch { $r['name'] = 'ansi' }
+        }
+    }
+    switch ($r['name']) {
+        'utf-16le' { $r['enc'] = New-Object System.Text.UnicodeEncoding($false, $false); $r['unit'] = 2 }
+        'utf-16be' { $r['enc'] = New-Object System.Text.UnicodeEncoding($true, $false); $r['unit'] = 2 }
+        'utf-8' { $r['enc'] = $utf8; $r['unit'] = 1 }
+        default { $r['enc'] = [System.Text.Encoding]::Default; $r['unit'] = 1 }
+    }
+    return $r
+}
+
+function Find-Newline($buf, [int]$from, [int]$end, [int]$unit, [bool]$bigEndian) {
+    # Index of the first line-feed code unit in buf[from, end), or -1. UTF-16 units start at even
+    # offsets relative to `from` (callers keep `from` aligned).
+    if ($unit -eq 1) {
+        if ($end -le $from) { return -1 }
+        return [Array]::IndexOf($buf, [byte]10, $from, $end - $from)
+    }
+    $i = $from
+    while ($i -lt $end - 1) {
+        $j = [Array]::IndexOf($buf, [byte]10, $i, $end - $i)
+        if ($j -lt 0) { return -1 }
+        if ($bigEndian) {
+            if ((($j - $from) % 2) -eq 1 -and $buf[$j - 1] -eq 0) { return $j - 1 }
+        } else {
+            if ((($j - $from) % 2) -eq 0 -and $j + 1 -lt $end -and $buf[$j + 1] -eq 0) { return $j }
+        }
+        $i = $j + 1
+    }
+    return -1
+}
+
+function Invoke-ScanFile([string]$path, [bool]$isMain, $opt) {
+    $lf = New-Map
+    $lf['path'] = $path
+    $fi = New-Object System.IO.FileInfo($path)
+    $lf['exists'] = $fi.Exists
+    $lf['size'] = $null; $lf['encoding'] = $null; $lf['start_offset'] = $null; $lf['end_offset'] = $null
+    $matchList = New-Object System.Collections.ArrayList
+    $full = New-Object System.Collections.ArrayList
+    $lf['matches'] = $matchList
+    $lf['patterns_full'] = $full
+    if (-not $fi.Exists) { return $lf }
+    $fs = Open-Shared $path
+    try {
+        $size = [long]$fs.Length
+        $lf['size'] = $size
+        $det = Get-LogEncoding $fs
+        $lf['encoding'] = $det['name']
+        $enc = $det['enc']; $unit = [int]$det['unit']; $bomLen = [long]$det['bom']
+        $bigEndian = ($det['name'] -eq 'utf-16be')
+        $start = $bomLen
+        $skipFirst = $false
+        if ($isMain -and $opt['start_offset'] -gt 0) {
+            $start = [long]$opt['start_offset']
+            if ($start -gt $size) { $start = $bomLen }  # the log was truncated or rotated: read it from the top
+        } elseif ($opt['tail_bytes'] -gt 0 -and $size - $opt['tail_bytes'] -gt $bomLen) {
+            $start = $size - [long]$opt['tail_bytes']
+            if ($unit -eq 2 -and (($start - $bomLen) % 2) -ne 0) { $start++ }
+            # the window may begin mid-line: drop that partial line unless a line feed precedes it
+            $prev = New-Object byte[] 2
+            [void]$fs.Seek($start - $unit, [System.IO.SeekOrigin]::Begin)
+            [void]$fs.Read($prev, 0, $unit)
+            if ($unit -eq 1) { $skipFirst = ($prev[0] -ne 10) }
+            elseif ($bigEndian) { $skipFirst = -not ($prev[0] -eq 0 -and $prev[1] -eq 10) }
+            else { $skipFirst = -not ($prev[0] -eq 10 -and $prev[1] -eq 0) }
+        }
+        if ($start -lt $bomLen) { $start = $bomLen }
+        if ($unit -eq 2 -and (($start - $bomLen) % 2) -ne 0) { $start++ }
+        $lf['start_offset'] = $start
+        $end = $size
+        $patterns = $opt['regex']
+        $counts = New-Object int[] $patterns.Count
+        $maxMatches = [int]$opt['max_matches']
+        $ctxLines = [int]$opt['context']
+        $maxChars = [int]$opt['max_line_chars']
+        $lineCap = [Math]::Max(1024, $maxChars * 4 + 8)
+        if ($lineCap % 2 -ne 0) { $lineCap++ }
+        $block = 1048576
+        $buf = New-Object byte[] ($block + $lineCap + 8)
+        $before = New-Object System.Collections.ArrayList
+        $pending = New-Object System.Collections.ArrayList
+        $base = $start           # file offset of buf[0]
+        $carry = 0               # bytes of the current (unfinished) line already in buf
+        $longHead = $null        # first bytes of an over-long line whose middle was dropped
+        $longStart = [long]-1
+        $pos = $start
+        [void]$fs.Seek($start, [System.IO.SeekOrigin]::Begin)
+        $done = $false
+        $reached = $end
+        while (-not $done) {
+            $want = [int][Math]::Min([long]$block, $end - $pos)
+            $n = 0
+            if ($want -gt 0) { $n = $fs.Read($buf, $carry, $want) }
+            if ($n -lt 0) { $n = 0 }
+            $pos += $n
+            $avail = $carry + $n
+            $eof = ($n -eq 0 -or $pos -ge $end)
+            $ls = 0
+            $searchFrom = 0
+            while ($true) {
+                $nl = Find-Newline $buf $searchFrom $avail $unit $bigEndian
+                $lineEndIdx = $nl
+                if ($nl -lt 0) {
+                    if (-not $eof) {
+                        if ($avail - $ls -gt $lineCap) {
+                            if ($null -eq $longHead) {
+                                $longHead = New-Object byte[] $lineCap
+                                [Array]::Copy($buf, $ls, $longHead, 0, $lineCap)
+                                $longStart = $base + $ls
+                            }
+                            $ls = $avail  # drop the middle of the over-long line
+                        }
+                        break
+                    }
+                    if ($avail -le $ls -and $null -eq $longHead) { break }
+                    $lineEndIdx = $avail
+                }
+                if ($null -ne $longHead) {
+                    $lineOffset = $longStart; $text = $enc.GetString($longHead); $cut = $true
+                    $longHead = $null
+                } else {
+                    $lineOffset = $base + $ls
+                    $take = $lineEndIdx - $ls
+                    $cut = $false
+                    if ($take -gt $lineCap) { $take = $lineCap; $cut = $true }
+                    $text = $enc.GetString($buf, $ls, $take)
+                }
+                if ($text.EndsWith("`r")) { $text = $text.Substring(0, $text.Length - 1) }
+                if ($text.Length -gt $maxChars) { $text = $text.Substring(0, $maxChars); $cut = $true }
+                if ($nl -lt 0) { $ls = $avail } else { $ls = $nl + $unit }
+                $searchFrom = $ls
+                if ($skipFirst) { $skipFirst = $false; if ($nl -lt 0) { break }; continue }
+                # after-context for earlier matches
+                if ($pending.Count -gt 0) {
+                    $still = New-Object System.Collections.ArrayList
+                    foreach ($pm in $pending) {
+                        [void]$pm['after'].Add($text)
+                        if ($pm['after'].Count -lt $ctxLines) { [void]$still.Add($pm) }
+                    }
+                    $pending = $still
+                }
+                for ($p = 0; $p -lt $patterns.Count; $p++) {
+                    if ($counts[$p] -ge $maxMatches) { continue }
+                    if ($patterns[$p].IsMatch($text)) {
+                        $m = New-Map
+                        $m['pattern'] = $p
+                        $m['offset'] = [long]$lineOffset
+                        $m['line'] = $text
+                        $m['cut'] = $cut
+                        $m['before'] = $before.ToArray()
+                        $m['after'] = New-Object System.Collections.ArrayList
+                        [void]$matchList.Add($m)
+                        if ($ctxLines -gt 0) { [void]$pending.Add($m) }
+                        $counts[$p]++
+                        if ($counts[$p] -ge $maxMatches) { [void]$full.Add($p) }
+                    }
+                }
+                if ($ctxLines -gt 0) {
+                    [void]$before.Add($text)
+                    if ($before.Count -gt $ctxLines) { $before.RemoveAt(0) }
+                }
+                if ($full.Count -eq $patterns.Count -and $pending.Count -eq 0) {
+                    # every pattern has its N matches and their context: stop at this line's end
+                    $reached = $base + $ls
+                    if ($reached -gt $end) { $reached = $end }
+                    $done = $true
+                    break
+                }
+                if ($nl -lt 0) { break }
+            }
+            if ($done -or $eof) { break }
+            $carry = $avail - $ls
+            if ($carry -gt 0) { [Array]::Copy($buf, $ls, $buf, 0, $carry) }
+            $base += $ls
+        }
+        $lf['end_offset'] = [long]$reached
+    } finally { $fs.Close() }
+    return $lf
+}
+
+function Get-RotatedSiblings([string]$path) {
+    # Rotated copies beside the log, oldest first: NAME.lo_ (SMS/ConfigMgr logs), NAME.log.bak,
+    # NAME.bak, NAME.log.old, NAME.old (stem = file name without its extension).
+    $dir = [System.IO.Path]::GetDirectoryName($path)
+    $name = [System.IO.Path]::GetFileName($path)
+    $stem = [System.IO.Path]::GetFileNameWithoutExtension($path)
+    $found = New-Object System.Collections.ArrayList
+    $seen = @{}
+    foreach ($cand in @(($stem + '.lo_'), ($name + '.bak'), ($stem + '.bak'), ($name + '.old'), ($stem + '.old'))) {
+        $full = [System.IO.Path]::Combine($dir, $cand)
+        if ($seen.ContainsKey($full) -or $full -ieq $path) { continue }
+        $seen[$full] = $true
+        $fi = New-Object System.IO.FileInfo($full)
+        if ($fi.Exists) { [void]$found.Add($fi) }
+    }
+    $paths = New-Object System.Collections.ArrayList
+    if ($found.Count -eq 0) { return ,$paths }  # PowerShell 2.0 runs foreach once over $null
+    foreach ($f in @($found.ToArray() | Sort-Object LastWriteTimeUtc)) { [void]$paths.Add($f.FullName) }
+    return ,$paths
+}
+
+function Invoke-LogScan($op, $ctx) {
+    $path = Get-PathArg $op 'path' $ctx
+    $opt = @{}
+    $opt['max_matches'] = Get-ArgLong $op 'max_matches' 20 1 1000
+    $opt['context'] = Get-ArgLong $op 'context' 0 0 20
+    $opt['start_offset'] = Get-ArgLong $op 'start_offset' 0 0 ([long]::MaxValue)
+    $opt['tail_bytes'] = Get-ArgLong $op 'tail_bytes' 0 0 ([long]::MaxValue)
+    $opt['max_line_chars'] = Get-ArgLong $op 'max_line_chars' 4096 16 1048576
+    $regex = New-Object System.Collections.ArrayList
+    $flags = [System.Text.RegularExpressions.RegexOptions]'IgnoreCase, CultureInvariant'
+    foreach ($p in (Get-ArgTexts $op 'pattern')) {
+        try { [void]$regex.Add((New-Object System.Text.RegularExpressions.Regex($p, $flags))) }
+        catch { Stop-Op 'invalid_args' ('pattern ' + $regex.Count + ' is not a valid regular expression') }
+    }
+    $opt['regex'] = $regex
+    $files = New-Object System.Collections.ArrayList
+    if (Get-ArgFlag $op 'rotated') {
+        foreach ($s in (Get-RotatedSiblings $path)) { [void]$files.Add((Invoke-ScanFile $s $false $opt)) }
+    }
+    [void]$files.Add((Invoke-ScanFile $path $true $opt))
+    $d = New-Map
+    $d['files'] = $files
+    return $d
+}
+
+# ------------------------------------------------------------------------------ products, services
+
+function Invoke-ProductsList($op, $ctx) {
+    $pats = New-Object System.Collections.ArrayList
+    foreach ($p in (Get-ArgTexts $op 'pattern')) {
+        # only * and ? are wildcards: escape the brackets WildcardPattern would also interpret
+        $escaped = $p.Replace('`', '``').Replace('[', '`[').Replace(']', '`]')
+        [void]$pats.Add((New-Object System.Management.Automation.WildcardPattern($escaped, [System.Management.Automation.WildcardOptions]::IgnoreCase)))
+    }
+    $parts = Split-RegKey 'HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall'
+    $views = @('64', '32')
+    if (-not (Test-Os64)) { $views = @('32') }  # an x86 OS has one view: do not list it twice
+    $products = New-Object System.Collections.ArrayList
+    foreach ($vn in $views) {
+        $opened = Open-RegView $parts $vn
+        $key = $opened['key']
+        if ($null -eq $key) { continue }
+        try {
+            foreach ($subName in $key.GetSubKeyNames()) {
+                $sub = $key.OpenSubKey($subName, $false)
+                if ($null -eq $sub) { continue }
+                try {
+                    $name = [string]$sub.GetValue('DisplayName', $null)
+                    if ($name.Length -eq 0) { continue }
+                    if ($pats.Count -gt 0) {
+                        $hit = $false
+                        foreach ($wp in $pats) { if ($wp.IsMatch($name)) { $hit = $true; break } }
+                        if (-not $hit) { continue }
+                    }
+                    $pr = New-Map
+                    $pr['name'] = $name
+                    $pr['version'] = $sub.GetValue('DisplayVersion', $null)
+                    $pr['publisher'] = $sub.GetValue('Publisher', $null)
+                    $pr['product_code'] = $subName
+                    $pr['view'] = $vn
+                    $pr['install_date'] = $sub.GetValue('InstallDate', $null)
+                    foreach ($f in @('version', 'publisher', 'install_date')) { if ($null -ne $pr[$f]) { $pr[$f] = [string]$pr[$f] } }
+                    [void]$products.Add($pr)
+                } finally { $sub.Close() }
+            }
+        } finally { $key.Close() }
+    }
+    $d = New-Map
+    $d['products'] = $products
+    return $d
+}
+
+function Get-StartModes {
+    $modes = @{}
+    try {
+        foreach ($s in (Get-WmiObject -Class Win32_Service)) { $modes[[string]$s.Name] = [string]$s.StartMode }
+    } catch { }
+    return $modes
+}
+
+function Invoke-ServiceStatus($op, $ctx) {
+    $modes = Get-StartModes
+    $out = New-Map
+    foreach ($name in (Get-ArgTexts $op 'name')) {
+        $s = New-Map
+        $s['exists'] = $false; $s['status'] = $null; $s['start_mode'] = $null
+        $sc = New-Object System.ServiceProcess.ServiceController($name)
+        try {
+            $s['status'] = [string]$sc.Status  # throws InvalidOperationException when there is no such service
+            $s['exists'] = $true
+            foreach ($k in $modes.Keys) { if ($k -ieq $sc.ServiceName) { $s['start_mode'] = $modes[$k] } }
+        } catch [System.InvalidOperationException] {
+            $s['exists'] = $false
+        } finally { $sc.Close() }
+        $out[$name] = $s
+    }
+    $d = New-Map
+    $d['services'] = $out
+    return $d
+}
+
+function Invoke-ServiceRestart($op, $ctx) {
+    $name = Get-ArgText $op 'name' ''
+    $sc = New-Object System.ServiceProcess.ServiceController($name)
+    try {
+        try { $status = $sc.Status } catch [System.InvalidOperationException] { Stop-Op 'not_found' ('no service named ' + $name) }
+        $wait = New-Object System.TimeSpan(0, 2, 0)
+        if ($status -ne [System.ServiceProcess.ServiceControllerStatus]::Stopped) {
+            $sc.Stop()
+            try { $sc.WaitForStatus([System.ServiceProcess.ServiceControllerStatus]::Stopped, $wait) }
+            catch [System.ServiceProcess.TimeoutException] { Stop-Op 'timeout' ($name + ' did not stop within 120 s') }
+        }
+        $sc.Start()
+        try { $sc.WaitForStatus([System.ServiceProcess.ServiceControllerStatus]::Running, $wait) }
+        catch [System.ServiceProcess.TimeoutException] { Stop-Op 'timeout' ($name + ' did not start within 120 s') }
+        $sc.Refresh()
+        $d = New-Map
+        $d['status'] = [string]$sc.Status
+        return $d
+    } finally { $sc.Close() }
+}
+
+# ------------------------------------------------------------------------------ WSUS admin API
+
+function Get-WsusServer([bool]$required) {
+    # WSUS 3.0 administration API (Microsoft.UpdateServices.Administration, AdminProxy.GetUpdateServer()).
+    $asm = [System.Reflection.Assembly]::LoadWithPartialName('Microsoft.UpdateServices.Administration')
+    if ($null -eq $asm) {
+        if ($required) { Stop-Op 'not_found' 'the WSUS administration API (Microsoft.UpdateServices.Administration) is not installed' }
+        return $null
+    }
+    return [Microsoft.UpdateServices.Administration.AdminProxy]::getUpdateServer()
+}
+
+function Get-Approvals($update) {
+    $list = New-Object System.Collections.ArrayList
+    foreach ($a in $update.GetUpdateApprovals()) {
+        $ap = New-Map
+        $ap['group'] = [string]$a.GetComputerTargetGroup().Name
+        $ap['action'] = [string]$a.Action
+        [void]$list.Add($ap)
+    }
+    return ,$list
+}
+
+function Get-WsusUpdate($server, [string]$id) {
+    $g = $null
+    try { $g = New-Object System.Guid($id) } catch { Stop-Op 'invalid_args' "argument 'id' is not a GUID" }
+    try { return $server.GetUpdate((New-Object Microsoft.UpdateServices.Administration.UpdateRevisionId($g))) }
+    catch { Stop-Op 'not_found' ('no update with id ' + $id + ' on this WSUS server') }
+}
+
+function Invoke-WsusFind($op, $ctx) {
+    $title = Get-ArgText $op 'title' ''
+    $d = New-Map
+    $updates = New-Object System.Collections.ArrayList
+    $server = Get-WsusServer $false
+    $d['available'] = ($null -ne $server)
+    $d['updates'] = $updates
+    if ($null -eq $server) { return $d }
+    foreach ($u in $server.SearchUpdates($title)) {
+        if ([string]$u.Title -ine $title) { continue }
+        $e = New-Map
+        $e['id'] = $u.Id.UpdateId.ToString()
+        $e['title'] = [string]$u.Title
+        $e['declined'] = [bool]$u.IsDeclined
+        $e['approvals'] = Get-Approvals $u
+        [void]$updates.Add($e)
+    }
+    return $d
+}
+
+function Invoke-WsusDecline($op, $ctx) {
+    $server = Get-WsusServer $true
+    $id = Get-ArgText $op 'id' ''
+    $u = Get-WsusUpdate $server $id
+    $u.Decline()
+    $d = New-Map
+    $d['id'] = $id
+    $d['declined'] = $true
+    return $d
+}
+
+function Invoke-WsusApprove($op, $ctx) {
+    $server = Get-WsusServer $true
+    $id = Get-ArgText $op 'id' ''
+    $groupName = Get-ArgText $op 'group' 'All Computers'
+    $actionName = Get-ArgText $op 'action' 'Install'
+    $u = Get-WsusUpdate $server $id
+    try { $action = [Enum]::Parse([Type]'Microsoft.UpdateServices.Administration.UpdateApprovalAction', $actionName, $true) }
+    catch { Stop-Op 'invalid_args' ('unknown approval action ' + $actionName) }
+    $group = $null
+    if ($groupName -ieq 'All Computers') {
+        # by id: the group's display name is localized on localized WSUS servers
+        $group = $server.GetComputerTargetGroup([Microsoft.UpdateServices.Administration.ComputerTargetGroupId]::AllComputers)
+    } else {
+        foreach ($g in $server.GetComputerTargetGroups()) { if ([string]$g.Name -ieq $groupName) { $group = $g; break } }
+    }
+    if ($null -eq $group) { Stop-Op 'not_found' ('no computer group named ' + $groupName) }
+    [void]$u.Approve($action, $group)
+    $u.Refresh()
+    $d = New-Map
+    $d['id'] = $id
+    $d['approvals'] = Get-Approvals $u
+    return $d
+}
+
+# ------------------------------------------------------------------------------ upload, installer
+
+function Invoke-FileUpload($op, $ctx) {
+    $path = Get-PathArg $op 'path' $ctx
+    $data = Get-ArgBytes $op 'data'
+    if ($null -eq $data) { $data = New-Object byte[] 0 }
+    $offset = Get-ArgLong $op 'offset' 0 0 ([long]::MaxValue)
+    $dir = [System.IO.Path]::GetDirectoryName($path)
+    if ($null -ne $dir -and $dir.Length -gt 0) { [void][System.IO.Directory]::CreateDirectory($dir) }
+    if ($offset -eq 0) {
+        $fs = New-Object System.IO.FileStream($path, [System.IO.FileMode]::Create, [System.IO.FileAccess]::Write, [System.IO.FileShare]::None)
+    } else {
+        if (-not [System.IO.File]::Exists($path)) { Stop-Op 'invalid_args' ('offset ' + $offset + ' given but ' + $path + ' does not exist') }
+        $fs = New-Object System.IO.FileStream($path, [System.IO.FileMode]::Open, [System.IO.FileAccess]::Write, [System.IO.FileShare]::None)
+    }
+    try {
+        if ($fs.Length -ne $offset) { Stop-Op 'invalid_args' ('offset ' + $offset + ' does not match the current size ' + $fs.Length) }
+        [void]$fs.Seek($offset, [System.IO.SeekOrigin]::Begin)
+        $fs.Write($data, 0, $data.Length)
+        $fs.Flush()
+        $size = [long]$fs.Length
+    } finally { $fs.Close() }
+    $d = New-Map
+    $d['path'] = $path
+    $d['size'] = $size
+    return $d
+}
+
+function ConvertTo-CommandLineArg([string]$a) {
+    # Quote for CommandLineToArgvW / the MSVC runtime: backslashes before a quote are doubled.
+    if ($a.Length -gt 0 -and $a -notmatch '[\s"]') { return $a }
+    $sb = New-Object System.Text.StringBuilder
+    [void]$sb.Append('"')
+    $bs = 0
+    foreach ($ch in $a.ToCharArray()) {
+        if ($ch -eq '\') { $bs++; continue }
+        if ($ch -eq '"') { [void]$sb.Append('\', 2 * $bs + 1); $bs = 0; [void]$sb.Append('"'); continue }
+        if ($bs -gt 0) { [void]$sb.Append('\', $bs); $bs = 0 }
+        [void]$sb.Append($ch)
+    }
+    if ($bs -gt 0) { [void]$sb.Append('\', 2 * $bs) }
+    [void]$sb.Append('"')
+    return $sb.ToString()
+}
+
+function Read-LogTail([string]$path, [int]$maxBytes) {
+    if (-not [System.IO.File]::Exists($path)) { return $null }
+    $fs = Open-Shared $path
+    try {
+        $det = Get-LogEncoding $fs
+        $size = $fs.Length
+        $start = [Math]::Max([long]$det['bom'], $size - $maxBytes)
+        if ($det['unit'] -eq 2 -and (($start - $det['bom']) % 2) -ne 0) { $start++ }
+        $len = [int]($size - $start)
+        $buf = New-Object byte[] $len
+        [void]$fs.Seek($start, [System.IO.SeekOrigin]::Begin)
+        $n = 0
+        while ($n -lt $len) { $got = $fs.Read($buf, $n, $len - $n); if ($got -le 0) { break }; $n += $got }
+        return $det['enc'].GetString($buf, 0, $n)
+    } finally { $fs.Close() }
+}
+
+function Invoke-InstallerRun($op, $ctx) {
+    $path = Get-PathArg $op 'path' $ctx
+    if (-not [System.IO.File]::Exists($path)) { Stop-Op 'not_found' ('installer not found: ' + $path) }
+    $expected = (Get-ArgText $op 'sha256' '').Trim().ToLowerInvariant()
+    $actual = Get-Sha256Hex $path
+    if ($actual -ne $expected) { Stop-Op 'hash_mismatch' ('SHA-256 of ' + $path + ' is ' + $actual + ', expected ' + $expected + '; nothing was run') }
+    $success = New-Object System.Collections.ArrayList
+    $reboot = New-Object System.Collections.ArrayList
+    foreach ($c in (Get-ArgTexts $op 'success_codes')) { [void]$success.Add([long]::Parse($c.Trim(), $inv)) }
+    foreach ($c in (Get-ArgTexts $op 'reboot_codes')) { [void]$reboot.Add([long]::Parse($c.Trim(), $inv)) }
+    if ($success.Count -eq 0) { [void]$success.Add([long]0) }
+    # 3010 ERROR_SUCCESS_REBOOT_REQUIRED, 1641 ERROR_SUCCESS_REBOOT_INITIATED (Windows Installer docs)
+    if ($reboot.Count -eq 0) { [void]$reboot.Add([long]3010); [void]$reboot.Add([long]1641) }
+    $timeout = Get-ArgLong $op 'timeout' 1800 1 86400
+    $logPath = $null
+    if ($op['args'].ContainsKey('log_path')) { $logPath = Get-PathArg $op 'log_path' $ctx }
+    $argv = New-Object System.Collections.ArrayList
+    $ext = [System.IO.Path]::GetExtension($path).ToLowerInvariant()
+    if ($ext -eq '.msp' -or $ext -eq '.msi') {
+        $exe = [System.IO.Path]::Combine([Environment]::SystemDirectory, 'msiexec.exe')
+        if ($ext -eq '.msp') { [void]$argv.Add('/p') } else { [void]$argv.Add('/i') }
+        [void]$argv.Add((ConvertTo-CommandLineArg $path))
+    } else { $exe = $path }
+    foreach ($a in (Get-ArgTexts $op 'arg')) { [void]$argv.Add((ConvertTo-CommandLineArg $a)) }
+    $psi = New-Object System.Diagnostics.ProcessStartInfo
+    $psi.FileName = $exe
+    $psi.Arguments = [string]::Join(' ', [string[]]$argv.ToArray())
+    $psi.UseShellExecute = $false
+    $psi.CreateNoWindow = $true
+    $watch = [System.Diagnostics.Stopwatch]::StartNew()
+    $proc = [System.Diagnostics.Process]::Start($psi)
+    if (-not $proc.WaitForExit([int]($timeout * 1000))) {
+        try { $proc.Kill() } catch { }
+        Stop-Op 'timeout' ('installer still running after ' + $timeout + ' s; it was stopped')
+    }
+    $code = [long]$proc.ExitCode
+    $d = New-Map
+    $d['exit_code'] = $code
+    $outcome = 'failed'
+    if ($success.Contains($code)) { $outcome = 'success' } elseif ($reboot.Contains($code)) { $outcome = 'reboot_required' }
+    $d['outcome'] = $outcome
+    $d['seconds'] = [double]$watch.Elapsed.TotalSeconds
+    $d['log_tail'] = $null
+    if ($null -ne $logPath) { $d['log_tail'] = Read-LogTail $logPath 65536 }
+    return $d
+}
+
+# ------------------------------------------------------------------------------ dispatch
+
+function Invoke-Op($op, $ctx) {
+    $r = New-Map
+    $r['id'] = $op['id']
+    $r['op'] = $op['name']
+    try {
+        if ($null -ne $op['bad']) { Stop-Op 'invalid_args' $op['bad'] }
+        if (-not $opRequired.ContainsKey($op['name'])) { Stop-Op 'invalid_args' ('unknown op ' + $op['name']) }
+        foreach ($req in $opRequired[$op['name']]) {
+            if (-not $op['args'].ContainsKey($req)) { Stop-Op 'invalid_args' ("missing required argument '" + $req + "'") }
+        }
+        switch ($op['name']) {
+            'env.expand' { $d = New-Map; $d['value'] = [Environment]::ExpandEnvironmentVariables((Get-ArgText $op 'text' '')); $data = $d }
+            'registry.values' { $data = Invoke-RegistryValues $op $ctx }
+            'file.info' { $data = Invoke-FileInfo $op $ctx }
+            'log.scan' { $data = Invoke-LogScan $op $ctx }
+            'products.list' { $data = Invoke-ProductsList $op $ctx }
+            'service.status' { $data = Invoke-ServiceStatus $op $ctx }
+            'wsus.find_update' { $data = Invoke-WsusFind $op $ctx }
+            'file.upload' { $data = Invoke-FileUpload $op $ctx }
+            'installer.run' { $data = Invoke-InstallerRun $op $ctx }
+            'service.restart' { $data = Invoke-ServiceRestart $op $ctx }
+            'wsus.decline_update' { $data = Invoke-WsusDecline $op $ctx }
+            'wsus.approve_update' { $data = Invoke-WsusApprove $op $ctx }
+        }
+        $r['ok'] = $true
+        $r['data'] = $data
+    } catch {
+        $r['ok'] = $false
+        $r['error'] = Get-OpError $_
+    }
+    return $r
+}
+
+function New-LimitResult($op, [long]$limit) {
+    $r = New-Map
+    $r['id'] = $op['id']; $r['op'] = $op['name']; $r['ok'] = $false
+    $e = New-Map
+    $e['kind'] = 'limit'; $e['message'] = 'response limit of ' + $limit + ' bytes reached; op not run'; $e['hresult'] = $null
+    $r['error'] = $e
+    return $r
+}
+
+function Write-Framed([string]$nonce, [string]$json) {
+    $b64 = [Convert]::ToBase64String($utf8.GetBytes($json))
+    $sb = New-Object System.Text.StringBuilder
+    [void]$sb.Append('KBFIX-BEGIN-' + $nonce + "`r`n")
+    for ($i = 0; $i -lt $b64.Length; $i += 76) {
+        [void]$sb.Append($b64.Substring($i, [Math]::Min(76, $b64.Length - $i)))
+        [void]$sb.Append("`r`n")
+    }
+    [void]$sb.Append('KBFIX-END-' + $nonce + "`r`n")
+    [Console]::Out.Write($sb.ToString())
+    [Console]::Out.Flush()
+}
+
+# ------------------------------------------------------------------------------ main
+
+try {
+    $request = Read-Request $RequestText
+} catch {
+    [Console]::Error.WriteLine('kbfix agent: ' + $_.Exception.Message)
+    $global:LASTEXITCODE = 1
+    return
+}
+try {
+    $ctx = @{ 'reg' = @{} }
+    $limit = [long]$request['limit']
+    $hostJson = ConvertTo-AgentJson (Get-HostInfo)
+    # Fixed part of the document: {"protocol":1,"nonce":"…","host":…,"results":[…],"truncated":…,"elapsed_ms":…}
+    $used = [long](120 + $utf8.GetByteCount($hostJson))
+    $parts = New-Object System.Collections.ArrayList
+    $truncated = $false
+    foreach ($op in $request['ops']) {
+        if ($truncated) { $json = ConvertTo-AgentJson (New-LimitResult $op $limit) }
+        else {
+            $json = ConvertTo-AgentJson (Invoke-Op $op $ctx)
+            if ($used + $utf8.GetByteCount($json) + 1 -gt $limit) {
+                $truncated = $true
+                $json = ConvertTo-AgentJson (New-LimitResult $op $limit)
+            }
+        }
+        $used += $utf8.GetByteCount($json) + 1
+        [void]$parts.Add($json)
+    }
+    $elapsed = [long]([DateTime]::UtcNow - $agentStarted).TotalMilliseconds
+    $sb = New-Object System.Text.StringBuilder
+    [void]$sb.Append('{"protocol":1,"nonce":')
+    Add-JsonString $sb $request['nonce']
+    [void]$sb.Append(',"host":' + $hostJson + ',"results":[')
+    [void]$sb.Append([string]::Join(',', [string[]]$parts.ToArray()))
+    [void]$sb.Append('],"truncated":')
+    if ($truncated) { [void]$sb.Append('true') } else { [void]$sb.Append('false') }
+    [void]$sb.Append(',"elapsed_ms":' + $elapsed.ToString($inv) + '}')
+    Write-Framed $request['nonce'] $sb.ToString()
+    $global:LASTEXITCODE = 0
+} catch {
+    [Console]::Error.WriteLine('kbfix agent: ' + $_.Exception.Message)
+    $global:LASTEXITCODE = 1
+}
