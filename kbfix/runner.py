@@ -26,9 +26,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol
 
+from kbfix import __version__
+from kbfix.exitcodes import ExitCode
 from kbfix.planfile import HostPlan, PlanDocument
 from kbfix.rollout import SerialStep, batch_failed, batches, run_concurrently
 from kbfix.runinfo import RunInfo, RunKind
@@ -107,10 +108,7 @@ class Engine(Protocol):
 
 def kbfix_version() -> str:
     """The installed kbfix version (package metadata), `0+unknown` when not installed."""
-    try:
-        return version("kbfix")
-    except PackageNotFoundError:
-        return "0+unknown"
+    return __version__
 
 
 def utc_now() -> datetime:
@@ -322,12 +320,12 @@ def exit_code(results: Sequence[HostResult]) -> int:
     """
     statuses = [r.status for r in results]
     if any(s in (Status.UNREACHABLE, Status.FAILED, Status.UNKNOWN) for s in statuses):
-        return 4
+        return ExitCode.FAILED
     if any(s in (Status.NON_COMPLIANT, Status.PENDING_REBOOT) for s in statuses):
-        return 3
+        return ExitCode.NON_COMPLIANT
     if any(r.status is Status.SKIPPED and skip_reason(r) in RUN_SKIPS for r in results):
-        return 3
-    return 0
+        return ExitCode.NON_COMPLIANT
+    return ExitCode.OK
 
 
 # ---- the run skeleton -------------------------------------------------------------------------------

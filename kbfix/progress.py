@@ -1,0 +1,124 @@
+"""What the operator sees while a run runs.
+
+`RichProgress` (a terminal): a live bar per batch and one overall, with host counts by status.
+`PlainProgress` (not a TTY, `-q`, CI logs): one line per finished host, `host  status  detail`,
+plus a line per batch, so a log reads top to bottom. `make_progress` picks one. Both print
+to stderr so stdout stays clean for `--format json`.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from typing import IO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from playbooks.model import HostResult, Status
+
+_STYLE = {
+    Status.COMPLIANT: "green", Status.REMEDIATED: "green", Status.MITIGATED: "green",
+    Status.NOT_APPLICABLE: "dim", Status.SKIPPED: "yellow", Status.PENDING_REBOOT: "yellow",
+    Status.NON_COMPLIANT: "red", Status.UNKNOWN: "magenta", Status.FAILED: "bold red", Status.UNREACHABLE: "bold red",
+}
+
+
+def host_detail(result: HostResult) -> str:
+    """A short reason for one host: its error, or its findings' `advisory: status (reason)`."""
+    if result.error is not None:
+        return f"{result.error.kind}: {result.error.message}"
+    parts = []
+    for f in result.findings:
+        extra = f" ({f.skip_reason})" if f.skip_reason else ""
+        parts.append(f"{f.advisory}: {f.status.value}{extra}")
+    return "; ".join(parts)
+
+
+def counts_text(counts: Counter[Status]) -> str:
+    """`compliant 3 · non_compliant 1` in status order (best first)."""
+    return " · ".join(f"{s.value} {counts[s]}" for s in Status if counts[s])
+
+
+class PlainProgress:
+    """Line-per-host output (no colour, no cursor movement)."""
+
+    def __init__(self, stream: IO[str] | None = None, *, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.counts: Counter[Status] = Counter()
+        self.total = 0
+
+    def start(self, kind: str, total: int, batches: int) -> None:
+        """Print the run header (not with -q)."""
+        self.total = total
+        if not self.quiet:
+            print(f"{kind}: {total} host(s) in {batches} batch(es)", file=self.stream, flush=True)
+
+    def batch(self, index: int, hosts: int) -> None:
+        """Print the batch header (not with -q)."""
+        if not self.quiet:
+            print(f"batch {index + 1}: {hosts} host(s)", file=self.stream, flush=True)
+
+    def host_done(self, result: HostResult) -> None:
+        """One line: host, status, detail."""
+        self.counts[result.status] += 1
+        print(f"{result.host}\t{result.status.value}\t{host_detail(result)}", file=self.stream, flush=True)
+
+    def stop(self) -> None:
+        """Print the totals (not with -q)."""
+        if not self.quiet:
+            print(f"done: {counts_text(self.counts)}", file=self.stream, flush=True)
+
+
+class RichProgress:
+    """Live bars (overall and current batch) with counts by status; finished hosts scroll above."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.counts: Counter[Status] = Counter()
+        self._progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.console, transient=False,
+        )
+        self._overall: TaskID | None = None
+        self._batch: TaskID | None = None
+
+    def start(self, kind: str, total: int, batches: int) -> None:
+        """Show the overall bar."""
+        self._batches = batches
+        self._progress.start()
+        self._overall = self._progress.add_task(f"{kind} (all hosts)", total=total)
+
+    def batch(self, index: int, hosts: int) -> None:
+        """Replace the batch bar."""
+        if self._batch is not None:
+            self._progress.remove_task(self._batch)
+        self._batch = self._progress.add_task(f"batch {index + 1}/{self._batches}", total=hosts)
+
+    def host_done(self, result: HostResult) -> None:
+        """Advance both bars; print the host's line above them."""
+        self.counts[result.status] += 1
+        style = _STYLE.get(result.status, "")
+        self._progress.console.print(
+            f"{escape(result.host)}  [{style}]{result.status.value}[/{style}]  {escape(host_detail(result))}", markup=True,
+            highlight=False, soft_wrap=True,
+        )
+        if self._overall is not None:
+            self._progress.update(self._overall, advance=1)
+            self._progress.update(self._overall, description=counts_text(self.counts))
+        if self._batch is not None:
+            self._progress.update(self._batch, advance=1)
+
+    def stop(self) -> None:
+        """Stop the live display (the bars stay printed)."""
+        self._progress.stop()
+
+
+def make_progress(*, quiet: bool = False, no_color: bool = False, stream: IO[str] | None = None) -> PlainProgress | RichProgress:
+    """Rich bars on a terminal (without colour for --no-color); plain lines when not a TTY or -q."""
+    out = stream or sys.stderr
+    if quiet or not out.isatty():
+        return PlainProgress(out, quiet=quiet)
+    return RichProgress(Console(file=out, no_color=no_color))
