@@ -139,6 +139,8 @@ class Finding(BaseModel):
     executed: list[ExecutedAction] = Field(default_factory=list)
     verification: list[Evidence] = Field(default_factory=list)
     skip_reason: str | None = None
+    notes: list[str] = Field(default_factory=list)  # added by playbooks: plan/verify remarks (e.g. package missing)
+    linked_host: str | None = None  # added by playbooks: a client's WSUS server when it is in the run
 
 
 class HostError(BaseModel):

@@ -1,0 +1,328 @@
+"""Load playbooks, build the gather request, and assess: facts in, findings out (pure).
+
+`assess` discovers roles (unless the inventory declared them), evaluates each playbook's
+derived facts and first-match rules in the Jinja2 sandbox, and returns an `Assessment`: roles,
+OS info, findings with evidence, JSON-ready facts and a digest of the facts a plan depends on.
+`link_clients` is the one cross-host step: it ties a KB954960 client finding to its WSUS server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field
+
+from playbooks.conditions import ConditionError, evaluate, render, truth
+from playbooks.facts import extract_facts, merge_probes, probe_ops
+from playbooks.model import Evidence, Finding, LogLine, Status, utcnow
+from playbooks.spec import (
+    EvidenceRef,
+    Playbook,
+    PlaybookError,
+    Probe,
+    RolesFile,
+    load_playbook_file,
+    load_roles_file,
+)
+from playbooks.version import Version
+from remoting.agent_protocol import AgentResponse, OpRequest
+
+BUILTIN_DIR = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class HostContext:
+    """What the inventory knows about a host: its name, declared roles (empty: discover them),
+    site, and variables (e.g. `kb954960_workaround_applied`, `wsus_upstream`)."""
+
+    name: str
+    roles: tuple[str, ...] = ()
+    site: str | None = None
+    vars: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Assessment(BaseModel):
+    """The assessed state of one host: roles (declared or discovered), OS info from the agent,
+    findings (one per playbook), JSON-ready facts, the sha256 digest of the facts a plan
+    depends on (log lines excluded: logs grow without the plan changing), the host vars used."""
+
+    host: str
+    roles: list[str] = Field(default_factory=list)
+    roles_declared: bool = False
+    os: dict[str, Any] = Field(default_factory=dict)
+    findings: list[Finding] = Field(default_factory=list)
+    facts: dict[str, Any] = Field(default_factory=dict)
+    facts_digest: str = ""
+    vars: dict[str, Any] = Field(default_factory=dict)
+    truncated: bool = False
+
+    def finding(self, advisory: str) -> Finding | None:
+        """The finding for `advisory`, or None."""
+        return next((f for f in self.findings if f.advisory == advisory), None)
+
+
+def load_playbooks(ids: Sequence[str] | None = None, extra_dirs: Sequence[Path] = ()) -> list[Playbook]:
+    """The built-in playbooks (`playbooks/*/playbook.yaml`) plus every `*.yaml` in `extra_dirs`,
+    filtered to `ids` (case-insensitive) when given, sorted by id.
+    Raises PlaybookError for a bad file, a duplicate id or an unknown requested id."""
+    files = sorted(BUILTIN_DIR.glob("*/playbook.yaml"))
+    for d in extra_dirs:
+        files += sorted(Path(d).glob("*.yaml")) + sorted(Path(d).glob("*/playbook.yaml"))
+    books: dict[str, Playbook] = {}
+    for f in files:
+        pb = load_playbook_file(f)
+        if pb.id in books:
+            raise PlaybookError(f"{f}: playbook id {pb.id} already loaded from {books[pb.id].path}")
+        books[pb.id] = pb
+    if ids:
+        wanted = {i.upper() for i in ids}
+        unknown = wanted - set(books)
+        if unknown:
+            raise PlaybookError(f"unknown playbook id(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(books))}")
+        books = {k: v for k, v in books.items() if k in wanted}
+    return [books[k] for k in sorted(books)]
+
+
+def advisory_meta(playbooks: Sequence[Playbook]) -> dict[str, dict[str, Any]]:
+    """id → {title, sources (list of "title <url>"), severity, summary} for reports."""
+    return {
+        pb.id: {
+            "title": pb.title,
+            "sources": [s.title + (f" <{s.url}>" if s.url else "") for s in pb.sources],
+            "severity": pb.severity,
+            "summary": pb.summary,
+        }
+        for pb in playbooks
+    }
+
+
+def _roles_file() -> RolesFile:
+    return load_roles_file()
+
+
+def all_probes(playbooks: Sequence[Playbook], roles_file: RolesFile | None = None) -> list[Probe]:
+    """The union of the role probes and every playbook's probes (registry probes first)."""
+    rf = roles_file or _roles_file()
+    return merge_probes([rf.probes, *[pb.probes for pb in playbooks]])
+
+
+def gather_ops(playbooks: Sequence[Playbook], ctx: HostContext) -> list[OpRequest]:
+    """Every read op the selected playbooks and role discovery need: ONE agent request per host.
+    (`ctx` is accepted for per-host probe selection; today every host gets the same probes.)"""
+    return [o for p in all_probes(playbooks) for o in probe_ops(p)]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Version):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def digest_facts(facts: Mapping[str, Any], probes: Sequence[Probe], roles: Sequence[str]) -> str:
+    """sha256 hex of the plan-relevant facts (all but log scans) and the roles, canonical JSON."""
+    logs = {p.id for p in probes if p.kind == "log"}
+    basis = {"roles": sorted(roles), "facts": {k: v for k, v in facts.items() if k not in logs}}
+    return hashlib.sha256(json.dumps(_jsonable(basis), sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def discover_roles(roles_file: RolesFile, facts: Mapping[str, Any]) -> list[str]:
+    """The roles whose discovery condition holds on `facts`. Raises ConditionError on a bad rule."""
+    ctx = {"facts": facts, "roles": [], "vars": {}}
+    return [name for name, role in roles_file.roles.items() if truth(role.when, ctx)]
+
+
+def context_for(pb: Playbook, facts: Mapping[str, Any], roles: Sequence[str], os: Mapping[str, Any], hvars: Mapping[str, Any]) -> dict[str, Any]:
+    """The expression context of one playbook on one host: facts, roles, host, vars, then each
+    derived name in order. Raises ConditionError when a derivation fails."""
+    ctx: dict[str, Any] = {"facts": facts, "roles": list(roles), "host": dict(os), "vars": dict(hvars)}
+    for name, expr in pb.derive.items():
+        ctx[name] = evaluate(expr, ctx)
+    return ctx
+
+
+def _probe_label(probe: Probe, fact: Mapping[str, Any]) -> str:
+    if probe.kind == "registry":
+        return f"registry.values {fact.get('path') or probe.key}"
+    if probe.kind == "file":
+        return f"file.info {fact.get('path') or probe.paths[0]}"
+    if probe.kind == "log":
+        seen = [f["path"] for f in fact.get("files", []) if f.get("exists")]
+        return f"log.scan {', '.join(seen) if seen else ' | '.join(probe.paths)}"
+    if probe.kind == "products":
+        return f"products.list {probe.pattern}"
+    if probe.kind == "wsus_update":
+        return f"wsus.find_update {probe.title}"
+    return f"service.status {', '.join(probe.names)}"
+
+
+def _evidence(
+    ref: EvidenceRef, probes: Mapping[str, Probe], facts: Mapping[str, Any], ctx: Mapping[str, Any], rule: str, at: datetime
+) -> Evidence:
+    probe = probes[ref.fact]
+    fact = facts.get(ref.fact, {})
+    value: Any = evaluate(ref.value, ctx) if ref.value else None
+    lines: list[LogLine] = []
+    note = ref.note
+    if probe.kind == "log":
+        wanted = ref.signatures or [s.id for s in probe.signatures]
+        for sig in wanted:
+            for ln in fact.get("lines", {}).get(sig, []):
+                lines.append(LogLine.model_validate(ln))
+        if value is None:
+            hits = {k: n for k, n in fact.get("hits", {}).items() if k in wanted and n}
+            value = ", ".join(f"{k}={n}" for k, n in hits.items()) if hits else ("no matches" if fact.get("exists") else "log not found")
+        langs = [s.lang for s in probe.signatures if s.kind == "localized" and fact.get("hits", {}).get(s.id)]
+        if langs:
+            note = ((note + "; ") if note else "") + f"localized duplicate-key message matched ({', '.join(langs)})"
+    elif value is None and probe.kind == "file":
+        value = fact.get("version") if fact.get("exists") else "missing"
+    elif value is None and probe.kind == "registry":
+        value = json.dumps(_jsonable(fact.get("data", {})), sort_keys=True) if fact.get("exists") else "key missing"
+    if fact.get("error"):
+        note = ((note + "; ") if note else "") + f"probe error {fact['error'].get('kind')}: {fact['error'].get('message')}"
+    return Evidence(
+        probe=_probe_label(probe, fact),
+        value=None if value is None else str(_jsonable(value)),
+        lines=lines,
+        rule=rule,
+        note=note,
+        observed_at=at,
+    )
+
+
+def assess_playbook(
+    pb: Playbook,
+    facts: Mapping[str, Any],
+    roles: Sequence[str],
+    os: Mapping[str, Any],
+    hvars: Mapping[str, Any],
+    probes: Mapping[str, Probe],
+    at: datetime,
+) -> Finding:
+    """One playbook's finding on one host: the first rule whose `when` holds decides.
+    Expression failures give status `unknown` naming the rule (never an exception)."""
+    try:
+        ctx = context_for(pb, facts, roles, os, hvars)
+        for rule in pb.rules:
+            if not truth(rule.when, ctx):
+                continue
+            rid = f"{pb.id}:{rule.id}"
+            variant = render(rule.variant, ctx).strip() or None if rule.variant else None
+            remedy = pb.remedies.get(variant) if variant else None
+            text = None
+            if remedy and rule.status in (Status.NON_COMPLIANT, Status.MITIGATED):
+                text = remedy.summary + (f" {remedy.recommend}" if remedy.recommend else "")
+            return Finding(
+                advisory=pb.id,
+                status=rule.status,
+                reason=" ".join(render(rule.reason, ctx).split()),
+                variant=variant,
+                evidence=[_evidence(e, probes, facts, ctx, rid, at) for e in rule.evidence],
+                remedy=text,
+            )
+    except ConditionError as exc:
+        return Finding(advisory=pb.id, status=Status.UNKNOWN, reason=f"playbook {pb.id} could not be evaluated: {exc}")
+    return Finding(advisory=pb.id, status=Status.NOT_APPLICABLE, reason="no rule of the playbook matched this host")
+
+
+def assess(
+    playbooks: Sequence[Playbook], ctx: HostContext, response: AgentResponse, *, observed_at: datetime | None = None
+) -> Assessment:
+    """Facts in, findings out (pure: no I/O). `response` answers `gather_ops(playbooks, ctx)`.
+
+    Roles are `ctx.roles` when declared, else discovered. When a role probe failed with an error
+    other than not_found (access denied, truncation) and roles were not declared, findings that
+    would be `not_applicable` become `unknown`: an unread key is not proof of absence."""
+    at = observed_at or utcnow()
+    rf = _roles_file()
+    probes = all_probes(playbooks, rf)
+    facts = extract_facts(probes, response)
+    declared = bool(ctx.roles)
+    roles = list(ctx.roles) if declared else discover_roles(rf, facts)
+    role_errors = [
+        f"{p.id}: {facts[p.id]['error']['kind']}"
+        for p in rf.probes
+        if facts.get(p.id, {}).get("error") and facts[p.id]["error"]["kind"] != "not_found"
+    ]
+    by_id = {p.id: p for p in probes}
+    findings = []
+    for pb in playbooks:
+        f = assess_playbook(pb, facts, roles, response.host, ctx.vars, by_id, at)
+        if f.status == Status.NOT_APPLICABLE and role_errors and not declared:
+            f = f.model_copy(update={"status": Status.UNKNOWN, "reason": f"roles could not be read ({'; '.join(role_errors)}): {f.reason}"})
+        if response.truncated:
+            f.notes.append("the agent response was truncated at its byte limit: some facts are missing")
+        findings.append(f)
+    jfacts = _jsonable(facts)
+    return Assessment(
+        host=ctx.name,
+        roles=roles,
+        roles_declared=declared,
+        os=dict(response.host),
+        findings=findings,
+        facts=jfacts,
+        facts_digest=digest_facts(jfacts, probes, roles),
+        vars=_jsonable(dict(ctx.vars)),
+        truncated=response.truncated,
+    )
+
+
+def _server_name(url: str) -> str | None:
+    try:
+        return urlsplit(url if "//" in url else f"http://{url}").hostname
+    except ValueError:
+        return None
+
+
+def link_clients(
+    assessments: Mapping[str, Assessment], *, advisory: str = "KB954960", addresses: Mapping[str, str] | None = None
+) -> dict[str, Assessment]:
+    """Tie each affected client (finding variant `client`) to its WSUS server (its WUServer
+    policy value) when that server is in the run; pure, returns new assessments.
+
+    Matching is case-insensitive on the inventory name, its first DNS label, or `addresses`
+    (host → address). The client's status follows the server: server non_compliant/failed/unknown
+    → the client stays non_compliant; server compliant → compliant, remediated → remediated,
+    mitigated → mitigated (the client recovers at its next synchronization)."""
+    index: dict[str, str] = {}
+    for name in assessments:
+        index[name.lower()] = name
+        index[name.lower().split(".")[0]] = name
+    for name, addr in (addresses or {}).items():
+        index[addr.lower()] = name
+    out = dict(assessments)
+    for name, a in assessments.items():
+        f = a.finding(advisory)
+        if f is None or f.variant != "client":
+            continue
+        url = str(a.facts.get("wu_policy", {}).get("data", {}).get("WUServer") or "")
+        host = _server_name(url) or ""
+        server = index.get(host.lower()) or index.get(host.lower().split(".")[0])
+        if server is None or server == name:
+            nf = f.model_copy(update={"notes": [*f.notes, f"its WSUS server {url or '(unknown)'} is not in this run"]})
+        else:
+            sf = assessments[server].finding(advisory)
+            sstat = sf.status if sf else Status.UNKNOWN
+            follow = {Status.COMPLIANT: Status.COMPLIANT, Status.REMEDIATED: Status.REMEDIATED, Status.MITIGATED: Status.MITIGATED}
+            status = follow.get(sstat, Status.NON_COMPLIANT)
+            reason = f.reason if status == Status.NON_COMPLIANT else (
+                f"Affected client of WSUS server {server}, which is now {sstat.value}: it recovers at its next synchronization."
+            )
+            nf = f.model_copy(update={"linked_host": server, "status": status, "reason": reason,
+                                      "notes": [*f.notes, f"linked to WSUS server {server} ({sstat.value})"]})
+        findings = [nf if x is f else x for x in a.findings]
+        out[name] = a.model_copy(update={"findings": findings})
+    return out

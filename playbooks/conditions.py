@@ -1,0 +1,78 @@
+"""Playbook conditions: Jinja2 expressions in a sandbox, as Ansible evaluates `when:`.
+
+Conditions and derived facts in the playbook YAML are Jinja2 *expressions* (not templates),
+compiled by `jinja2.sandbox.SandboxedEnvironment.compile_expression`, never `eval`. Missing
+facts are `ChainableUndefined`, so `facts.sms_setup.values['Full Version']` on a host without
+the key is undefined (falsy) instead of an error. Helpers available in every expression:
+`V(text)` → `Version` or none, `VR(spec, parts=4)` → `VersionRange`, `any_of(list)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import ChainableUndefined, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+from playbooks.version import Version, VersionRange
+
+
+class ConditionError(ValueError):
+    """A playbook expression that does not compile or fails to evaluate; names the expression."""
+
+
+def _v(text: object) -> Version | None:
+    return Version.maybe(text if isinstance(text, (str, Version)) else None)
+
+
+def _vr(spec: str, parts: int = 4) -> VersionRange:
+    return VersionRange.parse(spec, parts)
+
+
+@lru_cache(maxsize=1)
+def _env() -> SandboxedEnvironment:
+    # One environment per process; it holds no per-host state (globals are pure helpers).
+    env = SandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
+    env.globals.update({"V": _v, "VR": _vr})
+    return env
+
+
+@lru_cache(maxsize=512)
+def _compiled(expr: str) -> Any:
+    try:
+        return _env().compile_expression(expr, undefined_to_none=False)
+    except TemplateError as exc:
+        raise ConditionError(f"bad expression {expr!r}: {exc}") from exc
+
+
+def compile_check(expr: str) -> None:
+    """Compile `expr` once to report syntax errors at load time. Raises ConditionError."""
+    _compiled(expr)
+
+
+def evaluate(expr: str, context: Mapping[str, Any]) -> Any:
+    """Evaluate a Jinja2 expression against `context`; undefined results become None.
+
+    Raises ConditionError when evaluation fails (type errors, sandbox violations)."""
+    try:
+        value = _compiled(expr)(**context)
+    except ConditionError:
+        raise
+    except Exception as exc:  # any failure inside a condition is a playbook data error
+        raise ConditionError(f"expression {expr!r} failed: {exc}") from exc
+    return None if isinstance(value, ChainableUndefined) else value
+
+
+def truth(expr: str, context: Mapping[str, Any]) -> bool:
+    """Evaluate `expr` as a condition (Python truthiness; undefined is False)."""
+    return bool(evaluate(expr, context))
+
+
+def render(template: str, context: Mapping[str, Any]) -> str:
+    """Render a short text template (reasons, notes) with the same sandbox and context."""
+    try:
+        return _env().from_string(template).render(**context)
+    except Exception as exc:  # a broken message template must name itself
+        raise ConditionError(f"template {template!r} failed: {exc}") from exc

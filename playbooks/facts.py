@@ -1,0 +1,219 @@
+"""Gather: probes → agent ops (one request per host), and agent results → JSON-ready facts.
+
+`gather_ops` merges the probes of the shared role discovery and of every selected playbook
+(deduplicated by probe id; registry probes first, because `${reg:ID:NAME}` path references
+only see registry ops earlier in the same request — remoting/PROTOCOL.md). `extract_facts`
+turns the `AgentResponse` into one dict per probe id; shapes are documented on
+`playbooks.spec.Probe`. Everything here is pure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from playbooks.logformats import parse_timestamp
+from playbooks.spec import PlaybookError, Probe
+from remoting.agent_protocol import AgentResponse, OpRequest, OpResult, op
+
+DEFAULT_TAIL_BYTES = 8 * 1024 * 1024  # bytes of a log scanned when the probe sets none: bounds the agent's work
+
+
+def merge_probes(groups: Iterable[Sequence[Probe]]) -> list[Probe]:
+    """The union of probes by id, registry probes first, otherwise in first-seen order.
+    Raises PlaybookError when two playbooks define one probe id differently."""
+    seen: dict[str, Probe] = {}
+    for group in groups:
+        for p in group:
+            old = seen.get(p.id)
+            if old is None:
+                seen[p.id] = p
+            elif old.identity() != p.identity():
+                raise PlaybookError(f"probe {p.id!r} is defined twice with different content")
+    probes = list(seen.values())
+    return [p for p in probes if p.kind == "registry"] + [p for p in probes if p.kind != "registry"]
+
+
+def probe_ops(probe: Probe) -> list[OpRequest]:
+    """The agent ops for one probe (ids `<probe>` for registry, `<probe>.<n>` per path candidate)."""
+    if probe.kind == "registry":
+        return [op(probe.id, "registry.values", key=probe.key, view="both")]
+    if probe.kind == "file":
+        return [op(f"{probe.id}.{i}", "file.info", path=p) for i, p in enumerate(probe.paths)]
+    if probe.kind == "log":
+        return [
+            op(
+                f"{probe.id}.{i}",
+                "log.scan",
+                path=p,
+                pattern=[s.pattern for s in probe.signatures],
+                max_matches=probe.max_matches,
+                context=probe.context,
+                rotated=probe.rotated,
+                tail_bytes=probe.tail_bytes or DEFAULT_TAIL_BYTES,
+            )
+            for i, p in enumerate(probe.paths)
+        ]
+    if probe.kind == "products":
+        return [op(probe.id, "products.list", pattern=probe.pattern)]
+    if probe.kind == "wsus_update":
+        return [op(probe.id, "wsus.find_update", title=probe.title)]
+    return [op(probe.id, "service.status", name=list(probe.names))]
+
+
+def _err(result: OpResult | None) -> dict[str, Any]:
+    if result is None:
+        return {"kind": "missing", "message": "no result for this op (response truncated or op not sent)"}
+    e = result.error
+    return {"kind": e.kind if e else "exception", "message": e.message if e else "", "hresult": e.hresult if e else None}
+
+
+def _registry(probe: Probe, r: OpResult | None) -> dict[str, Any]:
+    fact: dict[str, Any] = {"exists": False, "view": None, "path": None, "data": {}, "error": None}
+    if r is None or not r.ok:
+        fact["error"] = _err(r)
+        return fact
+    views = (r.data or {}).get("views", {})
+    for name in ("64", "32"):  # native view first, then Wow6432Node (32-bit software on x64)
+        v = views.get(name) or {}
+        if v.get("exists"):
+            values = {k: (val or {}).get("value") for k, val in (v.get("values") or {}).items()}
+            fact.update(exists=True, view=name, path=v.get("path"), data=values)
+            return fact
+    return fact
+
+
+def _file(probe: Probe, results: Mapping[str, OpResult]) -> dict[str, Any]:
+    cands = []
+    chosen: dict[str, Any] | None = None
+    for i, path in enumerate(probe.paths):
+        r = results.get(f"{probe.id}.{i}")
+        if r is not None and r.ok and (r.data or {}).get("exists"):
+            d = r.data or {}
+            cands.append({"path": d.get("path", path), "exists": True, "error": None})
+            if chosen is None:
+                chosen = {
+                    "exists": True,
+                    "path": d.get("path", path),
+                    "version": d.get("file_version"),
+                    "product_version": d.get("product_version"),
+                    "size": d.get("size"),
+                    "mtime": d.get("mtime"),
+                    "sha256": d.get("sha256"),
+                }
+        else:
+            err = None if (r is not None and r.ok) else _err(r)
+            cands.append({"path": (r.data or {}).get("path", path) if r and r.ok else path, "exists": False, "error": err})
+    fact = chosen or {"exists": False, "path": None, "version": None}
+    fact["candidates"] = cands
+    fact["error"] = None if chosen or any(c["error"] is None for c in cands) else cands[0]["error"]
+    # an unresolved ${reg:...} (not_found) on one candidate is normal; only hard errors count
+    hard = [c["error"] for c in cands if c["error"] and c["error"]["kind"] not in ("not_found",)]
+    fact["error"] = None if chosen else (hard[0] if hard else None)
+    return fact
+
+
+def _log(probe: Probe, results: Mapping[str, OpResult]) -> dict[str, Any]:
+    ids = [s.id for s in probe.signatures]
+    lines: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    files: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, path in enumerate(probe.paths):
+        r = results.get(f"{probe.id}.{i}")
+        if r is None or not r.ok:
+            err = _err(r)
+            files.append({"path": path, "exists": False, "error": err})
+            if err["kind"] != "not_found":
+                errors.append(err)
+            continue
+        for f in (r.data or {}).get("files", []):
+            key = re.sub(r"\\+", "\\", str(f.get("path", ""))).lower()
+            if key in seen:  # the %ProgramFiles% fallback is often TargetDir itself: count lines once
+                continue
+            seen.add(key)
+            files.append(
+                {
+                    "path": f.get("path"),
+                    "exists": bool(f.get("exists")),
+                    "size": f.get("size"),
+                    "encoding": f.get("encoding"),
+                    "end_offset": f.get("end_offset"),
+                    "full": [ids[j] for j in f.get("patterns_full", []) if 0 <= j < len(ids)],
+                    "error": None,
+                }
+            )
+            for m in f.get("matches", []):
+                idx = m.get("pattern")
+                if not isinstance(idx, int) or not 0 <= idx < len(ids):
+                    continue
+                ts = parse_timestamp(m.get("line", ""), probe.log_format)
+                lines[ids[idx]].append(
+                    {
+                        "file": f.get("path"),
+                        "offset": m.get("offset", 0),
+                        "text": m.get("line", ""),
+                        "timestamp": ts.isoformat() if ts else None,
+                        "before": list(m.get("before", [])),
+                        "after": list(m.get("after", [])),
+                        "cut": bool(m.get("cut")),
+                    }
+                )
+    hits = {k: len(v) for k, v in lines.items()}
+    kinds = {s.id: s.kind for s in probe.signatures}
+    stamps = {k: max((ln["timestamp"] for ln in v if ln["timestamp"]), default=None) for k, v in lines.items()}
+    return {
+        "exists": any(f["exists"] for f in files),
+        "files": files,
+        "hits": hits,
+        "token_hits": sum(n for k, n in hits.items() if kinds[k] == "token"),
+        "localized_hits": sum(n for k, n in hits.items() if kinds[k] == "localized"),
+        "last": stamps,
+        "lines": lines,
+        "error": errors[0] if errors else None,
+    }
+
+
+def _products(probe: Probe, r: OpResult | None) -> dict[str, Any]:
+    if r is None or not r.ok:
+        return {"products": [], "matched": [], "error": _err(r)}
+    prods = list((r.data or {}).get("products", []))
+    matched = prods
+    if probe.code_suffix:
+        suffix = probe.code_suffix.upper()
+        matched = [p for p in matched if str(p.get("product_code", "")).upper().endswith(suffix)]
+    if probe.name_regex:
+        rx = re.compile(probe.name_regex, re.IGNORECASE)
+        matched = [p for p in matched if rx.search(str(p.get("name", "")))]
+    return {"products": prods, "matched": matched, "error": None}
+
+
+def _wsus_update(probe: Probe, r: OpResult | None) -> dict[str, Any]:
+    if r is None or not r.ok:
+        return {"available": False, "found": False, "updates": [], "update": None, "error": _err(r)}
+    d = r.data or {}
+    ups = list(d.get("updates", []))
+    return {"available": bool(d.get("available")), "found": bool(ups), "updates": ups, "update": ups[0] if ups else None, "error": None}
+
+
+def extract_facts(probes: Sequence[Probe], response: AgentResponse) -> dict[str, dict[str, Any]]:
+    """One JSON-ready fact dict per probe id from the agent's answers (missing answers become
+    facts with `error.kind == "missing"`)."""
+    results = response.by_id()
+    facts: dict[str, dict[str, Any]] = {}
+    for p in probes:
+        if p.kind == "registry":
+            facts[p.id] = _registry(p, results.get(p.id))
+        elif p.kind == "file":
+            facts[p.id] = _file(p, results)
+        elif p.kind == "log":
+            facts[p.id] = _log(p, results)
+        elif p.kind == "products":
+            facts[p.id] = _products(p, results.get(p.id))
+        elif p.kind == "wsus_update":
+            facts[p.id] = _wsus_update(p, results.get(p.id))
+        else:
+            r = results.get(p.id)
+            facts[p.id] = {"services": (r.data or {}).get("services", {}), "error": None} if r and r.ok else {"services": {}, "error": _err(r)}
+    return facts
