@@ -41,8 +41,8 @@ BASE_FLAGS = (
     "--hide-scrollbars",
 )
 TIMEOUT_SECONDS = 90.0
-# Chromium prints page console messages to stderr as `...:INFO:CONSOLE(<line>)] "<text>", source: <url> (<line>)`.
-_CONSOLE = re.compile(r"CONSOLE\(\d+\)\]|Refused to|Uncaught ", re.IGNORECASE)
+# Chromium prints page console messages to stderr as `[pid:tid:time:INFO:CONSOLE:<line>] "<text>", source: <url> (<line>)`.
+_CONSOLE = re.compile(r":CONSOLE[:(]\d+|Refused to|Uncaught ", re.IGNORECASE)
 
 
 @dataclass

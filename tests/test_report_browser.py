@@ -1,0 +1,59 @@
+"""The HTML report in a real headless Chromium (Debian's `chromium` package): it loads with no
+console message (CSP violations, script errors, blocked fetches), its inline script runs, and a
+screenshot is produced. Skipped, with the reason, where Chromium is not installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from kbfix.report import build_document, write_report
+from kbfix.report.sample import ADVISORIES, hosts, run_info
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "report_screenshot.py"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("report_screenshot", SCRIPT)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def shot() -> ModuleType:
+    mod = _load()
+    if mod.find_chromium() is None:
+        pytest.skip("Chromium not installed (apt-get install chromium); headless HTML check not run")
+    return mod
+
+
+@pytest.mark.parametrize("lang", ["en", "zh_CN"])
+def test_html_loads_clean_in_chromium(shot: ModuleType, tmp_path: Path, lang: str) -> None:
+    html = write_report(build_document(run_info(), hosts(), ADVISORIES), tmp_path / "report.html", lang=lang)
+    check = shot.check_html(html, tmp_path / "shot.png", shot.find_chromium(), height=1200)
+    assert check.console == []
+    assert check.script_ran
+    png = (tmp_path / "shot.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def test_console_errors_are_detected(shot: ModuleType, tmp_path: Path) -> None:
+    # The same checker must notice a broken page, or the test above proves nothing.
+    bad = tmp_path / "bad.html"
+    bad.write_text(
+        '<!DOCTYPE html><html><head><meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "script-src 'unsafe-inline'\"></head><body><script>undefinedFunction();</script>"
+        '<img src="https://example.invalid/x.png"></body></html>',
+        encoding="utf-8",
+    )
+    check = shot.check_html(bad, tmp_path / "bad.png", shot.find_chromium(), height=300)
+    assert any("undefinedFunction" in ln for ln in check.console), check.console
+    assert any("Content Security Policy" in ln for ln in check.console), check.console
+    assert not check.script_ran
