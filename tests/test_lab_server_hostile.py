@@ -113,7 +113,7 @@ def test_malformed_envelopes_get_schema_validation_faults(lab: Lab, body: bytes)
 def test_oversize_envelope_gets_encoding_limit_fault(lab: Lab) -> None:
     big = _CREATE.replace("<rsp:InputStreams>", "<rsp:InputStreams>" + "x" * (150 * 1024)).encode()
     resp = _post(lab, big)
-    assert resp.status_code == 500 and _fault_code(resp) == ("w:EncodingLimit", "2150858760")
+    assert resp.status_code == 500 and _fault_code(resp) == ("w:EncodingLimit", "2150858824")
     _still_serving(lab)
 
 

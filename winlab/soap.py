@@ -107,8 +107,8 @@ def fault_timed_out() -> SoapFault:
 
 
 def fault_shell_not_found(shell_id: str) -> SoapFault:
-    """Unknown or expired ShellId: w:InvalidSelectors, WSManFault 2150858843 (0x8033805B), as Windows
-    answers it (pywinrm's test fixtures; text as captured from Windows)."""
+    """Unknown or expired ShellId: w:InvalidSelectors, WSManFault 2150858843 = 0x8033805B
+    ERROR_WSMAN_UNEXPECTED_SELECTORS, with Windows' Remote Shell message (pywinrm test fixtures)."""
     return SoapFault(
         "s:Sender",
         "w:InvalidSelectors",
@@ -134,13 +134,16 @@ def fault_schema(detail: str = "") -> SoapFault:
 
 
 def fault_envelope_too_big(limit_bytes: int) -> SoapFault:
-    """Request larger than MaxEnvelopeSizekb: w:EncodingLimit, WSManFault 2150858760 (0x80338008)."""
+    """Request larger than MaxEnvelopeSizekb: w:EncodingLimit with FaultDetail MaxEnvelopeSize (DMTF
+    DSP0226 fault for an oversized envelope), WSManFault 2150858824 = 0x80338048
+    ERROR_WSMAN_MAX_ENVELOPE_SIZE_EXCEEDED (winerror.h). Not 2150858760: that is 0x80338008
+    ERROR_WSMAN_SUBSCRIPTION_CLOSED in winerror.h."""
     return SoapFault(
         "s:Sender",
         "w:EncodingLimit",
         "The WS-Management service cannot process the request because the envelope size in the request is "
         f"too large (the limit is {limit_bytes} bytes). ",
-        wsman_code=2150858760,
+        wsman_code=2150858824,
         detail_uri="http://schemas.dmtf.org/wbem/wsman/1/wsman/faultDetail/MaxEnvelopeSize",
     )
 
@@ -169,7 +172,8 @@ def fault_access_denied() -> SoapFault:
 
 
 def fault_action_not_supported(action: str) -> SoapFault:
-    """An action the shell resource does not implement: a:ActionNotSupported, WSManFault 2150858771."""
+    """An action the shell resource does not implement: a:ActionNotSupported, WSManFault 2150858771 =
+    0x80338013 ERROR_WSMAN_ACTION_NOT_SUPPORTED (winerror.h)."""
     return SoapFault(
         "s:Sender",
         "a:ActionNotSupported",
