@@ -426,12 +426,17 @@ function Get-LogEncoding($fs) {
     elseif ($n -ge 2 -and $head[0] -eq 0xFF -and $head[1] -eq 0xFE) { $r['name'] = 'utf-16le'; $r['bom'] = 2 }
     elseif ($n -ge 2 -and $head[0] -eq 0xFE -and $head[1] -eq 0xFF) { $r['name'] = 'utf-16be'; $r['bom'] = 2 }
     else {
-        $sample = [Math]::Min($n, 4096)
+        # NUL bytes: more than 30% of the odd (even) positions and under 5% of the others -> UTF-16
         $zeroOdd = 0; $zeroEven = 0
-        for ($i = 0; $i -lt $sample; $i++) { if ($head[$i] -eq 0) { if ($i % 2 -eq 1) { $zeroOdd++ } else { $zeroEven++ } } }
-        $half = [Math]::Max(1, [int]($sample / 2))
-        if ($sample -ge 2 -and $zeroOdd * 10 -ge $half * 3 -and $zeroEven * 10 -lt $half) { $r['name'] = 'utf-16le' }
-        elseif ($sample -ge 2 -and $zeroEven * 10 -ge $half * 3 -and $zeroOdd * 10 -lt $half) { $r['name'] = 'utf-16be' }
+        $i = [Array]::IndexOf($head, [byte]0, 0, $n)
+        while ($i -ge 0) {
+            if ($i % 2 -eq 1) { $zeroOdd++ } else { $zeroEven++ }
+            if ($i + 1 -ge $n) { break }
+            $i = [Array]::IndexOf($head, [byte]0, $i + 1, $n - $i - 1)
+        }
+        $half = [Math]::Floor($n / 2)
+        if ($n -ge 2 -and $zeroOdd -gt $half * 0.3 -and $zeroEven -lt $half * 0.05) { $r['name'] = 'utf-16le' }
+        elseif ($n -ge 2 -and $zeroEven -gt $half * 0.3 -and $zeroOdd -lt $half * 0.05) { $r['name'] = 'utf-16be' }
         else {
             $strict = New-Object System.Text.UTF8Encoding($false, $true)
             $len = $n
@@ -479,7 +484,7 @@ function Invoke-ScanFile([string]$path, [bool]$isMain, $opt) {
     $lf['path'] = $path
     $fi = New-Object System.IO.FileInfo($path)
     $lf['exists'] = $fi.Exists
-    $lf['size'] = $null; $lf['encoding'] = $null; $lf['start_offset'] = $null; $lf['end_offset'] = $null
+    $lf['size'] = [long]0; $lf['encoding'] = $null; $lf['start_offset'] = [long]0; $lf['end_offset'] = [long]0
     $matchList = New-Object System.Collections.ArrayList
     $full = New-Object System.Collections.ArrayList
     $lf['matches'] = $matchList
@@ -624,15 +629,16 @@ function Invoke-ScanFile([string]$path, [bool]$isMain, $opt) {
 }
 
 function Get-RotatedSiblings([string]$path) {
-    # Rotated copies beside the log, oldest first: NAME.lo_ (SMS/ConfigMgr logs), NAME.log.bak,
-    # NAME.bak, NAME.log.old, NAME.old (stem = file name without its extension).
-    $dir = [System.IO.Path]::GetDirectoryName($path)
-    $name = [System.IO.Path]::GetFileName($path)
-    $stem = [System.IO.Path]::GetFileNameWithoutExtension($path)
+    # Rotated copies beside the log, oldest first, as SMS/ConfigMgr (NAME.lo_) and WSUS/WUA
+    # (NAME.old, NAME.log.old, NAME.bak, NAME.log.1) roll them; NAME = path without extension.
+    $ext = [System.IO.Path]::GetExtension($path)
+    $stem = $path.Substring(0, $path.Length - $ext.Length)
+    $cands = New-Object System.Collections.ArrayList
+    if ($ext.Length -ge 2) { [void]$cands.Add($stem + $ext.Substring(0, $ext.Length - 1) + '_') }
+    foreach ($c in @(($stem + '.old'), ($path + '.old'), ($stem + '.bak'), ($path + '.1'))) { [void]$cands.Add($c) }
     $found = New-Object System.Collections.ArrayList
     $seen = @{}
-    foreach ($cand in @(($stem + '.lo_'), ($name + '.bak'), ($stem + '.bak'), ($name + '.old'), ($stem + '.old'))) {
-        $full = [System.IO.Path]::Combine($dir, $cand)
+    foreach ($full in $cands) {
         if ($seen.ContainsKey($full) -or $full -ieq $path) { continue }
         $seen[$full] = $true
         $fi = New-Object System.IO.FileInfo($full)

@@ -90,9 +90,11 @@ class OpRequest:
         return True if spec is None else spec.mutating
 
 
-def op(op_id: str, name: str, **args: ArgValue | None) -> OpRequest:
+def op(op_id: str, name: str, /, **args: ArgValue | None) -> OpRequest:
     """Build an OpRequest. Keyword values may be str, int, bool, bytes or a list of them;
-    None is dropped. Raises ValueError for a bad id or an op not in the table."""
+    None is dropped. Raises ValueError for a bad id or an op not in the table.
+    `op_id` and `name` are positional-only so that ops can take an argument called `name`
+    (`registry.values`, `service.status`, `service.restart`)."""
     if not _ID_RE.match(op_id):
         raise ValueError(f"bad op id {op_id!r}")
     if name not in OPS:

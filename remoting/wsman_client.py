@@ -16,10 +16,12 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+import defusedxml.ElementTree as ET
 import requests
 import urllib3.exceptions
 import winrm.exceptions as wexc
 import winrm.transport
+import xmltodict
 from winrm.protocol import Protocol
 
 from remoting.endpoint import Endpoint
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 QUOTA_FAULT_CODES = frozenset({2150859173, 2150859174})  # 0x803381A5 MaxShellsPerUser, 0x803381A6 MaxConcurrentOperations…
 TIMED_OUT_FAULT_CODE = 2150858793  # 0x80338029 ERROR_WSMAN_OPERATION_TIMEDOUT
 _SUPPORTED_TRANSPORTS = ("ntlm", "kerberos", "basic", "credssp")
+_SHELL_URI = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd"
 
 
 @dataclass
@@ -259,8 +262,35 @@ class WsmanClient:
         return self._call("Create", self._proto.open_shell, codepage=65001, noprofile=True, idle_timeout=idle)
 
     def run_command(self, shell_id: str, command: str, args: list[str]) -> str:
-        """WS-Man Command: start `command args` directly (no cmd.exe). Returns the CommandId."""
-        return self._call("Command", self._proto.run_command, shell_id, command, args, skip_cmd_shell=True)
+        """WS-Man Command: start `command args` directly (no cmd.exe). Returns the CommandId.
+
+        Unlike pywinrm's `run_command` (which joins the arguments into one string), each argument
+        travels in its own `rsp:Arguments` element, as [MS-WSMV] 2.2.4.7 CommandLine allows."""
+        return self._call("Command", self._command, shell_id, command, args)
+
+    def _command(self, shell_id: str, command: str, args: list[str]) -> str:
+        proto = self._proto
+        req = {
+            "env:Envelope": proto.build_wsman_header(
+                resource_uri=_SHELL_URI, action="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Command",
+                shell_id=shell_id,
+            )
+        }
+        req["env:Envelope"]["env:Header"]["w:OptionSet"] = {
+            "w:Option": [
+                {"@Name": "WINRS_CONSOLEMODE_STDIN", "#text": "TRUE"},
+                {"@Name": "WINRS_SKIP_CMD_SHELL", "#text": "TRUE"},
+            ]
+        }
+        line: dict[str, object] = {"rsp:Command": command}
+        if args:
+            line["rsp:Arguments"] = list(args)
+        req["env:Envelope"].setdefault("env:Body", {})["rsp:CommandLine"] = line
+        root = ET.fromstring(proto.send_message(xmltodict.unparse(req)))
+        node = next((n for n in root.iter() if n.tag.endswith("CommandId")), None)
+        if node is None or not node.text:
+            raise WSManFaultError("the WinRM service answered Command without a CommandId", host=self.endpoint.host)
+        return node.text
 
     def send(self, shell_id: str, command_id: str, chunk: bytes, *, end: bool) -> None:
         """WS-Man Send: one stdin chunk; `end` closes stdin."""
