@@ -1,17 +1,541 @@
-"""The `kbfix` command line (typer). Sub-command groups live in their own modules."""
+"""The `kbfix` command line (typer): a thin layer over `kbfix.runner` and the audit store.
+
+Sub-command groups `lab` and `inventory` live in their own modules. Every command here reads
+the global options (inventory, limit, forks, state dir, verbosity, colour), runs one of the
+runner's functions, prints, writes reports and exits with a code from `kbfix.exitcodes`.
+"""
 
 from __future__ import annotations
 
-import typer
+import json
+import logging
+import sys
+import traceback
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from kbfix import __version__
 from kbfix.cli_inventory import inventory_app
 from kbfix.cli_lab import lab_app
+from kbfix.config import ConfigError, default_state_dir, load_config
+from kbfix.exitcodes import HELP as EXIT_HELP
+from kbfix.exitcodes import ExitCode
+from kbfix.planfile import PlanDocument, PlanError
+from kbfix.progress import counts_text, make_progress
+from kbfix.rollout import RolloutError, parse_serial
+from kbfix.runner import RunControl, RunOptions, RunOutcome, exit_code, run_apply, run_check, run_ping, run_plan
+from kbfix.store import AuditStore, HostLockedError, StoreError
+from kbfix.window import WindowError, parse_window
+from playbooks.model import HostResult
 
 app = typer.Typer(
     name="kbfix",
-    help="Find and fix KB954960 (WSUS 3.0) and KB954474 (ConfigMgr 2007) across a fleet over WinRM.",
+    help=(
+        "Find and fix KB954960 (WSUS 3.0) and KB954474 (ConfigMgr 2007) across a fleet over WinRM.\n\n"
+        "Typical change: `kbfix -i site.yml check`, `kbfix -i site.yml plan -o plan.json` (review it), then "
+        "`kbfix -i site.yml apply --plan plan.json --window 2026-11-28T22:00+01:00/PT4H --serial 1,10%,100%`.\n\n"
+        + EXIT_HELP
+    ),
     no_args_is_help=True,
     add_completion=False,
 )
 app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
+
+log = logging.getLogger("kbfix")
+
+
+@dataclass
+class Globals:
+    """The global options, resolved."""
+
+    inventory: list[Path]
+    limit: str | None
+    forks: int
+    state: Path
+    verbose: int
+    quiet: bool
+    no_color: bool
+
+    def console(self, *, stderr: bool = False) -> Console:
+        """A console honouring --no-color (and plain when not a terminal)."""
+        return Console(stderr=stderr, no_color=self.no_color, highlight=False, soft_wrap=True)
+
+
+# Usage/config errors: exit 2 with one line. Imported lazily where the modules may be heavy.
+_USAGE_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError, WindowError, RolloutError, PlanError, StoreError, HostLockedError, FileNotFoundError,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    extra: list[type[BaseException]] = []
+    try:
+        from inventory import InventoryError
+
+        extra.append(InventoryError)
+    except ImportError:  # inventory not importable: its loader will raise at use instead
+        pass
+    try:
+        from playbooks import ManifestError, PlaybookError
+
+        extra += [ManifestError, PlaybookError]
+    except ImportError:
+        pass
+    return (*_USAGE_ERRORS, *extra)
+
+
+def _fail(message: str, code: ExitCode) -> typer.Exit:
+    typer.echo(f"kbfix: error: {message}", err=True)
+    return typer.Exit(int(code))
+
+
+def guarded(fn: F) -> F:
+    """Map exceptions to exit codes: usage/config errors → 2 with one line, anything
+    unexpected → 1 (traceback with -v)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except _usage_errors() as exc:
+            raise _fail(str(exc), ExitCode.USAGE) from None
+        except Exception as exc:
+            ctx = typer.get_current_context(silent=True)
+            g = ctx.find_object(Globals) if ctx else None
+            if g is not None and g.verbose:
+                traceback.print_exc()
+            raise _fail(f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
+                        ExitCode.INTERNAL) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback(invoke_without_command=True)
+def main(
+    ctx: typer.Context,
+    inventory: Annotated[list[Path] | None, typer.Option(
+        "-i", "--inventory", envvar="KBFIX_INVENTORY",
+        help="Inventory file (kbfix YAML, Ansible INI/YAML); repeat for several. Env: KBFIX_INVENTORY.")] = None,
+    limit: Annotated[str | None, typer.Option(
+        "--limit", "-l", help="Ansible-style host pattern, e.g. 'site_aarhus:&wsus' or 'wsus0[1:3]'.")] = None,
+    forks: Annotated[int, typer.Option("--forks", "-f", min=1, help="Hosts worked on in parallel.")] = 20,
+    state: Annotated[Path | None, typer.Option(
+        "--state", envvar="KBFIX_STATE",
+        help="Audit store directory. Env: KBFIX_STATE; default: the platform user data dir.")] = None,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More detail (-vv: debug log).")] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only results: no progress display.")] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="No colour in the output.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the kbfix version and exit.")] = False,
+) -> None:
+    """Global options go before the command: `kbfix -i site.yml --limit wsus check`."""
+    if version:
+        typer.echo(f"kbfix {__version__}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+    logging.basicConfig(level={0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG),
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = Globals(list(inventory or []), limit, forks, state or default_state_dir(), verbose, quiet, no_color)
+
+
+def _globals(ctx: typer.Context) -> Globals:
+    g = ctx.find_object(Globals)
+    if g is None:  # invoked without the callback (tests calling a command directly)
+        g = Globals([], None, 20, default_state_dir(), 0, False, False)
+    return g
+
+
+def _hosts(g: Globals) -> tuple[list[Any], str | None]:
+    """Load the inventory and apply --limit. Raises InventoryError (exit 2)."""
+    if not g.inventory:
+        raise _fail("no inventory: pass -i FILE or set KBFIX_INVENTORY", ExitCode.USAGE)
+    from inventory import load_inventory
+
+    inv = load_inventory(g.inventory)
+    for w in getattr(inv, "warnings", ()):
+        log.warning("inventory: %s", w)
+    return inv.select(g.limit), inv.digest
+
+
+def _engine(packages: Path | None = None, playbook_dirs: Sequence[Path] = ()) -> Any:
+    from kbfix.engine import PlaybookEngine
+
+    return PlaybookEngine(extra_dirs=playbook_dirs, packages_dir=packages)
+
+
+def _options(g: Globals, digest: str | None, **extra: Any) -> RunOptions:
+    recorded: dict[str, Any] = {"limit": g.limit, "forks": g.forks, "inventory": [str(p) for p in g.inventory]}
+    run_keys = {"serial", "max_fail_percent", "max_per_site", "window", "grace_s", "host_deadline_s"}
+    opts = {k: v for k, v in extra.items() if k in run_keys and v is not None}
+    recorded.update({k: (str(v) if k in ("window", "serial") else v) for k, v in extra.items() if v is not None})
+    if "serial" in recorded and isinstance(extra.get("serial_text"), str):
+        recorded["serial"] = extra["serial_text"]
+    recorded.pop("serial_text", None)
+    return RunOptions(forks=g.forks, inventory_hash=digest, recorded=recorded, **opts)
+
+
+def _store(g: Globals) -> AuditStore:
+    return AuditStore.in_dir(g.state)
+
+
+def _finding_summary(r: HostResult) -> str:
+    if r.error is not None:
+        return f"{r.error.kind}: {r.error.message}"
+    parts = []
+    for f in r.findings:
+        ev = next((e for e in f.evidence if e.value), None)
+        bits = [f"{f.advisory} {f.status.value}"]
+        if f.variant:
+            bits.append(f.variant)
+        if ev is not None:
+            bits.append(f"{ev.probe.split()[-1].split(chr(92))[-1]}={ev.value}")
+        elif f.evidence and f.evidence[0].lines:
+            bits.append(f"{len(f.evidence[0].lines)} log line(s)")
+        if f.skip_reason:
+            bits.append(f"skipped: {f.skip_reason}")
+        parts.append(" ".join(bits))
+    return "; ".join(parts)
+
+
+def _print_table(g: Globals, results: Sequence[HostResult], title: str) -> None:
+    console = g.console()
+    table = Table(title=title, show_lines=False)
+    for col in ("Host", "Status", "Role", "Version", "Evidence"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        osv = str(r.os.get("os_version") or r.os.get("version") or "")
+        table.add_row(escape(r.host), r.status.value, escape(", ".join(r.roles)), escape(osv),
+                      escape(_finding_summary(r)))
+    console.print(table)
+    counts = Counter(r.status for r in results)
+    console.print(counts_text(counts) or "no hosts")
+
+
+def _write_reports(g: Globals, outcome: RunOutcome, engine: Any, reports: Sequence[Path], lang: str) -> None:
+    if not reports:
+        return
+    from kbfix.report import build_document, write_report
+
+    doc = build_document(outcome.info, outcome.results, engine.advisories())
+    for path in reports:
+        write_report(doc, path, lang=lang)
+        if not g.quiet:
+            typer.echo(f"report written: {path}", err=True)
+
+
+def _run_with_signals(fn: Callable[[RunControl], RunOutcome]) -> RunOutcome:
+    control = RunControl()
+    with control.signals():
+        return fn(control)
+
+
+FORMAT_HELP = "table (people) or json (the report document, schema kbfix/report/v1, on stdout)."
+ReportOpt = Annotated[list[Path] | None, typer.Option(
+    "--report", "-r", help="Also write a report; format from the extension (.json .html .md .csv .xml). Repeatable.")]
+LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en, da, de, nl, zh_CN.")]
+
+
+@app.command(epilog=EXIT_HELP)
+@guarded
+def ping(ctx: typer.Context) -> None:
+    """Reach and authenticate each host; one line per host.
+
+    Example: `kbfix -i site.yml ping` → `wsus01  ok  WSUS01 5.2.3790 da-DK`. Exit 0, or 4 if any host fails.
+    """
+    g = _globals(ctx)
+    hosts, _digest = _hosts(g)
+    out = run_ping(hosts, _engine(), RunOptions(forks=g.forks))
+    failed = 0
+    for name, err, ident in out:
+        if err is None:
+            who = " ".join(str(ident.get(k, "")) for k in ("computer_name", "os_version", "culture")).strip()
+            typer.echo(f"{name}\tok\t{who}")
+        else:
+            failed += 1
+            typer.echo(f"{name}\tFAILED\t{err}")
+    raise typer.Exit(int(ExitCode.FAILED if failed else ExitCode.OK))
+
+
+@app.command(epilog=EXIT_HELP)
+@guarded
+def check(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "table",
+    report: ReportOpt = None,
+    lang: LangOpt = "en",
+) -> None:
+    """Read-only: gather, assess and store every host; print a per-host table.
+
+    Example: `kbfix -i site.yml check --report check.html`; machines: `kbfix -i site.yml check --format json`.
+    Exit 0 when all are compliant/remediated/mitigated/not applicable, 3 when some are not, 4 when some fail.
+    """
+    g = _globals(ctx)
+    if fmt not in ("table", "json"):
+        raise _fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
+    hosts, digest = _hosts(g)
+    engine = _engine()
+    with _store(g) as store:
+        outcome = _run_with_signals(lambda c: run_check(
+            hosts, engine, store, _options(g, digest), control=c,
+            progress=make_progress(quiet=g.quiet or fmt == "json", no_color=g.no_color)))
+    if fmt == "json":
+        from kbfix.report import build_document
+
+        doc = build_document(outcome.info, outcome.results, engine.advisories())
+        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        _print_table(g, outcome.results, f"kbfix check {outcome.info.id}")
+    _write_reports(g, outcome, engine, report or [], lang)
+    raise typer.Exit(int(exit_code(outcome.results)))
+
+
+def _print_plan(g: Globals, plan: PlanDocument) -> int:
+    """Human summary of a plan on stdout; returns the number of actions."""
+    console = g.console()
+    total = 0
+    for h in plan.hosts:
+        n = h.actions
+        total += n
+        if not n:
+            console.print(f"{escape(h.host)}: nothing to do ({h.status.value})")
+            continue
+        console.print(f"{escape(h.host)}: {n} action(s), about {h.estimated_seconds:g} s")
+        for f in h.findings:
+            for p in f.planned:
+                pkg = f" [{escape(p.package.file)} sha256 {p.package.sha256[:12]}…]" if p.package else ""
+                codes = f" exit codes {p.expected_exit_codes}" if p.expected_exit_codes else ""
+                console.print(f"  {escape(p.advisory)} {escape(p.kind)}: {escape(p.description)}{pkg}{codes}")
+            for note in getattr(f, "notes", []):
+                console.print(f"  note: {escape(note)}")
+    console.print(f"{total} action(s) on {sum(1 for h in plan.hosts if h.actions)} host(s)")
+    return total
+
+
+@app.command(epilog=EXIT_HELP)
+@guarded
+def plan(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the plan (JSON).")] = Path("plan.json"),
+    packages: Annotated[Path | None, typer.Option("--packages", help="Folder of update packages with their manifest.")] = None,
+    report: ReportOpt = None,
+    lang: LangOpt = "en",
+) -> None:
+    """Dry run: assess and write the exact remote actions per host, with the facts they rest on.
+
+    Runs zero mutating operations (sessions are opened in check mode; remoting refuses any).
+    Example: `kbfix -i site.yml plan --packages ./pkgs -o plan.json`, review, then `kbfix apply --plan plan.json`.
+    """
+    g = _globals(ctx)
+    hosts, digest = _hosts(g)
+    engine = _engine(packages)
+    with _store(g) as store:
+        outcome = _run_with_signals(lambda c: run_plan(
+            hosts, engine, store, _options(g, digest, packages=str(packages) if packages else None), control=c,
+            progress=make_progress(quiet=g.quiet, no_color=g.no_color)))
+    assert outcome.plan is not None
+    outcome.plan.write(output)
+    _print_plan(g, outcome.plan)
+    typer.echo(f"plan written: {output} (run {outcome.info.id})", err=True)
+    _write_reports(g, outcome, engine, report or [], lang)
+    raise typer.Exit(int(exit_code(outcome.results)))
+
+
+@app.command(epilog=EXIT_HELP)
+@guarded
+def apply(
+    ctx: typer.Context,
+    plan_file: Annotated[Path | None, typer.Option("--plan", help="Apply exactly this reviewed plan (from `kbfix plan`).")] = None,
+    window: Annotated[str | None, typer.Option(
+        "--window", help="Change window: ISO 8601 START/END or START/PT4H with UTC offsets, or a named window from the config file.")] = None,
+    serial: Annotated[str | None, typer.Option("--serial", help="Batches as Ansible's serial: 1,10%,100% (the last repeats).")] = None,
+    max_fail_percent: Annotated[float | None, typer.Option(
+        "--max-fail-percent", min=0, max=100, help="Stop before the next batch when a batch's failures exceed this share.")] = None,
+    max_per_site: Annotated[int | None, typer.Option("--max-per-site", min=1, help="Hosts worked on at once per site.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (required when not interactive).")] = False,
+    resume: Annotated[str | None, typer.Option("--resume", help="Finish an interrupted apply run (id, prefix or 'latest').")] = None,
+    packages: Annotated[Path | None, typer.Option("--packages", help="Folder of update packages with their manifest.")] = None,
+    grace: Annotated[float, typer.Option("--grace", min=0, help="Seconds running hosts may finish after Ctrl-C/SIGTERM.")] = 120.0,
+    report: ReportOpt = None,
+    lang: LangOpt = "en",
+) -> None:
+    """Remediate: apply a plan inside a change window, in batches, then verify each host.
+
+    With --plan each host is re-gathered first and skipped as `drift` if its facts changed. Without
+    --plan kbfix plans, shows the plan and asks (use --yes in scripts). Hosts whose planned work would
+    not end inside the window are `skipped: window`; a running install is never cut off. Ctrl-C stops
+    starting new hosts; `kbfix apply --resume RUN` finishes an interrupted run without repeating any install.
+    Example: `kbfix -i site.yml apply --plan plan.json --window 2026-11-28T22:00:00+01:00/PT4H --serial 1,50%,100% --max-fail-percent 10`.
+    """
+    g = _globals(ctx)
+    if plan_file is not None and resume is not None:
+        raise _fail("--plan and --resume cannot be combined", ExitCode.USAGE)
+    config = load_config()
+    win = parse_window(window, named=config.windows) if window else None
+    steps = parse_serial(serial) if serial else None
+    hosts, digest = _hosts(g)
+    engine = _engine(packages)
+    opts = _options(g, digest, window=win, serial=steps, serial_text=serial, max_fail_percent=max_fail_percent,
+                    max_per_site=max_per_site, grace_s=grace, packages=str(packages) if packages else None,
+                    plan_file=str(plan_file) if plan_file else None, resume=resume)
+    with _store(g) as store:
+        progress = make_progress(quiet=g.quiet, no_color=g.no_color)
+        if resume is not None:
+            run_id = store.resolve_run(resume)
+            if store.run_info(run_id).kind != "apply":
+                raise _fail(f"run {run_id} is not an apply run", ExitCode.USAGE)
+            outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, resume=run_id, control=c,
+                                                            progress=progress))
+        else:
+            if plan_file is not None:
+                the_plan = PlanDocument.read(plan_file)
+                if the_plan.inventory_hash and digest and the_plan.inventory_hash != digest:
+                    typer.echo("kbfix: warning: the inventory changed since the plan was made", err=True)
+            else:
+                if not yes and not sys.stdin.isatty():
+                    raise _fail("refusing to apply without a reviewed plan in non-interactive use: "
+                                "pass --plan FILE or --yes", ExitCode.USAGE)
+                planned = _run_with_signals(lambda c: run_plan(hosts, engine, store, opts, control=c,
+                                                               progress=make_progress(quiet=True)))
+                assert planned.plan is not None
+                the_plan = planned.plan
+                if _print_plan(g, the_plan) == 0:
+                    typer.echo("nothing to apply", err=True)
+                    raise typer.Exit(int(exit_code(planned.results)))
+                if not yes and not typer.confirm("Apply this plan?", default=False):
+                    raise _fail("not confirmed; nothing was changed", ExitCode.USAGE)
+            outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, plan=the_plan, control=c,
+                                                            progress=progress))
+    if not g.quiet:
+        _print_table(g, outcome.results, f"kbfix apply {outcome.info.id} ({outcome.info.state})")
+    _write_reports(g, outcome, engine, report or [], lang)
+    raise typer.Exit(int(exit_code(outcome.results)))
+
+
+@app.command(epilog=EXIT_HELP)
+@guarded
+def history(
+    ctx: typer.Context,
+    count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many runs (newest first).")] = 20,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """Past runs from the audit store, newest first.
+
+    Example: `kbfix history -n 5`; then `kbfix show RUN` for one of them.
+    """
+    g = _globals(ctx)
+    with _store(g) as store:
+        runs = store.list_runs(count)
+        rows = []
+        for r in runs:
+            counts = Counter(h.status for h in store.host_results(r.id))
+            rows.append((r, counts))
+    if fmt == "json":
+        typer.echo(json.dumps([{**r.model_dump(mode="json"), "hosts": {s.value: n for s, n in c.items()}}
+                               for r, c in rows], indent=2))
+        return
+    table = Table(title=f"kbfix runs in {g.state}")
+    for col in ("Run", "Kind", "State", "Started (UTC)", "Operator", "Hosts"):
+        table.add_column(col, overflow="fold")
+    for r, c in rows:
+        table.add_row(r.id, r.kind, r.state, f"{r.started:%Y-%m-%d %H:%M:%S}", escape(r.operator), counts_text(c))
+    g.console().print(table)
+
+
+@app.command(epilog=EXIT_HELP)
+@guarded
+def show(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="Run id, a unique prefix, or 'latest'.")] = "latest",
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """One run from the audit store: options, events, per-host results and every executed action.
+
+    Example: `kbfix show latest`, `kbfix show 20261128T210000Z --format json`. Exit code as the run's results.
+    """
+    g = _globals(ctx)
+    with _store(g) as store:
+        run_id = store.resolve_run(run)
+        info = store.run_info(run_id)
+        results = store.host_results(run_id)
+        events = store.events(run_id)
+        intents = store.intents(run_id)
+        resumed_by = store.resumed_by(run_id)
+    if fmt == "json":
+        typer.echo(json.dumps({"run": info.model_dump(mode="json"), "events": events,
+                               "hosts": [r.model_dump(mode="json") for r in results], "actions": intents,
+                               "resumed_by": resumed_by}, indent=2, ensure_ascii=False))
+        raise typer.Exit(int(exit_code(results)))
+    console = g.console()
+    console.print(f"run {info.id}  {info.kind}  {info.state}  by {escape(info.operator)}  kbfix {info.kbfix_version}")
+    console.print(f"started {info.started.isoformat()}  ended {info.ended.isoformat() if info.ended else '-'}"
+                  f"  window {info.window or '-'}")
+    console.print(f"options {escape(json.dumps(info.options, sort_keys=True))}")
+    for e in events:
+        console.print(f"  {e['at']}  {e['state']}  {escape(e['detail'] or '')}")
+    if resumed_by:
+        console.print(f"resumed by {', '.join(resumed_by)}")
+    _print_table(g, results, "hosts")
+    if intents:
+        table = Table(title="actions (intent → result)")
+        for col in ("Host", "Action", "Kind", "Intent at", "Outcome", "Exit"):
+            table.add_column(col, overflow="fold")
+        for i in intents:
+            table.add_row(escape(i["host"]), escape(i["action_id"]), i["kind"], i["at"], i["outcome"] or "NO RESULT",
+                          "" if i["exit_code"] is None else str(i["exit_code"]))
+        console.print(table)
+    raise typer.Exit(int(exit_code(results)))
+
+
+@app.command(epilog=EXIT_HELP)
+@guarded
+def report(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="Run id, a unique prefix, or 'latest'.")] = "latest",
+    fmt: Annotated[str | None, typer.Option("--format", help="json, html, md, csv or junit (default: from -o).")] = None,
+    lang: LangOpt = "en",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
+) -> None:
+    """Render a stored run as a report (re-rendering the same run gives the same bytes).
+
+    Example: `kbfix report latest --lang da -o audit.html`; `kbfix report 20261128T2100 --format csv`.
+    """
+    g = _globals(ctx)
+    from kbfix.report import build_document, format_for_path, render, write_report
+
+    with _store(g) as store:
+        run_id = store.resolve_run(run)
+        info = store.run_info(run_id)
+        results = store.host_results(run_id)
+    doc = build_document(info, results, _advisories())
+    if output is not None:
+        if fmt is not None and fmt != format_for_path(output):
+            raise _fail(f"--format {fmt} does not match the extension of {output}", ExitCode.USAGE)
+        write_report(doc, output, lang=lang)
+        typer.echo(f"report written: {output}", err=True)
+    else:
+        sys.stdout.buffer.write(render(doc, fmt or "json", lang=lang))
+        sys.stdout.flush()
+
+
+def _advisories() -> dict[str, dict[str, Any]]:
+    import playbooks
+
+    return playbooks.advisory_meta(playbooks.load_playbooks())
+
+
+__all__ = ["Globals", "app", "main"]
