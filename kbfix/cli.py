@@ -32,7 +32,16 @@ from kbfix.exitcodes import ExitCode
 from kbfix.planfile import PlanDocument, PlanError
 from kbfix.progress import counts_text, make_progress
 from kbfix.rollout import RolloutError, parse_serial
-from kbfix.runner import RunControl, RunOptions, RunOutcome, exit_code, run_apply, run_check, run_ping, run_plan
+from kbfix.runner import (
+    RunControl,
+    RunOptions,
+    RunOutcome,
+    exit_code,
+    run_apply,
+    run_check,
+    run_ping,
+    run_plan,
+)
 from kbfix.store import AuditStore, HostLockedError, StoreError
 from kbfix.window import WindowError, parse_window
 from playbooks.model import HostResult
