@@ -1,0 +1,421 @@
+"""The mutable state of one emulated Windows host: registry, files, services, products, WSUS.
+
+`HostState` is what the agent emulator and the naive probes read and change. It is thread-safe
+(one re-entrant lock per host) and cheap to copy: file contents are immutable objects shared
+between copies (a clone of a site shares every log's bytes), registry values and file entries
+are frozen dataclasses replaced on change.
+
+Windows facts modelled here:
+- Registry redirection on x64: a 32-bit process sees `HKLM\\SOFTWARE\\X` at the physical key
+  `HKLM\\SOFTWARE\\Wow6432Node\\X` ("Registry Redirector", MS docs
+  https://learn.microsoft.com/windows/win32/winprog64/registry-redirector). On x86 both views
+  are the one native key.
+- Paths and registry keys are case-insensitive; `\\\\` runs collapse, `/` means `\\`.
+- Environment variables of a 64-bit PowerShell (WinRM runs the native one): `ProgramFiles`,
+  `ProgramFiles(x86)` (x64 only), `ProgramW6432`, `windir`/`SystemRoot` (`C:\\WINDOWS` on
+  NT 5.x, `C:\\Windows` from 6.0), `TEMP` in the user profile ("WOW64 Implementation Details",
+  MS docs https://learn.microsoft.com/windows/win32/winprog64/wow64-implementation-details).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import BinaryIO, Literal, Protocol
+
+Arch = Literal["x86", "x64"]
+RegType = Literal["REG_SZ", "REG_EXPAND_SZ", "REG_DWORD", "REG_QWORD", "REG_MULTI_SZ", "REG_BINARY"]
+RegData = str | int | list[str] | bytes
+
+UNINSTALL_KEY = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall"
+DEFAULT_MTIME = datetime(2008, 8, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+_HIVES = {
+    "hkey_local_machine": "HKLM",
+    "hklm": "HKLM",
+    "hkey_current_user": "HKCU",
+    "hkcu": "HKCU",
+    "hkey_classes_root": "HKCR",
+    "hkcr": "HKCR",
+    "hkey_users": "HKU",
+    "hku": "HKU",
+}
+
+
+def norm_key(key: str) -> str:
+    """Canonical spelling of a registry key: `HKLM\\A\\B` (hive abbreviated, `HKLM:` accepted,
+    `/` and repeated `\\` folded, no trailing `\\`). Case is kept; compare with `.lower()`."""
+    parts = [p for p in re.split(r"[\\/]+", key.strip()) if p]
+    if not parts:
+        return ""
+    hive = parts[0].rstrip(":")
+    parts[0] = _HIVES.get(hive.lower(), hive)
+    return "\\".join(parts)
+
+
+def norm_path(path: str) -> str:
+    """Canonical spelling of a Windows file path: `/` → `\\`, repeated `\\` folded (a leading
+    `\\\\` of a UNC path is kept), no trailing `\\`. Case is kept; compare with `.lower()`."""
+    p = path.strip().replace("/", "\\")
+    unc = p.startswith("\\\\")
+    p = re.sub(r"\\{2,}", r"\\", p).rstrip("\\")
+    if len(p) == 2 and p[1] == ":":
+        p += "\\"
+    return "\\" + p if unc else p
+
+
+def wow64_key(key: str) -> str:
+    """The physical key a 32-bit process reaches for `key` on x64 (HKLM\\SOFTWARE only is
+    redirected here; keys already under Wow6432Node are returned unchanged)."""
+    k = norm_key(key)
+    low = k.lower()
+    if low.startswith("hklm\\software\\wow6432node") or not (low == "hklm\\software" or low.startswith("hklm\\software\\")):
+        return k
+    return "HKLM\\SOFTWARE\\Wow6432Node" + k[len("HKLM\\SOFTWARE"):]
+
+
+class Content(Protocol):
+    """The immutable bytes of a file. `size` in bytes; `open()` gives a fresh binary reader."""
+
+    @property
+    def size(self) -> int: ...
+
+    def open(self) -> BinaryIO: ...
+
+
+@dataclass(frozen=True)
+class BytesContent:
+    """File content held in memory (shared, never copied, between host clones)."""
+
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        """Length in bytes."""
+        return len(self.data)
+
+    def open(self) -> BinaryIO:
+        """A reader over the bytes (BytesIO shares the buffer until written)."""
+        return io.BytesIO(self.data)
+
+
+@dataclass(frozen=True)
+class DiskContent:
+    """File content in a file on the lab machine (large generated logs): never held in memory."""
+
+    path: Path
+
+    @property
+    def size(self) -> int:
+        """Length in bytes (stat of the backing file)."""
+        return self.path.stat().st_size
+
+    def open(self) -> BinaryIO:
+        """A buffered reader on the backing file."""
+        return self.path.open("rb")
+
+
+def content_sha256(content: Content) -> str:
+    """Lower-case hex SHA-256 of the content, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with content.open() as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class RegValue:
+    """One registry value: its name as written, type and data (str, int, list of str, or bytes)."""
+
+    name: str
+    type: RegType
+    data: RegData
+
+
+@dataclass
+class RegKey:
+    """One physical registry key: its path as first written and its values by lower-case name."""
+
+    path: str
+    values: dict[str, RegValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One file. `version` is what the agent reads as FileVersion (from the File*Part fields),
+    `version_string` the FileVersion string resource, `content` the bytes (None = synthesised
+    from the path and version so that size and hash are stable)."""
+
+    path: str
+    content: Content | None = None
+    version: str | None = None
+    version_string: str | None = None
+    product_version: str | None = None
+    mtime: datetime = DEFAULT_MTIME
+
+    def data(self) -> Content:
+        """The file's content, synthesising a small stable body for version-only entries."""
+        if self.content is not None:
+            return self.content
+        return BytesContent(b"MZ\x90\x00kbfix-lab " + self.path.lower().encode() + b" " + (self.version or "").encode())
+
+    @property
+    def size(self) -> int:
+        """Size in bytes."""
+        return self.data().size
+
+
+@dataclass
+class Service:
+    """One Windows service: name as registered, status (`Running`, `Stopped`, …), start mode."""
+
+    name: str
+    status: str = "Running"
+    start_mode: str = "Auto"
+
+
+@dataclass
+class WsusUpdate:
+    """One update in the WSUS catalog as the admin API (`Microsoft.UpdateServices.Administration`) shows it."""
+
+    id: str
+    title: str
+    declined: bool = False
+    approvals: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class OsInfo:
+    """The host's OS: version (`5.2.3790`), arch, culture (`da-DK`) and its ANSI codepage."""
+
+    version: str = "5.2.3790"
+    arch: Arch = "x64"
+    culture: str = "en-US"
+
+    @property
+    def ansi_codepage(self) -> str:
+        """Python codec of the culture's ANSI codepage (GetACP): cp936 for zh-CN, cp1252 for
+        Western European cultures (MS docs "Code Page Identifiers"), cp1251/932/949/950 for a few others."""
+        lang = self.culture.lower()
+        if lang.startswith("zh-cn") or lang.startswith("zh-sg") or lang == "zh-hans":
+            return "cp936"
+        if lang.startswith("zh"):
+            return "cp950"
+        if lang.startswith("ja"):
+            return "cp932"
+        if lang.startswith("ko"):
+            return "cp949"
+        if lang.startswith(("ru", "uk", "bg")):
+            return "cp1251"
+        if lang.startswith(("pl", "cs", "hu", "sk")):
+            return "cp1250"
+        return "cp1252"
+
+
+@dataclass
+class HostState:
+    """Everything an emulated host knows. All public methods take the host lock.
+
+    registry: physical key (lower case) → RegKey; files: path (lower case) → FileEntry;
+    services: name (lower case) → Service; wsus_updates: the catalog; wsus_api: whether the
+    WSUS admin API loads on this host.
+    """
+
+    computer_name: str
+    os: OsInfo = field(default_factory=OsInfo)
+    user: str = "kbfix"
+    registry: dict[str, RegKey] = field(default_factory=dict)
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+    wsus_updates: list[WsusUpdate] = field(default_factory=list)
+    wsus_api: bool = False
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    # --- copies -------------------------------------------------------------------------------
+
+    def copy(self, computer_name: str | None = None) -> HostState:
+        """An independent copy (file contents and frozen values are shared, containers are not)."""
+        with self.lock:
+            return HostState(
+                computer_name=computer_name or self.computer_name,
+                os=self.os,
+                user=self.user,
+                registry={k: RegKey(v.path, dict(v.values)) for k, v in self.registry.items()},
+                files=dict(self.files),
+                services={k: replace(v) for k, v in self.services.items()},
+                wsus_updates=[replace(u, approvals=[dict(a) for a in u.approvals]) for u in self.wsus_updates],
+                wsus_api=self.wsus_api,
+            )
+
+    # --- environment --------------------------------------------------------------------------
+
+    def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The process environment of the agent (64-bit PowerShell on x64), keys as Windows spells
+        them; `extra` (the WS-Man shell's environment) overrides."""
+        nt5 = self.os.version.split(".")[0] in ("5",)
+        windir = "C:\\WINDOWS" if nt5 else "C:\\Windows"
+        profile = f"C:\\Documents and Settings\\{self.user}" if nt5 else f"C:\\Users\\{self.user}"
+        temp = f"{profile}\\Local Settings\\Temp" if nt5 else f"{profile}\\AppData\\Local\\Temp"
+        env = {
+            "ALLUSERSPROFILE": "C:\\Documents and Settings\\All Users" if nt5 else "C:\\ProgramData",
+            "APPDATA": f"{profile}\\Application Data" if nt5 else f"{profile}\\AppData\\Roaming",
+            "CommonProgramFiles": "C:\\Program Files\\Common Files",
+            "COMPUTERNAME": self.computer_name.upper(),
+            "ComSpec": f"{windir}\\system32\\cmd.exe",
+            "NUMBER_OF_PROCESSORS": "2",
+            "OS": "Windows_NT",
+            "PROCESSOR_ARCHITECTURE": "AMD64" if self.os.arch == "x64" else "x86",
+            "ProgramFiles": "C:\\Program Files",
+            "SystemDrive": "C:",
+            "SystemRoot": windir,
+            "TEMP": temp,
+            "TMP": temp,
+            "USERNAME": self.user,
+            "USERPROFILE": profile,
+            "windir": windir,
+        }
+        if self.os.arch == "x64":
+            env["ProgramFiles(x86)"] = "C:\\Program Files (x86)"
+            env["CommonProgramFiles(x86)"] = "C:\\Program Files (x86)\\Common Files"
+            env["ProgramW6432"] = "C:\\Program Files"
+        if extra:
+            env.update(extra)
+        return env
+
+    def expand(self, text: str, extra: Mapping[str, str] | None = None) -> str:
+        """`Environment.ExpandEnvironmentVariables`: `%NAME%` replaced when defined (names are
+        case-insensitive), left as written when not."""
+        env = {k.lower(): v for k, v in self.environment(extra).items()}
+
+        def sub(m: re.Match[str]) -> str:
+            return env.get(m.group(1).lower(), m.group(0))
+
+        return re.sub(r"%([^%]+)%", sub, text)
+
+    # --- registry -----------------------------------------------------------------------------
+
+    def physical_key(self, key: str, view: Literal["64", "32"]) -> str:
+        """The physical key that `view` reaches for `key` (see module docstring)."""
+        if view == "32" and self.os.arch == "x64":
+            return wow64_key(key)
+        return norm_key(key)
+
+    def ensure_key(self, key: str) -> RegKey:
+        """The physical key `key`, created with its parents when missing."""
+        k = norm_key(key)
+        with self.lock:
+            parts = k.split("\\")
+            for i in range(2, len(parts) + 1):
+                sub = "\\".join(parts[:i])
+                self.registry.setdefault(sub.lower(), RegKey(sub))
+            return self.registry.setdefault(k.lower(), RegKey(k))
+
+    def get_key(self, key: str) -> RegKey | None:
+        """The physical key, or None when it does not exist."""
+        with self.lock:
+            return self.registry.get(norm_key(key).lower())
+
+    def set_value(self, key: str, name: str, data: RegData, type_: RegType | None = None) -> None:
+        """Write a value; the type follows the data when not given (str → REG_SZ, int → REG_DWORD
+        (REG_QWORD above 32 bits), list → REG_MULTI_SZ, bytes → REG_BINARY)."""
+        if type_ is None:
+            if isinstance(data, bool):
+                data, type_ = int(data), "REG_DWORD"
+            elif isinstance(data, int):
+                type_ = "REG_DWORD" if 0 <= data <= 0xFFFFFFFF else "REG_QWORD"
+            elif isinstance(data, list):
+                type_ = "REG_MULTI_SZ"
+            elif isinstance(data, bytes):
+                type_ = "REG_BINARY"
+            else:
+                type_ = "REG_SZ"
+        with self.lock:
+            self.ensure_key(key).values[name.lower()] = RegValue(name, type_, data)
+
+    def delete_key(self, key: str) -> None:
+        """Remove a key and its subkeys (no error when absent)."""
+        low = norm_key(key).lower()
+        with self.lock:
+            for k in [k for k in self.registry if k == low or k.startswith(low + "\\")]:
+                del self.registry[k]
+
+    def subkeys(self, key: str) -> list[str]:
+        """Names of the direct subkeys of the physical key, sorted case-insensitively."""
+        low = norm_key(key).lower() + "\\"
+        with self.lock:
+            names = {v.path.split("\\")[-1] for k, v in self.registry.items() if k.startswith(low) and "\\" not in k[len(low):]}
+        return sorted(names, key=str.lower)
+
+    # --- products (Uninstall entries) ---------------------------------------------------------
+
+    def add_product(
+        self,
+        name: str,
+        version: str | None = None,
+        publisher: str | None = None,
+        code: str | None = None,
+        view: Literal["64", "32"] | None = None,
+        install_date: str | None = None,
+    ) -> str:
+        """Register an installed product as an Uninstall entry (the key Add/Remove Programs reads)
+        in `view` (default: native). Returns the product code (subkey name): a stable GUID made
+        from the name when not given."""
+        code = code or "{" + str(uuid.uuid5(uuid.NAMESPACE_URL, "kbfix-lab:" + name.lower())).upper() + "}"
+        key = self.physical_key(UNINSTALL_KEY, view or "64") + "\\" + code
+        with self.lock:
+            self.set_value(key, "DisplayName", name)
+            if version is not None:
+                self.set_value(key, "DisplayVersion", version)
+            if publisher is not None:
+                self.set_value(key, "Publisher", publisher)
+            if install_date is not None:
+                self.set_value(key, "InstallDate", install_date)
+        return code
+
+    # --- files --------------------------------------------------------------------------------
+
+    def get_file(self, path: str) -> FileEntry | None:
+        """The file at `path` (case-insensitive), or None."""
+        with self.lock:
+            return self.files.get(norm_path(path).lower())
+
+    def put_file(self, entry: FileEntry) -> None:
+        """Create or replace a file (its path is normalised)."""
+        with self.lock:
+            p = norm_path(entry.path)
+            old = self.files.get(p.lower())
+            # Windows keeps the spelling of an existing file's name when it is overwritten.
+            self.files[p.lower()] = replace(entry, path=old.path if old else p)
+
+    def iter_files(self, directory: str) -> Iterator[FileEntry]:
+        """Files directly in `directory`."""
+        low = norm_path(directory).lower().rstrip("\\") + "\\"
+        with self.lock:
+            items = [e for k, e in self.files.items() if k.startswith(low) and "\\" not in k[len(low):]]
+        yield from items
+
+    # --- services -----------------------------------------------------------------------------
+
+    def get_service(self, name: str) -> Service | None:
+        """The service by name (case-insensitive), or None."""
+        with self.lock:
+            return self.services.get(name.lower())
+
+    def set_service(self, name: str, status: str, start_mode: str | None = None) -> None:
+        """Create or update a service."""
+        with self.lock:
+            svc = self.services.get(name.lower())
+            if svc is None:
+                self.services[name.lower()] = Service(name, status, start_mode or "Auto")
+            else:
+                svc.status = status
+                if start_mode:
+                    svc.start_mode = start_mode
