@@ -31,10 +31,20 @@ def _vr(spec: str, parts: int = 4) -> VersionRange:
     return VersionRange.parse(spec, parts)
 
 
+class _FactsEnvironment(SandboxedEnvironment):
+    """Sandbox where `a.b` on a mapping reads the key `b` first: facts are dicts, and a fact key
+    named like a dict method (`values`, `items`, `update`) must not resolve to the method."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 @lru_cache(maxsize=1)
 def _env() -> SandboxedEnvironment:
     # One environment per process; it holds no per-host state (globals are pure helpers).
-    env = SandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
+    env = _FactsEnvironment(undefined=ChainableUndefined, autoescape=False)
     env.globals.update({"V": _v, "VR": _vr})
     return env
 

@@ -129,7 +129,7 @@ def _log(probe: Probe, results: Mapping[str, OpResult]) -> dict[str, Any]:
                 errors.append(err)
             continue
         for f in (r.data or {}).get("files", []):
-            key = re.sub(r"\\+", "\\", str(f.get("path", ""))).lower()
+            key = re.sub(r"\\+", r"\\", str(f.get("path", ""))).lower()
             if key in seen:  # the %ProgramFiles% fallback is often TargetDir itself: count lines once
                 continue
             seen.add(key)
@@ -191,10 +191,10 @@ def _products(probe: Probe, r: OpResult | None) -> dict[str, Any]:
 
 def _wsus_update(probe: Probe, r: OpResult | None) -> dict[str, Any]:
     if r is None or not r.ok:
-        return {"available": False, "found": False, "updates": [], "update": None, "error": _err(r)}
+        return {"available": False, "found": False, "updates": [], "entry": None, "error": _err(r)}
     d = r.data or {}
     ups = list(d.get("updates", []))
-    return {"available": bool(d.get("available")), "found": bool(ups), "updates": ups, "update": ups[0] if ups else None, "error": None}
+    return {"available": bool(d.get("available")), "found": bool(ups), "updates": ups, "entry": ups[0] if ups else None, "error": None}
 
 
 def extract_facts(probes: Sequence[Probe], response: AgentResponse) -> dict[str, dict[str, Any]]:

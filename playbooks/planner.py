@@ -92,7 +92,7 @@ def _workaround(pb: Playbook, remedy: Remedy, action: Action, n: int, a: Assessm
     fact = a.facts.get(action.update_fact or "", {})
     if not fact.get("available"):
         return [], ["the WSUS administration API did not load on this host: the workaround cannot run remotely"]
-    update = fact.get("update")
+    update = fact.get("entry")
     if not update:
         title = next((p.title for p in pb.probes if p.id == action.update_fact), "the update")
         return [], [f"'{title}' is not in this server's catalog: nothing to decline/approve"]
