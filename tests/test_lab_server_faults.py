@@ -194,6 +194,7 @@ def test_http_500_burst_and_every() -> None:
             q.run_command(shell_id, "hostname")  # request 2
         q.close_shell(shell_id)  # request 3
         assert lab.records("EVERY").faults_injected["http_500"] == 1
+        assert lab.records("EVERY").requests["Command"] == 1  # the refused request is counted as what it was
 
 
 def test_drop_after_mutation_closes_the_connection_once() -> None:

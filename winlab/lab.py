@@ -139,8 +139,8 @@ class Lab:
 
     def summary(self) -> str:
         """A plain-text table per host: requests by action, shells opened/open, powershell processes,
-        mutating ops, body bytes in/out; then totals."""
-        head = ["host", *SUMMARY_ACTIONS, "shells", "open", "procs", "mutations", "bytes_in", "bytes_out"]
+        mutating ops, injected faults, body bytes in/out; then totals."""
+        head = ["host", *SUMMARY_ACTIONS, "shells", "open", "procs", "mutations", "faults", "bytes_in", "bytes_out"]
         rows: list[list[str]] = []
         totals = [0] * (len(head) - 1)
         for lst in self.server.listeners.values():
@@ -148,7 +148,7 @@ class Lab:
             snap = lst.host.records.snapshot()
             values = [snap["requests"].get(a, 0) for a in SUMMARY_ACTIONS] + [
                 snap["shells_opened"], snap["shells_open"], snap["processes_started"], len(snap["mutations"]),
-                snap["bytes_in"], snap["bytes_out"]]
+                sum(snap["faults_injected"].values()), snap["bytes_in"], snap["bytes_out"]]
             totals = [t + v for t, v in zip(totals, values, strict=True)]
             rows.append([lst.host.name, *map(str, values)])
         rows.append(["TOTAL", *map(str, totals)])

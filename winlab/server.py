@@ -182,7 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         try:
-            reply = self._injected_500(listener) or listener.service.handle(body, user)
+            reply = self._injected_500(listener, body) or listener.service.handle(body, user)
         except Exception as exc:  # a lab bug must answer like a failing service, not kill the connection
             fault = soap.fault_internal(f"winlab internal error: {type(exc).__name__} ")
             reply = Reply(500, soap.fault_envelope(fault, None, host.name), "Other")
@@ -201,14 +201,14 @@ class _Handler(BaseHTTPRequestHandler):
         host.records.count_request(reply.action, len(raw), len(out))
         self._write(reply.status, out, content_type=ctype)
 
-    def _injected_500(self, listener: HostListener) -> Reply | None:
+    def _injected_500(self, listener: HostListener, body: bytes) -> Reply | None:
         faults = listener.host.faults
         number = next(listener.soap_requests)
         every = faults.http_500_every
         if number <= faults.http_500_burst or (every > 0 and number % every == 0):
             listener.host.records.fault("http_500")
-            body = soap.fault_envelope(soap.fault_internal(), None, listener.host.name)
-            return Reply(500, body, "Other")
+            answer = soap.fault_envelope(soap.fault_internal(), None, listener.host.name)
+            return Reply(500, answer, soap.sniff_action(body))
         return None
 
     def _authenticate(self, raw: bytes) -> str | None:

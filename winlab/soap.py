@@ -213,6 +213,16 @@ class WsmanRequest:
     body: Element | None
 
 
+_ACTION_TEXT = re.compile(rb"Action[^>]*>\s*([^<\s]{1,300})\s*<")
+
+
+def sniff_action(data: bytes) -> str:
+    """The short action name of a request without parsing it (for counting a request the lab
+    refuses before parsing, e.g. an injected HTTP 500); `Other` when not recognisable."""
+    match = _ACTION_TEXT.search(data[:8192])
+    return ACTIONS.get(match.group(1).decode("ascii", "replace"), "Other") if match else "Other"
+
+
 def _q(ns: str, tag: str) -> str:
     return f"{{{ns}}}{tag}"
 
