@@ -205,3 +205,18 @@ def test_spnego_wrapped_negotiate_client() -> None:
             assert client.complete
             sealed = client.wrap(b"ping", encrypt=True).data
             assert sealed[16:] != b"ping"
+
+
+def test_ntlm_keeps_working_when_labs_stop_out_of_order() -> None:
+    first = Lab([EchoHost(name="FIRST")])
+    second = Lab([EchoHost(name="SECOND", accounts={"OTHER\\ops": "Pw-2"})])
+    first.start()
+    second.start()
+    try:
+        first.stop()  # not LIFO: the second lab's NTLM logons must still work
+        url = second.endpoints["SECOND"].url
+        p = Protocol(url, transport="ntlm", username="OTHER\\ops", password="Pw-2", read_timeout_sec=10,
+                     operation_timeout_sec=5)
+        p.close_shell(p.open_shell())
+    finally:
+        second.stop()

@@ -6,10 +6,10 @@ Owns: matching a presented user name to a host's `accounts`, the per-connection 
 
 pyspnego's NTLM acceptor looks passwords up in the file named by the NTLM_USER_FILE environment
 variable (Heimdal format `DOMAIN:USER:PASSWORD`, see `spnego/_ntlm.py::_get_credential`); there is
-no other way to hand it credentials. `ntlm_user_file` writes that file for a lab's hosts and points
-the variable at it while the lab runs. Because the file is per process, one account name maps to
-one password across a lab; the server re-checks the host's own password after the handshake, so a
-conflicting password on another host is refused rather than accepted.
+no other way to hand it credentials. `ntlm_user_file` publishes a lab's accounts in that file while
+the lab runs (labs in one process share it). Because the file is per process, one account name maps
+to one password; the server re-checks the host's own password after the handshake, so a conflicting
+password on another host is refused rather than accepted.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import binascii
 import contextlib
 import os
 import struct
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,27 +106,66 @@ def ntlm_user_lines(accounts: Iterable[tuple[str, str]]) -> list[str]:
     return lines
 
 
+class _NtlmUserFiles:
+    """The labs running in this process and their NTLM credential lines.
+
+    pyspnego reads one process-wide environment variable, so this is deliberately process-wide
+    too: while any lab runs, NTLM_USER_FILE names a file holding the lines of every running lab
+    (newest first), rewritten whenever a lab starts or stops, in any order; when the last lab
+    stops, the variable's original value comes back.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: dict[int, tuple[Path, list[str]]] = {}
+        self._outside: str | None = None
+        self._next = 0
+
+    def add(self, path: Path, lines: list[str]) -> int:
+        with self._lock:
+            if not self._active:
+                self._outside = os.environ.get("NTLM_USER_FILE")
+            self._next += 1
+            self._active[self._next] = (path, lines)
+            self._publish()
+            return self._next
+
+    def remove(self, token: int) -> None:
+        with self._lock:
+            self._active.pop(token, None)
+            self._publish()
+
+    def _publish(self) -> None:
+        if not self._active:
+            if self._outside is None:
+                os.environ.pop("NTLM_USER_FILE", None)
+            else:
+                os.environ["NTLM_USER_FILE"] = self._outside
+            return
+        newest = max(self._active)
+        path = self._active[newest][0]
+        lines = [line for token in sorted(self._active, reverse=True) for line in self._active[token][1]]
+        if self._outside and os.path.isfile(self._outside):
+            lines.extend(Path(self._outside).read_text(encoding="utf-8").splitlines())
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.chmod(0o600)
+        os.replace(tmp, path)
+        os.environ["NTLM_USER_FILE"] = str(path)
+
+
+_USER_FILES = _NtlmUserFiles()
+
+
 @contextlib.contextmanager
 def ntlm_user_file(path: Path, accounts: Iterable[tuple[str, str]]) -> Iterator[Path]:
-    """Write the NTLM credential file at `path` and point NTLM_USER_FILE at it for the duration.
-
-    A file already named by NTLM_USER_FILE (another lab in this process) is appended, so nested
-    labs keep working; the previous value is restored on exit.
-    """
-    previous = os.environ.get("NTLM_USER_FILE")
-    lines = ntlm_user_lines(accounts)
-    if previous and os.path.isfile(previous):
-        lines.extend(Path(previous).read_text(encoding="utf-8").splitlines())
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    path.chmod(0o600)
-    os.environ["NTLM_USER_FILE"] = str(path)
+    """Publish `accounts` to pyspnego's NTLM acceptor for the duration (see `_NtlmUserFiles`):
+    NTLM_USER_FILE names `path` (or a newer running lab's file, which then includes these lines)."""
+    token = _USER_FILES.add(path, ntlm_user_lines(accounts))
     try:
         yield path
     finally:
-        if previous is None:
-            os.environ.pop("NTLM_USER_FILE", None)
-        else:
-            os.environ["NTLM_USER_FILE"] = previous
+        _USER_FILES.remove(token)
 
 
 # ----------------------------------------------------------------------- per-connection state
@@ -164,13 +204,13 @@ class ConnectionAuth:
             token = base64.b64decode(token_b64.strip(), validate=True)
         except binascii.Error as exc:
             raise AuthError("token is not base64") from exc
-        if self._ctx is None or self._ctx.complete:
-            # "negotiate" accepts both raw NTLM tokens (what requests_ntlm/pywinrm send under the
-            # Negotiate scheme) and SPNEGO-wrapped NTLM (pypsrp, Windows clients).
-            self._ctx = spnego.server(protocol="negotiate", service="http")
-            self.user = None
         self.scheme = scheme
         try:
+            if self._ctx is None or self._ctx.complete:
+                # "negotiate" accepts both raw NTLM tokens (what requests_ntlm/pywinrm send under the
+                # Negotiate scheme) and SPNEGO-wrapped NTLM (pypsrp, Windows clients).
+                self._ctx = spnego.server(protocol="negotiate", service="http")
+                self.user = None
             out = self._ctx.step(token)
         except (spnego.exceptions.SpnegoError, ValueError, struct.error, IndexError, KeyError) as exc:
             self.reset()
