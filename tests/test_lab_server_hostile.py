@@ -217,3 +217,25 @@ def test_operation_timeout_durations(text: str | None, seconds: float | None) ->
     from winlab.soap import parse_duration_s
 
     assert parse_duration_s(text) == seconds
+
+
+def _ntlm_negotiate_token() -> bytes:
+    import spnego
+
+    return spnego.client(ACCOUNT, PASSWORD, protocol="ntlm").step() or b""
+
+
+NEGOTIATE_TOKEN = _ntlm_negotiate_token()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(token=st.one_of(st.binary(max_size=300),
+                       st.builds(lambda cut, junk: NEGOTIATE_TOKEN[:cut] + junk,
+                                 st.integers(0, len(NEGOTIATE_TOKEN)), st.binary(max_size=64))),
+       scheme=st.sampled_from(["Negotiate", "NTLM", "Basic", "Kerberos"]))
+def test_hostile_authorization_headers_get_401(lab: Lab, token: bytes, scheme: str) -> None:
+    header = f"{scheme} {base64.b64encode(token).decode()}"
+    resp = requests.post(lab.endpoints["HOST01"].url, data=b"<x/>", timeout=10,
+                         headers={"Authorization": header, "Content-Type": "application/soap+xml;charset=UTF-8"})
+    assert resp.status_code == 401
+    assert lab.open_shells() == 0

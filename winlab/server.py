@@ -362,6 +362,8 @@ class LabServer:
             _Handler(sock, peer, listener)
         except (OSError, ValueError):
             pass  # a client that vanished or spoke garbage (ssl.SSLError is an OSError); nothing to answer
+        except Exception:  # a lab bug on one connection must not take the lab down: drop the connection
+            listener.host.records.fault("server_error")
         finally:
             with self._lock:
                 self._conns.pop(sock, None)
