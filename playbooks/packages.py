@@ -69,6 +69,13 @@ class _Entry(BaseModel):
             raise ValueError("must look like KB954960")
         return v
 
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _sha_text(cls, v: Any) -> Any:
+        if isinstance(v, int):  # an all-digit hash reads as a YAML integer and loses its leading zeros
+            raise ValueError("quote the SHA-256 in the manifest: YAML read it as a number")
+        return v
+
     @field_validator("sha256")
     @classmethod
     def _sha(cls, v: str) -> str:
