@@ -15,6 +15,7 @@ import ntpath
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -122,9 +123,6 @@ def run_op(o: OpRequest, ctx: AgentContext) -> OpResult:
     missing = [k for k in spec.required if not o.args.get(k)]
     if missing:
         return OpResult(o.id, o.name, False, error=OpError("invalid_args", f"missing argument(s): {', '.join(missing)}"))
-    unknown = [k for k in o.args if k not in spec.required and k not in spec.optional]
-    if unknown:
-        return OpResult(o.id, o.name, False, error=OpError("invalid_args", f"unknown argument(s): {', '.join(unknown)}"))
     handler = _HANDLERS[o.name]
     try:
         data = handler(o, ctx)
@@ -228,7 +226,7 @@ def op_file_info(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
     fe = ctx.state.get_file(path)
     if fe is None:
         return {
-            "exists": False, "path": path, "size": 0, "mtime": None, "file_version": None,
+            "exists": False, "path": path, "size": None, "mtime": None, "file_version": None,
             "file_version_string": None, "product_version": None, "sha256": None,
         }
     return {
@@ -236,11 +234,23 @@ def op_file_info(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
         "path": fe.path,
         "size": fe.size,
         "mtime": _iso(fe.mtime),
-        "file_version": fe.version,
+        "file_version": binary_file_version(fe.version),
         "file_version_string": fe.version_string,
         "product_version": fe.product_version,
         "sha256": content_sha256(fe.data()) if o.flag("sha256") else None,
     }
+
+
+def binary_file_version(version: str | None) -> str | None:
+    """The FILEVERSION as the agent prints it from the File*Part fields: four decimal numbers
+    without leading zeros (`4.00.6221.1000` → `4.0.6221.1000`); None when not numeric."""
+    if not version:
+        return None
+    parts = re.findall(r"\d+", version.split(" ")[0])[:4]
+    if not parts:
+        return None
+    parts += ["0"] * (4 - len(parts))
+    return ".".join(str(int(x) & 0xFFFF) for x in parts)
 
 
 def rotated_siblings(path: str) -> list[str]:
@@ -300,7 +310,8 @@ def list_products(state: HostState, pattern: str | None) -> list[dict[str, Any]]
     """Uninstall entries of both views whose DisplayName matches `pattern` (none = all)."""
     rx = _wild(pattern) if pattern else None
     out = []
-    views = ("64", "32") if state.os.arch == "x64" else ("64",)
+    # An x86 OS has one view; the agent labels it "32" and does not list it twice.
+    views = ("64", "32") if state.os.arch == "x64" else ("32",)
     with state.lock:
         for view in views:
             base = state.physical_key(UNINSTALL_KEY, view)  # type: ignore[arg-type]
@@ -387,17 +398,17 @@ def _codes(o: OpRequest, key: str, default: tuple[int, ...]) -> tuple[int, ...]:
         raise OpFailure("invalid_args", f"{key} must be integers") from exc
 
 
-def _read_tail(state: HostState, path: str) -> str:
+def _read_tail(state: HostState, path: str) -> str | None:
     fe = state.get_file(path)
     if fe is None:
-        return ""
+        return None
     content = fe.data()
     with content.open() as f:
         head = f.read(4)
         enc, bom = detect_encoding(head)
         start = max(bom, content.size - LOG_TAIL_BYTES)
         if enc.startswith("utf-16"):
-            start -= (start - bom) % 2
+            start += (start - bom) % 2
         f.seek(start)
         raw = f.read()
     codec = {"utf-16le": "utf-16-le", "utf-16be": "utf-16-be", "utf-8": "utf-8"}.get(enc, state.os.ansi_codepage)
@@ -441,7 +452,7 @@ def op_installer_run(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
         "exit_code": exit_code,
         "outcome": outcome,
         "seconds": float(seconds),
-        "log_tail": _read_tail(ctx.state, log_path) if log_path else "",
+        "log_tail": _read_tail(ctx.state, log_path) if log_path else None,
     }
 
 
@@ -457,7 +468,11 @@ def op_service_restart(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
 
 def _find_update(ctx: AgentContext, uid: str) -> Any:
     if not ctx.state.wsus_api:
-        raise OpFailure("not_found", "the WSUS administration API is not available on this host")
+        raise OpFailure("not_found", "the WSUS administration API (Microsoft.UpdateServices.Administration) is not installed")
+    try:
+        uuid.UUID(uid)
+    except ValueError as exc:
+        raise OpFailure("invalid_args", "argument 'id' is not a GUID") from exc
     for u in ctx.state.wsus_updates:
         if u.id.lower() == uid.lower():
             return u
@@ -473,12 +488,23 @@ def op_wsus_decline(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
         return {"id": u.id, "declined": True}
 
 
+# Microsoft.UpdateServices.Administration.UpdateApprovalAction members (WSUS 3.0 API reference).
+APPROVAL_ACTIONS = ("Install", "Uninstall", "NotApproved", "All")
+
+
 def op_wsus_approve(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
-    """wsus.approve_update: add (or replace) the approval for `group`."""
-    action = o.text("action", "Install") or "Install"
-    group = o.text("group", "All Computers") or "All Computers"
+    """wsus.approve_update: add (or replace) the approval for `group` (a group of the host's
+    `wsus_groups`; `All Computers` always exists)."""
+    want_action = o.text("action", "Install") or "Install"
+    want_group = o.text("group", "All Computers") or "All Computers"
     with ctx.state.lock:
         u = _find_update(ctx, o.text("id") or "")
+        action = next((a for a in APPROVAL_ACTIONS if a.lower() == want_action.lower()), None)
+        if action is None:
+            raise OpFailure("invalid_args", f"unknown approval action {want_action}")
+        group = next((g for g in ctx.state.wsus_groups if g.lower() == want_group.lower()), None)
+        if group is None:
+            raise OpFailure("not_found", f"no computer group named {want_group}")
         u.approvals = [a for a in u.approvals if a["group"].lower() != group.lower()]
         u.approvals.append({"group": group, "action": action})
         ctx.records.mutated("wsus.approve_update", f"{u.id} {action} {group}")

@@ -4,21 +4,22 @@ Semantics (remoting/PROTOCOL.md, op `log.scan`; the agent does the same with a s
 FileStream and .NET `Regex` with `IgnoreCase`):
 
 - Encoding: a BOM decides (FF FE utf-16le, FE FF utf-16be, EF BB BF utf-8). Without a BOM the
-  first 64 KiB decide: NUL bytes mostly at odd (even) positions → utf-16le (utf-16be); pure
-  ASCII → `ansi`; valid UTF-8 with non-ASCII bytes → utf-8; otherwise `ansi` = the host
-  culture's codepage (cp1252 for en/da/de/nl, cp936 for zh-CN).
+  first 64 KiB decide: NUL bytes in more than 30% of the odd (even) positions and under 5% of
+  the others → utf-16le (utf-16be); strict UTF-8 (pure ASCII included) → utf-8; otherwise
+  `ansi` = the host culture's codepage (cp1252 for en/da/de/nl, cp936 for zh-CN).
 - Offsets are byte offsets of the raw file (UTF-16: 2 bytes per code unit). `start_offset`
   beyond the file size means the file was replaced: the scan starts at 0. With `tail_bytes`
   (and start_offset 0) the scan starts at size - tail_bytes and drops the partial first line.
   A start inside the BOM moves past it.
-- Lines end at LF; a CR before it is dropped. Each line is matched whole (Python `re`,
-  IGNORECASE); `line`, `before` and `after` are cut to `max_line_chars` (`cut` flags the
-  matched line). Lines longer than 16 MiB are split (bounded memory).
+- Lines end at LF; a CR before it is dropped. A line is cut to `max_line_chars` characters
+  (`cut` flags it) and the cut text is what the patterns see (Python `re`, IGNORECASE; the
+  agent: .NET Regex, IgnoreCase|CultureInvariant) and what `line`/`before`/`after` show.
+  Lines longer than 16 MiB are split (bounded memory; the agent keeps their head instead).
 - At most `max_matches` matches per pattern per file; a pattern that reaches it is listed in
   `patterns_full`. When every pattern is full (and every match has its `after` context) the
   scan stops: `end_offset` is then the offset after the last line read, so a follow-up scan
   with `start_offset = end_offset` continues where this one stopped. Otherwise `end_offset`
-  is the file size.
+  is the file size. `patterns_full` lists pattern indexes in the order they filled up.
 
 Speed: the file is read in 1 MiB blocks; a block is split into lines only when a pattern
 matches somewhere in the block's text (a C-speed prefilter) or context lines are pending.
@@ -70,8 +71,6 @@ def detect_encoding(head: bytes) -> tuple[str, int]:
             return "utf-16le", 0
         if even_nuls > half * 0.3 and odd_nuls < half * 0.05:
             return "utf-16be", 0
-    if sample.isascii():
-        return "ansi", 0
     try:
         sample.decode("utf-8")
         return "utf-8", 0
@@ -169,7 +168,7 @@ def scan_content(
             start = size - spec.tail_bytes
             skip_partial = True
         start = max(start, bom)
-        start -= (start - bom) % unit
+        start += (start - bom) % unit  # a UTF-16 start moves forward to a code unit boundary
         if skip_partial:
             # The window may start exactly at a line start: then nothing is partial.
             f.seek(start - len(nl))
@@ -184,6 +183,7 @@ def _scan(
 ) -> dict[str, Any]:
     n_pat = len(spec.patterns)
     counts = [0] * n_pat
+    full: list[int] = []  # pattern indexes in the order they reached max_matches
     matches: list[dict[str, Any]] = []
     before: deque[str] = deque(maxlen=spec.context)
     pending: list[tuple[dict[str, Any], int]] = []  # (match, after-lines still wanted)
@@ -209,7 +209,10 @@ def _scan(
         if prefilter and not pending:
             text = raw.decode(codec, "replace").replace("\r\n", "\n")
             active = [p for i, p in enumerate(spec.patterns) if counts[i] < spec.max_matches]
-            if not any(p.search(text) for p in active):
+            # Lines are matched cut to max_line_chars, so a block with a longer line is matched
+            # line by line (a cut line can match where the whole one does not, e.g. `x$`).
+            long_line = len(text) > mlc and max(map(len, text.split("\n"))) > mlc
+            if not long_line and not any(p.search(text) for p in active):
                 if spec.context:
                     tail = text[:-1] if text.endswith("\n") else text
                     for t in tail.rsplit("\n", spec.context)[-spec.context:]:
@@ -228,8 +231,10 @@ def _scan(
                         still.append((m, want - 1))
                 pending = still
             for i, p in enumerate(spec.patterns):
-                if counts[i] < spec.max_matches and p.search(line):
+                if counts[i] < spec.max_matches and p.search(shown):
                     counts[i] += 1
+                    if counts[i] >= spec.max_matches:
+                        full.append(i)
                     m = {
                         "pattern": i,
                         "offset": block_off + rel,
@@ -253,5 +258,5 @@ def _scan(
     return {
         "end_offset": end_offset,
         "matches": matches,
-        "patterns_full": [i for i in range(n_pat) if counts[i] >= spec.max_matches],
+        "patterns_full": full,
     }

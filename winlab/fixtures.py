@@ -207,6 +207,7 @@ class HostModel(_Model):
     installers: list[InstallerModel] = []
     wsus_updates: list[WsusUpdateModel] = []
     wsus_api: bool | None = None
+    wsus_groups: list[StrictStr] = []
     faults: FaultsModel = FaultsModel()  # type: ignore[valid-type]
     wsman: WsmanModel = WsmanModel()
     time_scale: float = Field(default=1.0, ge=0)
@@ -487,6 +488,9 @@ def _build_template(hm: HostModel, ctx: _Ctx, loc: tuple[Any, ...]) -> HostTempl
         WsusUpdate(u.id, u.title, u.declined, [{"group": a.group, "action": a.action} for a in u.approvals])
         for u in hm.wsus_updates
     ]
+    for g in hm.wsus_groups:
+        if g.lower() not in (x.lower() for x in state.wsus_groups):
+            state.wsus_groups.append(g)
     wsus_installed = state.get_key(r"HKLM\SOFTWARE\Microsoft\Update Services\Server\Setup") is not None
     state.wsus_api = hm.wsus_api if hm.wsus_api is not None else (wsus_installed or bool(hm.wsus_updates))
     installers = tuple(

@@ -17,7 +17,17 @@ import threading
 from collections.abc import Mapping
 
 from remoting import agent_protocol
-from remoting.agent_protocol import RequestFormatError, decode_request, encode_response, parse_stdin
+from remoting.agent_protocol import (
+    AgentRequest,
+    AgentResponse,
+    RequestFormatError,
+    build_stdin,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+    parse_stdin,
+)
 from winlab.agent_emulator import AgentContext, run_request
 from winlab.faults import Faults
 from winlab.fixtures import HostTemplate
@@ -167,3 +177,20 @@ def _encoded_command(argv: list[str]) -> str | None:
 def encoded_command_arg(script: str) -> str:
     """base64 of the UTF-16LE script (what `-EncodedCommand` takes; helper for tests)."""
     return base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+
+
+def run_agent_request(
+    host: EmulatedHost,
+    request: AgentRequest,
+    *,
+    env: Mapping[str, str] | None = None,
+    cancel: threading.Event | None = None,
+) -> tuple[ProcessResult, AgentResponse | None]:
+    """Send `request` to `host` as the client does (the real command line and stdin bytes),
+    without HTTP: for unit tests and benchmarks of the emulator. Returns the process result and
+    the decoded response (None when the process did not answer with one)."""
+    cmd, args = agent_protocol.command_line()
+    result = host.execute(cmd, args, build_stdin(encode_request(request)), env or {}, 65001, cancel or threading.Event())
+    if result.exit_code != 0:
+        return result, None
+    return result, decode_response(result.stdout, request.nonce, limit=max(request.limit, 1 << 20))

@@ -237,6 +237,7 @@ class HostState:
     services: dict[str, Service] = field(default_factory=dict)
     wsus_updates: list[WsusUpdate] = field(default_factory=list)
     wsus_api: bool = False
+    wsus_groups: list[str] = field(default_factory=lambda: ["All Computers", "Unassigned Computers"])
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     # --- copies -------------------------------------------------------------------------------
@@ -253,6 +254,7 @@ class HostState:
                 services={k: replace(v) for k, v in self.services.items()},
                 wsus_updates=[replace(u, approvals=[dict(a) for a in u.approvals]) for u in self.wsus_updates],
                 wsus_api=self.wsus_api,
+                wsus_groups=list(self.wsus_groups),
             )
 
     # --- environment --------------------------------------------------------------------------
