@@ -1,7 +1,167 @@
-"""`kbfix inventory …`: list, graph and check an inventory."""
+"""`kbfix inventory …`: list, graph and check an inventory.
+
+Thin commands over `inventory` (loading, selection) and `inventory.render` (presentation).
+None of them needs a password: they load with `require_credentials=False`, so a missing
+password shows as "none" instead of prompting. Bad input exits 2 with one line naming file,
+line and field.
+"""
 
 from __future__ import annotations
 
-import typer
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
 
-inventory_app = typer.Typer(help="Inspect an inventory: hosts, groups and effective settings.", no_args_is_help=True)
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from inventory import Inventory, InventoryError, load_inventory
+from inventory.render import check_lines, graph, inventory_document
+
+inventory_app = typer.Typer(
+    help="Inspect an inventory: hosts, groups and effective settings.",
+    no_args_is_help=True,
+)
+
+EXIT_USAGE = 2
+
+
+class OutputFormat(str, Enum):
+    """Output of `inventory list`."""
+
+    table = "table"
+    json = "json"
+
+
+InventoryOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "-i", "--inventory", envvar="KBFIX_INVENTORY",
+        help="Inventory file or directory (kbfix YAML, Ansible INI/YAML); repeat to merge. Env: KBFIX_INVENTORY.",
+    ),
+]
+LimitOpt = Annotated[
+    str | None,
+    typer.Option("--limit", "-l", help="Ansible host pattern: names, groups, globs, ~regex, !exclude, &intersect, @file."),
+]
+
+
+def _load(ctx: typer.Context, inventory: list[Path] | None) -> Inventory:
+    paths = list(inventory or [])
+    if not paths and ctx.obj is not None:  # `kbfix -i FILE inventory list` (global option)
+        paths = list(getattr(ctx.obj, "inventory", []) or [])
+    if not paths:
+        _fail("no inventory: pass -i FILE or set KBFIX_INVENTORY")
+    try:
+        return load_inventory(paths, require_credentials=False)
+    except InventoryError as exc:
+        _fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"kbfix: error: {message}", err=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _limit(ctx: typer.Context, limit: str | None) -> str | None:
+    if limit is None and ctx.obj is not None:
+        return getattr(ctx.obj, "limit", None)
+    return limit
+
+
+@inventory_app.command("list")
+def list_hosts(
+    ctx: typer.Context,
+    inventory: InventoryOpt = None,
+    limit: LimitOpt = None,
+    output: Annotated[OutputFormat, typer.Option("--format", help="table or json.")] = OutputFormat.table,
+) -> None:
+    """List hosts with address, transport, site, roles and groups (skipped hosts with the reason).
+
+    Examples:
+
+        kbfix inventory list -i site.yml
+
+        kbfix inventory list -i hosts.ini --limit 'wsus*:!wsus03' --format json
+    """
+    inv = _load(ctx, inventory)
+    try:
+        hosts = inv.select(_limit(ctx, limit))
+    except InventoryError as exc:
+        _fail(str(exc))
+        return
+    if output is OutputFormat.json:
+        typer.echo(json.dumps(inventory_document(inv, hosts), indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"{len(hosts)} host(s) from {', '.join(str(p) for p in inv.sources[:3])}")
+    for column in ("host", "url", "transport", "user", "site", "roles", "groups"):
+        table.add_column(column)
+    for h in hosts:
+        ep = h.endpoint
+        table.add_row(
+            h.name,
+            ep.url if ep else f"skipped: {h.skipped_reason}",
+            ep.transport if ep else "",
+            (ep.username or "") if ep else "",
+            h.site or "",
+            ", ".join(h.roles) or "(discover)",
+            ", ".join(h.groups),
+        )
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped: do not squeeze columns into 80 characters
+        console = Console(highlight=False, width=240)
+    console.print(table)
+
+
+@inventory_app.command("graph")
+def graph_cmd(
+    ctx: typer.Context,
+    inventory: InventoryOpt = None,
+    group: Annotated[str, typer.Argument(help="Group to start from.")] = "all",
+) -> None:
+    """Print the group tree, like `ansible-inventory --graph`.
+
+    Examples:
+
+        kbfix inventory graph -i hosts.ini
+
+        kbfix inventory graph -i hosts.ini windows
+    """
+    inv = _load(ctx, inventory)
+    if group not in inv.groups:
+        _fail(f"no group {group!r} in the inventory")
+    typer.echo("\n".join(graph(inv, group)))
+
+
+@inventory_app.command("check")
+def check_cmd(
+    ctx: typer.Context,
+    inventory: InventoryOpt = None,
+    limit: LimitOpt = None,
+) -> None:
+    """Validate the inventory and show each host's effective settings (secrets as ***).
+
+    Exit 0 when the inventory is valid, 2 with `file:line: field: message` when not.
+
+    Examples:
+
+        kbfix inventory check -i site.yml
+
+        KBFIX_INVENTORY=hosts.ini kbfix inventory check --limit sccm
+    """
+    inv = _load(ctx, inventory)
+    try:
+        hosts = inv.select(_limit(ctx, limit))
+    except InventoryError as exc:
+        _fail(str(exc))
+        return
+    for h in hosts:
+        typer.echo("\n".join(check_lines(h)))
+    winrm = sum(1 for h in hosts if h.endpoint is not None)
+    typer.echo(
+        f"inventory OK: {len(hosts)} host(s), {winrm} over WinRM, {len(hosts) - winrm} skipped; "
+        f"sha256 {inv.digest}"
+    )

@@ -1,0 +1,251 @@
+"""The kbfix YAML inventory format (`kbfix_inventory: 1`): pydantic models and loading.
+
+Shape (see docs in inventory/README.md)::
+
+    kbfix_inventory: 1
+    defaults: {scheme, transport, cert_validation, ca_trust_path, allow_unencrypted,
+               message_encryption, path, username, password | password_env | password_keyring,
+               timeouts: {connect, operation, read, command}, vars: {}}
+    groups:  {NAME: {vars: {}, roles: [], hosts: [NAME or range], children: [GROUP]}}
+    hosts:   {NAME or range: {address, port, site, roles: [], vars: {}, + any defaults key}}
+
+Models forbid unknown keys; validation errors become InventoryError with the file, the line
+(from `yamlmarks`) and the dotted field, plus a did-you-mean for misspelt keys. Connection
+settings go to `Settings` layers (defaults, per host), variables into the Ansible-style model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from inventory.data import InventoryData, Origin, Settings
+from inventory.errors import InventoryError, did_you_mean
+from inventory.ranges import RangeError, expand_hostname_range
+from inventory.roles import known_roles
+from inventory.yamlmarks import MarkedDict, MarkedList
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TimeoutsModel(_Strict):
+    """Seconds; see remoting.endpoint.Timeouts."""
+
+    connect: Seconds | None = None
+    operation: Seconds | None = None
+    read: Seconds | None = None
+    command: Seconds | None = None
+
+
+class ConnectionModel(_Strict):
+    """Connection settings allowed in `defaults` and on each host."""
+
+    scheme: Literal["https", "http"] | None = None
+    transport: Literal["ntlm", "kerberos", "basic", "credssp", "certificate"] | None = None
+    cert_validation: Literal["validate", "ignore"] | None = None
+    ca_trust_path: str | None = None
+    allow_unencrypted: bool | None = None
+    message_encryption: Literal["auto", "always", "never"] | None = None
+    path: str | None = None
+    username: str | None = None
+    password: str | None = None
+    password_env: str | None = None
+    password_keyring: str | None = None
+    timeouts: TimeoutsModel | None = None
+
+
+class DefaultsModel(ConnectionModel):
+    """`defaults:` — settings and variables for every host."""
+
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+
+class GroupModel(_Strict):
+    """One entry of `groups:`."""
+
+    vars: dict[str, Any] = Field(default_factory=dict)
+    roles: list[str] = Field(default_factory=list)
+    hosts: list[str] = Field(default_factory=list)
+    children: list[str] = Field(default_factory=list)
+
+
+class HostModel(ConnectionModel):
+    """One entry of `hosts:`."""
+
+    address: str | None = None
+    port: Port | None = None
+    site: str | None = None
+    roles: list[str] = Field(default_factory=list)
+    vars: dict[str, Any] = Field(default_factory=dict)
+
+
+class KbfixInventoryModel(_Strict):
+    """A whole kbfix YAML inventory file."""
+
+    kbfix_inventory: Literal[1]
+    defaults: DefaultsModel = Field(default_factory=DefaultsModel)
+    groups: dict[str, GroupModel | None] = Field(default_factory=dict)
+    hosts: dict[str, HostModel | None] = Field(default_factory=dict)
+
+
+_CONNECTION_KEYS = tuple(ConnectionModel.model_fields)
+_KEYS_BY_CONTEXT: dict[str, tuple[str, ...]] = {
+    "top": tuple(KbfixInventoryModel.model_fields),
+    "defaults": tuple(DefaultsModel.model_fields),
+    "group": tuple(GroupModel.model_fields),
+    "host": tuple(HostModel.model_fields),
+    "timeouts": tuple(TimeoutsModel.model_fields),
+}
+
+
+def _context(loc: tuple[Any, ...]) -> str:
+    if len(loc) <= 1:
+        return "top"
+    if loc[-2] == "timeouts":
+        return "timeouts"
+    if loc[0] == "defaults":
+        return "defaults"
+    if loc[0] == "groups":
+        return "group"
+    return "host"
+
+
+def _line_of(data: Any, loc: tuple[Any, ...]) -> int | None:
+    """The line of the deepest node along `loc` that the marked tree knows."""
+    line = getattr(data, "line", None)
+    node = data
+    for part in loc:
+        if isinstance(node, MarkedDict) and part in node:
+            line = node.key_lines.get(part, line)
+            node = node[part]
+        elif isinstance(node, MarkedList) and isinstance(part, int) and 0 <= part < len(node):
+            line = node.item_lines[part]
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def _validation_error(exc: ValidationError, data: Any, path: Path) -> InventoryError:
+    err = exc.errors(include_input=False, include_url=False)[0]
+    loc = tuple(p for p in err["loc"] if p not in ("GroupModel", "HostModel"))
+    field = ".".join(str(p) for p in loc) or None
+    line = _line_of(data, loc)
+    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    if err["type"] == "extra_forbidden":
+        key = str(loc[-1])
+        message = f"unknown key {key!r}" + did_you_mean(key, _KEYS_BY_CONTEXT[_context(loc)])
+    elif err["type"] == "missing" and loc == ("kbfix_inventory",):
+        message = "missing `kbfix_inventory: 1`"
+    else:
+        message = err["msg"]
+    return InventoryError(message + more, file=path, line=line, field=field)
+
+
+def is_kbfix_document(data: Any) -> bool:
+    """True when a parsed YAML document is a kbfix inventory (has the `kbfix_inventory` key)."""
+    return isinstance(data, dict) and "kbfix_inventory" in data
+
+
+def _settings_from(model: ConnectionModel, raw: Any, prefix: tuple[str, ...], path: Path) -> Settings:
+    settings = Settings()
+    for key in _CONNECTION_KEYS:
+        value = getattr(model, key)
+        if value is None:
+            continue
+        origin = Origin(path, _line_of(raw, (*prefix, key)))
+        if key == "timeouts":
+            for tkey, tvalue in value.model_dump(exclude_none=True).items():
+                settings.values[f"timeouts.{tkey}"] = tvalue
+                settings.origins[f"timeouts.{tkey}"] = Origin(path, _line_of(raw, (*prefix, key, tkey)))
+            continue
+        settings.values[key] = value
+        settings.origins[key] = origin
+    return settings
+
+
+def _check_roles(roles: list[str], raw: Any, prefix: tuple[Any, ...], path: Path) -> None:
+    known = known_roles()
+    for i, role in enumerate(roles):
+        if role not in known:
+            raise InventoryError(
+                f"unknown role {role!r}; known roles are {', '.join(known)}" + did_you_mean(role, known),
+                file=path, line=_line_of(raw, (*prefix, i)), field=".".join(str(p) for p in (*prefix, i)),
+            )
+
+
+def _expand(pattern: str, raw: Any, loc: tuple[Any, ...], path: Path) -> list[str]:
+    try:
+        return expand_hostname_range(pattern)
+    except RangeError as exc:
+        raise InventoryError(str(exc), file=path, line=_line_of(raw, loc), field=".".join(map(str, loc))) from None
+
+
+def parse_kbfix(data: Any, path: Path, inv: InventoryData) -> None:
+    """Validate a kbfix YAML document and add its hosts, groups, vars and settings to `inv`."""
+    try:
+        model = KbfixInventoryModel.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, data, path) from None
+
+    defaults = _settings_from(model.defaults, data, ("defaults",), path)
+    inv.defaults.values.update(defaults.values)
+    inv.defaults.origins.update(defaults.origins)
+    for key, value in model.defaults.vars.items():
+        inv.set_group_var("all", key, value, Origin(path, _line_of(data, ("defaults", "vars", key))))
+
+    defined_here: dict[str, str] = {}
+    for pattern, host_model in model.hosts.items():
+        host_model = host_model or HostModel()
+        _check_roles(host_model.roles, data, ("hosts", pattern, "roles"), path)
+        line = _line_of(data, ("hosts", pattern))
+        for name in _expand(pattern, data, ("hosts", pattern), path):
+            if name in defined_here or name in inv.hosts:
+                first = defined_here.get(name, "an earlier source")
+                raise InventoryError(
+                    f"host {name!r} is defined twice (also by {first!r})", file=path, line=line,
+                    field=f"hosts.{pattern}",
+                )
+            defined_here[name] = pattern
+            host = inv.add_host(name, None, None, Origin(path, line))
+            host.kbfix = True
+            settings = _settings_from(host_model, data, ("hosts", pattern), path)
+            for key in ("address", "port", "site"):
+                value = getattr(host_model, key)
+                if value is not None:
+                    settings.values[key] = value
+                    settings.origins[key] = Origin(path, _line_of(data, ("hosts", pattern, key)))
+            host.settings = settings
+            host.roles = list(host_model.roles)
+            for key, value in host_model.vars.items():
+                inv.set_host_var(name, key, value, Origin(path, _line_of(data, ("hosts", pattern, "vars", key))))
+
+    for gname, group_model in model.groups.items():
+        group_model = group_model or GroupModel()
+        _check_roles(group_model.roles, data, ("groups", gname, "roles"), path)
+        group = inv.add_group(gname, Origin(path, _line_of(data, ("groups", gname))))
+        group.roles = list(group_model.roles)
+        for key, value in group_model.vars.items():
+            inv.set_group_var(gname, key, value, Origin(path, _line_of(data, ("groups", gname, "vars", key))))
+        for i, pattern in enumerate(group_model.hosts):
+            line = _line_of(data, ("groups", gname, "hosts", i))
+            for name in _expand(pattern, data, ("groups", gname, "hosts", i), path):
+                host = inv.add_host(name, gname, None, Origin(path, line))
+                host.kbfix = True
+
+    for gname, group_model in model.groups.items():
+        for i, child in enumerate((group_model or GroupModel()).children):
+            line = _line_of(data, ("groups", gname, "children", i))
+            if child not in inv.groups:
+                raise InventoryError(
+                    f"child group {child!r} is not defined under groups" + did_you_mean(child, list(model.groups)),
+                    file=path, line=line, field=f"groups.{gname}.children.{i}",
+                )
+            inv.add_child(gname, child, Origin(path, line))

@@ -1,0 +1,380 @@
+"""From the raw model to resolved hosts: variable precedence, connection settings, roles, site.
+
+Variable precedence is Ansible's (ansible-core `VariableManager.get_vars` and
+`inventory/helpers.py::sort_groups`), lowest first: the `all` group's inventory vars,
+`group_vars/all`; every other group's inventory vars, then every other group's `group_vars/`
+files, each in (depth, ansible_group_priority, name) order; the host's inventory vars; its
+`host_vars/` files. Later values replace earlier ones (DEFAULT_HASH_BEHAVIOUR=replace).
+
+Connection settings, lowest first: kbfix `defaults:`; the Ansible connection variables
+(`ANSIBLE_VARS`, mapped as Ansible's winrm connection plugin reads them); kbfix host fields.
+They are validated with a pydantic model, so a bad value names the variable, file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from inventory.credentials import CredentialContext, resolve_password
+from inventory.data import HostData, InventoryData, Origin
+from inventory.errors import InventoryError, did_you_mean
+from inventory.model import Group, Host
+from inventory.roles import default_role_map, group_index, known_roles, roles_from_groups
+from inventory.varsdirs import VarsDirs
+from remoting.endpoint import Endpoint, Secret, Timeouts
+
+# setting → inventory variables that set it; when several are present the last listed wins
+# (the more specific name), as in Ansible's connection-plugin option resolution.
+ANSIBLE_VARS: dict[str, tuple[str, ...]] = {
+    "connection": ("ansible_connection",),
+    "address": ("ansible_host",),
+    "port": ("ansible_port",),
+    "scheme": ("ansible_winrm_scheme",),
+    "path": ("ansible_winrm_path",),
+    "transport": ("ansible_winrm_transport",),
+    "username": ("ansible_user", "ansible_winrm_user"),
+    "password": ("ansible_password", "ansible_winrm_pass", "ansible_winrm_password"),
+    "cert_validation": ("ansible_winrm_server_cert_validation",),
+    "ca_trust_path": ("ansible_winrm_ca_trust_path",),
+    "message_encryption": ("ansible_winrm_message_encryption",),
+    "allow_unencrypted": ("kbfix_allow_unencrypted",),
+    "timeouts.connect": ("ansible_winrm_connection_timeout",),
+    "timeouts.operation": ("ansible_winrm_operation_timeout_sec",),
+    "timeouts.read": ("ansible_winrm_read_timeout_sec",),
+    "timeouts.command": ("kbfix_command_timeout",),
+    "password_env": ("kbfix_password_env",),
+    "password_keyring": ("kbfix_password_keyring",),
+    "site": ("site", "kbfix_site"),
+}
+ROLE_VARS = ("roles", "kbfix_roles")  # later wins
+ROLE_MAP_VAR = "kbfix_role_map"
+WINRM_HTTP_PORT = 5985  # Ansible winrm plugin: scheme defaults to http only on this port, else https
+
+_SECRET_NAME = re.compile(r"pass|secret|token|credential", re.IGNORECASE)
+_TRANSPORT_ALIASES = {"plaintext": "basic", "ssl": "basic"}  # pywinrm's names for Basic over http/https
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+class ConnectionSettings(BaseModel):
+    """Validated effective connection settings of one WinRM host (lax: INI values are strings)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str
+    port: Port | None = None
+    scheme: Literal["https", "http"] | None = None
+    path: str = "/wsman"
+    transport: Literal["ntlm", "kerberos", "basic", "credssp", "certificate"] = "ntlm"
+    username: str | None = None
+    cert_validation: Literal["validate", "ignore"] = "validate"
+    ca_trust_path: str | None = None
+    message_encryption: Literal["auto", "always", "never"] = "auto"
+    allow_unencrypted: bool = False
+    connect: Seconds | None = None
+    operation: Seconds | None = None
+    read: Seconds | None = None
+    command: Seconds | None = None
+    password_env: str | None = None
+    password_keyring: str | None = None
+
+
+def is_secret_name(key: str) -> bool:
+    """True for variable names whose values are credentials (password, token, secret …)."""
+    return bool(_SECRET_NAME.search(key)) and not key.endswith(("_env", "_keyring"))
+
+
+def mask_secrets(value: Any, key: str = "") -> Any:
+    """Wrap values under secret-looking keys (recursively) in Secret."""
+    if key and is_secret_name(key) and not isinstance(value, (dict, list, Secret)) and value is not None:
+        return Secret(str(value))
+    if isinstance(value, dict):
+        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v, key) for v in value]
+    return value
+
+
+@dataclass
+class _Setting:
+    value: Any
+    source: str  # the variable or kbfix key that set it
+    origin: Origin | None
+
+
+class Resolver:
+    """Turns an `InventoryData` plus vars directories into `Host` and `Group` objects."""
+
+    def __init__(self, inv: InventoryData, varsdirs: VarsDirs, creds: CredentialContext) -> None:
+        self.inv = inv
+        self.varsdirs = varsdirs
+        self.creds = creds
+        self._ancestors: dict[str, tuple[str, ...]] = {}
+        self._group_files: dict[str, list[tuple[dict[str, Any], dict[str, Origin]]]] = {}
+        self._group_layer: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Origin]]] = {}
+        all_vars = inv.groups["all"].vars
+        self._role_index = group_index(self._role_map(all_vars))
+
+    def _role_map(self, all_vars: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+        custom = all_vars.get(ROLE_MAP_VAR)
+        if custom is None:
+            return default_role_map()
+        origin = self.inv.groups["all"].var_origins.get(ROLE_MAP_VAR)
+        if not isinstance(custom, dict) or not all(
+            isinstance(v, list) and all(isinstance(g, str) for g in v) for v in custom.values()
+        ):
+            raise _err("must map each role to a list of group names", origin, ROLE_MAP_VAR)
+        for role in custom:
+            if role not in known_roles():
+                raise _err(f"unknown role {role!r}" + did_you_mean(str(role), known_roles()), origin, ROLE_MAP_VAR)
+        return {str(r): tuple(v) for r, v in custom.items()}
+
+    def ancestors(self, group: str) -> tuple[str, ...]:
+        cached = self._ancestors.get(group)
+        if cached is None:
+            cached = tuple(self.inv.ancestors(group))
+            self._ancestors[group] = cached
+        return cached
+
+    def group_files(self, group: str) -> list[tuple[dict[str, Any], dict[str, Origin]]]:
+        files = self._group_files.get(group)
+        if files is None:
+            files = [(f.vars, f.origins) for f in self.varsdirs.load("group_vars", group)]
+            self._group_files[group] = files
+        return files
+
+    def _groups_of(self, host: HostData) -> tuple[str, ...]:
+        names: set[str] = set()
+        for g in host.groups:
+            names.update(self.ancestors(g))
+        names.discard("all")
+        groups = self.inv.groups
+        return tuple(sorted(names, key=lambda n: (groups[n].depth, groups[n].priority, n)))
+
+    def _group_vars(self, ordered: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Origin]]:
+        cached = self._group_layer.get(ordered)
+        if cached is not None:
+            return cached
+        merged: dict[str, Any] = {}
+        origins: dict[str, Origin] = {}
+        all_group = self.inv.groups["all"]
+        merged.update(all_group.vars)
+        origins.update(all_group.var_origins)
+        for vars_, orig in self.group_files("all"):
+            merged.update(vars_)
+            origins.update(orig)
+        for name in ordered:
+            g = self.inv.groups[name]
+            merged.update(g.vars)
+            origins.update(g.var_origins)
+        for name in ordered:
+            for vars_, orig in self.group_files(name):
+                merged.update(vars_)
+                origins.update(orig)
+        self._group_layer[ordered] = (merged, origins)
+        return merged, origins
+
+    def host_vars(self, host: HostData) -> tuple[tuple[str, ...], dict[str, Any], dict[str, Origin]]:
+        """(groups in merge order, effective vars, origin of each var) for one host."""
+        ordered = self._groups_of(host)
+        group_vars, group_origins = self._group_vars(ordered)
+        merged = dict(group_vars)
+        origins = dict(group_origins)
+        merged.update(host.vars)
+        origins.update(host.var_origins)
+        for f in self.varsdirs.load("host_vars", host.name):
+            merged.update(f.vars)
+            origins.update(f.origins)
+        return ordered, merged, origins
+
+    def resolve_host(self, host: HostData) -> Host:
+        ordered, merged, origins = self.host_vars(host)
+        settings = self._settings(host, merged, origins)
+        roles = self._roles(host, ordered, merged, origins)
+        site = self._site(settings, ordered)
+        endpoint: Endpoint | None = None
+        skipped: str | None = None
+        password_source: str | None = None
+        connection = settings.get("connection")
+        conn_value = str(connection.value) if connection else ("winrm" if host.kbfix else None)
+        if conn_value is None:
+            skipped = "ansible_connection is not set (Ansible's default is ssh), not winrm"
+        elif conn_value != "winrm":
+            skipped = f"ansible_connection is {conn_value}, not winrm"
+        else:
+            endpoint, password_source = self._endpoint(host, settings)
+        return Host(
+            name=host.name,
+            groups=tuple(sorted(ordered)),
+            vars=MappingProxyType(mask_secrets(merged)),
+            roles=roles,
+            site=site,
+            endpoint=endpoint,
+            skipped_reason=skipped,
+            password_source=password_source,
+        )
+
+    def _settings(self, host: HostData, merged: dict[str, Any], origins: dict[str, Origin]) -> dict[str, _Setting]:
+        out: dict[str, _Setting] = {}
+        for key, value in self.inv.defaults.values.items():
+            out[key] = _Setting(value, f"defaults.{key}", self.inv.defaults.origins.get(key))
+        for setting, names in ANSIBLE_VARS.items():
+            for name in names:
+                if name in merged:
+                    out[setting] = _Setting(merged[name], name, origins.get(name))
+        for key, value in host.settings.values.items():
+            out[key] = _Setting(value, f"hosts.{host.name}.{key}", host.settings.origins.get(key))
+        return out
+
+    def _site(self, settings: dict[str, _Setting], ordered: tuple[str, ...]) -> str | None:
+        if "site" in settings and settings["site"].value is not None:
+            return str(settings["site"].value)
+        for name in ordered:
+            if name.lower().startswith("site_") and len(name) > 5:
+                return name[5:]
+        return None
+
+    def _roles(
+        self, host: HostData, ordered: tuple[str, ...], merged: dict[str, Any], origins: dict[str, Origin]
+    ) -> tuple[str, ...]:
+        declared: Any = None
+        source = ""
+        for name in ROLE_VARS:
+            if name in merged:
+                declared, source = merged[name], name
+        if declared is not None:
+            if isinstance(declared, str):
+                declared = [r.strip() for r in declared.split(",") if r.strip()]
+            if not isinstance(declared, list) or not all(isinstance(r, str) for r in declared):
+                raise _err(f"host {host.name!r}: must be a list of role names", origins.get(source), source)
+            for role in declared:
+                if role not in known_roles():
+                    raise _err(
+                        f"host {host.name!r}: unknown role {role!r}" + did_you_mean(role, known_roles()),
+                        origins.get(source), source,
+                    )
+            return tuple(dict.fromkeys(declared))
+        if host.roles:  # a host's own list wins over its groups', as a host var beats group vars
+            return tuple(dict.fromkeys(host.roles))
+        out: dict[str, None] = {}
+        for name in ordered:
+            out.update(dict.fromkeys(self.inv.groups[name].roles))
+        out.update(dict.fromkeys(roles_from_groups(ordered, self._role_index)))
+        return tuple(out)
+
+    def _endpoint(self, host: HostData, settings: dict[str, _Setting]) -> tuple[Endpoint, str | None]:
+        raw: dict[str, Any] = {"address": host.name}
+        where: dict[str, _Setting] = {}
+        for key, s in settings.items():
+            if key in ("connection", "password", "site"):
+                continue
+            field = key.split(".", 1)[1] if key.startswith("timeouts.") else key
+            value = s.value
+            if field == "transport" and value is not None:
+                value = _normalise_transport(value)
+            raw[field] = value
+            where[field] = s
+        try:
+            cs = ConnectionSettings.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors(include_input=False, include_url=False)[0]
+            field = str(err["loc"][0]) if err["loc"] else ""
+            s = where.get(field)
+            message = err["msg"]
+            if err["type"] == "literal_error" and s is not None and not is_secret_name(s.source):
+                message += f" (got {s.value!r})"
+            raise _err(f"host {host.name!r}: {message}", s.origin if s else host.origin, s.source if s else field) from None
+        scheme = cs.scheme or ("http" if cs.port == WINRM_HTTP_PORT else "https")
+        timeouts = self._timeouts(host, cs, where)
+        password_setting = settings.get("password")
+        try:
+            password, source = resolve_password(
+                host.name,
+                cs.transport,
+                cs.username,
+                None if password_setting is None or password_setting.value is None else str(password_setting.value),
+                password_setting.source if password_setting else None,
+                cs.password_env,
+                cs.password_keyring,
+                self.creds,
+            )
+        except InventoryError as exc:
+            origin = host.origin
+            raise InventoryError(
+                exc.message, file=origin.file if origin else None, line=origin.line if origin else None,
+                field=exc.field,
+            ) from None
+        endpoint = Endpoint(
+            host=host.name,
+            address=cs.address,
+            port=cs.port,
+            scheme=scheme,
+            path=cs.path,
+            transport=cs.transport,
+            username=cs.username,
+            password=password,
+            cert_validation=cs.cert_validation,
+            ca_trust_path=cs.ca_trust_path,
+            message_encryption=cs.message_encryption,
+            allow_unencrypted=cs.allow_unencrypted,
+            timeouts=timeouts,
+        )
+        return endpoint, source
+
+    def _timeouts(self, host: HostData, cs: ConnectionSettings, where: dict[str, _Setting]) -> Timeouts:
+        base = Timeouts()
+        operation = cs.operation if cs.operation is not None else base.operation
+        read = cs.read
+        if read is None:
+            # pywinrm requires read > operation; keep the default gap when only operation is set.
+            read = max(base.read, operation + (base.read - base.operation))
+        elif read <= operation:
+            s = where.get("read")
+            raise _err(
+                f"host {host.name!r}: read timeout ({read:g} s) must be longer than the operation timeout "
+                f"({operation:g} s)", s.origin if s else None, s.source if s else "timeouts.read",
+            )
+        return Timeouts(
+            connect=cs.connect if cs.connect is not None else base.connect,
+            operation=operation,
+            read=read,
+            command=cs.command if cs.command is not None else base.command,
+        )
+
+    def resolve_group(self, name: str) -> Group:
+        g = self.inv.groups[name]
+        merged = dict(g.vars)
+        for vars_, _ in self.group_files(name):
+            merged.update(vars_)
+        return Group(
+            name=name,
+            hosts=tuple(g.hosts),
+            children=tuple(g.children),
+            parents=tuple(g.parents),
+            vars=MappingProxyType(mask_secrets(merged)),
+            depth=g.depth,
+            priority=g.priority,
+        )
+
+
+def _normalise_transport(value: Any) -> Any:
+    """Ansible allows a list or a comma-separated string; kbfix uses the first entry."""
+    if isinstance(value, list) and value:
+        value = value[0]
+    if isinstance(value, str):
+        value = value.split(",")[0].strip().lower()
+        return _TRANSPORT_ALIASES.get(value, value)
+    return value
+
+
+def _err(message: str, origin: Origin | None, field: str | None) -> InventoryError:
+    return InventoryError(
+        message, file=origin.file if origin else None, line=origin.line if origin else None, field=field
+    )
