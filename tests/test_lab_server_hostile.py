@@ -208,7 +208,8 @@ def test_parser_returns_a_request_or_raises_a_soap_fault(body: bytes) -> None:
     try:
         assert isinstance(parse_request(body), WsmanRequest)
     except SoapFault as fault:
-        assert fault.subcode == "w:SchemaValidationError" and fault.http_status == 400
+        assert (fault.subcode, fault.http_status) in {("w:SchemaValidationError", 400), ("", 500)}
+        assert fault.subcode or fault.code == "s:MustUnderstand"
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("PT20S", 20.0), ("PT1.5S", 1.5), ("PT1M", 60.0), ("PT1H2M3S", 3723.0),
@@ -239,3 +240,19 @@ def test_hostile_authorization_headers_get_401(lab: Lab, token: bytes, scheme: s
                          headers={"Authorization": header, "Content-Type": "application/soap+xml;charset=UTF-8"})
     assert resp.status_code == 401
     assert lab.open_shells() == 0
+
+
+@pytest.mark.parametrize("namespace", ["urn:kbfix:unknown", ""])
+def test_unknown_must_understand_header_gets_must_understand_fault(lab: Lab, namespace: str) -> None:
+    xmlns = f' xmlns="{namespace}"' if namespace else ""
+    body = _CREATE.replace("<env:Header>", f'<env:Header><Frobnicate{xmlns} env:mustUnderstand="true">1</Frobnicate>').encode()
+    resp = _post(lab, body)
+    assert resp.status_code == 500
+    root = SafeET.fromstring(resp.content)
+    assert root.find("s:Body/s:Fault/s:Code/s:Value", NS).text == "s:MustUnderstand"  # type: ignore[union-attr]
+    assert root.find("s:Header/s:NotUnderstood", NS).get("qname", "").endswith("Frobnicate")  # type: ignore[union-attr]
+    ok = _CREATE.replace("<env:Header>", '<env:Header><Frobnicate xmlns="urn:x" env:mustUnderstand="false"/>').encode()
+    created = _post(lab, ok)
+    assert created.status_code == 200  # an optional unknown header is ignored
+    shell_id = re.search(rb'Name="ShellId">([^<]+)<', created.content).group(1)  # type: ignore[union-attr]
+    assert _post(lab, _delete_for(shell_id)).status_code == 200

@@ -183,6 +183,17 @@ def fault_action_not_supported(action: str) -> SoapFault:
     )
 
 
+def fault_must_understand(tag: str) -> SoapFault:
+    """A mustUnderstand header the service does not process: s:MustUnderstand (no subcode), an
+    s:NotUnderstood header naming it, no detail (realdata/winrm/pywinrm_fault_must_understand.xml)."""
+    return SoapFault(
+        "s:MustUnderstand", "",
+        "The WS-Management service cannot process a SOAP header in the request that is marked as "
+        "mustUnderstand by the client. ",
+        extra={"not_understood": tag},
+    )
+
+
 def fault_internal(text: str = "Unspecified error ") -> SoapFault:
     """A server-side failure (injected HTTP 500): s:Receiver / w:InternalError, WSManFault
     2147500037 (E_FAIL, 0x80004005)."""
@@ -223,6 +234,15 @@ def sniff_action(data: bytes) -> str:
     return ACTIONS.get(match.group(1).decode("ascii", "replace"), "Other") if match else "Other"
 
 
+#: Header namespaces the service processes (WS-Addressing, WS-Management, Microsoft's WS-Man
+#: extensions); a mustUnderstand header from any other namespace gets s:MustUnderstand.
+_UNDERSTOOD_NAMESPACES = frozenset({NS_ADDR, NS_WSMAN, "http://schemas.microsoft.com/wbem/wsman/1/wsman.xsd"})
+
+
+def _namespace(tag: str) -> str:
+    return tag[1:].partition("}")[0] if tag.startswith("{") else ""
+
+
 def _q(ns: str, tag: str) -> str:
     return f"{{{ns}}}{tag}"
 
@@ -248,6 +268,10 @@ def parse_request(data: bytes) -> WsmanRequest:
         el = header.find(_q(ns, tag))
         return None if el is None else (el.text or "").strip()
 
+    for child in header:
+        must = child.get("mustUnderstand") or child.get(_q(NS_SOAP, "mustUnderstand")) or ""
+        if must.strip().lower() in ("true", "1") and _namespace(child.tag) not in _UNDERSTOOD_NAMESPACES:
+            raise fault_must_understand(child.tag)
     action_uri = text_of(NS_ADDR, "Action")
     message_id = text_of(NS_ADDR, "MessageID")
     resource_uri = text_of(NS_WSMAN, "ResourceURI")
@@ -307,13 +331,14 @@ def new_message_id() -> str:
     return "uuid:" + str(uuid.uuid4()).upper()
 
 
-def envelope(action_uri: str, relates_to: str | None, body: str) -> bytes:
+def envelope(action_uri: str, relates_to: str | None, body: str, extra_header: str = "") -> bytes:
     """A complete response envelope (UTF-8 bytes) with Windows' header order: Action, MessageID, To,
-    RelatesTo (omitted when the request had no usable MessageID). `body` is trusted markup built here."""
+    RelatesTo (omitted when the request had no usable MessageID). `body`/`extra_header` are trusted
+    markup built here."""
     relates = f"<a:RelatesTo>{escape(relates_to)}</a:RelatesTo>" if relates_to else ""
     return (
         f"{_ENVELOPE_OPEN}<s:Header><a:Action>{escape(action_uri)}</a:Action>"
-        f"<a:MessageID>{new_message_id()}</a:MessageID><a:To>{ANONYMOUS}</a:To>{relates}</s:Header>"
+        f"<a:MessageID>{new_message_id()}</a:MessageID><a:To>{ANONYMOUS}</a:To>{relates}{extra_header}</s:Header>"
         f"<s:Body>{body}</s:Body></s:Envelope>"
     ).encode()
 
@@ -345,11 +370,19 @@ def fault_envelope(fault: SoapFault, relates_to: str | None, machine: str) -> by
             f"<p:error_WindowsErrorMessage xsi:type='cim:cimString'>{message}</p:error_WindowsErrorMessage>"
             "</p:MSFT_WmiError>"
         )
+    subcode = f"<s:Subcode><s:Value>{escape(fault.subcode)}</s:Value></s:Subcode>" if fault.subcode else ""
     body = (
-        f"<s:Fault><s:Code><s:Value>{escape(fault.code)}</s:Value><s:Subcode><s:Value>{escape(fault.subcode)}"
-        f'</s:Value></s:Subcode></s:Code><s:Reason><s:Text xml:lang="en-US">{escape(fault.reason)}</s:Text>'
+        f"<s:Fault><s:Code><s:Value>{escape(fault.code)}</s:Value>{subcode}</s:Code>"
+        f'<s:Reason><s:Text xml:lang="en-US">{escape(fault.reason)}</s:Text>'
         f"</s:Reason>{'<s:Detail>' + detail + '</s:Detail>' if detail else ''}</s:Fault>"
     )
+    not_understood = fault.extra.get("not_understood")
+    if not_understood:
+        ns = _namespace(not_understood)
+        local = not_understood.rpartition("}")[2]
+        header = (f"<s:NotUnderstood qname={quoteattr('nu:' + local)} xmlns:nu={quoteattr(ns)}/>" if ns
+                  else f"<s:NotUnderstood qname={quoteattr(local)}/>")
+        return envelope("http://schemas.xmlsoap.org/ws/2004/08/addressing/fault", relates_to, body, header)
     return envelope("http://schemas.dmtf.org/wbem/wsman/1/wsman/fault", relates_to, body)
 
 
