@@ -77,7 +77,10 @@ class Globals:
 
     def console(self, *, stderr: bool = False) -> Console:
         """A console honouring --no-color (and plain when not a terminal)."""
-        return Console(stderr=stderr, no_color=self.no_color, highlight=False, soft_wrap=True)
+        stream = sys.stderr if stderr else sys.stdout
+        # Not a terminal (pipes, CI logs): rich would wrap at 80 columns; tables read better wider.
+        width = None if stream.isatty() else 160
+        return Console(stderr=stderr, no_color=self.no_color, highlight=False, width=width)
 
 
 # Usage/config errors: exit 2 with one line. Imported lazily where the modules may be heavy.
@@ -203,22 +206,25 @@ def _store(g: Globals) -> AuditStore:
 
 
 def _finding_summary(r: HostResult) -> str:
+    """`KB954960 sp1: 3.1.6001.65` per applicable finding; the error for a failed host."""
     if r.error is not None:
         return f"{r.error.kind}: {r.error.message}"
     parts = []
     for f in r.findings:
+        if f.status.value == "not_applicable":
+            continue
+        head = f"{f.advisory} {f.variant}" if f.variant else f.advisory
         ev = next((e for e in f.evidence if e.value), None)
-        bits = [f"{f.advisory} {f.status.value}"]
-        if f.variant:
-            bits.append(f.variant)
-        if ev is not None:
-            bits.append(f"{ev.probe.split()[-1].split(chr(92))[-1]}={ev.value}")
-        elif f.evidence and f.evidence[0].lines:
-            bits.append(f"{len(f.evidence[0].lines)} log line(s)")
         if f.skip_reason:
-            bits.append(f"skipped: {f.skip_reason}")
-        parts.append(" ".join(bits))
-    return "; ".join(parts)
+            parts.append(f"{head}: skipped ({f.skip_reason})")
+        elif ev is not None and ev.value is not None:
+            value = ev.value if len(ev.value) <= 48 else ev.value[:47] + "…"
+            parts.append(f"{head}: {value}")
+        elif f.evidence and f.evidence[0].lines:
+            parts.append(f"{head}: {len(f.evidence[0].lines)} log line(s)")
+        else:
+            parts.append(head)
+    return "; ".join(parts) or "-"
 
 
 def _print_table(g: Globals, results: Sequence[HostResult], title: str) -> None:

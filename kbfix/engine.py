@@ -7,12 +7,12 @@ open it with `check_mode=True`, so remoting itself refuses any mutating op.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import playbooks as pb
-from playbooks.model import Finding
+from playbooks.model import Finding, HostResult, worst
 from remoting.agent_protocol import op
 from remoting.session import AgentSession
 
@@ -68,6 +68,25 @@ class PlaybookEngine:
     def verify(self, session: Any, host: Any, before: list[Finding]) -> list[Finding]:
         """Re-gather and judge the post-state (playbooks.verify)."""
         return pb.verify(session, self.playbooks, self.context(host), before)
+
+    def link(self, results: list[HostResult], facts: Mapping[str, Mapping[str, Any]],
+             addresses: Mapping[str, str]) -> list[HostResult]:
+        """Tie affected WSUS clients to their server's verdict (playbooks.link_clients) for the
+        hosts whose facts are known; other results pass through unchanged."""
+        assessments = {
+            r.host: pb.Assessment(host=r.host, roles=r.roles, os=r.os, findings=r.findings, facts=dict(facts[r.host]),
+                                  facts_digest=r.facts_digest or "")
+            for r in results if r.host in facts and r.findings
+        }
+        linked = pb.link_clients(assessments, addresses=addresses)
+        out = []
+        for r in results:
+            a = linked.get(r.host)
+            if a is None or a.findings == r.findings:
+                out.append(r)
+            else:
+                out.append(r.model_copy(update={"findings": a.findings, "status": worst([f.status for f in a.findings])}))
+        return out
 
     def advisories(self) -> dict[str, dict[str, Any]]:
         """Title, sources, severity and summary per advisory, for reports."""

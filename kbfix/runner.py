@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -103,6 +104,12 @@ class Engine(Protocol):
 
     def advisories(self) -> dict[str, dict[str, Any]]:
         """`{advisory id: {title, sources, severity, summary}}` for reports."""
+        ...
+
+    def link(self, results: list[HostResult], facts: Mapping[str, Mapping[str, Any]],
+             addresses: Mapping[str, str]) -> list[HostResult]:
+        """Cross-host verdicts after all hosts ran (a WSUS client follows its server when that
+        server is in the run); returns the results, changed where a link applies."""
         ...
 
 
@@ -295,7 +302,7 @@ def skipped_result(host: HostLike, reason: str, detail: str, findings: Sequence[
         site=host.site,
         status=status,
         findings=out,
-        error=None if out else HostError(kind="skipped", message=f"skipped: {reason}: {detail}"),
+        error=None if out else HostError(kind="skipped", message=f"{reason}: {detail}"),
         ended=utc_now(),
     )
 
@@ -306,7 +313,7 @@ def skip_reason(result: HostResult) -> str | None:
         if f.skip_reason:
             return f.skip_reason
     if result.error and result.error.kind == "skipped":
-        return result.error.message.split(":")[1].strip() if ":" in result.error.message else None
+        return result.error.message.split(":", 1)[0].strip()
     return None
 
 
@@ -424,7 +431,7 @@ class _Run:
     def _guard(self, host: HostLike, work: Callable[[HostLike], HostResult]) -> HostResult:
         if host.skipped_reason:
             return HostResult(host=host.name, site=host.site, status=Status.SKIPPED,
-                              error=HostError(kind="skipped", message=f"skipped: inventory: {host.skipped_reason}"))
+                              error=HostError(kind="skipped", message=f"inventory: {host.skipped_reason}"))
         if host.endpoint is None:
             return HostResult(host=host.name, site=host.site, status=Status.FAILED,
                               error=HostError(kind="config", message="no endpoint (address/credentials) in the inventory"))
@@ -443,6 +450,24 @@ class _Run:
         self.store.record_host(self.info.id, result, phase="final")
         self.progress.host_done(result)
         return result
+
+    def link(
+        self, engine: Engine, hosts: Sequence[HostLike], results: list[HostResult], facts: Mapping[str, Mapping[str, Any]]
+    ) -> list[HostResult]:
+        """Apply the engine's cross-host links; a changed host gets a new `final` row (the
+        latest row wins, nothing is updated in place)."""
+        if self.control.stopped:
+            return results
+        seen = Counter(_address(h) for h in hosts)
+        # An address shared by several inventory hosts (a lab, NAT) cannot identify one of them.
+        addresses = {h.name: a for h in hosts if (a := _address(h)) and seen[a] == 1}
+        linked = engine.link(results, facts, addresses)
+        out: list[HostResult] = []
+        for old, new in zip(results, linked, strict=True):
+            if new != old:
+                self.store.record_host(self.info.id, new, phase="final")
+            out.append(new)
+        return out
 
     def finish(self, results: list[HostResult], plan: PlanDocument | None = None) -> RunOutcome:
         if self.control.stopped:
@@ -511,7 +536,14 @@ def run_check(
 ) -> RunOutcome:
     """Read-only: gather, assess and store every host (sessions opened in check mode)."""
     run = _Run("check", store, options, control, progress)
-    results = run.rollout(hosts, lambda h: _assess_host(engine, store, run.info.id, h, planning=False)[0])
+    facts: dict[str, dict[str, Any]] = {}
+
+    def work(h: HostLike) -> HostResult:
+        result, a = _assess_host(engine, store, run.info.id, h, planning=False)
+        facts[h.name] = _facts_dict(a)  # one key per host: safe across worker threads
+        return result
+
+    results = run.link(engine, hosts, run.rollout(hosts, work), facts)
     return run.finish(results)
 
 
@@ -538,7 +570,11 @@ def run_plan(
                                        facts=_facts_dict(a), findings=list(a.findings), status=result.status)
         return result
 
-    results = run.rollout(hosts, work)
+    results = run.link(engine, hosts, run.rollout(hosts, work), {n: e.facts for n, e in entries.items()})
+    by_name = {r.host: r for r in results}
+    for name, e in entries.items():
+        if by_name[name].findings != e.findings:  # a linked client: the plan shows the same verdict
+            entries[name] = e.model_copy(update={"findings": by_name[name].findings, "status": by_name[name].status})
     plan = PlanDocument(
         run_id=run.info.id,
         created=run.info.started,
@@ -641,6 +677,7 @@ def run_apply(
     window = options.window
     rs = _resume_state(store, resume, run.info.id) if resume is not None else None
     entries = {e.host: e for e in plan.hosts} if plan is not None else {}
+    facts: dict[str, dict[str, Any]] = {n: dict(e.facts) for n, e in entries.items()}
     scope = {h.name for h in hosts}
     for e in entries.values():
         # The apply run records its own copy of the plan it follows: its scope, for audit and resume.
@@ -691,8 +728,9 @@ def run_apply(
     def _apply_host(h: HostLike, started: datetime) -> HostResult:
         with engine.session(h, check_mode=False) as s:
             a = engine.assess(s, h)
+            facts[h.name] = _facts_dict(a)
             store.record_host(run.info.id, result_from_assessment(h, a, started=started), phase="assess",
-                              facts=_facts_dict(a))
+                              facts=facts[h.name])
             if plan is not None:
                 e = entries[h.name]
                 if a.facts_digest != e.facts_digest:
@@ -721,7 +759,7 @@ def run_apply(
         return run.deadline(_expected_seconds(findings_of(h)) * 2)
 
     results = run.rollout(hosts, work, gate=gate, deadline_of=deadline_of, findings_of=findings_of)
-    return run.finish(results, plan)
+    return run.finish(run.link(engine, hosts, results, facts), plan)
 
 
 __all__ = [

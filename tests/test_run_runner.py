@@ -133,6 +133,9 @@ class FakeEngine:
         return [f.model_copy(update={"status": Status.REMEDIATED if m.fixed else
                                      (Status.FAILED if f.executed else f.status)}) for f in before]
 
+    def link(self, results: list[Any], facts: Any, addresses: Any) -> list[Any]:
+        return results
+
     def advisories(self) -> dict[str, dict[str, Any]]:
         return {"KB954960": {"title": "WSUS", "sources": [], "severity": "high", "summary": ""}}
 
