@@ -403,7 +403,7 @@ function Invoke-FileInfo($op, $ctx) {
     $d['mtime'] = $fi.LastWriteTimeUtc.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", $inv)
     $vi = [System.Diagnostics.FileVersionInfo]::GetVersionInfo($path)
     if ($null -ne $vi.FileVersion -or ($vi.FileMajorPart + $vi.FileMinorPart + $vi.FileBuildPart + $vi.FilePrivatePart) -gt 0) {
-        # The binary FILEVERSION (File*Part) is authoritative; the string can carry text like "3.1.6001.66 (built by: …)".
+        # The binary FILEVERSION (File*Part) is authoritative; the string can carry text like "3.1.6001.66 (built by: ...)".
         $d['file_version'] = ('{0}.{1}.{2}.{3}' -f $vi.FileMajorPart, $vi.FileMinorPart, $vi.FileBuildPart, $vi.FilePrivatePart)
     }
     $d['file_version_string'] = $vi.FileVersion
@@ -438,6 +438,8 @@ function Get-LogEncoding($fs) {
         if ($n -ge 2 -and $zeroOdd -gt $half * 0.3 -and $zeroEven -lt $half * 0.05) { $r['name'] = 'utf-16le' }
         elseif ($n -ge 2 -and $zeroEven -gt $half * 0.3 -and $zeroOdd -lt $half * 0.05) { $r['name'] = 'utf-16be' }
         else {
+            # ISO-8859-1 maps each byte to one char, so the regex sees the raw bytes
+            $ascii = ([System.Text.Encoding]::GetEncoding(28591).GetString($head, 0, $n) -notmatch '[\x80-\xff]')
             $strict = New-Object System.Text.UTF8Encoding($false, $true)
             $len = $n
             if ($n -eq $head.Length) {
@@ -446,7 +448,10 @@ function Get-LogEncoding($fs) {
                 while ($cutAt -gt 0 -and $n - $cutAt -lt 4 -and ($head[$cutAt] -band 0xC0) -eq 0x80) { $cutAt-- }
                 if ($head[$cutAt] -ge 0xC0) { $len = $cutAt }
             }
-            try { [void]$strict.GetCharCount($head, 0, $len); $r['name'] = 'utf-8' } catch { $r['name'] = 'ansi' }
+            if ($ascii) { $r['name'] = 'ansi' }  # nothing to tell them apart: the system codepage reads ASCII right
+            else {
+                try { [void]$strict.GetCharCount($head, 0, $len); $r['name'] = 'utf-8' } catch { $r['name'] = 'ansi' }
+            }
         }
     }
     switch ($r['name']) {
@@ -1036,7 +1041,7 @@ try {
     $ctx = @{ 'reg' = @{} }
     $limit = [long]$request['limit']
     $hostJson = ConvertTo-AgentJson (Get-HostInfo)
-    # Fixed part of the document: {"protocol":1,"nonce":"…","host":…,"results":[…],"truncated":…,"elapsed_ms":…}
+    # Fixed part of the document: {"protocol":1,"nonce":"...","host":...,"results":[...],"truncated":...,"elapsed_ms":...}
     $used = [long](120 + $utf8.GetByteCount($hostJson))
     $parts = New-Object System.Collections.ArrayList
     $truncated = $false

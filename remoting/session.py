@@ -156,16 +156,17 @@ class AgentSession:
         WS-Man errors; OutcomeUnknownError when a request carrying a mutating op lost its answer
         (never re-sent). Read-only requests are retried on transient faults per `self.retry`.
         """
-        if self._shell_id is None:
-            raise RuntimeError("AgentSession.run() needs an open session: use `with AgentSession(...) as s`")
         request = AgentRequest(tuple(ops), limit=self.response_limit)
         mutating_ids = tuple(o.id for o in request.ops if o.mutating)
         if mutating_ids and self.check_mode:
+            # First of all: a check-mode session refuses even before asking whether it is open.
             raise CheckModeViolation(
                 f"check mode: refusing to send mutating op(s) {', '.join(mutating_ids)}; nothing was sent",
                 host=self.endpoint.host,
             )
         doc = encode_request(request)  # raises ValueError on duplicate ids, before any I/O
+        if self._shell_id is None:
+            raise RuntimeError("AgentSession.run() needs an open session: use `with AgentSession(...) as s`")
         deadline = deadline_s if deadline_s is not None else self.endpoint.timeouts.command
         if mutating_ids:
             return self._run_once(request, doc, deadline, mutating_ids)

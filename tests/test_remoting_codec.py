@@ -1,0 +1,116 @@
+"""Pure parts of remoting, no network: stdin chunking against real pywinrm Send envelopes, the agent
+codec round trips (property tests), framing robustness, stderr text, and the op table."""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+
+import pytest
+import xmltodict
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from winrm.protocol import Protocol
+
+from remoting import agent_protocol as ap
+from remoting.chunking import DEFAULT_MAX_ENVELOPE_SIZE, max_chunk_bytes, split_stdin
+from remoting.errors import AgentError, ResponseTooLargeError
+from remoting.ops import OPS
+from remoting.session import stderr_text
+
+
+def _send_envelope(chunk: bytes, end: bool) -> bytes:
+    """The exact envelope pywinrm's send_command_input would POST for `chunk` (built, not sent)."""
+    p = Protocol("http://127.0.0.1:1/wsman", transport="basic", username="u", password="p")
+    req = {"env:Envelope": p.build_wsman_header(
+        resource_uri="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd",
+        action="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Send",
+        shell_id=str(uuid.uuid4()).upper(),
+    )}
+    stream = req["env:Envelope"].setdefault("env:Body", {}).setdefault("rsp:Send", {}).setdefault("rsp:Stream", {})
+    stream.update({"@CommandId": str(uuid.uuid4()).upper(), "@Name": "stdin", "@End": "true" if end else "false",
+                   "@xmlns:rsp": "http://schemas.microsoft.com/wbem/wsman/1/windows/shell",
+                   "#text": base64.b64encode(chunk)})
+    return xmltodict.unparse(req).encode("utf-8")
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(min_value=0, max_value=600_000), envelope=st.sampled_from([153_600, 512_000, 20_000]))
+def test_chunks_rebuild_the_stream_and_each_envelope_fits(size: int, envelope: int) -> None:
+    data = bytes(i % 251 for i in range(size))
+    chunks = split_stdin(data, envelope)
+    assert b"".join(chunks) == data
+    assert len(chunks) >= 1
+    # Every real Send envelope stays within MaxEnvelopeSize (the biggest chunk is the first).
+    assert len(_send_envelope(chunks[0], end=len(chunks) == 1)) <= envelope
+
+
+def test_default_chunk_holds_agent_and_a_gather_request_in_one_send() -> None:
+    stdin = ap.build_stdin(ap.encode_request(ap.AgentRequest((ap.op("1", "env.expand", text="%windir%"),))))
+    assert len(split_stdin(stdin)) == 1
+    assert max_chunk_bytes(DEFAULT_MAX_ENVELOPE_SIZE) > 100_000
+    with pytest.raises(ValueError, match="no room"):
+        max_chunk_bytes(4096)
+
+
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+_arg_value = st.one_of(_text, st.binary(max_size=40), st.integers(-(2**40), 2**40), st.booleans())
+_op_name = st.sampled_from(sorted(OPS))
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=st.lists(st.tuples(_op_name, st.dictionaries(st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
+                                                         st.lists(_arg_value, min_size=1, max_size=3), max_size=4)),
+                    max_size=6))
+def test_request_document_round_trips(ops: list[tuple[str, dict[str, list[object]]]]) -> None:
+    built = tuple(ap.op(f"op{i}", name, **args) for i, (name, args) in enumerate(ops))  # type: ignore[arg-type]
+    req = ap.AgentRequest(built, limit=12345)
+    doc = ap.encode_request(req)
+    doc.decode("ascii")  # values travel as base64: the document is plain ASCII
+    back = ap.decode_request(doc)
+    assert back == req
+    agent, again = ap.parse_stdin(ap.build_stdin(doc, b"agent bytes"))
+    assert (agent, again) == (b"agent bytes", doc)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), _text),
+                         lambda kids: st.lists(kids, max_size=3) | st.dictionaries(_text, kids, max_size=3),
+                         max_leaves=12),
+       noise=st.binary(max_size=64))
+def test_response_framing_survives_stray_output(data: object, noise: bytes) -> None:
+    nonce = "0123456789abcdef0123456789abcdef"
+    results = [ap.OpResult("a", "file.info", True, {"x": data}), ap.OpResult("b", "log.scan", False,
+                                                                              error=ap.OpError("limit", "ø 中", None))]
+    framed = ap.encode_response(ap.response_document(nonce, {"computer_name": "H"}, results))
+    assert all(len(line) <= 76 for line in framed.split(b"\r\n")[1:-2])
+    stdout = b"\xef\xbb\xbf#< CLIXML profile text\r\n" + noise + b"\r\n" + framed + noise
+    resp = ap.decode_response(stdout, nonce)
+    assert resp.results[0].data == {"x": data}
+    assert resp.results[1].error == ap.OpError("limit", "ø 中", None)
+
+
+def test_response_for_another_request_or_garbage_is_an_agent_error() -> None:
+    framed = ap.encode_response(ap.response_document("a" * 32, {}, []))
+    with pytest.raises(AgentError, match="no framed response"):
+        ap.decode_response(framed, "b" * 32)
+    broken = re.sub(rb"KBFIX-BEGIN-a{32}\r\n", b"KBFIX-BEGIN-" + b"a" * 32 + b"\r\n!!!!", framed)
+    with pytest.raises(AgentError, match="not valid base64"):
+        ap.decode_response(broken, "a" * 32)
+    with pytest.raises(ResponseTooLargeError):
+        ap.decode_response(b"x" * 10_000, "a" * 32, limit=1000)
+
+
+def test_stderr_text_reads_clixml_error_records() -> None:
+    clixml = (b'#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+              b'<S S="Error">Zugriff verweigert_x000D__x000A_</S><S S="Error">at line 1_x000D__x000A_</S></Objs>')
+    assert stderr_text(clixml) == "Zugriff verweigert at line 1"
+    assert stderr_text(b"plain\r\nerror") == "plain error"
+    assert stderr_text(b"x" * 600, limit=10) == "x" * 10 + "…"
+
+
+def test_op_builder_accepts_an_argument_called_name() -> None:
+    o = ap.op("s", "service.status", name=["wuauserv", "W3SVC"])
+    assert o.texts("name") == ["wuauserv", "W3SVC"] and not o.mutating
+    assert ap.op("r", "service.restart", name="W3SVC").mutating
