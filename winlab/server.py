@@ -132,7 +132,11 @@ class _Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
     def _other(self, status: int) -> None:
-        self.close_connection = self.close_connection or bool(self.headers.get("Content-Length"))
+        length = (self.headers.get("Content-Length") or "0").strip()
+        if length.isdigit() and int(length) <= 1024 * 1024:
+            self.rfile.read(int(length))  # keep the connection usable: consume the unused body
+        else:
+            self.close_connection = True
         self.server.host.records.count_request("Other", 0, 0)
         self._write(status)
 
