@@ -165,6 +165,10 @@ def test_junit_structure(doc: dict) -> None:
     assert "\x00" not in body and "\x1b" not in body
     assert evil.find("failure").get("type") == "non_compliant"
     assert sum(int(s.get("tests")) for s in root.findall("testsuite")) == 13
+    unreachable = next(c for c in cases if c.get("name") == "wsus-ber-04.corp.example")
+    assert unreachable.get("time") == "30.000"
+    assert unreachable.find("failure").get("type") == "unreachable"
+    assert "connection refused" in unreachable.find("failure").get("message")
 
 
 def test_translations_in_output(doc: dict) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from kbfix.report.env import os_text
-from kbfix.report.i18n import CSV_COLUMNS, LocaleFormat
+from kbfix.report.i18n import CSV_COLUMNS, LocaleFormat, parse_iso
 from kbfix.report.text import csv_cell, xml_text
 
 Row = tuple[Mapping[str, Any], Mapping[str, Any] | None]
@@ -77,13 +77,20 @@ def render_csv(doc: Mapping[str, Any], lang: str) -> bytes:
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
 
 
+def _host_seconds(host: Mapping[str, Any]) -> float | None:
+    """Wall time of the host's run in seconds (JUnit `time`), None when it has no end."""
+    if not host.get("ended"):
+        return None
+    return max(0.0, (parse_iso(host["ended"]) - parse_iso(host["started"])).total_seconds())
+
+
 def _attr(value: object) -> str:
     return xml_text("" if value is None else str(value))
 
 
 def render_junit(doc: Mapping[str, Any], lang: str) -> bytes:
     """JUnit XML: one `testsuite` per advisory (plus `host` for hosts without findings), one
-    `testcase` per host (`classname` = `kbfix.<advisory>.<site>`). Failing statuses →
+    `testcase` per host (`classname` = `kbfix.<advisory>.<site>`, `time` = the host's seconds). Failing statuses →
     `<failure type=status>`, not_applicable/skipped → `<skipped>`; evidence in `system-out`."""
     f = LocaleFormat(lang)
     run = doc["run"]
@@ -107,6 +114,9 @@ def render_junit(doc: Mapping[str, Any], lang: str) -> bytes:
             name=_attr(host["name"]),
             classname=_attr(f"kbfix.{suite_id}.{host['site'] or 'default'}"),
         )
+        seconds = _host_seconds(host)
+        if seconds is not None:
+            case.set("time", f"{seconds:.3f}")
         reason = adv["reason"] if adv else (host["error"] or {}).get("message", "")
         message = f"{f.status(status)}: {reason}"
         kind = None
