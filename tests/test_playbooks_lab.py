@@ -1,0 +1,155 @@
+"""The playbooks end to end against winlab's demo site, through HTTP with the real pywinrm client.
+
+check classifies every demo host as its fixture intends; apply (packages from a temp dir with
+dummy installer bytes and their real SHA-256; the lab's installer fixture matches by file name)
+fixes each non-compliant host; verify confirms; a second check shows no non_compliant host and
+the lab records no mutating op for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from playbooks import (
+    HostContext,
+    apply,
+    assess,
+    gather_ops,
+    link_clients,
+    load_packages,
+    load_playbooks,
+    plan,
+    verify,
+)
+from playbooks.model import ExecutedAction, PlannedAction, Status
+from remoting.endpoint import Endpoint, Secret, Timeouts
+from remoting.errors import AuthRejectedError, RemotingError, UnreachableError
+from remoting.session import AgentSession
+
+lab_mod = pytest.importorskip("winlab.lab")
+fixtures_mod = pytest.importorskip("winlab.fixtures")
+
+# The fixture's intent (winlab/fixtures/demo-site.yaml `roles_hint` comments), per advisory.
+EXPECTED = {
+    "WSUS-SP1": {"KB954960": Status.NON_COMPLIANT, "KB954474": Status.NOT_APPLICABLE},
+    "WSUS-SP1-OK": {"KB954960": Status.COMPLIANT, "KB954474": Status.NOT_APPLICABLE},
+    "WSUS-RTM": {"KB954960": Status.NON_COMPLIANT, "KB954474": Status.NOT_APPLICABLE},
+    "CM07-SITE": {"KB954960": Status.NOT_APPLICABLE, "KB954474": Status.NON_COMPLIANT},
+    "CM07-OK": {"KB954960": Status.NOT_APPLICABLE, "KB954474": Status.COMPLIANT},
+    "OFFICE-CL01": {"KB954960": Status.NON_COMPLIANT, "KB954474": Status.NOT_APPLICABLE},
+    "HEALTHY-CL02": {"KB954960": Status.NOT_APPLICABLE, "KB954474": Status.NOT_APPLICABLE},
+    "WSUS-DK": {"KB954960": Status.NON_COMPLIANT, "KB954474": Status.NOT_APPLICABLE},
+    "WSUS-DE": {"KB954960": Status.NON_COMPLIANT, "KB954474": Status.NOT_APPLICABLE},
+    "WSUS-NL": {"KB954960": Status.NON_COMPLIANT, "KB954474": Status.NOT_APPLICABLE},
+    "WSUS-CN": {"KB954960": Status.NON_COMPLIANT, "KB954474": Status.NOT_APPLICABLE},
+}
+UNREACHABLE = {"WSUS-DOWN": UnreachableError, "WSUS-LOCKED": AuthRejectedError}
+AFTER = {"WSUS-RTM": Status.MITIGATED}
+
+
+class ListJournal:
+    """An in-memory Journal: (event, host, action id, outcome) in call order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str, str | None]] = []
+
+    def intent(self, host: str, action: PlannedAction) -> None:
+        self.events.append(("intent", host, action.id, None))
+
+    def result(self, host: str, action: PlannedAction, executed: ExecutedAction) -> None:
+        self.events.append(("result", host, action.id, executed.outcome))
+
+
+def _packages(tmp: Path) -> Path:
+    entries = [
+        ("KB954960", "WSUS3.0SP1-KB954960-x64.exe", ">=3.1.6001.0, <3.1.6002", "[x64]", 4),
+        ("KB954960", "WSUS3.0SP1-KB954960-x86.exe", ">=3.1.6001.0, <3.1.6002", "[x86]", 4),
+        ("KB954474", "SCCM2007SP1-KB954474-x86.msp", "4.0.6221", "[x86, x64]", 3),
+    ]
+    lines = ["packages:"]
+    for kb, name, fits, arch, parts in entries:
+        data = f"dummy installer for {name}\n".encode() * 1000  # ~30 KiB: a real multi-request upload at small chunks
+        (tmp / name).write_bytes(data)
+        lines += [f"  - kb: {kb}", f"    file: {name}", f"    sha256: '{hashlib.sha256(data).hexdigest()}'",
+                  f"    fits: '{fits}'", f"    fits_parts: {parts}", f"    arch: {arch}", "    args: ['/quiet', '/norestart']"]
+    (tmp / "manifest.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[object]:
+    with lab_mod.Lab(fixtures_mod.demo_site()) as running:
+        yield running
+
+
+def _endpoint(lab, name: str) -> Endpoint:
+    ep = lab.endpoints[name]
+    return Endpoint(host=name, address=ep.address, port=ep.port, scheme="http", transport="ntlm",
+                    username="LAB\\kbfix", password=Secret("Secret-1"), timeouts=Timeouts(connect=3, operation=10, read=15, command=60))
+
+
+def _check(lab, books) -> tuple[dict, dict]:
+    out, errors = {}, {}
+    for name in sorted(lab.endpoints):
+        ctx = HostContext(name)
+        try:
+            with AgentSession(_endpoint(lab, name), check_mode=True) as s:
+                out[name] = assess(books, ctx, s.run(gather_ops(books, ctx)))
+        except RemotingError as exc:
+            errors[name] = exc
+    return link_clients(out), errors
+
+
+def test_demo_site_check_apply_verify_recheck(lab, tmp_path):
+    books = load_playbooks()
+    first, errors = _check(lab, books)
+    assert {n: type(e) for n, e in errors.items()} == UNREACHABLE
+    got = {n: {f.advisory: f.status for f in a.findings} for n, a in first.items()}
+    assert got == EXPECTED
+    # variants, localized evidence and the client link
+    assert first["WSUS-SP1"].finding("KB954960").variant == "sp1"
+    assert first["WSUS-RTM"].finding("KB954960").variant == "rtm"
+    assert first["OFFICE-CL01"].finding("KB954960").linked_host == "WSUS-SP1"
+    for name in ("WSUS-SP1", "WSUS-DK", "WSUS-DE", "WSUS-NL", "WSUS-CN"):
+        assert first[name].facts["kb954960_sdlog"]["token_hits"] > 0, name
+    assert "Wow6432Node" in first["CM07-SITE"].finding("KB954474").evidence[0].probe
+
+    packages = load_packages(_packages(tmp_path))
+    journal = ListJournal()
+    plans = {n: plan(books, a, packages) for n, a in first.items()}
+    plans = {n: p for n, p in plans.items() if any(f.planned for f in p.findings)}
+
+    def fix(name: str) -> dict:
+        ctx = HostContext(name)
+        with AgentSession(_endpoint(lab, name), check_mode=False) as s:
+            done = apply(s, books, ctx, plans[name], packages, journal)
+            return {f.advisory: f for f in verify(s, books, ctx, done)}
+
+    # hosts are independent and the lab's installers take simulated seconds: fix them in parallel
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        verified = dict(zip(plans, pool.map(fix, plans), strict=True))
+    fixable = {n for n, exp in EXPECTED.items() if Status.NON_COMPLIANT in exp.values()} - {"OFFICE-CL01"}
+    assert set(verified) == fixable
+    for name, findings in verified.items():
+        for adv, f in findings.items():
+            if EXPECTED[name][adv] == Status.NON_COMPLIANT:
+                assert f.status == AFTER.get(name, Status.REMEDIATED), (name, adv, f.reason)
+                assert f.verification
+    assert any("next full (scheduled) sync" in n for n in verified["CM07-SITE"]["KB954474"].notes)
+    intents = [e for e in journal.events if e[0] == "intent"]
+    results = [e for e in journal.events if e[0] == "result"]
+    assert len(intents) == len(results) and all(e[3] in ("success", "reboot_required") for e in results)
+    assert [e[2] for e in journal.events if e[1] == "WSUS-RTM" and e[0] == "intent"] == ["KB954960-1.0", "KB954960-1.1", "KB954960-1.2"]
+
+    mutations_before = {n: len(lab.records(n).mutations) for n in first}
+    second, _ = _check(lab, books)
+    statuses = {n: {f.advisory: f.status for f in a.findings} for n, a in second.items()}
+    assert not any(Status.NON_COMPLIANT in s.values() for s in statuses.values()), statuses
+    assert statuses["WSUS-RTM"]["KB954960"] == Status.MITIGATED
+    assert statuses["OFFICE-CL01"]["KB954960"] == Status.COMPLIANT  # its server WSUS-SP1 is fixed now
+    assert {n: len(lab.records(n).mutations) for n in first} == mutations_before
