@@ -241,3 +241,18 @@ def test_stop_interrupts_a_hanging_receive() -> None:
     assert time.monotonic() - start < 3
     t.join(5)
     assert not t.is_alive() and errors
+
+
+def test_another_users_shell_is_access_denied() -> None:
+    host = EchoHost(accounts={ACCOUNT: PASSWORD, "LAB\\other": "Other-1"})
+    with Lab([host]) as lab:
+        url = lab.endpoints["HOST01"].url
+        mine = _protocol(url)
+        shell_id = mine.open_shell()
+        theirs = Protocol(url, transport="basic", username="other@lab", password="Other-1",
+                          read_timeout_sec=10, operation_timeout_sec=5)
+        with pytest.raises(WSManFaultError) as info:
+            theirs.run_command(shell_id, "hostname")
+        assert info.value.wsman_fault_code == 5 and info.value.fault_subcode == "w:AccessDenied"
+        mine.close_shell(shell_id)
+        assert lab.open_shells() == 0
