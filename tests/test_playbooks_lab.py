@@ -153,3 +153,55 @@ def test_demo_site_check_apply_verify_recheck(lab, tmp_path):
     assert statuses["WSUS-RTM"]["KB954960"] == Status.MITIGATED
     assert statuses["OFFICE-CL01"]["KB954960"] == Status.COMPLIANT  # its server WSUS-SP1 is fixed now
     assert {n: len(lab.records(n).mutations) for n in first} == mutations_before
+
+
+FAULT_SITE = r"""
+x-wsus: &wsus
+  os: {version: 6.0.6001, arch: x64, culture: en-US}
+  accounts: {'LAB\kbfix': 'Secret-1'}
+  registry:
+    'HKLM\SOFTWARE\Microsoft\Update Services\Server\Setup':
+      {VersionString: 3.1.6001.65, TargetDir: 'C:\Program Files\Update Services\', InstallType: 1}
+  files:
+    'C:\Program Files\Update Services\WebServices\ClientWebService\bin\Microsoft.UpdateServices.WebServices.Client.dll':
+      {version: 3.1.6001.65}
+x-fixed: &fixed
+  files:
+    'C:\Program Files\Update Services\WebServices\ClientWebService\bin\Microsoft.UpdateServices.WebServices.Client.dll':
+      {version: 3.1.6001.66}
+hosts:
+  - {name: WSUS-OLDPKG, <<: *wsus, installers: [{match: '*KB954960*', exit_code: 0, seconds: 0}]}
+  - {name: WSUS-REBOOT, <<: *wsus, installers: [{match: '*KB954960*', exit_code: 3010, seconds: 0, sets: *fixed}]}
+  - {name: WSUS-DROP, <<: *wsus, faults: {drop_after_mutation: true},
+     installers: [{match: '*KB954960*', exit_code: 0, seconds: 0, sets: *fixed}]}
+"""
+
+
+def test_failed_pending_reboot_unknown_and_check_mode_through_the_lab(tmp_path):
+    books = load_playbooks(["KB954960"])
+    packages = load_packages(_packages(tmp_path))
+    journal = ListJournal()
+    outcome = {}
+    with lab_mod.Lab(fixtures_mod.load_host_fixture_text(FAULT_SITE, "fault-site")) as lab:
+        for name in ("WSUS-OLDPKG", "WSUS-REBOOT", "WSUS-DROP"):
+            ctx = HostContext(name)
+            with AgentSession(_endpoint(lab, name), check_mode=True) as s:
+                planned = plan(books, assess(books, ctx, s.run(gather_ops(books, ctx))), packages)
+                if name == "WSUS-OLDPKG":  # check mode: remoting refuses before sending anything
+                    refused = apply(s, books, ctx, planned, packages, journal)
+                    assert refused[0].status == Status.FAILED and "check" in refused[0].reason.lower()
+                    assert lab.records(name).mutations == []
+            with AgentSession(_endpoint(lab, name), check_mode=False) as s:
+                done = apply(s, books, ctx, planned, packages, journal)
+            with AgentSession(_endpoint(lab, name), check_mode=True) as s:
+                outcome[name] = (done[0], verify(s, books, ctx, done)[0])
+    old_done, old = outcome["WSUS-OLDPKG"]
+    assert old_done.executed[-1].outcome == "success" and old.status == Status.FAILED
+    assert "1 Aug 2008" in old.reason and "3.1.6001.65" in old.reason
+    assert outcome["WSUS-REBOOT"][1].status == Status.PENDING_REBOOT
+    drop_done, drop = outcome["WSUS-DROP"]
+    assert drop_done.status == Status.UNKNOWN and drop_done.executed[-1].outcome == "unknown"
+    assert len(drop_done.executed) == 1  # never re-sent, nothing after it started
+    assert drop.status == Status.UNKNOWN
+    drop_events = [e for e in journal.events if e[1] == "WSUS-DROP"]
+    assert drop_events == [("intent", "WSUS-DROP", "KB954960-1", None), ("result", "WSUS-DROP", "KB954960-1", "unknown")]
