@@ -16,6 +16,7 @@ from playbooks.assess import (
     link_clients,
     load_playbooks,
 )
+from playbooks.hierarchy import upstream_waves
 from playbooks.packages import ManifestError, Package, PackageCatalog, load_packages
 from playbooks.planner import plan
 from playbooks.runner import Journal, apply, merge_verification, verify
@@ -39,5 +40,6 @@ __all__ = [
     "load_playbooks",
     "merge_verification",
     "plan",
+    "upstream_waves",
     "verify",
 ]
