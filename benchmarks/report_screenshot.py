@@ -93,6 +93,15 @@ def check_html(html: Path, png: Path, chromium: str, *, width: int = 1280, heigh
     return result
 
 
+def print_pdf(html: Path, pdf: Path, chromium: str) -> bytes:
+    """Print `html` to `pdf` with Chromium's print path (the print CSS applies); returns the PDF bytes
+    (empty when printing failed). Raises subprocess.TimeoutExpired after TIMEOUT_SECONDS."""
+    with tempfile.TemporaryDirectory(prefix="kbfix-chromium-") as profile:
+        _run([chromium, *BASE_FLAGS, f"--user-data-dir={profile}", f"--print-to-pdf={pdf}",
+              "--no-pdf-header-footer", html.resolve().as_uri()])
+    return pdf.read_bytes() if pdf.is_file() else b""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Render, check, screenshot; print a JSON summary. See the module docstring for exit codes."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -5,6 +5,7 @@ screenshot is produced. Skipped, with the reason, where Chromium is not installe
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -57,3 +58,20 @@ def test_console_errors_are_detected(shot: ModuleType, tmp_path: Path) -> None:
     assert any("undefinedFunction" in ln for ln in check.console), check.console
     assert any("Content Security Policy" in ln for ln in check.console), check.console
     assert not check.script_ran
+
+
+def test_prints_on_a4_with_all_evidence(shot: ModuleType, tmp_path: Path) -> None:
+    doc = build_document(run_info(), hosts(), ADVISORIES)
+    html = write_report(doc, tmp_path / "report.html")
+    pdf = shot.print_pdf(html, tmp_path / "report.pdf", shot.find_chromium())
+    assert pdf.startswith(b"%PDF")
+    boxes = re.findall(rb"/MediaBox \[0 0 ([\d.]+) ([\d.]+)\]", pdf)
+    # A4 is 595 x 842 pt (210 x 297 mm)
+    assert boxes and all(abs(float(w) - 595) < 2 and abs(float(h) - 842) < 2 for w, h in boxes)
+    # closed <details> (compliant hosts) are printed too: removing them must shorten the PDF
+    closed = html.read_text(encoding="utf-8")
+    stripped = re.sub(r'<details class="h" id="h\d+">.*?</details>', "", closed, flags=re.S)
+    assert stripped != closed
+    (tmp_path / "stripped.html").write_text(stripped, encoding="utf-8")
+    short = shot.print_pdf(tmp_path / "stripped.html", tmp_path / "stripped.pdf", shot.find_chromium())
+    assert len(re.findall(rb"/Type /Page\b", short)) < len(re.findall(rb"/Type /Page\b", pdf))
