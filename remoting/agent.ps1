@@ -274,7 +274,7 @@ function Split-RegKey([string]$key) {
     $k = $key.Trim().TrimEnd([char[]]'\')
     $i = $k.IndexOf('\')
     if ($i -lt 0) { $hive = $k; $sub = '' } else { $hive = $k.Substring(0, $i); $sub = $k.Substring($i + 1) }
-    switch ($hive.ToUpperInvariant()) {
+    switch ($hive.TrimEnd([char[]]':').ToUpperInvariant()) {
         'HKLM' { $h = 'LocalMachine'; $n = 'HKLM' }
         'HKEY_LOCAL_MACHINE' { $h = 'LocalMachine'; $n = 'HKLM' }
         'HKCU' { $h = 'CurrentUser'; $n = 'HKCU' }

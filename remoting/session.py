@@ -154,7 +154,10 @@ class AgentSession:
         Raises CheckModeViolation (nothing sent) for a mutating op in check mode; ValueError for
         duplicate op ids; CommandTimeoutError, AgentError, ResponseTooLargeError and the mapped
         WS-Man errors; OutcomeUnknownError when a request carrying a mutating op lost its answer
-        (never re-sent). Read-only requests are retried on transient faults per `self.retry`.
+        after its stdin was sent, whatever the cause (dropped connection, 5xx, timeout, garbled
+        answer; the cause is chained): it is never re-sent. A failure before that point (Command
+        refused) raises the mapped error: nothing ran. Read-only requests are retried on
+        transient faults per `self.retry`.
         """
         request = AgentRequest(tuple(ops), limit=self.response_limit)
         mutating_ids = tuple(o.id for o in request.ops if o.mutating)
