@@ -13,7 +13,8 @@ operator supplies them in a directory with `manifest.yaml`:
         args: ['/quiet', '/norestart']    # installer arguments; `{log}` becomes the log path
         success_codes: [0]
         reboot_codes: [3010, 1641]        # ERROR_SUCCESS_REBOOT_REQUIRED / _INITIATED (MsiExec docs)
-        source: '\\\\files\\patches\\x.exe' # optional: the host runs it from there (no upload)
+        source: '\\\\files\\patches\\x.exe' # optional UNC path: the host runs it from there (no upload;
+                                          # HTTP would need a download op the agent does not have)
 
 `load_packages` raises `ManifestError` naming the file, line and field for any problem,
 including a file that is missing or whose SHA-256 does not match: kbfix never runs such a package.

@@ -202,3 +202,16 @@ def test_verify_workaround_is_mitigated_and_followup_for_kb954474(packages):
     done = merge_verification(books, s_before, _after(site(hotfix=True), books))
     g3 = next(x for x in done if x.advisory == "KB954474")
     assert any("next full (scheduled) sync" in n for n in g3.notes)
+
+
+def test_unc_source_package_is_not_uploaded(tmp_path):
+    (tmp_path / "manifest.yaml").write_text(
+        "packages:\n  - kb: KB954960\n    file: WSUS3.0SP1-KB954960-x64.exe\n"
+        f"    sha256: '{'c' * 64}'\n    source: '\\\\\\\\files\\\\patches\\\\WSUS3.0SP1-KB954960-x64.exe'\n"
+        "    args: ['/quiet', '/log:{log}']\n", encoding="utf-8")
+    f = planned(wsus(), load_packages(tmp_path)).finding("KB954960")
+    (act,) = f.planned
+    assert [o["name"] for o in act.ops] == ["installer.run"]
+    run = act.ops[0]["args"]
+    assert run["path"] == "\\\\files\\patches\\WSUS3.0SP1-KB954960-x64.exe"
+    assert run["arg"][1] == "/log:" + run["log_path"]
