@@ -126,8 +126,8 @@ def guarded(fn: F) -> F:
         except _usage_errors() as exc:
             raise _fail(str(exc), ExitCode.USAGE) from None
         except Exception as exc:
-            ctx = typer.get_current_context(silent=True)
-            g = ctx.find_object(Globals) if ctx else None
+            ctx = kwargs.get("ctx", args[0] if args else None)  # every command takes ctx first
+            g = ctx.find_object(Globals) if isinstance(ctx, typer.Context) else None
             if g is not None and g.verbose:
                 traceback.print_exc()
             raise _fail(f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
@@ -230,7 +230,7 @@ def _finding_summary(r: HostResult) -> str:
 def _print_table(g: Globals, results: Sequence[HostResult], title: str) -> None:
     console = g.console()
     table = Table(title=title, show_lines=False)
-    for col in ("Host", "Status", "Role", "Version", "Evidence"):
+    for col in ("Host", "Status", "Role", "OS", "Evidence"):
         table.add_column(col, overflow="fold")
     for r in results:
         osv = str(r.os.get("os_version") or r.os.get("version") or "")
