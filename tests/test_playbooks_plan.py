@@ -207,7 +207,7 @@ def test_verify_workaround_is_mitigated_and_followup_for_kb954474(packages):
 def test_unc_source_package_is_not_uploaded(tmp_path):
     (tmp_path / "manifest.yaml").write_text(
         "packages:\n  - kb: KB954960\n    file: WSUS3.0SP1-KB954960-x64.exe\n"
-        f"    sha256: '{'c' * 64}'\n    source: '\\\\\\\\files\\\\patches\\\\WSUS3.0SP1-KB954960-x64.exe'\n"
+        f"    sha256: '{'c' * 64}'\n    source: '\\\\files\\patches\\WSUS3.0SP1-KB954960-x64.exe'\n"
         "    args: ['/quiet', '/log:{log}']\n", encoding="utf-8")
     f = planned(wsus(), load_packages(tmp_path)).finding("KB954960")
     (act,) = f.planned
