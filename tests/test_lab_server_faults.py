@@ -241,6 +241,7 @@ def test_stop_interrupts_a_hanging_receive() -> None:
     assert time.monotonic() - start < 3
     t.join(5)
     assert not t.is_alive() and errors
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("winlab-")]  # all joined
 
 
 def test_another_users_shell_is_access_denied() -> None:

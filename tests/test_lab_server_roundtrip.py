@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from pathlib import Path
 
@@ -164,6 +165,7 @@ def test_round_trip_is_fast_and_stop_closes_everything() -> None:
     assert elapsed < 0.2  # ~10 ms expected; a Nagle stall would cost ~37 ms per request (7 requests)
     assert lab.records("HOST01").shells_open == 0 and shell_id
     assert lab.server.open_connections() == 0
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("winlab-")]
     with pytest.raises(requests.exceptions.ConnectionError):
         requests.post(lab.endpoints["HOST01"].url, data=b"", timeout=2)
 
