@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -103,7 +104,9 @@ def advisory_meta(playbooks: Sequence[Playbook]) -> dict[str, dict[str, Any]]:
     }
 
 
+@lru_cache(maxsize=1)
 def _roles_file() -> RolesFile:
+    # roles.yaml ships with the package and never changes during a run: parse it once per process
     return load_roles_file()
 
 
