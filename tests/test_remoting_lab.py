@@ -278,3 +278,26 @@ def test_check_mode_violation_needs_no_connection_at_all() -> None:
     with pytest.raises(CheckModeViolation):
         s.run([op("r", "service.restart", name="W3SVC")])
     assert s.stats.requests == 0
+
+
+def test_every_demo_host_gathers_over_ntlm_https_in_one_process_and_at_most_7_requests() -> None:
+    from winlab.faults import Faults
+    from winlab.fixtures import demo_site
+
+    hosts = [h for h in demo_site() if h.faults == Faults()]  # the refused/locked demo hosts have their own tests
+    assert len(hosts) >= 5
+    with Lab(hosts, https=True) as lab:
+        for h in hosts:
+            user, password = next(iter(h.accounts.items()))
+            ep = endpoint_for(lab, h.name, transport="ntlm", username=user, password=Secret(password))
+            with AgentSession(ep) as s:
+                resp = s.run(gather_ops())
+            rec = lab.records(h.name)
+            # NTLM costs 2 handshake legs on the first request; the other 5 are Create, Command,
+            # Send, Receive, Delete (HTTPS: no separate sealing handshake).
+            assert rec.total_requests <= 7, (h.name, dict(rec.requests))
+            assert (rec.shells_opened, rec.processes_started, rec.shells_open) == (1, 1, 0)
+            assert resp.host["computer_name"] == h.name.upper()
+            failed = {r.id: r.error.kind for r in resp.results if not r.ok and r.error}
+            # Only references to a product the host lacks may fail (e.g. no ConfigMgr on a WSUS box).
+            assert set(failed.values()) <= {"not_found"}, (h.name, failed)
