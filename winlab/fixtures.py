@@ -518,9 +518,18 @@ def load_templates_text(text: str, name: str = "<string>", base_dir: Path | None
     try:
         model = FixtureFileModel.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        raise FixtureError(name, _line_for(loc, marks), _dotted(loc), err["msg"]) from exc
+        errors = exc.errors()
+        loc = tuple(errors[0]["loc"])
+        # pydantic adds the union member tried (`str`, `int`, …) after the field: cut the path
+        # back to what the file spells and list what each allowed form said.
+        n = max((k for k in range(len(loc) + 1) if loc[:k] in marks), default=0)
+        message = errors[0]["msg"]
+        if n < len(loc):
+            same = [e for e in errors if tuple(e["loc"])[:n] == loc[:n] and len(e["loc"]) > n]
+            message = "none of the allowed forms fits: " + "; ".join(
+                dict.fromkeys(f"{_dotted(tuple(e['loc'])[n:])}: {e['msg']}" for e in same)
+            )
+        raise FixtureError(name, _line_for(loc, marks), _dotted(loc[:n]), message) from exc
     seen: dict[str, int] = {}
     out = []
     for i, hm in enumerate(model.hosts):
