@@ -107,7 +107,6 @@ def _file(probe: Probe, results: Mapping[str, OpResult]) -> dict[str, Any]:
             cands.append({"path": (r.data or {}).get("path", path) if r and r.ok else path, "exists": False, "error": err})
     fact = chosen or {"exists": False, "path": None, "version": None}
     fact["candidates"] = cands
-    fact["error"] = None if chosen or any(c["error"] is None for c in cands) else cands[0]["error"]
     # an unresolved ${reg:...} (not_found) on one candidate is normal; only hard errors count
     hard = [c["error"] for c in cands if c["error"] and c["error"]["kind"] not in ("not_found",)]
     fact["error"] = None if chosen else (hard[0] if hard else None)
