@@ -222,3 +222,20 @@ def test_ntlm_keeps_working_when_labs_stop_out_of_order() -> None:
         p.close_shell(p.open_shell())
     finally:
         second.stop()
+
+
+@pytest.mark.parametrize("username", ["LAB\\kbfix", "lab\\KBFIX", "kbfix@LAB", "kbfix"])
+def test_ntlm_accepts_the_logon_name_forms(username: str) -> None:
+    with Lab([EchoHost()]) as lab:
+        p = Protocol(lab.endpoints["HOST01"].url, transport="ntlm", username=username, password=PASSWORD,
+                     read_timeout_sec=10, operation_timeout_sec=5)
+        p.close_shell(p.open_shell())
+        assert lab.records("HOST01").shells_opened == 1
+
+
+def test_ntlm_rejects_another_domain() -> None:
+    with Lab([EchoHost()]) as lab:
+        p = Protocol(lab.endpoints["HOST01"].url, transport="ntlm", username="EVIL\\kbfix", password=PASSWORD,
+                     read_timeout_sec=10, operation_timeout_sec=5)
+        with pytest.raises(InvalidCredentialsError):
+            p.open_shell()
