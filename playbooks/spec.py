@@ -68,7 +68,7 @@ class Probe(_Strict):
     file → file.info per candidate in `paths` (fact: first existing {exists, path, version, ...});
     log → log.scan per candidate in `paths` with `signatures` (fact: {exists, files, hits, lines});
     products → products.list `pattern`, optionally filtered by `code_suffix`/`name_regex`
-    (fact: {products, matched}); wsus_update → wsus.find_update `title` (fact: {available, found, updates, entry}; never name a fact key after a dict method: Jinja reads attributes first);
+    (fact: {products, matched}); wsus_update → wsus.find_update `title` (fact: {available, found, updates, entry});
     service → service.status `names`.
     """
 
