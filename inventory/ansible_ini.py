@@ -29,6 +29,12 @@ from inventory.ranges import RangeError, expand_host_pattern
 _SECTION_RE = re.compile(r"^\[([^:\]\s]+)(?::(\w+))?\]\s*(?:\#.*)?$")
 _GROUPNAME_RE = re.compile(r"^([^:\]\s]+)\s*(?:\#.*)?$")
 _COMMENT_MARKERS = ("#", ";")
+_SHLEX_SPECIAL = re.compile(r"""['"\\#]|[^\S \t]""")  # quoting, escapes, comments, odd whitespace
+# Values literal_eval can only refuse (a bare name, dotted or dashed) or that are plain ints:
+# decided here without compiling an expression, which is most of the cost on large inventories.
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_PLAIN_INT = re.compile(r"^-?(?:0|[1-9][0-9]*)$")
+_LITERAL_NAMES = {"True": True, "False": False, "None": None}
 
 
 def parse_value(text: str) -> Any:
@@ -36,6 +42,10 @@ def parse_value(text: str) -> Any:
 
     Tuples and sets become lists; complex numbers and `...` go back to strings, as Ansible does.
     """
+    if _PLAIN_INT.match(text):
+        return int(text)
+    if _PLAIN_NAME.match(text):
+        return _LITERAL_NAMES[text] if text in _LITERAL_NAMES else text
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SyntaxWarning)
@@ -144,7 +154,8 @@ def _add_pending_children(group: str, pending: dict[str, dict[str, Any]], inv: I
 def _host_line(line: str, group: str, origin: Origin, inv: InventoryData, seen: dict[str, int]) -> None:
     """One `name[:port] key=value ...` line of a hosts section."""
     try:
-        tokens = shlex.split(line, comments=True)
+        # Without quotes, escapes or comments, POSIX shlex splitting is plain whitespace splitting.
+        tokens = shlex.split(line, comments=True) if _SHLEX_SPECIAL.search(line) else line.split()
     except ValueError as exc:
         raise InventoryError(f"cannot split host line: {exc}", file=origin.file, line=origin.line, field=group) from None
     if not tokens:

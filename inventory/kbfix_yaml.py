@@ -154,20 +154,21 @@ def is_kbfix_document(data: Any) -> bool:
     return isinstance(data, dict) and "kbfix_inventory" in data
 
 
-def _settings_from(model: ConnectionModel, raw: Any, prefix: tuple[str, ...], path: Path) -> Settings:
+def _settings_from(model: ConnectionModel, raw: Any, path: Path) -> Settings:
+    """Connection settings set in `model`; `raw` is the marked mapping it was validated from."""
     settings = Settings()
+    fallback = getattr(raw, "line", None)
     for key in _CONNECTION_KEYS:
         value = getattr(model, key)
         if value is None:
             continue
-        origin = Origin(path, _line_of(raw, (*prefix, key)))
         if key == "timeouts":
             for tkey, tvalue in value.model_dump(exclude_none=True).items():
                 settings.values[f"timeouts.{tkey}"] = tvalue
-                settings.origins[f"timeouts.{tkey}"] = Origin(path, _line_of(raw, (*prefix, key, tkey)))
+                settings.origins[f"timeouts.{tkey}"] = Origin(path, _line_of(raw, (key, tkey)) or fallback)
             continue
         settings.values[key] = value
-        settings.origins[key] = origin
+        settings.origins[key] = Origin(path, _line_of(raw, (key,)) or fallback)
     return settings
 
 
@@ -195,18 +196,30 @@ def parse_kbfix(data: Any, path: Path, inv: InventoryData) -> None:
     except ValidationError as exc:
         raise _validation_error(exc, data, path) from None
 
-    defaults = _settings_from(model.defaults, data, ("defaults",), path)
+    raw_defaults = data.get("defaults") if isinstance(data, dict) else None
+    defaults = _settings_from(model.defaults, raw_defaults, path)
     inv.defaults.values.update(defaults.values)
     inv.defaults.origins.update(defaults.origins)
     for key, value in model.defaults.vars.items():
         inv.set_group_var("all", key, value, Origin(path, _line_of(data, ("defaults", "vars", key))))
 
     defined_here: dict[str, str] = {}
+    raw_hosts = data.get("hosts") or {}
     for pattern, host_model in model.hosts.items():
         host_model = host_model or HostModel()
+        raw_host = raw_hosts.get(pattern)
         _check_roles(host_model.roles, data, ("hosts", pattern, "roles"), path)
-        line = _line_of(data, ("hosts", pattern))
-        for name in _expand(pattern, data, ("hosts", pattern), path):
+        line = _line_of(raw_hosts, (pattern,))
+        names = _expand(pattern, data, ("hosts", pattern), path)
+        settings = _settings_from(host_model, raw_host, path)
+        for key in ("address", "port", "site"):
+            value = getattr(host_model, key)
+            if value is not None:
+                settings.values[key] = value
+                settings.origins[key] = Origin(path, _line_of(raw_host, (key,)) or line)
+        raw_vars = raw_host.get("vars") if isinstance(raw_host, dict) else None
+        var_origins = {key: Origin(path, _line_of(raw_vars, (key,)) or line) for key in host_model.vars}
+        for name in names:
             if name in defined_here or name in inv.hosts:
                 first = defined_here.get(name, "an earlier source")
                 raise InventoryError(
@@ -216,16 +229,10 @@ def parse_kbfix(data: Any, path: Path, inv: InventoryData) -> None:
             defined_here[name] = pattern
             host = inv.add_host(name, None, None, Origin(path, line))
             host.kbfix = True
-            settings = _settings_from(host_model, data, ("hosts", pattern), path)
-            for key in ("address", "port", "site"):
-                value = getattr(host_model, key)
-                if value is not None:
-                    settings.values[key] = value
-                    settings.origins[key] = Origin(path, _line_of(data, ("hosts", pattern, key)))
             host.settings = settings
             host.roles = list(host_model.roles)
-            for key, value in host_model.vars.items():
-                inv.set_host_var(name, key, value, Origin(path, _line_of(data, ("hosts", pattern, "vars", key))))
+            host.vars.update(host_model.vars)
+            host.var_origins.update(var_origins)
 
     for gname, group_model in model.groups.items():
         group_model = group_model or GroupModel()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
@@ -86,6 +87,7 @@ class ConnectionSettings(BaseModel):
     password_keyring: str | None = None
 
 
+@lru_cache(maxsize=4096)
 def is_secret_name(key: str) -> bool:
     """True for variable names whose values are credentials (password, token, secret …)."""
     return bool(_SECRET_NAME.search(key)) and not key.endswith(("_env", "_keyring"))
@@ -93,13 +95,19 @@ def is_secret_name(key: str) -> bool:
 
 def mask_secrets(value: Any, key: str = "") -> Any:
     """Wrap values under secret-looking keys (recursively) in Secret."""
-    if key and is_secret_name(key) and not isinstance(value, (dict, list, Secret)) and value is not None:
-        return Secret(str(value))
     if isinstance(value, dict):
-        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
+        return {k: _mask_item(str(k), v) for k, v in value.items()}
     if isinstance(value, list):
-        return [mask_secrets(v, key) for v in value]
+        return [_mask_item(key, v) for v in value]
     return value
+
+
+def _mask_item(key: str, value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return mask_secrets(value, key)
+    if value is None or isinstance(value, Secret) or not is_secret_name(key):
+        return value
+    return Secret(str(value))
 
 
 @dataclass

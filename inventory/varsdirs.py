@@ -37,6 +37,7 @@ class VarsDirs:
         self.files_read: list[Path] = []
         # Listing each directory once keeps a 10,000-host inventory from doing 40,000 stat calls.
         self._listing: dict[Path, dict[str, Path]] = {}
+        self._dirs: dict[tuple[Path, str], Path] = {}
 
     def _entries(self, directory: Path) -> dict[str, Path]:
         listing = self._listing.get(directory)
@@ -49,7 +50,10 @@ class VarsDirs:
         """All vars files for entity `name` under `<base>/<kind>/` (kind is group_vars or host_vars)."""
         found: list[VarsFile] = []
         for base in self.bases:
-            entries = self._entries(base / kind)
+            directory = self._dirs.get((base, kind))
+            if directory is None:
+                directory = self._dirs[(base, kind)] = base / kind
+            entries = self._entries(directory)
             if not entries:
                 continue
             for ext in _EXTENSIONS:
