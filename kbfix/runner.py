@@ -34,7 +34,7 @@ from kbfix.exitcodes import ExitCode
 from kbfix.planfile import HostPlan, PlanDocument
 from kbfix.rollout import SerialStep, batch_failed, batches, run_concurrently
 from kbfix.runinfo import RunInfo, RunKind
-from kbfix.store import AuditStore, HostLockedError, StoreJournal, new_run_id, operator_name
+from kbfix.store import AuditStore, HostLockedError, StoreError, StoreJournal, new_run_id, operator_name
 from kbfix.window import ChangeWindow
 from playbooks.model import ExecutedAction, Finding, HostError, HostResult, Status, worst
 
@@ -611,6 +611,10 @@ def _resume_state(store: AuditStore, run_id: str, new_run: str) -> _ResumeState:
     while cur is not None and cur not in chain:
         chain.append(cur)
         cur = store.resumes(cur)
+    for rid in chain:
+        if store.run_info(rid).state == "running":
+            # Started but never closed: the process was killed (the live case is refused earlier).
+            store.end_run(rid, "interrupted", f"the kbfix process ended without closing this run; resumed by {new_run}")
     unknown: dict[str, set[str]] = {}
     for oi in store.open_intents(chain):
         # Close the dangling intent (append-only: a result row) so the old run is consistent.
@@ -669,10 +673,13 @@ def run_apply(
     minus every action that succeeded or whose outcome is unknown. Exactly one of plan/resume.
     Window: a host starts only when `window.can_start(now, its estimated seconds)`, else
     `skipped: window`; an action never starts outside the window; a running one is never cut.
-    Raises ValueError when neither or both of plan/resume are given.
+    Raises ValueError when neither or both of plan/resume are given, StoreError when the run to
+    resume is still alive in another process.
     """
     if (plan is None) == (resume is None):
         raise ValueError("run_apply needs exactly one of plan= or resume=")
+    if resume is not None and store.run_is_live(resume):
+        raise StoreError(f"run {resume} is still running in another kbfix process; let it finish or stop it first")
     run = _Run("apply", store, options, control, progress, resumes=resume)
     window = options.window
     rs = _resume_state(store, resume, run.info.id) if resume is not None else None

@@ -210,7 +210,7 @@ class AuditStore:
             )
             db.execute(
                 "INSERT INTO run_events(run_id, at, state, detail) VALUES (?,?,?,?)",
-                (info.id, info.started.isoformat(), "running", None),
+                (info.id, info.started.isoformat(), "running", f"pid={os.getpid()} machine={socket.gethostname()}"),
             )
 
     def end_run(self, run_id: str, state: str, detail: str | None = None, *, at: datetime | None = None) -> None:
@@ -259,6 +259,20 @@ class AuditStore:
             options=json.loads(row["options"]),
             state=state,
         )
+
+    def run_is_live(self, run_id: str) -> bool:
+        """True when the run has no end event and the process that started it still exists
+        (on another machine: assumed live, since it cannot be checked from here)."""
+        if self.run_info(run_id).state != "running":
+            return False
+        rows = self._query("SELECT detail FROM run_events WHERE run_id=? AND state='running' ORDER BY seq LIMIT 1",
+                           (run_id,))
+        fields = dict(part.split("=", 1) for part in (rows[0]["detail"] or "").split() if "=" in part) if rows else {}
+        if "pid" not in fields:
+            return False
+        if fields.get("machine") != socket.gethostname():
+            return True
+        return _pid_alive(int(fields["pid"]))
 
     def list_runs(self, limit: int = 50) -> list[RunInfo]:
         """The newest `limit` runs, newest first."""

@@ -1,0 +1,115 @@
+"""Crash safety: `kbfix apply` is SIGKILLed while a lab installer runs, then `--resume` finishes
+the run. The lab's records prove no installer ran twice; the audit store must be consistent
+(every intent has a result, the killed run is closed as interrupted, the resume links to it)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("winlab.lab")
+pytest.importorskip("inventory")
+
+from inventory import load_inventory
+from kbfix.engine import PlaybookEngine
+from kbfix.runner import RunOptions, run_plan
+from kbfix.store import AuditStore
+from playbooks.model import Status
+from tests.test_run_lab import demo_text, make_packages
+from winlab.fixtures import DEMO_SITE, load_host_fixture_text
+from winlab.lab import Lab
+
+REPO = Path(__file__).resolve().parents[1]
+HOSTS = ["WSUS-SP1", "WSUS-DK", "WSUS-DE"]
+SCALE = 1.5  # the fixture's 2 s KB954960 installer takes 3 s
+
+
+def _kbfix(*args: str) -> list[str]:
+    """The installed `kbfix` console script of this interpreter's environment."""
+    return [str(Path(sys.executable).parent / "kbfix"), *args]
+
+
+def _installs(lab: Lab, name: str) -> list[float]:
+    return [m.at for m in lab.records(name).mutations if m.op == "installer.run"]
+
+
+@pytest.mark.slow
+def test_sigkill_during_install_then_resume_runs_no_installer_twice(tmp_path: Path) -> None:
+    packages = make_packages(tmp_path / "pkgs")
+    state = tmp_path / "state"
+    lab_hosts = load_host_fixture_text(demo_text(time_scale=SCALE), "demo", DEMO_SITE.parent)
+    with Lab(lab_hosts) as lab:
+        inv_path = lab.write_inventory(tmp_path / "inventory.yaml")
+        hosts = [h for h in load_inventory([inv_path]).select(None) if h.name in HOSTS]
+        with AuditStore.in_dir(state) as store:
+            plan = run_plan(hosts, PlaybookEngine(packages_dir=packages), store, RunOptions()).plan
+        assert plan is not None and all(plan.host(h).actions == 1 for h in HOSTS)  # type: ignore[union-attr]
+        plan.write(tmp_path / "plan.json")
+
+        common = ["-q", "-i", str(inv_path), "--state", str(state), "--limit", ",".join(HOSTS)]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # forks 2: two hosts install at once, the third waits for a free fork.
+        proc = subprocess.Popen(
+            _kbfix(*common, "--forks", "2", "apply", "--plan", str(tmp_path / "plan.json"), "--packages", str(packages)),
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not any(_installs(lab, h) for h in HOSTS):
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                assert time.monotonic() < deadline, "no installer started"
+                time.sleep(0.02)
+            time.sleep(0.3)  # well inside the 3 s install
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        started = {h: len(_installs(lab, h)) for h in HOSTS}
+        assert 1 <= sum(started.values()) <= 2
+
+        with AuditStore.in_dir(state) as store:
+            killed = store.latest_run_id("apply")
+            assert killed is not None
+            assert store.run_info(killed).state == "running"  # nobody closed it
+            open_before = store.open_intents(killed)
+            assert {i.host for i in open_before} == {h for h, n in started.items() if n}
+            assert not store.run_is_live(killed)  # the process is gone
+
+        # Let the lab finish the installers the killed process had started (the host keeps going).
+        last = max(t for h in HOSTS for t in _installs(lab, h))
+        time.sleep(max(0.0, last + 2 * SCALE + 0.5 - time.time()))
+
+        shells_before = lab.open_shells()
+        res = subprocess.run(
+            _kbfix(*common, "apply", "--resume", killed, "--packages", str(packages)),
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert lab.open_shells() == shells_before  # the resume closed every shell it opened
+
+        # No installer ran twice; the host that never started got exactly one install.
+        for h in HOSTS:
+            assert len(_installs(lab, h)) == 1, (h, lab.records(h).snapshot()["mutations"])
+
+        with AuditStore.in_dir(state) as store:
+            assert store.open_intents(killed) == []
+            closed = [r for r in store.intents(killed) if r["outcome"] == "unknown"]
+            assert {r["host"] for r in closed} == {i.host for i in open_before}
+            info = store.run_info(killed)
+            assert info.state == "interrupted"
+            [resumed] = store.resumed_by(killed)
+            assert store.run_info(resumed).state == "completed"
+            final = {r.host: r.status for r in store.host_results(resumed)}
+            assert set(final.values()) <= {Status.COMPLIANT, Status.REMEDIATED}
+            assert set(final) == set(HOSTS)
+            new_installs = [r for r in store.intents(resumed) if r["kind"] == "install_package"]
+            assert {r["host"] for r in new_installs} == {h for h, n in started.items() if n == 0}
+            assert all(r["outcome"] == "success" for r in new_installs)
