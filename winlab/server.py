@@ -339,6 +339,8 @@ class LabServer:
                 except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                     continue
                 except OSError:
+                    # EMFILE/ENFILE and the like: the socket stays readable, so back off instead of spinning.
+                    self.stop_event.wait(0.05)
                     continue
                 conn.setblocking(True)
                 if listener.host.faults.connect == "hang":
