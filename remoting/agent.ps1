@@ -484,6 +484,58 @@ function Find-Newline($buf, [int]$from, [int]$end, [int]$unit, [bool]$bigEndian)
     return -1
 }
 
+function Find-LastNewline($buf, [int]$end, [int]$unit, [bool]$bigEndian) {
+    # Index of the last line-feed code unit in buf[0, end), or -1 (UTF-16 units at even offsets).
+    $i = $end - 1
+    while ($i -ge 0) {
+        $j = [Array]::LastIndexOf($buf, [byte]10, $i, $i + 1)
+        if ($j -lt 0) { return -1 }
+        if ($unit -eq 1) { return $j }
+        if ($bigEndian) {
+            if (($j % 2) -eq 1 -and $buf[$j - 1] -eq 0) { return $j - 1 }
+        } else {
+            if (($j % 2) -eq 0 -and $j + 1 -lt $end -and $buf[$j + 1] -eq 0) { return $j }
+        }
+        $i = $j - 1
+    }
+    return -1
+}
+
+function Skip-QuietBlock($buf, [int]$avail, $det, $opt, $counts, $before) {
+    # When no pattern that still needs matches occurs anywhere in the block's complete lines,
+    # skip them without splitting (only the last `context` lines are kept for `before`).
+    # Returns the buffer index after the skipped lines, or 0 when the block must be read line by line.
+    $unit = [int]$det['unit']
+    $last = Find-LastNewline $buf $avail $unit ($det['name'] -eq 'utf-16be')
+    if ($last -lt 0) { return 0 }
+    $text = $det['enc'].GetString($buf, 0, $last + $unit)
+    if ($text.IndexOf([char]13) -ge 0) { $text = $text.Replace([string][char]13, '') }
+    $pre = $opt['prefilter']
+    for ($p = 0; $p -lt $pre.Count; $p++) {
+        if ($counts[$p] -ge [int]$opt['max_matches']) { continue }
+        if ($null -eq $pre[$p]) { return 0 }
+        if ($pre[$p].IsMatch($text)) { return 0 }
+    }
+    $k = [int]$opt['context']
+    if ($k -gt 0) {
+        $tail = New-Object System.Collections.ArrayList
+        $pos = $text.Length - 1  # the final line feed
+        while ($tail.Count -lt $k -and $pos -gt 0) {
+            $prev = $text.LastIndexOf([char]10, $pos - 1)
+            $line = $text.Substring($prev + 1, $pos - $prev - 1)
+            if ($line.Length -gt [int]$opt['max_line_chars']) { $line = $line.Substring(0, [int]$opt['max_line_chars']) }
+            [void]$tail.Insert(0, $line)
+            if ($prev -lt 0) { break }
+            $pos = $prev
+        }
+        foreach ($line in $tail) {
+            [void]$before.Add($line)
+            if ($before.Count -gt $k) { $before.RemoveAt(0) }
+        }
+    }
+    return ($last + $unit)
+}
+
 function Invoke-ScanFile([string]$path, [bool]$isMain, $opt) {
     $lf = New-Map
     $lf['path'] = $path
@@ -551,7 +603,10 @@ function Invoke-ScanFile([string]$path, [bool]$isMain, $opt) {
             $avail = $carry + $n
             $eof = ($n -eq 0 -or $pos -ge $end)
             $ls = 0
-            $searchFrom = 0
+            if (-not $skipFirst -and $null -eq $longHead -and $pending.Count -eq 0) {
+                $ls = Skip-QuietBlock $buf $avail $det $opt $counts $before
+            }
+            $searchFrom = $ls
             while ($true) {
                 $nl = Find-Newline $buf $searchFrom $avail $unit $bigEndian
                 $lineEndIdx = $nl
@@ -665,11 +720,19 @@ function Invoke-LogScan($op, $ctx) {
     $opt['max_line_chars'] = Get-ArgLong $op 'max_line_chars' 4096 16 1048576
     $regex = New-Object System.Collections.ArrayList
     $flags = [System.Text.RegularExpressions.RegexOptions]'IgnoreCase, CultureInvariant'
+    # Block prefilter: the same pattern over a whole 1 MiB block of lines (Multiline, so ^ and $
+    # still mean line start/end). It cannot miss a line match, except for patterns using \A, \Z,
+    # \z, \G or lookarounds, which therefore are always matched line by line ($null here).
+    $pre = New-Object System.Collections.ArrayList
+    $preFlags = [System.Text.RegularExpressions.RegexOptions]'IgnoreCase, CultureInvariant, Multiline'
     foreach ($p in (Get-ArgTexts $op 'pattern')) {
         try { [void]$regex.Add((New-Object System.Text.RegularExpressions.Regex($p, $flags))) }
         catch { Stop-Op 'invalid_args' ('pattern ' + $regex.Count + ' is not a valid regular expression') }
+        if ($p -match '\\[AZzG]|\(\?<?[=!]') { [void]$pre.Add($null) }
+        else { [void]$pre.Add((New-Object System.Text.RegularExpressions.Regex($p, $preFlags))) }
     }
     $opt['regex'] = $regex
+    $opt['prefilter'] = $pre
     $files = New-Object System.Collections.ArrayList
     if (Get-ArgFlag $op 'rotated') {
         foreach ($s in (Get-RotatedSiblings $path)) { [void]$files.Add((Invoke-ScanFile $s $false $opt)) }
