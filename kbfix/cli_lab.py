@@ -37,6 +37,10 @@ def up(
         "--inventory-out", "-o", help="Where to write the inventory for the served hosts.")] = DEFAULT_INVENTORY,
     distinct_addresses: Annotated[bool, typer.Option(
         "--distinct-addresses", help="Give each host its own 127.x.y.z address instead of its own port.")] = False,
+    port: Annotated[int, typer.Option(
+        "--port", min=0, max=65535,
+        help="Listening port; 0 = an ephemeral port per host. With --distinct-addresses, 5985 (or 5986 "
+             "with --https) gives every host Windows' own WinRM port.")] = 0,
     workdir: Annotated[Path | None, typer.Option(
         "--workdir", help="Keep the CA and credential files here (default: a temporary folder).")] = None,
 ) -> None:
@@ -48,7 +52,7 @@ def up(
         kbfix lab up --https --inventory-out lab.yaml
         kbfix check -i lab.yaml          # in another terminal
 
-    Scale run: `kbfix lab up --hosts 1000 --distinct-addresses`.
+    Scale run: `kbfix lab up --hosts 1000 --distinct-addresses --port 5985`.
     """
     if transport not in ("ntlm", "basic"):
         raise typer.BadParameter("use ntlm or basic", param_hint="--transport")
@@ -73,7 +77,9 @@ def up(
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        with Lab(site, https=https, distinct_addresses=distinct_addresses, workdir=workdir) as lab:
+        if port and not distinct_addresses and len(site) > 1:
+            raise typer.BadParameter("one port for several hosts needs --distinct-addresses", param_hint="--port")
+        with Lab(site, https=https, distinct_addresses=distinct_addresses, workdir=workdir, port=port) as lab:
             listening = time.monotonic()
             path = lab.write_inventory(inventory_out, transport=chosen)
             for ep in list(lab.endpoints.values())[:10]:
