@@ -113,3 +113,47 @@ def test_sigkill_during_install_then_resume_runs_no_installer_twice(tmp_path: Pa
             new_installs = [r for r in store.intents(resumed) if r["kind"] == "install_package"]
             assert {r["host"] for r in new_installs} == {h for h, n in started.items() if n == 0}
             assert all(r["outcome"] == "success" for r in new_installs)
+
+
+@pytest.mark.slow
+def test_sigint_lets_running_install_finish_closes_shells_and_marks_interrupted(tmp_path: Path) -> None:
+    packages = make_packages(tmp_path / "pkgs")
+    state = tmp_path / "state"
+    lab_hosts = load_host_fixture_text(demo_text(time_scale=SCALE), "demo", DEMO_SITE.parent)
+    with Lab(lab_hosts) as lab:
+        inv_path = lab.write_inventory(tmp_path / "inventory.yaml")
+        common = ["-q", "-i", str(inv_path), "--state", str(state), "--limit", ",".join(HOSTS), "--forks", "1"]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(_kbfix(*common, "apply", "--yes", "--packages", str(packages)),
+                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while not any(_installs(lab, h) for h in HOSTS):
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                assert time.monotonic() < deadline, "no installer started"
+                time.sleep(0.02)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait(timeout=30)
+            waited = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        assert rc == 3  # work left undone (skipped: interrupted), nothing failed
+        assert waited < 2 * SCALE + 5  # the running install finished; nothing else started
+        assert lab.open_shells() == 0
+        installed = [h for h in HOSTS if _installs(lab, h)]
+        assert len(installed) == 1 and all(len(_installs(lab, h)) == 1 for h in installed)
+        with AuditStore.in_dir(state) as store:
+            run = store.latest_run_id("apply")
+            assert run is not None
+            info = store.run_info(run)
+            assert info.state == "interrupted"
+            assert [e["detail"] for e in store.events(run)][-1] == "SIGINT"
+            assert store.open_intents(run) == []
+            final = {r.host: r for r in store.host_results(run)}
+            assert final[installed[0]].status is Status.REMEDIATED
+            others = [final[h] for h in HOSTS if h not in installed]
+            assert all(r.status is Status.SKIPPED for r in others)
+            assert {f.skip_reason for r in others for f in r.findings if f.skip_reason} == {"interrupted"}
