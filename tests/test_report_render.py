@@ -234,3 +234,44 @@ def test_write_report_atomic(tmp_path: Path, doc: dict) -> None:
         write_report(doc, tmp_path / "x.txt")
     leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+# Metadata shaped as playbooks.advisory_meta returns it: citations with the URL in <...>, a
+# reworded title, severity "high", and a source without any URL.
+PLAYBOOK_META = {
+    "KB954960": {
+        "title": "WSUS 3.0 cannot deliver updates to clients that have Office 2003 installed",
+        "sources": [
+            "Microsoft KB954960 article <https://support.microsoft.com/kb/954960>",
+            ".NET Framework 2.0 resource Argument_AddingDuplicate (localized in the language packs)",
+            "javascript:alert(3) <javascript:alert(4)>",
+        ],
+        "severity": "high",
+        "summary": "Clients with Office 2003 fail to synchronize (0x8024400E).",
+    },
+}
+
+
+def test_source_citations_and_playbook_metadata() -> None:
+    from kbfix.report.env import source_parts
+
+    assert source_parts("Microsoft KB954960 article <https://support.microsoft.com/kb/954960>") == {
+        "label": "Microsoft KB954960 article",
+        "url": "https://support.microsoft.com/kb/954960",
+    }
+    assert source_parts("https://x.example/a.") == {"label": "https://x.example/a", "url": "https://x.example/a"}
+    assert source_parts("no url here") == {"label": "no url here", "url": None}
+
+    d = build_document(run_info(), hosts(), PLAYBOOK_META)
+    html = render(d, "html", lang="de").decode()
+    assert '<a href="https://support.microsoft.com/kb/954960">Microsoft KB954960 article</a>' in html
+    assert "Argument_AddingDuplicate" in html
+    assert 'href="javascript' not in html
+    assert "hoch" in html  # severity "high" translated
+    # the reworded title still gets the published German title
+    assert "WSUS 3.0 (RTM/SP1) kann keine Updates an Clients mit Office 2003 liefern" in html
+    md = render(d, "md", lang="en").decode()
+    assert "Microsoft KB954960 article: https://support.microsoft.com/kb/954960" in md
+    # a non-http "URL" stays inert text: no autolink `<javascript:…>`, no `](javascript:…)` link
+    assert "&lt;javascript:alert(4)&gt;" in md
+    assert "<javascript:" not in md and "](javascript" not in md

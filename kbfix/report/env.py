@@ -9,6 +9,7 @@ for `.html`/`.htm`/`.xml` templates; the Markdown template escapes with explicit
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +27,22 @@ def safe_url(url: object) -> str:
     """`url` when it is http(s) or mailto, else `#` (a `javascript:` source link must not run)."""
     text = str(url)
     return text if urlsplit(text).scheme.lower() in ("http", "https", "mailto") else "#"
+
+
+# A URL inside a source citation such as `Microsoft KB954960 article <https://support.microsoft.com/kb/954960>`.
+_URL = re.compile(r"(?:https?://|mailto:)[^\s<>\"']+", re.IGNORECASE)
+
+
+def source_parts(text: object) -> dict[str, str | None]:
+    """Split a source citation into `{"label", "url"}`: the first http(s)/mailto URL in it (None if
+    there is none) and the text around it (the URL itself when there is no other text)."""
+    s = str(text)
+    m = _URL.search(s)
+    if m is None:
+        return {"label": s, "url": None}
+    url = m.group(0).rstrip(".,;)")
+    label = (s[: m.start()] + s[m.start() + len(url) :]).replace("<>", "").strip(" <>,.;:-")
+    return {"label": label or url, "url": url}
 
 
 def os_text(os: Mapping[str, Any] | None) -> str:
@@ -77,6 +94,7 @@ def _environment(lang: str, dirs: tuple[str, ...]) -> Environment:
         fence=md_fence,
         visible=visible_controls,
         safe_url=safe_url,
+        source_parts=source_parts,
         os_text=os_text,
         groupby_id=by_id,
     )

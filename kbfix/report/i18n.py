@@ -72,7 +72,9 @@ RUN_STATE_LABELS: dict[str, str] = {
 
 SEVERITY_LABELS: dict[str, str] = {
     "critical": N_("critical"),
+    "high": N_("high"),
     "important": N_("important"),
+    "medium": N_("medium"),
     "moderate": N_("moderate"),
     "low": N_("low"),
 }

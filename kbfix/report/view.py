@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kbfix.report.document import STATUSES
+from kbfix.report.env import source_parts
 from kbfix.report.i18n import SEVERITY_LABELS, LocaleFormat
 
 CHART_LABEL_WIDTH = 150  # px for the status label column of the SVG chart
@@ -52,13 +53,17 @@ def options_text(options: Mapping[str, Any]) -> str:
 
 def context(doc: Mapping[str, Any], lang: str) -> dict[str, Any]:
     """The template context for `doc` in `lang`: `doc`, `f` (LocaleFormat), `shown`, `chart`,
-    `adv_ids`, `sources` (first source URL per advisory), `rank`, `open_statuses`, `html_lang`,
+    `adv_ids`, `sources` (first source URL found per advisory), `rank`, `open_statuses`, `html_lang`,
     `options_text`, and lookup tables translated once (templates loop over 10,000s of results):
     `S` status code → label, `T` advisory id → title, `SEV` severity → label.
     Raises UnknownLanguageError for an unsupported language."""
     fmt = LocaleFormat(lang)
     shown = shown_statuses(doc)
-    sources = {a["id"]: a["sources"][0] for a in doc.get("advisories", ()) if a.get("sources")}
+    sources = {}
+    for adv in doc.get("advisories", ()):
+        urls = [u for u in (source_parts(s)["url"] for s in adv.get("sources") or ()) if u]
+        if urls:
+            sources[adv["id"]] = urls[0]
     adv_ids = [a["id"] for a in doc["summary"]["per_advisory"]]
     titles = {a["id"]: a["title"] for a in doc.get("advisories", ())}
     titles.update({a["id"]: a["title"] for a in doc["summary"]["per_advisory"]})
