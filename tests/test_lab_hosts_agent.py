@@ -326,6 +326,7 @@ def test_configmgr_hotfix_sets_uninstall_entry() -> None:
 
 def test_installer_cancel_and_timeout() -> None:
     host = load_host_fixture_text("hosts:\n- name: SLOW\n  installers: [{match: '*', seconds: 30}]\n")[0]
+    host.time_scale = 0.05  # 30 simulated seconds = 1.5 s of wall time, unless cancelled
     pkg = b"x"
     _upload(host, r"C:\slow.exe", pkg)
     sha = hashlib.sha256(pkg).hexdigest()
