@@ -33,7 +33,7 @@ WSUS_DLL = (
     r"\Microsoft.UpdateServices.WebServices.Client.dll"
 )
 WSUS_LOG = r"C:\Program Files\Update Services\LogFiles\SoftwareDistribution.log"
-WSUS_LOG_PATTERN = r"ClientImplementation\.SyncUpdates System\.ArgumentException"
+WSUS_LOG_PATTERN = r"ClientImplementation\.SyncUpdates\s+System\.ArgumentException"
 
 
 def _q(text: str) -> str:
@@ -173,7 +173,8 @@ def _select(state: HostState, m: re.Match[str]) -> PsOutput:
 def _products(state: HostState, m: re.Match[str]) -> PsOutput:
     from winlab.agent_emulator import list_products
 
-    names = [p["name"] for p in list_products(state, _unq(m.group(1))) if p["view"] == "64"]
+    native = "64" if state.os.arch == "x64" else "32"  # the agent labels an x86 OS's one view "32"
+    names = [p["name"] for p in list_products(state, _unq(m.group(1))) if p["view"] == native]
     return PsOutput("".join(n + "\r\n" for n in names))
 
 
