@@ -190,15 +190,19 @@ def _engine(packages: Path | None = None, playbook_dirs: Sequence[Path] = ()) ->
     return PlaybookEngine(extra_dirs=playbook_dirs, packages_dir=packages)
 
 
-def _options(g: Globals, digest: str | None, **extra: Any) -> RunOptions:
-    recorded: dict[str, Any] = {"limit": g.limit, "forks": g.forks, "inventory": [str(p) for p in g.inventory]}
-    run_keys = {"serial", "max_fail_percent", "max_per_site", "window", "grace_s", "host_deadline_s"}
-    opts = {k: v for k, v in extra.items() if k in run_keys and v is not None}
-    recorded.update({k: (str(v) if k in ("window", "serial") else v) for k, v in extra.items() if v is not None})
-    if "serial" in recorded and isinstance(extra.get("serial_text"), str):
-        recorded["serial"] = extra["serial_text"]
-    recorded.pop("serial_text", None)
-    return RunOptions(forks=g.forks, inventory_hash=digest, recorded=recorded, **opts)
+def _options(g: Globals, digest: str | None, run: RunOptions | None = None, **recorded: Any) -> RunOptions:
+    """RunOptions from the globals (+ `run` for apply's rollout settings) and the option values
+    to record in the audit store: the globals, plus every non-None `recorded` value as given."""
+    opts = run or RunOptions()
+    opts.forks = g.forks
+    opts.inventory_hash = digest
+    opts.recorded = {
+        "limit": g.limit,
+        "forks": g.forks,
+        "inventory": [str(p) for p in g.inventory],
+        **{k: v for k, v in recorded.items() if v is not None},
+    }
+    return opts
 
 
 def _store(g: Globals) -> AuditStore:
@@ -360,7 +364,7 @@ def plan(
     engine = _engine(packages)
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_plan(
-            hosts, engine, store, _options(g, digest, packages=str(packages) if packages else None), control=c,
+            hosts, engine, store, _options(g, digest, packages=str(packages) if packages else None, output=str(output)), control=c,
             progress=make_progress(quiet=g.quiet, no_color=g.no_color)))
     assert outcome.plan is not None
     outcome.plan.write(output)
@@ -404,9 +408,12 @@ def apply(
     steps = parse_serial(serial) if serial else None
     hosts, digest = _hosts(g)
     engine = _engine(packages)
-    opts = _options(g, digest, window=win, serial=steps, serial_text=serial, max_fail_percent=max_fail_percent,
-                    max_per_site=max_per_site, grace_s=grace, packages=str(packages) if packages else None,
-                    plan_file=str(plan_file) if plan_file else None, resume=resume)
+    rollout = RunOptions(window=win, serial=steps, max_fail_percent=max_fail_percent, max_per_site=max_per_site,
+                         grace_s=grace)
+    opts = _options(g, digest, rollout, window=str(win) if win else None, serial=serial,
+                    max_fail_percent=max_fail_percent, max_per_site=max_per_site, grace_s=grace,
+                    packages=str(packages) if packages else None, plan=str(plan_file) if plan_file else None,
+                    resume=resume, yes=yes)
     with _store(g) as store:
         progress = make_progress(quiet=g.quiet, no_color=g.no_color)
         if resume is not None:

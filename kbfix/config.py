@@ -7,8 +7,6 @@ data dir (platformdirs: `~/.local/share/kbfix` on Linux). The config file — `$
 ```yaml
 windows:                      # named change windows for `--window NAME`
   sat-night: "2026-11-28T22:00:00+01:00/PT4H"
-defaults:                     # defaults for global options
-  forks: 20
 ```
 """
 
@@ -18,7 +16,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import platformdirs
 import yaml
@@ -44,10 +41,9 @@ def default_config_path() -> Path:
 
 @dataclass(frozen=True)
 class Config:
-    """The parsed config file: named windows (name → ISO 8601 interval text) and option defaults."""
+    """The parsed config file: named windows (name → ISO 8601 interval text) and its path."""
 
     windows: Mapping[str, str] = field(default_factory=dict)
-    defaults: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
 
@@ -62,10 +58,10 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    unknown = sorted(set(data) - {"windows"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s): {', '.join(map(str, unknown))} (known: windows)")
     windows = data.get("windows") or {}
-    defaults = data.get("defaults") or {}
     if not isinstance(windows, dict) or not all(isinstance(v, str) for v in windows.values()):
         raise ConfigError(f"{path}: windows: expected name: \"START/END\" entries")
-    if not isinstance(defaults, dict):
-        raise ConfigError(f"{path}: defaults: expected a mapping")
-    return Config(windows={str(k): v for k, v in windows.items()}, defaults=defaults, path=path)
+    return Config(windows={str(k): v for k, v in windows.items()}, path=path)
