@@ -49,7 +49,10 @@ def os_text(os: Mapping[str, Any] | None) -> str:
     """A one-line OS description from the host's `os` facts (caption/name, version, build, language)."""
     if not os:
         return ""
-    keys = ("caption", "name", "product", "version", "service_pack", "build", "arch", "language", "lang")
+    # Keys as the agent's identity probe reports them (os_version, arch, culture) and as
+    # inventories commonly name them (caption, service_pack, build, language).
+    keys = ("caption", "name", "product", "version", "os_version", "service_pack", "build", "arch",
+            "language", "lang", "culture")
     parts = [str(os[k]) for k in keys if os.get(k) not in (None, "")]
     if not parts:
         parts = [f"{k}={v}" for k, v in sorted(os.items()) if v not in (None, "")]

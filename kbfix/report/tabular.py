@@ -17,9 +17,10 @@ from typing import Any
 from kbfix.report.env import os_text
 from kbfix.report.i18n import CSV_COLUMNS, LocaleFormat, parse_iso
 from kbfix.report.text import csv_cell, xml_text
+from playbooks.model import Status
 
 Row = tuple[Mapping[str, Any], Mapping[str, Any] | None]
-FAILURE_STATUSES = frozenset({"non_compliant", "unknown", "failed", "unreachable"})
+FAILURE_STATUSES = frozenset(s.value for s in Status if s.is_failure)
 SKIPPED_STATUSES = frozenset({"not_applicable", "skipped"})
 
 
