@@ -10,6 +10,8 @@ $ErrorActionPreference = 'Stop'
 $agentStarted = [DateTime]::UtcNow
 $inv = [Globalization.CultureInfo]::InvariantCulture
 $utf8 = New-Object System.Text.UTF8Encoding($false)
+# ServiceController lives in System.ServiceProcess, which PowerShell 2.0 may not have loaded yet.
+[void][System.Reflection.Assembly]::LoadWithPartialName('System.ServiceProcess')
 
 # Required and optional arguments per op (the same table as remoting/ops.py).
 $opRequired = @{
@@ -798,6 +800,18 @@ function Get-StartModes {
     return $modes
 }
 
+function Get-ServiceState($sc) {
+    # The status text, or $null when there is no such service (the getter throws
+    # InvalidOperationException, which PowerShell wraps: catch everything here).
+    try { $sc.Refresh(); return [string]$sc.Status } catch { return $null }
+}
+
+function Wait-ServiceStatus($sc, [string]$want, [string]$name) {
+    $limit = New-Object System.TimeSpan(0, 2, 0)
+    try { $sc.WaitForStatus([System.ServiceProcess.ServiceControllerStatus]$want, $limit) }
+    catch { Stop-Op 'timeout' ($name + ' did not reach ' + $want + ' within 120 s') }
+}
+
 function Invoke-ServiceStatus($op, $ctx) {
     $modes = Get-StartModes
     $out = New-Map
@@ -806,11 +820,12 @@ function Invoke-ServiceStatus($op, $ctx) {
         $s['exists'] = $false; $s['status'] = $null; $s['start_mode'] = $null
         $sc = New-Object System.ServiceProcess.ServiceController($name)
         try {
-            $s['status'] = [string]$sc.Status  # throws InvalidOperationException when there is no such service
-            $s['exists'] = $true
-            foreach ($k in $modes.Keys) { if ($k -ieq $sc.ServiceName) { $s['start_mode'] = $modes[$k] } }
-        } catch [System.InvalidOperationException] {
-            $s['exists'] = $false
+            $status = Get-ServiceState $sc
+            if ($null -ne $status) {
+                $s['exists'] = $true
+                $s['status'] = $status
+                foreach ($k in $modes.Keys) { if ($k -ieq $sc.ServiceName) { $s['start_mode'] = $modes[$k] } }
+            }
         } finally { $sc.Close() }
         $out[$name] = $s
     }
@@ -823,19 +838,16 @@ function Invoke-ServiceRestart($op, $ctx) {
     $name = Get-ArgText $op 'name' ''
     $sc = New-Object System.ServiceProcess.ServiceController($name)
     try {
-        try { $status = $sc.Status } catch [System.InvalidOperationException] { Stop-Op 'not_found' ('no service named ' + $name) }
-        $wait = New-Object System.TimeSpan(0, 2, 0)
-        if ($status -ne [System.ServiceProcess.ServiceControllerStatus]::Stopped) {
-            $sc.Stop()
-            try { $sc.WaitForStatus([System.ServiceProcess.ServiceControllerStatus]::Stopped, $wait) }
-            catch [System.ServiceProcess.TimeoutException] { Stop-Op 'timeout' ($name + ' did not stop within 120 s') }
+        $status = Get-ServiceState $sc
+        if ($null -eq $status) { Stop-Op 'not_found' ('no service named ' + $name) }
+        if ($status -ne 'Stopped') {
+            $sc.Stop()  # also stops the services that depend on it (ServiceController.Stop)
+            Wait-ServiceStatus $sc 'Stopped' $name
         }
         $sc.Start()
-        try { $sc.WaitForStatus([System.ServiceProcess.ServiceControllerStatus]::Running, $wait) }
-        catch [System.ServiceProcess.TimeoutException] { Stop-Op 'timeout' ($name + ' did not start within 120 s') }
-        $sc.Refresh()
+        Wait-ServiceStatus $sc 'Running' $name
         $d = New-Map
-        $d['status'] = [string]$sc.Status
+        $d['status'] = Get-ServiceState $sc
         return $d
     } finally { $sc.Close() }
 }
@@ -958,14 +970,15 @@ function ConvertTo-CommandLineArg([string]$a) {
     if ($a.Length -gt 0 -and $a -notmatch '[\s"]') { return $a }
     $sb = New-Object System.Text.StringBuilder
     [void]$sb.Append('"')
+    $bsChar = [char]92  # backslash; StringBuilder.Append(char, repeatCount)
     $bs = 0
     foreach ($ch in $a.ToCharArray()) {
-        if ($ch -eq '\') { $bs++; continue }
-        if ($ch -eq '"') { [void]$sb.Append('\', 2 * $bs + 1); $bs = 0; [void]$sb.Append('"'); continue }
-        if ($bs -gt 0) { [void]$sb.Append('\', $bs); $bs = 0 }
+        if ($ch -eq $bsChar) { $bs++; continue }
+        if ($ch -eq '"') { [void]$sb.Append($bsChar, 2 * $bs + 1); $bs = 0; [void]$sb.Append('"'); continue }
+        if ($bs -gt 0) { [void]$sb.Append($bsChar, $bs); $bs = 0 }
         [void]$sb.Append($ch)
     }
-    if ($bs -gt 0) { [void]$sb.Append('\', 2 * $bs) }
+    if ($bs -gt 0) { [void]$sb.Append($bsChar, 2 * $bs) }
     [void]$sb.Append('"')
     return $sb.ToString()
 }
@@ -1069,11 +1082,13 @@ function Invoke-Op($op, $ctx) {
     return $r
 }
 
-function New-LimitResult($op, [long]$limit) {
+function New-LimitResult($op, [long]$limit, [bool]$ran) {
     $r = New-Map
     $r['id'] = $op['id']; $r['op'] = $op['name']; $r['ok'] = $false
     $e = New-Map
-    $e['kind'] = 'limit'; $e['message'] = 'response limit of ' + $limit + ' bytes reached; op not run'; $e['hresult'] = $null
+    $what = 'op not run'
+    if ($ran) { $what = 'the op ran but its result was dropped' }
+    $e['kind'] = 'limit'; $e['message'] = 'response limit of ' + $limit + ' bytes reached; ' + $what; $e['hresult'] = $null
     $r['error'] = $e
     return $r
 }
@@ -1109,12 +1124,12 @@ try {
     $parts = New-Object System.Collections.ArrayList
     $truncated = $false
     foreach ($op in $request['ops']) {
-        if ($truncated) { $json = ConvertTo-AgentJson (New-LimitResult $op $limit) }
+        if ($truncated) { $json = ConvertTo-AgentJson (New-LimitResult $op $limit $false) }
         else {
             $json = ConvertTo-AgentJson (Invoke-Op $op $ctx)
             if ($used + $utf8.GetByteCount($json) + 1 -gt $limit) {
                 $truncated = $true
-                $json = ConvertTo-AgentJson (New-LimitResult $op $limit)
+                $json = ConvertTo-AgentJson (New-LimitResult $op $limit $true)
             }
         }
         $used += $utf8.GetByteCount($json) + 1
