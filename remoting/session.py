@@ -150,7 +150,8 @@ class AgentSession:
     def run(self, ops: Sequence[OpRequest], *, deadline_s: float | None = None) -> AgentResponse:
         """Run `ops` in one agent invocation and return the decoded response.
 
-        deadline_s: seconds the whole command may take (default endpoint.timeouts.command).
+        deadline_s: seconds the whole command may take (default: endpoint.timeouts.command, or
+        longer when an `installer.run` op carries a longer `timeout`, see `deadline_for`).
         Raises CheckModeViolation (nothing sent) for a mutating op in check mode; ValueError for
         duplicate op ids; CommandTimeoutError, AgentError, ResponseTooLargeError and the mapped
         WS-Man errors; OutcomeUnknownError when a request carrying a mutating op lost its answer
@@ -170,7 +171,7 @@ class AgentSession:
         doc = encode_request(request)  # raises ValueError on duplicate ids, before any I/O
         if self._shell_id is None:
             raise RuntimeError("AgentSession.run() needs an open session: use `with AgentSession(...) as s`")
-        deadline = deadline_s if deadline_s is not None else self.endpoint.timeouts.command
+        deadline = deadline_s if deadline_s is not None else deadline_for(request.ops, self.endpoint.timeouts.command)
         if mutating_ids:
             return self._run_once(request, doc, deadline, mutating_ids)
 

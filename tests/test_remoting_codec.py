@@ -114,3 +114,13 @@ def test_op_builder_accepts_an_argument_called_name() -> None:
     o = ap.op("s", "service.status", name=["wuauserv", "W3SVC"])
     assert o.texts("name") == ["wuauserv", "W3SVC"] and not o.mutating
     assert ap.op("r", "service.restart", name="W3SVC").mutating
+
+
+def test_deadline_leaves_room_for_a_long_installer() -> None:
+    from remoting.session import deadline_for
+
+    read_only = [ap.op("a", "env.expand", text="x")]
+    assert deadline_for(read_only, 300) == 300
+    install = [ap.op("i", "installer.run", path=r"C:\p.msp", sha256="0" * 64)]  # default timeout 1800 s
+    assert deadline_for(install, 300) == 1860
+    assert deadline_for([ap.op("i", "installer.run", path="p.exe", sha256="0" * 64, timeout=60)], 300) == 300
