@@ -301,3 +301,20 @@ def test_every_demo_host_gathers_over_ntlm_https_in_one_process_and_at_most_7_re
             failed = {r.id: r.error.kind for r in resp.results if not r.ok and r.error}
             # Only references to a product the host lacks may fail (e.g. no ConfigMgr on a WSUS box).
             assert set(failed.values()) <= {"not_found"}, (h.name, failed)
+
+
+def test_ctrl_c_while_the_agent_runs_signals_it_and_deletes_the_shell() -> None:
+    import _thread
+    import threading
+
+    with Lab(make_hosts(extra="    faults: {hang_command: true}")) as lab:
+        ep = endpoint_for(lab, "WSUS01", timeouts=Timeouts(connect=1, operation=1, read=3, command=20))
+        timer = threading.Timer(0.5, _thread.interrupt_main)  # what Ctrl-C does to the main thread
+        with pytest.raises(KeyboardInterrupt):
+            with AgentSession(ep) as s:
+                timer.start()
+                s.run([op("a", "env.expand", text="x")])
+        timer.join()
+        rec = lab.records("WSUS01")
+        assert rec.requests["Signal"] == 1 and rec.requests["Delete"] == 1
+        _assert_no_shell_left(lab)
