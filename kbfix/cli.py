@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kbfix import __version__
+from kbfix.cli_demo import demo
 from kbfix.cli_inventory import inventory_app
 from kbfix.cli_lab import lab_app
 from kbfix.config import ConfigError, default_state_dir, load_config
@@ -59,6 +60,7 @@ app = typer.Typer(
 )
 app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
+app.command("demo", help=demo.__doc__)(demo)
 
 log = logging.getLogger("kbfix")
 

@@ -1,0 +1,32 @@
+"""`kbfix demo` end to end: the README's first command, through real WinRM to the lab."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from kbfix.cli import app
+from kbfix.demo import load_expectations
+
+
+def test_demo_runs_the_whole_job_and_every_host_ends_as_intended(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    expected = load_expectations()
+    for host, want in expected.items():
+        line = next(ln for ln in result.output.splitlines() if ln.startswith(host + " "))
+        assert line.split()[1:] == [want["check"], want["final"]]
+    doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert {h["name"] for h in doc["hosts"]} == set(expected)
+    assert doc["run"]["kind"] == "apply"
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "WSUS-RTM" in html and "<script src=" not in html
+    plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
+    assert sum(len(p["planned"]) for h in plan["hosts"] for p in h["findings"]) > 0
+    # The lab account's password never reaches the output folder.
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert b"Secret-1" not in path.read_bytes(), path
