@@ -72,6 +72,13 @@ def test_other_bootstrap_or_command_is_not_run(site: dict[str, EmulatedHost]) ->
     res = host.execute(cmd, args, stdin, {}, 437, threading.Event())
     assert res.exit_code == 1 and res.stderr.startswith(b"#< CLIXML") and res.stdout == b""
     assert host.records.processes_started == before + 2
+    assert host.execute("hostname", [], b"", {}, 437, threading.Event()) == host.execute(
+        "cmd /c hostname", [], b"", {}, 437, threading.Event())
+    assert host.execute("hostname", [], b"", {}, 437, threading.Event()).stdout == b"WSUS-SP1\r\n"
+    assert host.execute("echo", ["%COMPUTERNAME%"], b"", {}, 437, threading.Event()).stdout == b"WSUS-SP1\r\n"
+    assert host.execute("whoami", [], b"", {}, 437, threading.Event()).stdout == b"wsus-sp1\\kbfix\r\n"
+    res = host.execute("cmd.exe", ["/c", "nosuch.exe", "x"], b"", {}, 437, threading.Event())
+    assert res.exit_code == CMD_NOT_FOUND_EXIT and res.stderr.startswith(b"'nosuch.exe' is not recognized")
 
 
 def test_wsus_probe_with_references_and_views(site: dict[str, EmulatedHost]) -> None:

@@ -5,6 +5,7 @@ It decides what a Command runs:
   agent bytes on stdin are exactly the shipped `remoting/agent.ps1` (read at run time) → the
   request runs in `winlab.agent_emulator`; other agent bytes → an error, exit 1;
 - one of the naive peer's scripts (`winlab.naive_probes`), sent as `powershell -encodedcommand`;
+- `hostname`, `whoami`, `echo …` and `cmd /c <one of these>` (connectivity checks);
 - anything else → what cmd.exe answers for an unknown command (exit 9009), or, for
   powershell.exe with an unknown script, a PowerShell error (exit 1).
 """
@@ -99,7 +100,26 @@ class EmulatedHost:
                 cancel.wait()
                 return ProcessResult(b"", b"", 1)
             return self._powershell(command, args, argv, stdin, env, codepage, cancel)
-        return ProcessResult(b"", _CMD_NOT_FOUND.format(argv[0]).encode(_stdout_codec(codepage), "replace"), CMD_NOT_FOUND_EXIT)
+        return self._cmd(argv, env, codepage)
+
+    # --- cmd.exe ---------------------------------------------------------------------------------
+
+    def _cmd(self, argv: list[str], env: Mapping[str, str], codepage: int) -> ProcessResult:
+        """The few programs a connectivity check runs (`hostname`, `whoami`, `echo`, `cmd /c …`);
+        anything else gets cmd.exe's answer for an unknown command."""
+        codec = _stdout_codec(codepage)
+        exe = argv[0].lower().rsplit("\\", 1)[-1]
+        if exe in ("cmd", "cmd.exe") and len(argv) > 2 and argv[1].lower() in ("/c", "/k"):
+            return self._cmd(argv[2:], env, codepage)
+        if exe in ("hostname", "hostname.exe"):
+            return ProcessResult((self.state.computer_name + "\r\n").encode(codec, "replace"), b"", 0)
+        if exe in ("whoami", "whoami.exe"):
+            who = f"{self.state.computer_name}\\{self.state.user}".lower()
+            return ProcessResult((who + "\r\n").encode(codec, "replace"), b"", 0)
+        if exe == "echo":
+            text = " ".join(argv[1:]) if len(argv) > 1 else "ECHO is on."
+            return ProcessResult((self.state.expand(text, env) + "\r\n").encode(codec, "replace"), b"", 0)
+        return ProcessResult(b"", _CMD_NOT_FOUND.format(argv[0]).encode(codec, "replace"), CMD_NOT_FOUND_EXIT)
 
     # --- powershell.exe --------------------------------------------------------------------------
 
