@@ -7,12 +7,13 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from kbfix.report import build_document, write_report
+from kbfix.report import STATUSES, build_document, write_report
 from kbfix.report.sample import ADVISORIES, hosts, run_info
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "report_screenshot.py"
@@ -75,3 +76,45 @@ def test_prints_on_a4_with_all_evidence(shot: ModuleType, tmp_path: Path) -> Non
     (tmp_path / "stripped.html").write_text(stripped, encoding="utf-8")
     short = shot.print_pdf(tmp_path / "stripped.html", tmp_path / "stripped.pdf", shot.find_chromium())
     assert len(re.findall(rb"/Type /Page\b", short)) < len(re.findall(rb"/Type /Page\b", pdf))
+
+
+# Appended to a copy of the report: drives the report's own sort and filter code the way a reader
+# would (clicks, typing) and records the outcome in the DOM that Chromium dumps.
+_DRIVER = """<script>
+(function(){
+var t=document.getElementById("hosts"),th=t.tHead.rows[0].cells;
+function names(){return Array.prototype.map.call(t.tBodies[0].rows,function(r){return r.cells[0].textContent;}).join(",");}
+th[0].click();th[0].click();var desc=names();
+th[5].click();var byStatus=names();
+var q=document.getElementById("q");q.value="ber-0";q.dispatchEvent(new Event("input"));
+var shown=Array.prototype.filter.call(t.tBodies[0].rows,function(r){return r.style.display!=="none";}).length;
+var out=document.createElement("pre");out.id="driver";
+out.textContent=JSON.stringify({desc:desc,byStatus:byStatus,shown:shown});document.body.appendChild(out);
+})();
+</script>"""
+
+
+def test_host_table_sorts_and_filters_in_chromium(shot: ModuleType, tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    doc = build_document(run_info(), hosts(), ADVISORIES)
+    html = write_report(doc, tmp_path / "report.html").read_text(encoding="utf-8")
+    page = tmp_path / "driven.html"
+    page.write_text(html.replace("</body>", _DRIVER + "</body>"), encoding="utf-8")
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run(
+            [shot.find_chromium(), *shot.BASE_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+            capture_output=True, text=True, timeout=shot.TIMEOUT_SECONDS, check=False,
+        ).stdout
+    m = re.search(r'<pre id="driver">(.*?)</pre>', dom)
+    assert m, "the driver script did not run"
+    got = json.loads(m.group(1).replace("&quot;", '"'))
+    names = sorted(h["name"] for h in doc["hosts"])
+    assert got["desc"].split(",") == names[::-1]
+    # status column sorts by rank (best first), not alphabetically by label
+    order = got["byStatus"].split(",")
+    rank = {h["name"]: STATUSES.index(h["status"]) for h in doc["hosts"]}
+    assert [rank[n] for n in order] == sorted(rank[n] for n in order)
+    # "ber-0" matches the four wsus-ber-0N hosts and cm-ber-01
+    assert got["shown"] == 5

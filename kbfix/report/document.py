@@ -239,7 +239,7 @@ def assemble(
 ) -> dict[str, Any]:
     """The document, not validated (`build_document` validates). `generated` defaults to the run end
     (or start) so that re-rendering a stored run gives the same bytes."""
-    hosts = [_host(r, advisories) for r in sorted(results, key=lambda r: r.host.lower())]
+    hosts = [_host(r, advisories) for r in sorted(results, key=lambda r: (r.host.lower(), r.host))]
     return {
         "schema": SCHEMA_ID,
         "schema_version": SCHEMA_VERSION,
