@@ -76,6 +76,7 @@ class Globals:
     verbose: int
     quiet: bool
     no_color: bool
+    host_timeout: float = 600.0
 
     def console(self, *, stderr: bool = False) -> Console:
         """A console honouring --no-color (and plain when not a terminal)."""
@@ -153,6 +154,10 @@ def main(
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More detail (-vv: debug log).")] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only results: no progress display.")] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No colour in the output.")] = False,
+    host_timeout: Annotated[float, typer.Option(
+        "--host-timeout", min=1,
+        help="Seconds one host may take (apply adds twice the plan's estimate); past it the host is reported "
+             "unreachable and the others go on.")] = 600.0,
     version: Annotated[bool, typer.Option("--version", help="Print the kbfix version and exit.")] = False,
 ) -> None:
     """Global options go before the command: `kbfix -i site.yml --limit wsus check`."""
@@ -164,7 +169,8 @@ def main(
         raise typer.Exit(0)
     logging.basicConfig(level={0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG),
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    ctx.obj = Globals(list(inventory or []), limit, forks, state or default_state_dir(), verbose, quiet, no_color)
+    ctx.obj = Globals(list(inventory or []), limit, forks, state or default_state_dir(), verbose, quiet, no_color,
+                      host_timeout)
 
 
 def _globals(ctx: typer.Context) -> Globals:
@@ -197,10 +203,12 @@ def _options(g: Globals, digest: str | None, run: RunOptions | None = None, **re
     to record in the audit store: the globals, plus every non-None `recorded` value as given."""
     opts = run or RunOptions()
     opts.forks = g.forks
+    opts.host_deadline_s = g.host_timeout
     opts.inventory_hash = digest
     opts.recorded = {
         "limit": g.limit,
         "forks": g.forks,
+        "host_timeout": g.host_timeout,
         "inventory": [str(p) for p in g.inventory],
         **{k: v for k, v in recorded.items() if v is not None},
     }
@@ -280,7 +288,7 @@ def ping(ctx: typer.Context) -> None:
     """
     g = _globals(ctx)
     hosts, _digest = _hosts(g)
-    out = run_ping(hosts, _engine(), RunOptions(forks=g.forks))
+    out = run_ping(hosts, _engine(), RunOptions(forks=g.forks, host_deadline_s=g.host_timeout))
     failed = 0
     for name, err, ident in out:
         if err is None:

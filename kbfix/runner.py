@@ -34,7 +34,15 @@ from kbfix.exitcodes import ExitCode
 from kbfix.planfile import HostPlan, PlanDocument
 from kbfix.rollout import SerialStep, batch_failed, batches, run_concurrently
 from kbfix.runinfo import RunInfo, RunKind
-from kbfix.store import AuditStore, HostLockedError, StoreError, StoreJournal, new_run_id, operator_name
+from kbfix.store import (
+    AuditStore,
+    HostLockedError,
+    OpenIntent,
+    StoreError,
+    StoreJournal,
+    new_run_id,
+    operator_name,
+)
 from kbfix.window import ChangeWindow
 from playbooks.model import ExecutedAction, Finding, HostError, HostResult, Status, worst
 
@@ -605,7 +613,24 @@ class _ResumeState:
     unknown: dict[str, set[str]]  # host → action ids whose outcome was never recorded
 
 
+def _close_open_intents(store: AuditStore, opens: Sequence[OpenIntent], new_run: str) -> dict[str, set[str]]:
+    """Close dangling intents as `unknown` (append-only: a result row, so the old run is
+    consistent) and the runs they belong to as interrupted; returns host → action ids."""
+    for rid in sorted({oi.run_id for oi in opens}):
+        if store.run_info(rid).state == "running":
+            # Started but never closed: the process was killed (live runs are never passed here).
+            store.end_run(rid, "interrupted", f"the kbfix process ended without closing this run; re-read by {new_run}")
+    unknown: dict[str, set[str]] = {}
+    for oi in opens:
+        store.record_result(oi.run_id, oi.host, oi.action.id, ExecutedAction(
+            action_id=oi.action.id, outcome="unknown", started=datetime.fromisoformat(oi.at), ended=utc_now(),
+            detail=f"kbfix stopped before the answer was recorded; host state re-read by run {new_run}"))
+        unknown.setdefault(oi.host, set()).add(oi.action.id)
+    return unknown
+
+
 def _resume_state(store: AuditStore, run_id: str, new_run: str) -> _ResumeState:
+    """The chain of runs `run_id` resumed (itself first), its open intents closed."""
     chain: list[str] = []
     cur: str | None = run_id
     while cur is not None and cur not in chain:
@@ -613,20 +638,21 @@ def _resume_state(store: AuditStore, run_id: str, new_run: str) -> _ResumeState:
         cur = store.resumes(cur)
     for rid in chain:
         if store.run_info(rid).state == "running":
-            # Started but never closed: the process was killed (the live case is refused earlier).
             store.end_run(rid, "interrupted", f"the kbfix process ended without closing this run; resumed by {new_run}")
-    unknown: dict[str, set[str]] = {}
-    for oi in store.open_intents(chain):
-        # Close the dangling intent (append-only: a result row) so the old run is consistent.
-        store.record_result(oi.run_id, oi.host, oi.action.id, ExecutedAction(
-            action_id=oi.action.id, outcome="unknown", started=datetime.fromisoformat(oi.at), ended=utc_now(),
-            detail=f"kbfix stopped before the answer was recorded; host state re-read by run {new_run}"))
-        unknown.setdefault(oi.host, set()).add(oi.action.id)
+    unknown = _close_open_intents(store, store.open_intents(chain), new_run)
     succeeded: dict[str, set[str]] = {}
     for o in store.outcomes(chain):
         if o.executed.outcome in ("success", "reboot_required"):
             succeeded.setdefault(o.host, set()).add(o.action.id)
     return _ResumeState(chain, succeeded, unknown)
+
+
+def _crashed_state(store: AuditStore, hosts: Sequence[str], new_run: str) -> _ResumeState:
+    """For a new apply: intents left open on these hosts by earlier runs that are no longer
+    alive (a run still alive holds its hosts' locks, so its hosts are skipped as locked)."""
+    opens = [oi for oi in store.open_intents_for_hosts(hosts) if not store.run_is_live(oi.run_id)]
+    unknown = _close_open_intents(store, opens, new_run)
+    return _ResumeState(sorted({oi.run_id for oi in opens}), {}, unknown)
 
 
 def _resume_filter(host: str, findings: list[Finding], rs: _ResumeState) -> list[Finding]:
@@ -671,6 +697,8 @@ def run_apply(
     `skipped: drift`, a host not in the plan `skipped: not_in_plan`. resume: the id of an
     earlier apply run; its hosts are re-gathered and re-planned from their current state,
     minus every action that succeeded or whose outcome is unknown. Exactly one of plan/resume.
+    A new (plan) run also closes intents that crashed earlier runs left open on its hosts and
+    does not repeat those actions where the re-read state does not show them done (`unknown`).
     Window: a host starts only when `window.can_start(now, its estimated seconds)`, else
     `skipped: window`; an action never starts outside the window; a running one is never cut.
     Raises ValueError when neither or both of plan/resume are given, StoreError when the run to
@@ -683,6 +711,7 @@ def run_apply(
     run = _Run("apply", store, options, control, progress, resumes=resume)
     window = options.window
     rs = _resume_state(store, resume, run.info.id) if resume is not None else None
+    crashed = _crashed_state(store, [h.name for h in hosts], run.info.id) if resume is None else None
     entries = {e.host: e for e in plan.hosts} if plan is not None else {}
     facts: dict[str, dict[str, Any]] = {n: dict(e.facts) for n, e in entries.items()}
     scope = {h.name for h in hosts}
@@ -743,7 +772,10 @@ def run_apply(
                 if a.facts_digest != e.facts_digest:
                     return skipped_result(h, "drift", f"facts changed since the plan (digest {e.facts_digest} → "
                                           f"{a.facts_digest}); re-run plan", e.findings)
-                a = engine.with_findings(a, list(e.findings))
+                findings = list(e.findings)
+                if crashed is not None and h.name in crashed.unknown:
+                    findings = _resume_filter(h.name, findings, crashed)
+                a = engine.with_findings(a, findings)
             else:
                 assert rs is not None  # one of plan/resume, checked above
                 a = engine.plan(h, a)

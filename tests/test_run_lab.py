@@ -149,8 +149,12 @@ def test_cli_check_exit_codes(tmp_path: Path, packages: Path) -> None:
         up = [*base, "--limit", "!WSUS-DOWN:!WSUS-LOCKED"]
         r = runner.invoke(app, [*base, "--limit", "WSUS-DOWN:WSUS-SP1", "check"])
         assert r.exit_code == 4, r.output  # WSUS-DOWN refuses connections
-        r = runner.invoke(app, [*up, "check"])
+        r = runner.invoke(app, [*base, "--limit", "WSUS-DOWN:WSUS-SP1", "ping"])
+        assert r.exit_code == 4 and "WSUS-SP1\tok\tWSUS-SP1" in r.output and "WSUS-DOWN\tFAILED" in r.output
+        assert runner.invoke(app, [*base, "--limit", "WSUS-SP1", "ping"]).exit_code == 0
+        r = runner.invoke(app, [*up, "check", "--report", str(tmp_path / "before.json")])
         assert r.exit_code == 3, r.output
+        assert '"non_compliant"' in (tmp_path / "before.json").read_text(encoding="utf-8")
         r = runner.invoke(app, [*up, "apply", "--packages", str(packages), "--yes"])
         assert r.exit_code == 0, r.output
         r = runner.invoke(app, [*up, "check", "--format", "json"])

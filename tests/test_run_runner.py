@@ -305,3 +305,22 @@ def test_locked_host_is_skipped_naming_holder(store: AuditStore) -> None:
     assert out.results[0].status is Status.REMEDIATED
     assert skip_reason(out.results[1]) == "locked" and "other-run" in out.results[1].findings[0].reason
     assert engine.machines["h01"].installs == 0
+
+
+def test_new_apply_after_crash_does_not_repeat_an_action_with_unknown_outcome(store: AuditStore) -> None:
+    hosts, engine = _setup(1)
+    plan = run_plan(hosts, engine, store, RunOptions()).plan
+
+    def crash(_host: str) -> None:
+        raise SystemExit("killed while the installer may be running")
+
+    engine.on_install = crash
+    first = run_apply(hosts, engine, store, RunOptions(), plan=plan)
+    assert len(store.open_intents(first.info.id)) == 1
+    engine.on_install = lambda _h: None
+    second = run_apply(hosts, engine, store, RunOptions(), plan=plan)  # a new run, same plan
+    assert second.results[0].status is Status.UNKNOWN
+    assert engine.machines["h00"].installs == 0
+    assert store.open_intents(first.info.id) == []
+    third = run_apply(hosts, engine, store, RunOptions(), plan=plan)  # the operator checked: go
+    assert third.results[0].status is Status.REMEDIATED and engine.machines["h00"].installs == 1

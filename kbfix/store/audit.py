@@ -424,6 +424,16 @@ class AuditStore:
         return [OpenIntent(r["seq"], r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]), r["at"])
                 for r in rows]
 
+    def open_intents_for_hosts(self, hosts: Iterable[str]) -> list[OpenIntent]:
+        """Intent rows without a result for these hosts, in any run (a crashed earlier run)."""
+        rows = self._query(
+            "SELECT i.seq, i.run_id, i.host, i.action, i.at FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq"
+            " WHERE i.host IN (SELECT value FROM json_each(?)) AND r.seq IS NULL ORDER BY i.seq",
+            (json.dumps(list(hosts)),),
+        )
+        return [OpenIntent(r["seq"], r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]), r["at"])
+                for r in rows]
+
     def outcomes(self, run_ids: Iterable[str] | str, host: str | None = None) -> list[ActionOutcome]:
         """Every result row of the given run(s) (optionally one host), oldest first."""
         ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
