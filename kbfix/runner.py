@@ -360,6 +360,7 @@ class _Run:
     ) -> None:
         self.store = store
         self.options = options
+        self._max_fail_detail = ""
         self.control = control or RunControl()
         self.progress = progress or _NoProgress()
         self.info = RunInfo(
@@ -428,8 +429,6 @@ class _Run:
                 self.store.note(self.info.id, self._max_fail_detail)
         self.progress.stop()
         return [by_name[h.name] for h in hosts]
-
-    _max_fail_detail = ""
 
     def _stop_detail(self, reason: str) -> str:
         if reason == "max_fail":
@@ -723,8 +722,10 @@ def run_apply(
         # Resume: the hosts the resumed run had planned work for and did not finish cleanly.
         planned_hosts = {h for rid in rs.runs for h, _a, _d in store.planned(rid)}
         done = (Status.REMEDIATED, Status.COMPLIANT, Status.NOT_APPLICABLE, Status.MITIGATED)
-        finished = {r.host for r in store.host_results(rs.runs[0]) if r.status in done}
-        hosts = [h for h in hosts if h.name in planned_hosts and h.name not in finished]
+        latest: dict[str, Status] = {}
+        for rid in reversed(rs.runs):  # oldest first: a later run's verdict wins
+            latest.update({r.host: r.status for r in store.host_results(rid)})
+        hosts = [h for h in hosts if h.name in planned_hosts and latest.get(h.name) not in done]
 
     def findings_of(h: HostLike) -> Sequence[Finding]:
         e = entries.get(h.name)
@@ -737,7 +738,8 @@ def run_apply(
         if plan is not None:
             e = entries.get(h.name)
             if e is None:
-                return skipped_result(h, "not_in_plan", "host is not in the plan")
+                return skipped_result(h, "not_in_plan", "host is not in the plan (unreachable or failed when it was "
+                                      "made, or added to the inventory since)")
             if not _has_work(e.findings):
                 # Nothing to do: the plan's verdict stands (no connection needed).
                 return HostResult(host=h.name, address=_address(h), site=h.site, status=e.status,
@@ -785,9 +787,10 @@ def run_apply(
                 return result_from_assessment(h, a, started=started)
             if rs is not None:
                 store.record_plan(run.info.id, h.name, actions, a.facts_digest)
-            if not window_open():
-                return skipped_result(h, "window", f"change window {window} closed before the first action",
-                                      a.findings)
+            expected = _expected_seconds(a.findings)
+            if window is not None and not window.can_start(clock(), expected):
+                return skipped_result(h, "window", f"change window {window} no longer leaves {expected:g} s for "
+                                      "this host's planned work", a.findings)
             applied = engine.apply(s, h, a, store.journal(run.info.id),
                                    lambda: run.control.stopped or not window_open())
             store.record_host(run.info.id, result_from_assessment(h, a, findings=applied, started=started), phase="apply")
