@@ -14,29 +14,29 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-    create_model,
-    model_validator,
-)
+from pydantic import ValidationError
 
 from winlab.faults import Faults
+from winlab.fixture_schema import (
+    Encoding,
+    FileModel,
+    FixtureFileModel,
+    HostModel,
+    ProductModel,
+    RegTypedModel,
+    SetsModel,
+)
 from winlab.generated_logs import GeneratedContent
 from winlab.hoststate import (
     DEFAULT_MTIME,
+    UNINSTALL_KEY,
     BytesContent,
     Content,
     FileEntry,
@@ -55,8 +55,6 @@ if TYPE_CHECKING:
 FIXTURES_DIR = Path(__file__).with_name("fixtures")
 DEMO_SITE = FIXTURES_DIR / "demo-site.yaml"
 
-Encoding = Literal["utf-8", "utf-8-bom", "utf-16le", "utf-16be", "ansi", "raw"]
-
 
 class FixtureError(ValueError):
     """A fixture that cannot be loaded. `source` is the file name, `line` 1-based or None,
@@ -69,162 +67,6 @@ class FixtureError(ValueError):
         self.line = line
         self.field = field_path
         self.message = message
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class OsModel(_Model):
-    """`os:` of a host."""
-
-    version: StrictStr = "5.2.3790"
-    arch: Literal["x86", "x64"] = "x64"
-    culture: StrictStr = "en-US"
-
-
-class GenerateModel(_Model):
-    """`generate:` of a file: a large synthetic log (see winlab.generated_logs)."""
-
-    size_mb: float = Field(gt=0, le=4096)
-    seed: int = 1
-    matches: list[StrictStr] = []
-
-
-class FileModel(_Model):
-    """One file: version facts and at most one content source."""
-
-    version: StrictStr | None = None
-    version_string: StrictStr | None = None
-    product_version: StrictStr | None = None
-    text: StrictStr | None = None
-    source: StrictStr | None = None
-    data_b64: StrictStr | None = None
-    generate: GenerateModel | None = None
-    encoding: Encoding = "utf-8"
-    newline: Literal["crlf", "lf", "keep"] = "crlf"
-    mtime: datetime | None = None
-
-    @model_validator(mode="after")
-    def _one_content(self) -> FileModel:
-        given = [k for k in ("text", "source", "data_b64", "generate") if getattr(self, k) is not None]
-        if len(given) > 1:
-            raise ValueError(f"give at most one of text/source/data_b64/generate, not {given}")
-        return self
-
-
-class RegTypedModel(_Model):
-    """A registry value with an explicit type (`{type: REG_EXPAND_SZ, value: '%windir%\\x'}`)."""
-
-    type: Literal["REG_SZ", "REG_EXPAND_SZ", "REG_DWORD", "REG_QWORD", "REG_MULTI_SZ", "REG_BINARY"]
-    value: StrictStr | StrictInt | list[StrictStr]
-
-
-RegValueModel = StrictStr | StrictInt | list[StrictStr] | RegTypedModel
-
-
-class ProductModel(_Model):
-    """An installed product (an Uninstall entry)."""
-
-    name: StrictStr
-    version: StrictStr | None = None
-    publisher: StrictStr | None = None
-    code: StrictStr | None = None
-    view: Literal["64", "32"] | None = None
-    install_date: StrictStr | None = None
-
-
-class ServiceModel(_Model):
-    """A service with its start mode."""
-
-    status: StrictStr = "Running"
-    start_mode: StrictStr = "Auto"
-
-
-class SetsModel(_Model):
-    """What an installer changes: files, registry values, products added/removed, services."""
-
-    files: dict[StrictStr, FileModel] = {}
-    registry: dict[StrictStr, dict[StrictStr, RegValueModel]] = {}
-    products: list[StrictStr | ProductModel] = []
-    remove_products: list[StrictStr] = []
-    services: dict[StrictStr, StrictStr | ServiceModel] = {}
-
-
-class InstallerModel(_Model):
-    """What happens when a package whose file name matches `match` (wildcard) runs."""
-
-    match: StrictStr
-    exit_code: int = 0
-    seconds: float = Field(default=0.0, ge=0)
-    sets: SetsModel = SetsModel()
-    log: StrictStr | None = None
-
-
-class ApprovalModel(_Model):
-    group: StrictStr
-    action: StrictStr = "Install"
-
-
-class WsusUpdateModel(_Model):
-    """One update of the WSUS catalog (for the wsus.* ops)."""
-
-    id: StrictStr
-    title: StrictStr
-    declined: bool = False
-    approvals: list[ApprovalModel] = []
-
-
-class WsmanModel(_Model):
-    """WinRM service settings (defaults: Windows' WinRM 2.0 defaults, see winlab.hostapi)."""
-
-    max_envelope_kb: int = Field(default=500, ge=1)
-    max_shells_per_user: int = Field(default=30, ge=1)
-    idle_timeout_s: float = Field(default=7200.0, gt=0)
-
-
-def _faults_model() -> type[BaseModel]:
-    # Mirror the contract dataclass winlab.faults.Faults so the fixture keys never drift from it.
-    hints = typing.get_type_hints(Faults)
-    spec: dict[str, Any] = {f.name: (hints[f.name], f.default) for f in fields(Faults)}
-    return create_model("FaultsModel", __config__=ConfigDict(extra="forbid"), **spec)
-
-
-FaultsModel = _faults_model()
-
-
-class HostModel(_Model):
-    """One host of a fixture file (see winlab/README.md)."""
-
-    name: StrictStr = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-    site: StrictStr | None = None
-    os: OsModel = OsModel()
-    accounts: dict[StrictStr, StrictStr] = {}
-    registry: dict[StrictStr, dict[StrictStr, RegValueModel]] = {}
-    files: dict[StrictStr, FileModel] = {}
-    services: dict[StrictStr, StrictStr | ServiceModel] = {}
-    products: list[StrictStr | ProductModel] = []
-    installers: list[InstallerModel] = []
-    wsus_updates: list[WsusUpdateModel] = []
-    wsus_api: bool | None = None
-    wsus_groups: list[StrictStr] = []
-    faults: FaultsModel = FaultsModel()  # type: ignore[valid-type]
-    wsman: WsmanModel = WsmanModel()
-    time_scale: float = Field(default=1.0, ge=0)
-
-
-class FixtureFileModel(_Model):
-    """A fixture file: a list of hosts. Top-level keys starting with `x-` hold YAML anchors
-    and are ignored."""
-
-    hosts: list[HostModel]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_anchor_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
-        return data
 
 
 # --- YAML with line marks --------------------------------------------------------------------
@@ -401,8 +243,6 @@ class Changes:
 
 
 def _remove_products(state: HostState, pattern: str) -> None:
-    from winlab.hoststate import UNINSTALL_KEY
-
     for view in ("64", "32"):
         base = state.physical_key(UNINSTALL_KEY, view)  # type: ignore[arg-type]
         for sub in state.subkeys(base):
@@ -461,7 +301,6 @@ class HostTemplate:
     idle_timeout_s: float
     time_scale: float
     source: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _build_template(hm: HostModel, ctx: _Ctx, loc: tuple[Any, ...]) -> HostTemplate:
