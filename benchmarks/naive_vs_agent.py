@@ -42,29 +42,37 @@ WU_PATTERN = r"SyncUpdates failure"
 TIMEOUTS = Timeouts(connect=10, operation=20, read=30, command=120)
 
 
-def naive_probe_scripts() -> list[str]:
-    """The probes of both advisories as a hand-written script sends them: one run_ps each."""
-    return [
-        *naive.naive_scripts(),  # KB954960: registry, DLL version, SoftwareDistribution.log, product, service
-        naive.registry_value_script(SMS_SETUP_KEY, "Installation Directory"),  # KB954474
-        naive.select_string_script(WSYNC_LOG, WSYNC_PATTERN),
-        naive.products_script("*KB954474*"),
-        naive.select_string_script(WU_LOG, WU_PATTERN),  # the client side of KB954960
-    ]
+def naive_probe_scripts(probes: str = "both") -> list[str]:
+    """The probes as a hand-written script sends them, one run_ps each: `kb954960` (the five of
+    `winlab.naive_probes.naive_scripts`) or `both` advisories (four more)."""
+    scripts = naive.naive_scripts()  # KB954960: registry, DLL version, SoftwareDistribution.log, product, service
+    if probes == "both":
+        scripts += [
+            naive.registry_value_script(SMS_SETUP_KEY, "Installation Directory"),  # KB954474
+            naive.select_string_script(WSYNC_LOG, WSYNC_PATTERN),
+            naive.products_script("*KB954474*"),
+            naive.select_string_script(WU_LOG, WU_PATTERN),  # the client side of KB954960
+        ]
+    return scripts
 
 
-def agent_probe_ops() -> list[OpRequest]:
+def agent_probe_ops(probes: str = "both") -> list[OpRequest]:
     """The same probes as agent ops, sent in one request."""
-    return [
+    ops = [
         op("wsus", "registry.values", key=naive.WSUS_SETUP_KEY, name="VersionString", view="64"),
         op("dll", "file.info", path=naive.WSUS_DLL),
         op("sdlog", "log.scan", path=naive.WSUS_LOG, pattern=naive.WSUS_LOG_PATTERN),
-        op("prod", "products.list", pattern=["*KB954960*", "*KB954474*"]),
+        op("prod", "products.list", pattern="*KB954960*"),
         op("svc", "service.status", name="WsusService"),
-        op("sms", "registry.values", key=SMS_SETUP_KEY, name="Installation Directory", view="64"),
-        op("wsync", "log.scan", path=WSYNC_LOG, pattern=WSYNC_PATTERN),
-        op("wulog", "log.scan", path=WU_LOG, pattern=WU_PATTERN),
     ]
+    if probes == "both":
+        ops += [
+            op("sms", "registry.values", key=SMS_SETUP_KEY, name="Installation Directory", view="64"),
+            op("wsync", "log.scan", path=WSYNC_LOG, pattern=WSYNC_PATTERN),
+            op("prod2", "products.list", pattern="*KB954474*"),
+            op("wulog", "log.scan", path=WU_LOG, pattern=WU_PATTERN),
+        ]
+    return ops
 
 
 def make_fleet(n: int, latency_ms: float, ps_start_ms: float) -> list[EmulatedHost]:
@@ -81,50 +89,51 @@ def _account(host: EmulatedHost) -> tuple[str, str]:
     return next(iter(host.accounts.items()))
 
 
-def run_naive(lab: Lab, host: EmulatedHost) -> int:
+def run_naive(lab: Lab, host: EmulatedHost, probes: str) -> int:
     """All probes for one host with `winrm.Session.run_ps` (a new shell and process per probe).
     Returns how many probes exited 0 (a missing file or key makes a naive probe fail)."""
     user, password = _account(host)
     session = winrm.Session(lab.endpoints[host.name].url, auth=(user, password), transport="basic")
     ok = 0
-    for script in naive_probe_scripts():
+    for script in naive_probe_scripts(probes):
         ok += session.run_ps(script).status_code == 0
     return ok
 
 
-def run_agent(lab: Lab, host: EmulatedHost) -> int:
+def run_agent(lab: Lab, host: EmulatedHost, probes: str) -> int:
     """All probes for one host in one AgentSession request. Returns how many ops answered ok."""
     user, password = _account(host)
     le = lab.endpoints[host.name]
     ep = Endpoint(host=host.name, address=le.address, port=le.port, scheme="http", transport="basic",
                   username=user, password=Secret(password), allow_unencrypted=True, timeouts=TIMEOUTS)
     with AgentSession(ep) as s:
-        return sum(r.ok for r in s.run(agent_probe_ops()).results)
+        return sum(r.ok for r in s.run(agent_probe_ops(probes)).results)
 
 
-def _guarded(fn: Callable[[Lab, EmulatedHost], int], lab: Lab, host: EmulatedHost) -> int:
-    """`fn(lab, host)`, or -1 when the host failed (the failure is printed, the run goes on)."""
+def _guarded(fn: Callable[[Lab, EmulatedHost, str], int], lab: Lab, host: EmulatedHost, probes: str) -> int:
+    """`fn(lab, host, probes)`, or -1 when the host failed (the failure is printed, the run goes on)."""
     try:
-        return fn(lab, host)
+        return fn(lab, host, probes)
     except Exception as exc:
         print(f"{host.name}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return -1
 
 
-def measure(name: str, fn: Callable[[Lab, EmulatedHost], int], args: argparse.Namespace) -> dict[str, float]:
-    """Run `fn` for every host of a fresh fleet; wall seconds and per-host lab counts."""
+def measure(name: str, fn: Callable[[Lab, EmulatedHost, str], int], args: argparse.Namespace) -> dict[str, object]:
+    """Run `fn` for every host of a fresh fleet: wall seconds, process CPU seconds (client and
+    lab together: one process) and per-host lab counts."""
     hosts = make_fleet(args.hosts, args.latency_ms, args.ps_start_ms)
     with Lab(hosts) as lab:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         with ThreadPoolExecutor(max_workers=args.workers) as pool:
-            outcomes = list(pool.map(lambda h: _guarded(fn, lab, h), hosts))
-        wall = time.perf_counter() - started
+            outcomes = list(pool.map(lambda h: _guarded(fn, lab, h, args.probes), hosts))
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         requests = sum(lab.records(h.name).total_requests for h in hosts)
         procs = sum(lab.records(h.name).processes_started for h in hosts)
         bytes_io = sum(lab.records(h.name).bytes_in + lab.records(h.name).bytes_out for h in hosts)
         left_open = lab.open_shells()
     n = len(hosts)
-    return {"way": name, "hosts": n, "wall_s": round(wall, 2), "requests_per_host": round(requests / n, 2),
+    return {"way": name, "hosts": n, "wall_s": round(wall, 2), "cpu_ms_per_host": round(cpu / n * 1000, 1), "requests_per_host": round(requests / n, 2),
             "powershell_starts_per_host": round(procs / n, 2), "kib_per_host": round(bytes_io / n / 1024, 1),
             "probes_ok": sum(o for o in outcomes if o >= 0), "hosts_failed": sum(o < 0 for o in outcomes),
             "shells_left_open": left_open}
@@ -137,16 +146,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=20)
     ap.add_argument("--latency-ms", type=float, default=20.0)
     ap.add_argument("--ps-start-ms", type=float, default=300.0)
+    ap.add_argument("--probes", choices=("both", "kb954960"), default="both",
+                    help="probes of both advisories (9) or only the five KB954960 ones")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args(argv)
     rows = [measure("naive run_ps", run_naive, args), measure("kbfix agent", run_agent, args)]
-    ratio = rows[0]["wall_s"] / max(rows[1]["wall_s"], 1e-9)
+    ratio = float(rows[0]["wall_s"]) / max(float(rows[1]["wall_s"]), 1e-9)
     if args.json:
         print(json.dumps({"rows": rows, "speedup": round(ratio, 2), "settings": vars(args)}, indent=2))
         return 0
     print(f"{args.hosts} hosts, {args.workers} workers, latency {args.latency_ms:g} ms/request, "
-          f"powershell start {args.ps_start_ms:g} ms; {len(naive_probe_scripts())} probes per host")
-    head = ["way", "wall_s", "requests_per_host", "powershell_starts_per_host", "kib_per_host",
+          f"powershell start {args.ps_start_ms:g} ms; {len(naive_probe_scripts(args.probes))} probes per host")
+    head = ["way", "wall_s", "cpu_ms_per_host", "requests_per_host", "powershell_starts_per_host", "kib_per_host",
             "probes_ok", "hosts_failed", "shells_left_open"]
     widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in head]
     print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
