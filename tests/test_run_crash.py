@@ -18,7 +18,7 @@ pytest.importorskip("inventory")
 
 from inventory import load_inventory
 from kbfix.engine import PlaybookEngine
-from kbfix.runner import RunOptions, run_plan
+from kbfix.runner import RunOptions, run_apply, run_plan
 from kbfix.store import AuditStore
 from playbooks.model import Status
 from tests.test_run_lab import demo_text, make_packages
@@ -157,3 +157,41 @@ def test_sigint_lets_running_install_finish_closes_shells_and_marks_interrupted(
             others = [final[h] for h in HOSTS if h not in installed]
             assert all(r.status is Status.SKIPPED for r in others)
             assert {f.skip_reason for r in others for f in r.findings if f.skip_reason} == {"interrupted"}
+
+
+@pytest.mark.slow
+def test_second_apply_on_a_host_being_applied_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    packages = make_packages(tmp_path / "pkgs")
+    state = tmp_path / "state"
+    lab_hosts = load_host_fixture_text(demo_text(time_scale=SCALE), "demo", DEMO_SITE.parent)
+    with Lab(lab_hosts) as lab:
+        inv_path = lab.write_inventory(tmp_path / "inventory.yaml")
+        hosts = [h for h in load_inventory([inv_path]).select(None) if h.name == "WSUS-SP1"]
+        engine = PlaybookEngine(packages_dir=packages)
+        with AuditStore.in_dir(state) as store:
+            plan = run_plan(hosts, engine, store, RunOptions()).plan
+        assert plan is not None
+        plan.write(tmp_path / "plan.json")
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(
+            _kbfix("-q", "-i", str(inv_path), "--state", str(state), "--limit", "WSUS-SP1", "apply",
+                   "--plan", str(tmp_path / "plan.json"), "--packages", str(packages)),
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not _installs(lab, "WSUS-SP1"):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+            with AuditStore.in_dir(state) as store:
+                second = run_apply(hosts, engine, store, RunOptions(), plan=plan)
+            [r] = second.results
+            [skipped] = [f for f in r.findings if f.skip_reason]
+            assert r.status is Status.SKIPPED and skipped.skip_reason == "locked"
+            assert f"pid {proc.pid}" in skipped.reason
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        assert len(_installs(lab, "WSUS-SP1")) == 1
