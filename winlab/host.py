@@ -171,9 +171,8 @@ class EmulatedHost:
             time_scale=self.time_scale,
         )
         document, mutated = run_request(request, ctx)
+        # The server counts the fault when it actually drops the connection (winlab.wsman).
         drop = bool(mutated and self.faults.drop_after_mutation)
-        if drop:
-            self.records.fault("drop_after_mutation")
         return ProcessResult(encode_response(document), b"", 0, drop_connection=drop)
 
 
