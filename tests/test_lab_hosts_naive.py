@@ -77,3 +77,21 @@ def test_console_codepage_decides_non_ascii_output() -> None:
     assert "tilføjet" in text_utf8 and "tilføjet" not in text437 and "Key" not in text_utf8
     assert len(text_utf8.splitlines()) == 2
     assert registry_value_script("HKLM\\SOFTWARE\\It's", "v").count("''") == 1  # quotes are escaped
+
+
+def test_naive_probes_through_http_with_pywinrm_run_ps() -> None:
+    """The same probes over the lab's WS-Man server with the unmodified pywinrm Session (NTLM)."""
+    from winlab.lab import Lab
+
+    hosts = [h for h in demo_site() if h.name in ("WSUS-SP1", "WSUS-DK")]
+    with Lab(hosts) as lab:
+        for host in hosts:
+            ep = lab.endpoints[host.name]
+            session = winrm.Session(ep.url, auth=("LAB\\kbfix", "Secret-1"), transport="ntlm",
+                                    operation_timeout_sec=10, read_timeout_sec=15)
+            results = [session.run_ps(s) for s in naive_scripts()]
+            assert results[0].status_code == 0 and results[0].std_out == b"3.1.6001.65\r\n"
+            assert results[2].std_out.count(b"System.ArgumentException") == 2
+            missing = session.run_ps(file_version_script(r"C:\nope.dll"))
+            assert missing.status_code == 1 and missing.std_err.startswith(b"Get-Item : Cannot find path")
+            assert host.records.processes_started == 6 and host.records.shells_open == 0
