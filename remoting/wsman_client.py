@@ -14,7 +14,9 @@ import logging
 import math
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import defusedxml.ElementTree as ET
 import requests
@@ -38,6 +40,7 @@ from remoting.errors import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 QUOTA_FAULT_CODES = frozenset({2150859173, 2150859174})  # 0x803381A5 MaxShellsPerUser, 0x803381A6 MaxConcurrentOperations…
 TIMED_OUT_FAULT_CODE = 2150858793  # 0x80338029 ERROR_WSMAN_OPERATION_TIMEDOUT
@@ -248,7 +251,8 @@ class WsmanClient:
         self._proto = proto
         self._operation_s = math.ceil(t.operation)
 
-    def _call(self, action: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _call(self, action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`fn(*args, **kwargs)` with any failure mapped to the typed error for WS-Man `action`."""
         try:
             return fn(*args, **kwargs)
         except (KeyboardInterrupt, SystemExit):

@@ -79,3 +79,21 @@ def test_response_limit_truncates_later_ops() -> None:
     assert resp.truncated
     kinds = {r.id: (r.ok, r.error.kind if r.error else None) for r in resp.results}
     assert kinds["a"] == (True, None) and kinds["b"] == (False, "limit") and kinds["c"] == (False, "limit")
+
+
+def test_dns_failure_and_plain_http_errors_map_to_operator_words() -> None:
+    import requests
+    import urllib3
+    import winrm.exceptions as wexc
+
+    from remoting.errors import UnreachableError
+    from remoting.wsman_client import map_exception
+
+    pool = urllib3.HTTPConnectionPool("wsus01.corp.invalid", 5986)
+    dns = requests.exceptions.ConnectionError(urllib3.exceptions.MaxRetryError(
+        pool, "/wsman", urllib3.exceptions.NameResolutionError("wsus01.corp.invalid", None, OSError("no name"))))  # type: ignore[arg-type]
+    err = map_exception(dns, dataclasses.replace(BASE, address="wsus01.corp.invalid"), "Create")
+    assert isinstance(err, UnreachableError) and "cannot be resolved" in str(err) and not err.transient
+    busy = map_exception(wexc.WinRMTransportError("http", 503, ""), BASE, "Create")
+    assert isinstance(busy, UnreachableError) and busy.transient and "HTTP 503" in str(busy)
+    assert str(busy).startswith("H1: ")
