@@ -107,3 +107,19 @@ def test_checker_accepts_powershell_2_idioms() -> None:
         b"Get-Content $p | ForEach-Object { $_ }\n"
     )
     assert problems(ok) == []
+
+
+def test_agent_knows_exactly_the_ops_of_the_table_with_their_required_args() -> None:
+    import re
+
+    from remoting.ops import OPS
+
+    text = AGENT_PATH.read_text(encoding="ascii")
+    table = text[text.index("$opRequired = @{") : text.index("}", text.index("$opRequired = @{"))]
+    required = {
+        name: tuple(re.findall(r"'([a-z_0-9]+)'", args))
+        for name, args in re.findall(r"'([a-z]+\.[a-z_]+)' = @\(([^)]*)\)", table)
+    }
+    assert required == {name: spec.required for name, spec in OPS.items()}
+    dispatch = text[text.index("function Invoke-Op") : text.index("function New-LimitResult")]
+    assert set(re.findall(r"^\s+'([a-z]+\.[a-z_]+)' \{", dispatch, re.M)) == set(OPS)
