@@ -12,7 +12,7 @@ from defusedxml import ElementTree as SafeET
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kbfix.report.text import csv_cell, md_cell, md_fence, visible_controls, xml_text
+from kbfix.report.text import csv_cell, md_cell, md_code, md_fence, visible_controls, xml_text
 
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=80)
 
@@ -59,3 +59,18 @@ def test_xml_text_always_serializes_and_parses_back(s: str) -> None:
 
 def test_visible_controls_keeps_tabs_and_newlines() -> None:
     assert visible_controls("a\tb\nc\x00d\x1be\x7f") == "a\tb\nc␀d␛e␡"
+
+
+@given(TEXT)
+def test_md_code_span_holds_text_verbatim(s: str) -> None:
+    out = md_code(s)
+    body = visible_controls(s).replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+    if not body:
+        assert out == ""
+        return
+    ticks = re.match(r"`+", out).group(0)
+    assert out.endswith(ticks)
+    inner = out[len(ticks) : len(out) - len(ticks)]
+    # the delimiter run never occurs inside, so the span cannot close early
+    assert all(len(run) != len(ticks) for run in re.findall(r"`+", inner))
+    assert inner in (body, f" {body} ")

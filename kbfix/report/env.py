@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from kbfix.report.i18n import check_language, translations
-from kbfix.report.text import md_cell, md_fence, visible_controls
+from kbfix.report.text import md_cell, md_code, md_fence, visible_controls
 from templates import TEMPLATE_DIR
 
 
@@ -94,6 +94,7 @@ def _environment(lang: str, dirs: tuple[str, ...]) -> Environment:
     env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
     env.filters.update(
         md=md_cell,
+        mdcode=md_code,
         fence=md_fence,
         visible=visible_controls,
         safe_url=safe_url,

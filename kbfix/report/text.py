@@ -41,6 +41,19 @@ def md_cell(value: object) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
 
 
+def md_code(value: object) -> str:
+    """An inline Markdown code span holding `value` verbatim (outside tables): delimited by one
+    backtick more than its longest backtick run, newlines as spaces. None → empty."""
+    if value is None:
+        return ""
+    body = visible_controls(str(value)).replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+    if not body:
+        return ""
+    ticks = "`" * (max((len(m) for m in re.findall(r"`+", body)), default=0) + 1)
+    pad = " " if body.startswith("`") or body.endswith("`") or (body.startswith(" ") and body.endswith(" ")) else ""
+    return f"{ticks}{pad}{body}{pad}{ticks}"
+
+
 def md_fence(text: str) -> str:
     """A fenced code block holding `text` verbatim: the fence is one backtick longer than the longest
     backtick run inside, so the content cannot close it."""
