@@ -80,9 +80,15 @@ def truth(expr: str, context: Mapping[str, Any]) -> bool:
     return bool(evaluate(expr, context))
 
 
+@lru_cache(maxsize=512)
+def _template(text: str) -> Any:
+    # Compiling a template costs about 1 ms; the same few reason texts render for every host.
+    return _env().from_string(text)
+
+
 def render(template: str, context: Mapping[str, Any]) -> str:
     """Render a short text template (reasons, notes) with the same sandbox and context."""
     try:
-        return _env().from_string(template).render(**context)
+        return _template(template).render(**context)
     except Exception as exc:  # a broken message template must name itself
         raise ConditionError(f"template {template!r} failed: {exc}") from exc
