@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
+from remoting.agent_protocol import AgentRequest, op
 from winlab.fixtures import (
     DEMO_SITE,
+    FIXTURES_DIR,
     FixtureError,
     clone_site,
     demo_site,
     load_fixtures,
     load_host_fixture_text,
 )
+from winlab.host import run_agent_request
 from winlab.hoststate import norm_key, norm_path, wow64_key
 
 
@@ -158,3 +162,19 @@ def test_clone_1000_hosts_fast_and_small() -> None:
     assert b.state.get_service("WsusService").status == "Running"  # type: ignore[union-attr]
     assert a.state.computer_name == "WSUS-SP1-0001"
     print(f"1000 clones: {took:.3f} s, {peak / 1e6:.1f} MB traced")
+
+
+def test_extra_first_release_case_installs_without_fixing() -> None:
+    host = load_fixtures(FIXTURES_DIR / "extra" / "kb954960-first-release.yaml")[0]
+    host.time_scale = 0
+    pkg = b"WSUS3.0SP1-KB954960-x64 (first release)"
+    path = r"C:\Temp\WSUS3.0SP1-KB954960-x64.exe"
+    dll = r"%ProgramFiles%\Update Services\WebServices\ClientWebService\bin\Microsoft.UpdateServices.WebServices.Client.dll"
+    _, resp = run_agent_request(host, AgentRequest((
+        op("u", "file.upload", path=path, data=pkg),
+        op("x", "installer.run", path=path, sha256=hashlib.sha256(pkg).hexdigest()),
+        op("d", "file.info", path=dll),
+    )))
+    assert resp is not None
+    r = resp.by_id()
+    assert r["x"].data["outcome"] == "success" and r["d"].data["file_version"] == "3.1.6001.65"  # type: ignore[index]
