@@ -66,7 +66,8 @@ def write_report(
     doc: Mapping[str, Any], path: Path, *, lang: str = "en", template_dirs: Sequence[Path] = ()
 ) -> Path:
     """Render `doc` in the format of `path`'s extension and write it atomically: a reader sees the
-    old file or the complete new one, never a partial report. Returns the path written.
+    old file or the complete new one, never a partial report. The file is mode 0644 (reports hold
+    host names and log lines, never secrets). Returns the path written.
     Raises UnknownFormatError, UnknownLanguageError, OSError."""
     path = Path(path)
     data = render(doc, format_for_path(path), lang=lang, template_dirs=template_dirs)
