@@ -315,7 +315,7 @@ class HostState:
         k = norm_key(key)
         with self.lock:
             parts = k.split("\\")
-            for i in range(2, len(parts) + 1):
+            for i in range(1, len(parts) + 1):  # the hive root exists too (it lists SOFTWARE, …)
                 sub = "\\".join(parts[:i])
                 self.registry.setdefault(sub.lower(), RegKey(sub))
             return self.registry.setdefault(k.lower(), RegKey(k))
