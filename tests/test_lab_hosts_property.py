@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import threading
 
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from remoting.agent_protocol import AgentRequest, OpRequest, build_stdin, command_line, decode_response
 from remoting.ops import OPS
-from winlab.fixtures import demo_site
+from winlab.fixtures import FixtureError, demo_site, load_host_fixture_text
 from winlab.host import EmulatedHost, run_agent_request
 
 KINDS = {"invalid_args", "not_found", "access_denied", "hash_mismatch", "limit", "timeout", "exception"}
@@ -83,3 +84,33 @@ def test_random_commands_and_stdin_never_crash(stdin: bytes, command: str, args:
     encoded = base64.b64encode(command.encode("utf-16-le")).decode()
     res = host.execute(f"powershell -encodedcommand {encoded}", [], b"", {}, 437, threading.Event())
     assert res.exit_code in (0, 1)
+
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**12), st.floats(allow_nan=False), st.text(max_size=12),
+                    st.sampled_from(["x64", "x86", "utf-16le", "ansi", "Running", "HKLM\\SOFTWARE\\A", "C:\\a.log"]))
+KEYS = st.sampled_from(["name", "os", "arch", "culture", "files", "registry", "text", "encoding", "version", "source",
+                        "services", "products", "installers", "match", "sets", "faults", "connect", "wsman", "generate",
+                        "size_mb", "wsus_updates", "id", "title", "accounts", "HKLM\\SOFTWARE\\A", "C:\\a.log", "zz"])
+TREES = st.recursive(SCALARS, lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(KEYS, kids, max_size=5)),
+                     max_leaves=25)
+
+
+@settings(max_examples=200, deadline=None)
+@given(hosts=st.one_of(TREES, st.lists(st.dictionaries(KEYS, TREES, max_size=6), max_size=3)))
+def test_random_fixtures_load_or_raise_fixture_error(hosts: object) -> None:
+    text = yaml.safe_dump({"hosts": hosts}, allow_unicode=True)
+    try:
+        loaded = load_host_fixture_text(text, name="random.yaml")
+    except FixtureError as exc:
+        assert str(exc).startswith("random.yaml")
+    else:
+        assert all(h.name for h in loaded)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(max_size=200))
+def test_random_text_fixtures_raise_only_fixture_error(text: str) -> None:
+    try:
+        load_host_fixture_text(text, name="t.yaml")
+    except FixtureError:
+        pass
