@@ -564,6 +564,35 @@ def report(
         sys.stdout.flush()
 
 
+@app.command(epilog="Exit codes: 0 every host ended as its fixture intends; 1 otherwise (mismatches listed).")
+@guarded
+def demo(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the reports, the plan and the audit store.")] = Path(
+        "kbfix-demo"),
+    lang: LangOpt = "en",
+) -> None:
+    """Run the whole job on the embedded lab: check → plan → apply → verify → check, with reports.
+
+    Starts winlab in this process (HTTPS, NTLM), works over real WinRM exactly as the other commands
+    do, and prints one line per host: `HOST first-check-status final-status`.
+    Example: `kbfix demo`, then open ./kbfix-demo/report.html.
+    """
+    from kbfix.demo import run_demo
+
+    g = _globals(ctx)
+    outcome = run_demo(out, lang=lang, forks=g.forks, echo=typer.echo)
+    for host, (first, final) in outcome.statuses.items():
+        typer.echo(f"{host} {first} {final}")
+    for problem in outcome.mismatches:
+        typer.echo(f"kbfix demo: unexpected: {problem}", err=True)
+    if outcome.recheck_mutations or outcome.shells_left_open:
+        typer.echo(f"kbfix demo: re-check mutations {outcome.recheck_mutations}, shells left open "
+                   f"{outcome.shells_left_open}", err=True)
+    typer.echo(f"report: {outcome.reports['html']} ({outcome.seconds:.1f} s)")
+    raise typer.Exit(0 if outcome.ok else int(ExitCode.INTERNAL))
+
+
 def _advisories() -> dict[str, dict[str, Any]]:
     import playbooks
 
