@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kbfix.rollout import RolloutError, batch_failed, batches, parse_serial, run_concurrently
@@ -145,3 +146,31 @@ def test_grace_expiry_and_gate() -> None:
     gated = run_concurrently([0, 1, 2], lambda i: ("ok", i), forks=2,
                              gate=lambda i: ("skipped", i) if i == 1 else None, **_callbacks())
     assert gated == [("ok", 0), ("skipped", 1), ("ok", 2)]
+
+
+@settings(max_examples=25, deadline=None)
+@given(sites=st.lists(st.sampled_from("abc"), min_size=0, max_size=25), forks=st.integers(1, 6),
+       cap=st.one_of(st.none(), st.integers(1, 3)))
+def test_scheduler_respects_forks_and_site_caps(sites: list[str], forks: int, cap: int | None) -> None:
+    active: Counter[str] = Counter()
+    peak_total = 0
+    peak_site: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def work(item: tuple[int, str]) -> int:
+        nonlocal peak_total
+        with lock:
+            active[item[1]] += 1
+            peak_total = max(peak_total, sum(active.values()))
+            peak_site[item[1]] = max(peak_site[item[1]], active[item[1]])
+        time.sleep(0.002)
+        with lock:
+            active[item[1]] -= 1
+        return item[0]
+
+    items = list(enumerate(sites))
+    out = run_concurrently(items, work, forks=forks, site_of=lambda it: it[1], max_per_site=cap, poll_seconds=0.005,
+                           **_callbacks())
+    assert out == list(range(len(items)))
+    assert peak_total <= forks
+    assert all(v <= (cap or forks) for v in peak_site.values())
