@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,7 +21,7 @@ from inventory import load_inventory
 from kbfix.cli import app
 from kbfix.engine import PlaybookEngine
 from kbfix.rollout import parse_serial
-from kbfix.runner import RunOptions, exit_code, run_apply, run_plan, skip_reason
+from kbfix.runner import RunOptions, exit_code, run_apply, run_check, run_plan, skip_reason
 from kbfix.store import AuditStore
 from kbfix.window import ChangeWindow
 from playbooks.model import Status
@@ -165,3 +166,17 @@ def test_cli_check_exit_codes(tmp_path: Path, packages: Path) -> None:
         r = runner.invoke(app, ["--state", str(state), "report", "latest", "-o", str(tmp_path / "r.html")])
         assert r.exit_code == 0, r.output
         assert (tmp_path / "r.html").stat().st_size > 0
+
+
+def test_a_hanging_host_hits_its_deadline_without_stalling_the_others(tmp_path: Path, store: AuditStore) -> None:
+    text = demo_text().replace("  - name: WSUS-NL\n", "  - name: WSUS-NL\n    faults: {connect: hang}\n", 1)
+    with Lab(load_host_fixture_text(text, "demo", DEMO_SITE.parent)) as lab:
+        hosts = _hosts(lab, tmp_path, ["WSUS-SP1", "WSUS-NL", "WSUS-CN", "CM07-SITE"])
+        t0 = time.monotonic()
+        out = run_check(hosts, PlaybookEngine(), store, RunOptions(forks=2, host_deadline_s=1.5))
+        elapsed = time.monotonic() - t0
+        by = {r.host: r for r in out.results}
+        assert by["WSUS-NL"].status is Status.UNREACHABLE
+        assert by["WSUS-NL"].error is not None and "deadline" in by["WSUS-NL"].error.message
+        assert {by[h].status for h in ("WSUS-SP1", "WSUS-CN", "CM07-SITE")} == {Status.NON_COMPLIANT}
+        assert elapsed < 6  # the hung host held one fork for 1.5 s, not the run
