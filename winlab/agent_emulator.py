@@ -9,16 +9,11 @@ error boundary: a failing op answers its error and the next op still runs.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import ntpath
 import re
-import threading
 import time
-import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Any
 
 from remoting.agent_protocol import (
@@ -30,47 +25,19 @@ from remoting.agent_protocol import (
     response_document,
 )
 from remoting.ops import OPS
-from winlab.emulate_logscan import ScanSpec, detect_encoding, scan_content
-from winlab.fixtures import InstallerBehaviour
-from winlab.hoststate import (
-    UNINSTALL_KEY,
-    BytesContent,
-    FileEntry,
-    HostState,
-    RegValue,
-    content_sha256,
-    norm_path,
+from winlab.emulate_common import AgentContext, OpFailure, int_arg, iso_utc, path_arg
+from winlab.emulate_logscan import ScanSpec, scan_content
+from winlab.emulate_mutations import (
+    op_file_upload,
+    op_installer_run,
+    op_service_restart,
+    op_wsus_approve,
+    op_wsus_decline,
+    update_json,
 )
-from winlab.records import HostRecords
+from winlab.hoststate import UNINSTALL_KEY, HostState, RegValue, content_sha256
 
-_REF_RE = re.compile(r"\$\{reg:([A-Za-z0-9_.-]{1,64}):([^}]*)\}")
-LOG_TAIL_BYTES = 64 * 1024
-# Installer exit codes: 3010 ERROR_SUCCESS_REBOOT_REQUIRED, 1641 ERROR_SUCCESS_REBOOT_INITIATED,
-# 1603 ERROR_INSTALL_FAILURE (Windows Installer docs, "MsiExec.exe and InstMsi.exe error messages").
-DEFAULT_REBOOT_CODES = (3010, 1641)
-NO_BEHAVIOUR_EXIT_CODE = 1603
-
-
-class OpFailure(Exception):
-    """Raised inside an op handler: the op answers `error` and the request goes on."""
-
-    def __init__(self, kind: str, message: str, hresult: str | None = None) -> None:
-        super().__init__(message)
-        self.error = OpError(kind, message, hresult)
-
-
-@dataclass
-class AgentContext:
-    """What one agent run sees: host state, its behaviour, shell environment, cancel event,
-    the records to write to, and the results so far (for `${reg:…}` references)."""
-
-    state: HostState
-    installers: tuple[InstallerBehaviour, ...]
-    records: HostRecords
-    env: Mapping[str, str] = field(default_factory=dict)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    time_scale: float = 1.0
-    registry_results: dict[str, dict[str, Any]] = field(default_factory=dict)
+__all__ = ["AgentContext", "OpFailure", "host_info", "list_products", "run_op", "run_request"]
 
 
 def host_info(state: HostState) -> dict[str, Any]:
@@ -136,50 +103,6 @@ def run_op(o: OpRequest, ctx: AgentContext) -> OpResult:
         ctx.registry_results[o.id] = data
     return OpResult(o.id, o.name, True, data=data)
 
-
-# --- shared helpers ------------------------------------------------------------------------------
-
-
-def resolve_path(text: str, ctx: AgentContext) -> str:
-    """Apply `${reg:ID:NAME}` references (view 64 first, then 32) then environment expansion.
-    Raises OpFailure(not_found) for an unresolved reference."""
-
-    def ref(m: re.Match[str]) -> str:
-        data = ctx.registry_results.get(m.group(1))
-        name = m.group(2).lower()
-        for view in ("64", "32"):
-            v = (data or {}).get("views", {}).get(view) or {}
-            for vname, val in (v.get("values") or {}).items():
-                if vname.lower() == name and val["type"] in ("REG_SZ", "REG_EXPAND_SZ"):
-                    return str(val["value"])
-        raise OpFailure("not_found", f"unresolved reference {m.group(0)}")
-
-    return ctx.state.expand(_REF_RE.sub(ref, text), ctx.env)
-
-
-def _int_arg(o: OpRequest, key: str, default: int, lo: int, hi: int) -> int:
-    v = o.integer(key, default)
-    if not lo <= v <= hi:
-        raise OpFailure("invalid_args", f"argument {key!r} must be between {lo} and {hi}")
-    return v
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _path_arg(o: OpRequest, ctx: AgentContext, key: str = "path") -> str:
-    raw = o.text(key) or ""
-    path = resolve_path(raw, ctx)
-    if not re.match(r"^([A-Za-z]:\\|\\\\)", path.replace("/", "\\")):
-        raise OpFailure("invalid_args", f"{key} must be an absolute Windows path: {path!r}")
-    return norm_path(path)
-
-
-def _not_found_hresult() -> str:
-    return "0x80070002"  # ERROR_FILE_NOT_FOUND as HRESULT
-
-
 # --- read ops ------------------------------------------------------------------------------------
 
 
@@ -222,7 +145,7 @@ def op_registry_values(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
 
 def op_file_info(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
     """file.info: existence, size, mtime, version resources and optional SHA-256."""
-    path = _path_arg(o, ctx)
+    path = path_arg(o, ctx)
     fe = ctx.state.get_file(path)
     if fe is None:
         return {
@@ -233,7 +156,7 @@ def op_file_info(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
         "exists": True,
         "path": fe.path,
         "size": fe.size,
-        "mtime": _iso(fe.mtime),
+        "mtime": iso_utc(fe.mtime),
         "file_version": binary_file_version(fe.version),
         "file_version_string": fe.version_string,
         "product_version": fe.product_version,
@@ -266,7 +189,7 @@ def rotated_siblings(path: str) -> list[str]:
 
 def op_log_scan(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
     """log.scan: bounded regex scan of a log (and rotated siblings); see winlab.emulate_logscan."""
-    path = _path_arg(o, ctx)
+    path = path_arg(o, ctx)
     pats = []
     for i, p in enumerate(o.texts("pattern")):
         try:
@@ -275,11 +198,11 @@ def op_log_scan(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
             raise OpFailure("invalid_args", f"pattern {i} is not a valid regex: {exc}") from exc
     spec = ScanSpec(
         patterns=tuple(pats),
-        max_matches=_int_arg(o, "max_matches", 20, 1, 1000),
-        context=_int_arg(o, "context", 0, 0, 20),
-        start_offset=_int_arg(o, "start_offset", 0, 0, 1 << 62),
-        tail_bytes=_int_arg(o, "tail_bytes", 0, 0, 1 << 62),
-        max_line_chars=_int_arg(o, "max_line_chars", 4096, 16, 1 << 20),
+        max_matches=int_arg(o, "max_matches", 20, 1, 1000),
+        context=int_arg(o, "context", 0, 0, 20),
+        start_offset=int_arg(o, "start_offset", 0, 0, 1 << 62),
+        tail_bytes=int_arg(o, "tail_bytes", 0, 0, 1 << 62),
+        max_line_chars=int_arg(o, "max_line_chars", 4096, 16, 1 << 20),
     )
     codec = ctx.state.os.ansi_codepage
     files: list[dict[str, Any]] = []
@@ -352,164 +275,13 @@ def op_service_status(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
     return {"services": out}
 
 
-def _update_json(u: Any) -> dict[str, Any]:
-    return {"id": u.id, "title": u.title, "declined": u.declined, "approvals": [dict(a) for a in u.approvals]}
-
-
 def op_wsus_find_update(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
     """wsus.find_update: updates whose title equals `title` (case-insensitive)."""
     title = (o.text("title") or "").lower()
     with ctx.state.lock:
         if not ctx.state.wsus_api:
             return {"available": False, "updates": []}
-        return {"available": True, "updates": [_update_json(u) for u in ctx.state.wsus_updates if u.title.lower() == title]}
-
-
-# --- mutating ops --------------------------------------------------------------------------------
-
-
-def op_file_upload(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
-    """file.upload: offset 0 creates/truncates; any other offset must equal the current size."""
-    path = _path_arg(o, ctx)
-    data = o.args["data"][0]
-    offset = _int_arg(o, "offset", 0, 0, 1 << 62)
-    with ctx.state.lock:
-        fe = ctx.state.get_file(path)
-        if offset == 0:
-            body = data
-        else:
-            cur = fe.size if fe else 0
-            if fe is None or offset != cur:
-                raise OpFailure("invalid_args", f"offset {offset} does not equal the current size {cur}")
-            with fe.data().open() as f:
-                body = f.read() + data
-        ctx.state.put_file(FileEntry(path, BytesContent(body), mtime=datetime.now(timezone.utc)))
-        ctx.records.mutated("file.upload", f"{path} offset={offset} bytes={len(data)}")
-        return {"path": ctx.state.get_file(path).path, "size": len(body)}  # type: ignore[union-attr]
-
-
-def _codes(o: OpRequest, key: str, default: tuple[int, ...]) -> tuple[int, ...]:
-    vals = o.texts(key)
-    if not vals:
-        return default
-    try:
-        return tuple(int(v) for v in vals)
-    except ValueError as exc:
-        raise OpFailure("invalid_args", f"{key} must be integers") from exc
-
-
-def _read_tail(state: HostState, path: str) -> str | None:
-    fe = state.get_file(path)
-    if fe is None:
-        return None
-    content = fe.data()
-    with content.open() as f:
-        head = f.read(4)
-        enc, bom = detect_encoding(head)
-        start = max(bom, content.size - LOG_TAIL_BYTES)
-        if enc.startswith("utf-16"):
-            start += (start - bom) % 2
-        f.seek(start)
-        raw = f.read()
-    codec = {"utf-16le": "utf-16-le", "utf-16be": "utf-16-be", "utf-8": "utf-8"}.get(enc, state.os.ansi_codepage)
-    return raw.decode(codec, "replace")
-
-
-def op_installer_run(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
-    """installer.run: check the package's SHA-256, run it (the fixture's `installers:` entry
-    whose `match` fits the file name decides exit code, simulated seconds and state changes),
-    map the exit code to an outcome. No matching entry: exit 1603, nothing changes."""
-    path = _path_arg(o, ctx)
-    want = (o.text("sha256") or "").strip().lower()
-    success = _codes(o, "success_codes", (0,))
-    reboot = _codes(o, "reboot_codes", DEFAULT_REBOOT_CODES)
-    timeout = _int_arg(o, "timeout", 1800, 1, 86400)
-    log_path = _path_arg(o, ctx, "log_path") if o.args.get("log_path") else None
-    fe = ctx.state.get_file(path)
-    if fe is None:
-        raise OpFailure("not_found", f"installer not found: {path}", _not_found_hresult())
-    got = content_sha256(fe.data())
-    if got != want:
-        raise OpFailure("hash_mismatch", f"SHA-256 of {path} is {got}, expected {want or '(none)'}")
-    name = ntpath.basename(path)
-    behaviour = next((b for b in ctx.installers if b.matches(name)), None)
-    seconds = behaviour.seconds if behaviour else 0.0
-    ctx.records.mutated("installer.run", f"{path} args={len(o.texts('arg'))}")
-    if seconds > timeout:
-        ctx.cancel.wait(timeout * ctx.time_scale)
-        raise OpFailure("timeout", f"installer did not finish within {timeout} s")
-    if ctx.cancel.wait(seconds * ctx.time_scale):
-        raise OpFailure("exception", "installer interrupted (the agent was stopped)")
-    exit_code = behaviour.exit_code if behaviour else NO_BEHAVIOUR_EXIT_CODE
-    outcome = "success" if exit_code in success else "reboot_required" if exit_code in reboot else "failed"
-    if behaviour and outcome != "failed":
-        behaviour.changes.apply(ctx.state)
-    if log_path:
-        text = behaviour.log if behaviour and behaviour.log else f"=== Verbose logging started: {name} (kbfix lab) ===\r\n"
-        text += f"\r\nexit code {exit_code}\r\n"
-        ctx.state.put_file(FileEntry(log_path, BytesContent(text.encode("utf-8")), mtime=datetime.now(timezone.utc)))
-    return {
-        "exit_code": exit_code,
-        "outcome": outcome,
-        "seconds": float(seconds),
-        "log_tail": _read_tail(ctx.state, log_path) if log_path else None,
-    }
-
-
-def op_service_restart(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
-    """service.restart: a known service ends up Running."""
-    name = o.text("name") or ""
-    if ctx.state.get_service(name) is None:
-        raise OpFailure("not_found", f"service {name!r} does not exist", "0x80070424")
-    ctx.state.set_service(name, "Running")
-    ctx.records.mutated("service.restart", name)
-    return {"status": "Running"}
-
-
-def _find_update(ctx: AgentContext, uid: str) -> Any:
-    if not ctx.state.wsus_api:
-        raise OpFailure("not_found", "the WSUS administration API (Microsoft.UpdateServices.Administration) is not installed")
-    try:
-        uuid.UUID(uid)
-    except ValueError as exc:
-        raise OpFailure("invalid_args", "argument 'id' is not a GUID") from exc
-    for u in ctx.state.wsus_updates:
-        if u.id.lower() == uid.lower():
-            return u
-    raise OpFailure("not_found", f"update {uid} not found")
-
-
-def op_wsus_decline(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
-    """wsus.decline_update: mark the update declined."""
-    with ctx.state.lock:
-        u = _find_update(ctx, o.text("id") or "")
-        u.declined = True
-        ctx.records.mutated("wsus.decline_update", u.id)
-        return {"id": u.id, "declined": True}
-
-
-# Microsoft.UpdateServices.Administration.UpdateApprovalAction members (WSUS 3.0 API reference).
-APPROVAL_ACTIONS = ("Install", "Uninstall", "NotApproved", "All")
-
-
-def op_wsus_approve(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
-    """wsus.approve_update: add (or replace) the approval for `group` (a group of the host's
-    `wsus_groups`; `All Computers` always exists)."""
-    want_action = o.text("action", "Install") or "Install"
-    want_group = o.text("group", "All Computers") or "All Computers"
-    with ctx.state.lock:
-        u = _find_update(ctx, o.text("id") or "")
-        action = next((a for a in APPROVAL_ACTIONS if a.lower() == want_action.lower()), None)
-        if action is None:
-            raise OpFailure("invalid_args", f"unknown approval action {want_action}")
-        group = next((g for g in ctx.state.wsus_groups if g.lower() == want_group.lower()), None)
-        if group is None:
-            raise OpFailure("not_found", f"no computer group named {want_group}")
-        u.approvals = [a for a in u.approvals if a["group"].lower() != group.lower()]
-        u.approvals.append({"group": group, "action": action})
-        ctx.records.mutated("wsus.approve_update", f"{u.id} {action} {group}")
-        return {"id": u.id, "approvals": [dict(a) for a in u.approvals]}
-
+        return {"available": True, "updates": [update_json(u) for u in ctx.state.wsus_updates if u.title.lower() == title]}
 
 _HANDLERS: dict[str, Callable[[OpRequest, AgentContext], dict[str, Any]]] = {
     "env.expand": op_env_expand,
@@ -525,8 +297,3 @@ _HANDLERS: dict[str, Callable[[OpRequest, AgentContext], dict[str, Any]]] = {
     "wsus.decline_update": op_wsus_decline,
     "wsus.approve_update": op_wsus_approve,
 }
-
-
-def sha256_hex(data: bytes) -> str:
-    """Lower-case hex SHA-256 (helper for tests and fixtures)."""
-    return hashlib.sha256(data).hexdigest()
