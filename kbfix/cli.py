@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import traceback
 from collections import Counter
@@ -241,15 +242,31 @@ def _finding_summary(r: HostResult) -> str:
     return "; ".join(parts) or "-"
 
 
+_VERSION = re.compile(r"\b\d+\.\d+\.\d+(?:\.\d+)?\b")
+
+
+def _product_version(r: HostResult) -> str:
+    """The first version number in the evidence of an applicable finding (the WSUS DLL or
+    ConfigMgr build the verdict rests on), else empty."""
+    for f in r.findings:
+        if f.status.value == "not_applicable":
+            continue
+        for e in [*f.verification, *f.evidence]:
+            m = _VERSION.search(e.value or "")
+            if m:
+                return m.group(0)
+    return ""
+
+
 def _print_table(g: Globals, results: Sequence[HostResult], title: str) -> None:
     console = g.console()
     table = Table(title=title, show_lines=False)
-    for col in ("Host", "Status", "Role", "OS", "Evidence"):
+    for col in ("Host", "Status", "Role", "Version", "OS", "Evidence"):
         table.add_column(col, overflow="fold")
     for r in results:
         osv = str(r.os.get("os_version") or r.os.get("version") or "")
-        table.add_row(escape(r.host), r.status.value, escape(", ".join(r.roles)), escape(osv),
-                      escape(_finding_summary(r)))
+        table.add_row(escape(r.host), r.status.value, escape(", ".join(r.roles)), escape(_product_version(r)),
+                      escape(osv), escape(_finding_summary(r)))
     console.print(table)
     counts = Counter(r.status for r in results)
     console.print(counts_text(counts) or "no hosts")

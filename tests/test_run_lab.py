@@ -155,6 +155,8 @@ def test_cli_check_exit_codes(tmp_path: Path, packages: Path) -> None:
         assert runner.invoke(app, [*base, "--limit", "WSUS-SP1", "ping"]).exit_code == 0
         r = runner.invoke(app, [*up, "check", "--report", str(tmp_path / "before.json")])
         assert r.exit_code == 3, r.output
+        row = next(ln for ln in r.output.splitlines() if "WSUS-SP1 " in ln)
+        assert "non_compliant" in row and "wsus_server" in row and "3.1.6001.65" in row  # status, role, version
         assert '"non_compliant"' in (tmp_path / "before.json").read_text(encoding="utf-8")
         r = runner.invoke(app, [*up, "apply", "--packages", str(packages), "--yes"])
         assert r.exit_code == 0, r.output
