@@ -178,3 +178,16 @@ def test_extra_first_release_case_installs_without_fixing() -> None:
     assert resp is not None
     r = resp.by_id()
     assert r["x"].data["outcome"] == "success" and r["d"].data["file_version"] == "3.1.6001.65"  # type: ignore[index]
+
+
+def test_generated_log_lines_use_the_culture_codepage() -> None:
+    host = load_host_fixture_text(
+        "hosts:\n- name: G\n  os: {culture: zh-CN}\n  files:\n"
+        "    'C:\\g.log': {generate: {size_mb: 1, seed: 3, matches: ['已添加项 x', 'second']}, encoding: ansi}\n")[0]
+    fe = host.state.get_file(r"C:\g.log")
+    assert fe is not None
+    with fe.data().open() as f:
+        data = f.read()
+    assert (1 << 20) * 0.8 < len(data) < (1 << 20) * 1.2
+    assert data.count("已添加项 x\r\n".encode("cp936")) == 1 and data.count(b"\r\nsecond\r\n") == 1
+    assert data.index("已添加项".encode("cp936")) < data.index(b"\r\nsecond\r\n")  # in the given order

@@ -153,7 +153,7 @@ class _Ctx:
 def _content(fm: FileModel, ctx: _Ctx, loc: tuple[Any, ...]) -> Content | None:
     if fm.generate is not None:
         g = fm.generate
-        return GeneratedContent(g.size_mb, g.seed, g.matches, fm.encoding)
+        return GeneratedContent(g.size_mb, g.seed, g.matches, fm.encoding, ctx.culture_codec)
     if fm.data_b64 is not None:
         try:
             return BytesContent(base64.b64decode(fm.data_b64, validate=True))

@@ -40,26 +40,26 @@ def _filler_block(rng: random.Random) -> list[str]:
     return lines
 
 
-def _codec(encoding: str) -> tuple[str, bytes]:
+def _codec(encoding: str, ansi_codec: str = "cp1252") -> tuple[str, bytes]:
     if encoding == "utf-16le":
         return "utf-16-le", b"\xff\xfe"
     if encoding == "utf-16be":
         return "utf-16-be", b"\xfe\xff"
     if encoding == "utf-8-bom":
         return "utf-8", b"\xef\xbb\xbf"
-    return ("utf-8" if encoding in ("utf-8", "ansi") else encoding), b""
+    return (ansi_codec if encoding == "ansi" else "utf-8"), b""
 
 
 def write_generated_log(
-    target: Path, size_mb: float, seed: int, matches: list[str], encoding: str = "utf-8"
+    target: Path, size_mb: float, seed: int, matches: list[str], encoding: str = "utf-8", ansi_codec: str = "cp1252"
 ) -> int:
     """Write the log to `target` and return its size in bytes (about `size_mb` MiB).
 
     Each line of `matches` appears exactly once, in order, at seeded positions spread over the
-    file. `encoding`: utf-8 | utf-8-bom | utf-16le | utf-16be (with BOM) | ansi (ASCII filler,
-    match lines encoded as UTF-8; keep them ASCII for ansi)."""
+    file. `encoding`: utf-8 | utf-8-bom | utf-16le | utf-16be (with BOM) | ansi (in
+    `ansi_codec`, the host culture's codepage)."""
     rng = random.Random(seed)
-    codec, bom = _codec(encoding)
+    codec, bom = _codec(encoding, ansi_codec)
     block_lines = _filler_block(rng)
     block = ("\r\n".join(block_lines) + "\r\n").encode(codec)
     n_blocks = max(1, round(size_mb * (1 << 20) / len(block)))
@@ -88,11 +88,14 @@ class GeneratedContent:
     Thread-safe; the temp directory is removed when this object is garbage collected or at exit.
     """
 
-    def __init__(self, size_mb: float, seed: int, matches: list[str], encoding: str = "utf-8") -> None:
+    def __init__(
+        self, size_mb: float, seed: int, matches: list[str], encoding: str = "utf-8", ansi_codec: str = "cp1252"
+    ) -> None:
         self.size_mb = size_mb
         self.seed = seed
         self.matches = list(matches)
         self.encoding = encoding
+        self.ansi_codec = ansi_codec
         self._lock = threading.Lock()
         self._path: Path | None = None
         self._size = 0
@@ -103,7 +106,7 @@ class GeneratedContent:
                 tmp = Path(tempfile.mkdtemp(prefix="kbfix-lab-log-"))
                 weakref.finalize(self, shutil.rmtree, tmp, True)
                 path = tmp / "generated.log"
-                self._size = write_generated_log(path, self.size_mb, self.seed, self.matches, self.encoding)
+                self._size = write_generated_log(path, self.size_mb, self.seed, self.matches, self.encoding, self.ansi_codec)
                 self._path = path
             return self._path
 
