@@ -523,10 +523,13 @@ def show(
         results = store.host_results(run_id)
         events = store.events(run_id)
         intents = store.intents(run_id)
+        planned = store.planned(run_id)
         resumed_by = store.resumed_by(run_id)
     if fmt == "json":
         typer.echo(json.dumps({"run": info.model_dump(mode="json"), "events": events,
                                "hosts": [r.model_dump(mode="json") for r in results], "actions": intents,
+                               "planned": [{"host": h, "facts_digest": d, **a.model_dump(mode="json")}
+                                           for h, a, d in planned],
                                "resumed_by": resumed_by}, indent=2, ensure_ascii=False))
         raise typer.Exit(int(exit_code(results)))
     console = g.console()
@@ -539,6 +542,13 @@ def show(
     if resumed_by:
         console.print(f"resumed by {', '.join(resumed_by)}")
     _print_table(g, results, "hosts")
+    if planned and not intents:
+        table = Table(title="planned actions")
+        for col in ("Host", "Action", "Kind", "Description", "Estimate (s)"):
+            table.add_column(col, overflow="fold")
+        for host, a, _digest in planned:
+            table.add_row(escape(host), escape(a.id), a.kind, escape(a.description), f"{a.estimated_seconds:g}")
+        console.print(table)
     if intents:
         table = Table(title="actions (intent → result)")
         for col in ("Host", "Action", "Kind", "Intent at", "Outcome", "Exit"):
