@@ -444,7 +444,8 @@ def apply(
     with _store(g) as store:
         progress = make_progress(quiet=g.quiet, no_color=g.no_color)
         if resume is not None:
-            run_id = store.resolve_run(resume)
+            latest_apply = store.latest_run_id("apply") if resume == "latest" else None
+            run_id = latest_apply or store.resolve_run(resume)
             if store.run_info(run_id).kind != "apply":
                 raise _fail(f"run {run_id} is not an apply run", ExitCode.USAGE)
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, resume=run_id, control=c,
