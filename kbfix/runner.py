@@ -44,7 +44,7 @@ from kbfix.store import (
     operator_name,
 )
 from kbfix.window import ChangeWindow
-from playbooks.model import ExecutedAction, Finding, HostError, HostResult, Status, worst
+from playbooks.model import ExecutedAction, Finding, HostError, HostResult, PlannedAction, Status, worst
 
 # Statuses an operator still has to act on after a run (exit code 3), and skip reasons that
 # mean "this run left work undone" rather than "out of scope".
@@ -608,23 +608,31 @@ class _ResumeState:
     """What earlier runs in a resume chain tell about each host's actions."""
 
     runs: list[str]
-    succeeded: dict[str, set[str]]  # host → action ids with outcome success / reboot_required
-    unknown: dict[str, set[str]]  # host → action ids whose outcome was never recorded
+    succeeded: dict[str, set[tuple[str, str | None]]]  # host → action keys with outcome success / reboot_required
+    unknown: dict[str, set[tuple[str, str | None]]]  # host → action keys whose outcome was never recorded
 
 
-def _close_open_intents(store: AuditStore, opens: Sequence[OpenIntent], new_run: str) -> dict[str, set[str]]:
+def action_key(action: PlannedAction) -> tuple[str, str | None]:
+    """What makes two planned actions "the same" across runs: the action id and the package's
+    SHA-256 (a re-released package, e.g. KB954960's of 1 Aug 2008, is a different action)."""
+    return (action.id, action.package.sha256.lower() if action.package else None)
+
+
+def _close_open_intents(
+    store: AuditStore, opens: Sequence[OpenIntent], new_run: str
+) -> dict[str, set[tuple[str, str | None]]]:
     """Close dangling intents as `unknown` (append-only: a result row, so the old run is
     consistent) and the runs they belong to as interrupted; returns host → action ids."""
     for rid in sorted({oi.run_id for oi in opens}):
         if store.run_info(rid).state == "running":
             # Started but never closed: the process was killed (live runs are never passed here).
             store.end_run(rid, "interrupted", f"the kbfix process ended without closing this run; re-read by {new_run}")
-    unknown: dict[str, set[str]] = {}
+    unknown: dict[str, set[tuple[str, str | None]]] = {}
     for oi in opens:
         store.record_result(oi.run_id, oi.host, oi.action.id, ExecutedAction(
             action_id=oi.action.id, outcome="unknown", started=datetime.fromisoformat(oi.at), ended=utc_now(),
             detail=f"kbfix stopped before the answer was recorded; host state re-read by run {new_run}"))
-        unknown.setdefault(oi.host, set()).add(oi.action.id)
+        unknown.setdefault(oi.host, set()).add(action_key(oi.action))
     return unknown
 
 
@@ -639,10 +647,10 @@ def _resume_state(store: AuditStore, run_id: str, new_run: str) -> _ResumeState:
         if store.run_info(rid).state == "running":
             store.end_run(rid, "interrupted", f"the kbfix process ended without closing this run; resumed by {new_run}")
     unknown = _close_open_intents(store, store.open_intents(chain), new_run)
-    succeeded: dict[str, set[str]] = {}
+    succeeded: dict[str, set[tuple[str, str | None]]] = {}
     for o in store.outcomes(chain):
         if o.executed.outcome in ("success", "reboot_required"):
-            succeeded.setdefault(o.host, set()).add(o.action.id)
+            succeeded.setdefault(o.host, set()).add(action_key(o.action))
     return _ResumeState(chain, succeeded, unknown)
 
 
@@ -661,18 +669,18 @@ def _resume_filter(host: str, findings: list[Finding], rs: _ResumeState) -> list
     maybe = rs.unknown.get(host, set()) - done
     out: list[Finding] = []
     for f in findings:
-        keep = [p for p in f.planned if p.id not in done and p.id not in maybe]
+        keep = [p for p in f.planned if action_key(p) not in done and action_key(p) not in maybe]
         dropped = [p for p in f.planned if p not in keep]
         if not dropped:
             out.append(f)
             continue
         notes = []
-        if any(p.id in done for p in dropped):
+        if any(action_key(p) in done for p in dropped):
             notes.append("already succeeded in run(s) " + ", ".join(rs.runs) + ", yet the host still is not fixed: not re-run")
-        if any(p.id in maybe for p in dropped):
+        if any(action_key(p) in maybe for p in dropped):
             notes.append("an earlier attempt's outcome is unknown and the host still is not fixed: not re-run "
                          "automatically; check the host (installer may still be running), then apply again")
-        status = Status.UNKNOWN if any(p.id in maybe for p in dropped) else Status.FAILED
+        status = Status.UNKNOWN if any(action_key(p) in maybe for p in dropped) else Status.FAILED
         out.append(f.model_copy(update={"planned": keep, "status": status if not keep else f.status,
                                         "reason": f"{f.reason}; " + "; ".join(notes)}))
     return out

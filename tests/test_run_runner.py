@@ -49,6 +49,7 @@ class FakeMachine:
     install_seconds: float = 0.0
     exit_code: int = 0
     down: bool = False
+    fixes: bool = True  # False: the installer exits 0 without fixing (KB954960's first release)
     installs: int = 0
     extra_fact: str = "a"
 
@@ -116,7 +117,7 @@ class FakeEngine:
                 time.sleep(m.install_seconds)
                 m.installs += 1
                 ok = m.exit_code in p.expected_exit_codes
-                if ok:
+                if ok and m.fixes:
                     m.fixed = True
                 ex = ExecutedAction(action_id=p.id, outcome="success" if ok else "failed", exit_code=m.exit_code,
                                     started=started, ended=datetime.now(timezone.utc))
@@ -324,3 +325,15 @@ def test_new_apply_after_crash_does_not_repeat_an_action_with_unknown_outcome(st
     assert store.open_intents(first.info.id) == []
     third = run_apply(hosts, engine, store, RunOptions(), plan=plan)  # the operator checked: go
     assert third.results[0].status is Status.REMEDIATED and engine.machines["h00"].installs == 1
+
+
+def test_resume_never_reruns_an_installer_that_reported_success(store: AuditStore) -> None:
+    hosts, engine = _setup(1)
+    engine.machines["h00"].fixes = False  # exit 0, DLL unchanged
+    plan = run_plan(hosts, engine, store, RunOptions()).plan
+    first = run_apply(hosts, engine, store, RunOptions(), plan=plan)
+    assert first.results[0].status is Status.FAILED  # verify saw the old state
+    resumed = run_apply(hosts, engine, store, RunOptions(), resume=first.info.id)
+    assert engine.machines["h00"].installs == 1
+    assert resumed.results[0].status is Status.FAILED
+    assert "already succeeded" in resumed.results[0].findings[0].reason
