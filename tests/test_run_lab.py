@@ -182,3 +182,19 @@ def test_a_hanging_host_hits_its_deadline_without_stalling_the_others(tmp_path: 
         assert by["WSUS-NL"].error is not None and "deadline" in by["WSUS-NL"].error.message
         assert {by[h].status for h in ("WSUS-SP1", "WSUS-CN", "CM07-SITE")} == {Status.NON_COMPLIANT}
         assert elapsed < 6  # the hung host held one fork for 1.5 s, not the run
+
+
+def test_apply_skips_a_host_whose_facts_drifted_since_the_plan(tmp_path: Path, packages: Path,
+                                                                store: AuditStore) -> None:
+    lab_hosts = load_host_fixture_text(demo_text(time_scale=0.05), "demo", DEMO_SITE.parent)
+    with Lab(lab_hosts) as lab:
+        hosts = _hosts(lab, tmp_path, ["WSUS-SP1", "WSUS-DK"])
+        engine = PlaybookEngine(packages_dir=packages)
+        plan = run_plan(hosts, engine, store, RunOptions()).plan
+        # Someone patches WSUS-DK between the review and the window (here: another apply).
+        run_apply([h for h in hosts if h.name == "WSUS-DK"], engine, store, RunOptions(), plan=plan)
+        out = run_apply(hosts, engine, store, RunOptions(), plan=plan)
+        by = {r.host: r for r in out.results}
+        assert by["WSUS-SP1"].status is Status.REMEDIATED
+        assert by["WSUS-DK"].status is Status.SKIPPED and skip_reason(by["WSUS-DK"]) == "drift"
+        assert len([m for m in lab.records("WSUS-DK").mutations if m.op == "installer.run"]) == 1
