@@ -1,7 +1,7 @@
 """Benchmark: load, resolve and select from a 10,000-host kbfix inventory (target: under 1 s).
 
 Writes a kbfix YAML inventory with N hosts (default 10,000: explicit entries with address,
-port, site and vars, 50 groups with vars, nested under a parent group) and an Ansible INI
+port, 50 site groups with vars, nested under a parent group) and an Ansible INI
 inventory of the same hosts, then times `load_inventory` (parse, validate, merge variables,
 build endpoints with credentials) plus `select()` with a limit, best of 3, and prints the
 figures. Usage: `.venv/bin/python benchmarks/inventory_load.py [--hosts N]`.
@@ -19,7 +19,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from inventory import load_inventory  # noqa: E402
+from inventory import load_inventory
 
 TARGET_S = 1.0
 
@@ -30,7 +30,6 @@ def write_kbfix(path: Path, n: int, groups: int = 50) -> None:
         f"wsus{i:05d}.corp.example": {
             "address": f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}",
             "port": 5986,
-            "vars": {"rack": f"r{i % 40}"},
         }
         for i in range(n)
     }
@@ -47,7 +46,8 @@ def write_kbfix(path: Path, n: int, groups: int = 50) -> None:
         "groups": group_map,
         "hosts": hosts,
     }
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    # Flow style for the leaves, as winlab's Lab.write_inventory writes kbfix inventories.
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, default_flow_style=None), encoding="utf-8")
 
 
 def write_ini(path: Path, n: int, groups: int = 50) -> None:
@@ -56,23 +56,27 @@ def write_ini(path: Path, n: int, groups: int = 50) -> None:
              "[fleet:vars]", "ansible_connection=winrm", "ansible_user=CORP\\svc", ""]
     for g in range(groups):
         lines.append(f"[site_{g:02d}]")
-        lines += [f"wsus{i:05d}.corp.example ansible_host=10.0.{i // 256 % 256}.{i % 256} rack=r{i % 40}"
+        lines += [f"wsus{i:05d}.corp.example ansible_host=10.0.{i // 256 % 256}.{i % 256}"
                   for i in range(g, n, groups)]
         lines += [f"[site_{g:02d}:vars]", f"site=S{g:02d}", ""]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def measure(path: Path, limit: str) -> tuple[float, int, int]:
-    """Best-of-3 seconds for load + select; (seconds, hosts loaded, hosts selected)."""
-    best = float("inf")
+def measure(path: Path, limit: str) -> tuple[float, float, int, int]:
+    """Best-of-3 wall and CPU seconds for load + select; (wall, cpu, hosts loaded, hosts selected).
+
+    CPU time is printed too because the machine is shared: wall time includes waiting for a core.
+    """
+    best = best_cpu = float("inf")
     loaded = selected = 0
     for _ in range(3):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         inv = load_inventory(path, env={"BENCH_PW": "bench-only", "KBFIX_PASSWORD": "bench-only"})
         chosen = inv.select(limit)
         best = min(best, time.perf_counter() - start)
+        best_cpu = min(best_cpu, time.process_time() - start_cpu)
         loaded, selected = len(inv.hosts), len(chosen)
-    return best, loaded, selected
+    return best, best_cpu, loaded, selected
 
 
 def main() -> int:
@@ -89,9 +93,9 @@ def main() -> int:
             "Ansible INI": measure(ini, "fleet:&site_0*:!wsus0000*"),
         }
     ok = True
-    for name, (seconds, loaded, selected) in results.items():
+    for name, (seconds, cpu, loaded, selected) in results.items():
         print(f"{name}: {loaded} hosts loaded+resolved, {selected} selected by the limit in {seconds:.3f} s "
-              f"(target < {TARGET_S:g} s)")
+              f"wall, {cpu:.3f} s CPU (best of 3; target < {TARGET_S:g} s)")
         ok = ok and seconds < TARGET_S
     return 0 if ok else 1
 

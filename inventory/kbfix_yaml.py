@@ -158,7 +158,7 @@ def _settings_from(model: ConnectionModel, raw: Any, path: Path) -> Settings:
     """Connection settings set in `model`; `raw` is the marked mapping it was validated from."""
     settings = Settings()
     fallback = getattr(raw, "line", None)
-    for key in _CONNECTION_KEYS:
+    for key in model.model_fields_set.intersection(_CONNECTION_KEYS):  # only what the file set
         value = getattr(model, key)
         if value is None:
             continue

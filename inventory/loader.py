@@ -103,6 +103,19 @@ def load_inventory(
     missing password as None instead of prompting or failing (for list/graph/check).
     Raises InventoryError for every kind of bad input; nothing else escapes for bad files.
     """
+    try:
+        return _load(paths, env, prompt, require_credentials)
+    except RecursionError:
+        # YAML aliases or literals nested thousands deep: refuse rather than crash.
+        raise InventoryError("inventory data is nested too deeply") from None
+
+
+def _load(
+    paths: Sequence[Path | str] | Path | str,
+    env: Mapping[str, str] | None,
+    prompt: Prompt | None,
+    require_credentials: bool,
+) -> Inventory:
     sources = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     if not sources:
         raise InventoryError("no inventory given; use -i FILE or set KBFIX_INVENTORY")

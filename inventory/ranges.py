@@ -26,7 +26,7 @@ class RangeError(ValueError):
 def detect_range(pattern: str) -> bool:
     """True when `pattern` holds a `[x:y]` range (Ansible's `detect_range`)."""
     start = pattern.find("[")
-    return 0 <= start < pattern.find(":", start) < pattern.find("]", start)
+    return start >= 0 and start < pattern.find(":", start) < pattern.find("]", start)
 
 
 def _colons_outside_brackets(text: str) -> int:

@@ -127,6 +127,9 @@ class Resolver:
         self._ancestors: dict[str, tuple[str, ...]] = {}
         self._group_files: dict[str, list[tuple[dict[str, Any], dict[str, Origin]]]] = {}
         self._group_layer: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Origin]]] = {}
+        self._masked_groups: dict[tuple[str, ...], dict[str, Any]] = {}
+        self._derived: dict[tuple[str, ...], tuple[dict[str, _Setting], tuple[str, ...], str | None]] = {}
+        self._host_overrides: dict[str, str] = {name: s for s, names in ANSIBLE_VARS.items() for name in names}
         all_vars = inv.groups["all"].vars
         self._role_index = group_index(self._role_map(all_vars))
 
@@ -189,6 +192,27 @@ class Resolver:
         self._group_layer[ordered] = (merged, origins)
         return merged, origins
 
+    def _group_derived(self, ordered: tuple[str, ...]) -> tuple[dict[str, _Setting], tuple[str, ...], str | None]:
+        """Per distinct group set: settings from group-level vars, roles from groups, site from names."""
+        cached = self._derived.get(ordered)
+        if cached is None:
+            merged, origins = self._group_vars(ordered)
+            settings: dict[str, _Setting] = {}
+            for key, value in self.inv.defaults.values.items():
+                settings[key] = _Setting(value, f"defaults.{key}", self.inv.defaults.origins.get(key))
+            for setting, names in ANSIBLE_VARS.items():
+                for name in names:
+                    if name in merged:
+                        settings[setting] = _Setting(merged[name], name, origins.get(name))
+            roles: dict[str, None] = {}
+            for name in ordered:
+                roles.update(dict.fromkeys(self.inv.groups[name].roles))
+            roles.update(dict.fromkeys(roles_from_groups(ordered, self._role_index)))
+            site = next((n[5:] for n in ordered if n.lower().startswith("site_") and len(n) > 5), None)
+            cached = (settings, tuple(roles), site)
+            self._derived[ordered] = cached
+        return cached
+
     def host_vars(self, host: HostData) -> tuple[tuple[str, ...], dict[str, Any], dict[str, Origin]]:
         """(groups in merge order, effective vars, origin of each var) for one host."""
         ordered = self._groups_of(host)
@@ -202,9 +226,26 @@ class Resolver:
             origins.update(f.origins)
         return ordered, merged, origins
 
+    def _masked_vars(self, ordered: tuple[str, ...], merged: dict[str, Any], host_keys: set[str]) -> dict[str, Any]:
+        """`merged` with secrets wrapped; the group-level part is masked once per group set."""
+        masked = self._masked_groups.get(ordered)
+        if masked is None:
+            masked = self._masked_groups[ordered] = mask_secrets(self._group_vars(ordered)[0])
+        out = dict(masked)
+        for key in host_keys:
+            out[key] = _mask_item(str(key), merged[key])
+        return out
+
+    def _host_level_keys(self, host: HostData) -> set[str]:
+        keys = set(host.vars)
+        for f in self.varsdirs.load("host_vars", host.name):
+            keys.update(f.vars)
+        return keys
+
     def resolve_host(self, host: HostData) -> Host:
         ordered, merged, origins = self.host_vars(host)
-        settings = self._settings(host, merged, origins)
+        host_keys = self._host_level_keys(host)
+        settings = self._settings(host, ordered, merged, origins, host_keys)
         roles = self._roles(host, ordered, merged, origins)
         site = self._site(settings, ordered)
         endpoint: Endpoint | None = None
@@ -221,7 +262,7 @@ class Resolver:
         return Host(
             name=host.name,
             groups=tuple(sorted(ordered)),
-            vars=MappingProxyType(mask_secrets(merged)),
+            vars=MappingProxyType(self._masked_vars(ordered, merged, host_keys)),
             roles=roles,
             site=site,
             endpoint=endpoint,
@@ -229,12 +270,15 @@ class Resolver:
             password_source=password_source,
         )
 
-    def _settings(self, host: HostData, merged: dict[str, Any], origins: dict[str, Origin]) -> dict[str, _Setting]:
-        out: dict[str, _Setting] = {}
-        for key, value in self.inv.defaults.values.items():
-            out[key] = _Setting(value, f"defaults.{key}", self.inv.defaults.origins.get(key))
-        for setting, names in ANSIBLE_VARS.items():
-            for name in names:
+    def _settings(
+        self, host: HostData, ordered: tuple[str, ...], merged: dict[str, Any], origins: dict[str, Origin],
+        host_keys: set[str],
+    ) -> dict[str, _Setting]:
+        group_settings, _, _ = self._group_derived(ordered)
+        out = dict(group_settings)
+        touched = {self._host_overrides[k] for k in host_keys if k in self._host_overrides}
+        for setting in touched:  # re-read only the settings host-level variables can change
+            for name in ANSIBLE_VARS[setting]:
                 if name in merged:
                     out[setting] = _Setting(merged[name], name, origins.get(name))
         for key, value in host.settings.values.items():
@@ -244,10 +288,7 @@ class Resolver:
     def _site(self, settings: dict[str, _Setting], ordered: tuple[str, ...]) -> str | None:
         if "site" in settings and settings["site"].value is not None:
             return str(settings["site"].value)
-        for name in ordered:
-            if name.lower().startswith("site_") and len(name) > 5:
-                return name[5:]
-        return None
+        return self._group_derived(ordered)[2]
 
     def _roles(
         self, host: HostData, ordered: tuple[str, ...], merged: dict[str, Any], origins: dict[str, Origin]
@@ -271,11 +312,7 @@ class Resolver:
             return tuple(dict.fromkeys(declared))
         if host.roles:  # a host's own list wins over its groups', as a host var beats group vars
             return tuple(dict.fromkeys(host.roles))
-        out: dict[str, None] = {}
-        for name in ordered:
-            out.update(dict.fromkeys(self.inv.groups[name].roles))
-        out.update(dict.fromkeys(roles_from_groups(ordered, self._role_index)))
-        return tuple(out)
+        return self._group_derived(ordered)[1]
 
     def _endpoint(self, host: HostData, settings: dict[str, _Setting]) -> tuple[Endpoint, str | None]:
         raw: dict[str, Any] = {"address": host.name}

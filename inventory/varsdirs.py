@@ -38,6 +38,7 @@ class VarsDirs:
         # Listing each directory once keeps a 10,000-host inventory from doing 40,000 stat calls.
         self._listing: dict[Path, dict[str, Path]] = {}
         self._dirs: dict[tuple[Path, str], Path] = {}
+        self._loaded: dict[tuple[str, str], list[VarsFile]] = {}
 
     def _entries(self, directory: Path) -> dict[str, Path]:
         listing = self._listing.get(directory)
@@ -48,6 +49,9 @@ class VarsDirs:
 
     def load(self, kind: str, name: str) -> list[VarsFile]:
         """All vars files for entity `name` under `<base>/<kind>/` (kind is group_vars or host_vars)."""
+        cached = self._loaded.get((kind, name))
+        if cached is not None:
+            return cached
         found: list[VarsFile] = []
         for base in self.bases:
             directory = self._dirs.get((base, kind))
@@ -64,6 +68,7 @@ class VarsDirs:
                     found.extend(self._read(p) for p in _dir_files(candidate))
                 else:
                     found.append(self._read(candidate))
+        self._loaded[(kind, name)] = found
         return found
 
     def _read(self, path: Path) -> VarsFile:
