@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from inventory.data import InventoryData, Origin, Settings
 from inventory.errors import InventoryError, did_you_mean
@@ -42,6 +42,15 @@ class TimeoutsModel(_Strict):
     operation: Seconds | None = None
     read: Seconds | None = None
     command: Seconds | None = None
+
+    @field_validator("read")
+    @classmethod
+    def _read_after_operation(cls, read: float | None, info: ValidationInfo) -> float | None:
+        # pywinrm refuses read_timeout_sec <= operation_timeout_sec (winrm/protocol.py).
+        operation = info.data.get("operation")
+        if read is not None and operation is not None and read <= operation:
+            raise ValueError(f"read timeout ({read:g} s) must be longer than the operation timeout ({operation:g} s)")
+        return read
 
 
 class ConnectionModel(_Strict):
