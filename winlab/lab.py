@@ -187,6 +187,9 @@ class Lab:
         for host in self.hosts:
             ep = self.endpoints[host.name]
             entry: dict[str, object] = {"address": ep.address, "port": ep.port}
+            site = getattr(host, "site", None)  # EmulatedHost carries the fixture's site; LabHost need not
+            if site:
+                entry["site"] = site
             found = auth.match_account(host.accounts, default_user)
             if host.accounts and (found is None or found[1] != default_pw):
                 user, pw = next(iter(host.accounts.items()))
