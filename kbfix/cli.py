@@ -25,7 +25,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from kbfix import __version__
-from kbfix.cli_demo import demo
 from kbfix.cli_inventory import inventory_app
 from kbfix.cli_lab import lab_app
 from kbfix.config import ConfigError, default_state_dir, load_config
@@ -61,7 +60,6 @@ app = typer.Typer(
 )
 app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
-app.command("demo", help=demo.__doc__)(demo)
 
 log = logging.getLogger("kbfix")
 
@@ -600,24 +598,35 @@ def demo(
         "kbfix-demo"),
     lang: LangOpt = "en",
 ) -> None:
-    """Run the whole job on the embedded lab: check → plan → apply → verify → check, with reports.
+    """Run the whole job on the embedded lab: a newcomer's first command.
 
-    Starts winlab in this process (HTTPS, NTLM), works over real WinRM exactly as the other commands
-    do, and prints one line per host: `HOST first-check-status final-status`.
+    Starts winlab in this process with the demo site: 13 emulated servers
+    and clients (WSUS 3.0 RTM/SP1 with and without KB954960, ConfigMgr 2007
+    with and without KB954474, Danish/German/Dutch/Chinese servers, one host
+    that refuses connections, one that rejects the credentials). Then, over
+    real WinRM (HTTPS with a generated CA, NTLM), it runs check, plan, apply
+    (with verify) and a final check, and writes report.html/.json/.md/.csv,
+    plan.json and the audit store into --out.
+
     Example: `kbfix demo`, then open ./kbfix-demo/report.html.
     """
     from kbfix.demo import run_demo
 
     g = _globals(ctx)
     outcome = run_demo(out, lang=lang, forks=g.forks, echo=typer.echo)
+    width = max(len(h) for h in outcome.statuses)
+    typer.echo(f"\n{'host':<{width}}  {'first check':<15} after apply")
     for host, (first, final) in outcome.statuses.items():
-        typer.echo(f"{host} {first} {final}")
+        typer.echo(f"{host:<{width}}  {first:<15} {final}")
+    typer.echo(f"\nplan:        {outcome.plan_path}")
+    for fmt, path in outcome.reports.items():
+        typer.echo(f"report:      {path}" + ("   <- open this one" if fmt == "html" else ""))
+    typer.echo(f"audit store: {outcome.out_dir / 'state'}   ({outcome.seconds:.1f} s)")
     for problem in outcome.mismatches:
         typer.echo(f"kbfix demo: unexpected: {problem}", err=True)
     if outcome.recheck_mutations or outcome.shells_left_open:
         typer.echo(f"kbfix demo: re-check mutations {outcome.recheck_mutations}, shells left open "
                    f"{outcome.shells_left_open}", err=True)
-    typer.echo(f"report: {outcome.reports['html']} ({outcome.seconds:.1f} s)")
     raise typer.Exit(0 if outcome.ok else int(ExitCode.INTERNAL))
 
 
