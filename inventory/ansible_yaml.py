@@ -18,7 +18,7 @@ from typing import Any
 from inventory.data import InventoryData, Origin
 from inventory.errors import InventoryError, did_you_mean
 from inventory.ranges import RangeError, expand_host_pattern
-from inventory.yamlmarks import MarkedDict
+from inventory.yamlmarks import MarkedDict, kind
 
 _SECTIONS = ("vars", "children", "hosts")
 
@@ -35,7 +35,7 @@ def parse_ansible_yaml(data: Any, path: Path, inv: InventoryData) -> None:
         raise InventoryError("empty YAML inventory", file=path, line=1)
     if not isinstance(data, dict):
         raise InventoryError(
-            f"a YAML inventory must be a mapping of groups, not a {type(data).__name__}", file=path,
+            f"a YAML inventory must be a mapping of groups, not a {kind(data)}", file=path,
             line=getattr(data, "line", 1),
         )
     if data.get("plugin"):
@@ -53,7 +53,7 @@ def _parse_group(name: Any, group_data: Any, path: Path, inv: InventoryData, lin
         raise InventoryError("a group name must be a non-empty string", file=path, line=line, field=where)
     if group_data is not None and not isinstance(group_data, dict):
         raise InventoryError(
-            f"group {name!r} must be a mapping with hosts/vars/children, not a {type(group_data).__name__}",
+            f"group {name!r} must be a mapping with hosts/vars/children, not a {kind(group_data)}",
             file=path, line=line, field=where,
         )
     inv.add_group(name, Origin(path, line))
@@ -74,7 +74,7 @@ def _parse_group(name: Any, group_data: Any, path: Path, inv: InventoryData, lin
             continue
         if not isinstance(value, dict):
             raise InventoryError(
-                f"{key!r} of group {name!r} must be a mapping, not a {type(value).__name__}",
+                f"{key!r} of group {name!r} must be a mapping, not a {kind(value)}",
                 file=path, line=key_line, field=field,
             )
         if key == "vars":
@@ -101,7 +101,7 @@ def _parse_host(
         )
     if host_vars is not None and not isinstance(host_vars, dict):
         raise InventoryError(
-            f"host {pattern!r} must map to its variables (a mapping), not a {type(host_vars).__name__}",
+            f"host {pattern!r} must map to its variables (a mapping), not a {kind(host_vars)}",
             file=path, line=line, field=field,
         )
     try:

@@ -43,7 +43,14 @@ def _looks_like_kbfix(text: str) -> bool:
 
 
 def _parse_file(path: Path, inv: InventoryData) -> None:
-    text = read_text(path)
+    try:
+        _parse_text(path, read_text(path), inv)
+    except RecursionError:
+        # YAML or INI literals nested thousands deep: refuse rather than crash.
+        raise InventoryError("data nested too deeply", file=path) from None
+
+
+def _parse_text(path: Path, text: str, inv: InventoryData) -> None:
     if path.suffix.lower() in YAML_SUFFIXES or _looks_like_kbfix(text):
         data = load_yaml_text(text, path)
         if is_kbfix_document(data):
@@ -106,7 +113,7 @@ def load_inventory(
     try:
         return _load(paths, env, prompt, require_credentials)
     except RecursionError:
-        # YAML aliases or literals nested thousands deep: refuse rather than crash.
+        # Values nested thousands deep (group_vars files, variables being merged): refuse, not crash.
         raise InventoryError("inventory data is nested too deeply") from None
 
 

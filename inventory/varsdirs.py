@@ -15,7 +15,7 @@ from typing import Any
 
 from inventory.data import Origin
 from inventory.errors import InventoryError
-from inventory.yamlmarks import MarkedDict, load_yaml_text, read_text
+from inventory.yamlmarks import MarkedDict, kind, load_yaml_text, read_text
 
 _EXTENSIONS = ("", ".yml", ".yaml", ".json")
 
@@ -78,7 +78,7 @@ class VarsDirs:
             return VarsFile(path, {}, {})
         if not isinstance(data, dict):
             raise InventoryError(
-                f"a vars file must hold a mapping of variables, not a {type(data).__name__}", file=path, line=1
+                f"a vars file must hold a mapping of variables, not a {kind(data)}", file=path, line=1
             )
         origins: dict[str, Origin] = {}
         for key in data:

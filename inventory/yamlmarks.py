@@ -221,6 +221,23 @@ def load_yaml_text(text: str, file: Path | None) -> Any:
         raise InventoryError(f"YAML value cannot be read ({type(exc).__name__})", file=file) from None
 
 
+def kind(value: Any) -> str:
+    """A YAML-user's name for the type of `value` ("mapping", "list", "string", ...)."""
+    if isinstance(value, dict):
+        return "mapping"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
 def read_text(path: Path) -> str:
     """Read an inventory file as UTF-8 (BOM allowed); InventoryError when unreadable or not text."""
     try:

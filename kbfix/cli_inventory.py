@@ -165,3 +165,23 @@ def check_cmd(
         f"inventory OK: {len(hosts)} host(s), {winrm} over WinRM, {len(hosts) - winrm} skipped; "
         f"sha256 {inv.digest}"
     )
+
+
+@inventory_app.command("export")
+def export_cmd(
+    ctx: typer.Context,
+    inventory: InventoryOpt = None,
+) -> None:
+    """Print the inventory as kbfix YAML (effective settings and vars per host; secrets left out).
+
+    Examples:
+
+        kbfix inventory export -i ansible/hosts.ini > site.yml
+    """
+    import yaml
+
+    from inventory.export import to_kbfix_document
+
+    inv = _load(ctx, inventory)
+    typer.echo(f"# kbfix inventory exported from {', '.join(str(p) for p in inv.sources)}; secrets left out")
+    typer.echo(yaml.safe_dump(to_kbfix_document(inv), sort_keys=False, default_flow_style=None, allow_unicode=True), nl=False)
