@@ -6,7 +6,8 @@ Shape (see docs in inventory/README.md)::
     defaults: {scheme, transport, cert_validation, ca_trust_path, allow_unencrypted,
                message_encryption, path, username, password | password_env | password_keyring,
                timeouts: {connect, operation, read, command}, vars: {}}
-    groups:  {NAME: {vars: {}, roles: [], hosts: [NAME or range], children: [GROUP]}}
+    groups:  {NAME: {vars: {}, roles: [], hosts: [NAME or range, each defined under hosts:],
+                     children: [GROUP]}}
     hosts:   {NAME or range: {address, port, site, roles: [], vars: {}, + any defaults key}}
 
 Models forbid unknown keys; validation errors become InventoryError with the file, the line
@@ -253,8 +254,13 @@ def parse_kbfix(data: Any, path: Path, inv: InventoryData) -> None:
         for i, pattern in enumerate(group_model.hosts):
             line = _line_of(data, ("groups", gname, "hosts", i))
             for name in _expand(pattern, data, ("groups", gname, "hosts", i), path):
-                host = inv.add_host(name, gname, None, Origin(path, line))
-                host.kbfix = True
+                if name not in defined_here:
+                    # A typo here would otherwise become a new host named after the typo.
+                    raise InventoryError(
+                        f"host {name!r} is not defined under hosts:" + did_you_mean(name, list(defined_here)),
+                        file=path, line=line, field=f"groups.{gname}.hosts.{i}",
+                    )
+                inv.add_host(name, gname, None, Origin(path, line))
 
     for gname, group_model in model.groups.items():
         for i, child in enumerate((group_model or GroupModel()).children):

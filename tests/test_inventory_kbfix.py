@@ -137,3 +137,9 @@ def test_directory_source_merges_files_in_order(tmp_path: Path) -> None:
     inv = load_inventory(tmp_path, env={}, require_credentials=False)
     assert inv.hosts["w1"].groups == ("windows", "wsus")
     assert dict(inv.hosts["w1"].vars) == {"ansible_connection": "winrm", "x": 1, "y": 2}
+
+
+def test_group_host_must_be_defined(tmp_path: Path) -> None:
+    err = _error(tmp_path, "kbfix_inventory: 1\ngroups:\n  lab:\n    hosts: [WSUS1]\nhosts:\n  WSUS01: {}\n")
+    assert (err.line, err.field) == (4, "groups.lab.hosts.0")
+    assert "did you mean 'WSUS01'" in err.message
