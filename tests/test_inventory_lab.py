@@ -1,0 +1,33 @@
+"""The inventory the lab writes loads, and its endpoints really reach the lab over WinRM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inventory import load_inventory
+
+lab_mod = pytest.importorskip("winlab.lab")
+fixtures_mod = pytest.importorskip("winlab.fixtures")
+session_mod = pytest.importorskip("remoting.session")
+protocol_mod = pytest.importorskip("remoting.agent_protocol")
+
+
+@pytest.mark.parametrize("transport", ["ntlm", "basic"])
+def test_lab_inventory_endpoint_reaches_the_lab(tmp_path: Path, transport: str) -> None:
+    hosts = fixtures_mod.demo_site()[:2]
+    with lab_mod.Lab(hosts) as lab:
+        path = lab.write_inventory(tmp_path / "lab.yaml", transport=transport)
+        inv = load_inventory(path, env={})
+        assert set(inv.hosts) == {h.name for h in hosts}
+        name = hosts[0].name
+        host = inv.select(name)[0]
+        assert host.endpoint is not None and host.endpoint.url == lab.endpoints[name].url
+        assert host.endpoint.transport == transport
+        assert host.vars["lab"] is True and host.groups == ("lab",)
+        with session_mod.AgentSession(host.endpoint, check_mode=True) as session:
+            response = session.run([protocol_mod.op("1", "env.expand", text="%SystemRoot%")])
+        result = response.by_id()["1"]
+        assert result.ok, result.error
+        assert "windows" in str(result.data).lower()  # %SystemRoot% expanded by the emulated host
