@@ -70,6 +70,7 @@ class InventoryData:
         self.groups: dict[str, GroupData] = {"all": GroupData("all"), "ungrouped": GroupData("ungrouped")}
         self.hosts: dict[str, HostData] = {}
         self.defaults = Settings()  # kbfix `defaults:` connection settings
+        self.add_child("all", "ungrouped")  # as Ansible's InventoryData.__init__: always the first child
 
     def add_group(self, name: str, origin: Origin | None = None) -> GroupData:
         """Return the group `name`, creating it if new."""
