@@ -61,7 +61,7 @@ def test_fleet_check_with_ten_percent_faulty_hosts(n: int, tmp_path: Path, store
     assert len(faulty) == n // 10 and {k.name for k in faulty.values()} == {k.name for k in FAULT_KINDS}
     # HTTPS (WinRM's 5986 listener, NTLM inside TLS) as production fleets run it. Over plain HTTP,
     # NTLM message encryption does not survive a dropped connection: see
-    # test_dropped_connection_over_ntlm_http_recovers below.
+    # test_dropped_connection_mid_receive_recovers_in_a_check below.
     with Lab(hosts, https=True) as lab:
         inv = load_inventory([write_fleet_inventory(lab, tmp_path / "inventory.yaml", faulty)])
         targets = inv.select(None)
@@ -80,7 +80,7 @@ def test_fleet_check_with_ten_percent_faulty_hosts(n: int, tmp_path: Path, store
     assert shells_closed, "shells left open in the lab"
     assert [r.host for r in out.results] == [h.name for h in targets]
     by = {r.host: r for r in out.results}
-    healthy = {}
+    healthy: dict[str, Status] = {}
     for name, r in by.items():
         if name not in faulty:
             assert r.error is None, (name, r.error)
@@ -101,9 +101,9 @@ def test_fleet_check_with_ten_percent_faulty_hosts(n: int, tmp_path: Path, store
         assert r.error is not None and r.error.kind == kind.error_kind, (name, kind.name, r.error)
         assert re.search(kind.message, r.error.message), (name, kind.name, r.error.message)
         assert rec.mutations == [], name
-    # Faulty hosts fail fast; only the hung ones wait out the deadline.
-    by_kind = Counter(k.name for k in faulty.values())
-    assert by_kind["hang"] >= 1
+    # The hung hosts were awaited up to their deadline, not abandoned early.
+    assert elapsed >= HOST_DEADLINE_S
+    assert store.run_info(out.info.id).state == "completed"
 
     # Every host in the store and in the report document, with its status and reason.
     stored = {r.host: r for r in store.host_results(out.info.id)}
@@ -117,8 +117,8 @@ def test_fleet_check_with_ten_percent_faulty_hosts(n: int, tmp_path: Path, store
         if kind.error_kind is not None:
             assert h["error"]["kind"] == kind.error_kind and re.search(kind.message, h["error"]["message"]), h
     assert doc["summary"]["hosts"] == n
-    assert doc["summary"]["hosts_by_status"] == dict(Counter(r.status.value for r in out.results)) | {
-        s: 0 for s in doc["summary"]["hosts_by_status"] if s not in {r.status.value for r in out.results}}
+    counted = {status: c for status, c in doc["summary"]["hosts_by_status"].items() if c}
+    assert counted == dict(Counter(r.status.value for r in out.results))
 
 
 NTLM_HTTP_DROP_BUG = (
