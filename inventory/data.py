@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from inventory.errors import InventoryError
 
 
-@dataclass(frozen=True)
-class Origin:
-    """Where a value was written: a file and a 1-based line (None when unknown)."""
+class Origin(NamedTuple):
+    """Where a value was written: a file and a 1-based line (None when unknown).
+
+    A NamedTuple rather than a frozen dataclass: one is made per variable and host, and a
+    tuple is several times cheaper to build on a 10,000-host inventory.
+    """
 
     file: Path | None
     line: int | None = None

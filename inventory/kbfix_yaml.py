@@ -127,6 +127,11 @@ def _context(loc: tuple[Any, ...]) -> str:
     return "host"
 
 
+def _key_line(data: Any, key: Any) -> int | None:
+    """The line of `key` in a marked mapping (None when `data` is not one)."""
+    return data.key_lines.get(key) if isinstance(data, MarkedDict) else None
+
+
 def _line_of(data: Any, loc: tuple[Any, ...]) -> int | None:
     """The line of the deepest node along `loc` that the marked tree knows."""
     line = getattr(data, "line", None)
@@ -178,7 +183,7 @@ def _settings_from(model: ConnectionModel, raw: Any, path: Path) -> Settings:
                 settings.origins[f"timeouts.{tkey}"] = Origin(path, _line_of(raw, (key, tkey)) or fallback)
             continue
         settings.values[key] = value
-        settings.origins[key] = Origin(path, _line_of(raw, (key,)) or fallback)
+        settings.origins[key] = Origin(path, _key_line(raw, key) or fallback)
     return settings
 
 
@@ -193,6 +198,8 @@ def _check_roles(roles: list[str], raw: Any, prefix: tuple[Any, ...], path: Path
 
 
 def _expand(pattern: str, raw: Any, loc: tuple[Any, ...], path: Path) -> list[str]:
+    if "[" not in pattern:  # the common case: one plain name
+        return [pattern]
     try:
         return expand_hostname_range(pattern)
     except RangeError as exc:
@@ -219,16 +226,16 @@ def parse_kbfix(data: Any, path: Path, inv: InventoryData) -> None:
         host_model = host_model or HostModel()
         raw_host = raw_hosts.get(pattern)
         _check_roles(host_model.roles, data, ("hosts", pattern, "roles"), path)
-        line = _line_of(raw_hosts, (pattern,))
+        line = _key_line(raw_hosts, pattern)
         names = _expand(pattern, data, ("hosts", pattern), path)
         settings = _settings_from(host_model, raw_host, path)
         for key in ("address", "port", "site"):
             value = getattr(host_model, key)
             if value is not None:
                 settings.values[key] = value
-                settings.origins[key] = Origin(path, _line_of(raw_host, (key,)) or line)
+                settings.origins[key] = Origin(path, _key_line(raw_host, key) or line)
         raw_vars = raw_host.get("vars") if isinstance(raw_host, dict) else None
-        var_origins = {key: Origin(path, _line_of(raw_vars, (key,)) or line) for key in host_model.vars}
+        var_origins = {key: Origin(path, _key_line(raw_vars, key) or line) for key in host_model.vars}
         for name in names:
             if name in defined_here or name in inv.hosts:
                 first = defined_here.get(name, "an earlier source")

@@ -53,6 +53,12 @@ ANSIBLE_VARS: dict[str, tuple[str, ...]] = {
     "password_keyring": ("kbfix_password_keyring",),
     "site": ("site", "kbfix_site"),
 }
+# setting → ConnectionSettings field (connection, password and site are handled apart)
+_FIELD_OF: dict[str, str] = {
+    key: key.split(".", 1)[1] if key.startswith("timeouts.") else key
+    for key in ANSIBLE_VARS
+    if key not in ("connection", "password", "site")
+}
 ROLE_VARS = ("roles", "kbfix_roles")  # later wins
 ROLE_MAP_VAR = "kbfix_role_map"
 WINRM_HTTP_PORT = 5985  # Ansible winrm plugin: scheme defaults to http only on this port, else https
@@ -127,6 +133,7 @@ class Resolver:
         self._ancestors: dict[str, tuple[str, ...]] = {}
         self._group_files: dict[str, list[tuple[dict[str, Any], dict[str, Origin]]]] = {}
         self._group_layer: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, Origin]]] = {}
+        self._timeouts_cache: dict[tuple[float, float, float, float], Timeouts] = {}
         self._masked_groups: dict[tuple[str, ...], dict[str, Any]] = {}
         self._derived: dict[tuple[str, ...], tuple[dict[str, _Setting], tuple[str, ...], str | None]] = {}
         self._host_overrides: dict[str, str] = {name: s for s, names in ANSIBLE_VARS.items() for name in names}
@@ -316,28 +323,25 @@ class Resolver:
 
     def _endpoint(self, host: HostData, settings: dict[str, _Setting]) -> tuple[Endpoint, str | None]:
         raw: dict[str, Any] = {"address": host.name}
-        where: dict[str, _Setting] = {}
         for key, s in settings.items():
-            if key in ("connection", "password", "site"):
-                continue
-            field = key.split(".", 1)[1] if key.startswith("timeouts.") else key
-            value = s.value
-            if field == "transport" and value is not None:
-                value = _normalise_transport(value)
-            raw[field] = value
-            where[field] = s
+            field = _FIELD_OF.get(key)
+            if field is not None:
+                raw[field] = s.value
+        if raw.get("transport") is not None:
+            raw["transport"] = _normalise_transport(raw["transport"])
         try:
             cs = ConnectionSettings.model_validate(raw)
         except ValidationError as exc:
             err = exc.errors(include_input=False, include_url=False)[0]
             field = str(err["loc"][0]) if err["loc"] else ""
-            s = where.get(field)
+            setting = next((k for k, f in _FIELD_OF.items() if f == field), field)
+            s = settings.get(setting)
             message = err["msg"]
             if err["type"] == "literal_error" and s is not None and not is_secret_name(s.source):
                 message += f" (got {s.value!r})"
             raise _err(f"host {host.name!r}: {message}", s.origin if s else host.origin, s.source if s else field) from None
         scheme = cs.scheme or ("http" if cs.port == WINRM_HTTP_PORT else "https")
-        timeouts = self._timeouts(host, cs, where)
+        timeouts = self._timeouts(host, cs, settings)
         password_setting = settings.get("password")
         try:
             password, source = resolve_password(
@@ -373,7 +377,7 @@ class Resolver:
         )
         return endpoint, source
 
-    def _timeouts(self, host: HostData, cs: ConnectionSettings, where: dict[str, _Setting]) -> Timeouts:
+    def _timeouts(self, host: HostData, cs: ConnectionSettings, settings: dict[str, _Setting]) -> Timeouts:
         base = Timeouts()
         operation = cs.operation if cs.operation is not None else base.operation
         read = cs.read
@@ -381,17 +385,17 @@ class Resolver:
             # pywinrm requires read > operation; keep the default gap when only operation is set.
             read = max(base.read, operation + (base.read - base.operation))
         elif read <= operation:
-            s = where.get("read")
+            s = settings.get("timeouts.read")
             raise _err(
                 f"host {host.name!r}: read timeout ({read:g} s) must be longer than the operation timeout "
                 f"({operation:g} s)", s.origin if s else None, s.source if s else "timeouts.read",
             )
-        return Timeouts(
-            connect=cs.connect if cs.connect is not None else base.connect,
-            operation=operation,
-            read=read,
-            command=cs.command if cs.command is not None else base.command,
-        )
+        key = (cs.connect if cs.connect is not None else base.connect, operation, read,
+               cs.command if cs.command is not None else base.command)
+        timeouts = self._timeouts_cache.get(key)
+        if timeouts is None:  # immutable, so hosts with the same limits share one object
+            timeouts = self._timeouts_cache[key] = Timeouts(connect=key[0], operation=key[1], read=key[2], command=key[3])
+        return timeouts
 
     def resolve_group(self, name: str) -> Group:
         g = self.inv.groups[name]
