@@ -31,3 +31,22 @@ def test_lab_inventory_endpoint_reaches_the_lab(tmp_path: Path, transport: str) 
         result = response.by_id()["1"]
         assert result.ok, result.error
         assert "windows" in str(result.data).lower()  # %SystemRoot% expanded by the emulated host
+
+
+def test_full_lab_run_never_shows_the_password(tmp_path: Path) -> None:
+    """`kbfix -vv check` against the lab: the inventory's password appears in no output or stored byte."""
+    typer_testing = pytest.importorskip("typer.testing")
+    cli = pytest.importorskip("kbfix.cli")
+    with lab_mod.Lab(fixtures_mod.demo_site()[:2]) as lab:
+        path = lab.write_inventory(tmp_path / "lab.yaml")
+        password = load_inventory(path, env={}).hosts[lab.hosts[0].name].endpoint.password.reveal()  # type: ignore[union-attr]
+        assert len(password) >= 6
+        state = tmp_path / "state"
+        result = typer_testing.CliRunner().invoke(cli.app, ["-vv", "-i", str(path), "--state", str(state), "check"])
+    assert "compliant" in result.output, result.output  # the run really happened
+    assert password not in result.output
+    stored = [p for p in state.rglob("*") if p.is_file()]
+    assert stored
+    for p in stored:
+        assert password.encode() not in p.read_bytes(), p
+        assert password.encode("utf-16-le") not in p.read_bytes(), p
