@@ -462,7 +462,21 @@ function Get-LogEncoding($fs) {
         'utf-8' { $r['enc'] = $utf8; $r['unit'] = 1 }
         default { $r['enc'] = [System.Text.Encoding]::Default; $r['unit'] = 1 }
     }
+    # 8-bit logs without a BOM are decoded line by line: strict UTF-8 when the line is valid
+    # UTF-8, else the system (ANSI) codepage; a log whose first 64 KiB is ASCII, or that mixes
+    # both after a culture change, still reads every line right (PROTOCOL.md, log.scan).
+    $r['mixed'] = ($r['unit'] -eq 1 -and $r['bom'] -eq 0)
+    $r['strict'] = New-Object System.Text.UTF8Encoding($false, $true)
+    $r['ansi'] = [System.Text.Encoding]::Default
     return $r
+}
+
+function Decode-Line($det, $bytes, [int]$start, [int]$count) {
+    if ($det['mixed']) {
+        try { return $det['strict'].GetString($bytes, $start, $count) }
+        catch { return $det['ansi'].GetString($bytes, $start, $count) }
+    }
+    return $det['enc'].GetString($bytes, $start, $count)
 }
 
 function Find-Newline($buf, [int]$from, [int]$end, [int]$unit, [bool]$bigEndian) {
@@ -512,14 +526,42 @@ function Skip-QuietBlock($buf, [int]$avail, $det, $opt, $counts, $before) {
     if ($last -lt 0) { return 0 }
     $text = $det['enc'].GetString($buf, 0, $last + $unit)
     if ($text.IndexOf([char]13) -ge 0) { $text = $text.Replace([string][char]13, '') }
+    $texts = @($text)
+    if ($det['mixed']) {
+        # a mixed block is searched in both readings: each line matches in the one it was written in
+        $alt = $det['ansi']
+        if ($det['name'] -eq 'ansi') { $alt = $utf8 }
+        $text2 = $alt.GetString($buf, 0, $last + $unit)
+        if ($text2.IndexOf([char]13) -ge 0) { $text2 = $text2.Replace([string][char]13, '') }
+        $texts = @($text, $text2)
+    }
     $pre = $opt['prefilter']
     for ($p = 0; $p -lt $pre.Count; $p++) {
         if ($counts[$p] -ge [int]$opt['max_matches']) { continue }
         if ($null -eq $pre[$p]) { return 0 }
-        if ($pre[$p].IsMatch($text)) { return 0 }
+        foreach ($t in $texts) { if ($pre[$p].IsMatch($t)) { return 0 } }
     }
     $k = [int]$opt['context']
-    if ($k -gt 0) {
+    if ($k -gt 0 -and $det['mixed']) {
+        # context lines of a mixed block: decode each of the last k lines on its own
+        $tail = New-Object System.Collections.ArrayList
+        $endIdx = $last  # index of the final line feed
+        while ($tail.Count -lt $k -and $endIdx -gt 0) {
+            $prev = [Array]::LastIndexOf($buf, [byte]10, $endIdx - 1)
+            $ls = $prev + 1
+            $line = Decode-Line $det $buf $ls ($endIdx - $ls)
+            if ($line.EndsWith("`r")) { $line = $line.Substring(0, $line.Length - 1) }
+            if ($line.Length -gt [int]$opt['max_line_chars']) { $line = $line.Substring(0, [int]$opt['max_line_chars']) }
+            [void]$tail.Insert(0, $line)
+            if ($prev -lt 0) { break }
+            $endIdx = $prev
+        }
+        foreach ($line in $tail) {
+            [void]$before.Add($line)
+            if ($before.Count -gt $k) { $before.RemoveAt(0) }
+        }
+    }
+    elseif ($k -gt 0) {
         $tail = New-Object System.Collections.ArrayList
         $pos = $text.Length - 1  # the final line feed
         while ($tail.Count -lt $k -and $pos -gt 0) {
@@ -628,14 +670,14 @@ function Invoke-ScanFile([string]$path, [bool]$isMain, $opt) {
                     $lineEndIdx = $avail
                 }
                 if ($null -ne $longHead) {
-                    $lineOffset = $longStart; $text = $enc.GetString($longHead); $cut = $true
+                    $lineOffset = $longStart; $text = Decode-Line $det $longHead 0 $longHead.Length; $cut = $true
                     $longHead = $null
                 } else {
                     $lineOffset = $base + $ls
                     $take = $lineEndIdx - $ls
                     $cut = $false
                     if ($take -gt $lineCap) { $take = $lineCap; $cut = $true }
-                    $text = $enc.GetString($buf, $ls, $take)
+                    $text = Decode-Line $det $buf $ls $take
                 }
                 if ($text.EndsWith("`r")) { $text = $text.Substring(0, $text.Length - 1) }
                 if ($text.Length -gt $maxChars) { $text = $text.Substring(0, $maxChars); $cut = $true }

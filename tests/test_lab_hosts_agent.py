@@ -96,7 +96,7 @@ def test_wsus_probe_with_references_and_views(site: dict[str, EmulatedHost]) -> 
     dll = r["dll"].data
     assert dll["exists"] and dll["file_version"] == "3.1.6001.65" and len(dll["sha256"]) == 64
     lf = r["log"].data["files"][-1]
-    assert lf["exists"] and lf["encoding"] == "utf-8" and lf["end_offset"] == lf["size"]
+    assert lf["exists"] and lf["encoding"] == "ansi" and lf["end_offset"] == lf["size"]  # ASCII only: PROTOCOL.md
     by_pat = [[m for m in lf["matches"] if m["pattern"] == i] for i in (0, 1)]
     assert len(by_pat[0]) == 2 and len(by_pat[1]) == 2
     first = by_pat[0][0]
@@ -184,7 +184,7 @@ def test_offsets_tail_and_start(site: dict[str, EmulatedHost]) -> None:
     r = call(host, op("all", "log.scan", path=path, pattern="Service", max_matches=1000))
     lf = r["all"].data["files"][0]
     size = lf["size"]
-    assert lf["encoding"] == "utf-8" and lf["start_offset"] == 0 and lf["end_offset"] == size
+    assert lf["encoding"] == "ansi" and lf["start_offset"] == 0 and lf["end_offset"] == size  # ASCII only: PROTOCOL.md
     # tail: only lines that start inside the window, the partial first line dropped
     r = call(host, op("t", "log.scan", path=path, pattern=".", tail_bytes=1000, max_matches=1000))
     t = r["t"].data["files"][0]

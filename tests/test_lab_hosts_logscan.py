@@ -158,3 +158,27 @@ def test_200_mb_log_three_matches_bounded_time_and_memory() -> None:
     assert peak_mb < 160, f"peak RSS {peak_mb:.0f} MiB: the log was held in memory"
     assert out["took"] < 15, f"200 MiB scan took {out['took']:.1f} s"
     assert growth_mb < 48, f"peak RSS grew by {growth_mb:.0f} MiB"
+
+
+def test_ascii_head_then_localized_lines_each_read_right() -> None:
+    """An 8-bit log without a BOM whose first 64 KiB are ASCII, then a Danish line in the ANSI
+    codepage (cp1252) and a German line in UTF-8 (a server whose culture changed): both arrive
+    intact, because 8-bit lines are decoded one by one (strict UTF-8, else ANSI)."""
+    head = b"".join(b"2008-07-15 10:00:00.000 UTC\tInfo\tw3wp.5\tWebService.Ping\tok %05d\r\n" % i for i in range(1200))
+    assert len(head) > 65536 and detect_encoding(head[:65536]) == ("ansi", 0)
+    danish = "Elementet er allerede tilføjet. Nøgle i ordbog: '8862'"
+    german = "Das Element wurde bereits hinzugefügt. Schlüssel im Wörterbuch: 8862"
+    raw = head + danish.encode("cp1252") + b"\r\n" + german.encode("utf-8") + b"\r\n"
+    spec = ScanSpec((re.compile("8862", re.I),), max_matches=5, context=1)
+    got = scan_content(BytesContent(raw), spec, "cp1252")
+    assert [m["line"] for m in got["matches"]] == [danish, german]
+    assert got["matches"][0]["before"] == ["2008-07-15 10:00:00.000 UTC\tInfo\tw3wp.5\tWebService.Ping\tok 01199"]
+    assert got["matches"][0]["offset"] == len(head)
+    # a pattern in non-ASCII text finds the line in whichever encoding it was written
+    spec2 = ScanSpec((re.compile("tilføjet"), re.compile("Wörterbuch")), max_matches=5)
+    assert [m["pattern"] for m in scan_content(BytesContent(raw), spec2, "cp1252")["matches"]] == [0, 1]
+
+
+def test_pure_ascii_is_reported_as_ansi() -> None:
+    """PROTOCOL.md: only ASCII bytes in the sample → `ansi` (the agent says the same)."""
+    assert detect_encoding(b"plain ascii line\r\n") == ("ansi", 0)

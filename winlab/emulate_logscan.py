@@ -5,8 +5,11 @@ FileStream and .NET `Regex` with `IgnoreCase`):
 
 - Encoding: a BOM decides (FF FE utf-16le, FE FF utf-16be, EF BB BF utf-8). Without a BOM the
   first 64 KiB decide: NUL bytes in more than 30% of the odd (even) positions and under 5% of
-  the others → utf-16le (utf-16be); strict UTF-8 (pure ASCII included) → utf-8; otherwise
-  `ansi` = the host culture's codepage (cp1252 for en/da/de/nl, cp936 for zh-CN).
+  the others → utf-16le (utf-16be); only ASCII bytes → `ansi`; valid UTF-8 → `utf-8`; otherwise
+  `ansi` = the host culture's codepage (cp1252 for en/da/de/nl, cp936 for zh-CN). Lines of an
+  8-bit file without a BOM are decoded one by one: strict UTF-8 when the line is valid UTF-8,
+  else the ANSI codepage — a log whose first 64 KiB is ASCII, or that mixes both (a server
+  whose culture changed), still reads every line right.
 - Offsets are byte offsets of the raw file (UTF-16: 2 bytes per code unit). `start_offset`
   beyond the file size means the file was replaced: the scan starts at 0. With `tail_bytes`
   (and start_offset 0) the scan starts at size - tail_bytes and drops the partial first line.
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -71,6 +74,8 @@ def detect_encoding(head: bytes) -> tuple[str, int]:
             return "utf-16le", 0
         if even_nuls > half * 0.3 and odd_nuls < half * 0.05:
             return "utf-16be", 0
+    if sample.isascii():
+        return "ansi", 0  # nothing tells them apart yet; lines are decoded one by one anyway
     try:
         sample.decode("utf-8")
         return "utf-8", 0
@@ -90,6 +95,21 @@ def _codec(encoding: str, ansi_codec: str) -> tuple[str, int, bytes]:
     if encoding == "utf-8":
         return "utf-8", 1, b"\n"
     return ansi_codec, 1, b"\n"
+
+
+def _line_decoder(codec: str, mixed_fallback: str | None) -> Callable[[bytes], str]:
+    """How one line's bytes become text: `codec` with replacement, or (8-bit files without a
+    BOM, `mixed_fallback` = the ANSI codec) strict UTF-8 first, else the ANSI codepage."""
+    if mixed_fallback is None:
+        return lambda b: b.decode(codec, "replace")
+
+    def decode(b: bytes) -> str:
+        try:
+            return b.decode("utf-8")
+        except UnicodeDecodeError:
+            return b.decode(mixed_fallback, "replace")
+
+    return decode
 
 
 def _split_lines(raw: bytes, unit: int, nl: bytes) -> Iterator[tuple[int, bytes]]:
@@ -173,14 +193,17 @@ def scan_content(
             # The window may start exactly at a line start: then nothing is partial.
             f.seek(start - len(nl))
             skip_partial = f.read(len(nl)) != nl
-        result = _scan(f, start, size, spec, codec, unit, nl, skip_partial)
+        mixed = ansi_codec if unit == 1 and bom == 0 else None
+        result = _scan(f, start, size, spec, codec, unit, nl, skip_partial, mixed)
     result.update({"size": size, "encoding": encoding, "start_offset": start})
     return result
 
 
 def _scan(
-    f: BinaryIO, start: int, size: int, spec: ScanSpec, codec: str, unit: int, nl: bytes, skip_partial: bool
+    f: BinaryIO, start: int, size: int, spec: ScanSpec, codec: str, unit: int, nl: bytes, skip_partial: bool,
+    mixed: str | None = None,
 ) -> dict[str, Any]:
+    decode = _line_decoder(codec, mixed)
     n_pat = len(spec.patterns)
     counts = [0] * n_pat
     full: list[int] = []  # pattern indexes in the order they reached max_matches
@@ -212,21 +235,26 @@ def _scan(
                 continue
         text: str | None = None
         if prefilter and not pending:
-            text = raw.decode(codec, "replace")
+            # A mixed (8-bit, no BOM) block is searched in both readings: a line matches in one.
+            texts = [raw.decode(c, "replace") for c in ((codec, mixed) if mixed and mixed != codec else (codec,))]
             if needs_lf:
-                text = text.replace("\r\n", "\n")
+                texts = [t.replace("\r\n", "\n") for t in texts]
+            text = texts[0]
             active = [p for i, p in enumerate(block_patterns) if counts[i] < spec.max_matches]
             # Lines are matched cut to max_line_chars, so a block with a longer line is matched
             # line by line (a cut line can match where the whole one does not, e.g. `x$`).
             long_line = len(text) > mlc and max(map(len, text.split("\n"))) > mlc
-            if not long_line and not any(p.search(text) for p in active):
-                if spec.context:
+            if not long_line and not any(p.search(t) for p in active for t in texts):
+                if spec.context and mixed:
+                    last = raw.rstrip(b"\n").rsplit(b"\n", spec.context)[-spec.context:]
+                    before.extend(cut(decode(t).rstrip("\r")) for t in last)
+                elif spec.context:
                     tail = text[:-1] if text.endswith("\n") else text
                     for t in tail.rsplit("\n", spec.context)[-spec.context:]:
                         before.append(cut(t.rstrip("\r")))
                 continue
         for rel, raw_line in _split_lines(raw, unit, nl):
-            line = raw_line.decode(codec, "replace")
+            line = decode(raw_line)
             if line.endswith("\r"):
                 line = line[:-1]
             shown = cut(line)
