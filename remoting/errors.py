@@ -11,6 +11,7 @@ Tree (modelled on pywinrm's `exceptions.py`, but every error knows its host):
     ├── WSManFaultError         a SOAP fault from the service (code, subcode, WSManFault code, message)
     │   ├── QuotaError          MaxShellsPerUser / MaxConcurrentOperations etc. (w:QuotaLimit, 0x803381A5 family)
     │   └── OperationTimeoutError  w:TimedOut (0x80338029) outside the expected Receive long-poll
+    ├── MalformedAnswerError    the service's answer was not well-formed WS-Man XML, or larger than the cap
     ├── CommandTimeoutError     the agent ran past its own deadline; it was signalled and stopped
     ├── AgentError              the agent failed or answered outside protocol v1 (bad markers, nonce, JSON)
     │   └── ResponseTooLargeError  the response passed the byte cap
@@ -115,6 +116,13 @@ class OperationTimeoutError(WSManFaultError):
     """w:TimedOut (2150858793 / 0x80338029) where it was not an expected Receive long-poll."""
 
     kind = "timeout"
+
+
+class MalformedAnswerError(RemotingError):
+    """The service answered with something that is not a well-formed, bounded WS-Man message
+    (bad XML, a DTD or entity declaration, a body past the byte cap). Not retried."""
+
+    kind = "protocol"
 
 
 class CommandTimeoutError(RemotingError):

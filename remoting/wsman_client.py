@@ -14,10 +14,12 @@ import logging
 import math
 import socket
 import ssl
+import xml.parsers.expat
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import defusedxml
 import defusedxml.ElementTree as ET
 import requests
 import urllib3.exceptions
@@ -26,12 +28,14 @@ import winrm.transport
 import xmltodict
 from winrm.protocol import Protocol
 
+from remoting import bounded_http
 from remoting.endpoint import Endpoint
 from remoting.errors import (
     AuthRejectedError,
     CertificateError,
     ConfigurationError,
     InsecureTransportError,
+    MalformedAnswerError,
     OperationTimeoutError,
     QuotaError,
     RemotingError,
@@ -154,6 +158,13 @@ def map_exception(exc: BaseException, endpoint: Endpoint, action: str) -> Remoti
     where = f"{endpoint.address}:{endpoint.effective_port}"
     if isinstance(exc, RemotingError):
         return exc
+    if isinstance(exc, bounded_http.AnswerTooLargeError):
+        return MalformedAnswerError(
+            f"the host's answer to {action} was larger than {bounded_http.DEFAULT_MAX_BODY} bytes: refused unread",
+            host=host,
+        )
+    if isinstance(exc, (ET.ParseError, xml.parsers.expat.ExpatError, defusedxml.DefusedXmlException)):
+        return MalformedAnswerError(f"the host's answer to {action} is not well-formed WS-Man XML", host=host)
     if isinstance(exc, wexc.AuthenticationError):
         return AuthRejectedError(
             f"the host rejected the credentials ({endpoint.transport}, HTTP 401): check user name, password "
@@ -248,6 +259,23 @@ class WsmanClient:
         proto.stats = stats
         # requests takes (connect, read) separately; pywinrm passes this value straight through.
         proto.transport.read_timeout_sec = (t.connect, t.read)  # type: ignore[assignment]
+        # Every (re)built requests session gets the bounded adapter: a byte cap per answer and a
+        # total time per request (requests' read timeout bounds each socket read, not an answer).
+        # The adapter goes on before pywinrm's first (authenticating) request when it sets up
+        # message encryption: an NTLM context belongs to the TCP connection it was made on.
+        build, setup = proto.transport.build_session, proto.transport.setup_encryption
+
+        def build_bounded() -> requests.Session:
+            session = build()
+            bounded_http.install(session, total_s=t.connect + t.read)
+            return session
+
+        def setup_bounded(session: requests.Session) -> None:
+            bounded_http.install(session, total_s=t.connect + t.read)
+            setup(session)
+
+        proto.transport.build_session = build_bounded  # type: ignore[method-assign]
+        proto.transport.setup_encryption = setup_bounded  # type: ignore[method-assign]
         self._proto = proto
         self._operation_s = math.ceil(t.operation)
 
@@ -258,7 +286,21 @@ class WsmanClient:
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            raise map_exception(exc, self.endpoint, action) from exc
+            raise self._mapped(exc, action) from exc
+
+    def _mapped(self, exc: Exception, action: str) -> RemotingError:
+        """Map `exc`; after a broken connection, drop pywinrm's session so the next request
+        authenticates afresh: an NTLM-sealed session cannot continue on a new TCP connection
+        (the service answers HTTP 400 to a message sealed with the old context)."""
+        if isinstance(exc, (requests.exceptions.RequestException, OSError)) and bounded_http.timed_out():
+            self._proto.transport.close_session()
+            t = self.endpoint.timeouts
+            return UnreachableError(
+                f"the host did not complete its answer to {action} within {t.connect + t.read:g} s", host=self.endpoint.host
+            )
+        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            self._proto.transport.close_session()
+        return map_exception(exc, self.endpoint, action)
 
     def open_shell(self, idle_timeout_s: float | None = None) -> str:
         """WS-Man Create: a cmd shell with codepage 65001 (UTF-8) and no user profile. Returns the ShellId."""
@@ -311,7 +353,7 @@ class WsmanClient:
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            raise map_exception(exc, self.endpoint, "Receive") from exc
+            raise self._mapped(exc, "Receive") from exc
         finally:
             self._proto.operation_timeout_sec = self._operation_s
         return ReceiveResult(out, err, code, done)

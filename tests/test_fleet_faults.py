@@ -121,13 +121,8 @@ def test_fleet_check_with_ten_percent_faulty_hosts(n: int, tmp_path: Path, store
     assert counted == dict(Counter(r.status.value for r in out.results))
 
 
-NTLM_HTTP_DROP_BUG = (
-    "remoting.wsman_client.WsmanClient keeps pywinrm's transport session after a dropped connection: with NTLM "
-    "message encryption over HTTP, the next request goes out on a new TCP connection sealed with the old NTLM "
-    "context, the server answers HTTP 400, so the retry/verify fails and Signal/Delete cannot close the shell"
-)
 SCHEMES = [pytest.param("https", id="https"),
-           pytest.param("http", id="ntlm-http", marks=pytest.mark.xfail(strict=True, reason=NTLM_HTTP_DROP_BUG))]
+           pytest.param("http", id="ntlm-http")]
 
 UNC_PACKAGE = r"\\files\patches\WSUS3.0SP1-KB954960-x64.exe"
 

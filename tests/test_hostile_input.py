@@ -7,8 +7,8 @@
 2. A hostile "WinRM service" (stdlib http.server on 127.0.0.1) answering pywinrm with malformed
    XML, binary junk, entity bombs (billion laughs, quadratic blowup), external entities, a huge
    body or a trickled one: `AgentSession` raises a typed `RemotingError`, quickly and within a
-   memory bound, and no local file content leaks. (Huge and trickled answers are not bounded
-   yet: strict xfails naming the gap.)
+   memory bound, and no local file content leaks. Huge answers are refused at the byte cap and
+   trickled ones cut at the total time (remoting/bounded_http.py).
 """
 
 from __future__ import annotations
@@ -268,6 +268,8 @@ def test_hostile_soap_answers_raise_typed_errors_in_bounded_memory(kind: str, ta
     shown = f"{err!s} {err!r} {caplog.text}"
     assert SECRET_MARKER not in shown and "not-a-real-password" not in shown
     assert len(str(err)) < 2000  # an error message never carries the hostile payload whole
+    if kind in ("malformed", "binary"):
+        assert err.kind == "protocol", err  # MalformedAnswerError: not mistaken for a network fault
 
 
 def test_hostile_http_500_with_an_entity_bomb_is_unreachable(tmp_path: Path) -> None:
@@ -277,32 +279,20 @@ def test_hostile_http_500_with_an_entity_bomb_is_unreachable(tmp_path: Path) -> 
     assert peak < MEMORY_BOUND
 
 
-HUGE_BUG = (
-    "remoting.wsman_client reads a whole HTTP answer into memory (pywinrm's Transport calls requests without a "
-    "size cap): a 48 MiB answer costs ~160 MiB of allocations (tracemalloc peak); the client should refuse bodies past a cap "
-    "(e.g. 4 x MaxEnvelopeSize) with a typed RemotingError"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=HUGE_BUG)
 @pytest.mark.parametrize("target", ["Create", "Receive"])
 def test_huge_soap_answer_is_refused_in_bounded_memory(target: str, tmp_path: Path) -> None:
     with HostileWinRM(target, hostile_body("huge", tmp_path / "none")) as server:
         err, peak, seconds = refused_within_bounds(server, attempt(server.endpoint()))
     assert err.host == "HOSTILE"
     assert peak < MEMORY_BOUND, f"huge answer to {target}: {peak / 2**20:.1f} MiB"
+    assert err.kind == "protocol" and "larger than" in str(err), err
     assert seconds < 10
 
 
-TRICKLE_BUG = (
-    "remoting.wsman_client bounds each socket read (Timeouts.read) but not a whole answer: a service that sends "
-    "one byte every 0.5 s holds AgentSession.__enter__ (and its thread and socket) for as long as it keeps "
-    "sending, past the read timeout and the command deadline; the runner abandons the host at its deadline "
-    "but the thread lingers"
-)
 
 
-@pytest.mark.xfail(strict=True, reason=TRICKLE_BUG)
 def test_trickled_answer_is_cut_within_the_timeouts() -> None:
     stop = threading.Event()
 
