@@ -131,7 +131,7 @@ class AgentSession:
                 try:
                     self._client.delete_shell(shell)
                 except RemotingError as exc:
-                    log.warning("%s: could not delete shell %s: %s", self.endpoint.host, shell, exc)
+                    log.warning("%s: could not delete shell %.80s: %s", self.endpoint.host, shell, exc)
         finally:
             self._client.close()
 
@@ -143,7 +143,7 @@ class AgentSession:
         try:
             self._client.terminate(self._shell_id, cmd)
         except RemotingError as exc:
-            log.warning("%s: could not signal command %s to stop: %s", self.endpoint.host, cmd, exc)
+            log.warning("%s: could not signal command %.80s to stop: %s", self.endpoint.host, cmd, exc)
 
     # ------------------------------------------------------------------ running the agent
 
