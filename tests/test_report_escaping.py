@@ -74,3 +74,13 @@ def test_md_code_span_holds_text_verbatim(s: str) -> None:
     # the delimiter run never occurs inside, so the span cannot close early
     assert all(len(run) != len(ticks) for run in re.findall(r"`+", inner))
     assert inner in (body, f" {body} ")
+
+
+def test_bidi_controls_are_shown_not_obeyed() -> None:
+    """A right-to-left override (U+202E) in a log line or host name would make `exe.txt` read
+    as `txt.exe`; every format shows it as `<U+202E>` instead (CVE-2021-42574)."""
+    line = "upload evil\u202etxt.exe done \u2066x\u2069"
+    shown = visible_controls(line)
+    assert shown == "upload evil<U+202E>txt.exe done <U+2066>x<U+2069>"
+    for rendered in (md_cell(line), csv_cell(line), md_fence(line)):
+        assert "\u202e" not in rendered and "\u2066" not in rendered

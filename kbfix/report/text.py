@@ -10,6 +10,9 @@ import re
 
 # C0 controls other than TAB/LF/CR, and DEL: invisible or structure-breaking in every format.
 _C0 = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Unicode bidirectional controls (LRE…RLO, LRI…PDI, LRM/RLM/ALM): invisible, and able to make
+# text read differently from what it is (CVE-2021-42574 "Trojan Source"); shown as <U+202E>.
+_BIDI = re.compile("[\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
 # Characters XML 1.0 cannot carry at all (§2.2 Char production), even escaped.
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 # Markdown inline markup and the GFM table separator; `<`/`>`/`&` go to entities so inline HTML is
@@ -21,8 +24,10 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 def visible_controls(text: str) -> str:
     """Replace C0 control characters (not TAB/LF/CR) by their Unicode control pictures
-    (U+2400 block), so a log line stays verbatim to the reader but cannot act as a control."""
-    return _C0.sub(lambda m: chr(0x2400 + ord(m.group()) if m.group() != "\x7f" else 0x2421), text)
+    (U+2400 block) and bidirectional controls by `<U+XXXX>`, so a log line stays verbatim to
+    the reader but cannot act as a control or reorder what is shown."""
+    text = _C0.sub(lambda m: chr(0x2400 + ord(m.group()) if m.group() != "\x7f" else 0x2421), text)
+    return _BIDI.sub(lambda m: f"<U+{ord(m.group()):04X}>", text)
 
 
 def xml_text(text: str) -> str:
