@@ -159,7 +159,8 @@ def main(
              "unreachable and the others go on.")] = 600.0,
     version: Annotated[bool, typer.Option("--version", help="Print the kbfix version and exit.")] = False,
 ) -> None:
-    """Global options go before the command: `kbfix -i site.yml --limit wsus check`."""
+    """Global options: `kbfix -i site.yml --limit wsus check` (the `kbfix` script also takes them
+    after the command: kbfix/argv.py)."""
     if version:
         typer.echo(f"kbfix {__version__}")
         raise typer.Exit(0)
