@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from playbooks.model import Finding, Status
+from playbooks.model import Finding, HostError, Status
 
 PLAN_FORMAT = "kbfix/plan"
 PLAN_VERSION = 1
@@ -36,6 +36,7 @@ class HostPlan(BaseModel):
     facts_digest: str | None = None
     facts: dict[str, Any] = Field(default_factory=dict)
     findings: list[Finding] = Field(default_factory=list)
+    error: HostError | None = None  # why a host could not be assessed when the plan was made
 
     @property
     def actions(self) -> int:

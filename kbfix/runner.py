@@ -579,6 +579,12 @@ def run_plan(
 
     results = run.link(engine, hosts, run.rollout(hosts, work), {n: e.facts for n, e in entries.items()})
     by_name = {r.host: r for r in results}
+    for h in hosts:
+        r = by_name.get(h.name)
+        if h.name not in entries and r is not None:
+            # Unreachable or failed while planning: in the plan with that verdict and no actions,
+            # so the apply run reports the host as it was found instead of "skipped".
+            entries[h.name] = HostPlan(host=h.name, site=h.site, status=r.status, error=r.error)
     for name, e in entries.items():
         if by_name[name].findings != e.findings:  # a linked client: the plan shows the same verdict
             entries[name] = e.model_copy(update={"findings": by_name[name].findings, "status": by_name[name].status})
@@ -751,7 +757,7 @@ def run_apply(
             if not _has_work(e.findings):
                 # Nothing to do: the plan's verdict stands (no connection needed).
                 return HostResult(host=h.name, address=_address(h), site=h.site, status=e.status,
-                                  findings=e.findings, facts_digest=e.facts_digest, ended=utc_now())
+                                  findings=e.findings, facts_digest=e.facts_digest, error=e.error, ended=utc_now())
             expected = _expected_seconds(e.findings)
         else:
             expected = 0.0

@@ -22,6 +22,12 @@ def test_demo_runs_the_whole_job_and_every_host_ends_as_intended(tmp_path: Path)
     doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert {h["name"] for h in doc["hosts"]} == set(expected)
     assert doc["run"]["kind"] == "apply"
+    # Hosts that could not be assessed when the plan was made are reported as found, with the
+    # reason, never as "skipped" (which the compliance figure leaves out).
+    by_name = {h["name"]: h for h in doc["hosts"]}
+    assert by_name["WSUS-DOWN"]["status"] == "unreachable" and "refused" in by_name["WSUS-DOWN"]["error"]["message"]
+    assert by_name["WSUS-LOCKED"]["status"] == "failed" and by_name["WSUS-LOCKED"]["error"]["kind"] == "auth"
+    assert doc["summary"]["by_status"]["skipped"] == 0 and doc["summary"]["compliance_percent"] < 100
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "WSUS-RTM" in html and "<script src=" not in html
     plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
