@@ -37,6 +37,8 @@ class HostPlan(BaseModel):
     facts: dict[str, Any] = Field(default_factory=dict)
     findings: list[Finding] = Field(default_factory=list)
     error: HostError | None = None  # why a host could not be assessed when the plan was made
+    roles: list[str] = Field(default_factory=list)
+    os: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def actions(self) -> int:

@@ -574,7 +574,8 @@ def run_plan(
         result, a = _assess_host(engine, store, run.info.id, h, planning=True)
         with lock:
             entries[h.name] = HostPlan(host=h.name, site=h.site, facts_digest=a.facts_digest,
-                                       facts=_facts_dict(a), findings=list(a.findings), status=result.status)
+                                       facts=_facts_dict(a), findings=list(a.findings), status=result.status,
+                                       roles=result.roles, os=result.os)
         return result
 
     results = run.link(engine, hosts, run.rollout(hosts, work), {n: e.facts for n, e in entries.items()})
@@ -756,8 +757,9 @@ def run_apply(
                                       "made, or added to the inventory since)")
             if not _has_work(e.findings):
                 # Nothing to do: the plan's verdict stands (no connection needed).
-                return HostResult(host=h.name, address=_address(h), site=h.site, status=e.status,
-                                  findings=e.findings, facts_digest=e.facts_digest, error=e.error, ended=utc_now())
+                return HostResult(host=h.name, address=_address(h), site=h.site, status=e.status, roles=e.roles,
+                                  os=e.os, findings=e.findings, facts_digest=e.facts_digest, error=e.error,
+                                  ended=utc_now())
             expected = _expected_seconds(e.findings)
         else:
             expected = 0.0

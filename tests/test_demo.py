@@ -28,6 +28,8 @@ def test_demo_runs_the_whole_job_and_every_host_ends_as_intended(tmp_path: Path)
     assert by_name["WSUS-DOWN"]["status"] == "unreachable" and "refused" in by_name["WSUS-DOWN"]["error"]["message"]
     assert by_name["WSUS-LOCKED"]["status"] == "failed" and by_name["WSUS-LOCKED"]["error"]["kind"] == "auth"
     assert doc["summary"]["by_status"]["skipped"] == 0 and doc["summary"]["compliance_percent"] < 100
+    # A host with nothing to do keeps the roles and OS the plan found.
+    assert by_name["CM07-OK"]["roles"] == ["configmgr_site_server"] and by_name["WSUS-SP1-OK"]["os"]
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "WSUS-RTM" in html and "<script src=" not in html
     plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
