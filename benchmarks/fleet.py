@@ -51,7 +51,9 @@ def serve_lab(args: argparse.Namespace) -> int:
     from winlab.fixtures import clone_site, demo_site
     from winlab.lab import Lab
 
-    template = demo_site()
+    # The demo site's fault hosts (refused, auth reject) have no files behind their registry: as
+    # clones without their faults they would only add `unknown` verdicts. Fault runs: tests/.
+    template = [h for h in demo_site() if h.faults == Faults()]
     hosts = clone_site(template, args.serve_lab)
     for h in hosts:
         h.faults = Faults(latency_ms=args.latency_ms, ps_start_ms=args.ps_start_ms)
