@@ -155,6 +155,7 @@ class Resolver:
         return {str(r): tuple(v) for r, v in custom.items()}
 
     def ancestors(self, group: str) -> tuple[str, ...]:
+        """The group's ancestor groups, nearest first (cached per resolver)."""
         cached = self._ancestors.get(group)
         if cached is None:
             cached = tuple(self.inv.ancestors(group))
@@ -162,6 +163,7 @@ class Resolver:
         return cached
 
     def group_files(self, group: str) -> list[tuple[dict[str, Any], dict[str, Origin]]]:
+        """(vars, origins) of each `group_vars/<group>` file or folder entry, in load order (cached)."""
         files = self._group_files.get(group)
         if files is None:
             files = [(f.vars, f.origins) for f in self.varsdirs.load("group_vars", group)]
@@ -250,6 +252,8 @@ class Resolver:
         return keys
 
     def resolve_host(self, host: HostData) -> Host:
+        """The effective `Host`: merged vars (Ansible precedence), roles, site and Endpoint.
+        Raises InventoryError naming the file, line and field of a bad setting."""
         ordered, merged, origins = self.host_vars(host)
         host_keys = self._host_level_keys(host)
         settings = self._settings(host, ordered, merged, origins, host_keys)
@@ -398,6 +402,7 @@ class Resolver:
         return timeouts
 
     def resolve_group(self, name: str) -> Group:
+        """The `Group` with its own vars merged over its ancestors' (Ansible precedence)."""
         g = self.inv.groups[name]
         merged = dict(g.vars)
         for vars_, _ in self.group_files(name):

@@ -28,15 +28,21 @@ class Journal(Protocol):
     """The audit store's side of apply (implemented in kbfix): intent is committed before the op
     is sent, result after the answer (or the loss of it)."""
 
-    def intent(self, host: str, action: PlannedAction) -> None: ...
+    def intent(self, host: str, action: PlannedAction) -> None:
+        """Record, durably, that `action` is about to be sent to `host`."""
+        ...
 
-    def result(self, host: str, action: PlannedAction, executed: ExecutedAction) -> None: ...
+    def result(self, host: str, action: PlannedAction, executed: ExecutedAction) -> None:
+        """Record what happened to `action` on `host` (outcome, exit code, times)."""
+        ...
 
 
 class Session(Protocol):
     """What apply/verify need of `remoting.session.AgentSession`."""
 
-    def run(self, ops: Sequence[OpRequest]) -> object: ...
+    def run(self, ops: Sequence[OpRequest]) -> object:
+        """Send one agent request; returns the AgentResponse (raises remoting errors)."""
+        ...
 
 
 class ActionFailed(Exception):

@@ -1,0 +1,1 @@
+"""remoting: how kbfix talks to a Windows host over WS-Management (see PROTOCOL.md)."""

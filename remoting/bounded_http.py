@@ -189,11 +189,13 @@ class BoundedAdapter(HTTPAdapter):
         super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """As HTTPAdapter's, with pools whose connections report to the request's watch."""
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
              verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
+        """Send as HTTPAdapter does, under the total deadline; the body is counted as it is read."""
         watch = _Watch(time.monotonic() + self.total_s)
         _current.watch = _current.last = watch
         self._watchdog.add(watch)
@@ -208,6 +210,7 @@ class BoundedAdapter(HTTPAdapter):
         return response
 
     def close(self) -> None:
+        """Stop the watchdog thread and close the pools."""
         self._watchdog.stop()
         super().close()
 

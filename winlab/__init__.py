@@ -1,0 +1,1 @@
+"""winlab: the embedded lab, a WS-Management server on loopback that emulates Windows hosts."""

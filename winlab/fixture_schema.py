@@ -109,6 +109,8 @@ class InstallerModel(_Model):
 
 
 class ApprovalModel(_Model):
+    """One approval of a WSUS update in a fixture: target group and action (default Install)."""
+
     group: StrictStr
     action: StrictStr = "Install"
 

@@ -85,9 +85,13 @@ class Content(Protocol):
     """The immutable bytes of a file. `size` in bytes; `open()` gives a fresh binary reader."""
 
     @property
-    def size(self) -> int: ...
+    def size(self) -> int:
+        """Size in bytes."""
+        ...
 
-    def open(self) -> BinaryIO: ...
+    def open(self) -> BinaryIO:
+        """A fresh binary reader positioned at 0; the caller closes it."""
+        ...
 
 
 @dataclass(frozen=True)
