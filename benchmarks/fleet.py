@@ -38,6 +38,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.table import table_lines  # after the path insert: runnable as a script
+
 BASE = "BASELINE"
 
 
@@ -252,10 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     head = ["hosts", "wall_s", "limit_s", "ratio", "agent_work_ms", "cpu_ms_per_host", "lab_cpu_ms_per_host",
             "cpu_bound_s", "peak_rss_mib",
             "requests_per_host", "kib_per_host", "shells_left_open"]
-    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in head]
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
-    for r in rows:
-        print("  ".join(str(r[h]).ljust(w) for h, w in zip(head, widths, strict=True)))
+    header, *lines = table_lines(head, rows)
+    print(header)
+    for r, line in zip(rows, lines, strict=True):
+        print(line)
         print(f"  statuses: {r['statuses']}")
         if "apply_wall_s" in r:
             print(f"  apply: {r['apply_wall_s']} s in batches (hosts, s) {r['apply_batches']}; {r['apply_statuses']}")

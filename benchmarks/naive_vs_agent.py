@@ -25,6 +25,7 @@ import winrm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.table import table_lines
 from remoting.agent_protocol import OpRequest, op
 from remoting.endpoint import Endpoint, Secret, Timeouts
 from remoting.session import AgentSession
@@ -159,10 +160,7 @@ def main(argv: list[str] | None = None) -> int:
           f"powershell start {args.ps_start_ms:g} ms; {len(naive_probe_scripts(args.probes))} probes per host")
     head = ["way", "wall_s", "cpu_ms_per_host", "requests_per_host", "powershell_starts_per_host", "kib_per_host",
             "probes_ok", "hosts_failed", "shells_left_open"]
-    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in head]
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
-    for r in rows:
-        print("  ".join(str(r[h]).ljust(w) for h, w in zip(head, widths, strict=True)))
+    print("\n".join(table_lines(head, rows)))
     print(f"speed-up: {ratio:.1f}x")
     return 0
 
