@@ -39,9 +39,10 @@ def utc_now() -> datetime:
 
 
 def new_run_id(now: datetime | None = None) -> str:
-    """A sortable, unique run id: `20261123T120000Z-ab12` (UTC time + 4 random hex digits)."""
+    """A sortable, unique run id: `20261123T120000Z-ab12cd34` (UTC time + 8 random hex digits;
+    4 digits collided in practice when a test started several runs in the same second)."""
     now = now or utc_now()
-    return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}"
+    return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
 def operator_name() -> str:
