@@ -25,6 +25,7 @@ from inventory.errors import InventoryError
 from inventory.kbfix_yaml import is_kbfix_document, parse_kbfix
 from inventory.model import Inventory
 from inventory.resolve import Resolver
+from inventory.security import security_warnings
 from inventory.varsdirs import VarsDirs
 from inventory.yamlmarks import load_yaml_text, read_text
 
@@ -156,4 +157,5 @@ def _load(
     hosts = {name: resolver.resolve_host(data) for name, data in inv.hosts.items()}
     groups = {name: resolver.resolve_group(name) for name in inv.groups}
     all_files = [*files, *dict.fromkeys(varsdirs.files_read)]
-    return Inventory(hosts=hosts, groups=groups, sources=tuple(all_files), digest=_digest(all_files))
+    return Inventory(hosts=hosts, groups=groups, sources=tuple(all_files), digest=_digest(all_files),
+                     warnings=security_warnings(hosts))
