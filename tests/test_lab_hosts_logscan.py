@@ -189,3 +189,13 @@ def test_ascii_head_then_localized_lines_each_read_right() -> None:
 def test_pure_ascii_is_reported_as_ansi() -> None:
     """PROTOCOL.md: only ASCII bytes in the sample → `ansi` (the agent says the same)."""
     assert detect_encoding(b"plain ascii line\r\n") == ("ansi", 0)
+
+
+def test_utf8_line_in_an_ascii_headed_log_is_found_by_a_non_ascii_pattern() -> None:
+    """The block prefilter must search the UTF-8 reading too when the file was detected `ansi`
+    (ASCII head): otherwise a block whose only match is a UTF-8 line would be skipped unread."""
+    head = b"".join(b"2008-07-15 10:00:00.000 UTC\tInfo\tw3wp.5\tWebService.Ping\tok %05d\r\n" % i for i in range(1200))
+    german = "Das Element wurde bereits hinzugefügt. Schlüssel im Wörterbuch: 8862"
+    raw = head + german.encode("utf-8") + b"\r\n"
+    got = scan_content(BytesContent(raw), ScanSpec((re.compile("Wörterbuch"),), max_matches=5), "cp1252")
+    assert got["encoding"] == "ansi" and [m["line"] for m in got["matches"]] == [german]

@@ -236,7 +236,7 @@ def _scan(
         text: str | None = None
         if prefilter and not pending:
             # A mixed (8-bit, no BOM) block is searched in both readings: a line matches in one.
-            texts = [raw.decode(c, "replace") for c in ((codec, mixed) if mixed and mixed != codec else (codec,))]
+            texts = [raw.decode(c, "replace") for c in (("utf-8", mixed) if mixed else (codec,))]
             if needs_lf:
                 texts = [t.replace("\r\n", "\n") for t in texts]
             text = texts[0]
