@@ -142,9 +142,9 @@ class BatchClock:
 def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     """One fleet run of n hosts: check (and with --apply, plan + apply). Returns the figures."""
     from inventory import load_inventory
-    from kbfix.engine import PlaybookEngine
     from kbfix.rollout import parse_serial
-    from kbfix.runner import RunOptions, run_apply, run_check, run_plan
+    from kbfix.run import RunOptions, run_apply, run_check, run_plan
+    from kbfix.run.playbook_engine import PlaybookEngine
     from kbfix.store import AuditStore
     from winlab.standin_packages import write_standin_packages
 

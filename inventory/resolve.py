@@ -13,7 +13,6 @@ They are validated with a pydantic model, so a bad value names the variable, fil
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,6 +28,7 @@ from inventory.model import Group, Host
 from inventory.roles import default_role_map, group_index, known_roles, roles_from_groups
 from inventory.varsdirs import VarsDirs
 from remoting.endpoint import Endpoint, Secret, Timeouts
+from remoting.redaction import is_secret_key
 
 # setting → inventory variables that set it; when several are present the last listed wins
 # (the more specific name), as in Ansible's connection-plugin option resolution.
@@ -63,7 +63,6 @@ ROLE_VARS = ("roles", "kbfix_roles")  # later wins
 ROLE_MAP_VAR = "kbfix_role_map"
 WINRM_HTTP_PORT = 5985  # Ansible winrm plugin: scheme defaults to http only on this port, else https
 
-_SECRET_NAME = re.compile(r"pass|secret|token|credential", re.IGNORECASE)
 _TRANSPORT_ALIASES = {"plaintext": "basic", "ssl": "basic"}  # pywinrm's names for Basic over http/https
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -95,8 +94,10 @@ class ConnectionSettings(BaseModel):
 
 @lru_cache(maxsize=4096)
 def is_secret_name(key: str) -> bool:
-    """True for variable names whose values are credentials (password, token, secret …)."""
-    return bool(_SECRET_NAME.search(key)) and not key.endswith(("_env", "_keyring"))
+    """True for variable names whose values are credentials (the one rule,
+    `remoting.redaction.is_secret_key`), except `*_env` / `*_keyring`: those name where a
+    secret is, not the secret."""
+    return is_secret_key(key) and not key.endswith(("_env", "_keyring"))
 
 
 def mask_secrets(value: Any, key: str = "") -> Any:

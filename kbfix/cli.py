@@ -9,31 +9,25 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
-import traceback
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from kbfix import __version__
+from kbfix import __version__, cli_store
+from kbfix import cli_render as render
+from kbfix.cli_common import Globals, fail, globals_of, guarded, open_store
 from kbfix.cli_inventory import inventory_app
 from kbfix.cli_lab import lab_app
-from kbfix.config import ConfigError, default_state_dir, load_config
+from kbfix.config import default_state_dir, load_config
 from kbfix.exitcodes import HELP as EXIT_HELP
 from kbfix.exitcodes import ExitCode
-from kbfix.planfile import PlanDocument, PlanError
-from kbfix.progress import counts_text, make_progress
-from kbfix.rollout import RolloutError, parse_serial
-from kbfix.runner import (
+from kbfix.planfile import PlanDocument
+from kbfix.progress import make_progress
+from kbfix.rollout import parse_serial
+from kbfix.run import (
     RunControl,
     RunOptions,
     RunOutcome,
@@ -43,9 +37,7 @@ from kbfix.runner import (
     run_ping,
     run_plan,
 )
-from kbfix.store import AuditStore, HostLockedError, StoreError
-from kbfix.window import WindowError, parse_window
-from playbooks.model import HostResult
+from kbfix.window import parse_window
 
 app = typer.Typer(
     name="kbfix",
@@ -64,78 +56,6 @@ app.add_typer(inventory_app, name="inventory")
 log = logging.getLogger("kbfix")
 
 
-@dataclass
-class Globals:
-    """The global options, resolved."""
-
-    inventory: list[Path]
-    limit: str | None
-    forks: int
-    state: Path
-    verbose: int
-    quiet: bool
-    no_color: bool
-    host_timeout: float = 600.0
-
-    def console(self, *, stderr: bool = False) -> Console:
-        """A console honouring --no-color (and plain when not a terminal)."""
-        stream = sys.stderr if stderr else sys.stdout
-        # Not a terminal (pipes, CI logs): rich would wrap at 80 columns; tables read better wider.
-        width = None if stream.isatty() else 160
-        return Console(stderr=stderr, no_color=self.no_color, highlight=False, width=width)
-
-
-# Usage/config errors: exit 2 with one line. Imported lazily where the modules may be heavy.
-_USAGE_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, WindowError, RolloutError, PlanError, StoreError, HostLockedError, FileNotFoundError,
-)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _usage_errors() -> tuple[type[BaseException], ...]:
-    extra: list[type[BaseException]] = []
-    try:
-        from inventory import InventoryError
-
-        extra.append(InventoryError)
-    except ImportError:  # inventory not importable: its loader will raise at use instead
-        pass
-    try:
-        from playbooks import ManifestError, PlaybookError
-
-        extra += [ManifestError, PlaybookError]
-    except ImportError:
-        pass
-    return (*_USAGE_ERRORS, *extra)
-
-
-def _fail(message: str, code: ExitCode) -> typer.Exit:
-    typer.echo(f"kbfix: error: {message}", err=True)
-    return typer.Exit(int(code))
-
-
-def guarded(fn: F) -> F:
-    """Map exceptions to exit codes: usage/config errors → 2 with one line, anything
-    unexpected → 1 (traceback with -v)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except _usage_errors() as exc:
-            raise _fail(str(exc), ExitCode.USAGE) from None
-        except Exception as exc:
-            ctx = kwargs.get("ctx", args[0] if args else None)  # every command takes ctx first
-            g = ctx.find_object(Globals) if isinstance(ctx, typer.Context) else None
-            if g is not None and g.verbose:
-                traceback.print_exc()
-            raise _fail(f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
-                        ExitCode.INTERNAL) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 @app.callback(invoke_without_command=True)
@@ -173,17 +93,10 @@ def main(
                       host_timeout)
 
 
-def _globals(ctx: typer.Context) -> Globals:
-    g = ctx.find_object(Globals)
-    if g is None:  # invoked without the callback (tests calling a command directly)
-        g = Globals([], None, 20, default_state_dir(), 0, False, False)
-    return g
-
-
 def _hosts(g: Globals) -> tuple[list[Any], str | None]:
     """Load the inventory and apply --limit. Raises InventoryError (exit 2)."""
     if not g.inventory:
-        raise _fail("no inventory: pass -i FILE or set KBFIX_INVENTORY", ExitCode.USAGE)
+        raise fail("no inventory: pass -i FILE or set KBFIX_INVENTORY", ExitCode.USAGE)
     from inventory import load_inventory
 
     inv = load_inventory(g.inventory)
@@ -193,7 +106,7 @@ def _hosts(g: Globals) -> tuple[list[Any], str | None]:
 
 
 def _engine(packages: Path | None = None, playbook_dirs: Sequence[Path] = ()) -> Any:
-    from kbfix.engine import PlaybookEngine
+    from kbfix.run.playbook_engine import PlaybookEngine
 
     return PlaybookEngine(extra_dirs=playbook_dirs, packages_dir=packages)
 
@@ -213,62 +126,6 @@ def _options(g: Globals, digest: str | None, run: RunOptions | None = None, **re
         **{k: v for k, v in recorded.items() if v is not None},
     }
     return opts
-
-
-def _store(g: Globals) -> AuditStore:
-    return AuditStore.in_dir(g.state)
-
-
-def _finding_summary(r: HostResult) -> str:
-    """`KB954960 sp1: 3.1.6001.65` per applicable finding; the error for a failed host."""
-    if r.error is not None:
-        return f"{r.error.kind}: {r.error.message}"
-    parts = []
-    for f in r.findings:
-        if f.status.value == "not_applicable":
-            continue
-        head = f"{f.advisory} {f.variant}" if f.variant else f.advisory
-        ev = next((e for e in f.evidence if e.value), None)
-        if f.skip_reason:
-            parts.append(f"{head}: skipped ({f.skip_reason})")
-        elif ev is not None and ev.value is not None:
-            value = ev.value if len(ev.value) <= 48 else ev.value[:47] + "…"
-            parts.append(f"{head}: {value}")
-        elif f.evidence and f.evidence[0].lines:
-            parts.append(f"{head}: {len(f.evidence[0].lines)} log line(s)")
-        else:
-            parts.append(head)
-    return "; ".join(parts) or "-"
-
-
-_VERSION = re.compile(r"\b\d+\.\d+\.\d+(?:\.\d+)?\b")
-
-
-def _product_version(r: HostResult) -> str:
-    """The first version number in the evidence of an applicable finding (the WSUS DLL or
-    ConfigMgr build the verdict rests on), else empty."""
-    for f in r.findings:
-        if f.status.value == "not_applicable":
-            continue
-        for e in [*f.verification, *f.evidence]:
-            m = _VERSION.search(e.value or "")
-            if m:
-                return m.group(0)
-    return ""
-
-
-def _print_table(g: Globals, results: Sequence[HostResult], title: str) -> None:
-    console = g.console()
-    table = Table(title=title, show_lines=False)
-    for col in ("Host", "Status", "Role", "Version", "OS", "Evidence"):
-        table.add_column(col, overflow="fold")
-    for r in results:
-        osv = str(r.os.get("os_version") or r.os.get("version") or "")
-        table.add_row(escape(r.host), r.status.value, escape(", ".join(r.roles)), escape(_product_version(r)),
-                      escape(osv), escape(_finding_summary(r)))
-    console.print(table)
-    counts = Counter(r.status for r in results)
-    console.print(counts_text(counts) or "no hosts")
 
 
 def _write_reports(g: Globals, outcome: RunOutcome, engine: Any, reports: Sequence[Path], lang: str) -> None:
@@ -302,7 +159,7 @@ def ping(ctx: typer.Context) -> None:
 
     Example: `kbfix -i site.yml ping` → `wsus01  ok  WSUS01 5.2.3790 da-DK`. Exit 0, or 4 if any host fails.
     """
-    g = _globals(ctx)
+    g = globals_of(ctx)
     hosts, _digest = _hosts(g)
     out = run_ping(hosts, _engine(), RunOptions(forks=g.forks, host_deadline_s=g.host_timeout))
     failed = 0
@@ -329,12 +186,12 @@ def check(
     Example: `kbfix -i site.yml check --report check.html`; machines: `kbfix -i site.yml check --format json`.
     Exit 0 when all are compliant/remediated/mitigated/not applicable, 3 when some are not, 4 when some fail.
     """
-    g = _globals(ctx)
+    g = globals_of(ctx)
     if fmt not in ("table", "json"):
-        raise _fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
+        raise fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
     hosts, digest = _hosts(g)
     engine = _engine()
-    with _store(g) as store:
+    with open_store(g) as store:
         outcome = _run_with_signals(lambda c: run_check(
             hosts, engine, store, _options(g, digest), control=c,
             progress=make_progress(quiet=g.quiet or fmt == "json", no_color=g.no_color)))
@@ -344,31 +201,9 @@ def check(
         doc = build_document(outcome.info, outcome.results, engine.advisories())
         typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
-        _print_table(g, outcome.results, f"kbfix check {outcome.info.id}")
+        render.print_table(g.console(), outcome.results, f"kbfix check {outcome.info.id}")
     _write_reports(g, outcome, engine, report or [], lang)
     raise typer.Exit(int(exit_code(outcome.results)))
-
-
-def _print_plan(g: Globals, plan: PlanDocument) -> int:
-    """Human summary of a plan on stdout; returns the number of actions."""
-    console = g.console()
-    total = 0
-    for h in plan.hosts:
-        n = h.actions
-        total += n
-        if not n:
-            console.print(f"{escape(h.host)}: nothing to do ({h.status.value})")
-            continue
-        console.print(f"{escape(h.host)}: {n} action(s), about {h.estimated_seconds:g} s")
-        for f in h.findings:
-            for p in f.planned:
-                pkg = f" [{escape(p.package.file)} sha256 {p.package.sha256[:12]}…]" if p.package else ""
-                codes = f" exit codes {p.expected_exit_codes}" if p.expected_exit_codes else ""
-                console.print(f"  {escape(p.advisory)} {escape(p.kind)}: {escape(p.description)}{pkg}{codes}")
-            for note in getattr(f, "notes", []):
-                console.print(f"  note: {escape(note)}")
-    console.print(f"{total} action(s) on {sum(1 for h in plan.hosts if h.actions)} host(s)")
-    return total
 
 
 @app.command(epilog=EXIT_HELP)
@@ -385,16 +220,16 @@ def plan(
     Runs zero mutating operations (sessions are opened in check mode; remoting refuses any).
     Example: `kbfix -i site.yml plan --packages ./pkgs -o plan.json`, review, then `kbfix apply --plan plan.json`.
     """
-    g = _globals(ctx)
+    g = globals_of(ctx)
     hosts, digest = _hosts(g)
     engine = _engine(packages)
-    with _store(g) as store:
+    with open_store(g) as store:
         outcome = _run_with_signals(lambda c: run_plan(
             hosts, engine, store, _options(g, digest, packages=str(packages) if packages else None, output=str(output)), control=c,
             progress=make_progress(quiet=g.quiet, no_color=g.no_color)))
     assert outcome.plan is not None
     outcome.plan.write(output)
-    _print_plan(g, outcome.plan)
+    render.print_plan(g.console(), outcome.plan)
     typer.echo(f"plan written: {output} (run {outcome.info.id})", err=True)
     _write_reports(g, outcome, engine, report or [], lang)
     raise typer.Exit(int(exit_code(outcome.results)))
@@ -426,9 +261,9 @@ def apply(
     starting new hosts; `kbfix apply --resume RUN` finishes an interrupted run without repeating any install.
     Example: `kbfix -i site.yml apply --plan plan.json --window 2026-11-28T22:00:00+01:00/PT4H --serial 1,50%,100% --max-fail-percent 10`.
     """
-    g = _globals(ctx)
+    g = globals_of(ctx)
     if plan_file is not None and resume is not None:
-        raise _fail("--plan and --resume cannot be combined", ExitCode.USAGE)
+        raise fail("--plan and --resume cannot be combined", ExitCode.USAGE)
     config = load_config()
     win = parse_window(window, named=config.windows) if window else None
     steps = parse_serial(serial) if serial else None
@@ -440,13 +275,13 @@ def apply(
                     max_fail_percent=max_fail_percent, max_per_site=max_per_site, grace_s=grace,
                     packages=str(packages) if packages else None, plan=str(plan_file) if plan_file else None,
                     resume=resume, yes=yes)
-    with _store(g) as store:
+    with open_store(g) as store:
         progress = make_progress(quiet=g.quiet, no_color=g.no_color)
         if resume is not None:
             latest_apply = store.latest_run_id("apply") if resume == "latest" else None
             run_id = latest_apply or store.resolve_run(resume)
             if store.run_info(run_id).kind != "apply":
-                raise _fail(f"run {run_id} is not an apply run", ExitCode.USAGE)
+                raise fail(f"run {run_id} is not an apply run", ExitCode.USAGE)
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, resume=run_id, control=c,
                                                             progress=progress))
         else:
@@ -456,139 +291,23 @@ def apply(
                     typer.echo("kbfix: warning: the inventory changed since the plan was made", err=True)
             else:
                 if not yes and not sys.stdin.isatty():
-                    raise _fail("refusing to apply without a reviewed plan in non-interactive use: "
+                    raise fail("refusing to apply without a reviewed plan in non-interactive use: "
                                 "pass --plan FILE or --yes", ExitCode.USAGE)
                 planned = _run_with_signals(lambda c: run_plan(hosts, engine, store, opts, control=c,
                                                                progress=make_progress(quiet=True)))
                 assert planned.plan is not None
                 the_plan = planned.plan
-                if _print_plan(g, the_plan) == 0:
+                if render.print_plan(g.console(), the_plan) == 0:
                     typer.echo("nothing to apply", err=True)
                     raise typer.Exit(int(exit_code(planned.results)))
                 if not yes and not typer.confirm("Apply this plan?", default=False):
-                    raise _fail("not confirmed; nothing was changed", ExitCode.USAGE)
+                    raise fail("not confirmed; nothing was changed", ExitCode.USAGE)
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, plan=the_plan, control=c,
                                                             progress=progress))
     if not g.quiet:
-        _print_table(g, outcome.results, f"kbfix apply {outcome.info.id} ({outcome.info.state})")
+        render.print_table(g.console(), outcome.results, f"kbfix apply {outcome.info.id} ({outcome.info.state})")
     _write_reports(g, outcome, engine, report or [], lang)
     raise typer.Exit(int(exit_code(outcome.results)))
-
-
-@app.command(epilog=EXIT_HELP)
-@guarded
-def history(
-    ctx: typer.Context,
-    count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many runs (newest first).")] = 20,
-    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
-) -> None:
-    """Past runs from the audit store, newest first.
-
-    Example: `kbfix history -n 5`; then `kbfix show RUN` for one of them.
-    """
-    g = _globals(ctx)
-    with _store(g) as store:
-        runs = store.list_runs(count)
-        rows = []
-        for r in runs:
-            counts = Counter(h.status for h in store.host_results(r.id))
-            rows.append((r, counts))
-    if fmt == "json":
-        typer.echo(json.dumps([{**r.model_dump(mode="json"), "hosts": {s.value: n for s, n in c.items()}}
-                               for r, c in rows], indent=2))
-        return
-    table = Table(title=f"kbfix runs in {g.state}")
-    for col in ("Run", "Kind", "State", "Started (UTC)", "Operator", "Hosts"):
-        table.add_column(col, overflow="fold")
-    for r, c in rows:
-        table.add_row(r.id, r.kind, r.state, f"{r.started:%Y-%m-%d %H:%M:%S}", escape(r.operator), counts_text(c))
-    g.console().print(table)
-
-
-@app.command(epilog=EXIT_HELP)
-@guarded
-def show(
-    ctx: typer.Context,
-    run: Annotated[str, typer.Argument(help="Run id, a unique prefix, or 'latest'.")] = "latest",
-    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
-) -> None:
-    """One run from the audit store: options, events, per-host results and every executed action.
-
-    Example: `kbfix show latest`, `kbfix show 20261128T210000Z --format json`. Exit code as the run's results.
-    """
-    g = _globals(ctx)
-    with _store(g) as store:
-        run_id = store.resolve_run(run)
-        info = store.run_info(run_id)
-        results = store.host_results(run_id)
-        events = store.events(run_id)
-        intents = store.intents(run_id)
-        planned = store.planned(run_id)
-        resumed_by = store.resumed_by(run_id)
-    if fmt == "json":
-        typer.echo(json.dumps({"run": info.model_dump(mode="json"), "events": events,
-                               "hosts": [r.model_dump(mode="json") for r in results], "actions": intents,
-                               "planned": [{"host": h, "facts_digest": d, **a.model_dump(mode="json")}
-                                           for h, a, d in planned],
-                               "resumed_by": resumed_by}, indent=2, ensure_ascii=False))
-        raise typer.Exit(int(exit_code(results)))
-    console = g.console()
-    console.print(f"run {info.id}  {info.kind}  {info.state}  by {escape(info.operator)}  kbfix {info.kbfix_version}")
-    console.print(f"started {info.started.isoformat()}  ended {info.ended.isoformat() if info.ended else '-'}"
-                  f"  window {info.window or '-'}")
-    console.print(f"options {escape(json.dumps(info.options, sort_keys=True))}")
-    for e in events:
-        console.print(f"  {e['at']}  {e['state']}  {escape(e['detail'] or '')}")
-    if resumed_by:
-        console.print(f"resumed by {', '.join(resumed_by)}")
-    _print_table(g, results, "hosts")
-    if planned and not intents:
-        table = Table(title="planned actions")
-        for col in ("Host", "Action", "Kind", "Description", "Estimate (s)"):
-            table.add_column(col, overflow="fold")
-        for host, a, _digest in planned:
-            table.add_row(escape(host), escape(a.id), a.kind, escape(a.description), f"{a.estimated_seconds:g}")
-        console.print(table)
-    if intents:
-        table = Table(title="actions (intent → result)")
-        for col in ("Host", "Action", "Kind", "Intent at", "Outcome", "Exit"):
-            table.add_column(col, overflow="fold")
-        for i in intents:
-            table.add_row(escape(i["host"]), escape(i["action_id"]), i["kind"], i["at"], i["outcome"] or "NO RESULT",
-                          "" if i["exit_code"] is None else str(i["exit_code"]))
-        console.print(table)
-    raise typer.Exit(int(exit_code(results)))
-
-
-@app.command(epilog=EXIT_HELP)
-@guarded
-def report(
-    ctx: typer.Context,
-    run: Annotated[str, typer.Argument(help="Run id, a unique prefix, or 'latest'.")] = "latest",
-    fmt: Annotated[str | None, typer.Option("--format", help="json, html, md, csv or junit (default: from -o).")] = None,
-    lang: LangOpt = "en",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
-) -> None:
-    """Render a stored run as a report (re-rendering the same run gives the same bytes).
-
-    Example: `kbfix report latest --lang da -o audit.html`; `kbfix report 20261128T2100 --format csv`.
-    """
-    g = _globals(ctx)
-    from kbfix.report import build_document, format_for_path, render, write_report
-
-    with _store(g) as store:
-        run_id = store.resolve_run(run)
-        info = store.run_info(run_id)
-        results = store.host_results(run_id)
-    doc = build_document(info, results, _advisories())
-    if output is not None:
-        if fmt is not None and fmt != format_for_path(output):
-            raise _fail(f"--format {fmt} does not match the extension of {output}", ExitCode.USAGE)
-        write_report(doc, output, lang=lang)
-        typer.echo(f"report written: {output}", err=True)
-    else:
-        sys.stdout.buffer.write(render(doc, fmt or "json", lang=lang))
-        sys.stdout.flush()
 
 
 @app.command(epilog="Exit codes: 0 every host ended as its fixture intends; 1 otherwise (mismatches listed).")
@@ -613,7 +332,7 @@ def demo(
     """
     from kbfix.demo import run_demo
 
-    g = _globals(ctx)
+    g = globals_of(ctx)
     outcome = run_demo(out, lang=lang, forks=g.forks, echo=typer.echo)
     width = max(len(h) for h in outcome.statuses)
     typer.echo(f"\n{'host':<{width}}  {'first check':<15} after apply")
@@ -631,10 +350,7 @@ def demo(
     raise typer.Exit(0 if outcome.ok else int(ExitCode.INTERNAL))
 
 
-def _advisories() -> dict[str, dict[str, Any]]:
-    import playbooks
-
-    return playbooks.advisory_meta(playbooks.load_playbooks())
-
+for _command in (cli_store.history, cli_store.show, cli_store.report):
+    app.command(epilog=EXIT_HELP)(_command)
 
 __all__ = ["Globals", "app", "main"]

@@ -19,9 +19,9 @@ from pathlib import Path
 import yaml
 
 from inventory import load_inventory
-from kbfix.engine import PlaybookEngine
 from kbfix.report import build_document, write_report
-from kbfix.runner import RunOptions, run_apply, run_check, run_plan
+from kbfix.run import RunOptions, run_apply, run_check, run_plan
+from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.store import AuditStore
 from playbooks.model import HostResult
 from winlab.fixtures import demo_site
@@ -99,7 +99,7 @@ def run_demo(out_dir: Path, *, lang: str = "en", forks: int = 20, echo: Callable
             planned = run_plan(hosts, engine, store, options)
             assert planned.plan is not None  # run_plan always returns its plan document
             plan_path = planned.plan.write(out_dir / "plan.json")
-            echo(f"plan   {planned.info.id}: {sum(h.actions for h in planned.plan.hosts)} actions, written to {plan_path}")
+            echo(f"plan   {planned.info.id}: {planned.plan.action_count} actions, written to {plan_path}")
             applied = run_apply(hosts, engine, store, options, plan=planned.plan)
             echo(f"apply  {applied.info.id}: {_counts(applied.results)}")
             before = {n: len(lab.records(n).mutations) for n in lab.endpoints}

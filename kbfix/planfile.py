@@ -1,14 +1,21 @@
 """The reviewable plan file (`kbfix plan -o plan.json`, `kbfix apply --plan plan.json`).
 
 One JSON document: format tag and version, the plan run's id and time, the kbfix version, the
-inventory digest, and per host the facts the plan rests on (and their SHA-256 digest, which
-apply compares to detect drift), the findings and, on each finding, the exact planned actions
-(agent ops, package, expected exit codes, estimated seconds). Written atomically; read back
-into the same pydantic models, so what was reviewed is what runs.
+inventory digest, and the hosts' results as the plan run left them (`HostResult`: facts and
+their SHA-256 digest, findings, and on each finding the planned actions). It is a REQUEST, not
+a program: apply takes from it only, per host, the approved action keys (action id + package
+SHA-256) and the facts digest, rebuilds every op from the playbook, the manifest and fresh facts,
+and refuses a plan whose digest (`PlanDocument.digest`) the audit store did not record when the
+plan was made. Written atomically.
+
+Format history: version 1 (kbfix 0.1) held per-host `HostPlan` entries with the ops as data;
+it is refused with a message naming the version (make a new plan).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from datetime import datetime
@@ -17,54 +24,45 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from playbooks.model import Finding, HostError, Status
+from playbooks.model import HostResult
 
 PLAN_FORMAT = "kbfix/plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 
 
 class PlanError(ValueError):
     """A plan file that cannot be read or is not a kbfix plan (message names the file)."""
 
 
-class HostPlan(BaseModel):
-    """One host in a plan: facts and their digest, the findings with `planned` actions."""
-
-    host: str
-    site: str | None = None
-    status: Status
-    facts_digest: str | None = None
-    facts: dict[str, Any] = Field(default_factory=dict)
-    findings: list[Finding] = Field(default_factory=list)
-    error: HostError | None = None  # why a host could not be assessed when the plan was made
-    roles: list[str] = Field(default_factory=list)
-    os: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def actions(self) -> int:
-        """How many actions are planned for this host."""
-        return sum(len(f.planned) for f in self.findings)
-
-    @property
-    def estimated_seconds(self) -> float:
-        """The plan's estimate for this host's actions, seconds."""
-        return sum(p.estimated_seconds for f in self.findings for p in f.planned)
+class PlanRefusedError(PlanError):
+    """A well-formed plan that apply will not act on (not recorded by a plan run of this store)."""
 
 
 class PlanDocument(BaseModel):
     """A whole plan (see module docstring)."""
 
     format: Literal["kbfix/plan"] = PLAN_FORMAT
-    version: Literal[1] = PLAN_VERSION
+    version: Literal[2] = PLAN_VERSION
     run_id: str
     created: datetime
     kbfix_version: str
     inventory_hash: str | None = None
-    hosts: list[HostPlan] = Field(default_factory=list)
+    hosts: list[HostResult] = Field(default_factory=list)
 
-    def host(self, name: str) -> HostPlan | None:
+    def host(self, name: str) -> HostResult | None:
         """The entry of one host, or None."""
         return next((h for h in self.hosts if h.host == name), None)
+
+    @property
+    def action_count(self) -> int:
+        """How many actions the plan holds, over all hosts."""
+        return sum(len(h.planned) for h in self.hosts)
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of the document (sorted keys, no whitespace): the
+        same for the written file read back, different after any edit of any value."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
     def write(self, path: Path) -> Path:
         """Write the plan as indented UTF-8 JSON, atomically (temp file + rename). Raises OSError."""
@@ -83,11 +81,24 @@ class PlanDocument(BaseModel):
 
     @classmethod
     def read(cls, path: Path) -> PlanDocument:
-        """Read and validate a plan file. Raises PlanError naming the file and the bad field."""
+        """Read and validate a plan file. Raises PlanError naming the file and the bad field, or
+        the format version when the file was written by an older kbfix."""
         try:
-            return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise PlanError(f"{path}: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise PlanError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        try:
+            raw: Any = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"{path}: line {exc.lineno}: not JSON: {exc.msg}") from exc
+        if isinstance(raw, dict) and raw.get("format") == PLAN_FORMAT and raw.get("version") != PLAN_VERSION:
+            raise PlanError(f"{path}: plan format version {raw.get('version')!r} (written by kbfix "
+                            f"{raw.get('kbfix_version', '?')}) cannot be applied by this kbfix (format {PLAN_VERSION}): "
+                            "make a new plan with `kbfix plan`")
+        try:
+            return cls.model_validate(raw)
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err.get("loc", ()))

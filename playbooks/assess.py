@@ -1,8 +1,8 @@
 """Load playbooks, build the gather request, and assess: facts in, findings out (pure).
 
 `assess` discovers roles (unless the inventory declared them), evaluates each playbook's
-derived facts and first-match rules in the Jinja2 sandbox, and returns an `Assessment`: roles,
-OS info, findings with evidence, JSON-ready facts and a digest of the facts a plan depends on.
+derived facts and first-match rules in the Jinja2 sandbox, and returns the host's `HostResult`:
+roles, OS info, findings with evidence, JSON-ready facts and a digest of the facts a plan depends on.
 `link_clients` is the one cross-host step: it ties a KB954960 client finding to its WSUS server.
 """
 
@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field
-
 from playbooks.conditions import ConditionError, evaluate, render, truth
 from playbooks.facts import extract_facts, merge_probes, probe_ops
-from playbooks.model import Evidence, Finding, LogLine, Status, utcnow
+from playbooks.model import Evidence, Finding, HostResult, LogLine, Status, utc_now, worst
 from playbooks.spec import (
     EvidenceRef,
     Playbook,
@@ -47,26 +45,6 @@ class HostContext:
     roles: tuple[str, ...] = ()
     site: str | None = None
     vars: Mapping[str, Any] = field(default_factory=dict)
-
-
-class Assessment(BaseModel):
-    """The assessed state of one host: roles (declared or discovered), OS info from the agent,
-    findings (one per playbook), JSON-ready facts, the sha256 digest of the facts a plan
-    depends on (log lines excluded: logs grow without the plan changing), the host vars used."""
-
-    host: str
-    roles: list[str] = Field(default_factory=list)
-    roles_declared: bool = False
-    os: dict[str, Any] = Field(default_factory=dict)
-    findings: list[Finding] = Field(default_factory=list)
-    facts: dict[str, Any] = Field(default_factory=dict)
-    facts_digest: str = ""
-    vars: dict[str, Any] = Field(default_factory=dict)
-    truncated: bool = False
-
-    def finding(self, advisory: str) -> Finding | None:
-        """The finding for `advisory`, or None."""
-        return next((f for f in self.findings if f.advisory == advisory), None)
 
 
 def load_playbooks(ids: Sequence[str] | None = None, extra_dirs: Sequence[Path] = ()) -> list[Playbook]:
@@ -243,13 +221,16 @@ def assess_playbook(
 
 def assess(
     playbooks: Sequence[Playbook], ctx: HostContext, response: AgentResponse, *, observed_at: datetime | None = None
-) -> Assessment:
+) -> HostResult:
     """Facts in, findings out (pure: no I/O). `response` answers `gather_ops(playbooks, ctx)`.
+    Returns the host's HostResult: status the worst finding, facts JSON-ready, `facts_digest`
+    the SHA-256 of the facts a plan depends on (log lines excluded: logs grow without the plan
+    changing).
 
     Roles are `ctx.roles` when declared, else discovered. When a role probe failed with an error
     other than not_found (access denied, truncation) and roles were not declared, findings that
     would be `not_applicable` become `unknown`: an unread key is not proof of absence."""
-    at = observed_at or utcnow()
+    at = observed_at or utc_now()
     rf = _roles_file()
     probes = all_probes(playbooks, rf)
     facts = extract_facts(probes, response)
@@ -270,8 +251,12 @@ def assess(
             f.notes.append("the agent response was truncated at its byte limit: some facts are missing")
         findings.append(f)
     jfacts = _jsonable(facts)
-    return Assessment(
+    return HostResult(
         host=ctx.name,
+        site=ctx.site,
+        status=worst([f.status for f in findings]),
+        started=at,
+        ended=utc_now(),
         roles=roles,
         roles_declared=declared,
         os=dict(response.host),
@@ -291,23 +276,23 @@ def _server_name(url: str) -> str | None:
 
 
 def link_clients(
-    assessments: Mapping[str, Assessment], *, advisory: str = "KB954960", addresses: Mapping[str, str] | None = None
-) -> dict[str, Assessment]:
+    results: Mapping[str, HostResult], *, advisory: str = "KB954960", addresses: Mapping[str, str] | None = None
+) -> dict[str, HostResult]:
     """Tie each affected client (finding variant `client`) to its WSUS server (its WUServer
-    policy value) when that server is in the run; pure, returns new assessments.
+    policy value) when that server is in the run; pure, returns new results (status recomputed).
 
     Matching is case-insensitive on the inventory name, its first DNS label, or `addresses`
     (host → address). The client's status follows the server: server non_compliant/failed/unknown
     → the client stays non_compliant; server compliant → compliant, remediated → remediated,
     mitigated → mitigated (the client recovers at its next synchronization)."""
     index: dict[str, str] = {}
-    for name in assessments:
+    for name in results:
         index[name.lower()] = name
         index[name.lower().split(".")[0]] = name
     for name, addr in (addresses or {}).items():
         index[addr.lower()] = name
-    out = dict(assessments)
-    for name, a in assessments.items():
+    out = dict(results)
+    for name, a in results.items():
         f = a.finding(advisory)
         if f is None or f.variant != "client":
             continue
@@ -317,7 +302,7 @@ def link_clients(
         if server is None or server == name:
             nf = f.model_copy(update={"notes": [*f.notes, f"its WSUS server {url or '(unknown)'} is not in this run"]})
         else:
-            sf = assessments[server].finding(advisory)
+            sf = results[server].finding(advisory)
             sstat = sf.status if sf else Status.UNKNOWN
             follow = {Status.COMPLIANT: Status.COMPLIANT, Status.REMEDIATED: Status.REMEDIATED, Status.MITIGATED: Status.MITIGATED}
             status = follow.get(sstat, Status.NON_COMPLIANT)
@@ -327,5 +312,5 @@ def link_clients(
             nf = f.model_copy(update={"linked_host": server, "status": status, "reason": reason,
                                       "notes": [*f.notes, f"linked to WSUS server {server} ({sstat.value})"]})
         findings = [nf if x is f else x for x in a.findings]
-        out[name] = a.model_copy(update={"findings": findings})
+        out[name] = a.model_copy(update={"findings": findings, "status": worst([x.status for x in findings])})
     return out

@@ -13,9 +13,21 @@ import ntpath
 from collections.abc import Sequence
 from typing import Any
 
-from playbooks.assess import Assessment, context_for
+from playbooks.assess import context_for
 from playbooks.conditions import ConditionError, evaluate
-from playbooks.model import Finding, PackageRef, PlannedAction, Status
+from playbooks.model import (
+    ActionKind,
+    Finding,
+    HostResult,
+    InstallerRunOp,
+    PackageRef,
+    PlannedAction,
+    PlannedOp,
+    Status,
+    UploadOp,
+    WsusApproveOp,
+    WsusDeclineOp,
+)
 from playbooks.packages import Package, PackageCatalog
 from playbooks.spec import Action, Playbook, Remedy
 from playbooks.version import Version
@@ -34,32 +46,20 @@ def remote_paths(pkg: Package, action: Action) -> tuple[str, str]:
     return f"{action.upload_dir}\\kbfix-{pkg.file}", log
 
 
-def install_ops(pkg: Package, action: Action) -> list[dict[str, Any]]:
-    """The ops of an install action as plan data (uploads summarised: path, bytes, chunk count)."""
+def install_ops(pkg: Package, action: Action) -> list[PlannedOp]:
+    """The ops of an install action (uploads summarised: path, bytes, chunk count)."""
     path, log = remote_paths(pkg, action)
     args = [a.replace("{log}", log) for a in (pkg.args or tuple(action.args))]
-    ops: list[dict[str, Any]] = []
+    ops: list[PlannedOp] = []
     if not pkg.source:
         chunks = max(1, math.ceil(pkg.size / UPLOAD_CHUNK_BYTES))
-        ops.append({"name": "file.upload", "args": {"path": path, "bytes": pkg.size, "chunks": chunks, "chunk_bytes": UPLOAD_CHUNK_BYTES}})
-    ops.append(
-        {
-            "name": "installer.run",
-            "args": {
-                "path": path,
-                "sha256": pkg.sha256,
-                "arg": args,
-                "success_codes": list(pkg.success_codes),
-                "reboot_codes": list(pkg.reboot_codes),
-                "log_path": log,
-                "timeout": INSTALLER_TIMEOUT_S,
-            },
-        }
-    )
+        ops.append(UploadOp(path=path, bytes=pkg.size, chunks=chunks, chunk_bytes=UPLOAD_CHUNK_BYTES))
+    ops.append(InstallerRunOp(path=path, sha256=pkg.sha256, arg=args, success_codes=list(pkg.success_codes),
+                              reboot_codes=list(pkg.reboot_codes), log_path=log, timeout=INSTALLER_TIMEOUT_S))
     return ops
 
 
-def _install(pb: Playbook, remedy: Remedy, action: Action, n: int, ctx: dict[str, Any], a: Assessment,
+def _install(pb: Playbook, remedy: Remedy, action: Action, n: int, ctx: dict[str, Any], a: HostResult,
              packages: PackageCatalog | None) -> tuple[list[PlannedAction], list[str]]:
     kb = action.kb or pb.id
     try:
@@ -76,7 +76,7 @@ def _install(pb: Playbook, remedy: Remedy, action: Action, n: int, ctx: dict[str
     planned = PlannedAction(
         id=f"{pb.id}-{n}",
         advisory=pb.id,
-        kind="install_package",
+        kind=ActionKind.INSTALL_PACKAGE,
         description=f"{action.description}: {pkg.file}",
         ops=install_ops(pkg, action),
         package=PackageRef(kb=kb, file=pkg.file, sha256=pkg.sha256, size=pkg.size or None, source=pkg.source),
@@ -88,7 +88,7 @@ def _install(pb: Playbook, remedy: Remedy, action: Action, n: int, ctx: dict[str
     return [planned], []
 
 
-def _workaround(pb: Playbook, remedy: Remedy, action: Action, n: int, a: Assessment) -> tuple[list[PlannedAction], list[str]]:
+def _workaround(pb: Playbook, remedy: Remedy, action: Action, n: int, a: HostResult) -> tuple[list[PlannedAction], list[str]]:
     fact = a.facts.get(action.update_fact or "", {})
     if not fact.get("available"):
         return [], ["the WSUS administration API did not load on this host: the workaround cannot run remotely"]
@@ -102,20 +102,21 @@ def _workaround(pb: Playbook, remedy: Remedy, action: Action, n: int, a: Assessm
     for i, step in enumerate(action.steps):
         if step == "decline_if_needed" and update.get("declined"):
             continue
+        ops: list[PlannedOp]
         if step == "approve":
-            ops = [{"name": "wsus.approve_update", "args": {"id": uid, "action": action.approve_action, "group": action.approve_group}}]
+            ops = [WsusApproveOp(id=str(uid), action=str(action.approve_action), group=str(action.approve_group))]
             desc = f"approve '{title}' ({action.approve_action}, {action.approve_group})"
-            kind = "wsus_approve"
+            kind = ActionKind.WSUS_APPROVE
         else:
-            ops = [{"name": "wsus.decline_update", "args": {"id": uid}}]
+            ops = [WsusDeclineOp(id=str(uid))]
             desc = f"decline '{title}'"
-            kind = "wsus_decline"
+            kind = ActionKind.WSUS_DECLINE
         out.append(PlannedAction(id=f"{pb.id}-{n}.{i}", advisory=pb.id, kind=kind, description=desc, ops=ops,
                                  estimated_seconds=per, reversible=remedy.reversible, note=remedy.note))
     return out, []
 
 
-def plan_finding(pb: Playbook, finding: Finding, a: Assessment, packages: PackageCatalog | None) -> Finding:
+def plan_finding(pb: Playbook, finding: Finding, a: HostResult, packages: PackageCatalog | None) -> Finding:
     """The finding with `planned` filled (non_compliant with a remedy) or notes saying why not."""
     if finding.status != Status.NON_COMPLIANT or not finding.variant:
         return finding
@@ -140,8 +141,9 @@ def plan_finding(pb: Playbook, finding: Finding, a: Assessment, packages: Packag
     return finding.model_copy(update={"planned": planned, "notes": [*finding.notes, *notes]})
 
 
-def plan(playbooks: Sequence[Playbook], assessment: Assessment, packages: PackageCatalog | None) -> Assessment:
-    """A copy of `assessment` whose non-compliant findings carry their planned actions (pure)."""
+def plan(playbooks: Sequence[Playbook], assessment: HostResult, packages: PackageCatalog | None) -> HostResult:
+    """A copy of `assessment` whose non-compliant findings carry their planned actions (pure).
+    Statuses do not change: planning adds actions and notes only."""
     books = {pb.id: pb for pb in playbooks}
     findings = [plan_finding(books[f.advisory], f, assessment, packages) if f.advisory in books else f
                 for f in assessment.findings]

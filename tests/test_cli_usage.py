@@ -9,8 +9,9 @@ from typer.testing import CliRunner
 
 from kbfix import __version__
 from kbfix.cli import app
-
-pytest.importorskip("inventory")
+from kbfix.run import RunOptions, run_plan
+from kbfix.run.playbook_engine import PlaybookEngine
+from kbfix.store import AuditStore
 
 COMMANDS = ["ping", "check", "plan", "apply", "history", "show", "report"]
 
@@ -79,9 +80,17 @@ def test_bad_inventory_names_file(tmp_path: Path) -> None:
 def test_inventory_from_environment_and_named_window(inv: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text('windows:\n  past: "2020-01-01T00:00:00Z/PT1H"\n', encoding="utf-8")
-    (tmp_path / "plan.json").write_text(
-        '{"run_id": "r", "created": "2026-01-01T00:00:00Z", "kbfix_version": "0", "hosts": []}', encoding="utf-8")
     env = {"KBFIX_INVENTORY": str(inv), "KBFIX_STATE": str(tmp_path / "s"), "KBFIX_CONFIG": str(cfg)}
+    # A hand-written plan (no inventory digest, never recorded by a plan run of this store) is refused.
+    (tmp_path / "forged.json").write_text(
+        '{"run_id": "r", "created": "2026-01-01T00:00:00Z", "kbfix_version": "0", "hosts": []}', encoding="utf-8")
+    code, out = _run("-q", "apply", "--plan", str(tmp_path / "forged.json"), "--window", "past", env=env)
+    assert code == 2 and "not a plan recorded in the audit store" in out, out
+    # An empty plan made by a plan run of this store (over no hosts).
+    with AuditStore.in_dir(tmp_path / "s") as store:
+        made = run_plan([], PlaybookEngine(), store, RunOptions())
+    assert made.plan is not None
+    made.plan.write(tmp_path / "plan.json")
     code, out = _run("-q", "apply", "--plan", str(tmp_path / "plan.json"), "--window", "past", env=env)
     assert code == 3, out  # WSUS01 is not in the (empty) plan: skipped, nothing contacted
     code, out = _run("-q", "apply", "--plan", str(tmp_path / "plan.json"), "--window", "future", env=env)

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from inventory import load_inventory
-from kbfix.engine import PlaybookEngine
 from kbfix.report import build_document
-from kbfix.runner import RunOptions, run_apply, run_check, run_plan
+from kbfix.run import RunOptions, run_apply, run_check, run_plan
+from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.store import AuditStore
 from playbooks.model import Status
 from tests.fleetlab import (
@@ -153,7 +153,7 @@ def test_apply_dropped_after_installer_started_is_unknown_then_reread(scheme: st
         plan = run_plan(hosts, engine, store, RunOptions(forks=2)).plan
         assert plan is not None
         planned = [p for f in plan.host("WSUS-SP1").findings for p in f.planned]  # type: ignore[union-attr]
-        assert [(p.kind, [o["name"] for o in p.ops]) for p in planned] == [("install_package", ["installer.run"])]
+        assert [(p.kind, [o.name for o in p.ops]) for p in planned] == [("install_package", ["installer.run"])]
         out = run_apply(hosts, engine, store, RunOptions(forks=2, host_deadline_s=60), plan=plan)
         by = {r.host: r for r in out.results}
         rec = lab.records("WSUS-SP1")

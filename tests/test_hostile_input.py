@@ -27,9 +27,9 @@ import defusedxml.ElementTree as ET
 import pytest
 
 from inventory import load_inventory
-from kbfix.engine import PlaybookEngine
 from kbfix.report import build_document, render
-from kbfix.runner import RunOptions, run_check
+from kbfix.run import RunOptions, run_check
+from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.store import AuditStore
 from playbooks.model import Status
 from remoting.agent_protocol import op

@@ -71,10 +71,10 @@ def test_sp1_plan_uploads_then_runs_with_hash_and_is_irreversible(packages):
     f = a.finding("KB954960")
     (act,) = f.planned
     assert act.kind == "install_package" and act.package.file == "WSUS3.0SP1-KB954960-x64.exe"
-    assert [o["name"] for o in act.ops] == ["file.upload", "installer.run"]
-    run = act.ops[1]["args"]
+    assert [o.name for o in act.ops] == ["file.upload", "installer.run"]
+    run = act.ops[1].model_dump()
     assert run["sha256"] == act.package.sha256 and run["path"].endswith("kbfix-WSUS3.0SP1-KB954960-x64.exe")
-    assert act.ops[0]["args"]["path"] == run["path"]
+    assert act.ops[0].model_dump()["path"] == run["path"]
     assert act.expected_exit_codes == [0, 3010, 1641]
     assert act.reversible is False and "cannot be uninstalled separately" in act.note
 
@@ -84,7 +84,8 @@ def test_rtm_plan_is_the_workaround_steps():
              wsus_updates=[{"id": "u-1", "title": "Office 2003 Service Pack 1", "declined": False, "approvals": []}])
     f = planned(h, None).finding("KB954960")
     assert [p.kind for p in f.planned] == ["wsus_decline", "wsus_approve", "wsus_decline"]
-    assert f.planned[1].ops == [{"name": "wsus.approve_update", "args": {"id": "u-1", "action": "Install", "group": "All Computers"}}]
+    assert [o.model_dump() for o in f.planned[1].ops] == [
+        {"name": "wsus.approve_update", "id": "u-1", "action": "Install", "group": "All Computers"}]
     h.wsus_updates[0]["declined"] = True  # already declined: "make sure it is declined" needs no step
     f = planned(h, None).finding("KB954960")
     assert [p.kind for p in f.planned] == ["wsus_approve", "wsus_decline"]
@@ -140,7 +141,7 @@ def test_third_advisory_is_yaml_only(tmp_path):
     f = a.finding("KB999999")
     assert f.status == Status.NON_COMPLIANT and "E_SYNC_DUP" in f.reason
     assert f.evidence[1].lines[0].timestamp == datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-    run = f.planned[0].ops[-1]["args"]
+    run = f.planned[0].ops[-1].model_dump()
     assert run["arg"] == ["/s", f"/log={run['log_path']}"]
     h.files["C:\\Contoso\\bin\\syncagent.exe"] = "2.1.300.5"
     assert planned(h, pk, books=books).finding("KB999999").status == Status.COMPLIANT
@@ -211,7 +212,7 @@ def test_unc_source_package_is_not_uploaded(tmp_path):
         "    args: ['/quiet', '/log:{log}']\n", encoding="utf-8")
     f = planned(wsus(), load_packages(tmp_path)).finding("KB954960")
     (act,) = f.planned
-    assert [o["name"] for o in act.ops] == ["installer.run"]
-    run = act.ops[0]["args"]
+    assert [o.name for o in act.ops] == ["installer.run"]
+    run = act.ops[0].model_dump()
     assert run["path"] == "\\\\files\\patches\\WSUS3.0SP1-KB954960-x64.exe"
     assert run["arg"][1] == "/log:" + run["log_path"]

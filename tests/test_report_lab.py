@@ -15,9 +15,9 @@ pytest.importorskip("winlab.lab")
 pytest.importorskip("kbfix.runner")
 
 from inventory import load_inventory
-from kbfix.engine import PlaybookEngine
 from kbfix.report import FORMATS, LANGUAGES, build_document, render, validate_document
-from kbfix.runner import RunOptions, run_check
+from kbfix.run import RunOptions, run_check
+from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.store import AuditStore
 from winlab.fixtures import demo_site
 from winlab.lab import Lab

@@ -17,8 +17,8 @@ pytest.importorskip("winlab.lab")
 pytest.importorskip("inventory")
 
 from inventory import load_inventory
-from kbfix.engine import PlaybookEngine
-from kbfix.runner import RunOptions, run_apply, run_plan
+from kbfix.run import RunOptions, run_apply, run_plan
+from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.store import AuditStore
 from playbooks.model import Status
 from tests.test_run_lab import demo_text, make_packages
@@ -49,7 +49,7 @@ def test_sigkill_during_install_then_resume_runs_no_installer_twice(tmp_path: Pa
         hosts = [h for h in load_inventory([inv_path]).select(None) if h.name in HOSTS]
         with AuditStore.in_dir(state) as store:
             plan = run_plan(hosts, PlaybookEngine(packages_dir=packages), store, RunOptions()).plan
-        assert plan is not None and all(plan.host(h).actions == 1 for h in HOSTS)  # type: ignore[union-attr]
+        assert plan is not None and all(len(plan.host(h).planned) == 1 for h in HOSTS)  # type: ignore[union-attr]
         plan.write(tmp_path / "plan.json")
 
         common = ["-q", "-i", str(inv_path), "--state", str(state), "--limit", ",".join(HOSTS)]

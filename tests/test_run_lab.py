@@ -19,9 +19,9 @@ pytest.importorskip("inventory")
 
 from inventory import load_inventory
 from kbfix.cli import app
-from kbfix.engine import PlaybookEngine
 from kbfix.rollout import parse_serial
-from kbfix.runner import RunOptions, exit_code, run_apply, run_check, run_plan, skip_reason
+from kbfix.run import RunOptions, exit_code, run_apply, run_check, run_plan, skip_reason
+from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.store import AuditStore
 from kbfix.window import ChangeWindow
 from playbooks.model import Status
@@ -78,7 +78,7 @@ def test_plan_on_demo_site_executes_zero_mutating_ops(tmp_path: Path, packages: 
         hosts = _hosts(lab, tmp_path)
         out = run_plan(hosts, PlaybookEngine(packages_dir=packages), store, RunOptions())
         assert out.plan is not None
-        planned = {h.host: h.actions for h in out.plan.hosts if h.actions}
+        planned = {h.host: len(h.planned) for h in out.plan.hosts if h.planned}
         assert planned.keys() >= {"WSUS-SP1", "CM07-SITE", "WSUS-RTM"}
         for h in lab.hosts:
             rec = lab.records(h.name)

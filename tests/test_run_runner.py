@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from kbfix.rollout import parse_serial
-from kbfix.runner import RunControl, RunOptions, exit_code, run_apply, run_check, run_plan, skip_reason
+from kbfix.run import RunControl, RunOptions, exit_code, run_apply, run_check, run_plan, skip_reason
 from kbfix.store import AuditStore, StoreJournal
 from kbfix.window import ChangeWindow
-from playbooks.model import ExecutedAction, Finding, PlannedAction, Status
+from playbooks.model import ExecutedAction, Finding, HostResult, PlannedAction, SkipReason, Status
 
 
 @dataclass
@@ -30,15 +30,6 @@ class FakeHost:
     vars: dict[str, Any] = field(default_factory=dict)
     endpoint: Any = "endpoint"
     skipped_reason: str | None = None
-
-
-@dataclass
-class FakeAssessment:
-    roles: list[str]
-    os: dict[str, Any]
-    findings: list[Finding]
-    facts: dict[str, Any]
-    facts_digest: str | None
 
 
 @dataclass
@@ -80,14 +71,15 @@ class FakeEngine:
     def ping(self, session: str, host: FakeHost) -> dict[str, Any]:
         return {"computer_name": host.name.upper()}
 
-    def assess(self, session: str, host: FakeHost) -> FakeAssessment:
+    def assess(self, session: str, host: FakeHost) -> HostResult:
         m = self.machines[host.name]
         status = Status.COMPLIANT if m.fixed else Status.NON_COMPLIANT
         f = Finding(advisory="KB954960", status=status, reason="dll version")
         facts = {"fixed": m.fixed, "extra": m.extra_fact}
-        return FakeAssessment(["wsus"], {"version": "5.2"}, [f], facts, f"{m.fixed}-{m.extra_fact}")
+        return HostResult.from_findings(host.name, [f], roles=["wsus"], os={"version": "5.2"}, facts=facts,
+                                        facts_digest=f"{m.fixed}-{m.extra_fact}")
 
-    def plan(self, host: FakeHost, a: FakeAssessment) -> FakeAssessment:
+    def plan(self, host: FakeHost, a: HostResult) -> HostResult:
         m = self.machines[host.name]
         out = []
         for f in a.findings:
@@ -96,13 +88,10 @@ class FakeEngine:
                     id="KB954960-install", advisory="KB954960", kind="install_package", description="install",
                     estimated_seconds=m.install_seconds, expected_exit_codes=[0, 3010])]})
             out.append(f)
-        return replace(a, findings=out)
+        return a.model_copy(update={"findings": out})
 
-    def with_findings(self, a: FakeAssessment, findings: list[Finding]) -> FakeAssessment:
-        return replace(a, findings=findings)
-
-    def apply(self, session: str, host: FakeHost, a: FakeAssessment, journal: StoreJournal,
-              should_stop: Callable[[], bool]) -> list[Finding]:
+    def apply(self, session: str, host: FakeHost, a: HostResult, journal: StoreJournal,
+              should_stop: Callable[[], SkipReason | None]) -> list[Finding]:
         assert session == "write"
         m = self.machines[host.name]
         out = []
@@ -134,8 +123,8 @@ class FakeEngine:
         return [f.model_copy(update={"status": Status.REMEDIATED if m.fixed else
                                      (Status.FAILED if f.executed else f.status)}) for f in before]
 
-    def link(self, results: list[Any], facts: Any, addresses: Any) -> list[Any]:
-        return results
+    def link(self, results: dict[str, HostResult], addresses: Any) -> dict[str, HostResult]:
+        return dict(results)
 
     def advisories(self) -> dict[str, dict[str, Any]]:
         return {"KB954960": {"title": "WSUS", "sources": [], "severity": "high", "summary": ""}}
@@ -159,13 +148,14 @@ def test_check_then_plan_then_apply_then_check(store: AuditStore) -> None:
     assert [r.status for r in check.results] == [Status.NON_COMPLIANT] * 3 + [Status.COMPLIANT]
     assert exit_code(check.results) == 3 and check.info.state == "completed"
     plan = run_plan(hosts, engine, store, RunOptions())
-    assert plan.plan is not None and [h.actions for h in plan.plan.hosts] == [1, 1, 1, 0]
+    assert plan.plan is not None and [len(h.planned) for h in plan.plan.hosts] == [1, 1, 1, 0]
     assert all(check_mode for _h, check_mode in engine.sessions)  # check and plan: check mode only
     assert sum(m.installs for m in engine.machines.values()) == 0
     assert len(store.planned(plan.info.id)) == 3
     applied = run_apply(hosts, engine, store, RunOptions(), plan=plan.plan)
     assert [r.status for r in applied.results] == [Status.REMEDIATED] * 3 + [Status.COMPLIANT]
-    assert ("h03", False) not in engine.sessions  # nothing planned: not even connected
+    # Nothing planned on h03, yet it is re-gathered: its status comes from fresh facts, never the plan (issue 20).
+    assert ("h03", False) in engine.sessions and engine.machines["h03"].installs == 0
     assert sorted((r["host"], r["outcome"]) for r in store.intents(applied.info.id)) == [
         (f"h0{i}", "success") for i in range(3)]
     assert exit_code(run_check(hosts, engine, store, RunOptions()).results) == 0

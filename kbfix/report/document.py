@@ -14,13 +14,14 @@ are `compliant`, `remediated`, `mitigated`, and assessed units exclude `not_appl
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from kbfix.runinfo import RunInfo
 from playbooks.model import Evidence, ExecutedAction, Finding, HostResult, PlannedAction, Status
+from remoting.redaction import REDACTED  # noqa: F401  (re-exported for callers)
+from remoting.redaction import redact as _redact
 
 SCHEMA_ID = "kbfix/report/v1"
 SCHEMA_VERSION = 1
@@ -30,13 +31,6 @@ STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 
 COMPLIANT_STATUSES = frozenset({Status.COMPLIANT.value, Status.REMEDIATED.value, Status.MITIGATED.value})
 EXCLUDED_STATUSES = frozenset({Status.NOT_APPLICABLE.value, Status.SKIPPED.value})
-
-REDACTED = "***redacted***"
-# Key names that carry credentials in inventories, CLI options and installer arguments.
-_SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|credential|api[_-]?key|private[_-]?key", re.IGNORECASE
-)
-
 
 def iso_utc(value: datetime | None) -> str | None:
     """`2026-11-23T12:00:00Z` (microseconds kept when present); naive times are taken as UTC."""
@@ -48,18 +42,9 @@ def iso_utc(value: datetime | None) -> str | None:
 
 
 def redact(value: Any) -> Any:
-    """A deep copy of `value` (dicts, lists, scalars) with the values of secret-looking keys replaced."""
-    if isinstance(value, Mapping):
-        return {
-            str(k): (REDACTED if _SECRET_KEY.search(str(k)) else redact(v)) for k, v in value.items()
-        }
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    if isinstance(value, datetime):
-        return iso_utc(value)
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
+    """A deep copy of `value` (dicts, lists, scalars) with the values of secret-looking keys
+    replaced (`remoting.redaction`: the one rule); times as `iso_utc`."""
+    return _redact(value, time_text=iso_utc)
 
 
 def _evidence(ev: Evidence) -> dict[str, Any]:
@@ -89,7 +74,7 @@ def _planned(pa: PlannedAction) -> dict[str, Any]:
         "id": pa.id,
         "kind": pa.kind,
         "description": pa.description,
-        "ops": redact(pa.ops),
+        "ops": redact([o.model_dump(mode="json") for o in pa.ops]),
         "package": None if pa.package is None else redact(pa.package.model_dump(mode="json")),
         "expected_exit_codes": list(pa.expected_exit_codes),
         "estimated_seconds": pa.estimated_seconds,
@@ -176,7 +161,7 @@ def _units(host: Mapping[str, Any]) -> Iterable[tuple[str | None, str]]:
 
 
 def _group(counts: dict[str, int], **extra: Any) -> dict[str, Any]:
-    failures = sum(n for s, n in counts.items() if Status(s).is_failure)
+    failures = sum(n for s, n in counts.items() if Status(s).is_failure or Status(s).is_vulnerable)
     return {**extra, "by_status": counts, "failures": failures, "compliance_percent": compliance_percent(counts)}
 
 

@@ -196,7 +196,7 @@ def fleet(n_hosts: int = 1000, findings_per_host: int = 10) -> list[HostResult]:
         findings = []
         for j, adv in enumerate(adv_ids[:findings_per_host]):
             st = statuses[(i + j) % len(statuses)]
-            ev = _wsus_error(name) if st.is_failure else _dll("3.1.6001.66")
+            ev = _wsus_error(name) if st.is_failure or st.is_vulnerable else _dll("3.1.6001.66")
             findings.append(Finding(advisory=adv, status=st, reason=f"rule matched for {adv}", evidence=[ev]))
         out.append(HostResult.from_findings(name, findings, address=f"10.{i // 250}.{i % 250}.1", site=f"site{i % 7}",
                                             roles=["wsus"], os={"caption": "Windows Server 2008", "build": "6002"},

@@ -20,7 +20,7 @@ from kbfix.report.text import csv_cell, xml_text
 from playbooks.model import Status
 
 Row = tuple[Mapping[str, Any], Mapping[str, Any] | None]
-FAILURE_STATUSES = frozenset(s.value for s in Status if s.is_failure)
+FAILURE_STATUSES = frozenset(s.value for s in Status if s.is_failure or s.is_vulnerable)
 SKIPPED_STATUSES = frozenset({"not_applicable", "skipped"})
 
 

@@ -9,63 +9,24 @@ schema's triggers refuse UPDATE/DELETE); the current state of a run or host is i
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import re
-import secrets
 import socket
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kbfix.runinfo import RunInfo
+from kbfix.store.rows import ActionOutcome, LockHolder, OpenIntent, pid_alive
 from kbfix.store.schema import migrate
-from playbooks.model import ExecutedAction, HostResult, PlannedAction
+from playbooks.model import ExecutedAction, HostResult, PlannedAction, Status, utc_now
+from remoting.redaction import redact
 
 STORE_FILE = "audit.sqlite3"
-REDACTED = "***redacted***"
-_SECRET_KEY = re.compile(r"pass(word|wd|phrase)?|secret|token|credential|api[_-]?key|private[_-]?key", re.I)
-
-
-def utc_now() -> datetime:
-    """Timezone-aware UTC now."""
-    return datetime.now(timezone.utc)
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """A sortable, unique run id: `20261123T120000Z-ab12cd34` (UTC time + 8 random hex digits;
-    4 digits collided in practice when a test started several runs in the same second)."""
-    now = now or utc_now()
-    return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
-
-
-def operator_name() -> str:
-    """The OS user running kbfix (for the run record); `unknown` when the OS cannot say."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return "unknown"
-
-
-def redact(value: Any) -> Any:
-    """A JSON-ready deep copy of `value` with the values of secret-looking keys replaced."""
-    if isinstance(value, Mapping):
-        return {str(k): (REDACTED if _SECRET_KEY.search(str(k)) else redact(v)) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [redact(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)  # Secret renders as *** and unknown objects as their text
 
 
 class StoreError(RuntimeError):
@@ -82,50 +43,6 @@ class HostLockedError(StoreError):
         )
         self.host = host
         self.holder = holder
-
-
-@dataclass(frozen=True)
-class LockHolder:
-    """Who holds a host lock: run id, process id, machine name, UTC time acquired (ISO text)."""
-
-    run_id: str
-    pid: int
-    machine: str
-    acquired: str
-
-
-@dataclass(frozen=True)
-class OpenIntent:
-    """An intent row without a result: the op may or may not have run on the host."""
-
-    seq: int
-    run_id: str
-    host: str
-    action: PlannedAction
-    at: str
-
-
-@dataclass(frozen=True)
-class ActionOutcome:
-    """One stored result row: the intent's action and what happened."""
-
-    run_id: str
-    host: str
-    action: PlannedAction
-    executed: ExecutedAction
-
-
-def _pid_alive(pid: int) -> bool:
-    """True when a process with this id exists on this machine (signal 0 probes, sends nothing)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except OSError:
-        return False
-    return True
 
 
 def _dumps(value: Any) -> str:
@@ -192,11 +109,12 @@ class AuditStore:
     # ---- runs -------------------------------------------------------------------------------
 
     def begin_run(self, info: RunInfo, *, resumes: str | None = None) -> None:
-        """Record a new run (options redacted) and its `running` event."""
+        """Record a new run (options redacted; this process's pid and machine name, for
+        liveness) and its `running` event."""
         with self._tx() as db:
             db.execute(
-                "INSERT INTO runs(id, kind, started, operator, kbfix_version, inventory_hash, window, options, resumes)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs(id, kind, started, operator, kbfix_version, inventory_hash, window, options, resumes,"
+                " pid, machine) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     info.id,
                     info.kind,
@@ -207,11 +125,13 @@ class AuditStore:
                     info.window,
                     _dumps(redact(info.options)),
                     resumes,
+                    os.getpid(),
+                    socket.gethostname(),
                 ),
             )
             db.execute(
                 "INSERT INTO run_events(run_id, at, state, detail) VALUES (?,?,?,?)",
-                (info.id, info.started.isoformat(), "running", f"pid={os.getpid()} machine={socket.gethostname()}"),
+                (info.id, info.started.isoformat(), "running", None),
             )
 
     def end_run(self, run_id: str, state: str, detail: str | None = None, *, at: datetime | None = None) -> None:
@@ -266,14 +186,12 @@ class AuditStore:
         (on another machine: assumed live, since it cannot be checked from here)."""
         if self.run_info(run_id).state != "running":
             return False
-        rows = self._query("SELECT detail FROM run_events WHERE run_id=? AND state='running' ORDER BY seq LIMIT 1",
-                           (run_id,))
-        fields = dict(part.split("=", 1) for part in (rows[0]["detail"] or "").split() if "=" in part) if rows else {}
-        if "pid" not in fields:
+        rows = self._query("SELECT pid, machine FROM runs WHERE id=?", (run_id,))
+        if not rows or rows[0]["pid"] is None:
             return False
-        if fields.get("machine") != socket.gethostname():
+        if rows[0]["machine"] != socket.gethostname():
             return True
-        return _pid_alive(int(fields["pid"]))
+        return pid_alive(int(rows[0]["pid"]))
 
     def list_runs(self, limit: int = 50) -> list[RunInfo]:
         """The newest `limit` runs, newest first."""
@@ -312,6 +230,32 @@ class AuditStore:
         rows = self._query("SELECT resumes FROM runs WHERE id=?", (run_id,))
         return rows[0]["resumes"] if rows else None
 
+    def resume_chain(self, run_id: str) -> list[str]:
+        """`run_id`, the run it resumed, the run that one resumed, … (newest first, no repeats)."""
+        rows = self._query(
+            "WITH RECURSIVE chain(id, depth) AS (SELECT ?, 0 UNION SELECT r.resumes, c.depth + 1 FROM runs r"
+            " JOIN chain c ON r.id = c.id WHERE r.resumes IS NOT NULL AND c.depth < 10000)"
+            " SELECT id FROM chain ORDER BY depth", (run_id,))
+        out: list[str] = []
+        for r in rows:
+            if r["id"] not in out:
+                out.append(r["id"])
+        return out
+
+    # ---- plan documents -------------------------------------------------------------------------
+
+    def record_plan_document(self, run_id: str, digest: str) -> None:
+        """Record the SHA-256 digest of the plan document a plan run produced."""
+        with self._tx() as db:
+            db.execute("INSERT INTO plan_documents(digest, run_id, at) VALUES (?,?,?)",
+                       (digest, run_id, utc_now().isoformat()))
+
+    def plan_document_run(self, digest: str) -> str | None:
+        """The plan run that recorded this plan digest, or None (not a plan of this store)."""
+        rows = self._query("SELECT p.run_id FROM plan_documents p JOIN runs r ON r.id = p.run_id"
+                           " WHERE p.digest=? AND r.kind='plan' ORDER BY p.seq LIMIT 1", (digest,))
+        return rows[0]["run_id"] if rows else None
+
     # ---- hosts, facts, findings, plans --------------------------------------------------------
 
     def record_host(
@@ -326,8 +270,9 @@ class AuditStore:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO host_results(run_id, host, phase, status, facts_digest, result, at) VALUES (?,?,?,?,?,?,?)",
+                # facts are stored once, in `facts` (redacted), not again inside the result JSON
                 (run_id, result.host, phase, result.status.value, result.facts_digest,
-                 result.model_dump_json(), now),
+                 result.model_dump_json(exclude={"facts", "vars"}), now),
             )
             seq = int(cur.lastrowid or 0)
             for f in result.findings:
@@ -364,6 +309,20 @@ class AuditStore:
             (run_id, phase),
         )
         return [HostResult.model_validate_json(r["result"]) for r in rows]
+
+    def latest_statuses(self, run_ids: Sequence[str]) -> dict[str, Status]:
+        """Host → status of its latest `final` row over the given runs (the newest row wins)."""
+        rows = self._query(
+            "SELECT h.host, h.status FROM host_results h JOIN ("
+            " SELECT host, MAX(seq) AS seq FROM host_results WHERE run_id IN (SELECT value FROM json_each(?))"
+            " AND phase='final' GROUP BY host) last ON h.seq = last.seq", (json.dumps(list(run_ids)),))
+        return {r["host"]: Status(r["status"]) for r in rows}
+
+    def planned_hosts(self, run_ids: Sequence[str]) -> set[str]:
+        """The hosts with planned actions in any of the given runs."""
+        rows = self._query("SELECT DISTINCT host FROM planned_actions WHERE run_id IN (SELECT value FROM json_each(?))",
+                           (json.dumps(list(run_ids)),))
+        return {r["host"] for r in rows}
 
     def facts(self, run_id: str, host: str) -> list[dict[str, Any]]:
         """The host's stored fact sets in the run, oldest first: dicts with phase, digest, facts, at."""
@@ -422,8 +381,8 @@ class AuditStore:
             " WHERE i.run_id IN (SELECT value FROM json_each(?)) AND r.seq IS NULL ORDER BY i.seq",
             (json.dumps(ids),),
         )
-        return [OpenIntent(r["seq"], r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]), r["at"])
-                for r in rows]
+        return [OpenIntent(r["seq"], r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
+                           datetime.fromisoformat(r["at"])) for r in rows]
 
     def open_intents_for_hosts(self, hosts: Iterable[str]) -> list[OpenIntent]:
         """Intent rows without a result for these hosts, in any run (a crashed earlier run)."""
@@ -432,8 +391,8 @@ class AuditStore:
             " WHERE i.host IN (SELECT value FROM json_each(?)) AND r.seq IS NULL ORDER BY i.seq",
             (json.dumps(list(hosts)),),
         )
-        return [OpenIntent(r["seq"], r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]), r["at"])
-                for r in rows]
+        return [OpenIntent(r["seq"], r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
+                           datetime.fromisoformat(r["at"])) for r in rows]
 
     def outcomes(self, run_ids: Iterable[str] | str, host: str | None = None) -> list[ActionOutcome]:
         """Every result row of the given run(s) (optionally one host), oldest first."""
@@ -480,7 +439,7 @@ class AuditStore:
                 if row is not None:
                     holder = LockHolder(*row)
                     mine = holder.run_id == run_id and holder.pid == pid
-                    stale = holder.machine == machine and not _pid_alive(holder.pid)
+                    stale = holder.machine == machine and not pid_alive(holder.pid)
                     if not (mine or stale):
                         raise HostLockedError(host, holder)
                 db.execute(

@@ -12,6 +12,7 @@ updated and deleted.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -133,7 +134,43 @@ def _v1(db: sqlite3.Connection) -> None:
             )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
+_LEGACY_LIVENESS = re.compile(r"pid=(\d+) machine=(\S+)")
+
+
+def _v2(db: sqlite3.Connection) -> None:
+    """Run liveness as columns (`runs.pid`, `runs.machine`) instead of `pid=… machine=…` text in
+    the `running` event; the SHA-256 digests of the plan documents plan runs produced.
+
+    Existing runs get their columns from the old event text, once, here (the append-only
+    trigger on `runs` is lifted for that one UPDATE and restored)."""
+    db.execute("ALTER TABLE runs ADD COLUMN pid INTEGER")
+    db.execute("ALTER TABLE runs ADD COLUMN machine TEXT")
+    db.execute("DROP TRIGGER runs_no_update")
+    rows = db.execute("SELECT run_id, detail FROM run_events WHERE state='running' ORDER BY seq").fetchall()
+    for run_id, detail in rows:
+        m = _LEGACY_LIVENESS.search(detail or "")
+        if m:
+            db.execute("UPDATE runs SET pid=?, machine=? WHERE id=? AND pid IS NULL", (int(m[1]), m[2], run_id))
+    db.execute("CREATE TRIGGER runs_no_update BEFORE UPDATE ON runs "
+               "BEGIN SELECT RAISE(ABORT, 'audit table runs is append-only'); END")
+    _script(
+        db,
+        """
+        CREATE TABLE plan_documents (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            digest TEXT NOT NULL,             -- SHA-256 of the canonical plan JSON (PlanDocument.digest)
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            at TEXT NOT NULL
+        );
+        CREATE INDEX plan_documents_digest ON plan_documents(digest);
+        """,
+    )
+    for verb in ("UPDATE", "DELETE"):
+        db.execute(f"CREATE TRIGGER plan_documents_no_{verb.lower()} BEFORE {verb} ON plan_documents "
+                   "BEGIN SELECT RAISE(ABORT, 'audit table plan_documents is append-only'); END")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
 """Ordered migrations; migration N (1-based) brings the schema to version N. Only append."""
 
 LATEST = len(MIGRATIONS)

@@ -1,10 +1,11 @@
-"""Apply and verify: run planned actions through a remoting session, journaled, then re-check.
+"""Execute and verify: run planned actions through a remoting session, journaled, then re-check.
 
 apply: for each planned action in order, `journal.intent` (committed before anything is
 sent), the agent ops, then `journal.result`. Uploads go in `UPLOAD_CHUNK_BYTES` chunks, each
 verified by the size the agent reports; `installer.run` carries the SHA-256 so the agent runs
 nothing else. A lost answer (`OutcomeUnknownError`) is never re-sent: the action is `unknown`,
-the host stops, and verify re-gathers to learn the state.
+the host stops, and verify re-gathers to learn the state. Only the op names an action's kind
+allows (`ActionKind.allowed_ops`) are ever sent.
 verify: re-gather (one read-only request), re-assess, and merge with what was executed
 (`merge_verification`, pure): remediated / pending_reboot / mitigated / failed / unknown.
 """
@@ -15,8 +16,24 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from playbooks.assess import Assessment, HostContext, assess, gather_ops
-from playbooks.model import Evidence, ExecutedAction, Finding, LogLine, PlannedAction, Status, utcnow
+from playbooks.assess import HostContext, assess, gather_ops
+from playbooks.model import (
+    ActionKind,
+    Evidence,
+    ExecutedAction,
+    Finding,
+    HostResult,
+    InstallerRunOp,
+    LogLine,
+    Outcome,
+    PlannedAction,
+    SkipReason,
+    Status,
+    UploadOp,
+    WsusApproveOp,
+    WsusDeclineOp,
+    utc_now,
+)
 from playbooks.packages import PackageCatalog
 from playbooks.planner import UPLOAD_CHUNK_BYTES
 from playbooks.spec import Playbook
@@ -65,103 +82,116 @@ def _install(session: Session, action: PlannedAction, packages: PackageCatalog |
     pkg = next((p for p in (packages.packages if packages else ()) if ref and p.sha256 == ref.sha256), None)
     if pkg is None:
         raise ActionFailed(f"package {ref.file if ref else '?'} (sha256 {ref.sha256 if ref else '?'}) is not in the packages catalog")
-    run = next(o for o in action.ops if o["name"] == "installer.run")
-    upload = next((o for o in action.ops if o["name"] == "file.upload"), None)
+    run = next((o for o in action.ops if isinstance(o, InstallerRunOp)), None)
+    if run is None or run.sha256.lower() != pkg.sha256.lower():
+        raise ActionFailed(f"{action.id}: no installer.run for package {pkg.file} (sha256 {pkg.sha256})")
+    upload = next((o for o in action.ops if isinstance(o, UploadOp)), None)
     if upload is not None:
-        path = upload["args"]["path"]
         offset = 0
         with pkg.path.open("rb") as fh:
             while True:
                 chunk = fh.read(UPLOAD_CHUNK_BYTES)
                 if not chunk and offset:
                     break
-                r = _one(session, op(f"up{offset}", "file.upload", path=path, data=chunk, offset=offset))
+                r = _one(session, op(f"up{offset}", "file.upload", path=upload.path, data=chunk, offset=offset))
                 offset += len(chunk)
                 if (r.data or {}).get("size") != offset:
                     raise ActionFailed(f"upload of {pkg.file}: host reports {(r.data or {}).get('size')} bytes, expected {offset}")
                 if not chunk:
                     break
-    a = run["args"]
-    r = _one(session, op("install", "installer.run", path=a["path"], sha256=a["sha256"], arg=list(a["arg"]),
-                         success_codes=[str(c) for c in a["success_codes"]], reboot_codes=[str(c) for c in a["reboot_codes"]],
-                         log_path=a["log_path"], timeout=a["timeout"]))
+    r = _one(session, op("install", "installer.run", path=run.path, sha256=run.sha256, arg=list(run.arg),
+                         success_codes=[str(c) for c in run.success_codes], reboot_codes=[str(c) for c in run.reboot_codes],
+                         log_path=run.log_path, timeout=run.timeout))
     d = r.data or {}
-    return ExecutedAction(action_id=action.id, outcome=str(d.get("outcome", "failed")), exit_code=d.get("exit_code"),
-                          started=started, ended=utcnow(), detail=f"{pkg.file} exit code {d.get('exit_code')}",
+    outcome = Outcome.of(d.get("outcome"))
+    return ExecutedAction(action_id=action.id, outcome=outcome, exit_code=d.get("exit_code"),
+                          started=started, ended=utc_now(), detail=f"{pkg.file} exit code {d.get('exit_code')}",
                           log_tail=(d.get("log_tail") or "")[-65536:] or None)
 
 
 def _wsus(session: Session, action: PlannedAction, started: datetime) -> ExecutedAction:
     details = []
     for i, o in enumerate(action.ops):
-        r = _one(session, op(f"w{i}", o["name"], **o["args"]))
-        details.append(f"{o['name']} {o['args'].get('id')}: {r.data}")
-    return ExecutedAction(action_id=action.id, outcome="success", started=started, ended=utcnow(), detail="; ".join(details))
+        if isinstance(o, WsusDeclineOp):
+            r = _one(session, op(f"w{i}", o.name, id=o.id))
+        elif isinstance(o, WsusApproveOp):
+            r = _one(session, op(f"w{i}", o.name, id=o.id, action=o.action, group=o.group))
+        else:  # unreachable: execute() checked the op names against the kind
+            raise ActionFailed(f"{action.id}: op {o.name} is not a WSUS op")
+        details.append(f"{o.name} {o.id}: {r.data}")
+    return ExecutedAction(action_id=action.id, outcome=Outcome.SUCCESS, started=started, ended=utc_now(),
+                          detail="; ".join(details))
 
 
 def execute(session: Session, action: PlannedAction, packages: PackageCatalog | None) -> ExecutedAction:
     """Run one planned action. Raises OutcomeUnknownError (answer lost) and other RemotingError;
-    an op answered not ok comes back as outcome `failed` with the reason."""
-    started = utcnow()
+    an op answered not ok, or an op name the action's kind does not allow (nothing is sent
+    then), comes back as outcome `failed` with the reason."""
+    started = utc_now()
     try:
-        if action.kind == "install_package":
+        kind = ActionKind(action.kind)
+        bad = [o.name for o in action.ops if o.name not in kind.allowed_ops]
+        if bad:
+            raise ActionFailed(f"{action.id}: op(s) {', '.join(bad)} not allowed for a {kind.value} action; nothing sent")
+        if kind is ActionKind.INSTALL_PACKAGE:
             return _install(session, action, packages, started)
-        if action.kind in ("wsus_decline", "wsus_approve"):
-            return _wsus(session, action, started)
-        raise ActionFailed(f"unknown action kind {action.kind!r}")
-    except (ActionFailed, OSError) as exc:
-        return ExecutedAction(action_id=action.id, outcome="failed", started=started, ended=utcnow(), detail=str(exc))
+        return _wsus(session, action, started)
+    except (ActionFailed, OSError, ValueError) as exc:
+        return ExecutedAction(action_id=action.id, outcome=Outcome.FAILED, started=started, ended=utc_now(), detail=str(exc))
 
 
 def apply(
     session: Session,
     playbooks: Sequence[Playbook],
     ctx: HostContext,
-    assessment: Assessment,
+    assessment: HostResult,
     packages: PackageCatalog | None,
     journal: Journal,
     *,
-    should_stop: Callable[[], bool] = lambda: False,
+    should_stop: Callable[[], SkipReason | None] = lambda: None,
 ) -> list[Finding]:
     """Execute every planned action of `assessment` in order, journaled; returns the findings
     with `executed` filled. Statuses: `failed` when an action failed (later actions of that
     finding are not started), `unknown` when an answer was lost (the host stops), otherwise
-    unchanged until verify. `should_stop()` is checked before each action; actions not started
-    get `skip_reason`. `session` must be a non-check-mode AgentSession."""
+    unchanged until verify. `should_stop()` is checked before each action and returns why to stop
+    (window, interrupted) or None; a finding whose actions were not started gets that
+    `skip_reason` (`halted` after a failed or lost action). `session` must be a non-check-mode
+    AgentSession."""
     out: list[Finding] = []
-    halted: str | None = None
+    halted: SkipReason | None = None
     for f in assessment.findings:
         f = f.model_copy(deep=True)
         for action in f.planned:
-            if halted is None and should_stop():
-                halted = "stopped before this action (window closed or run stopping)"
+            if halted is None:
+                halted = should_stop()
             if halted is not None:
                 f.skip_reason = f.skip_reason or halted
                 break
             journal.intent(ctx.name, action)
-            started = utcnow()
+            started = utc_now()
             try:
                 done = execute(session, action, packages)
             except OutcomeUnknownError as exc:
-                done = ExecutedAction(action_id=action.id, outcome="unknown", started=started, ended=utcnow(),
+                done = ExecutedAction(action_id=action.id, outcome=Outcome.UNKNOWN, started=started, ended=utc_now(),
                                       detail=f"answer lost, not re-sent: {exc}")
-                halted = "an earlier action's outcome is unknown: re-gather before anything else"
+                halted = SkipReason.HALTED  # re-gather before anything else
             except RemotingError as exc:
-                done = ExecutedAction(action_id=action.id, outcome="failed", started=started, ended=utcnow(), detail=str(exc))
-                halted = f"host connection failed: {exc.kind}"
+                done = ExecutedAction(action_id=action.id, outcome=Outcome.FAILED, started=started, ended=utc_now(),
+                                      detail=str(exc))
+                halted = SkipReason.HALTED
             journal.result(ctx.name, action, done)
             f.executed.append(done)
-            if done.outcome == "unknown":
+            if done.outcome is Outcome.UNKNOWN:
                 f.status, f.reason = Status.UNKNOWN, f"outcome of '{action.description}' unknown: {done.detail}"
                 break
-            if done.outcome == "failed":
+            if done.outcome is Outcome.FAILED:
                 f.status, f.reason = Status.FAILED, f"'{action.description}' failed: {done.detail}"
                 break
         out.append(f)
     return out
 
 
-def _followup(pb: Playbook, after: Assessment, since: datetime) -> Evidence | None:
+def _followup(pb: Playbook, after: HostResult, since: datetime) -> Evidence | None:
     fu = pb.verify.followup
     if fu is None:
         return None
@@ -172,7 +202,7 @@ def _followup(pb: Playbook, after: Assessment, since: datetime) -> Evidence | No
                     lines=fresh, rule=f"{pb.id}:verify.followup", note=fu.found if fresh else fu.missing)
 
 
-def merge_verification(playbooks: Sequence[Playbook], before: Sequence[Finding], after: Assessment) -> list[Finding]:
+def merge_verification(playbooks: Sequence[Playbook], before: Sequence[Finding], after: HostResult) -> list[Finding]:
     """Pure: combine what apply executed (`before`) with the re-assessed state (`after`).
 
     - fixed now (`compliant`): `remediated`, or `pending_reboot` when an installer asked for one;
@@ -190,22 +220,22 @@ def merge_verification(playbooks: Sequence[Playbook], before: Sequence[Finding],
             out.append(b)
             continue
         outcomes = [e.outcome for e in b.executed]
-        kinds = {p.kind for p in b.planned}
+        kinds = {ActionKind(p.kind) for p in b.planned}
         status, reason = n.status, n.reason
         notes = list(b.notes)
         if outcomes:
             if n.status in (Status.COMPLIANT, Status.REMEDIATED):
-                status = Status.PENDING_REBOOT if "reboot_required" in outcomes else Status.REMEDIATED
+                status = Status.PENDING_REBOOT if Outcome.REBOOT_REQUIRED in outcomes else Status.REMEDIATED
                 reason = f"verified after the remedy: {n.reason}"
             elif n.status == Status.MITIGATED:
                 status = Status.MITIGATED
-            elif "unknown" in outcomes:
+            elif Outcome.UNKNOWN in outcomes:
                 status, reason = Status.UNKNOWN, f"{b.reason}; re-read state: {n.reason}"
-            elif "failed" in outcomes:
+            elif Outcome.FAILED in outcomes:
                 status, reason = Status.FAILED, b.reason
-            elif "reboot_required" in outcomes:
+            elif Outcome.REBOOT_REQUIRED in outcomes:
                 status, reason = Status.PENDING_REBOOT, f"the installer asked for a reboot; verify again after it. Now: {n.reason}"
-            elif kinds <= {"wsus_decline", "wsus_approve"}:
+            elif kinds <= {ActionKind.WSUS_DECLINE, ActionKind.WSUS_APPROVE}:
                 status = Status.MITIGATED
                 reason = "workaround steps completed (" + ", ".join(p.description for p in b.planned) + f"). {n.reason}"
             else:

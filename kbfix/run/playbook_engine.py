@@ -1,18 +1,20 @@
-"""The real `Engine` of the runner: the playbooks over remoting sessions.
+"""The real `Engine` of the run: the playbooks over remoting sessions.
 
 `PlaybookEngine` adapts the playbooks API (gather_ops → assess → plan → apply → verify) to the
-runner's per-host calls and opens one `remoting.session.AgentSession` per host; check and plan
+run's per-host calls and opens one `remoting.session.AgentSession` per host; check and plan
 open it with `check_mode=True`, so remoting itself refuses any mutating op.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import playbooks as pb
-from playbooks.model import Finding, HostResult, worst
+from kbfix.run.protocols import HostLike, Journal, Session, StopCheck
+from playbooks.model import Finding, HostResult
 from remoting.agent_protocol import op
 from remoting.session import AgentSession
 
@@ -28,65 +30,47 @@ class PlaybookEngine:
         *,
         extra_dirs: Sequence[Path] = (),
         packages_dir: Path | None = None,
-        session_factory: Callable[..., Any] = AgentSession,
+        session_factory: Callable[..., AbstractContextManager[Session]] = AgentSession,
     ) -> None:
         self.playbooks = pb.load_playbooks(ids, extra_dirs=tuple(extra_dirs))
         self.packages = pb.load_packages(packages_dir) if packages_dir is not None else None
         self._session_factory = session_factory
 
-    def context(self, host: Any) -> pb.HostContext:
+    def context(self, host: HostLike) -> pb.HostContext:
         """The playbooks' view of an inventory host."""
         return pb.HostContext(name=host.name, roles=tuple(host.roles or ()), site=host.site, vars=dict(host.vars or {}))
 
-    def session(self, host: Any, *, check_mode: bool) -> Any:
+    def session(self, host: HostLike, *, check_mode: bool) -> AbstractContextManager[Session]:
         """One AgentSession (one shell) to the host; use as a context manager."""
         return self._session_factory(host.endpoint, check_mode=check_mode)
 
-    def ping(self, session: Any, host: Any) -> dict[str, Any]:
+    def ping(self, session: Session, host: HostLike) -> dict[str, Any]:
         """One read-only agent request; returns the agent's host identity (computer name, OS, culture)."""
         resp = session.run([op("1", "env.expand", text="%COMPUTERNAME%")])
         return dict(resp.host)
 
-    def assess(self, session: Any, host: Any) -> Any:
+    def assess(self, session: Session, host: HostLike) -> HostResult:
         """Gather every probe in one request and assess (playbooks.assess)."""
         ctx = self.context(host)
         return pb.assess(self.playbooks, ctx, session.run(pb.gather_ops(self.playbooks, ctx)))
 
-    def plan(self, host: Any, assessment: Any) -> Any:
-        """Plan the remedies (playbooks.plan)."""
-        return pb.plan(self.playbooks, assessment, self.packages)
+    def plan(self, host: HostLike, result: HostResult) -> HostResult:
+        """Plan the remedies from the playbooks, the package manifest and the result's facts."""
+        return pb.plan(self.playbooks, result, self.packages)
 
-    def with_findings(self, assessment: Any, findings: list[Finding]) -> Any:
-        """The assessment with its findings replaced (pydantic copy)."""
-        return assessment.model_copy(update={"findings": list(findings)})
-
-    def apply(self, session: Any, host: Any, assessment: Any, journal: Any, should_stop: Callable[[], bool]) -> list[Finding]:
+    def apply(self, session: Session, host: HostLike, result: HostResult, journal: Journal,
+              should_stop: StopCheck) -> list[Finding]:
         """Run the planned actions (playbooks.apply), each through `journal`."""
-        return pb.apply(session, self.playbooks, self.context(host), assessment, self.packages, journal,
+        return pb.apply(session, self.playbooks, self.context(host), result, self.packages, journal,
                         should_stop=should_stop)
 
-    def verify(self, session: Any, host: Any, before: list[Finding]) -> list[Finding]:
+    def verify(self, session: Session, host: HostLike, before: list[Finding]) -> list[Finding]:
         """Re-gather and judge the post-state (playbooks.verify)."""
         return pb.verify(session, self.playbooks, self.context(host), before)
 
-    def link(self, results: list[HostResult], facts: Mapping[str, Mapping[str, Any]],
-             addresses: Mapping[str, str]) -> list[HostResult]:
-        """Tie affected WSUS clients to their server's verdict (playbooks.link_clients) for the
-        hosts whose facts are known; other results pass through unchanged."""
-        assessments = {
-            r.host: pb.Assessment(host=r.host, roles=r.roles, os=r.os, findings=r.findings, facts=dict(facts[r.host]),
-                                  facts_digest=r.facts_digest or "")
-            for r in results if r.host in facts and r.findings
-        }
-        linked = pb.link_clients(assessments, addresses=addresses)
-        out = []
-        for r in results:
-            a = linked.get(r.host)
-            if a is None or a.findings == r.findings:
-                out.append(r)
-            else:
-                out.append(r.model_copy(update={"findings": a.findings, "status": worst([f.status for f in a.findings])}))
-        return out
+    def link(self, results: Mapping[str, HostResult], addresses: Mapping[str, str]) -> dict[str, HostResult]:
+        """Tie affected WSUS clients to their server's verdict (playbooks.link_clients)."""
+        return pb.link_clients(results, addresses=addresses)
 
     def advisories(self) -> dict[str, dict[str, Any]]:
         """Title, sources, severity and summary per advisory, for reports."""

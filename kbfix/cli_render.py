@@ -1,0 +1,141 @@
+"""What the CLI prints for people: host tables, plan summaries, run history and one run.
+
+Pure rendering onto a Rich `Console` (the CLI makes it, honouring --no-color); every value that
+comes from a host, an inventory or the store is passed through `rich.markup.escape`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from kbfix.planfile import PlanDocument
+from kbfix.progress import counts_text
+from kbfix.runinfo import RunInfo
+from playbooks.model import HostResult, PlannedAction, Status
+
+
+def finding_summary(r: HostResult) -> str:
+    """`KB954960 sp1: 3.1.6001.65` per applicable finding; the error for a failed host."""
+    if r.error is not None:
+        return f"{r.error.kind.value}: {r.error.message}"
+    parts = []
+    for f in r.findings:
+        if f.status is Status.NOT_APPLICABLE:
+            continue
+        head = f"{f.advisory} {f.variant}" if f.variant else f.advisory
+        ev = next((e for e in f.evidence if e.value), None)
+        if f.skip_reason:
+            parts.append(f"{head}: skipped ({f.skip_reason.value})")
+        elif ev is not None and ev.value is not None:
+            value = ev.value if len(ev.value) <= 48 else ev.value[:47] + "…"
+            parts.append(f"{head}: {value}")
+        elif f.evidence and f.evidence[0].lines:
+            parts.append(f"{head}: {len(f.evidence[0].lines)} log line(s)")
+        else:
+            parts.append(head)
+    return "; ".join(parts) or "-"
+
+
+_VERSION = re.compile(r"\b\d+\.\d+\.\d+(?:\.\d+)?\b")
+
+
+def product_version(r: HostResult) -> str:
+    """The first version number in the evidence of an applicable finding (the WSUS DLL or
+    ConfigMgr build the verdict rests on), else empty."""
+    for f in r.findings:
+        if f.status is Status.NOT_APPLICABLE:
+            continue
+        for e in [*f.verification, *f.evidence]:
+            m = _VERSION.search(e.value or "")
+            if m:
+                return m.group(0)
+    return ""
+
+
+def print_table(console: Console, results: Sequence[HostResult], title: str) -> None:
+    """One row per host (status, roles, product version, OS, evidence) and the status counts."""
+    table = Table(title=title, show_lines=False)
+    for col in ("Host", "Status", "Role", "Version", "OS", "Evidence"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        osv = str(r.os.get("os_version") or r.os.get("version") or "")
+        table.add_row(escape(r.host), r.status.value, escape(", ".join(r.roles)), escape(product_version(r)),
+                      escape(osv), escape(finding_summary(r)))
+    console.print(table)
+    counts = Counter(r.status for r in results)
+    console.print(counts_text(counts) or "no hosts")
+
+
+def print_plan(console: Console, plan: PlanDocument) -> int:
+    """Human summary of a plan; returns the number of actions."""
+    total = 0
+    for h in plan.hosts:
+        n = len(h.planned)
+        total += n
+        if not n:
+            console.print(f"{escape(h.host)}: nothing to do ({h.status.value})")
+            continue
+        console.print(f"{escape(h.host)}: {n} action(s), about {h.estimated_seconds:g} s")
+        for f in h.findings:
+            for p in f.planned:
+                pkg = escape(f" [{p.package.file} sha256 {p.package.sha256[:12]}…]") if p.package else ""
+                codes = f" exit codes {p.expected_exit_codes}" if p.expected_exit_codes else ""
+                console.print(f"  {escape(p.advisory)} {p.kind.value}: {escape(p.description)}{pkg}{codes}")
+            for note in f.notes:
+                console.print(f"  note: {escape(note)}")
+    console.print(f"{total} action(s) on {sum(1 for h in plan.hosts if h.planned)} host(s)")
+    return total
+
+
+def history_table(rows: Sequence[tuple[RunInfo, Counter[Status]]], title: str) -> Table:
+    """Past runs: id, kind, state, start, operator, host status counts."""
+    table = Table(title=title)
+    for col in ("Run", "Kind", "State", "Started (UTC)", "Operator", "Hosts"):
+        table.add_column(col, overflow="fold")
+    for r, c in rows:
+        table.add_row(r.id, r.kind, r.state, f"{r.started:%Y-%m-%d %H:%M:%S}", escape(r.operator), counts_text(c))
+    return table
+
+
+def print_run(
+    console: Console,
+    info: RunInfo,
+    events: Sequence[Mapping[str, Any]],
+    resumed_by: Sequence[str],
+    results: Sequence[HostResult],
+    planned: Sequence[tuple[str, PlannedAction, str | None]],
+    intents: Sequence[Mapping[str, Any]],
+) -> None:
+    """One stored run: identity, options, events, host table, planned or executed actions."""
+    console.print(f"run {info.id}  {info.kind}  {info.state}  by {escape(info.operator)}  kbfix {info.kbfix_version}")
+    console.print(f"started {info.started.isoformat()}  ended {info.ended.isoformat() if info.ended else '-'}"
+                  f"  window {info.window or '-'}")
+    console.print(f"options {escape(json.dumps(info.options, sort_keys=True))}")
+    for e in events:
+        console.print(f"  {e['at']}  {e['state']}  {escape(e['detail'] or '')}")
+    if resumed_by:
+        console.print(f"resumed by {', '.join(resumed_by)}")
+    print_table(console, results, "hosts")
+    if planned and not intents:
+        table = Table(title="planned actions")
+        for col in ("Host", "Action", "Kind", "Description", "Estimate (s)"):
+            table.add_column(col, overflow="fold")
+        for host, a, _digest in planned:
+            table.add_row(escape(host), escape(a.id), a.kind.value, escape(a.description), f"{a.estimated_seconds:g}")
+        console.print(table)
+    if intents:
+        table = Table(title="actions (intent → result)")
+        for col in ("Host", "Action", "Kind", "Intent at", "Outcome", "Exit"):
+            table.add_column(col, overflow="fold")
+        for i in intents:
+            table.add_row(escape(i["host"]), escape(i["action_id"]), i["kind"], i["at"], i["outcome"] or "NO RESULT",
+                          "" if i["exit_code"] is None else str(i["exit_code"]))
+        console.print(table)

@@ -1,0 +1,111 @@
+"""The commands that read the audit store: `history`, `show`, `report` (registered in kbfix.cli)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kbfix import cli_render as render
+from kbfix.cli_common import fail, globals_of, guarded, open_store
+from kbfix.exitcodes import ExitCode
+from kbfix.run import exit_code
+
+LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en, da, de, nl, zh_CN.")]
+
+
+@guarded
+def history(
+    ctx: typer.Context,
+    count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many runs (newest first).")] = 20,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """Past runs from the audit store, newest first.
+
+    Example: `kbfix history -n 5`; then `kbfix show RUN` for one of them.
+    """
+    g = globals_of(ctx)
+    with open_store(g) as store:
+        runs = store.list_runs(count)
+        rows = []
+        for r in runs:
+            counts = Counter(h.status for h in store.host_results(r.id))
+            rows.append((r, counts))
+    if fmt == "json":
+        typer.echo(json.dumps([{**r.model_dump(mode="json"), "hosts": {s.value: n for s, n in c.items()}}
+                               for r, c in rows], indent=2))
+        return
+    g.console().print(render.history_table(rows, f"kbfix runs in {g.state}"))
+
+
+@guarded
+def show(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="Run id, a unique prefix, or 'latest'.")] = "latest",
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """One run from the audit store: options, events, per-host results and every executed action.
+
+    Example: `kbfix show latest`, `kbfix show 20261128T210000Z --format json`. Exit code as the run's results.
+    """
+    g = globals_of(ctx)
+    with open_store(g) as store:
+        run_id = store.resolve_run(run)
+        info = store.run_info(run_id)
+        results = store.host_results(run_id)
+        events = store.events(run_id)
+        intents = store.intents(run_id)
+        planned = store.planned(run_id)
+        resumed_by = store.resumed_by(run_id)
+    if fmt == "json":
+        typer.echo(json.dumps({"run": info.model_dump(mode="json"), "events": events,
+                               "hosts": [r.model_dump(mode="json") for r in results], "actions": intents,
+                               "planned": [{"host": h, "facts_digest": d, **a.model_dump(mode="json")}
+                                           for h, a, d in planned],
+                               "resumed_by": resumed_by}, indent=2, ensure_ascii=False))
+        raise typer.Exit(int(exit_code(results)))
+    render.print_run(g.console(), info, events, resumed_by, results, planned, intents)
+    raise typer.Exit(int(exit_code(results)))
+
+
+@guarded
+def report(
+    ctx: typer.Context,
+    run: Annotated[str, typer.Argument(help="Run id, a unique prefix, or 'latest'.")] = "latest",
+    fmt: Annotated[str | None, typer.Option("--format", help="json, html, md, csv or junit (default: from -o).")] = None,
+    lang: LangOpt = "en",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
+) -> None:
+    """Render a stored run as a report (re-rendering the same run gives the same bytes).
+
+    Example: `kbfix report latest --lang da -o audit.html`; `kbfix report 20261128T2100 --format csv`.
+    """
+    g = globals_of(ctx)
+    from kbfix.report import build_document, format_for_path, render, write_report
+
+    with open_store(g) as store:
+        run_id = store.resolve_run(run)
+        info = store.run_info(run_id)
+        results = store.host_results(run_id)
+    doc = build_document(info, results, _advisories())
+    if output is not None:
+        if fmt is not None and fmt != format_for_path(output):
+            raise fail(f"--format {fmt} does not match the extension of {output}", ExitCode.USAGE)
+        write_report(doc, output, lang=lang)
+        typer.echo(f"report written: {output}", err=True)
+    else:
+        sys.stdout.buffer.write(render(doc, fmt or "json", lang=lang))
+        sys.stdout.flush()
+
+
+def _advisories() -> dict[str, dict[str, Any]]:
+    """Every built-in playbook's advisory metadata (reports of stored runs)."""
+    import playbooks
+
+    return playbooks.advisory_meta(playbooks.load_playbooks())
+
+

@@ -1,0 +1,159 @@
+"""`run_apply`: apply a reviewed plan (or finish an interrupted apply) and verify each host.
+
+Per host: take the host lock, open one session, re-gather (every host in scope: its status
+comes from these fresh facts, never from the plan), ask the work source for the host's planned
+work (re-planned from the playbook, the package manifest and the fresh facts), start only when
+the change window leaves time for it, run each action through the store's Journal (intent
+committed before the op is sent, result after), then verify. Stop requests start no new host
+and no new action; a running action is never cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from kbfix.planfile import PlanDocument, PlanRefusedError
+from kbfix.run.check import gather
+from kbfix.run.options import RunControl, RunOptions, RunOutcome
+from kbfix.run.protocols import Engine, HostLike, Progress
+from kbfix.run.recovery import recover_chain, recover_crashed, unfinished_hosts
+from kbfix.run.results import skipped_result
+from kbfix.run.schedule import RunSchedule
+from kbfix.run.sources import PlanSource, ResumeSource, WorkSource
+from kbfix.store import AuditStore, HostLockedError, StoreError
+from kbfix.window import ChangeWindow
+from playbooks.model import HostResult, SkipReason, utc_now
+
+
+class HostApply:
+    """Applies one host's work (the `work` callable of the schedule); see the module docstring."""
+
+    def __init__(self, run: RunSchedule, engine: Engine, source: WorkSource, clock: Callable[[], datetime]) -> None:
+        self.run = run
+        self.engine = engine
+        self.source = source
+        self.clock = clock
+        self.window: ChangeWindow | None = run.options.window
+
+    def gate(self, host: HostLike) -> HostResult | None:
+        """Before contact: the source's own gate, then the window (its planned estimate must fit)."""
+        gated = self.source.gate(host)
+        if gated is not None:
+            return gated
+        expected = self.source.expected_seconds(host)
+        if self.window is not None and self.source.may_change(host) and not self.window.can_start(self.clock(), expected):
+            return skipped_result(host, SkipReason.WINDOW, f"change window {self.window} does not leave {expected:g} s "
+                                  "for this host's planned work", self.source.findings_before(host))
+        return None
+
+    def deadline(self, host: HostLike) -> float | None:
+        """The host's deadline: the run's plus twice the planned estimate."""
+        return self.run.deadline(self.source.expected_seconds(host) * 2)
+
+    def should_stop(self) -> SkipReason | None:
+        """Before each action: interrupted when a stop was requested, window when it closed."""
+        if self.run.control.stopped:
+            return SkipReason.INTERRUPTED
+        if self.window is not None and not self.window.contains(self.clock()):
+            return SkipReason.WINDOW
+        return None
+
+    def __call__(self, host: HostLike) -> HostResult:
+        store, run_id = self.run.store, self.run.id
+        try:
+            store.lock_hosts(run_id, [host.name])
+        except HostLockedError as exc:
+            return skipped_result(host, SkipReason.LOCKED, str(exc), self.source.findings_before(host))
+        try:
+            return self._apply(host)
+        finally:
+            store.unlock_hosts(run_id, [host.name])
+
+    def _apply(self, host: HostLike) -> HostResult:
+        store, run_id = self.run.store, self.run.id
+        with self.engine.session(host, check_mode=False) as s:
+            fresh = gather(self.engine, s, host)
+            store.record_host(run_id, fresh, phase="assess", facts=fresh.facts)
+            work = self.source.planned(host, fresh)
+            actions = work.planned
+            if work.skip_reason is not None or not actions:
+                return work
+            if self.source.records_plan:
+                store.record_plan(run_id, host.name, actions, work.facts_digest)
+            expected = work.estimated_seconds
+            if self.window is not None and not self.window.can_start(self.clock(), expected):
+                return skipped_result(host, SkipReason.WINDOW, f"change window {self.window} no longer leaves "
+                                      f"{expected:g} s for this host's planned work", work.findings)
+            applied = self.engine.apply(s, host, work, store.journal(run_id), self.should_stop)
+            store.record_host(run_id, work.with_findings(applied, ended=utc_now()), phase="apply")
+            verified = self.engine.verify(s, host, applied)
+            return work.with_findings(verified, ended=utc_now())
+
+
+def _check_plan(store: AuditStore, plan: PlanDocument) -> None:
+    """Refuse a plan this store did not make (digest not recorded by a plan run)."""
+    digest = plan.digest()
+    made_by = store.plan_document_run(digest)
+    if made_by is None:
+        raise PlanRefusedError(
+            f"plan {plan.run_id} (sha256 {digest[:16]}…) is not a plan recorded in the audit store {store.path}: "
+            "it was edited, hand-written or made with another store; nothing was sent. Run `kbfix plan` again "
+            "and review its output")
+    if made_by != plan.run_id:
+        raise PlanRefusedError(f"plan file names run {plan.run_id}, but its digest was recorded by run {made_by}; "
+                               "nothing was sent")
+
+
+def run_apply(
+    hosts: Sequence[HostLike],
+    engine: Engine,
+    store: AuditStore,
+    options: RunOptions,
+    *,
+    plan: PlanDocument | None = None,
+    resume: str | None = None,
+    control: RunControl | None = None,
+    progress: Progress | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> RunOutcome:
+    """Apply a plan (or, with `resume`, finish an interrupted apply) and verify each host.
+
+    plan: a plan made by `run_plan` with THIS store (its digest must be recorded, else
+    PlanRefusedError before anything is sent); each host is re-gathered and re-planned, and
+    only the plan's approved actions run; a host whose fresh facts digest differs is
+    `skipped: drift`, a host not in the plan `skipped: not_in_plan`. resume: the id of an
+    earlier apply run; its unfinished hosts are re-gathered and re-planned, minus every action
+    that succeeded or whose outcome is unknown. Exactly one of plan/resume.
+    A plan run also closes intents that crashed earlier runs left open on its hosts and does not
+    repeat those actions. Window: a host starts only when `window.can_start(clock(), its
+    estimated seconds)`, else `skipped: window`; an action never starts outside the window; a
+    running one is never cut. Raises ValueError when neither or both of plan/resume are given,
+    PlanRefusedError (a ValueError) for an unrecorded plan, StoreError when the run to resume
+    is still alive in another process.
+    """
+    if (plan is None) == (resume is None):
+        raise ValueError("run_apply needs exactly one of plan= or resume=")
+    if plan is not None:
+        _check_plan(store, plan)
+    if resume is not None and store.run_is_live(resume):
+        raise StoreError(f"run {resume} is still running in another kbfix process; let it finish or stop it first")
+    run = RunSchedule("apply", store, options, control, progress, resumes=resume)
+    source: WorkSource
+    if plan is not None:
+        source = PlanSource(plan, engine, recover_crashed(store, [h.name for h in hosts], run.id))
+        scope = {h.name for h in hosts}
+        for e in plan.hosts:
+            # The apply run records its own copy of the plan it follows: its scope, for audit and resume.
+            if e.host in scope and e.planned:
+                store.record_plan(run.id, e.host, e.planned, e.facts_digest)
+    else:
+        assert resume is not None  # one of plan/resume, checked above
+        recovery = recover_chain(store, resume, run.id)
+        source = ResumeSource(engine, recovery)
+        unfinished = unfinished_hosts(store, recovery)
+        hosts = [h for h in hosts if h.name in unfinished]
+    worker = HostApply(run, engine, source, clock)
+    results = run.rollout(hosts, worker, gate=worker.gate, deadline_of=worker.deadline,
+                          findings_of=source.findings_before)
+    return run.finish(run.link(engine, hosts, results), plan)

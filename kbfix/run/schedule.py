@@ -1,0 +1,161 @@
+"""One run's skeleton: its identity in the store, serial batches with forks and per-site caps,
+the max-fail stop, stop requests, cross-host links, and the run's end.
+
+`RunSchedule.rollout(hosts, work, ...)` calls `work(host)` for every host the inventory lets the
+run work on; every result, whatever made it, is recorded as the host's `final` row and shown
+by the progress display as it arrives.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from kbfix.planfile import PlanDocument
+from kbfix.rollout import SerialStep, batch_failed, batches, run_concurrently
+from kbfix.run.options import RunControl, RunOptions, RunOutcome, kbfix_version
+from kbfix.run.protocols import Engine, HostLike, NoProgress, Progress
+from kbfix.run.results import address_of, error_result, inventory_result, skipped_result, timeout_result
+from kbfix.runinfo import RunInfo, RunKind
+from kbfix.store import AuditStore, new_run_id, operator_name
+from playbooks.model import Finding, HostResult, SkipReason, utc_now
+
+Work = Callable[[HostLike], HostResult]
+Gate = Callable[[HostLike], "HostResult | None"]
+
+
+class RunSchedule:
+    """Shared machinery of one run: identity, store writes, batches, stop handling.
+
+    Creating it records the run (`begin_run`) in `store`. Raises StoreError from the store.
+    """
+
+    def __init__(
+        self,
+        kind: RunKind,
+        store: AuditStore,
+        options: RunOptions,
+        control: RunControl | None,
+        progress: Progress | None,
+        resumes: str | None = None,
+    ) -> None:
+        self.store = store
+        self.options = options
+        self._max_fail_detail = ""
+        self.control = control or RunControl()
+        self.progress: Progress = progress or NoProgress()
+        self.info = RunInfo(
+            id=new_run_id(),
+            kind=kind,
+            started=utc_now(),
+            operator=operator_name(),
+            kbfix_version=kbfix_version(),
+            inventory_hash=options.inventory_hash,
+            window=str(options.window) if options.window else None,
+            options=dict(options.recorded),
+        )
+        store.begin_run(self.info, resumes=resumes)
+
+    @property
+    def id(self) -> str:
+        """The run id."""
+        return self.info.id
+
+    def deadline(self, extra_s: float = 0.0) -> float | None:
+        """The per-host deadline in seconds plus `extra_s` (None: no deadline)."""
+        base = self.options.host_deadline_s
+        return None if base is None else base + extra_s
+
+    def rollout(
+        self,
+        hosts: Sequence[HostLike],
+        work: Work,
+        *,
+        gate: Gate = lambda _h: None,
+        deadline_of: Callable[[HostLike], float | None] | None = None,
+        findings_of: Callable[[HostLike], Sequence[Finding]] = lambda _h: (),
+    ) -> list[HostResult]:
+        """Run `work` over hosts in serial batches with forks, caps and the max-fail stop.
+
+        gate: a result for a host without contacting it (or None to go on); findings_of: the
+        findings a host that is never started keeps (as `skipped`). Returns results in host order.
+        """
+        opts = self.options
+        groups = batches(list(hosts), opts.serial or [SerialStep(100.0, percent=True)])
+        self.progress.start(self.info.kind, len(hosts), len(groups))
+        by_name: dict[str, HostResult] = {}
+        stopped_for: SkipReason | None = None
+        for index, group in enumerate(groups):
+            if stopped_for is not None or self.control.stopped:
+                reason = stopped_for or SkipReason.INTERRUPTED
+                for h in group:
+                    by_name[h.name] = self._done(skipped_result(h, reason, self._stop_detail(reason), findings_of(h)))
+                continue
+            self.progress.batch(index, len(group))
+            results = run_concurrently(
+                group,
+                lambda h: inventory_result(h) or work(h),
+                forks=opts.forks,
+                site_of=lambda h: h.site,
+                max_per_site=opts.max_per_site,
+                deadline_of=deadline_of or (lambda _h: self.deadline()),
+                should_stop=lambda: self.control.stopped,
+                gate=gate,
+                on_error=lambda h, exc: error_result(h, exc),
+                on_timeout=lambda h: timeout_result(h, stopping=self.control.stopped, grace_s=opts.grace_s),
+                on_skip=lambda h: skipped_result(h, SkipReason.INTERRUPTED,
+                                                 self._stop_detail(SkipReason.INTERRUPTED), findings_of(h)),
+                on_done=lambda _h, r: self._done(r),
+                grace_seconds=opts.grace_s,
+            )
+            for h, r in zip(group, results, strict=True):
+                by_name[h.name] = r
+            failed = sum(1 for r in results if r.status.is_failure)
+            if index + 1 < len(groups) and batch_failed(failed, len(group), opts.max_fail_percent):
+                stopped_for = SkipReason.MAX_FAIL
+                self._max_fail_detail = (
+                    f"stopped after batch {index + 1}: {failed} of {len(group)} hosts failed, "
+                    f"more than --max-fail-percent {opts.max_fail_percent:g}"
+                )
+                self.store.note(self.info.id, self._max_fail_detail)
+        self.progress.stop()
+        return [by_name[h.name] for h in hosts]
+
+    def _stop_detail(self, reason: SkipReason) -> str:
+        if reason is SkipReason.MAX_FAIL:
+            return self._max_fail_detail
+        return f"run interrupted ({self.control.reason or 'stop requested'}) before this host started"
+
+    def _done(self, result: HostResult) -> HostResult:
+        self.store.record_host(self.info.id, result, phase="final")
+        self.progress.host_done(result)
+        return result
+
+    def link(self, engine: Engine, hosts: Sequence[HostLike], results: list[HostResult]) -> list[HostResult]:
+        """Apply the engine's cross-host links over the results that carry facts; a changed
+        host gets a new `final` row (the latest row wins, nothing is updated in place)."""
+        if self.control.stopped:
+            return results
+        seen = Counter(address_of(h) for h in hosts)
+        # An address shared by several inventory hosts (a lab, NAT) cannot identify one of them.
+        addresses = {h.name: a for h in hosts if (a := address_of(h)) and seen[a] == 1}
+        linked = engine.link({r.host: r for r in results if r.facts and r.findings}, addresses)
+        out: list[HostResult] = []
+        for old in results:
+            new = linked.get(old.host, old)
+            if new.findings != old.findings:
+                new = old.with_findings(new.findings, ended=old.ended)
+                self.store.record_host(self.info.id, new, phase="final")
+                out.append(new)
+            else:
+                out.append(old)
+        return out
+
+    def finish(self, results: list[HostResult], plan: PlanDocument | None = None) -> RunOutcome:
+        """End the run (`interrupted` after a stop request, else `completed`) and return it."""
+        if self.control.stopped:
+            self.store.end_run(self.info.id, "interrupted", self.control.reason)
+        else:
+            self.store.end_run(self.info.id, "completed")
+        return RunOutcome(self.store.run_info(self.info.id), results, plan)
+
