@@ -328,10 +328,10 @@ class Resolver:
 
     def _endpoint(self, host: HostData, settings: dict[str, _Setting]) -> tuple[Endpoint, str | None]:
         raw: dict[str, Any] = {"address": host.name}
-        for key, s in settings.items():
+        for key, given in settings.items():
             field = _FIELD_OF.get(key)
             if field is not None:
-                raw[field] = s.value
+                raw[field] = given.value
         if raw.get("transport") is not None:
             raw["transport"] = _normalise_transport(raw["transport"])
         try:

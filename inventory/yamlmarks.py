@@ -152,6 +152,7 @@ def _load_events(text: str) -> Any:
             container.key_lines[frame[2]] = frame[3]
             frame[4] = True
 
+    event: Any  # PyYAML's stubs type events as the base Event; each branch knows its class
     for event in yaml.parse(text, Loader=_BaseLoader):
         cls = type(event)
         if cls is yaml.ScalarEvent:

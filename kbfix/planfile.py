@@ -20,14 +20,14 @@ import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from playbooks.model import HostResult
 
-PLAN_FORMAT = "kbfix/plan"
-PLAN_VERSION = 2
+PLAN_FORMAT: Final = "kbfix/plan"
+PLAN_VERSION: Final = 2
 
 
 class PlanError(ValueError):

@@ -165,7 +165,7 @@ def _evidence(
         if value is None:
             hits = {k: n for k, n in fact.get("hits", {}).items() if k in wanted and n}
             value = ", ".join(f"{k}={n}" for k, n in hits.items()) if hits else ("no matches" if fact.get("exists") else "log not found")
-        langs = [s.lang for s in probe.signatures if s.kind == "localized" and fact.get("hits", {}).get(s.id)]
+        langs = [s.lang or "?" for s in probe.signatures if s.kind == "localized" and fact.get("hits", {}).get(s.id)]
         if langs:
             note = ((note + "; ") if note else "") + f"localized duplicate-key message matched ({', '.join(langs)})"
     elif value is None and probe.kind == "file":

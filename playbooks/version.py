@@ -13,9 +13,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import total_ordering
+from typing import Any
 
 _PART_RE = re.compile(r"^\s*(\d{1,10})(?:\.(\d{1,10})){0,3}\s*$")
-_OPS: dict[str, Callable[[object, object], bool]] = {
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
     ">=": operator.ge,
     "<=": operator.le,
     "==": operator.eq,

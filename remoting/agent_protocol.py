@@ -82,7 +82,7 @@ class OpRequest:
     def flag(self, key: str) -> bool:
         """True when `key` is given as `1`."""
         vals = self.args.get(key)
-        return bool(vals) and vals[0] == b"1"
+        return bool(vals) and vals is not None and vals[0] == b"1"
 
     @property
     def mutating(self) -> bool:
@@ -104,7 +104,7 @@ def op(op_id: str, name: str, /, **args: ArgValue | None) -> OpRequest:
     for key, value in args.items():
         if value is None:
             continue
-        items = value if isinstance(value, (list, tuple)) else [value]
+        items: Sequence[Any] = value if isinstance(value, (list, tuple)) else [value]
         norm[key] = tuple(_to_bytes(v) for v in items)
     return OpRequest(op_id, name, norm)
 
@@ -350,7 +350,7 @@ def decode_response(stdout: bytes, nonce: str, *, limit: int = DEFAULT_RESPONSE_
                 else None,
             )
         )
-    host_info = doc.get("host") if isinstance(doc.get("host"), dict) else {}
+    host_info: dict[str, Any] = doc["host"] if isinstance(doc.get("host"), dict) else {}
     return AgentResponse(
         nonce=nonce,
         host=host_info,

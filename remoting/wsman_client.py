@@ -220,7 +220,7 @@ def _map_fault(exc: wexc.WSManFaultError, endpoint: Endpoint, action: str) -> Re
     code = exc.wsman_fault_code if exc.wsman_fault_code is not None else exc.wmierror_code
     subcode = exc.fault_subcode or ""
     reason = " ".join((exc.reason or "").split())
-    common = {"host": host, "fault_code": code, "code": exc.fault_code, "subcode": exc.fault_subcode}
+    common: dict[str, Any] = {"host": host, "fault_code": code, "code": exc.fault_code, "subcode": exc.fault_subcode}
     if subcode.endswith("QuotaLimit") or code in QUOTA_FAULT_CODES:
         return QuotaError(f"WinRM quota reached on {action}: {reason}", **common)
     if subcode.endswith("TimedOut") or code == TIMED_OUT_FAULT_CODE:
@@ -249,7 +249,7 @@ class WsmanClient:
                 username=endpoint.username,
                 # The one place the credential leaves its wrapper: the HTTP authentication layer.
                 password=endpoint.password.reveal() if endpoint.password is not None else None,
-                ca_trust_path=endpoint.ca_trust_path,  # None: only the system/certifi store, never env vars
+                ca_trust_path=endpoint.ca_trust_path,  # type: ignore[arg-type]  # None: the system/certifi store, never env vars
                 server_cert_validation=endpoint.cert_validation,
                 read_timeout_sec=math.ceil(t.read),
                 operation_timeout_sec=math.ceil(t.operation),

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-REALDATA = SHARED / "realdata"
+
+
+def find_realdata() -> Path | None:
+    """`$KBFIX_REALDATA`, else the first `shared/realdata` beside the project or beside one of
+    its parent folders (a git worktree lives deeper than the main checkout), else None."""
+    if os.environ.get("KBFIX_REALDATA"):
+        return Path(os.environ["KBFIX_REALDATA"])
+    return next((p / "shared" / "realdata" for p in REPO.parents if (p / "shared" / "realdata").is_dir()), None)
+
+
+REALDATA = find_realdata()
 
 
 @pytest.fixture
 def realdata() -> Path:
-    """The folder of real third-party log and WinRM samples (see ../shared/realdata/SOURCES.md)."""
-    if not REALDATA.is_dir():
-        pytest.skip("../shared/realdata is not beside the project")
+    """The folder of real third-party log and WinRM samples (see ../shared/realdata/SOURCES.md).
+    Missing: the test FAILS (these samples are part of the evidence, not optional)."""
+    if REALDATA is None or not REALDATA.is_dir():
+        pytest.fail("the real samples are missing: put ../shared/realdata (see its SOURCES.md) beside the project "
+                    "or set KBFIX_REALDATA to the folder", pytrace=False)
     return REALDATA

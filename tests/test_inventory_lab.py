@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
+import remoting.agent_protocol as protocol_mod
+import remoting.session as session_mod
+import winlab.fixtures as fixtures_mod
+import winlab.lab as lab_mod
 from inventory import load_inventory
-
-lab_mod = pytest.importorskip("winlab.lab")
-fixtures_mod = pytest.importorskip("winlab.fixtures")
-session_mod = pytest.importorskip("remoting.session")
-protocol_mod = pytest.importorskip("remoting.agent_protocol")
 
 
 @pytest.mark.parametrize("transport", ["ntlm", "basic"])
@@ -35,8 +34,10 @@ def test_lab_inventory_endpoint_reaches_the_lab(tmp_path: Path, transport: str) 
 
 def test_full_lab_run_never_shows_the_password(tmp_path: Path) -> None:
     """`kbfix -vv check` against the lab: the inventory's password appears in no output or stored byte."""
-    typer_testing = pytest.importorskip("typer.testing")
-    cli = pytest.importorskip("kbfix.cli")
+    import typer.testing as typer_testing
+
+    import kbfix.cli as cli
+
     with lab_mod.Lab(fixtures_mod.demo_site()[:2]) as lab:
         path = lab.write_inventory(tmp_path / "lab.yaml")
         password = load_inventory(path, env={}).hosts[lab.hosts[0].name].endpoint.password.reveal()  # type: ignore[union-attr]

@@ -26,7 +26,6 @@ def test_lab_up_help_teaches_with_an_example() -> None:
 
 
 def test_lab_up_serves_writes_inventory_and_prints_summary_on_sigterm(tmp_path: Path) -> None:
-    pytest.importorskip("winlab.host")
     from winlab import fixtures
 
     if not fixtures.DEMO_SITE.is_file():

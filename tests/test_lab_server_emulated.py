@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from winrm.protocol import Protocol
 
 from winlab.lab import Lab
@@ -16,7 +15,6 @@ hosts:
 
 
 def test_emulated_host_answers_an_unknown_command_like_cmd_exe() -> None:
-    pytest.importorskip("winlab.host")
     from winlab.fixtures import load_host_fixture_text
 
     hosts = load_host_fixture_text(FIXTURE, "inline")

@@ -18,10 +18,11 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import REALDATA
 from tests.test_lab_server_support import ACCOUNT, PASSWORD, EchoHost
 from winlab.lab import Lab
 
-REALDATA_WINRM = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "winrm"
+REALDATA_WINRM = (REALDATA or Path("/nonexistent")) / "winrm"
 AUTH = {"Authorization": "Basic " + base64.b64encode(f"{ACCOUNT}:{PASSWORD}".encode()).decode(),
         "Content-Type": "application/soap+xml;charset=UTF-8"}
 NS = {"s": "http://www.w3.org/2003/05/soap-envelope", "f": "http://schemas.microsoft.com/wbem/wsman/1/wsmanfault"}

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import winlab.fixtures as fixtures_mod
+import winlab.lab as lab_mod
 from playbooks import (
     HostContext,
     apply,
@@ -30,9 +32,6 @@ from playbooks.model import ExecutedAction, PlannedAction, Status
 from remoting.endpoint import Endpoint, Secret, Timeouts
 from remoting.errors import AuthRejectedError, RemotingError, UnreachableError
 from remoting.session import AgentSession
-
-lab_mod = pytest.importorskip("winlab.lab")
-fixtures_mod = pytest.importorskip("winlab.fixtures")
 
 # The fixture's intent (winlab/fixtures/demo-site.yaml `roles_hint` comments), per advisory.
 EXPECTED = {

@@ -10,7 +10,7 @@ import pytest
 
 from remoting.agent_protocol import op
 from remoting.endpoint import Endpoint, Secret, Timeouts
-from remoting.errors import ConfigurationError, InsecureTransportError, WSManFaultError
+from remoting.errors import AuthRejectedError, ConfigurationError, InsecureTransportError, WSManFaultError
 from remoting.session import AgentSession
 from tests.test_remoting_support import WSUS_LOG, endpoint_for, make_hosts
 from winlab.lab import Lab
@@ -48,7 +48,7 @@ def test_password_never_appears_in_errors_or_logs(caplog: pytest.LogCaptureFixtu
     caplog.set_level(logging.DEBUG)
     with Lab(make_hosts()) as lab:
         ep = endpoint_for(lab, "WSUS01", password=Secret("Hunter2-unique"))
-        with pytest.raises(Exception) as err:
+        with pytest.raises(AuthRejectedError) as err:  # the lab account has another password
             with AgentSession(ep):
                 pass
     text = f"{err.value!s} {err.value!r} {ep!r} {caplog.text}"

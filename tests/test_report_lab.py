@@ -11,9 +11,6 @@ from pathlib import Path
 import pytest
 from defusedxml import ElementTree as SafeET
 
-pytest.importorskip("winlab.lab")
-pytest.importorskip("kbfix.runner")
-
 from inventory import load_inventory
 from kbfix.report import FORMATS, LANGUAGES, build_document, render, validate_document
 from kbfix.run import RunOptions, run_check

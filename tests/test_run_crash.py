@@ -13,9 +13,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("winlab.lab")
-pytest.importorskip("inventory")
-
 from inventory import load_inventory
 from kbfix.run import RunOptions, run_apply, run_plan
 from kbfix.run.playbook_engine import PlaybookEngine

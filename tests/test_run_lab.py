@@ -14,9 +14,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-pytest.importorskip("winlab.lab")
-pytest.importorskip("inventory")
-
 from inventory import load_inventory
 from kbfix.cli import app
 from kbfix.rollout import parse_serial

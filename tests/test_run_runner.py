@@ -195,8 +195,14 @@ def test_window_closing_midway_skips_hosts_that_would_overrun(store: AuditStore)
     hosts, engine = _setup(4, install_seconds=0.3)
     plan = run_plan(hosts, engine, store, RunOptions()).plan
     now = datetime.now(timezone.utc)
+    clock = [now]  # the run's clock: each install takes exactly its 0.3 s estimate, whatever the machine load
+
+    def advance(_host: str) -> None:
+        clock[0] += timedelta(seconds=0.3)
+
+    engine.on_install = advance
     window = ChangeWindow(now - timedelta(seconds=1), now + timedelta(seconds=0.75))
-    out = run_apply(hosts, engine, store, RunOptions(forks=1, window=window), plan=plan)
+    out = run_apply(hosts, engine, store, RunOptions(forks=1, window=window), plan=plan, clock=lambda: clock[0])
     st = [r.status for r in out.results]
     assert st[:2] == [Status.REMEDIATED] * 2  # 0.3 s each fits; the third would end past the window
     assert st[2:] == [Status.SKIPPED] * 2 and {skip_reason(r) for r in out.results[2:]} == {"window"}

@@ -227,8 +227,8 @@ def _scan(
         if skip_partial:
             # The tail window starts mid-line: drop up to the first line end.
             first = _split_lines(raw, unit, nl)
-            rel, line = next(first)
-            consumed = rel + len(line) + len(nl)
+            rel, first_line = next(first)
+            consumed = rel + len(first_line) + len(nl)
             block_off, raw = block_off + consumed, raw[consumed:]
             skip_partial = False
             if not raw:

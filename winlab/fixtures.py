@@ -342,7 +342,7 @@ def _build_template(hm: HostModel, ctx: _Ctx, loc: tuple[Any, ...]) -> HostTempl
         accounts=dict(hm.accounts),
         state=state,
         installers=installers,
-        faults=Faults(**hm.faults.model_dump()),
+        faults=Faults(**hm.faults.model_dump()),  # type: ignore[attr-defined]  # FaultsModel is built by create_model
         max_envelope_kb=hm.wsman.max_envelope_kb,
         max_shells_per_user=hm.wsman.max_shells_per_user,
         idle_timeout_s=hm.wsman.idle_timeout_s,

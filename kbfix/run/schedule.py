@@ -105,7 +105,7 @@ class RunSchedule:
                 on_timeout=lambda h: timeout_result(h, stopping=self.control.stopped, grace_s=opts.grace_s),
                 on_skip=lambda h: skipped_result(h, SkipReason.INTERRUPTED,
                                                  self._stop_detail(SkipReason.INTERRUPTED), findings_of(h)),
-                on_done=lambda _h, r: self._done(r),
+                on_done=lambda _h, r: self._record(r),
                 grace_seconds=opts.grace_s,
             )
             for h, r in zip(group, results, strict=True):
@@ -126,9 +126,12 @@ class RunSchedule:
             return self._max_fail_detail
         return f"run interrupted ({self.control.reason or 'stop requested'}) before this host started"
 
-    def _done(self, result: HostResult) -> HostResult:
+    def _record(self, result: HostResult) -> None:
         self.store.record_host(self.info.id, result, phase="final")
         self.progress.host_done(result)
+
+    def _done(self, result: HostResult) -> HostResult:
+        self._record(result)
         return result
 
     def link(self, engine: Engine, hosts: Sequence[HostLike], results: list[HostResult]) -> list[HostResult]:
