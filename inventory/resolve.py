@@ -94,10 +94,9 @@ class ConnectionSettings(BaseModel):
 
 @lru_cache(maxsize=4096)
 def is_secret_name(key: str) -> bool:
-    """True for variable names whose values are credentials (the one rule,
-    `remoting.redaction.is_secret_key`), except `*_env` / `*_keyring`: those name where a
-    secret is, not the secret."""
-    return is_secret_key(key) and not key.endswith(("_env", "_keyring"))
+    """True for variable names whose values are credentials: the one rule,
+    `remoting.redaction.is_secret_key`."""
+    return is_secret_key(key)
 
 
 def mask_secrets(value: Any, key: str = "") -> Any:

@@ -95,7 +95,17 @@ class Evidence(BaseModel):
     observed_at: datetime = Field(default_factory=utc_now)
 
 
-class SkipReason(str, Enum):
+class Vocabulary(str, Enum):
+    """A closed vocabulary stored and shown as its value (`str()` and f-strings give the value)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class SkipReason(Vocabulary):
     """Why a run left a host (or one of its findings) alone. Every value but `disabled` means
     "this run left work undone" (exit code 3); `disabled` hosts are out of scope."""
 
@@ -119,7 +129,7 @@ _LEGACY_SKIPS = (("outside window", SkipReason.WINDOW), ("stopped before", SkipR
                  ("an earlier action", SkipReason.HALTED), ("host connection failed", SkipReason.HALTED))
 
 
-class ErrorKind(str, Enum):
+class ErrorKind(Vocabulary):
     """Why a host has no verdict. Remoting's kinds (`remoting.errors.*.kind`) plus kbfix's own:
     `skipped` (the run did not work on it), `internal` (a kbfix bug), `interrupted` (still running
     after the stop grace period), `config` (no endpoint in the inventory)."""
@@ -160,7 +170,7 @@ _ERROR_STATUS = {ErrorKind.UNREACHABLE: Status.UNREACHABLE, ErrorKind.TIMEOUT: S
                  ErrorKind.SKIPPED: Status.SKIPPED}
 
 
-class Outcome(str, Enum):
+class Outcome(Vocabulary):
     """What happened to one executed action (the agent's `installer.run` outcomes, remoting/
     PROTOCOL.md, plus `unknown`: the answer was lost)."""
 
@@ -237,7 +247,7 @@ PlannedOp = Annotated[UploadOp | InstallerRunOp | WsusDeclineOp | WsusApproveOp,
 """One agent op of a planned action, typed by its name."""
 
 
-class ActionKind(str, Enum):
+class ActionKind(Vocabulary):
     """The kinds of planned action and the op names each may send (nothing else is sent)."""
 
     INSTALL_PACKAGE = "install_package"

@@ -3,7 +3,9 @@
 It lives in the lowest layer (remoting: inventory, playbooks and kbfix import it; it imports
 nothing of theirs). The rule is the union of the three kbfix 0.1 had: a key is secret when its
 name contains `pass` (password, passwd, passphrase, ansible_password, …), `secret`, `token`,
-`credential`, `api_key`/`apikey`/`api-key` or `private_key`, case-insensitively.
+`credential`, `api_key`/`apikey`/`api-key` or `private_key`, case-insensitively — unless it
+ends in `_env`, `_keyring` or `_file`: such a key names WHERE a secret is (an environment
+variable, a keyring entry, a file path such as `ansible_ssh_private_key_file`), not the secret.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 REDACTED = "***redacted***"
+REFERENCE_SUFFIXES = ("_env", "_keyring", "_file")
 SECRET_KEY = re.compile(r"pass|secret|token|credential|api[_-]?key|private[_-]?key", re.IGNORECASE)
 
 
 @lru_cache(maxsize=4096)
 def is_secret_key(name: str) -> bool:
     """True when a key with this name holds a secret (see the module docstring)."""
-    return bool(SECRET_KEY.search(name))
+    return bool(SECRET_KEY.search(name)) and not name.lower().endswith(REFERENCE_SUFFIXES)
 
 
 def redact(value: Any, *, time_text: Callable[[datetime], Any] = datetime.isoformat) -> Any:
