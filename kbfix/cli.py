@@ -1,8 +1,9 @@
-"""The `kbfix` command line (typer): a thin layer over `kbfix.runner` and the audit store.
+"""The `kbfix` command line (typer): a thin layer over `kbfix.run` and the audit store.
 
 Sub-command groups `lab` and `inventory` live in their own modules. Every command here reads
 the global options (inventory, limit, forks, state dir, verbosity, colour), runs one of the
-runner's functions, prints, writes reports and exits with a code from `kbfix.exitcodes`.
+run functions (`kbfix.run`), prints (tables and plan summaries: `kbfix.cli_render`), writes reports and
+exits with a code from `kbfix.exitcodes`. The store-reading commands live in `kbfix.cli_store`.
 """
 
 from __future__ import annotations

@@ -333,3 +333,14 @@ def test_resume_never_reruns_an_installer_that_reported_success(store: AuditStor
     assert engine.machines["h00"].installs == 1
     assert resumed.results[0].status is Status.FAILED
     assert "already succeeded" in resumed.results[0].findings[0].reason
+
+
+def test_max_fail_counts_failures_not_hosts_that_need_work(store: AuditStore) -> None:
+    hosts, engine = _setup(4)  # every host non-compliant: work to do, nothing failed
+    steps = parse_serial("1")
+    out = run_check(hosts, engine, store, RunOptions(serial=steps, max_fail_percent=0))
+    assert [r.status for r in out.results] == [Status.NON_COMPLIANT] * 4  # no max-fail stop
+    engine.machines["h00"].down = True  # a real failure in batch 1 stops the rest
+    out = run_check(hosts, engine, store, RunOptions(serial=steps, max_fail_percent=0))
+    assert out.results[0].status is Status.FAILED
+    assert {skip_reason(r) for r in out.results[1:]} == {"max_fail"}

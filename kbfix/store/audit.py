@@ -1,6 +1,6 @@
 """The audit store: one SQLite file (WAL) holding every run, what was seen and what was done.
 
-`AuditStore` is safe to share between the runner's worker threads (one connection, one lock)
+`AuditStore` is safe to share between the run's worker threads (one connection, one lock)
 and between processes (SQLite file locking, `busy_timeout`). Every write is its own committed
 transaction, so a `kill -9` loses at most the row being written: an intent row is committed
 before its op is sent, its result row after the answer. Audit rows are append-only (the
