@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from playbooks.model import utc_now
+
 _DURATION = re.compile(
     r"^P(?!$)(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?"
     r"(?:T(?=\d)(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:[.,]\d+)?)S)?)?$"
@@ -45,7 +47,7 @@ def parse_instant(text: str, *, now: datetime | None = None) -> datetime:
     """
     text = text.strip()
     if text.lower() == "now":
-        return (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+        return (now or utc_now()).astimezone(timezone.utc)
     try:
         value = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
     except ValueError as exc:

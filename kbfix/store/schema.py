@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable
-from datetime import datetime, timezone
+
+from playbooks.model import utc_now
 
 _APPEND_ONLY = ("runs", "run_events", "host_results", "facts", "findings", "planned_actions", "intents", "results")
 
@@ -206,7 +207,7 @@ def migrate(db: sqlite3.Connection) -> int:
                 version += 1
                 db.execute(
                     "INSERT INTO schema_version(version, applied) VALUES (?, ?)",
-                    (version, datetime.now(timezone.utc).isoformat()),
+                    (version, utc_now().isoformat()),
                 )
             db.execute("COMMIT")
         except BaseException:
