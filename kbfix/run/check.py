@@ -17,7 +17,7 @@ from kbfix.run.schedule import RunSchedule
 from kbfix.store import AuditStore
 from playbooks.model import HostResult, utc_now
 
-PingRow = tuple[str, "str | None", dict[str, Any]]
+PingRow = tuple[str, str | None, dict[str, Any]]
 
 
 def run_ping(hosts: Sequence[HostLike], engine: Engine, options: RunOptions) -> list[PingRow]:

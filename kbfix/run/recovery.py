@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from kbfix.store import AuditStore, OpenIntent
 from playbooks.model import ExecutedAction, Finding, Outcome, Status, utc_now
 
-ActionKey = tuple[str, "str | None"]
+ActionKey = tuple[str, str | None]
 """`PlannedAction.key`: the action id and the package SHA-256."""
 
 

@@ -21,7 +21,7 @@ from kbfix.store import AuditStore, new_run_id, operator_name
 from playbooks.model import Finding, HostResult, SkipReason, utc_now
 
 Work = Callable[[HostLike], HostResult]
-Gate = Callable[[HostLike], "HostResult | None"]
+Gate = Callable[[HostLike], HostResult | None]
 
 
 class RunSchedule:
