@@ -132,3 +132,24 @@ def test_a_tampered_plan_with_a_recorded_digest_still_sends_only_rebuilt_ops(tmp
         assert [m.op for m in lab.records("WSUS-RTM").mutations] == rebuilt  # the decline step declined
         assert by["WSUS-SP1"].status is Status.REMEDIATED
         assert by["WSUS-RTM"].status is Status.MITIGATED  # decided from fresh facts after the real steps
+
+
+def test_a_forged_compliant_verdict_with_a_recorded_digest_is_re_read_not_believed(tmp_path: Path) -> None:
+    packages = make_packages(tmp_path / "pkgs")
+    with Lab(load_host_fixture_text(demo_text(time_scale=0.05), "demo", DEMO_SITE.parent)) as lab, \
+            AuditStore.in_dir(tmp_path / "state") as store:
+        hosts = [h for h in load_inventory([lab.write_inventory(tmp_path / "inv.yaml")]).select(None)
+                 if h.name == "WSUS-SP1"]
+        engine = PlaybookEngine(packages_dir=packages)
+        made = run_plan(hosts, engine, store, RunOptions())
+        assert made.plan is not None
+        doc = made.plan.model_dump(mode="json")
+        _forge_compliant(doc)
+        forged = PlanDocument.model_validate(doc)
+        store.record_plan_document(made.info.id, forged.digest())
+        requests_before = sum(lab.records("WSUS-SP1").requests.values())
+        out = run_apply(hosts, engine, store, RunOptions(), plan=forged)
+        [r] = out.results
+        assert sum(lab.records("WSUS-SP1").requests.values()) > requests_before  # re-gathered, not taken on trust
+        assert r.status is Status.NON_COMPLIANT and lab.records("WSUS-SP1").mutations == []
+        assert any("not in the reviewed plan" in n for f in r.findings for n in f.notes)
