@@ -149,6 +149,7 @@ class ErrorKind(Vocabulary):
     SKIPPED = "skipped"
     INTERNAL = "internal"
     INTERRUPTED = "interrupted"
+    STORE = "store"  # the audit store could not record (disk full): nothing more was sent
 
     @classmethod
     def of(cls, kind: object) -> ErrorKind | None:
