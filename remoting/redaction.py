@@ -19,6 +19,7 @@ from typing import Any
 
 REDACTED = "***redacted***"
 REFERENCE_SUFFIXES = ("_env", "_keyring", "_file")
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 SECRET_KEY = re.compile(r"pass|secret|token|credential|api[_-]?key|private[_-]?key", re.IGNORECASE)
 
 
@@ -33,7 +34,10 @@ def redact(value: Any, *, time_text: Callable[[datetime], Any] = datetime.isofor
     `REDACTED`. Mappings → dicts with str keys, sequences and sets → lists, datetimes →
     `time_text(value)` (ISO 8601 by default), paths → str, other objects → their text (a
     `remoting.endpoint.Secret` renders as ***)."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _PLAIN:  # the common leaves first: exact types skip the ABC checks below
+        return value
+    if kind is dict or isinstance(value, Mapping):
         return {str(k): (REDACTED if is_secret_key(str(k)) else redact(v, time_text=time_text)) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [redact(v, time_text=time_text) for v in value]
