@@ -52,19 +52,21 @@ def _edit_upload_target(plan: dict[str, Any]) -> None:
     upload["path"] = "C:\\Windows\\System32\\drivers\\etc\\hosts"
 
 
+def _workaround_step(plan: dict[str, Any]) -> dict[str, Any]:
+    host = next(h for h in plan["hosts"] if h["host"] == "WSUS-RTM")
+    return next(p for f in host["findings"] for p in f["planned"] if p["kind"].startswith("wsus_"))
+
+
 def _rename_ops(plan: dict[str, Any]) -> None:
     """An op name outside kbfix's op vocabulary (the plan file's typed ops refuse it at read)."""
-    host = next(h for h in plan["hosts"] if h["host"] == "WSUS-RTM")
-    step = next(p for f in host["findings"] for p in f["planned"] if p["kind"] == "wsus_decline")
-    step["ops"] = [{"name": "service.restart", "service": "WsusService"}]
+    _workaround_step(plan)["ops"] = [{"name": "service.restart", "service": "WsusService"}]
 
 
 def _swap_ops(plan: dict[str, Any]) -> None:
-    """A known op name in an action of another kind: a decline step that would approve instead."""
-    host = next(h for h in plan["hosts"] if h["host"] == "WSUS-RTM")
-    step = next(p for f in host["findings"] for p in f["planned"] if p["kind"] == "wsus_decline")
-    step["ops"] = [{"name": "wsus.approve_update", "id": step["ops"][0]["id"], "action": "Install",
-                    "group": "All Computers"}]
+    """A known op name in an action of another kind: a WSUS workaround step that would run a program."""
+    _workaround_step(plan)["ops"] = [{"name": "installer.run", "path": "C:\\Windows\\System32\\cmd.exe",
+                                      "sha256": "0" * 64, "arg": ["/c", "whoami"], "log_path": "C:\\x.log",
+                                      "timeout": 60}]
 
 
 def _forge_compliant(plan: dict[str, Any]) -> None:
@@ -128,8 +130,9 @@ def test_a_tampered_plan_with_a_recorded_digest_still_sends_only_rebuilt_ops(tmp
         sp1 = lab.records("WSUS-SP1").mutations
         assert [m.op for m in sp1] == ["file.upload", "installer.run"]
         assert all("System32" not in m.detail for m in sp1) and "kbfix-WSUS3.0SP1-KB954960-x64.exe" in sp1[-1].detail
-        rebuilt = [o.name for p in made.plan.host("WSUS-RTM").planned for o in p.ops]  # type: ignore[union-attr]
-        assert [m.op for m in lab.records("WSUS-RTM").mutations] == rebuilt  # the decline step declined
+        rtm_ops = {m.op for m in lab.records("WSUS-RTM").mutations}
+        rebuilt = {o.name for p in made.plan.host("WSUS-RTM").planned for o in p.ops}  # type: ignore[union-attr]
+        assert rtm_ops and rtm_ops <= rebuilt and "installer.run" not in rtm_ops  # the WSUS steps, nothing else
         assert by["WSUS-SP1"].status is Status.REMEDIATED
         assert by["WSUS-RTM"].status is Status.MITIGATED  # decided from fresh facts after the real steps
 
