@@ -35,7 +35,8 @@ from winlab.emulate_mutations import (
     op_wsus_decline,
     update_json,
 )
-from winlab.hoststate import UNINSTALL_KEY, HostState, RegValue, content_sha256
+from winlab.hoststate import HostState, RegValue, content_sha256
+from winlab.products import list_patches, list_products
 
 __all__ = ["AgentContext", "OpFailure", "host_info", "list_products", "run_op", "run_request"]
 
@@ -224,42 +225,14 @@ def op_log_scan(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
     return {"files": files}
 
 
-def _wild(pattern: str) -> re.Pattern[str]:
-    """PowerShell -like wildcard (`*`, `?`) as a case-insensitive regex."""
-    return re.compile("^" + "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + "$", re.I | re.S)
-
-
-def list_products(state: HostState, pattern: str | None) -> list[dict[str, Any]]:
-    """Uninstall entries of both views whose DisplayName matches `pattern` (none = all)."""
-    rx = _wild(pattern) if pattern else None
-    out = []
-    # An x86 OS has one view; the agent labels it "32" and does not list it twice.
-    views = ("64", "32") if state.os.arch == "x64" else ("32",)
-    with state.lock:
-        for view in views:
-            base = state.physical_key(UNINSTALL_KEY, view)  # type: ignore[arg-type]
-            for code in state.subkeys(base):
-                k = state.get_key(base + "\\" + code)
-                if k is None:
-                    continue
-                vals = {n: v.data for n, v in k.values.items()}
-                name = vals.get("displayname")
-                if not isinstance(name, str) or (rx and not rx.match(name)):
-                    continue
-                out.append({
-                    "name": name,
-                    "version": vals.get("displayversion"),
-                    "publisher": vals.get("publisher"),
-                    "product_code": code,
-                    "view": view,
-                    "install_date": vals.get("installdate"),
-                })
-    return out
-
-
 def op_products_list(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
     """products.list: Uninstall entries (both views on x64; the one native view on x86)."""
     return {"products": list_products(ctx.state, o.text("pattern"))}
+
+
+def op_products_patches(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
+    """products.patches: Windows Installer patch registrations (see winlab.products)."""
+    return {"patches": list_patches(ctx.state, o.text("pattern"))}
 
 
 def op_service_status(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
@@ -289,6 +262,7 @@ _HANDLERS: dict[str, Callable[[OpRequest, AgentContext], dict[str, Any]]] = {
     "file.info": op_file_info,
     "log.scan": op_log_scan,
     "products.list": op_products_list,
+    "products.patches": op_products_patches,
     "service.status": op_service_status,
     "wsus.find_update": op_wsus_find_update,
     "file.upload": op_file_upload,

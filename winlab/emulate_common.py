@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from remoting.agent_protocol import OpError, OpRequest
-from winlab.fixtures import InstallerBehaviour
 from winlab.hoststate import HostState, norm_path
+from winlab.installers import InstallerBehaviour
 from winlab.records import HostRecords
 
 REF_RE = re.compile(r"\$\{reg:([A-Za-z0-9_.-]{1,64}):([^}]*)\}")

@@ -31,11 +31,11 @@ from remoting.agent_protocol import (
 )
 from winlab.agent_emulator import AgentContext, run_request
 from winlab.faults import Faults
-from winlab.fixtures import HostTemplate
 from winlab.hostapi import ProcessResult
 from winlab.hoststate import HostState
 from winlab.naive_probes import clixml_errors, decode_encoded_command, run_naive_script
 from winlab.records import HostRecords
+from winlab.templates import HostTemplate
 
 AGENT_MISMATCH = "kbfix lab: agent script does not match the shipped agent"
 # cmd.exe's message and exit code for a command it cannot find (9009 = "not recognized").
