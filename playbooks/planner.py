@@ -1,8 +1,10 @@
 """Plan: turn each non-compliant finding's remedy into exact agent ops (pure).
 
 `install_package` → `file.upload` in chunks (or the operator's UNC/HTTP `source`) then
-`installer.run` with the package SHA-256, arguments and exit codes; `wsus_workaround` → one
-action per step (`wsus.decline_update` / `wsus.approve_update`) so each step is journaled.
+`installer.run` with the package SHA-256, arguments and exit codes; `wsus_workaround` → ONE
+`wsus.workaround` op over every matching update (decline if needed → approve NotApproved →
+decline, the last decline in a finally on the host), so a stop between steps can never leave
+the update approved for every client.
 A plan that needs a package the catalog lacks says so in the finding's notes instead of failing.
 """
 
@@ -92,27 +94,26 @@ def _workaround(pb: Playbook, remedy: Remedy, action: Action, n: int, a: Assessm
     fact = a.facts.get(action.update_fact or "", {})
     if not fact.get("available"):
         return [], ["the WSUS administration API did not load on this host: the workaround cannot run remotely"]
-    update = fact.get("entry")
-    if not update:
+    if fact.get("replica"):
+        # IUpdateServerConfiguration.IsReplicaServer: a replica has its upstream's approvals and
+        # declined status, and IUpdate.Approve/Decline throw InvalidOperationException on it.
+        return [], ["this WSUS server is a replica (IsReplicaServer): approvals come from its upstream server; "
+                    "run the workaround on the upstream server"]
+    updates = [u for u in fact.get("updates", []) if u.get("id")]
+    if not updates:
         title = next((p.title for p in pb.probes if p.id == action.update_fact), "the update")
         return [], [f"'{title}' is not in this server's catalog: nothing to decline/approve"]
-    uid, title = update.get("id"), update.get("title")
-    out: list[PlannedAction] = []
-    per = action.estimated_seconds / max(1, len(action.steps))
-    for i, step in enumerate(action.steps):
-        if step == "decline_if_needed" and update.get("declined"):
-            continue
-        if step == "approve":
-            ops = [{"name": "wsus.approve_update", "args": {"id": uid, "action": action.approve_action, "group": action.approve_group}}]
-            desc = f"approve '{title}' ({action.approve_action}, {action.approve_group})"
-            kind = "wsus_approve"
-        else:
-            ops = [{"name": "wsus.decline_update", "args": {"id": uid}}]
-            desc = f"decline '{title}'"
-            kind = "wsus_decline"
-        out.append(PlannedAction(id=f"{pb.id}-{n}.{i}", advisory=pb.id, kind=kind, description=desc, ops=ops,
-                                 estimated_seconds=per, reversible=remedy.reversible, note=remedy.note))
-    return out, []
+    if fact.get("requires_license"):
+        return [], ["the update's licence agreement is not accepted (RequiresLicenseAgreementAcceptance): IUpdate.Approve "
+                    "would throw; accept it in the WSUS console first (kbfix does not accept licences)"]
+    title = updates[0].get("title")
+    ids = [str(u["id"]) for u in updates]
+    desc = (f"'{title}' ({len(ids)} update{'s' if len(ids) > 1 else ''}): "
+            + " → ".join(s.replace("_", " ") for s in action.steps)
+            + f" ({action.approve_action}, {action.approve_group}); always ends declined")
+    ops = [{"name": "wsus.workaround", "args": {"id": ids, "group": action.approve_group}}]
+    return [PlannedAction(id=f"{pb.id}-{n}", advisory=pb.id, kind="wsus_workaround", description=desc, ops=ops,
+                          estimated_seconds=action.estimated_seconds, reversible=remedy.reversible, note=remedy.note)], []
 
 
 def plan_finding(pb: Playbook, finding: Finding, a: Assessment, packages: PackageCatalog | None) -> Finding:
@@ -123,7 +124,7 @@ def plan_finding(pb: Playbook, finding: Finding, a: Assessment, packages: Packag
     if remedy is None or not remedy.actions:
         return finding
     try:
-        ctx = context_for(pb, a.facts, a.roles, a.os, a.vars)
+        ctx = context_for(pb, a.facts, a.roles, a.os, a.vars, a.history)
     except ConditionError as exc:
         return finding.model_copy(update={"notes": [*finding.notes, f"cannot plan: {exc}"]})
     planned: list[PlannedAction] = []

@@ -19,7 +19,8 @@ $opRequired = @{
     'log.scan' = @('path', 'pattern'); 'products.list' = @(); 'service.status' = @('name');
     'wsus.find_update' = @('title'); 'file.upload' = @('path', 'data');
     'installer.run' = @('path', 'sha256'); 'service.restart' = @('name');
-    'wsus.decline_update' = @('id'); 'wsus.approve_update' = @('id')
+    'wsus.decline_update' = @('id'); 'wsus.approve_update' = @('id'); 'wsus.workaround' = @('id');
+    'products.patches' = @()
 }
 
 # ------------------------------------------------------------------------------ JSON writer
@@ -834,6 +835,60 @@ function Invoke-ProductsList($op, $ctx) {
     return $d
 }
 
+function Invoke-ProductsPatches($op, $ctx) {
+    # Windows Installer patch registrations of per-machine products: HKLM\SOFTWARE\Microsoft\Windows\
+    # CurrentVersion\Installer\UserData\S-1-5-18\Products\<packed product code>\Patches\<packed patch
+    # code>, values DisplayName and State (1 applied, 2 superseded, 4 obsoleted) - what Installer.
+    # PatchesEx / Patch.PatchProperty report (MS docs "Patch.PatchProperty method"). The key is not
+    # redirected by WOW64, so the native (64) view is read.
+    $pats = New-Object System.Collections.ArrayList
+    foreach ($p in (Get-ArgTexts $op 'pattern')) {
+        $escaped = $p.Replace('`', '``').Replace('[', '`[').Replace(']', '`]')
+        [void]$pats.Add((New-Object System.Management.Automation.WildcardPattern($escaped, [System.Management.Automation.WildcardOptions]::IgnoreCase)))
+    }
+    $parts = Split-RegKey 'HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Installer\UserData\S-1-5-18\Products'
+    $view = '64'
+    if (-not (Test-Os64)) { $view = '32' }
+    $patches = New-Object System.Collections.ArrayList
+    $opened = Open-RegView $parts $view
+    $key = $opened['key']
+    if ($null -ne $key) {
+        try {
+            foreach ($prodName in $key.GetSubKeyNames()) {
+                $pk = $key.OpenSubKey($prodName + '\Patches', $false)
+                if ($null -eq $pk) { continue }
+                try {
+                    foreach ($patchName in $pk.GetSubKeyNames()) {
+                        $sub = $pk.OpenSubKey($patchName, $false)
+                        if ($null -eq $sub) { continue }
+                        try {
+                            $name = [string]$sub.GetValue('DisplayName', $null)
+                            if ($name.Length -eq 0) { continue }
+                            if ($pats.Count -gt 0) {
+                                $hit = $false
+                                foreach ($wp in $pats) { if ($wp.IsMatch($name)) { $hit = $true; break } }
+                                if (-not $hit) { continue }
+                            }
+                            $pr = New-Map
+                            $pr['name'] = $name
+                            $st = $sub.GetValue('State', $null)
+                            if ($st -is [int]) { $pr['state'] = [long]$st } else { $pr['state'] = $null }
+                            $pr['product_code'] = $prodName
+                            $pr['patch_code'] = $patchName
+                            $inst = $sub.GetValue('Installed', $null)
+                            if ($null -ne $inst) { $pr['installed'] = [string]$inst } else { $pr['installed'] = $null }
+                            [void]$patches.Add($pr)
+                        } finally { $sub.Close() }
+                    }
+                } finally { $pk.Close() }
+            }
+        } finally { $key.Close() }
+    }
+    $d = New-Map
+    $d['patches'] = $patches
+    return $d
+}
+
 function Get-StartModes {
     $modes = @{}
     try {
@@ -924,23 +979,46 @@ function Get-WsusUpdate($server, [string]$id) {
     catch { Stop-Op 'not_found' ('no update with id ' + $id + ' on this WSUS server') }
 }
 
+function Test-WsusReplica($server) {
+    # IUpdateServerConfiguration.IsReplicaServer: a replica has its upstream's approvals and declined
+    # status, and IUpdate.Approve/Decline throw InvalidOperationException on it (WSUS API reference).
+    try { return [bool]$server.GetConfiguration().IsReplicaServer } catch { return $false }
+}
+
+function New-WsusUpdateEntry($u) {
+    $e = New-Map
+    $e['id'] = $u.Id.UpdateId.ToString()
+    $e['title'] = [string]$u.Title
+    $e['declined'] = [bool]$u.IsDeclined
+    $e['approvals'] = Get-Approvals $u
+    $e['requires_license'] = [bool]$u.RequiresLicenseAgreementAcceptance
+    return $e
+}
+
+function Find-WsusUpdates($server, [string]$title) {
+    # GetUpdates(UpdateScope) with ApprovedStates Any: a declined update (the normal state of the
+    # one the KB954960 workaround handles) is included ("Displaying Available Updates", UpdateScope.
+    # ApprovedStates defaults to Any). SearchUpdates' documentation does not say whether declined
+    # updates are returned, so it is not used. Every exact title match is kept, not only the first.
+    $scope = New-Object Microsoft.UpdateServices.Administration.UpdateScope
+    $scope.ApprovedStates = [Microsoft.UpdateServices.Administration.ApprovedStates]::Any
+    $scope.TextIncludes = $title
+    $list = New-Object System.Collections.ArrayList
+    foreach ($u in $server.GetUpdates($scope)) { if ([string]$u.Title -ieq $title) { [void]$list.Add($u) } }
+    return ,$list
+}
+
 function Invoke-WsusFind($op, $ctx) {
     $title = Get-ArgText $op 'title' ''
     $d = New-Map
     $updates = New-Object System.Collections.ArrayList
     $server = Get-WsusServer $false
     $d['available'] = ($null -ne $server)
+    $d['replica'] = $false
     $d['updates'] = $updates
     if ($null -eq $server) { return $d }
-    foreach ($u in $server.SearchUpdates($title)) {
-        if ([string]$u.Title -ine $title) { continue }
-        $e = New-Map
-        $e['id'] = $u.Id.UpdateId.ToString()
-        $e['title'] = [string]$u.Title
-        $e['declined'] = [bool]$u.IsDeclined
-        $e['approvals'] = Get-Approvals $u
-        [void]$updates.Add($e)
-    }
+    $d['replica'] = Test-WsusReplica $server
+    foreach ($u in (Find-WsusUpdates $server $title)) { [void]$updates.Add((New-WsusUpdateEntry $u)) }
     return $d
 }
 
@@ -948,21 +1026,23 @@ function Invoke-WsusDecline($op, $ctx) {
     $server = Get-WsusServer $true
     $id = Get-ArgText $op 'id' ''
     $u = Get-WsusUpdate $server $id
-    $u.Decline()
+    $u.Decline()  # "Declining an update removes all approvals for all revisions of the update."
     $d = New-Map
     $d['id'] = $id
     $d['declined'] = $true
     return $d
 }
 
-function Invoke-WsusApprove($op, $ctx) {
-    $server = Get-WsusServer $true
-    $id = Get-ArgText $op 'id' ''
-    $groupName = Get-ArgText $op 'group' 'All Computers'
-    $actionName = Get-ArgText $op 'action' 'Install'
-    $u = Get-WsusUpdate $server $id
-    try { $action = [Enum]::Parse([Type]'Microsoft.UpdateServices.Administration.UpdateApprovalAction', $actionName, $true) }
-    catch { Stop-Op 'invalid_args' ('unknown approval action ' + $actionName) }
+function Get-ApprovalAction([string]$actionName) {
+    # WSUS 3.0 approval actions a client can be given: Install, Uninstall, NotApproved
+    # (UpdateApprovalAction; All only queries).
+    foreach ($a in @('Install', 'Uninstall', 'NotApproved')) {
+        if ($a -ieq $actionName) { return [Enum]::Parse([Type]'Microsoft.UpdateServices.Administration.UpdateApprovalAction', $a) }
+    }
+    Stop-Op 'invalid_args' ('unknown approval action ' + $actionName + ' (WSUS 3.0 accepts Install, Uninstall, NotApproved)')
+}
+
+function Get-TargetGroup($server, [string]$groupName) {
     $group = $null
     if ($groupName -ieq 'All Computers') {
         # by id: the group's display name is localized on localized WSUS servers
@@ -971,11 +1051,60 @@ function Invoke-WsusApprove($op, $ctx) {
         foreach ($g in $server.GetComputerTargetGroups()) { if ([string]$g.Name -ieq $groupName) { $group = $g; break } }
     }
     if ($null -eq $group) { Stop-Op 'not_found' ('no computer group named ' + $groupName) }
+    return $group
+}
+
+function Invoke-WsusApprove($op, $ctx) {
+    $server = Get-WsusServer $true
+    $id = Get-ArgText $op 'id' ''
+    $action = Get-ApprovalAction (Get-ArgText $op 'action' 'Install')
+    $group = Get-TargetGroup $server (Get-ArgText $op 'group' 'All Computers')
+    $u = Get-WsusUpdate $server $id
     [void]$u.Approve($action, $group)
     $u.Refresh()
     $d = New-Map
     $d['id'] = $id
     $d['approvals'] = Get-Approvals $u
+    return $d
+}
+
+function Invoke-WsusWorkaround($op, $ctx) {
+    # The KB954960 workaround for WSUS 3.0 RTM, in one op: per update, decline (if needed) ->
+    # Approve(NotApproved, All Computers) (the console's Approve dialog accepted with no changes) ->
+    # Decline in a finally, so the update always ends declined even when a step throws.
+    # Refused before any change on a replica server and when a licence is not accepted.
+    $server = Get-WsusServer $true
+    if (Test-WsusReplica $server) { Stop-Op 'exception' 'this WSUS server is a replica (IsReplicaServer): run the workaround on its upstream server' }
+    $group = Get-TargetGroup $server (Get-ArgText $op 'group' 'All Computers')
+    $notApproved = Get-ApprovalAction 'NotApproved'
+    $ups = New-Object System.Collections.ArrayList
+    foreach ($id in (Get-ArgTexts $op 'id')) { [void]$ups.Add((Get-WsusUpdate $server $id)) }
+    foreach ($u in $ups) {
+        if ($u.RequiresLicenseAgreementAcceptance) {
+            Stop-Op 'exception' ('the licence agreement of ' + [string]$u.Title + ' is not accepted (RequiresLicenseAgreementAcceptance): nothing was changed')
+        }
+    }
+    $out = New-Object System.Collections.ArrayList
+    foreach ($u in $ups) {
+        $steps = New-Object System.Collections.ArrayList
+        try {
+            if (-not $u.IsDeclined) { $u.Decline(); [void]$steps.Add('decline') }
+            [void]$u.Approve($notApproved, $group)
+            [void]$steps.Add('approve NotApproved')
+        } catch {
+            $msg = [string]$_.Exception.Message
+            Stop-Op 'exception' ($msg + ' (steps done on ' + $u.Id.UpdateId.ToString() + ': ' + [string]::Join(', ', [string[]]$steps.ToArray()) + ')')
+        } finally {
+            $u.Decline()
+            [void]$steps.Add('decline')
+        }
+        $u.Refresh()
+        $e = New-WsusUpdateEntry $u
+        $e['steps'] = $steps
+        [void]$out.Add($e)
+    }
+    $d = New-Map
+    $d['updates'] = $out
     return $d
 }
 
@@ -1114,6 +1243,8 @@ function Invoke-Op($op, $ctx) {
             'service.restart' { $data = Invoke-ServiceRestart $op $ctx }
             'wsus.decline_update' { $data = Invoke-WsusDecline $op $ctx }
             'wsus.approve_update' { $data = Invoke-WsusApprove $op $ctx }
+            'wsus.workaround' { $data = Invoke-WsusWorkaround $op $ctx }
+            'products.patches' { $data = Invoke-ProductsPatches $op $ctx }
         }
         $r['ok'] = $true
         $r['data'] = $data

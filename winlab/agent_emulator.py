@@ -33,6 +33,7 @@ from winlab.emulate_mutations import (
     op_service_restart,
     op_wsus_approve,
     op_wsus_decline,
+    op_wsus_workaround,
     update_json,
 )
 from winlab.hoststate import HostState, RegValue, content_sha256
@@ -249,12 +250,16 @@ def op_service_status(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
 
 
 def op_wsus_find_update(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
-    """wsus.find_update: updates whose title equals `title` (case-insensitive)."""
+    """wsus.find_update: every update whose title equals `title` (case-insensitive), declined or
+    not — the agent asks `IUpdateServer.GetUpdates(UpdateScope)` with ApprovedStates Any, which
+    includes declined updates (MS docs "Displaying Available Updates") — and whether the server
+    is a replica (`IUpdateServerConfiguration.IsReplicaServer`)."""
     title = (o.text("title") or "").lower()
     with ctx.state.lock:
         if not ctx.state.wsus_api:
-            return {"available": False, "updates": []}
-        return {"available": True, "updates": [update_json(u) for u in ctx.state.wsus_updates if u.title.lower() == title]}
+            return {"available": False, "replica": False, "updates": []}
+        return {"available": True, "replica": ctx.state.wsus_replica,
+                "updates": [update_json(u) for u in ctx.state.wsus_updates if u.title.lower() == title]}
 
 _HANDLERS: dict[str, Callable[[OpRequest, AgentContext], dict[str, Any]]] = {
     "env.expand": op_env_expand,
@@ -270,4 +275,5 @@ _HANDLERS: dict[str, Callable[[OpRequest, AgentContext], dict[str, Any]]] = {
     "service.restart": op_service_restart,
     "wsus.decline_update": op_wsus_decline,
     "wsus.approve_update": op_wsus_approve,
+    "wsus.workaround": op_wsus_workaround,
 }
