@@ -19,6 +19,7 @@ from remoting import agent_protocol
 from remoting.agent_protocol import AgentRequest, OpRequest, build_stdin, command_line, encode_request, op
 from winlab.fixtures import demo_site, load_host_fixture_text
 from winlab.host import AGENT_MISMATCH, CMD_NOT_FOUND_EXIT, EmulatedHost, run_agent_request
+from winlab.hoststate import pack_guid
 
 SETUP = r"HKLM\SOFTWARE\Microsoft\Update Services\Server\Setup"
 DLL = r"${reg:s:TargetDir}\WebServices\ClientWebService\bin\Microsoft.UpdateServices.WebServices.Client.dll"
@@ -257,10 +258,10 @@ def test_services_and_wsus_ops() -> None:
     assert r["a"].data["approvals"] == [{"group": "All Computers", "action": "Uninstall"}]
     assert r["bad"].error.kind == "invalid_args" and r["g"].error.kind == "not_found"
     assert r["r"].data == {"status": "Running"} and r["rx"].error.kind == "not_found"
-    assert r["f"].data["updates"][0]["declined"] is True
+    assert r["f"].data["updates"][0]["declined"] is False  # approved again: no longer declined (ApprovedStates)
     assert [m.op for m in host.records.mutations] == ["wsus.decline_update", "wsus.approve_update", "service.restart"]
     client = {h.name: h for h in demo_site()}["OFFICE-CL01"]
-    assert call(client, op("f", "wsus.find_update", title="x"))["f"].data == {"available": False, "updates": []}
+    assert call(client, op("f", "wsus.find_update", title="x"))["f"].data == {"available": False, "replica": False, "updates": []}
 
 
 def _upload(host: EmulatedHost, path: str, data: bytes, chunk: int = 7) -> dict[str, Any]:
@@ -320,15 +321,19 @@ def test_installer_codes_outcomes_and_rtm_not_applicable() -> None:
     assert rr["x"].data["outcome"] == "reboot_required" and rr["p"].data["products"][0]["name"] == "Fixed"
 
 
-def test_configmgr_hotfix_sets_uninstall_entry() -> None:
+def test_configmgr_hotfix_registers_a_windows_installer_patch() -> None:
+    # An .msp registers under Installer\UserData\S-1-5-18\Products\<packed product>\Patches\<packed
+    # patch> (PatchesEx), not as an Uninstall entry of its own.
     host = {h.name: h for h in demo_site()}["CM07-SITE"]
     host.time_scale = 0
-    pkg = b"SCCM2007-SP1-KB954474-x86-ENU.msi"
-    _upload(host, r"C:\Temp\SCCM2007-SP1-KB954474-x86-ENU.msi", pkg)
+    pkg = b"SCCM2007-SP1-KB954474-x86-ENU.msp"
+    _upload(host, r"C:\Temp\SCCM2007-SP1-KB954474-x86-ENU.msp", pkg)
+    assert call(host, op("p", "products.patches", pattern="*KB954474*"))["p"].data["patches"] == []
+    call(host, op("x", "installer.run", path=r"C:\Temp\SCCM2007-SP1-KB954474-x86-ENU.msp", sha256=hashlib.sha256(pkg).hexdigest()))
+    (patch,) = call(host, op("p", "products.patches", pattern="*KB954474*"))["p"].data["patches"]
+    assert patch["state"] == 1 and patch["product_code"] == pack_guid("{4C6A1A40-3C5B-4E0F-8D8B-1D0C2E3F4A51}")
     assert call(host, op("p", "products.list", pattern="*KB954474*"))["p"].data["products"] == []
-    call(host, op("x", "installer.run", path=r"C:\Temp\SCCM2007-SP1-KB954474-x86-ENU.msi", sha256=hashlib.sha256(pkg).hexdigest()))
-    prods = call(host, op("p", "products.list", pattern="*KB954474*"))["p"].data["products"]
-    assert [(p["product_code"], p["view"]) for p in prods] == [("KB954474", "32")]
+    assert pack_guid("{12345678-ABCD-EF01-2345-6789ABCDEF01}") == "87654321DCBA10FE32547698BADCFE10"
 
 
 def test_installer_cancel_and_timeout() -> None:

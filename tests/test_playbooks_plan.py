@@ -20,7 +20,7 @@ from playbooks import (
 )
 from playbooks.model import ExecutedAction, Status
 from playbooks.version import Version, VersionRange
-from tests.playbooks.fakehost import FakeHost
+from tests.playbooks.labhost import LabHostSpec
 from tests.test_playbooks_assess import site, wsus
 
 TEST_DIR = Path(__file__).parent / "playbooks"
@@ -50,7 +50,7 @@ def packages(tmp_path):
     ]))
 
 
-def planned(host: FakeHost, packages, name: str = "H", books=None):
+def planned(host: LabHostSpec, packages, name: str = "H", books=None):
     books = books or load_playbooks()
     ctx = HostContext(name)
     return plan(books, assess(books, ctx, host.respond(gather_ops(books, ctx))), packages)
@@ -79,15 +79,25 @@ def test_sp1_plan_uploads_then_runs_with_hash_and_is_irreversible(packages):
     assert act.reversible is False and "cannot be uninstalled separately" in act.note
 
 
-def test_rtm_plan_is_the_workaround_steps():
+U1 = "6c8b5d2e-0f1a-4b3c-9d4e-5f6a7b8c9d01"
+U2 = "6c8b5d2e-0f1a-4b3c-9d4e-5f6a7b8c9d02"
+
+
+def test_rtm_plan_is_one_workaround_op_over_every_match():
     h = wsus("3.0.6000.374", "3.0.6000.374", wsus_api=True,
-             wsus_updates=[{"id": "u-1", "title": "Office 2003 Service Pack 1", "declined": False, "approvals": []}])
+             wsus_updates=[{"id": U1, "title": "Office 2003 Service Pack 1", "declined": False},
+                           {"id": U2, "title": "Office 2003 Service Pack 1", "declined": True}])
     f = planned(h, None).finding("KB954960")
-    assert [p.kind for p in f.planned] == ["wsus_decline", "wsus_approve", "wsus_decline"]
-    assert f.planned[1].ops == [{"name": "wsus.approve_update", "args": {"id": "u-1", "action": "Install", "group": "All Computers"}}]
-    h.wsus_updates[0]["declined"] = True  # already declined: "make sure it is declined" needs no step
+    (act,) = f.planned  # one action, one op: a stop between steps cannot leave SP1 approved
+    assert act.kind == "wsus_workaround" and "always ends declined" in act.description
+    assert act.ops == [{"name": "wsus.workaround", "args": {"id": [U1, U2], "group": "All Computers"}}]
+    h.wsus_replica = True
     f = planned(h, None).finding("KB954960")
-    assert [p.kind for p in f.planned] == ["wsus_approve", "wsus_decline"]
+    assert f.planned == [] and any("replica" in n and "upstream" in n for n in f.notes)
+    h.wsus_replica = False
+    h.wsus_updates[0]["requires_license"] = True
+    f = planned(h, None).finding("KB954960")
+    assert f.planned == [] and any("RequiresLicenseAgreementAcceptance" in n for n in f.notes)
     h.wsus_api = False
     f = planned(h, None).finding("KB954960")
     assert f.planned == [] and any("administration API" in n for n in f.notes)
@@ -133,7 +143,7 @@ def test_third_advisory_is_yaml_only(tmp_path):
     books = load_playbooks(["KB999999"], extra_dirs=[TEST_DIR])
     assert [b.id for b in books] == ["KB999999"]
     key = "HKLM\\SOFTWARE\\Contoso\\SyncAgent"
-    h = FakeHost(registry={key: {"InstallDir": "C:\\Contoso"}}, files={"C:\\Contoso\\bin\\syncagent.exe": "2.1.299.0"},
+    h = LabHostSpec(registry={key: {"InstallDir": "C:\\Contoso"}}, files={"C:\\Contoso\\bin\\syncagent.exe": "2.1.299.0"},
                  logs={"C:\\Contoso\\logs\\sync.log": "2024-01-02 03:04:05.000 UTC\tError\tsvc\tSyncEngine.Merge\thr=0x80990001\r\n"})
     pk = load_packages(write_packages(tmp_path, [{"kb": "KB999999", "file": "contoso-KB999999.exe", "fits": "<2.1.300.5"}]))
     a = planned(h, pk, books=books)
@@ -150,7 +160,7 @@ def _executed(outcome: str, action_id: str = "KB954960-1") -> ExecutedAction:
     return ExecutedAction(action_id=action_id, outcome=outcome, exit_code=0, started=datetime(2008, 8, 2, tzinfo=timezone.utc))
 
 
-def _after(host: FakeHost, books):
+def _after(host: LabHostSpec, books):
     ctx = HostContext("H")
     return assess(books, ctx, host.respond(gather_ops(books, ctx)))
 
@@ -185,7 +195,7 @@ def test_verify_merge(packages, outcome, dll, status, words):
 def test_verify_workaround_is_mitigated_and_followup_for_kb954474(packages):
     books = load_playbooks()
     h = wsus("3.0.6000.374", "3.0.6000.374", wsus_api=True,
-             wsus_updates=[{"id": "u-1", "title": "Office 2003 Service Pack 1", "declined": True, "approvals": []}])
+             wsus_updates=[{"id": U1, "title": "Office 2003 Service Pack 1", "declined": True, "approvals": []}])
     before = planned(h, None).findings
     f = next(x for x in before if x.advisory == "KB954960")
     f.executed += [_executed("success", p.id) for p in f.planned]
