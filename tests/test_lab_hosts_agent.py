@@ -46,7 +46,7 @@ def test_agent_command_line_and_stdin_are_the_shipped_ones(site: dict[str, Emula
     host = site["WSUS-SP1"]
     req = AgentRequest((op("e", "env.expand", text="%windir%"),))
     cmd, args = command_line()
-    res = host.execute(cmd, args, build_stdin(encode_request(req)), {}, 65001, threading.Event())
+    res = host.execute(cmd, args, build_stdin(encode_request(req)), {}, 437, threading.Event())
     resp = agent_protocol.decode_response(res.stdout, req.nonce)
     assert res.exit_code == 0 and resp.by_id()["e"].data == {"value": r"C:\Windows"}
     assert resp.host == {"computer_name": "WSUS-SP1", "os_version": "6.0.6001", "arch": "x64",
@@ -58,7 +58,7 @@ def test_tampered_agent_is_refused(site: dict[str, EmulatedHost]) -> None:
     req = AgentRequest((op("e", "env.expand", text="x"),))
     cmd, args = command_line()
     tampered = agent_protocol.read_agent_bytes() + b"\n# extra line\n"
-    res = host.execute(cmd, args, build_stdin(encode_request(req), agent=tampered), {}, 65001, threading.Event())
+    res = host.execute(cmd, args, build_stdin(encode_request(req), agent=tampered), {}, 437, threading.Event())
     assert res.exit_code == 1 and AGENT_MISMATCH.encode() in res.stderr and res.stdout == b""
 
 

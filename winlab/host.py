@@ -41,6 +41,9 @@ AGENT_MISMATCH = "kbfix lab: agent script does not match the shipped agent"
 # cmd.exe's message and exit code for a command it cannot find (9009 = "not recognized").
 _CMD_NOT_FOUND = "'{0}' is not recognized as an internal or external command,\r\noperable program or batch file.\r\n"
 CMD_NOT_FOUND_EXIT = 9009
+UTF8_CODEPAGE = 65001
+# The shell codepage the kbfix client opens (remoting.wsman_client): pywinrm's default, OEM US.
+CLIENT_CODEPAGE = 437
 
 
 def _stdout_codec(codepage: int) -> str:
@@ -88,6 +91,12 @@ class EmulatedHost:
         """Run one command to completion (see module docstring). Blocks for simulated time;
         returns early when `cancel` is set."""
         self.records.process_started()
+        if codepage == UTF8_CODEPAGE and self.state.os.before_2008_r2:
+            # Windows before Server 2008 R2 / Windows 7 "fail on the default UTF-8 codepage (65001)"
+            # (chef/knife-windows PR #400): the command "immediately returns with no output but
+            # without invoking the script" (WinRb/WinRM issue #232, Server 2008 SP2).
+            self.records.fault("codepage_65001")
+            return ProcessResult(b"", b"", 0)
         argv = [command, *args] if args else _split_command(command)
         if not argv:
             return ProcessResult(b"", b"", 0)
@@ -209,7 +218,8 @@ def run_agent_request(
     without HTTP: for unit tests and benchmarks of the emulator. Returns the process result and
     the decoded response (None when the process did not answer with one)."""
     cmd, args = agent_protocol.command_line()
-    result = host.execute(cmd, args, build_stdin(encode_request(request)), env or {}, 65001, cancel or threading.Event())
+    result = host.execute(cmd, args, build_stdin(encode_request(request)), env or {}, CLIENT_CODEPAGE,
+                          cancel or threading.Event())
     if result.exit_code != 0:
         return result, None
     return result, decode_response(result.stdout, request.nonce, limit=max(request.limit, 1 << 20))

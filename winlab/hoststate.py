@@ -260,6 +260,12 @@ class OsInfo:
     culture: str = "en-US"
 
     @property
+    def before_2008_r2(self) -> bool:
+        """NT 5.x and 6.0 (Server 2003, 2008, Vista): older than Server 2008 R2 / Windows 7 (6.1)."""
+        parts = [int(p) for p in re.findall(r"\d+", self.version)[:2]] + [0, 0]
+        return (parts[0], parts[1]) < (6, 1)
+
+    @property
     def ansi_codepage(self) -> str:
         """Python codec of the culture's ANSI codepage (GetACP): cp936 for zh-CN, cp1252 for
         Western European cultures (MS docs "Code Page Identifiers"), cp1251/932/949/950 for a few others."""
