@@ -145,6 +145,8 @@ def _log(probe: Probe, results: Mapping[str, OpResult]) -> dict[str, Any]:
             if err["kind"] != "not_found":
                 errors.append(err)
             continue
+        if (r.data or {}).get("same_as"):  # the agent scanned this very file for an earlier candidate
+            continue
         for f in (r.data or {}).get("files", []):
             key = re.sub(r"\\+", r"\\", str(f.get("path", ""))).lower()
             if key in seen:  # the %ProgramFiles% fallback is often TargetDir itself: count lines once

@@ -129,7 +129,7 @@ function Get-OpError($err) {
 
 function Read-Request([string]$text) {
     $req = New-Map
-    $req['nonce'] = $null; $req['limit'] = [long]16777216
+    $req['nonce'] = $null; $req['limit'] = [long]8388608  # 8 MiB: PROTOCOL.md, WinRM 2.0 memory quota
     $ops = New-Object System.Collections.ArrayList
     $lines = $text.Split([char[]]"`n")
     if ($lines.Length -lt 1 -or $lines[0].TrimEnd([char[]]"`r") -ne "kbfix-agent-request`t1") {
@@ -262,8 +262,19 @@ function Open-Shared([string]$path) {
     return (New-Object System.IO.FileStream($path, [System.IO.FileMode]::Open, [System.IO.FileAccess]::Read, $share))
 }
 
+function New-Sha256 {
+    # With the FIPS policy on ("System cryptography: Use FIPS compliant algorithms"), the
+    # SHA256Managed constructor throws InvalidOperationException (MS docs, SHA256Managed
+    # constructor). SHA256CryptoServiceProvider (.NET 3.5, System.Core) is FIPS-validated.
+    try { return (New-Object System.Security.Cryptography.SHA256Managed) } catch { }
+    [void][System.Reflection.Assembly]::LoadWithPartialName('System.Core')
+    try { return (New-Object System.Security.Cryptography.SHA256CryptoServiceProvider) } catch { }
+    Stop-Op 'exception' ('no SHA-256 implementation may run here: SHA256Managed is refused (FIPS policy on) and ' +
+        'SHA256CryptoServiceProvider is missing (.NET Framework 3.5 needed); nothing was run')
+}
+
 function Get-Sha256Hex([string]$path) {
-    $sha = New-Object System.Security.Cryptography.SHA256Managed
+    $sha = New-Sha256
     $fs = Open-Shared $path
     try { $hash = $sha.ComputeHash($fs) } finally { $fs.Close() }
     $sb = New-Object System.Text.StringBuilder
@@ -467,15 +478,20 @@ function Get-LogEncoding($fs) {
     # UTF-8, else the system (ANSI) codepage; a log whose first 64 KiB is ASCII, or that mixes
     # both after a culture change, still reads every line right (PROTOCOL.md, log.scan).
     $r['mixed'] = ($r['unit'] -eq 1 -and $r['bom'] -eq 0)
-    $r['strict'] = New-Object System.Text.UTF8Encoding($false, $true)
+    $r['enc8'] = $utf8  # replacement-fallback UTF-8: invalid bytes become U+FFFD, nothing throws
     $r['ansi'] = [System.Text.Encoding]::Default
     return $r
 }
 
 function Decode-Line($det, $bytes, [int]$start, [int]$count) {
+    # An 8-bit line is UTF-8 when it decodes without a replacement character (U+FFFD), else ANSI.
+    # No exception as control flow: a strict decoder throwing once per ANSI line costs a
+    # first-chance exception per line on PowerShell 2.0 (.NET 2.0), orders of magnitude slower
+    # than two GetString calls and an IndexOf (PROTOCOL.md, log.scan; benchmarks/agent_line_cost.py).
     if ($det['mixed']) {
-        try { return $det['strict'].GetString($bytes, $start, $count) }
-        catch { return $det['ansi'].GetString($bytes, $start, $count) }
+        $text = $det['enc8'].GetString($bytes, $start, $count)
+        if ($text.IndexOf([char]0xFFFD) -lt 0) { return $text }
+        return $det['ansi'].GetString($bytes, $start, $count)
     }
     return $det['enc'].GetString($bytes, $start, $count)
 }
@@ -755,8 +771,30 @@ function Get-RotatedSiblings([string]$path) {
     return ,$paths
 }
 
+function Get-ScanKey($op, [string]$path) {
+    # The resolved path and every other argument: two candidates that resolve to one file with the
+    # same arguments (TargetDir and the %ProgramFiles% fallback) are one scan.
+    $sb = New-Object System.Text.StringBuilder
+    [void]$sb.Append($path.ToLowerInvariant())
+    $keys = New-Object System.Collections.ArrayList
+    foreach ($k in $op['args'].Keys) { if ($k -ne 'path') { [void]$keys.Add([string]$k) } }
+    $keys.Sort([StringComparer]::Ordinal)
+    foreach ($k in $keys) {
+        foreach ($b in $op['args'][$k]) { [void]$sb.Append('|' + $k + '=' + [Convert]::ToBase64String($b)) }
+    }
+    return $sb.ToString()
+}
+
 function Invoke-LogScan($op, $ctx) {
     $path = Get-PathArg $op 'path' $ctx
+    $scanKey = Get-ScanKey $op $path
+    if ($ctx['scans'].ContainsKey($scanKey)) {
+        $same = New-Map
+        $same['files'] = New-Object System.Collections.ArrayList
+        $same['same_as'] = $ctx['scans'][$scanKey]
+        return $same
+    }
+    $ctx['scans'][$scanKey] = $op['id']
     $opt = @{}
     $opt['max_matches'] = Get-ArgLong $op 'max_matches' 20 1 1000
     $opt['context'] = Get-ArgLong $op 'context' 0 0 20
@@ -1195,16 +1233,33 @@ function Invoke-InstallerRun($op, $ctx) {
         [void]$argv.Add((ConvertTo-CommandLineArg $path))
     } else { $exe = $path }
     foreach ($a in (Get-ArgTexts $op 'arg')) { [void]$argv.Add((ConvertTo-CommandLineArg $a)) }
+    # A previous attempt's log must never be filed as this run's evidence: delete it first, and
+    # return a tail only when the log was written after this start.
+    if ($null -ne $logPath -and [System.IO.File]::Exists($logPath)) { [System.IO.File]::Delete($logPath) }
     $psi = New-Object System.Diagnostics.ProcessStartInfo
     $psi.FileName = $exe
     $psi.Arguments = [string]::Join(' ', [string[]]$argv.ToArray())
-    $psi.UseShellExecute = $false
-    $psi.CreateNoWindow = $true
+    # ShellExecute: the installer does not inherit this process's handles, so it never holds
+    # WinRM's stdout/stderr pipes open (which would keep the command running after it exits).
+    $psi.UseShellExecute = $true
+    $psi.WindowStyle = [System.Diagnostics.ProcessWindowStyle]::Hidden
+    $started = [DateTime]::UtcNow.AddSeconds(-2)  # file times are coarse: a log written at the start still counts
     $watch = [System.Diagnostics.Stopwatch]::StartNew()
     $proc = [System.Diagnostics.Process]::Start($psi)
     if (-not $proc.WaitForExit([int]($timeout * 1000))) {
-        try { $proc.Kill() } catch { }
-        Stop-Op 'timeout' ('installer still running after ' + $timeout + ' s; it was stopped')
+        # End the whole tree (msiexec hands the work to child processes): taskkill /T /F.
+        $tk = [System.IO.Path]::Combine([Environment]::SystemDirectory, 'taskkill.exe')
+        $kill = New-Object System.Diagnostics.ProcessStartInfo
+        $kill.FileName = $tk
+        $kill.Arguments = '/PID ' + $proc.Id.ToString($inv) + ' /T /F'
+        $kill.UseShellExecute = $true
+        $kill.WindowStyle = [System.Diagnostics.ProcessWindowStyle]::Hidden
+        $how = 'its process tree was ended (taskkill /T /F)'
+        try {
+            $k = [System.Diagnostics.Process]::Start($kill)
+            if (-not $k.WaitForExit(30000) -or $k.ExitCode -ne 0) { try { $proc.Kill() } catch { }; $how = 'taskkill failed; the installer process was ended, its children may still run' }
+        } catch { try { $proc.Kill() } catch { }; $how = 'taskkill could not start; the installer process was ended, its children may still run' }
+        Stop-Op 'timeout' ('installer still running after ' + $timeout + ' s; ' + $how)
     }
     $code = [long]$proc.ExitCode
     $d = New-Map
@@ -1214,7 +1269,10 @@ function Invoke-InstallerRun($op, $ctx) {
     $d['outcome'] = $outcome
     $d['seconds'] = [double]$watch.Elapsed.TotalSeconds
     $d['log_tail'] = $null
-    if ($null -ne $logPath) { $d['log_tail'] = Read-LogTail $logPath 65536 }
+    if ($null -ne $logPath) {
+        $lfi = New-Object System.IO.FileInfo($logPath)
+        if ($lfi.Exists -and $lfi.LastWriteTimeUtc -ge $started) { $d['log_tail'] = Read-LogTail $logPath 65536 }
+    }
     return $d
 }
 
@@ -1266,17 +1324,28 @@ function New-LimitResult($op, [long]$limit, [bool]$ran) {
     return $r
 }
 
-function Write-Framed([string]$nonce, [string]$json) {
-    $b64 = [Convert]::ToBase64String($utf8.GetBytes($json))
+function Write-Base64Piece($ms, [string]$text, [bool]$final) {
+    # Streams the response: the UTF-8 bytes of `text` are appended to `ms` and every whole group
+    # of 57 bytes leaves at once as one 76-character base64 line (the same lines as encoding the
+    # whole document), so the agent never holds the document, its base64 and the framed copy at
+    # once: WinRM 2.0's MaxMemoryPerShellMB (150 MB by default) covers the agent and everything
+    # it starts. `final` flushes the last, shorter line.
+    if ($text.Length -gt 0) { $bytes = $utf8.GetBytes($text); $ms.Write($bytes, 0, $bytes.Length) }
+    $buf = $ms.GetBuffer()
+    $len = [int]$ms.Length
+    $whole = $len - ($len % 57)
+    if ($final) { $whole = $len }
+    if ($whole -eq 0) { return }
     $sb = New-Object System.Text.StringBuilder
-    [void]$sb.Append('KBFIX-BEGIN-' + $nonce + "`r`n")
-    for ($i = 0; $i -lt $b64.Length; $i += 76) {
-        [void]$sb.Append($b64.Substring($i, [Math]::Min(76, $b64.Length - $i)))
+    for ($pos = 0; $pos -lt $whole; $pos += 57) {
+        [void]$sb.Append([Convert]::ToBase64String($buf, $pos, [Math]::Min(57, $whole - $pos)))
         [void]$sb.Append("`r`n")
     }
-    [void]$sb.Append('KBFIX-END-' + $nonce + "`r`n")
     [Console]::Out.Write($sb.ToString())
-    [Console]::Out.Flush()
+    $rest = $len - $whole
+    if ($rest -gt 0) { [Array]::Copy($buf, $whole, $buf, 0, $rest) }
+    $ms.SetLength($rest)
+    $ms.Position = $rest  # SetLength does not move the position: the next Write appends here
 }
 
 # ------------------------------------------------------------------------------ main
@@ -1289,13 +1358,20 @@ try {
     return
 }
 try {
-    $ctx = @{ 'reg' = @{} }
+    $ctx = @{ 'reg' = @{}; 'scans' = @{} }
     $limit = [long]$request['limit']
     $hostJson = ConvertTo-AgentJson (Get-HostInfo)
     # Fixed part of the document: {"protocol":1,"nonce":"...","host":...,"results":[...],"truncated":...,"elapsed_ms":...}
     $used = [long](120 + $utf8.GetByteCount($hostJson))
-    $parts = New-Object System.Collections.ArrayList
     $truncated = $false
+    $ms = New-Object System.IO.MemoryStream
+    $head = New-Object System.Text.StringBuilder
+    [void]$head.Append('{"protocol":1,"nonce":')
+    Add-JsonString $head $request['nonce']
+    [void]$head.Append(',"host":' + $hostJson + ',"results":[')
+    [Console]::Out.Write('KBFIX-BEGIN-' + $request['nonce'] + "`r`n")
+    Write-Base64Piece $ms $head.ToString() $false
+    $first = $true
     foreach ($op in $request['ops']) {
         if ($truncated) { $json = ConvertTo-AgentJson (New-LimitResult $op $limit $false) }
         else {
@@ -1306,18 +1382,17 @@ try {
             }
         }
         $used += $utf8.GetByteCount($json) + 1
-        [void]$parts.Add($json)
+        if (-not $first) { $json = ',' + $json }
+        $first = $false
+        Write-Base64Piece $ms $json $false  # each result leaves as soon as it is known
+        $json = $null
     }
     $elapsed = [long]([DateTime]::UtcNow - $agentStarted).TotalMilliseconds
-    $sb = New-Object System.Text.StringBuilder
-    [void]$sb.Append('{"protocol":1,"nonce":')
-    Add-JsonString $sb $request['nonce']
-    [void]$sb.Append(',"host":' + $hostJson + ',"results":[')
-    [void]$sb.Append([string]::Join(',', [string[]]$parts.ToArray()))
-    [void]$sb.Append('],"truncated":')
-    if ($truncated) { [void]$sb.Append('true') } else { [void]$sb.Append('false') }
-    [void]$sb.Append(',"elapsed_ms":' + $elapsed.ToString($inv) + '}')
-    Write-Framed $request['nonce'] $sb.ToString()
+    $tail = '],"truncated":false'
+    if ($truncated) { $tail = '],"truncated":true' }
+    Write-Base64Piece $ms ($tail + ',"elapsed_ms":' + $elapsed.ToString($inv) + '}') $true
+    [Console]::Out.Write('KBFIX-END-' + $request['nonce'] + "`r`n")
+    [Console]::Out.Flush()
     $global:LASTEXITCODE = 0
 } catch {
     [Console]::Error.WriteLine('kbfix agent: ' + $_.Exception.Message)

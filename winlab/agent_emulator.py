@@ -190,8 +190,15 @@ def rotated_siblings(path: str) -> list[str]:
 
 
 def op_log_scan(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
-    """log.scan: bounded regex scan of a log (and rotated siblings); see winlab.emulate_logscan."""
+    """log.scan: bounded regex scan of a log (and rotated siblings); see winlab.emulate_logscan.
+    A scan whose resolved path and arguments equal an earlier op's in the same request (TargetDir
+    and the %ProgramFiles% fallback are often one file) is not repeated: `{"files": [], "same_as": id}`."""
     path = path_arg(o, ctx)
+    key = (path.lower(), *(f"{k}={v!r}" for k, v in sorted(o.args.items()) if k != "path"))
+    if key in ctx.scans:
+        return {"files": [], "same_as": ctx.scans[key]}
+    ctx.scans[key] = o.id
+    ctx.records.log_scanned(path)
     pats = []
     for i, p in enumerate(o.texts("pattern")):
         try:

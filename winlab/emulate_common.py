@@ -42,6 +42,8 @@ class AgentContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     time_scale: float = 1.0
     registry_results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # log.scan ops already run in this request: (resolved path, scan arguments) → op id
+    scans: dict[tuple[str, ...], str] = field(default_factory=dict)
 
 
 def resolve_path(text: str, ctx: AgentContext) -> str:
