@@ -36,10 +36,29 @@ def remote_paths(pkg: Package, action: Action) -> tuple[str, str]:
     return f"{action.upload_dir}\\kbfix-{pkg.file}", log
 
 
+# msiexec's verbose log option (Windows Installer docs, "Command-Line Options": /L*v <LogFile>);
+# any /L… the operator gave already is kept instead.
+MSI_LOG_ARGS = ("/l*v", "{log}")
+
+
+def installer_args(pkg: Package, action: Action) -> list[str]:
+    """The installer's arguments with `{log}` replaced. .msi/.msp: the manifest's (else the
+    playbook's) arguments plus `/l*v <log>` unless an /L option is there. .exe: the manifest's
+    own switches only (an .exe has no common quiet or log switch)."""
+    _path, log = remote_paths(pkg, action)
+    if pkg.file.lower().endswith((".msi", ".msp")):
+        args = list(pkg.args or action.args)
+        if not any(a.lower().startswith("/l") for a in args):
+            args += list(MSI_LOG_ARGS)
+    else:
+        args = list(pkg.args)
+    return [a.replace("{log}", log) for a in args]
+
+
 def install_ops(pkg: Package, action: Action) -> list[dict[str, Any]]:
     """The ops of an install action as plan data (uploads summarised: path, bytes, chunk count)."""
     path, log = remote_paths(pkg, action)
-    args = [a.replace("{log}", log) for a in (pkg.args or tuple(action.args))]
+    args = installer_args(pkg, action)
     ops: list[dict[str, Any]] = []
     if not pkg.source:
         chunks = max(1, math.ceil(pkg.size / UPLOAD_CHUNK_BYTES))
@@ -61,6 +80,23 @@ def install_ops(pkg: Package, action: Action) -> list[dict[str, Any]]:
     return ops
 
 
+def refusal(pkg: Package) -> str | None:
+    """Why a package cannot be planned as the manifest gives it, or None.
+
+    - A UNC `source` is a second hop: a WinRM logon has no delegated credentials, so the file
+      server sees an anonymous logon and `File.Exists` is false (CredSSP or Kerberos delegation
+      would be needed; kbfix uploads instead).
+    - An .exe without switches in the manifest: a guessed `/quiet /norestart` may show UI on
+      WinRM's invisible desktop and hang until the timeout."""
+    if pkg.source and pkg.source.replace("/", "\\").startswith("\\\\"):
+        return (f"{pkg.file}: UNC source {pkg.source} refused: a WinRM logon has no delegated credentials, so the "
+                "second hop to the file server is anonymous and the file is not found; drop `source:` to upload it")
+    if not pkg.file.lower().endswith((".msi", ".msp")) and not pkg.args:
+        return (f"{pkg.file}: an .exe package needs its silent and log switches in the manifest (`args:`, with "
+                "{log} for the log path); kbfix does not guess them (a UI on WinRM's invisible desktop hangs)")
+    return None
+
+
 def _install(pb: Playbook, remedy: Remedy, action: Action, n: int, ctx: dict[str, Any], a: Assessment,
              packages: PackageCatalog | None) -> tuple[list[PlannedAction], list[str]]:
     kb = action.kb or pb.id
@@ -75,6 +111,9 @@ def _install(pb: Playbook, remedy: Remedy, action: Action, n: int, ctx: dict[str
         why = (f"{len(listed)} listed for {kb}, none fits version {version} / arch {arch}" if listed
                else f"none listed for {kb}" if packages else "no packages directory given")
         return [], [f"package for {kb} missing ({why}): add it to the packages manifest"]
+    why_not = refusal(pkg)
+    if why_not:
+        return [], [why_not]
     planned = PlannedAction(
         id=f"{pb.id}-{n}",
         advisory=pb.id,

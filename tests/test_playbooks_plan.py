@@ -35,7 +35,7 @@ def write_packages(tmp: Path, entries: list[dict], *, corrupt: str | None = None
         lines.append(f"  - kb: {e['kb']}")
         lines.append(f"    file: {e['file']}")
         lines.append(f"    sha256: {digest}")
-        for k in ("fits", "arch", "fits_parts"):
+        for k in ("fits", "arch", "fits_parts", "args"):
             if k in e:
                 lines.append(f"    {k}: {e[k]!r}" if isinstance(e[k], str) else f"    {k}: {e[k]}")
     (tmp / "manifest.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -45,7 +45,8 @@ def write_packages(tmp: Path, entries: list[dict], *, corrupt: str | None = None
 @pytest.fixture
 def packages(tmp_path):
     return load_packages(write_packages(tmp_path, [
-        {"kb": "KB954960", "file": "WSUS3.0SP1-KB954960-x64.exe", "fits": ">=3.1.6001.0, <3.1.6002", "arch": "x64"},
+        {"kb": "KB954960", "file": "WSUS3.0SP1-KB954960-x64.exe", "fits": ">=3.1.6001.0, <3.1.6002", "arch": "x64",
+         "args": ["/quiet", "/norestart"]},
         {"kb": "KB954474", "file": "SCCM2007-SP1-KB954474-x86.msp", "fits": "4.0.6221", "fits_parts": 3},
     ]))
 
@@ -145,7 +146,8 @@ def test_third_advisory_is_yaml_only(tmp_path):
     key = "HKLM\\SOFTWARE\\Contoso\\SyncAgent"
     h = LabHostSpec(registry={key: {"InstallDir": "C:\\Contoso"}}, files={"C:\\Contoso\\bin\\syncagent.exe": "2.1.299.0"},
                  logs={"C:\\Contoso\\logs\\sync.log": "2024-01-02 03:04:05.000 UTC\tError\tsvc\tSyncEngine.Merge\thr=0x80990001\r\n"})
-    pk = load_packages(write_packages(tmp_path, [{"kb": "KB999999", "file": "contoso-KB999999.exe", "fits": "<2.1.300.5"}]))
+    pk = load_packages(write_packages(tmp_path, [{"kb": "KB999999", "file": "contoso-KB999999.exe", "fits": "<2.1.300.5",
+                                                  "args": ["/s", "/log={log}"]}]))  # an .exe's switches: the manifest's
     a = planned(h, pk, books=books)
     f = a.finding("KB999999")
     assert f.status == Status.NON_COMPLIANT and "E_SYNC_DUP" in f.reason
@@ -214,14 +216,23 @@ def test_verify_workaround_is_mitigated_and_followup_for_kb954474(packages):
     assert any("next full (scheduled) sync" in n for n in g3.notes)
 
 
-def test_unc_source_package_is_not_uploaded(tmp_path):
+def test_unc_source_is_refused_at_plan_time(tmp_path):
+    # A WinRM logon has no delegated credentials: the second hop to \\files is anonymous (issue 13 item 7).
     (tmp_path / "manifest.yaml").write_text(
         "packages:\n  - kb: KB954960\n    file: WSUS3.0SP1-KB954960-x64.exe\n"
         f"    sha256: '{'c' * 64}'\n    source: '\\\\files\\patches\\WSUS3.0SP1-KB954960-x64.exe'\n"
         "    args: ['/quiet', '/log:{log}']\n", encoding="utf-8")
     f = planned(wsus(), load_packages(tmp_path)).finding("KB954960")
-    (act,) = f.planned
-    assert [o["name"] for o in act.ops] == ["installer.run"]
-    run = act.ops[0]["args"]
-    assert run["path"] == "\\\\files\\patches\\WSUS3.0SP1-KB954960-x64.exe"
-    assert run["arg"][1] == "/log:" + run["log_path"]
+    assert f.planned == [] and any("UNC source" in n and "delegated credentials" in n for n in f.notes)
+
+
+def test_exe_needs_manifest_switches_and_msi_gets_a_verbose_log(tmp_path):
+    d = write_packages(tmp_path, [{"kb": "KB954960", "file": "WSUS3.0SP1-KB954960-x64.exe", "fits": ">=3.1.6001.0, <3.1.6002"},
+                                  {"kb": "KB954474", "file": "SCCM2007-SP1-KB954474-x86.msp", "fits": "4.0.6221", "fits_parts": 3}])
+    books = load_playbooks()
+    f = planned(wsus(), load_packages(d), books=books).finding("KB954960")
+    assert f.planned == [] and any("needs its silent and log switches" in n for n in f.notes)
+    g = planned(site(), load_packages(d), books=books).finding("KB954474")
+    run = g.planned[0].ops[-1]["args"]
+    # playbook defaults for msiexec, then /l*v <log> (Windows Installer command-line options)
+    assert run["arg"] == ["/quiet", "/norestart", "/l*v", run["log_path"]]

@@ -7,6 +7,7 @@ remoting refuses to send them from a check-mode session (remoting/ops.py says wh
 from __future__ import annotations
 
 import ntpath
+import re
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -70,10 +71,31 @@ def _read_tail(state: HostState, path: str) -> str | None:
     return raw.decode(codec, "replace")
 
 
+# msiexec's logging option: /L[i|w|e|a|r|u|c|m|o|p|v|x|+|!|*] <LogFile> (Windows Installer docs,
+# "Command-Line Options"); an .exe writes a log only where its own switch names the path.
+_MSI_LOG_OPTION = re.compile(r"(?i)^/l[iwearucmopvx+!*]*$")
+
+
+def _requested_log(path: str, args: list[str], log_path: str | None) -> str | None:
+    """Where the installer's command line asks it to write its log, or None (no log)."""
+    if path.lower().endswith((".msi", ".msp")):
+        for i, a in enumerate(args[:-1]):
+            if _MSI_LOG_OPTION.match(a):
+                return args[i + 1]
+        return None
+    if log_path and any(log_path.lower() in a.lower() for a in args):
+        return log_path
+    return None
+
+
 def op_installer_run(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
     """installer.run: check the package's SHA-256, run it (the fixture's `installers:` entry
     whose `match` fits the file name decides exit code, simulated seconds and state changes),
-    map the exit code to an outcome. No matching entry: exit 1603, nothing changes."""
+    map the exit code to an outcome. No matching entry: exit 1603, nothing changes.
+
+    Evidence, as the agent does it: `log_path` is deleted before the start; the installer writes
+    a log only where its command line asks (msiexec `/l*v <log>`; an .exe whose own switch names
+    `log_path`); `log_tail` is returned only for a log written by this run."""
     path = path_arg(o, ctx)
     want = (o.text("sha256") or "").strip().lower()
     success = _codes(o, "success_codes", (0,))
@@ -89,26 +111,32 @@ def op_installer_run(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
     name = ntpath.basename(path)
     behaviour = next((b for b in ctx.installers if b.matches(name)), None)
     seconds = behaviour.seconds if behaviour else 0.0
-    ctx.records.mutated("installer.run", f"{path} args={len(o.texts('arg'))}")
+    args = o.texts("arg")
+    if log_path:
+        ctx.state.delete_file(log_path)
+    started = datetime.now(timezone.utc)
+    ctx.records.mutated("installer.run", f"{path} args={len(args)}")
     if seconds > timeout:
         ctx.cancel.wait(timeout * ctx.time_scale)
-        raise OpFailure("timeout", f"installer did not finish within {timeout} s")
+        raise OpFailure("timeout", f"installer still running after {timeout} s; its process tree was ended (taskkill /T /F)")
     if ctx.cancel.wait(seconds * ctx.time_scale):
         raise OpFailure("exception", "installer interrupted (the agent was stopped)")
     exit_code = behaviour.exit_code if behaviour else NO_BEHAVIOUR_EXIT_CODE
     outcome = "success" if exit_code in success else "reboot_required" if exit_code in reboot else "failed"
     if behaviour and outcome != "failed":
         behaviour.changes.apply(ctx.state)
-    if log_path:
+    written = _requested_log(path, args, log_path)
+    if written and re.match(r"^([A-Za-z]:\\|\\\\)", ctx.state.expand(written, ctx.env)):
         text = behaviour.log if behaviour and behaviour.log else f"=== Verbose logging started: {name} (kbfix lab) ===\r\n"
         text += f"\r\nexit code {exit_code}\r\n"
-        ctx.state.put_file(FileEntry(log_path, BytesContent(text.encode("utf-8")), mtime=datetime.now(timezone.utc)))
-    return {
-        "exit_code": exit_code,
-        "outcome": outcome,
-        "seconds": float(seconds),
-        "log_tail": _read_tail(ctx.state, log_path) if log_path else None,
-    }
+        ctx.state.put_file(FileEntry(ctx.state.expand(written, ctx.env), BytesContent(text.encode("utf-8")),
+                                     mtime=datetime.now(timezone.utc)))
+    tail = None
+    if log_path:
+        lf = ctx.state.get_file(log_path)
+        if lf is not None and lf.mtime >= started:
+            tail = _read_tail(ctx.state, log_path)
+    return {"exit_code": exit_code, "outcome": outcome, "seconds": float(seconds), "log_tail": tail}
 
 
 def op_service_restart(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:

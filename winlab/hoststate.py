@@ -516,6 +516,11 @@ class HostState:
             # Windows keeps the spelling of an existing file's name when it is overwritten.
             self.files[p.lower()] = replace(entry, path=old.path if old else p)
 
+    def delete_file(self, path: str) -> None:
+        """Remove the file at `path` (no error when absent)."""
+        with self.lock:
+            self.files.pop(norm_path(path).lower(), None)
+
     def iter_files(self, directory: str) -> Iterator[FileEntry]:
         """Files directly in `directory`."""
         low = norm_path(directory).lower().rstrip("\\") + "\\"
