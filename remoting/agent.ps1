@@ -775,7 +775,8 @@ function Get-ScanKey($op, [string]$path) {
     # The resolved path and every other argument: two candidates that resolve to one file with the
     # same arguments (TargetDir and the %ProgramFiles% fallback) are one scan.
     $sb = New-Object System.Text.StringBuilder
-    [void]$sb.Append($path.ToLowerInvariant())
+    # one file, however spelled: repeated separators folded (a UNC path keeps its leading \\)
+    [void]$sb.Append([Regex]::Replace($path, '(?<=.)[\\/]+', '\').ToLowerInvariant())
     $keys = New-Object System.Collections.ArrayList
     foreach ($k in $op['args'].Keys) { if ($k -ne 'path') { [void]$keys.Add([string]$k) } }
     $keys.Sort([StringComparer]::Ordinal)

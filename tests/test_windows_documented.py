@@ -10,8 +10,10 @@ Windows before 2008 R2 runs nothing (WinRb/WinRM #232).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,7 +27,14 @@ from kbfix.runner import RunOptions, run_apply, run_check, run_plan
 from kbfix.store import AuditStore
 from playbooks import HostContext, assess, gather_ops, load_packages, load_playbooks, plan
 from playbooks.model import Status
-from remoting.agent_protocol import AgentRequest, build_stdin, command_line, encode_request, op
+from remoting.agent_protocol import (
+    AgentRequest,
+    build_stdin,
+    command_line,
+    decode_response,
+    encode_request,
+    op,
+)
 from remoting.endpoint import Endpoint, Secret, Timeouts
 from remoting.session import AgentSession
 from winlab.fixtures import load_host_fixture_text
@@ -334,3 +343,31 @@ def test_item12_per_line_cost_has_no_exception_path() -> None:
     code = "\n".join(ln for ln in body.splitlines() if not ln.strip().startswith("#"))
     assert not re.search(r"\btry\b|\bcatch\b", code)  # no exception as control flow per line
     assert "IndexOf([char]0xFFFD)" in code
+
+
+# ---- the lab answers as agent.ps1 does where the protocol leaves it to the implementation ---------
+
+def test_lab_reads_requests_ops_and_paths_as_the_agent_does(lab: Lab) -> None:
+    host = _host(lab, "RTM03")
+    nonce = "0123456789abcdef0123456789abcdef"
+    def arg(key: str, value: str) -> str:
+        return f"arg\t{key}\t{base64.b64encode(value.encode()).decode()}"
+
+    setup = r"HKLM\SOFTWARE\Microsoft\Update Services\Server\Setup"
+    doc = "\n".join([
+        "kbfix-agent-request\t1", f"nonce\t{nonce}",
+        "op\tbad\tenv.expand", "arg\ttext\t!!not base64!!",   # a bad argument fails its op only
+        "op\tcase\tENV.Expand", arg("text", "%windir%"),        # op names: case-insensitive
+        "op\tf\tfile.info", arg("path", "${reg:s:TargetDir}"),  # not resolvable yet: not_found
+        "op\ts\tregistry.values", arg("key", setup),
+        "op\tp\tfile.info", arg("path", r"${reg:s:TargetDir}\LogFiles\SoftwareDistribution.log"),
+    ]).encode() + b"\n"
+    cmd, args = command_line()
+    res = host.execute(cmd, args, build_stdin(doc), {}, 437, threading.Event())
+    assert res.exit_code == 0, res.stderr
+    r = decode_response(res.stdout, nonce).by_id()
+    assert r["bad"].error.kind == "invalid_args" and "not base64" in r["bad"].error.message
+    assert r["case"].ok and r["case"].op == "ENV.Expand" and r["case"].data == {"value": r"C:\WINDOWS"}
+    assert r["f"].error.kind == "not_found"
+    # TargetDir ends in a backslash: the agent returns the path as expanded, doubled separator and all
+    assert r["p"].data["exists"] and r["p"].data["path"] == "C:\\Program Files\\Update Services\\\\LogFiles\\SoftwareDistribution.log"

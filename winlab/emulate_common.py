@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from remoting.agent_protocol import OpError, OpRequest
-from winlab.hoststate import HostState, norm_path
+from winlab.hoststate import HostState
 from winlab.installers import InstallerBehaviour
 from winlab.records import HostRecords
 
@@ -78,13 +78,15 @@ def iso_utc(dt: datetime) -> str:
 
 
 def path_arg(o: OpRequest, ctx: AgentContext, key: str = "path") -> str:
-    """A path argument after references and expansion, normalised. Raises OpFailure:
-    not_found (unresolved reference), invalid_args (not an absolute drive or UNC path)."""
+    """A path argument after references and expansion, spelled as the agent returns it (not
+    normalised: `TargetDir` ends in `\\`, so `${reg:…}\\x` keeps a doubled separator; the host
+    state's lookups normalise). Raises OpFailure: not_found (unresolved reference), invalid_args
+    (not an absolute drive or UNC path)."""
     raw = o.text(key) or ""
     path = resolve_path(raw, ctx)
     if not re.match(r"^([A-Za-z]:\\|\\\\)", path.replace("/", "\\")):
         raise OpFailure("invalid_args", f"{key} must be an absolute Windows path: {path!r}")
-    return norm_path(path)
+    return path
 
 
 def not_found_hresult() -> str:

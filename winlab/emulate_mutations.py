@@ -41,7 +41,7 @@ def op_file_upload(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
                 body = f.read() + data
         ctx.state.put_file(FileEntry(path, BytesContent(body), mtime=datetime.now(timezone.utc)))
         ctx.records.mutated("file.upload", f"{path} offset={offset} bytes={len(data)}")
-        return {"path": ctx.state.get_file(path).path, "size": len(body)}  # type: ignore[union-attr]
+        return {"path": path, "size": len(body)}  # the argument as expanded, as the agent returns it
 
 
 def _codes(o: OpRequest, key: str, default: tuple[int, ...]) -> tuple[int, ...]:

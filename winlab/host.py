@@ -23,13 +23,13 @@ from remoting.agent_protocol import (
     AgentResponse,
     RequestFormatError,
     build_stdin,
-    decode_request,
     decode_response,
     encode_request,
     encode_response,
     parse_stdin,
 )
 from winlab.agent_emulator import AgentContext, run_request
+from winlab.agent_request import parse_like_agent
 from winlab.faults import Faults
 from winlab.hostapi import ProcessResult
 from winlab.hoststate import HostState
@@ -168,9 +168,9 @@ class EmulatedHost:
         if agent.replace(b"\r\n", b"\n") != agent_protocol.read_agent_bytes():
             return ProcessResult(b"", (AGENT_MISMATCH + "\r\n").encode(), 1)
         try:
-            request = decode_request(doc)
+            parsed = parse_like_agent(doc)  # as agent.ps1 reads it: a bad line fails its op only
         except RequestFormatError as exc:
-            return ProcessResult(b"", f"kbfix agent: bad request: {exc}\r\n".encode(), 1)
+            return ProcessResult(b"", f"kbfix agent: {exc}\r\n".encode(), 1)
         ctx = AgentContext(
             state=self.state,
             installers=self.template.installers,
@@ -179,7 +179,7 @@ class EmulatedHost:
             cancel=cancel,
             time_scale=self.time_scale,
         )
-        document, mutated = run_request(request, ctx)
+        document, mutated = run_request(parsed.request, ctx, bad=parsed.bad)
         # The server counts the fault when it actually drops the connection (winlab.wsman).
         drop = bool(mutated and self.faults.drop_after_mutation)
         return ProcessResult(encode_response(document), b"", 0, drop_connection=drop)
