@@ -231,14 +231,14 @@ def op_log_scan(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
         sibs = [fe for fe in (ctx.state.get_file(s) for s in rotated_siblings(path)) if fe is not None]
         for fe in sorted(sibs, key=lambda e: e.mtime):
             files.append({"path": fe.path, "exists": True, **scan_content(fe.data(), spec, codec, is_named=False)})
-    fe = ctx.state.get_file(path)
-    if fe is None:
+    named = ctx.state.get_file(path)
+    if named is None:
         files.append({
             "path": path, "exists": False, "size": 0, "encoding": None, "start_offset": 0,
             "end_offset": 0, "matches": [], "patterns_full": [],
         })
     else:
-        files.append({"path": path, "exists": True, **scan_content(fe.data(), spec, codec)})
+        files.append({"path": path, "exists": True, **scan_content(named.data(), spec, codec)})
     for f in files:
         # Fixed key order, as the agent writes it.
         f.update({k: f.pop(k) for k in ("size", "encoding", "start_offset", "end_offset", "matches", "patterns_full")})

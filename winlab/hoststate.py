@@ -491,7 +491,7 @@ class HostState:
     def patch_registrations(self) -> list[tuple[str, str, Mapping[str, RegData]]]:
         """(packed product code, packed patch code, values by lower-case name) of every patch
         registered under MSI_PRODUCTS_KEY, in key order."""
-        out = []
+        out: list[tuple[str, str, Mapping[str, RegData]]] = []
         with self.lock:
             for prod in self.subkeys(MSI_PRODUCTS_KEY):
                 base = f"{MSI_PRODUCTS_KEY}\\{prod}\\Patches"
