@@ -308,17 +308,19 @@ def test_installer_codes_outcomes_and_rtm_not_applicable() -> None:
     _upload(rtm, r"C:\Temp\other.msi", pkg)
     r = call(rtm, op("a", "installer.run", path=r"C:\Temp\WSUS3.0SP1-KB954960-x86.exe", sha256=sha),
              op("b", "installer.run", path=r"C:\Temp\WSUS3.0SP1-KB954960-x86.exe", sha256=sha, success_codes=[0, 1642]),
-             op("c", "installer.run", path=r"C:\Temp\other.msi", sha256=sha),
+             op("c", "installer.run", path=r"C:\Temp\other.msi", sha256=sha, arg=["/qn"]),
+             op("ui", "installer.run", path=r"C:\Temp\other.msi", sha256=sha, timeout=5),
              op("n", "installer.run", path=r"C:\Temp\missing.exe", sha256=sha))
     assert (r["a"].data["exit_code"], r["a"].data["outcome"]) == (1642, "failed")
     assert r["b"].data["outcome"] == "success" and r["c"].data["exit_code"] == 1603
     assert r["n"].error.kind == "not_found"
+    assert r["ui"].error.kind == "timeout"  # msiexec without /quiet or /q waits on an invisible dialog
     dll = call(rtm, op("s", "registry.values", key=SETUP), op("d", "file.info", path=DLL))["d"].data
     assert dll["file_version"] == "3.0.6000.374"
     reboot = load_host_fixture_text(
         "hosts:\n- name: R\n  installers: [{match: '*.msp', exit_code: 3010, sets: {products: [Fixed]}}]\n")[0]
     _upload(reboot, r"C:\p.msp", pkg)
-    rr = call(reboot, op("x", "installer.run", path=r"C:\p.msp", sha256=sha), op("p", "products.list", pattern="fixed"))
+    rr = call(reboot, op("x", "installer.run", path=r"C:\p.msp", sha256=sha, arg=["/quiet"]), op("p", "products.list", pattern="fixed"))
     assert rr["x"].data["outcome"] == "reboot_required" and rr["p"].data["products"][0]["name"] == "Fixed"
 
 
@@ -330,7 +332,8 @@ def test_configmgr_hotfix_registers_a_windows_installer_patch() -> None:
     pkg = b"SCCM2007-SP1-KB954474-x86-ENU.msp"
     _upload(host, r"C:\Temp\SCCM2007-SP1-KB954474-x86-ENU.msp", pkg)
     assert call(host, op("p", "products.patches", pattern="*KB954474*"))["p"].data["patches"] == []
-    call(host, op("x", "installer.run", path=r"C:\Temp\SCCM2007-SP1-KB954474-x86-ENU.msp", sha256=hashlib.sha256(pkg).hexdigest()))
+    call(host, op("x", "installer.run", path=r"C:\Temp\SCCM2007-SP1-KB954474-x86-ENU.msp", sha256=hashlib.sha256(pkg).hexdigest(),
+                  arg=["/quiet", "/norestart"]))
     (patch,) = call(host, op("p", "products.patches", pattern="*KB954474*"))["p"].data["patches"]
     assert patch["state"] == 1 and patch["product_code"] == pack_guid("{4C6A1A40-3C5B-4E0F-8D8B-1D0C2E3F4A51}")
     assert call(host, op("p", "products.list", pattern="*KB954474*"))["p"].data["products"] == []

@@ -74,6 +74,15 @@ def _read_tail(state: HostState, path: str) -> str | None:
 # msiexec's logging option: /L[i|w|e|a|r|u|c|m|o|p|v|x|+|!|*] <LogFile> (Windows Installer docs,
 # "Command-Line Options"); an .exe writes a log only where its own switch names the path.
 _MSI_LOG_OPTION = re.compile(r"(?i)^/l[iwearucmopvx+!*]*$")
+# msiexec's display options that show no dialog: /quiet, /passive (progress bar only, no
+# interaction) and /q, /qn, /qb… (Windows Installer "Command-Line Options"); /qf and /qr are
+# full/reduced UI. Without one, msiexec shows its UI on WinRM's invisible desktop and waits.
+_MSI_QUIET_OPTION = re.compile(r"(?i)^/(quiet|passive|q|qn[+-]?|qb[+-]?!?)$")
+
+
+def _waits_for_ui(path: str, args: list[str]) -> bool:
+    """True when msiexec would show a dialog nobody can answer (an .msi/.msp without a quiet option)."""
+    return path.lower().endswith((".msi", ".msp")) and not any(_MSI_QUIET_OPTION.match(a) for a in args)
 
 
 def _requested_log(path: str, args: list[str], log_path: str | None) -> str | None:
@@ -93,7 +102,8 @@ def op_installer_run(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
     whose `match` fits the file name decides exit code, simulated seconds and state changes),
     map the exit code to an outcome. No matching entry: exit 1603, nothing changes.
 
-    Evidence, as the agent does it: `log_path` is deleted before the start; the installer writes
+    An .msi/.msp without a quiet display option (/quiet, /passive, /q, /qn, /qb) shows its UI on
+    the invisible desktop and runs until the timeout. Evidence, as the agent does it: `log_path` is deleted before the start; the installer writes
     a log only where its command line asks (msiexec `/l*v <log>`; an .exe whose own switch names
     `log_path`); `log_tail` is returned only for a log written by this run."""
     path = path_arg(o, ctx)
@@ -116,7 +126,7 @@ def op_installer_run(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
         ctx.state.delete_file(log_path)
     started = datetime.now(timezone.utc)
     ctx.records.mutated("installer.run", f"{path} args={len(args)}")
-    if seconds > timeout:
+    if seconds > timeout or _waits_for_ui(path, args):
         ctx.cancel.wait(timeout * ctx.time_scale)
         raise OpFailure("timeout", f"installer still running after {timeout} s; its process tree was ended (taskkill /T /F)")
     if ctx.cancel.wait(seconds * ctx.time_scale):
