@@ -32,6 +32,7 @@ from playbooks.model import (
     UploadOp,
     WsusApproveOp,
     WsusDeclineOp,
+    WsusWorkaroundOp,
     utc_now,
 )
 from playbooks.packages import PackageCatalog
@@ -116,6 +117,8 @@ def _wsus(session: Session, action: PlannedAction, started: datetime) -> Execute
             r = _one(session, op(f"w{i}", o.name, id=o.id))
         elif isinstance(o, WsusApproveOp):
             r = _one(session, op(f"w{i}", o.name, id=o.id, action=o.action, group=o.group))
+        elif isinstance(o, WsusWorkaroundOp):
+            r = _one(session, op(f"w{i}", o.name, id=list(o.id), group=o.group))
         else:  # unreachable: execute() checked the op names against the kind
             raise ActionFailed(f"{action.id}: op {o.name} is not a WSUS op")
         details.append(f"{o.name} {o.id}: {r.data}")
@@ -235,7 +238,7 @@ def merge_verification(playbooks: Sequence[Playbook], before: Sequence[Finding],
                 status, reason = Status.FAILED, b.reason
             elif Outcome.REBOOT_REQUIRED in outcomes:
                 status, reason = Status.PENDING_REBOOT, f"the installer asked for a reboot; verify again after it. Now: {n.reason}"
-            elif kinds <= {ActionKind.WSUS_DECLINE, ActionKind.WSUS_APPROVE}:
+            elif kinds <= {ActionKind.WSUS_DECLINE, ActionKind.WSUS_APPROVE, ActionKind.WSUS_WORKAROUND}:
                 status = Status.MITIGATED
                 reason = "workaround steps completed (" + ", ".join(p.description for p in b.planned) + f"). {n.reason}"
             else:

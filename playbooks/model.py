@@ -235,6 +235,15 @@ class WsusDeclineOp(BaseModel):
     id: str
 
 
+class WsusWorkaroundOp(BaseModel):
+    """`wsus.workaround` (remoting/PROTOCOL.md): over every listed update id, decline if needed →
+    approve → decline, the last decline in a finally on the host; `group` the approval target."""
+
+    name: Literal["wsus.workaround"] = "wsus.workaround"
+    id: list[str]
+    group: str
+
+
 class WsusApproveOp(BaseModel):
     """`wsus.approve_update`: update id, approval action (e.g. `Install`) and target group."""
 
@@ -244,7 +253,8 @@ class WsusApproveOp(BaseModel):
     group: str
 
 
-PlannedOp = Annotated[UploadOp | InstallerRunOp | WsusDeclineOp | WsusApproveOp, Field(discriminator="name")]
+PlannedOp = Annotated[UploadOp | InstallerRunOp | WsusDeclineOp | WsusApproveOp | WsusWorkaroundOp,
+                     Field(discriminator="name")]
 """One agent op of a planned action, typed by its name."""
 
 
@@ -254,6 +264,7 @@ class ActionKind(Vocabulary):
     INSTALL_PACKAGE = "install_package"
     WSUS_DECLINE = "wsus_decline"
     WSUS_APPROVE = "wsus_approve"
+    WSUS_WORKAROUND = "wsus_workaround"
 
     @property
     def allowed_ops(self) -> frozenset[str]:
@@ -265,6 +276,7 @@ _ALLOWED_OPS = {
     ActionKind.INSTALL_PACKAGE: frozenset({"file.upload", "installer.run"}),
     ActionKind.WSUS_DECLINE: frozenset({"wsus.decline_update"}),
     ActionKind.WSUS_APPROVE: frozenset({"wsus.approve_update"}),
+    ActionKind.WSUS_WORKAROUND: frozenset({"wsus.workaround"}),
 }
 
 
@@ -373,6 +385,7 @@ class HostResult(BaseModel):
     facts: dict[str, Any] = Field(default_factory=dict)
     facts_digest: str | None = None
     vars: dict[str, Any] = Field(default_factory=dict)
+    history: dict[str, str] = Field(default_factory=dict)  # action kind → ISO time of its last success (store)
     truncated: bool = False
     started: datetime = Field(default_factory=utc_now)
     ended: datetime | None = None

@@ -22,6 +22,7 @@ from kbfix.run.results import skipped_result
 from kbfix.run.schedule import RunSchedule
 from kbfix.run.sources import PlanSource, ResumeSource, WorkSource
 from kbfix.store import AuditStore, HostLockedError, StoreError
+from kbfix.store.history import use_store_history
 from kbfix.window import ChangeWindow
 from playbooks.model import HostResult, SkipReason, utc_now
 
@@ -139,6 +140,7 @@ def run_apply(
     if resume is not None and store.run_is_live(resume):
         raise StoreError(f"run {resume} is still running in another kbfix process; let it finish or stop it first")
     run = RunSchedule("apply", store, options, control, progress, resumes=resume)
+    use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
     source: WorkSource
     if plan is not None:
         source = PlanSource(plan, engine, recover_crashed(store, [h.name for h in hosts], run.id))

@@ -15,6 +15,7 @@ from kbfix.run.protocols import Engine, HostLike, Progress, Session
 from kbfix.run.results import address_of
 from kbfix.run.schedule import RunSchedule
 from kbfix.store import AuditStore
+from kbfix.store.history import use_store_history
 from playbooks.model import HostResult, utc_now
 
 PingRow = tuple[str, str | None, dict[str, Any]]
@@ -76,5 +77,6 @@ def run_check(
     """Read-only: gather, assess and store every host (sessions opened in check mode), then
     link WSUS clients to their servers."""
     run = RunSchedule("check", store, options, control, progress)
+    use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
     results = run.rollout(hosts, lambda h: assess_host(engine, store, run.id, h, planning=False))
     return run.finish(run.link(engine, hosts, results))

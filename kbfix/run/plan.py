@@ -15,6 +15,7 @@ from kbfix.run.options import RunControl, RunOptions, RunOutcome
 from kbfix.run.protocols import Engine, HostLike, Progress
 from kbfix.run.schedule import RunSchedule
 from kbfix.store import AuditStore
+from kbfix.store.history import use_store_history
 
 
 def run_plan(
@@ -32,6 +33,7 @@ def run_plan(
     recorded in `store`. Hosts unreachable or failed while planning are in the plan with that
     verdict and no actions."""
     run = RunSchedule("plan", store, options, control, progress)
+    use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
     results = run.rollout(hosts, lambda h: assess_host(engine, store, run.id, h, planning=True))
     results = run.link(engine, hosts, results)
     plan = PlanDocument(
