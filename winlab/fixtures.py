@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import ValidationError
 
+from inventory.safeyaml import YamlLimitError, check_limits
 from winlab.faults import Faults
 from winlab.fixture_schema import (
     Encoding,
@@ -87,12 +88,15 @@ def _marks(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], in
 
 def _parse_yaml(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
     try:
+        check_limits(text)  # no alias bombs or runaway nesting (inventory.safeyaml), before building
         loader = yaml.SafeLoader(text)
         try:
             node = loader.get_single_node()
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
+    except YamlLimitError as exc:
+        raise FixtureError(source, exc.line, "", f"YAML: {exc.message}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise FixtureError(source, mark.line + 1 if mark else None, "", f"YAML: {exc.problem or exc}") from exc
