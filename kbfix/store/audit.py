@@ -136,6 +136,37 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+#: Longest string kept in stored facts and evidence, characters; the rest is replaced by a note.
+MAX_STORED_STRING = 8 * 1024
+#: Bytes of facts, results and evidence one host may add to the store in one run. A host that
+#: answered 15 MiB of facts added 36.8 MB per check before (issue 20 finding 6); past the budget
+#: the facts are replaced by a note and evidence lines are dropped, the verdict is always kept.
+HOST_RUN_BUDGET = 4 * 1024 * 1024
+
+
+def bound_strings(value: Any, limit: int = MAX_STORED_STRING) -> Any:
+    """A JSON-ready copy of `value` with every string longer than `limit` characters cut, ending
+    in `…[N more characters not stored]`. Keys are kept whole (they are names, not data)."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}…[{len(value) - limit} more characters not stored]"
+    if isinstance(value, Mapping):
+        return {k: bound_strings(v, limit) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [bound_strings(v, limit) for v in value]
+    return value
+
+
+def _without_lines(result: dict[str, Any], note: str) -> dict[str, Any]:
+    """`result` (a HostResult dump) with every evidence's log lines dropped and `note` added."""
+    for finding in result.get("findings", []):
+        for key in ("evidence", "verification"):
+            for ev in finding.get(key, []) or []:
+                if ev.get("lines"):
+                    ev["lines"] = []
+                    ev["note"] = note
+    return result
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
@@ -152,6 +183,8 @@ class AuditStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self.lock_lease_s = DEFAULT_LOCK_LEASE_S
+        self.host_run_budget = HOST_RUN_BUDGET
+        self._host_bytes: dict[tuple[str, str], int] = {}
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
         try:
@@ -335,28 +368,45 @@ class AuditStore:
         """Append one host's result (and its findings, and facts when given); returns its seq.
 
         phase: `assess`, `apply`, `verify` or `final`; the latest `final` row is the host's
-        result for the run (what reports render).
+        result for the run (what reports render). Every string is cut to `MAX_STORED_STRING`
+        characters, and once the host has added `host_run_budget` bytes in this run its facts
+        and evidence log lines are replaced by a note (status, reasons and versions are kept).
         """
         now = utc_now().isoformat()
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO host_results(run_id, host, phase, status, facts_digest, result, at) VALUES (?,?,?,?,?,?,?)",
-                (run_id, result.host, phase, result.status.value, result.facts_digest,
-                 result.model_dump_json(), now),
-            )
-            seq = int(cur.lastrowid or 0)
-            for f in result.findings:
-                db.execute(
-                    "INSERT INTO findings(host_result_seq, run_id, host, advisory, status, reason, evidence)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    (seq, run_id, result.host, f.advisory, f.status.value, f.reason,
-                     _dumps([e.model_dump(mode="json") for e in f.evidence])),
+        budget_key = (run_id, result.host)
+        with self._lock:
+            used = self._host_bytes.get(budget_key, 0)
+            dumped = bound_strings(result.model_dump(mode="json"))
+            result_json = _dumps(dumped)
+            facts_json = _dumps(bound_strings(redact(facts))) if facts is not None else None
+            size = len(result_json) + len(facts_json or "")
+            if used + size > self.host_run_budget:
+                note = (f"not stored: this host passed its {self.host_run_budget} byte store budget "
+                        f"for run {run_id}")
+                if facts_json is not None:
+                    facts_json = _dumps({"_not_stored": f"{len(facts_json)} bytes of facts {note}"})
+                result_json = _dumps(_without_lines(dumped, f"log lines {note}"))
+                dumped = json.loads(result_json)
+                size = len(result_json) + len(facts_json or "")
+            self._host_bytes[budget_key] = used + size  # (the findings rows repeat the evidence: ≤ 2× this)
+            evidence = [_dumps(f.get("evidence", [])) for f in dumped.get("findings", [])]
+            with self._tx() as db:
+                cur = db.execute(
+                    "INSERT INTO host_results(run_id, host, phase, status, facts_digest, result, at) VALUES (?,?,?,?,?,?,?)",
+                    (run_id, result.host, phase, result.status.value, result.facts_digest, result_json, now),
                 )
-            if facts is not None:
-                db.execute(
-                    "INSERT INTO facts(run_id, host, phase, digest, facts, at) VALUES (?,?,?,?,?,?)",
-                    (run_id, result.host, phase, result.facts_digest, _dumps(redact(facts)), now),
-                )
+                seq = int(cur.lastrowid or 0)
+                for f, ev in zip(result.findings, evidence, strict=True):
+                    db.execute(
+                        "INSERT INTO findings(host_result_seq, run_id, host, advisory, status, reason, evidence)"
+                        " VALUES (?,?,?,?,?,?,?)",
+                        (seq, run_id, result.host, f.advisory, f.status.value, f.reason, ev),
+                    )
+                if facts_json is not None:
+                    db.execute(
+                        "INSERT INTO facts(run_id, host, phase, digest, facts, at) VALUES (?,?,?,?,?,?)",
+                        (run_id, result.host, phase, result.facts_digest, facts_json, now),
+                    )
         return seq
 
     def record_plan(self, run_id: str, host: str, actions: Iterable[PlannedAction], facts_digest: str | None) -> None:
