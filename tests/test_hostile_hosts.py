@@ -4,6 +4,9 @@ Every test goes through the lab over HTTP with the real pywinrm-based client."""
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +18,10 @@ from remoting.endpoint import Timeouts
 from remoting.errors import CommandTimeoutError
 from remoting.session import STDERR_KEEP, AgentSession
 from tests.test_remoting_support import endpoint_for, make_hosts
+from winlab.fixtures import demo_site
 from winlab.lab import Lab
+
+KBFIX = Path(sys.executable).with_name("kbfix")
 
 
 def _rss_bytes() -> int:
@@ -70,3 +76,62 @@ def test_stderr_flood_is_bounded_in_memory_and_stopped_at_the_deadline() -> None
     assert rss.growth < 40 * 1024 * 1024, f"RSS grew {rss.growth / 1e6:.1f} MB for {received / 1e6:.0f} MB received"
     print(f"flood: {received / 1e6:.0f} MB received in {took:.1f} s, RSS growth {rss.growth / 1e6:.1f} MB")
     assert STDERR_KEEP == 64 * 1024
+
+
+# ------------------------------------------------------------------ through the CLI, captured terminal
+
+def _kbfix(inv: Path, state: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    """Run the installed `kbfix` script as an operator would; stdout/stderr captured as bytes."""
+    return subprocess.run([str(KBFIX), "-i", str(inv), "--state", str(state), *args],
+                          capture_output=True, timeout=timeout, check=False)
+
+
+def test_escape_sequences_from_a_host_never_reach_the_terminal(tmp_path: Path) -> None:
+    """Finding 4: computer name, OS and culture carrying an OSC title change, a screen clear, an
+    OSC 8 link, a CR/LF-forged line and Rich markup. ping, check (table and progress lines) and
+    the HTML report show them as visible escapes; no ESC/BEL/CR byte reaches the output."""
+    with Lab(make_hosts(extra="    faults: {escape_names: true}")) as lab:
+        inv = lab.write_inventory(tmp_path / "inv.yaml")
+        ping = _kbfix(inv, tmp_path / "state", "ping")
+        check = _kbfix(inv, tmp_path / "state", "check", "--report", str(tmp_path / "r.html"))
+        assert lab.records("WSUS01").faults_injected["escape_names"] >= 2
+    for out in (ping.stdout, ping.stderr, check.stdout, check.stderr):
+        assert b"\x1b" not in out and b"\x07" not in out and b"\r" not in out
+    assert ping.returncode == 0
+    assert b"WSUS01\\x1b]0;pwned-title\\x07" in ping.stdout  # shown, not acted on
+    assert b"\nwsus99\tok" not in ping.stdout  # the forged line stays inside its own line
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "\x1b" not in html and "\u241b]0;pwned-title" in html
+
+
+def test_type_confused_answers_fail_that_host_only_with_a_protocol_error(tmp_path: Path) -> None:
+    """Finding 12: well-framed answers with every value in the wrong JSON type. Before: exit 1
+    "internal error: AttributeError"; now the host is failed (exit 4) with kind `protocol`."""
+    hosts = make_hosts("WSUS01", extra="    faults: {type_confused: true}") + make_hosts("WSUS02")
+    with Lab(hosts) as lab:
+        inv = lab.write_inventory(tmp_path / "inv.yaml")
+        check = _kbfix(inv, tmp_path / "state", "check")
+        assert lab.records("WSUS01").faults_injected["type_confused"] == 1
+    assert check.returncode == 4, check.stderr
+    lines = check.stderr.decode().splitlines()
+    bad = next(ln for ln in lines if ln.startswith("WSUS01\t"))
+    good = next(ln for ln in lines if ln.startswith("WSUS02\t"))
+    assert "\tfailed\tprotocol: " in bad and "protocol error from host" in bad and "internal" not in bad
+    assert "\tfailed\t" not in good
+
+
+def test_plan_review_shows_bracketed_package_text(tmp_path: Path) -> None:
+    """Finding 10: `[file sha256 …]` was read as Rich markup and vanished for lowercase names."""
+    pkgs = tmp_path / "pkgs"
+    pkgs.mkdir()
+    data = b"stand-in package\n"
+    (pkgs / "wsus3.0sp1-kb954960-x64.exe").write_bytes(data)
+    (pkgs / "manifest.yaml").write_text(
+        "packages:\n  - kb: KB954960\n    file: wsus3.0sp1-kb954960-x64.exe\n"
+        f"    sha256: {hashlib.sha256(data).hexdigest()}\n", encoding="utf-8")
+    with Lab(demo_site()) as lab:
+        inv = lab.write_inventory(tmp_path / "inv.yaml")
+        plan = _kbfix(inv, tmp_path / "state", "--limit", "WSUS-SP1", "plan", "--packages", str(pkgs),
+                      "-o", str(tmp_path / "plan.json"))
+    assert plan.returncode == 3, plan.stderr
+    assert b"[wsus3.0sp1-kb954960-x64.exe sha256 " in plan.stdout, plan.stdout
