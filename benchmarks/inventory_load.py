@@ -67,7 +67,7 @@ def write_ini(path: Path, n: int, groups: int = 50) -> None:
 
 def write_ini_range(path: Path, n: int) -> None:
     """One INI group holding `n` hosts from one range line (Ansible expands `h[1:n]`)."""
-    path.write_text(f"[big]\nh[1:{n}] ansible_connection=winrm\n", encoding="utf-8")
+    path.write_text(f"[big]\nh[1:{n}] ansible_connection=winrm ansible_user=svc\n", encoding="utf-8")
 
 
 def measure(path: Path, limit: str) -> tuple[float, float, int, int]:
