@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 import sys
 import traceback
 from collections import Counter
@@ -127,9 +128,14 @@ def guarded(fn: F) -> F:
             raise
         except _usage_errors() as exc:
             raise _fail(str(exc), ExitCode.USAGE) from None
+        except sqlite3.DatabaseError as exc:
+            # The store's file is damaged, read-only or on a full disk (the store names its file
+            # for errors at open; later ones are mapped here): input, not a kbfix bug.
+            raise _fail(f"audit store: {exc}", ExitCode.USAGE) from None
         except Exception as exc:
             ctx = kwargs.get("ctx", args[0] if args else None)  # every command takes ctx first
-            g = ctx.find_object(Globals) if isinstance(ctx, typer.Context) else None
+            # click hands the command a click Context (not typer's subclass): duck-type it.
+            g = ctx.find_object(Globals) if hasattr(ctx, "find_object") else None
             if g is not None and g.verbose:
                 traceback.print_exc()
             raise _fail(f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
@@ -218,8 +224,10 @@ def _options(g: Globals, digest: str | None, run: RunOptions | None = None, **re
     return opts
 
 
-def _store(g: Globals) -> AuditStore:
-    return AuditStore.in_dir(g.state)
+def _store(g: Globals, *, readonly: bool = False) -> AuditStore:
+    """The audit store; reading commands (history, show, report) open it read-only, so a store on
+    a read-only mount or owned by another user can be read (and is never changed by reading)."""
+    return AuditStore.in_dir(g.state, readonly=readonly)
 
 
 def _finding_summary(r: HostResult) -> str:
@@ -491,7 +499,7 @@ def history(
     Example: `kbfix history -n 5`; then `kbfix show RUN` for one of them.
     """
     g = _globals(ctx)
-    with _store(g) as store:
+    with _store(g, readonly=True) as store:
         runs = store.list_runs(count)
         rows = []
         for r in runs:
@@ -521,7 +529,7 @@ def show(
     Example: `kbfix show latest`, `kbfix show 20261128T210000Z --format json`. Exit code as the run's results.
     """
     g = _globals(ctx)
-    with _store(g) as store:
+    with _store(g, readonly=True) as store:
         run_id = store.resolve_run(run)
         info = store.run_info(run_id)
         results = store.host_results(run_id)
@@ -580,7 +588,7 @@ def report(
     g = _globals(ctx)
     from kbfix.report import build_document, format_for_path, render, write_report
 
-    with _store(g) as store:
+    with _store(g, readonly=True) as store:
         run_id = store.resolve_run(run)
         info = store.run_info(run_id)
         results = store.host_results(run_id)

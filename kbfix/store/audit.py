@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kbfix.runinfo import RunInfo
-from kbfix.store.schema import migrate
+from kbfix.store.schema import LATEST, migrate
 from playbooks.model import ExecutedAction, HostResult, PlannedAction
 
 STORE_FILE = "audit.sqlite3"
@@ -70,6 +70,12 @@ def redact(value: Any) -> Any:
 
 class StoreError(RuntimeError):
     """The audit store cannot be used (unknown run, unreadable file, newer schema)."""
+
+
+class DiskFullError(StoreError):
+    """The store's disk is full. `kind` lets the runner report the host it hit as failed (store)."""
+
+    kind = "store"
 
 
 class HostLockedError(StoreError):
@@ -167,6 +173,44 @@ def _without_lines(result: dict[str, Any], note: str) -> dict[str, Any]:
     return result
 
 
+#: A file of this many bytes is kept next to the store and deleted when the disk fills, so that
+#: the rows in flight (results of ops already sent, the final host rows, the run's end event)
+#: can still be written: a full disk mid-apply loses nothing and leaves no run `running`.
+RESERVE_FILE = "audit.reserve"
+RESERVE_BYTES = 4 * 1024 * 1024
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """True for SQLite's SQLITE_FULL ("database or disk is full")."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and (code == sqlite3.SQLITE_FULL or "is full" in str(exc))
+
+
+class _Tx:
+    """The connection as one write transaction sees it: statements are remembered so that, when
+    the disk fills, the store can free its reserve and replay them. A transaction that read the
+    host locks is not replayed (another process may have taken the lock meanwhile); the other
+    reads (a result's open intent) are stable while this process holds the host's lock."""
+
+    def __init__(self, store: AuditStore) -> None:
+        self.store = store
+        self.writes: list[tuple[str, Sequence[Any]]] = []
+        self.read = False
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """Execute one statement in the transaction (replaying the transaction on a full disk)."""
+        is_read = sql.lstrip()[:6].upper() == "SELECT"
+        self.read = self.read or (is_read and "host_locks" in sql)
+        if not is_read:
+            self.writes.append((sql, args))
+        try:
+            return self.store._db.execute(sql, args)
+        except sqlite3.OperationalError as exc:
+            if not _is_disk_full(exc):
+                raise
+            return self.store._replay_after_full(self, exc)
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
@@ -178,16 +222,21 @@ class AuditStore:
     Use as a context manager or call `close()`.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
         self._lock = threading.RLock()
         self.lock_lease_s = DEFAULT_LOCK_LEASE_S
         self.host_run_budget = HOST_RUN_BUDGET
+        self.disk_full = False
         self._host_bytes: dict[tuple[str, str], int] = {}
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
+        if readonly:
+            self._db = self._open_readonly()
+            return
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: autocommit; transactions are explicit BEGIN IMMEDIATE.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -196,13 +245,75 @@ class AuditStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=30000")
             migrate(self._db)
-        except (sqlite3.Error, RuntimeError) as exc:
-            raise StoreError(f"{self.path}: cannot open the audit store: {exc}") from exc
+        except (sqlite3.Error, RuntimeError, OSError) as exc:
+            raise StoreError(f"{self.path}: cannot open the audit store: {_reason(exc)}") from exc
+        self._reserve()
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """Open for reading only (history, show, report): nothing is created, migrated or
+        written, so a store on a read-only mount or owned by another user can still be read.
+        Raises StoreError when there is no store or its schema is newer than this kbfix."""
+        if not self.path.is_file():
+            raise StoreError(f"{self.path}: no audit store here yet (run `kbfix check` first)")
+        uri = self.path.resolve().as_uri()
+        last: BaseException | None = None
+        # mode=ro reads the WAL too but needs its -shm; a read-only folder without one can only be
+        # opened immutable (a store closed cleanly has its WAL checkpointed into the file).
+        for query in ("?mode=ro", "?mode=ro&immutable=1"):
+            try:
+                db = sqlite3.connect(uri + query, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
+                db.execute("PRAGMA busy_timeout=30000")
+                row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            except sqlite3.Error as exc:
+                last = exc
+                continue
+            version = int(row[0] or 0)
+            if version > LATEST:
+                db.close()
+                raise StoreError(f"{self.path}: audit store schema v{version} is newer than this kbfix "
+                                 f"(v{LATEST}); upgrade kbfix")
+            return db
+        raise StoreError(f"{self.path}: cannot open the audit store for reading: {_reason(last)}")
+
+    def _reserve(self) -> None:
+        """Keep RESERVE_BYTES on disk for the rows in flight when the disk fills (best effort)."""
+        reserve = self.path.with_name(RESERVE_FILE)
+        try:
+            if not reserve.exists() or reserve.stat().st_size < RESERVE_BYTES:
+                with reserve.open("wb") as fh:
+                    fh.write(b"\0" * RESERVE_BYTES)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        except OSError:
+            reserve.unlink(missing_ok=True)  # no room even for the reserve: run without it
+
+    def _replay_after_full(self, tx: _Tx, exc: BaseException) -> sqlite3.Cursor:
+        """The disk filled inside a write transaction: roll back, free the reserve, replay the
+        transaction's writes and return the last one's cursor. From now on `disk_full` is set:
+        no new intent is accepted (`record_intent` raises DiskFullError) and `end_run` closes
+        the run as interrupted. Raises DiskFullError when there is no reserve left or the
+        transaction had read before writing."""
+        if self._db.in_transaction:  # SQLITE_FULL may have rolled the transaction back already
+            self._db.execute("ROLLBACK")
+        reserve = self.path.with_name(RESERVE_FILE)
+        freed = reserve.exists() and not tx.read
+        self.disk_full = True
+        if freed:
+            reserve.unlink()
+        if not freed:
+            self._db.execute("BEGIN IMMEDIATE")  # the caller's _tx rolls this back
+            raise DiskFullError(f"{self.path}: the disk is full ({_reason(exc)}); free space, then resume") from exc
+        self._db.execute("BEGIN IMMEDIATE")
+        cur: sqlite3.Cursor | None = None
+        for sql, args in tx.writes:
+            cur = self._db.execute(sql, args)
+        assert cur is not None
+        return cur
 
     @classmethod
-    def in_dir(cls, state_dir: Path | str) -> AuditStore:
-        """Open `<state_dir>/audit.sqlite3`."""
-        return cls(Path(state_dir) / STORE_FILE)
+    def in_dir(cls, state_dir: Path | str, *, readonly: bool = False) -> AuditStore:
+        """Open `<state_dir>/audit.sqlite3` (read-only: see `_open_readonly`)."""
+        return cls(Path(state_dir) / STORE_FILE, readonly=readonly)
 
     def close(self) -> None:
         """Stop renewing lock leases and close the connection (idempotent)."""
@@ -220,22 +331,47 @@ class AuditStore:
         self.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One committed write transaction (IMMEDIATE: takes the write lock up front)."""
+    def _tx(self) -> Iterator[_Tx]:
+        """One committed write transaction (IMMEDIATE: takes the write lock up front).
+
+        SQLite errors become StoreError naming the file (DiskFullError for a full disk after the
+        reserve is used up); a full disk at COMMIT replays the transaction once the reserve is freed.
+        """
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only")
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            tx = _Tx(self)
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield tx
+                    try:
+                        self._db.execute("COMMIT")
+                    except sqlite3.OperationalError as exc:
+                        if not _is_disk_full(exc):
+                            raise
+                        self._replay_after_full(tx, exc)
+                        self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except DiskFullError:
                 raise
-            self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if _is_disk_full(exc):
+                    self.disk_full = True
+                    raise DiskFullError(f"{self.path}: the disk is full ({_reason(exc)})") from exc
+                raise StoreError(f"{self.path}: {_reason(exc)}") from exc
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
-            cur = self._db.execute(sql, args)
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+            try:
+                cur = self._db.execute(sql, args)
+                cols = [d[0] for d in cur.description]
+                return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: {_reason(exc)}") from exc
 
     # ---- runs -------------------------------------------------------------------------------
 
@@ -266,6 +402,10 @@ class AuditStore:
         """Append the run's final event: `completed` or `interrupted` (with a reason)."""
         if state not in ("completed", "interrupted"):
             raise ValueError(f"end state must be completed or interrupted, not {state!r}")
+        if self.disk_full and state == "completed":
+            # Not every host could be worked on (no new intent was accepted): resumable, not done.
+            state, detail = "interrupted", ("the audit store's disk filled up during the run: hosts not yet "
+                                            "started were not changed; free space, then `kbfix apply --resume`")
         self._event(run_id, state, detail, at)
 
     def note(self, run_id: str, detail: str) -> None:
@@ -380,7 +520,7 @@ class AuditStore:
             result_json = _dumps(dumped)
             facts_json = _dumps(bound_strings(redact(facts))) if facts is not None else None
             size = len(result_json) + len(facts_json or "")
-            if used + size > self.host_run_budget:
+            if used + size > self.host_run_budget or (self.disk_full and facts_json is not None):
                 note = (f"not stored: this host passed its {self.host_run_budget} byte store budget "
                         f"for run {run_id}")
                 if facts_json is not None:
@@ -448,7 +588,10 @@ class AuditStore:
     # ---- the journal: intents and results -------------------------------------------------------
 
     def record_intent(self, run_id: str, host: str, action: PlannedAction) -> int:
-        """Commit an intent row before the action's ops are sent; returns its seq."""
+        """Commit an intent row before the action's ops are sent; returns its seq. Raises
+        DiskFullError (nothing is sent) once the disk has filled during this store's life."""
+        if self.disk_full:
+            raise DiskFullError(f"{self.path}: the disk is full: no new change is started")
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO intents(run_id, host, action_id, advisory, kind, action, at) VALUES (?,?,?,?,?,?,?)",
@@ -636,6 +779,16 @@ def _lock_is_stale(holder: LockHolder, machine: str, now: datetime) -> bool:
     except ValueError:
         return True
     return until <= now
+
+
+def _reason(exc: BaseException | None) -> str:
+    """An operator's words for an SQLite/OS error (the damaged-file case says so)."""
+    text = str(exc) if exc is not None else "unknown error"
+    if "malformed" in text or "not a database" in text:
+        return f"{text}: the file is damaged (restore it from a backup, or move it away to start a new store)"
+    if "readonly" in text or "read-only" in text:
+        return f"{text}: the file or its folder is read-only"
+    return text
 
 
 def _like_prefix(ref: str) -> str:
