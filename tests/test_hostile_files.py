@@ -161,3 +161,17 @@ def test_non_utf8_and_oversized_plans_exit_2(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr
         assert str(plan).encode() in proc.stderr and reason in proc.stderr
         assert took < 15
+
+
+def test_inventory_digest_does_not_depend_on_how_the_path_is_spelled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 12: `-i inv.yaml` and `-i /abs/inv.yaml` gave different digests (false "inventory changed")."""
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").write_text("site: HQ\n", encoding="utf-8")
+    inv = tmp_path / "inv.yml"
+    inv.write_text("all:\n  hosts:\n    h1: {ansible_host: 10.0.0.1, ansible_user: u, ansible_password: p}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    spellings = [Path("inv.yml"), Path("./inv.yml"), inv, tmp_path / "group_vars" / ".." / "inv.yml"]
+    digests = {load_inventory([p]).digest for p in spellings}
+    assert len(digests) == 1
+    (tmp_path / "group_vars" / "all.yml").write_text("site: DK\n", encoding="utf-8")
+    assert load_inventory([inv]).digest not in digests  # content still counts

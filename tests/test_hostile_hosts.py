@@ -5,6 +5,7 @@ Every test goes through the lab over HTTP with the real pywinrm-based client."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import threading
@@ -135,3 +136,42 @@ def test_plan_review_shows_bracketed_package_text(tmp_path: Path) -> None:
                       "-o", str(tmp_path / "plan.json"))
     assert plan.returncode == 3, plan.stderr
     assert b"[wsus3.0sp1-kb954960-x64.exe sha256 " in plan.stdout, plan.stdout
+
+
+def _hoarding_host(values: int, chars: int) -> str:
+    """A WSUS host whose Setup key carries `values` extra REG_SZ values of `chars` characters each
+    (registry.values returns every value of the key: the facts grow with them)."""
+    junk = "".join(f"        Junk{i:04d}: '{'x' * chars}'\n" for i in range(values))
+    return (
+        "hosts:\n  - name: HOARD01\n    os: {version: 5.2.3790, arch: x64, culture: en-US}\n"
+        "    accounts: {Administrator: 'Pa55w0rd!'}\n"
+        "    registry:\n      'HKLM\\SOFTWARE\\Microsoft\\Update Services\\Server\\Setup':\n"
+        "        TargetDir: 'C:\\Program Files\\Update Services\\'\n        VersionString: '3.1.6001.1'\n" + junk
+    )
+
+
+def _store_bytes(state: Path) -> int:
+    return sum(p.stat().st_size for p in state.iterdir() if p.name.startswith("audit.sqlite3"))
+
+
+def test_a_host_cannot_fill_the_store(tmp_path: Path) -> None:
+    """Finding 6: 15 MiB of facts per answer added 36.8 MB per check of one host. Strings are cut
+    at 8 KiB and one host adds at most its budget (4 MiB) per run; the verdict is still stored."""
+    from inventory import load_inventory
+    from kbfix.engine import PlaybookEngine
+    from kbfix.runner import RunOptions, run_check
+    from kbfix.store import AuditStore
+    from winlab.fixtures import load_host_fixture_text
+
+    hosts = load_host_fixture_text(_hoarding_host(values=700, chars=12_000), "hoard.yaml")
+    state = tmp_path / "state"
+    with Lab(hosts) as lab, AuditStore.in_dir(state) as store:
+        inv = load_inventory([lab.write_inventory(tmp_path / "inv.yaml")]).select(None)
+        before = _store_bytes(state)
+        out = run_check(inv, PlaybookEngine(), store, RunOptions())
+        grew = _store_bytes(state) - before
+        facts = store.facts(out.info.id, "HOARD01")
+    assert out.results[0].status.value != "failed", out.results[0]
+    assert grew < 4.5e6, f"store grew {grew / 1e6:.1f} MB"  # before: every byte, ~8.4 MB and more
+    assert facts and "not stored" in json.dumps(facts)
+    print(f"hoarding host: store grew {grew / 1e6:.2f} MB for ~{700 * 12_000 / 1e6:.1f} MB of registry text")
