@@ -115,13 +115,15 @@ def _mask(value: Any, key: str, memo: dict[tuple[int, bool], Any]) -> Any:
         # A dict's items are masked by their own keys: the key above does not matter.
         slot = (id(value), False)
         if slot not in memo:
-            memo[slot] = out = {}
+            out: dict[Any, Any] = {}
+            memo[slot] = out
             out.update((k, _mask_item(str(k), v, memo)) for k, v in value.items())
         return memo[slot]
     if isinstance(value, list):
         slot = (id(value), is_secret_name(key))
         if slot not in memo:
-            memo[slot] = out_list = []
+            out_list: list[Any] = []
+            memo[slot] = out_list
             out_list.extend(_mask_item(key, v, memo) for v in value)
         return memo[slot]
     return value

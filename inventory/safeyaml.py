@@ -53,23 +53,24 @@ def guarded_events(text: str, *, max_alias_nodes: int = MAX_ALIAS_NODES, max_dep
     stack: list[list[Any]] = []  # [anchor, nodes so far]
     added = 0
     for event in yaml.parse(text, Loader=_BaseLoader):
-        cls = type(event)
+        ev: Any = event  # the stubs type events as the base class; anchors live on node events
+        cls = type(ev)
         size = 0
         if cls is yaml.ScalarEvent:
             size = 1
-            if event.anchor is not None:
-                sizes[event.anchor] = 1
+            if ev.anchor is not None:
+                sizes[ev.anchor] = 1
         elif cls is yaml.AliasEvent:
-            size = sizes.get(event.anchor, 1)
+            size = sizes.get(ev.anchor, 1)
             added += size
             if added > max_alias_nodes:
                 raise YamlLimitError(
-                    f"YAML aliases expand to more than {max_alias_nodes:,} nodes (alias *{event.anchor}): "
-                    "refusing a possible alias bomb", event.start_mark.line + 1)
+                    f"YAML aliases expand to more than {max_alias_nodes:,} nodes (alias *{ev.anchor}): "
+                    "refusing a possible alias bomb", ev.start_mark.line + 1)
         elif cls is yaml.MappingStartEvent or cls is yaml.SequenceStartEvent:
             if len(stack) >= max_depth:
-                raise YamlLimitError(f"YAML nesting is deeper than {max_depth} levels", event.start_mark.line + 1)
-            stack.append([event.anchor, 1])
+                raise YamlLimitError(f"YAML nesting is deeper than {max_depth} levels", ev.start_mark.line + 1)
+            stack.append([ev.anchor, 1])
         elif cls is yaml.MappingEndEvent or cls is yaml.SequenceEndEvent:
             anchor, size = stack.pop()
             if anchor is not None:
