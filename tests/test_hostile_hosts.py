@@ -129,7 +129,7 @@ def test_plan_review_shows_bracketed_package_text(tmp_path: Path) -> None:
     (pkgs / "wsus3.0sp1-kb954960-x64.exe").write_bytes(data)
     (pkgs / "manifest.yaml").write_text(
         "packages:\n  - kb: KB954960\n    file: wsus3.0sp1-kb954960-x64.exe\n"
-        f"    sha256: {hashlib.sha256(data).hexdigest()}\n", encoding="utf-8")
+        f"    sha256: {hashlib.sha256(data).hexdigest()}\n    args: ['/quiet', '/norestart']\n", encoding="utf-8")
     with Lab(demo_site()) as lab:
         inv = lab.write_inventory(tmp_path / "inv.yaml")
         plan = _kbfix(inv, tmp_path / "state", "--limit", "WSUS-SP1", "plan", "--packages", str(pkgs),
@@ -163,7 +163,7 @@ def test_a_host_cannot_fill_the_store(tmp_path: Path) -> None:
     from kbfix.store import AuditStore
     from winlab.fixtures import load_host_fixture_text
 
-    hosts = load_host_fixture_text(_hoarding_host(values=700, chars=12_000), "hoard.yaml")
+    hosts = load_host_fixture_text(_hoarding_host(values=400, chars=12_000), "hoard.yaml")
     state = tmp_path / "state"
     with Lab(hosts) as lab, AuditStore.in_dir(state) as store:
         inv = load_inventory([lab.write_inventory(tmp_path / "inv.yaml")]).select(None)
@@ -174,4 +174,4 @@ def test_a_host_cannot_fill_the_store(tmp_path: Path) -> None:
     assert out.results[0].status.value != "failed", out.results[0]
     assert grew < 4.5e6, f"store grew {grew / 1e6:.1f} MB"  # before: every byte, ~8.4 MB and more
     assert facts and "not stored" in json.dumps(facts)
-    print(f"hoarding host: store grew {grew / 1e6:.2f} MB for ~{700 * 12_000 / 1e6:.1f} MB of registry text")
+    print(f"hoarding host: store grew {grew / 1e6:.2f} MB for ~{400 * 12_000 / 1e6:.1f} MB of registry text")

@@ -4,7 +4,6 @@ a disk that fills up mid-apply; and `-v` printing the traceback it promises."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import sqlite3
@@ -29,6 +28,7 @@ from kbfix.store.audit import RESERVE_FILE
 from playbooks.model import Status
 from winlab.fixtures import demo_site
 from winlab.lab import Lab
+from winlab.standin_packages import write_standin_packages
 
 KBFIX = Path(sys.executable).with_name("kbfix")
 
@@ -102,13 +102,8 @@ def test_a_read_only_store_is_read_by_history_show_and_report(tmp_path: Path) ->
 
 
 def _packages(folder: Path) -> Path:
-    folder.mkdir()
-    data = b"stand-in package WSUS3.0SP1-KB954960-x64.exe\n"
-    (folder / "WSUS3.0SP1-KB954960-x64.exe").write_bytes(data)
-    (folder / "manifest.yaml").write_text(
-        "packages:\n  - kb: KB954960\n    file: WSUS3.0SP1-KB954960-x64.exe\n"
-        f"    sha256: {hashlib.sha256(data).hexdigest()}\n", encoding="utf-8")
-    return folder
+    """The lab's stand-in packages and manifest (winlab/standin_packages.py)."""
+    return write_standin_packages(folder)
 
 
 def _fill(folder: Path) -> None:

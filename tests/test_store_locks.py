@@ -5,7 +5,6 @@ Applies run against the lab through the `kbfix` script."""
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import subprocess
 import sys
@@ -20,19 +19,15 @@ from kbfix.store import AuditStore, HostLockedError
 from kbfix.store.audit import STORE_FILE, operator_name
 from winlab.fixtures import demo_site
 from winlab.lab import Lab
+from winlab.standin_packages import write_standin_packages
 
 KBFIX = Path(sys.executable).with_name("kbfix")
 HOST = "WSUS-SP1"
 
 
 def _packages(folder: Path) -> Path:
-    folder.mkdir()
-    data = b"stand-in package WSUS3.0SP1-KB954960-x64.exe\n"
-    (folder / "WSUS3.0SP1-KB954960-x64.exe").write_bytes(data)
-    (folder / "manifest.yaml").write_text(
-        "packages:\n  - kb: KB954960\n    file: WSUS3.0SP1-KB954960-x64.exe\n"
-        f"    sha256: {hashlib.sha256(data).hexdigest()}\n", encoding="utf-8")
-    return folder
+    """The lab's stand-in packages and manifest (winlab/standin_packages.py)."""
+    return write_standin_packages(folder)
 
 
 def _crashed_run_elsewhere(state: Path, *, lease_left_s: float) -> str:
