@@ -175,3 +175,15 @@ def test_inventory_digest_does_not_depend_on_how_the_path_is_spelled(tmp_path: P
     assert len(digests) == 1
     (tmp_path / "group_vars" / "all.yml").write_text("site: DK\n", encoding="utf-8")
     assert load_inventory([inv]).digest not in digests  # content still counts
+
+
+def test_inventory_text_never_reaches_the_terminal_raw(tmp_path: Path) -> None:
+    """Finding 4 (inventory side): a site name with an OSC title change and Rich markup."""
+    inv = tmp_path / "inv.yml"
+    inv.write_text('kbfix_inventory: 1\nhosts:\n  h1: {address: 127.0.0.1, username: u, password: p,'
+                   ' site: "HQ\\e]0;pwned\\a[bold]x[/bold]"}\n', encoding="utf-8")
+    for args in (["inventory", "list"], ["inventory", "check"]):
+        out = subprocess.run([str(KBFIX), "-i", str(inv), *args], capture_output=True, timeout=60, check=False)
+        assert out.returncode == 0, out.stderr
+        assert b"\x1b" not in out.stdout and b"\x07" not in out.stdout
+        assert b"HQ\\x1b]0;pwned\\x07[bold]x[/bold]" in out.stdout.replace(b"\n", b"")
