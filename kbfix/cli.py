@@ -135,7 +135,8 @@ def guarded(fn: F) -> F:
         except Exception as exc:
             ctx = kwargs.get("ctx", args[0] if args else None)  # every command takes ctx first
             # click hands the command a click Context (not typer's subclass): duck-type it.
-            g = ctx.find_object(Globals) if hasattr(ctx, "find_object") else None
+            find = getattr(ctx, "find_object", None)
+            g = find(Globals) if callable(find) else None
             if g is not None and g.verbose:
                 traceback.print_exc()
             raise _fail(f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
