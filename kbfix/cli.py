@@ -43,7 +43,7 @@ from kbfix.runner import (
     run_ping,
     run_plan,
 )
-from kbfix.store import AuditStore, HostLockedError, StoreError
+from kbfix.store import STORE_FILE, AuditStore, HostLockedError, StoreError
 from kbfix.terminal import SanitizingFilter, cell, safe_text
 from kbfix.window import WindowError, parse_window
 from playbooks.model import HostResult
@@ -500,12 +500,11 @@ def history(
     Example: `kbfix history -n 5`; then `kbfix show RUN` for one of them.
     """
     g = _globals(ctx)
-    with _store(g, readonly=True) as store:
-        runs = store.list_runs(count)
-        rows = []
-        for r in runs:
-            counts = Counter(h.status for h in store.host_results(r.id))
-            rows.append((r, counts))
+    rows = []
+    if (g.state / STORE_FILE).exists():  # no store yet: no runs (reading never creates one)
+        with _store(g, readonly=True) as store:
+            for r in store.list_runs(count):
+                rows.append((r, Counter(h.status for h in store.host_results(r.id))))
     if fmt == "json":
         typer.echo(json.dumps([{**r.model_dump(mode="json"), "hosts": {s.value: n for s, n in c.items()}}
                                for r, c in rows], indent=2))
