@@ -24,7 +24,7 @@ from kbfix.engine import PlaybookEngine
 from kbfix.runinfo import RunInfo
 from kbfix.runner import RunOptions, run_apply, run_plan
 from kbfix.store import STORE_FILE, AuditStore
-from kbfix.store.audit import RESERVE_FILE
+from kbfix.store.diskguard import RESERVE_FILE
 from playbooks.model import Status
 from winlab.fixtures import demo_site
 from winlab.lab import Lab

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from kbfix.runinfo import RunInfo
+from kbfix.store.bounds import HOST_RUN_BUDGET, bound_strings, without_lines
+from kbfix.store.diskguard import RESERVE_FILE, TxRecorder, is_disk_full, make_reserve, reason
 from kbfix.store.schema import LATEST, migrate
 from playbooks.model import ExecutedAction, HostResult, PlannedAction
 
@@ -142,75 +144,6 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-#: Longest string kept in stored facts and evidence, characters; the rest is replaced by a note.
-MAX_STORED_STRING = 8 * 1024
-#: Bytes of facts, results and evidence one host may add to the store in one run. A host that
-#: answered 15 MiB of facts added 36.8 MB per check before (issue 20 finding 6); past the budget
-#: the facts are replaced by a note and evidence lines are dropped, the verdict is always kept.
-HOST_RUN_BUDGET = 4 * 1024 * 1024
-
-
-def bound_strings(value: Any, limit: int = MAX_STORED_STRING) -> Any:
-    """A JSON-ready copy of `value` with every string longer than `limit` characters cut, ending
-    in `…[N more characters not stored]`. Keys are kept whole (they are names, not data)."""
-    if isinstance(value, str):
-        return value if len(value) <= limit else f"{value[:limit]}…[{len(value) - limit} more characters not stored]"
-    if isinstance(value, Mapping):
-        return {k: bound_strings(v, limit) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [bound_strings(v, limit) for v in value]
-    return value
-
-
-def _without_lines(result: dict[str, Any], note: str) -> dict[str, Any]:
-    """`result` (a HostResult dump) with every evidence's log lines dropped and `note` added."""
-    for finding in result.get("findings", []):
-        for key in ("evidence", "verification"):
-            for ev in finding.get(key, []) or []:
-                if ev.get("lines"):
-                    ev["lines"] = []
-                    ev["note"] = note
-    return result
-
-
-#: A file of this many bytes is kept next to the store and deleted when the disk fills, so that
-#: the rows in flight (results of ops already sent, the final host rows, the run's end event)
-#: can still be written: a full disk mid-apply loses nothing and leaves no run `running`.
-RESERVE_FILE = "audit.reserve"
-RESERVE_BYTES = 2 * 1024 * 1024
-
-
-def _is_disk_full(exc: BaseException) -> bool:
-    """True for SQLite's SQLITE_FULL ("database or disk is full")."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(exc, sqlite3.OperationalError) and (code == sqlite3.SQLITE_FULL or "is full" in str(exc))
-
-
-class _Tx:
-    """The connection as one write transaction sees it: statements are remembered so that, when
-    the disk fills, the store can free its reserve and replay them. A transaction that read the
-    host locks is not replayed (another process may have taken the lock meanwhile); the other
-    reads (a result's open intent) are stable while this process holds the host's lock."""
-
-    def __init__(self, store: AuditStore) -> None:
-        self.store = store
-        self.writes: list[tuple[str, Sequence[Any]]] = []
-        self.read = False
-
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
-        """Execute one statement in the transaction (replaying the transaction on a full disk)."""
-        is_read = sql.lstrip()[:6].upper() == "SELECT"
-        self.read = self.read or (is_read and "host_locks" in sql)
-        if not is_read:
-            self.writes.append((sql, args))
-        try:
-            return self.store._db.execute(sql, args)
-        except sqlite3.OperationalError as exc:
-            if not _is_disk_full(exc):
-                raise
-            return self.store._replay_after_full(self, exc)
-
-
 def _dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
@@ -246,8 +179,8 @@ class AuditStore:
             self._db.execute("PRAGMA busy_timeout=30000")
             migrate(self._db)
         except (sqlite3.Error, RuntimeError, OSError) as exc:
-            raise StoreError(f"{self.path}: cannot open the audit store: {_reason(exc)}") from exc
-        self._reserve()
+            raise StoreError(f"{self.path}: cannot open the audit store: {reason(exc)}") from exc
+        make_reserve(self.path)
 
     def _open_readonly(self) -> sqlite3.Connection:
         """Open for reading only (history, show, report): nothing is created, migrated or
@@ -273,24 +206,9 @@ class AuditStore:
                 raise StoreError(f"{self.path}: audit store schema v{version} is newer than this kbfix "
                                  f"(v{LATEST}); upgrade kbfix")
             return db
-        raise StoreError(f"{self.path}: cannot open the audit store for reading: {_reason(last)}")
+        raise StoreError(f"{self.path}: cannot open the audit store for reading: {reason(last)}")
 
-    def _reserve(self) -> None:
-        """Keep RESERVE_BYTES on disk for the rows in flight when the disk fills (best effort)."""
-        reserve = self.path.with_name(RESERVE_FILE)
-        try:
-            if not reserve.exists() or reserve.stat().st_size < RESERVE_BYTES:
-                with reserve.open("wb") as fh:
-                    if hasattr(os, "posix_fallocate"):
-                        os.posix_fallocate(fh.fileno(), 0, RESERVE_BYTES)  # real blocks, no zeros written
-                    else:  # pragma: no cover - Windows/macOS controllers
-                        fh.write(b"\0" * RESERVE_BYTES)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-        except OSError:
-            reserve.unlink(missing_ok=True)  # no room even for the reserve: run without it
-
-    def _replay_after_full(self, tx: _Tx, exc: BaseException) -> sqlite3.Cursor:
+    def _replay_after_full(self, tx: TxRecorder, exc: BaseException) -> sqlite3.Cursor:
         """The disk filled inside a write transaction: roll back, free the reserve, replay the
         transaction's writes and return the last one's cursor. From now on `disk_full` is set:
         no new intent is accepted (`record_intent` raises DiskFullError) and `end_run` closes
@@ -305,7 +223,7 @@ class AuditStore:
             reserve.unlink()
         if not freed:
             self._db.execute("BEGIN IMMEDIATE")  # the caller's _tx rolls this back
-            raise DiskFullError(f"{self.path}: the disk is full ({_reason(exc)}); free space, then resume") from exc
+            raise DiskFullError(f"{self.path}: the disk is full ({reason(exc)}); free space, then resume") from exc
         self._db.execute("BEGIN IMMEDIATE")
         cur: sqlite3.Cursor | None = None
         for sql, args in tx.writes:
@@ -334,7 +252,7 @@ class AuditStore:
         self.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[_Tx]:
+    def _tx(self) -> Iterator[TxRecorder]:
         """One committed write transaction (IMMEDIATE: takes the write lock up front).
 
         SQLite errors become StoreError naming the file (DiskFullError for a full disk after the
@@ -343,7 +261,7 @@ class AuditStore:
         if self.readonly:
             raise StoreError(f"{self.path}: opened read-only")
         with self._lock:
-            tx = _Tx(self)
+            tx = TxRecorder(self._db, self._replay_after_full)
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -351,7 +269,7 @@ class AuditStore:
                     try:
                         self._db.execute("COMMIT")
                     except sqlite3.OperationalError as exc:
-                        if not _is_disk_full(exc):
+                        if not is_disk_full(exc):
                             raise
                         self._replay_after_full(tx, exc)
                         self._db.execute("COMMIT")
@@ -362,10 +280,10 @@ class AuditStore:
             except DiskFullError:
                 raise
             except sqlite3.Error as exc:
-                if _is_disk_full(exc):
+                if is_disk_full(exc):
                     self.disk_full = True
-                    raise DiskFullError(f"{self.path}: the disk is full ({_reason(exc)})") from exc
-                raise StoreError(f"{self.path}: {_reason(exc)}") from exc
+                    raise DiskFullError(f"{self.path}: the disk is full ({reason(exc)})") from exc
+                raise StoreError(f"{self.path}: {reason(exc)}") from exc
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
@@ -374,7 +292,7 @@ class AuditStore:
                 cols = [d[0] for d in cur.description]
                 return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: {_reason(exc)}") from exc
+                raise StoreError(f"{self.path}: {reason(exc)}") from exc
 
     # ---- runs -------------------------------------------------------------------------------
 
@@ -528,7 +446,7 @@ class AuditStore:
                         f"for run {run_id}")
                 if facts_json is not None:
                     facts_json = _dumps({"_not_stored": f"{len(facts_json)} bytes of facts {note}"})
-                result_json = _dumps(_without_lines(dumped, f"log lines {note}"))
+                result_json = _dumps(without_lines(dumped, f"log lines {note}"))
                 dumped = json.loads(result_json)
                 size = len(result_json) + len(facts_json or "")
             self._host_bytes[budget_key] = used + size  # (the findings rows repeat the evidence: ≤ 2× this)
@@ -782,16 +700,6 @@ def _lock_is_stale(holder: LockHolder, machine: str, now: datetime) -> bool:
     except ValueError:
         return True
     return until <= now
-
-
-def _reason(exc: BaseException | None) -> str:
-    """An operator's words for an SQLite/OS error (the damaged-file case says so)."""
-    text = str(exc) if exc is not None else "unknown error"
-    if "malformed" in text or "not a database" in text:
-        return f"{text}: the file is damaged (restore it from a backup, or move it away to start a new store)"
-    if "readonly" in text or "read-only" in text:
-        return f"{text}: the file or its folder is read-only"
-    return text
 
 
 def _like_prefix(ref: str) -> str:
