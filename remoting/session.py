@@ -54,6 +54,7 @@ __all__ = ["AgentSession", "SessionStats"]
 #: streams stderr and never finishes grew the controller by ~11 MB/s before (issue 20 finding 3).
 STDERR_KEEP = 64 * 1024
 
+_CLIXML_MARK = b"#< CLIXML\r\n"
 _CLIXML_TEXT = re.compile(r'<S S="Error">(.*?)</S>', re.S)
 _CLIXML_ESC = re.compile(r"_x([0-9A-Fa-f]{4})_")
 
@@ -236,7 +237,10 @@ class AgentSession:
             out.append(answer.stdout)
             err += answer.stderr[-STDERR_KEEP:]
             if len(err) > STDERR_KEEP:
+                clixml = err.startswith(_CLIXML_MARK)
                 del err[: len(err) - STDERR_KEEP]  # keep the tail
+                if clixml and not err.startswith(_CLIXML_MARK):
+                    err[:0] = _CLIXML_MARK  # still read as error records (stderr_text)
             size += len(answer.stdout)
             if size > cap:
                 self._abandon_command()
