@@ -49,8 +49,8 @@ class RegValue(_Shape):
 class RegView(_Shape):
     exists: StrictBool | None = None
     path: OptStr = None
-    values: dict[str, RegValue] = {}
-    subkeys: list[Str] = []
+    values: dict[str, RegValue] | None = None
+    subkeys: list[Str] | None = None
 
 
 class RegistryValues(_Shape):
@@ -72,9 +72,9 @@ class LogMatch(_Shape):
     pattern: Int | None = None
     offset: Int | None = None
     line: Str | None = None
-    cut: StrictBool = False
-    before: list[Str] = []
-    after: list[Str] = []
+    cut: StrictBool | None = None
+    before: list[Str] | None = None
+    after: list[Str] | None = None
 
 
 class LogFile(_Shape):
@@ -84,8 +84,8 @@ class LogFile(_Shape):
     encoding: OptStr = None
     start_offset: Int | None = None
     end_offset: Int | None = None
-    matches: list[LogMatch] = []
-    patterns_full: list[Int] = []
+    matches: list[LogMatch] | None = None
+    patterns_full: list[Int] | None = None
 
 
 class LogScan(_Shape):
@@ -124,12 +124,12 @@ class WsusUpdate(_Shape):
     id: Str | None = None
     title: OptStr = None
     declined: StrictBool | None = None
-    approvals: list[Approval] = []
+    approvals: list[Approval] | None = None
 
 
 class WsusFind(_Shape):
     available: StrictBool | None = None
-    updates: list[WsusUpdate] = []
+    updates: list[WsusUpdate] | None = None
 
 
 class FileUpload(_Shape):
@@ -155,7 +155,7 @@ class WsusDecline(_Shape):
 
 class WsusApprove(_Shape):
     id: OptStr = None
-    approvals: list[Approval] = []
+    approvals: list[Approval] | None = None
 
 
 SHAPES: dict[str, type[_Shape]] = {
