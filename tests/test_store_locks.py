@@ -5,6 +5,8 @@ Applies run against the lab through the `kbfix` script."""
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -97,3 +99,25 @@ def test_a_live_holder_renews_its_lease(tmp_path: Path) -> None:
             with pytest.raises(HostLockedError):
                 other.lock_hosts("run-b", ["h1"], pid=1)
         store.unlock_hosts("run-a")
+
+
+def test_a_store_from_before_leases_is_migrated_and_its_foreign_locks_expire(tmp_path: Path) -> None:
+    """A v1 store (no lease column) with a lock from another machine: after the lease migration
+    the lock has no lease and is taken over; one held by a live local process is kept."""
+    from kbfix.store.schema import MIGRATIONS
+
+    path = tmp_path / STORE_FILE
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied TEXT NOT NULL)")
+    MIGRATIONS[0](db)
+    db.execute("INSERT INTO schema_version VALUES (1, '2026-01-01')")
+    db.execute("INSERT INTO host_locks VALUES ('far', 'old-run', 4242, 'container-7f3a', '2026-01-01T00:00:00+00:00')")
+    db.execute("INSERT INTO host_locks VALUES ('near', 'old-run', ?, ?, '2026-01-01T00:00:00+00:00')",
+               (os.getpid(), socket.gethostname()))
+    db.close()
+    with AuditStore(path) as store:
+        assert store.lock_holder("far") is not None and store.lock_holder("far").lease_until is None  # type: ignore[union-attr]
+        store.lock_hosts("new-run", ["far"], pid=1)
+        assert store.lock_holder("far").run_id == "new-run"  # type: ignore[union-attr]
+        with pytest.raises(HostLockedError):
+            store.lock_hosts("new-run", ["near"], pid=1)
