@@ -7,6 +7,7 @@ import io
 import logging
 import re
 
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,3 +73,22 @@ def test_log_records_are_sanitised() -> None:
     record = logging.LogRecord("kbfix", logging.WARNING, __file__, 1, "inventory: %s", (ESCAPE_TEXT,), None)
     assert SanitizingFilter().filter(record)
     assert "\x1b" not in record.getMessage() and "\\x1b]0;pwned-title" in record.getMessage()
+
+
+@settings(max_examples=60, deadline=None)
+@given(documents)
+def test_safe_load_reads_anchors_and_aliases_like_pyyaml(doc: object) -> None:
+    shared = {"a": doc, "b": doc, "c": [doc, doc]}  # safe_dump writes &id001 / *id001 for shared nodes
+    text = yaml.safe_dump(shared)
+    assert safe_load(text) == yaml.safe_load(text)
+
+
+def test_alias_count_is_exact_at_the_cap() -> None:
+    """A list of 10 scalars aliased N times adds 11·N nodes (the list node and its items)."""
+    from inventory.safeyaml import YamlLimitError, check_limits
+
+    text = "a: &x [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\nb: [" + ", ".join(["*x"] * 100) + "]\n"
+    check_limits(text, max_alias_nodes=1100)
+    with pytest.raises(YamlLimitError) as e:
+        check_limits(text, max_alias_nodes=1099)
+    assert e.value.line == 2 and "alias *x" in e.value.message
