@@ -38,6 +38,7 @@ from kbfix.run import (
     run_ping,
     run_plan,
 )
+from kbfix.terminal import SanitizingFilter, safe_text
 from kbfix.window import parse_window
 
 app = typer.Typer(
@@ -90,6 +91,9 @@ def main(
         raise typer.Exit(0)
     logging.basicConfig(level={0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG),
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # log lines carry host and inventory text
+        if not any(isinstance(f, SanitizingFilter) for f in handler.filters):
+            handler.addFilter(SanitizingFilter())
     ctx.obj = Globals(list(inventory or []), limit, forks, state or default_state_dir(), verbose, quiet, no_color,
                       host_timeout)
 
@@ -167,10 +171,10 @@ def ping(ctx: typer.Context) -> None:
     for name, err, ident in out:
         if err is None:
             who = " ".join(str(ident.get(k, "")) for k in ("computer_name", "os_version", "culture")).strip()
-            typer.echo(f"{name}\tok\t{who}")
+            typer.echo(f"{safe_text(name)}\tok\t{safe_text(who)}")
         else:
             failed += 1
-            typer.echo(f"{name}\tFAILED\t{err}")
+            typer.echo(f"{safe_text(name)}\tFAILED\t{safe_text(err)}")
     raise typer.Exit(int(ExitCode.FAILED if failed else ExitCode.OK))
 
 
@@ -353,5 +357,6 @@ def demo(
 
 for _command in (cli_store.history, cli_store.show, cli_store.report):
     app.command(epilog=EXIT_HELP)(_command)
+app.command(epilog=cli_store.UNLOCK_EXIT_HELP)(cli_store.unlock)
 
 __all__ = ["Globals", "app", "main"]

@@ -3,6 +3,7 @@ exceptions to exit codes (`guarded`), and opening the audit store."""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import traceback
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from kbfix.exitcodes import ExitCode
 from kbfix.planfile import PlanError
 from kbfix.rollout import RolloutError
 from kbfix.store import AuditStore, HostLockedError, StoreError
+from kbfix.terminal import safe_text
 from kbfix.window import WindowError
 
 
@@ -71,7 +73,7 @@ def usage_errors() -> tuple[type[BaseException], ...]:
 
 def fail(message: str, code: ExitCode) -> typer.Exit:
     """Print `kbfix: error: MESSAGE` on stderr; the Exit to raise with `code`."""
-    typer.echo(f"kbfix: error: {message}", err=True)
+    typer.echo(f"kbfix: error: {safe_text(message)}", err=True)
     return typer.Exit(int(code))
 
 
@@ -87,9 +89,14 @@ def guarded(fn: F) -> F:
             raise
         except usage_errors() as exc:
             raise fail(str(exc), ExitCode.USAGE) from None
+        except sqlite3.DatabaseError as exc:
+            # The store's file is damaged, read-only or on a full disk (the store names its file
+            # for errors at open; later ones are mapped here): input, not a kbfix bug.
+            raise fail(f"audit store: {exc}", ExitCode.USAGE) from None
         except Exception as exc:
             ctx = kwargs.get("ctx", args[0] if args else None)  # every command takes ctx first
-            g = ctx.find_object(Globals) if isinstance(ctx, typer.Context) else None
+            # click hands the command a click Context (not typer's subclass): duck-type it.
+            g = ctx.find_object(Globals) if ctx is not None and hasattr(ctx, "find_object") else None
             if g is not None and g.verbose:
                 traceback.print_exc()
             raise fail(f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
@@ -106,8 +113,10 @@ def globals_of(ctx: typer.Context) -> Globals:
     return g
 
 
-def open_store(g: Globals) -> AuditStore:
-    """The audit store in the --state directory (created on first use)."""
-    return AuditStore.in_dir(g.state)
+def open_store(g: Globals, *, readonly: bool = False) -> AuditStore:
+    """The audit store in the --state directory (created on first use); reading commands
+    (history, show, report) open it read-only, so a store on a read-only mount or owned by
+    another user can be read (and is never changed by reading)."""
+    return AuditStore.in_dir(g.state, readonly=readonly)
 
 

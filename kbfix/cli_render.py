@@ -1,7 +1,8 @@
 """What the CLI prints for people: host tables, plan summaries, run history and one run.
 
 Pure rendering onto a Rich `Console` (the CLI makes it, honouring --no-color); every value that
-comes from a host, an inventory or the store is passed through `rich.markup.escape`.
+comes from a host, an inventory or the store goes through `kbfix.terminal.cell` (controls shown
+as visible escapes, never read as Rich markup).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from kbfix.planfile import PlanDocument
 from kbfix.progress import counts_text
 from kbfix.runinfo import RunInfo
+from kbfix.terminal import cell
 from playbooks.model import HostResult, PlannedAction, Status
 
 
@@ -67,8 +68,8 @@ def print_table(console: Console, results: Sequence[HostResult], title: str) -> 
         table.add_column(col, overflow="fold")
     for r in results:
         osv = str(r.os.get("os_version") or r.os.get("version") or "")
-        table.add_row(escape(r.host), r.status.value, escape(", ".join(r.roles)), escape(product_version(r)),
-                      escape(osv), escape(finding_summary(r)))
+        table.add_row(cell(r.host), r.status.value, cell(", ".join(r.roles)), cell(product_version(r)),
+                      cell(osv), cell(finding_summary(r)))
     console.print(table)
     counts = Counter(r.status for r in results)
     console.print(counts_text(counts) or "no hosts")
@@ -81,16 +82,17 @@ def print_plan(console: Console, plan: PlanDocument) -> int:
         n = len(h.planned)
         total += n
         if not n:
-            console.print(f"{escape(h.host)}: nothing to do ({h.status.value})")
+            console.print(cell(f"{h.host}: nothing to do ({h.status.value})"))
             continue
-        console.print(f"{escape(h.host)}: {n} action(s), about {h.estimated_seconds:g} s")
+        console.print(cell(f"{h.host}: {n} action(s), about {h.estimated_seconds:g} s"))
         for f in h.findings:
             for p in f.planned:
-                pkg = escape(f" [{p.package.file} sha256 {p.package.sha256[:12]}…]") if p.package else ""
+                # Plain Text, never markup: `[file sha256 …]` used to be read as a Rich tag and vanish.
+                pkg = f" [{p.package.file} sha256 {p.package.sha256[:12]}…]" if p.package else ""
                 codes = f" exit codes {p.expected_exit_codes}" if p.expected_exit_codes else ""
-                console.print(f"  {escape(p.advisory)} {p.kind.value}: {escape(p.description)}{pkg}{codes}")
+                console.print(cell(f"  {p.advisory} {p.kind.value}: {p.description}{pkg}{codes}"))
             for note in f.notes:
-                console.print(f"  note: {escape(note)}")
+                console.print(cell(f"  note: {note}"))
     console.print(f"{total} action(s) on {sum(1 for h in plan.hosts if h.planned)} host(s)")
     return total
 
@@ -101,7 +103,7 @@ def history_table(rows: Sequence[tuple[RunInfo, Counter[Status]]], title: str) -
     for col in ("Run", "Kind", "State", "Started (UTC)", "Operator", "Hosts"):
         table.add_column(col, overflow="fold")
     for r, c in rows:
-        table.add_row(r.id, r.kind, r.state, f"{r.started:%Y-%m-%d %H:%M:%S}", escape(r.operator), counts_text(c))
+        table.add_row(cell(r.id), r.kind, r.state, f"{r.started:%Y-%m-%d %H:%M:%S}", cell(r.operator), counts_text(c))
     return table
 
 
@@ -115,12 +117,12 @@ def print_run(
     intents: Sequence[Mapping[str, Any]],
 ) -> None:
     """One stored run: identity, options, events, host table, planned or executed actions."""
-    console.print(f"run {info.id}  {info.kind}  {info.state}  by {escape(info.operator)}  kbfix {info.kbfix_version}")
-    console.print(f"started {info.started.isoformat()}  ended {info.ended.isoformat() if info.ended else '-'}"
-                  f"  window {info.window or '-'}")
-    console.print(f"options {escape(json.dumps(info.options, sort_keys=True))}")
+    console.print(cell(f"run {info.id}  {info.kind}  {info.state}  by {info.operator}  kbfix {info.kbfix_version}"))
+    console.print(cell(f"started {info.started.isoformat()}  ended {info.ended.isoformat() if info.ended else '-'}"
+                       f"  window {info.window or '-'}"))
+    console.print(cell(f"options {json.dumps(info.options, sort_keys=True)}"))
     for e in events:
-        console.print(f"  {e['at']}  {e['state']}  {escape(e['detail'] or '')}")
+        console.print(cell(f"  {e['at']}  {e['state']}  {e['detail'] or ''}"))
     if resumed_by:
         console.print(f"resumed by {', '.join(resumed_by)}")
     print_table(console, results, "hosts")
@@ -129,13 +131,13 @@ def print_run(
         for col in ("Host", "Action", "Kind", "Description", "Estimate (s)"):
             table.add_column(col, overflow="fold")
         for host, a, _digest in planned:
-            table.add_row(escape(host), escape(a.id), a.kind.value, escape(a.description), f"{a.estimated_seconds:g}")
+            table.add_row(cell(host), cell(a.id), cell(a.kind.value), cell(a.description), f"{a.estimated_seconds:g}")
         console.print(table)
     if intents:
         table = Table(title="actions (intent → result)")
         for col in ("Host", "Action", "Kind", "Intent at", "Outcome", "Exit"):
             table.add_column(col, overflow="fold")
         for i in intents:
-            table.add_row(escape(i["host"]), escape(i["action_id"]), i["kind"], i["at"], i["outcome"] or "NO RESULT",
+            table.add_row(cell(i["host"]), cell(i["action_id"]), cell(i["kind"]), cell(i["at"]), i["outcome"] or "NO RESULT",
                           "" if i["exit_code"] is None else str(i["exit_code"]))
         console.print(table)

@@ -1,4 +1,5 @@
-"""The commands that read the audit store: `history`, `show`, `report` (registered in kbfix.cli)."""
+"""The commands over the audit store: `history`, `show`, `report` (read-only), `unlock`
+(registered in kbfix.cli)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from kbfix import cli_render as render
 from kbfix.cli_common import fail, globals_of, guarded, open_store
 from kbfix.exitcodes import ExitCode
 from kbfix.run import exit_code
+from kbfix.store import operator_name
+from kbfix.terminal import safe_text
 
 LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en, da, de, nl, zh_CN.")]
 
@@ -29,7 +32,7 @@ def history(
     Example: `kbfix history -n 5`; then `kbfix show RUN` for one of them.
     """
     g = globals_of(ctx)
-    with open_store(g) as store:
+    with open_store(g, readonly=True) as store:
         runs = store.list_runs(count)
         rows = []
         for r in runs:
@@ -53,7 +56,7 @@ def show(
     Example: `kbfix show latest`, `kbfix show 20261128T210000Z --format json`. Exit code as the run's results.
     """
     g = globals_of(ctx)
-    with open_store(g) as store:
+    with open_store(g, readonly=True) as store:
         run_id = store.resolve_run(run)
         info = store.run_info(run_id)
         results = store.host_results(run_id)
@@ -87,7 +90,7 @@ def report(
     g = globals_of(ctx)
     from kbfix.report import build_document, format_for_path, render, write_report
 
-    with open_store(g) as store:
+    with open_store(g, readonly=True) as store:
         run_id = store.resolve_run(run)
         info = store.run_info(run_id)
         results = store.host_results(run_id)
@@ -100,6 +103,29 @@ def report(
     else:
         sys.stdout.buffer.write(render(doc, fmt or "json", lang=lang))
         sys.stdout.flush()
+
+
+UNLOCK_EXIT_HELP = "Exit codes: 0 the lock was released; 2 the host holds no lock of that run (nothing changed)."
+
+
+@guarded
+def unlock(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Argument(help="The locked host (inventory name).")],
+    run: Annotated[str, typer.Option("--run", help="The run that holds the lock (id, prefix or 'latest').")],
+) -> None:
+    """Release a host's apply lock left by a run that is gone (a crash on another machine or container).
+
+    The release is written into that run's journal with your user name. A lock also ends by itself
+    when its lease lapses (the holding process renews it while it runs).
+    Example: `kbfix unlock wsus01 --run 20261128T210000Z-ab12cd34`.
+    """
+    g = globals_of(ctx)
+    with open_store(g) as store:
+        run_id = store.resolve_run(run)
+        holder = store.force_unlock(host, run_id, operator_name())
+    typer.echo(f"released the lock on {safe_text(host)} held by run {run_id} "
+               f"(pid {holder.pid} on {safe_text(holder.machine)}); recorded in the run's journal")
 
 
 def _advisories() -> dict[str, dict[str, Any]]:

@@ -1,6 +1,6 @@
 """The audit store: one SQLite file (WAL) holding every run, what was seen and what was done.
 
-`AuditStore` is safe to share between the run's worker threads (one connection, one lock)
+`AuditStore` is safe to share between the runner's worker threads (one connection, one lock)
 and between processes (SQLite file locking, `busy_timeout`). Every write is its own committed
 transaction, so a `kill -9` loses at most the row being written: an intent row is committed
 before its op is sent, its result row after the answer. Audit rows are append-only (the
@@ -21,46 +21,46 @@ from pathlib import Path
 from typing import Any
 
 from kbfix.runinfo import RunInfo
-from kbfix.store.rows import ActionOutcome, LockHolder, OpenIntent, pid_alive
-from kbfix.store.schema import migrate
-from playbooks.model import ExecutedAction, HostResult, PlannedAction, Status, utc_now
+from kbfix.store.bounds import HOST_RUN_BUDGET, bound_strings, without_lines
+from kbfix.store.diskguard import RESERVE_FILE, TxRecorder, is_disk_full, make_reserve, reason
+from kbfix.store.errors import DiskFullError, HostLockedError, StoreError  # noqa: F401  (re-exported)
+from kbfix.store.journal import JournalStore, StoreJournal  # noqa: F401  (re-exported)
+from kbfix.store.locks import HostLockStore
+from kbfix.store.rows import (
+    DEFAULT_LOCK_LEASE_S,
+    _like_prefix,
+    pid_alive,
+)
+from kbfix.store.rows import dumps_json as _dumps
+from kbfix.store.schema import LATEST, migrate
+from playbooks.model import HostResult, PlannedAction, Status, utc_now
 from remoting.redaction import redact
 
 STORE_FILE = "audit.sqlite3"
 
 
-class StoreError(RuntimeError):
-    """The audit store cannot be used (unknown run, unreadable file, newer schema)."""
-
-
-class HostLockedError(StoreError):
-    """Another live kbfix process holds the apply lock of a host. `holder` describes it."""
-
-    def __init__(self, host: str, holder: LockHolder) -> None:
-        super().__init__(
-            f"host {host} is locked by run {holder.run_id} (pid {holder.pid} on {holder.machine}, "
-            f"since {holder.acquired}); wait for it to finish or, if that process is gone, retry"
-        )
-        self.host = host
-        self.holder = holder
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-
-
-class AuditStore:
+class AuditStore(JournalStore, HostLockStore):
     """The audit store at `path` (created and migrated on open).
 
     Raises StoreError when the file cannot be opened or its schema is newer than this kbfix.
     Use as a context manager or call `close()`.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
         self._lock = threading.RLock()
+        self.lock_lease_s = DEFAULT_LOCK_LEASE_S
+        self.host_run_budget = HOST_RUN_BUDGET
+        self.disk_full = False
+        self._host_bytes: dict[tuple[str, str], int] = {}
+        self._heartbeat: threading.Thread | None = None
+        self._heartbeat_stop = threading.Event()
+        if readonly:
+            self._db = self._open_readonly()
+            return
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: autocommit; transactions are explicit BEGIN IMMEDIATE.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -69,16 +69,70 @@ class AuditStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=30000")
             migrate(self._db)
-        except (sqlite3.Error, RuntimeError) as exc:
-            raise StoreError(f"{self.path}: cannot open the audit store: {exc}") from exc
+        except (sqlite3.Error, RuntimeError, OSError) as exc:
+            raise StoreError(f"{self.path}: cannot open the audit store: {reason(exc)}") from exc
+        make_reserve(self.path)
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """Open for reading only (history, show, report): nothing is created, migrated or
+        written, so a store on a read-only mount or owned by another user can still be read.
+        Raises StoreError when there is no store or its schema is newer than this kbfix."""
+        if not self.path.is_file():
+            raise StoreError(f"{self.path}: no audit store here yet (run `kbfix check` first)")
+        uri = self.path.resolve().as_uri()
+        last: BaseException | None = None
+        # mode=ro reads the WAL too but needs its -shm; a read-only folder without one can only be
+        # opened immutable (a store closed cleanly has its WAL checkpointed into the file).
+        for query in ("?mode=ro", "?mode=ro&immutable=1"):
+            try:
+                db = sqlite3.connect(uri + query, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
+                db.execute("PRAGMA busy_timeout=30000")
+                row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            except sqlite3.Error as exc:
+                last = exc
+                continue
+            version = int(row[0] or 0)
+            if version > LATEST:
+                db.close()
+                raise StoreError(f"{self.path}: audit store schema v{version} is newer than this kbfix "
+                                 f"(v{LATEST}); upgrade kbfix")
+            return db
+        raise StoreError(f"{self.path}: cannot open the audit store for reading: {reason(last)}")
+
+    def _replay_after_full(self, tx: TxRecorder, exc: BaseException) -> sqlite3.Cursor:
+        """The disk filled inside a write transaction: roll back, free the reserve, replay the
+        transaction's writes and return the last one's cursor. From now on `disk_full` is set:
+        no new intent is accepted (`record_intent` raises DiskFullError) and `end_run` closes
+        the run as interrupted. Raises DiskFullError when there is no reserve left or the
+        transaction had read before writing."""
+        if self._db.in_transaction:  # SQLITE_FULL may have rolled the transaction back already
+            self._db.execute("ROLLBACK")
+        reserve = self.path.with_name(RESERVE_FILE)
+        freed = reserve.exists() and not tx.read
+        self.disk_full = True
+        if freed:
+            reserve.unlink()
+        if not freed:
+            self._db.execute("BEGIN IMMEDIATE")  # the caller's _tx rolls this back
+            raise DiskFullError(f"{self.path}: the disk is full ({reason(exc)}); free space, then resume") from exc
+        self._db.execute("BEGIN IMMEDIATE")
+        cur: sqlite3.Cursor | None = None
+        for sql, args in tx.writes:
+            cur = self._db.execute(sql, args)
+        assert cur is not None
+        return cur
 
     @classmethod
-    def in_dir(cls, state_dir: Path | str) -> AuditStore:
-        """Open `<state_dir>/audit.sqlite3`."""
-        return cls(Path(state_dir) / STORE_FILE)
+    def in_dir(cls, state_dir: Path | str, *, readonly: bool = False) -> AuditStore:
+        """Open `<state_dir>/audit.sqlite3` (read-only: see `_open_readonly`)."""
+        return cls(Path(state_dir) / STORE_FILE, readonly=readonly)
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Stop renewing lock leases and close the connection (idempotent)."""
+        self._heartbeat_stop.set()
+        beat = self._heartbeat
+        if beat is not None and beat is not threading.current_thread():
+            beat.join(timeout=5)
         with self._lock:
             self._db.close()
 
@@ -89,28 +143,52 @@ class AuditStore:
         self.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One committed write transaction (IMMEDIATE: takes the write lock up front)."""
+    def _tx(self) -> Iterator[TxRecorder]:
+        """One committed write transaction (IMMEDIATE: takes the write lock up front).
+
+        SQLite errors become StoreError naming the file (DiskFullError for a full disk after the
+        reserve is used up); a full disk at COMMIT replays the transaction once the reserve is freed.
+        """
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only")
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            tx = TxRecorder(self._db, self._replay_after_full)
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield tx
+                    try:
+                        self._db.execute("COMMIT")
+                    except sqlite3.OperationalError as exc:
+                        if not is_disk_full(exc):
+                            raise
+                        self._replay_after_full(tx, exc)
+                        self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except DiskFullError:
                 raise
-            self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if is_disk_full(exc):
+                    self.disk_full = True
+                    raise DiskFullError(f"{self.path}: the disk is full ({reason(exc)})") from exc
+                raise StoreError(f"{self.path}: {reason(exc)}") from exc
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
-            cur = self._db.execute(sql, args)
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+            try:
+                cur = self._db.execute(sql, args)
+                cols = [d[0] for d in cur.description]
+                return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: {reason(exc)}") from exc
 
     # ---- runs -------------------------------------------------------------------------------
 
     def begin_run(self, info: RunInfo, *, resumes: str | None = None) -> None:
-        """Record a new run (options redacted; this process's pid and machine name, for
-        liveness) and its `running` event."""
+        """Record a new run (options redacted) and its `running` event."""
         with self._tx() as db:
             db.execute(
                 "INSERT INTO runs(id, kind, started, operator, kbfix_version, inventory_hash, window, options, resumes,"
@@ -138,6 +216,10 @@ class AuditStore:
         """Append the run's final event: `completed` or `interrupted` (with a reason)."""
         if state not in ("completed", "interrupted"):
             raise ValueError(f"end state must be completed or interrupted, not {state!r}")
+        if self.disk_full and state == "completed":
+            # Not every host could be worked on (no new intent was accepted): resumable, not done.
+            state, detail = "interrupted", ("the audit store's disk filled up during the run: hosts not yet "
+                                            "started were not changed; free space, then `kbfix apply --resume`")
         self._event(run_id, state, detail, at)
 
     def note(self, run_id: str, detail: str) -> None:
@@ -264,29 +346,45 @@ class AuditStore:
         """Append one host's result (and its findings, and facts when given); returns its seq.
 
         phase: `assess`, `apply`, `verify` or `final`; the latest `final` row is the host's
-        result for the run (what reports render).
+        result for the run (what reports render). Every string is cut to `MAX_STORED_STRING`
+        characters, and once the host has added `host_run_budget` bytes in this run its facts
+        and evidence log lines are replaced by a note (status, reasons and versions are kept).
         """
         now = utc_now().isoformat()
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO host_results(run_id, host, phase, status, facts_digest, result, at) VALUES (?,?,?,?,?,?,?)",
-                # facts are stored once, in `facts` (redacted), not again inside the result JSON
-                (run_id, result.host, phase, result.status.value, result.facts_digest,
-                 result.model_dump_json(exclude={"facts", "vars"}), now),
-            )
-            seq = int(cur.lastrowid or 0)
-            for f in result.findings:
-                db.execute(
-                    "INSERT INTO findings(host_result_seq, run_id, host, advisory, status, reason, evidence)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    (seq, run_id, result.host, f.advisory, f.status.value, f.reason,
-                     _dumps([e.model_dump(mode="json") for e in f.evidence])),
+        budget_key = (run_id, result.host)
+        with self._lock:
+            used = self._host_bytes.get(budget_key, 0)
+            dumped = bound_strings(result.model_dump(mode="json", exclude={"facts", "vars"}))  # facts: `facts` table
+            result_json = _dumps(dumped)
+            facts_json = _dumps(bound_strings(redact(facts))) if facts is not None else None
+            size = len(result_json) + len(facts_json or "")
+            if used + size > self.host_run_budget or (self.disk_full and facts_json is not None):
+                note = (f"not stored: this host passed its {self.host_run_budget} byte store budget "
+                        f"for run {run_id}")
+                if facts_json is not None:
+                    facts_json = _dumps({"_not_stored": f"{len(facts_json)} bytes of facts {note}"})
+                result_json = _dumps(without_lines(dumped, f"log lines {note}"))
+                dumped = json.loads(result_json)
+                size = len(result_json) + len(facts_json or "")
+            self._host_bytes[budget_key] = used + size  # (the findings rows repeat the evidence: ≤ 2× this)
+            evidence = [_dumps(f.get("evidence", [])) for f in dumped.get("findings", [])]
+            with self._tx() as db:
+                cur = db.execute(
+                    "INSERT INTO host_results(run_id, host, phase, status, facts_digest, result, at) VALUES (?,?,?,?,?,?,?)",
+                    (run_id, result.host, phase, result.status.value, result.facts_digest, result_json, now),
                 )
-            if facts is not None:
-                db.execute(
-                    "INSERT INTO facts(run_id, host, phase, digest, facts, at) VALUES (?,?,?,?,?,?)",
-                    (run_id, result.host, phase, result.facts_digest, _dumps(redact(facts)), now),
-                )
+                seq = int(cur.lastrowid or 0)
+                for f, ev in zip(result.findings, evidence, strict=True):
+                    db.execute(
+                        "INSERT INTO findings(host_result_seq, run_id, host, advisory, status, reason, evidence)"
+                        " VALUES (?,?,?,?,?,?,?)",
+                        (seq, run_id, result.host, f.advisory, f.status.value, f.reason, ev),
+                    )
+                if facts_json is not None:
+                    db.execute(
+                        "INSERT INTO facts(run_id, host, phase, digest, facts, at) VALUES (?,?,?,?,?,?)",
+                        (run_id, result.host, phase, result.facts_digest, facts_json, now),
+                    )
         return seq
 
     def record_plan(self, run_id: str, host: str, actions: Iterable[PlannedAction], facts_digest: str | None) -> None:
@@ -339,145 +437,3 @@ class AuditStore:
         rows = self._query(sql + " ORDER BY seq", args)
         return [(r["host"], PlannedAction.model_validate_json(r["action"]), r["facts_digest"]) for r in rows]
 
-    # ---- the journal: intents and results -------------------------------------------------------
-
-    def record_intent(self, run_id: str, host: str, action: PlannedAction) -> int:
-        """Commit an intent row before the action's ops are sent; returns its seq."""
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO intents(run_id, host, action_id, advisory, kind, action, at) VALUES (?,?,?,?,?,?,?)",
-                (run_id, host, action.id, action.advisory, action.kind,
-                 _dumps(redact(action.model_dump(mode="json"))), utc_now().isoformat()),
-            )
-            return int(cur.lastrowid or 0)
-
-    def record_result(self, run_id: str, host: str, action_id: str, executed: ExecutedAction) -> int:
-        """Append the result of the newest open intent of (run, host, action); returns its seq.
-
-        Raises StoreError when there is no open intent for it (a result without intent would
-        be an audit hole).
-        """
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT i.seq FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq"
-                " WHERE i.run_id=? AND i.host=? AND i.action_id=? AND r.seq IS NULL ORDER BY i.seq DESC LIMIT 1",
-                (run_id, host, action_id),
-            ).fetchone()
-            if row is None:
-                raise StoreError(f"{host}: result for action {action_id} without an open intent in run {run_id}")
-            cur = db.execute(
-                "INSERT INTO results(intent_seq, run_id, host, action_id, outcome, exit_code, executed, at)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (row[0], run_id, host, action_id, executed.outcome, executed.exit_code,
-                 _dumps(redact(executed.model_dump(mode="json"))), utc_now().isoformat()),
-            )
-            return int(cur.lastrowid or 0)
-
-    def open_intents(self, run_ids: Iterable[str] | str) -> list[OpenIntent]:
-        """Intent rows without a result in the given run(s): ops whose outcome is unknown."""
-        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
-        rows = self._query(
-            "SELECT i.seq, i.run_id, i.host, i.action, i.at FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq"
-            " WHERE i.run_id IN (SELECT value FROM json_each(?)) AND r.seq IS NULL ORDER BY i.seq",
-            (json.dumps(ids),),
-        )
-        return [OpenIntent(r["seq"], r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
-                           datetime.fromisoformat(r["at"])) for r in rows]
-
-    def open_intents_for_hosts(self, hosts: Iterable[str]) -> list[OpenIntent]:
-        """Intent rows without a result for these hosts, in any run (a crashed earlier run)."""
-        rows = self._query(
-            "SELECT i.seq, i.run_id, i.host, i.action, i.at FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq"
-            " WHERE i.host IN (SELECT value FROM json_each(?)) AND r.seq IS NULL ORDER BY i.seq",
-            (json.dumps(list(hosts)),),
-        )
-        return [OpenIntent(r["seq"], r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
-                           datetime.fromisoformat(r["at"])) for r in rows]
-
-    def outcomes(self, run_ids: Iterable[str] | str, host: str | None = None) -> list[ActionOutcome]:
-        """Every result row of the given run(s) (optionally one host), oldest first."""
-        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
-        sql = (
-            "SELECT r.run_id, r.host, i.action, r.executed FROM results r JOIN intents i ON i.seq = r.intent_seq"
-            " WHERE r.run_id IN (SELECT value FROM json_each(?))"
-        )
-        args: list[Any] = [json.dumps(ids)]
-        if host is not None:
-            sql += " AND r.host=?"
-            args.append(host)
-        rows = self._query(sql + " ORDER BY r.seq", args)
-        return [ActionOutcome(r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
-                              ExecutedAction.model_validate_json(r["executed"])) for r in rows]
-
-    def intents(self, run_id: str) -> list[dict[str, Any]]:
-        """All intent rows of a run with their result outcome (None when open), in order."""
-        return self._query(
-            "SELECT i.seq, i.host, i.action_id, i.kind, i.at, r.outcome, r.exit_code, r.at AS result_at"
-            " FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq WHERE i.run_id=? ORDER BY i.seq",
-            (run_id,),
-        )
-
-    def journal(self, run_id: str) -> StoreJournal:
-        """A playbooks `Journal` writing into this run."""
-        return StoreJournal(self, run_id)
-
-    # ---- host locks ---------------------------------------------------------------------------
-
-    def lock_hosts(self, run_id: str, hosts: Iterable[str], *, pid: int | None = None) -> None:
-        """Take the apply lock of every host, all or none.
-
-        A lock held by a process that no longer exists on this machine is stale and reclaimed.
-        Raises HostLockedError naming the holder of the first host held by a live process
-        (or by any process on another machine: its liveness cannot be checked from here).
-        """
-        pid = os.getpid() if pid is None else pid
-        machine = socket.gethostname()
-        now = utc_now().isoformat()
-        with self._tx() as db:
-            for host in hosts:
-                row = db.execute("SELECT run_id, pid, machine, acquired FROM host_locks WHERE host=?", (host,)).fetchone()
-                if row is not None:
-                    holder = LockHolder(*row)
-                    mine = holder.run_id == run_id and holder.pid == pid
-                    stale = holder.machine == machine and not pid_alive(holder.pid)
-                    if not (mine or stale):
-                        raise HostLockedError(host, holder)
-                db.execute(
-                    "INSERT OR REPLACE INTO host_locks(host, run_id, pid, machine, acquired) VALUES (?,?,?,?,?)",
-                    (host, run_id, pid, machine, now),
-                )
-
-    def unlock_hosts(self, run_id: str, hosts: Iterable[str] | None = None) -> None:
-        """Release the run's locks (all of them, or those of `hosts`)."""
-        with self._tx() as db:
-            if hosts is None:
-                db.execute("DELETE FROM host_locks WHERE run_id=?", (run_id,))
-            else:
-                for host in hosts:
-                    db.execute("DELETE FROM host_locks WHERE run_id=? AND host=?", (run_id, host))
-
-    def lock_holder(self, host: str) -> LockHolder | None:
-        """The current holder of a host's lock, or None."""
-        rows = self._query("SELECT run_id, pid, machine, acquired FROM host_locks WHERE host=?", (host,))
-        return LockHolder(**rows[0]) if rows else None
-
-
-def _like_prefix(ref: str) -> str:
-    return ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-class StoreJournal:
-    """The playbooks `Journal` for one run: `intent()` commits before the op is sent,
-    `result()` after its answer (or with outcome `unknown` when the answer was lost)."""
-
-    def __init__(self, store: AuditStore, run_id: str) -> None:
-        self.store = store
-        self.run_id = run_id
-
-    def intent(self, host: str, action: PlannedAction) -> None:
-        """Commit the intent row for `action` on `host`."""
-        self.store.record_intent(self.run_id, host, action)
-
-    def result(self, host: str, action: PlannedAction, executed: ExecutedAction) -> None:
-        """Append the result row for `action` on `host`."""
-        self.store.record_result(self.run_id, host, action.id, executed)

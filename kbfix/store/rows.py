@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from playbooks.model import ExecutedAction, PlannedAction, utc_now
 
@@ -41,12 +43,19 @@ def pid_alive(pid: int) -> bool:
 
 @dataclass(frozen=True)
 class LockHolder:
-    """Who holds a host lock: run id, process id, machine name, UTC time acquired (ISO text)."""
+    """Who holds a host lock: run id, process id, machine name, UTC time acquired and end of the
+    lease (ISO text; None for a lock written before leases)."""
 
     run_id: str
     pid: int
     machine: str
     acquired: str
+    lease_until: str | None = None
+
+
+#: Seconds a host lock lasts unless its holder renews it. The holding process renews every
+#: lease/3 from a background thread, so only a holder that is gone (or frozen) lets it lapse.
+DEFAULT_LOCK_LEASE_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -69,3 +78,14 @@ class ActionOutcome:
     host: str
     action: PlannedAction
     executed: ExecutedAction
+
+
+def dumps_json(value: Any) -> str:
+    """The stored JSON text of a value: sorted keys, UTF-8 kept, unknown objects as their text."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+
+
+def _like_prefix(ref: str) -> str:
+    return ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -1,0 +1,143 @@
+"""The journal half of the audit store: an intent row committed before an action's ops are sent,
+a result row after its answer, and the queries over them (open intents, outcomes)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kbfix.store.errors import DiskFullError, StoreError
+from kbfix.store.rows import (
+    ActionOutcome,
+    OpenIntent,
+    dumps_json,
+)
+from playbooks.model import ExecutedAction, PlannedAction, utc_now
+from remoting.redaction import redact
+
+_dumps = dumps_json
+
+
+class JournalStore:
+    """Mixin of `AuditStore`: intents and results."""
+
+    if TYPE_CHECKING:  # provided by AuditStore
+        path: Path
+        _lock: threading.RLock
+        _db: sqlite3.Connection
+        disk_full: bool
+
+        def _tx(self) -> AbstractContextManager[Any]: ...
+
+        def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+    # ---- the journal: intents and results -------------------------------------------------------
+
+    def record_intent(self, run_id: str, host: str, action: PlannedAction) -> int:
+        """Commit an intent row before the action's ops are sent; returns its seq. Raises
+        DiskFullError (nothing is sent) once the disk has filled during this store's life."""
+        if self.disk_full:
+            raise DiskFullError(f"{self.path}: the disk is full: no new change is started")
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO intents(run_id, host, action_id, advisory, kind, action, at) VALUES (?,?,?,?,?,?,?)",
+                (run_id, host, action.id, action.advisory, action.kind,
+                 _dumps(redact(action.model_dump(mode="json"))), utc_now().isoformat()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def record_result(self, run_id: str, host: str, action_id: str, executed: ExecutedAction) -> int:
+        """Append the result of the newest open intent of (run, host, action); returns its seq.
+
+        Raises StoreError when there is no open intent for it (a result without intent would
+        be an audit hole).
+        """
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT i.seq FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq"
+                " WHERE i.run_id=? AND i.host=? AND i.action_id=? AND r.seq IS NULL ORDER BY i.seq DESC LIMIT 1",
+                (run_id, host, action_id),
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"{host}: result for action {action_id} without an open intent in run {run_id}")
+            cur = db.execute(
+                "INSERT INTO results(intent_seq, run_id, host, action_id, outcome, exit_code, executed, at)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (row[0], run_id, host, action_id, executed.outcome, executed.exit_code,
+                 _dumps(redact(executed.model_dump(mode="json"))), utc_now().isoformat()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def open_intents(self, run_ids: Iterable[str] | str) -> list[OpenIntent]:
+        """Intent rows without a result in the given run(s): ops whose outcome is unknown."""
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        rows = self._query(
+            "SELECT i.seq, i.run_id, i.host, i.action, i.at FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq"
+            " WHERE i.run_id IN (SELECT value FROM json_each(?)) AND r.seq IS NULL ORDER BY i.seq",
+            (json.dumps(ids),),
+        )
+        return [OpenIntent(r["seq"], r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
+                           datetime.fromisoformat(r["at"]))
+                for r in rows]
+
+    def open_intents_for_hosts(self, hosts: Iterable[str]) -> list[OpenIntent]:
+        """Intent rows without a result for these hosts, in any run (a crashed earlier run)."""
+        rows = self._query(
+            "SELECT i.seq, i.run_id, i.host, i.action, i.at FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq"
+            " WHERE i.host IN (SELECT value FROM json_each(?)) AND r.seq IS NULL ORDER BY i.seq",
+            (json.dumps(list(hosts)),),
+        )
+        return [OpenIntent(r["seq"], r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
+                           datetime.fromisoformat(r["at"]))
+                for r in rows]
+
+    def outcomes(self, run_ids: Iterable[str] | str, host: str | None = None) -> list[ActionOutcome]:
+        """Every result row of the given run(s) (optionally one host), oldest first."""
+        ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+        sql = (
+            "SELECT r.run_id, r.host, i.action, r.executed FROM results r JOIN intents i ON i.seq = r.intent_seq"
+            " WHERE r.run_id IN (SELECT value FROM json_each(?))"
+        )
+        args: list[Any] = [json.dumps(ids)]
+        if host is not None:
+            sql += " AND r.host=?"
+            args.append(host)
+        rows = self._query(sql + " ORDER BY r.seq", args)
+        return [ActionOutcome(r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
+                              ExecutedAction.model_validate_json(r["executed"])) for r in rows]
+
+    def intents(self, run_id: str) -> list[dict[str, Any]]:
+        """All intent rows of a run with their result outcome (None when open), in order."""
+        return self._query(
+            "SELECT i.seq, i.host, i.action_id, i.kind, i.at, r.outcome, r.exit_code, r.at AS result_at"
+            " FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq WHERE i.run_id=? ORDER BY i.seq",
+            (run_id,),
+        )
+
+    def journal(self, run_id: str) -> StoreJournal:
+        """A playbooks `Journal` writing into this run."""
+        return StoreJournal(self, run_id)
+
+
+
+class StoreJournal:
+    """The playbooks `Journal` for one run: `intent()` commits before the op is sent,
+    `result()` after its answer (or with outcome `unknown` when the answer was lost)."""
+
+    def __init__(self, store: JournalStore, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+
+    def intent(self, host: str, action: PlannedAction) -> None:
+        """Commit the intent row for `action` on `host`."""
+        self.store.record_intent(self.run_id, host, action)
+
+    def result(self, host: str, action: PlannedAction, executed: ExecutedAction) -> None:
+        """Append the result row for `action` on `host`."""
+        self.store.record_result(self.run_id, host, action.id, executed)
