@@ -16,12 +16,9 @@ from typing import TYPE_CHECKING, Any
 from kbfix.store.errors import HostLockedError, StoreError
 from kbfix.store.rows import (
     LockHolder,
-    dumps_json,
     pid_alive,
 )
 from playbooks.model import utc_now
-
-_dumps = dumps_json
 
 
 class HostLockStore:
@@ -36,6 +33,7 @@ class HostLockStore:
         def _tx(self) -> AbstractContextManager[Any]: ...
 
         def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
         lock_lease_s: float
         _heartbeat: threading.Thread | None
         _heartbeat_stop: threading.Event
