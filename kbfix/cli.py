@@ -397,6 +397,10 @@ def plan(
     ctx: typer.Context,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the plan (JSON).")] = Path("plan.json"),
     packages: Annotated[Path | None, typer.Option("--packages", help="Folder of update packages with their manifest.")] = None,
+    reboot: Annotated[str | None, typer.Option(
+        "--reboot", help="Record the restart policy in the plan for apply: never, if-needed, always.")] = None,
+    reboot_timeout: Annotated[float | None, typer.Option(
+        "--reboot-timeout", help="Record the restart timeout (seconds) in the plan.")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
 ) -> None:
@@ -406,6 +410,11 @@ def plan(
     Example: `kbfix -i site.yml plan --packages ./pkgs -o plan.json`, review, then `kbfix apply --plan plan.json`.
     """
     g = _globals(ctx)
+    try:  # reboot (issue 21): the reviewed plan carries the restart settings apply will use
+        plan_reboot = RebootSettings(policy=reboot, timeout=reboot_timeout)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise _fail(f"--reboot: {exc.errors()[0]['msg']}", ExitCode.USAGE) from exc
+    _reboot_options(plan_reboot)
     hosts, digest = _hosts(g)
     engine = _engine(packages)
     with _store(g) as store:
@@ -413,6 +422,8 @@ def plan(
             hosts, engine, store, _options(g, digest, packages=str(packages) if packages else None, output=str(output)), control=c,
             progress=make_progress(quiet=g.quiet, no_color=g.no_color)))
     assert outcome.plan is not None
+    if reboot is not None or reboot_timeout is not None:
+        outcome.plan.reboot = plan_reboot
     outcome.plan.write(output)
     _print_plan(g, outcome.plan)
     typer.echo(f"plan written: {output} (run {outcome.info.id})", err=True)
@@ -466,6 +477,7 @@ def apply(
     except ValidationError as exc:
         raise _fail(f"--reboot: {exc.errors()[0]['msg']}", ExitCode.USAGE) from exc
     config = load_config()
+    _reboot_options(cli_reboot, config.reboot)  # reboot (issue 21): refuse bad values before any contact
     win = parse_window(window, named=config.windows) if window else None
     steps = parse_serial(serial) if serial else None
     hosts, digest = _hosts(g)

@@ -75,9 +75,10 @@ def parse_reboot_state(data: Mapping[str, Any] | None, error: str | None = None)
     if data is None:
         return RebootState(error=error or "no answer")
     indicators = [k for k in ("cbs_reboot_pending", "wu_reboot_required") if data.get(k) is True]
-    renames = [str(s) for s in data.get("pending_file_renames") or [] if isinstance(s, str)]
+    raw_renames = data.get("pending_file_renames")
+    renames = [s for s in raw_renames if isinstance(s, str)] if isinstance(raw_renames, list) else []
     count = data.get("pending_file_renames_count")
-    count = count if isinstance(count, int) and count >= 0 else len(renames)
+    count = count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else len(renames)
     if count > 0:
         indicators.append("pending_file_renames")
     boot: datetime | None = None

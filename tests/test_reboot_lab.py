@@ -275,3 +275,24 @@ def test_sigkill_during_the_wait_then_resume_rereads_and_does_not_restart_twice(
             assert ("reboot", "unknown") in [(r["action_id"], r["outcome"]) for r in rows]  # closed, never re-sent
             (final,) = store.host_results(latest.id)
             assert final.status in (Status.COMPLIANT, Status.REMEDIATED)
+
+
+def test_the_plan_carries_the_restart_policy_to_apply(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kbfix.cli import app
+    from kbfix.planfile import PlanDocument
+
+    packages = make_packages(tmp_path / "pkgs")
+    with Lab(load_host_fixture_text(_site(), "reboot-site")) as lab:
+        inv = lab.write_inventory(tmp_path / "inventory.yaml")
+        common = ["-q", "-i", str(inv), "--state", str(tmp_path / "state"), "--limit", "WSUS-3010"]
+        r = CliRunner().invoke(app, [*common, "plan", "--packages", str(packages), "-o", str(tmp_path / "plan.json"),
+                                     "--reboot", "if-needed", "--reboot-timeout", "20"])
+        assert r.exit_code == 3, r.output
+        doc = PlanDocument.read(tmp_path / "plan.json")
+        assert doc.reboot is not None and doc.reboot.policy == "if-needed" and doc.reboot.timeout == 20
+        r = CliRunner().invoke(app, [*common, "apply", "--plan", str(tmp_path / "plan.json"), "--packages", str(packages),
+                                     "--pre-reboot-delay", "0"])
+        assert r.exit_code == 0, r.output
+        assert _ops(lab, "WSUS-3010").count("system.reboot") == 1
