@@ -225,9 +225,10 @@ def reboot_and_wait(
             if record.down is None:
                 record.down = clock()
             state = None
-        if state is not None and state.last_boot is not None and (
-            state.last_boot != record.boot_before or (record.boot_before is None and record.down is not None)
-        ):
+        # Back = a new boot time; without a boot time from before, a refused connection seen first.
+        back = state is not None and state.last_boot is not None and (
+            state.last_boot != record.boot_before if record.boot_before is not None else record.down is not None)
+        if back and state is not None:
             record.up = clock()
             record.boot_after = state.last_boot
             return _finish(journal, host, action, record, "success", "", clock, start, monotonic)

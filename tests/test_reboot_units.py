@@ -140,3 +140,62 @@ def test_a_lost_answer_to_the_restart_is_not_resent_and_the_wait_decides(tmp_pat
         assert record.down is not None and record.up is not None and record.boot_after != before.last_boot
         assert [m.op for m in lab.records("R").mutations] == ["system.reboot"]  # sent once, never again
         assert journal.events == [("intent", "reboot", None), ("result", "reboot", "success")]
+
+
+class _Answer:
+    def __init__(self, data: dict[str, Any]) -> None:
+        from remoting.agent_protocol import OpResult
+        self.results = [OpResult(id="reboot", op="system.reboot", ok=True, data=data)]
+
+
+class _ReplaySession:
+    """Answers system.reboot with `data` (the sequence's own input, not a WinRM client)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.sent = 0
+
+    def run(self, ops: Any) -> _Answer:
+        self.sent += 1
+        return _Answer(self.data)
+
+
+def _timeline(states: list[Any]) -> tuple[Any, Any, Any]:
+    """probe/clock/monotonic/sleep over a scripted list of probe outcomes (an Exception = down)."""
+    t = [0.0]
+    seq = iter(states)
+
+    def probe() -> Any:
+        s = next(seq, states[-1])
+        if isinstance(s, Exception):
+            raise s
+        return s
+
+    def sleep(dt: float) -> None:
+        t[0] += dt
+
+    return probe, (lambda: t[0]), sleep
+
+
+def test_without_a_boot_time_from_before_the_host_must_first_be_seen_down() -> None:
+    from remoting.errors import UnreachableError
+    old = parse_reboot_state({"last_boot": "2008-08-01T06:00:00Z"})
+    new = parse_reboot_state({"last_boot": "2026-01-01T00:00:00Z"})
+    probe, mono, sleep = _timeline([old, UnreachableError("refused", host="R"), new])
+    record, done = reboot_and_wait(_ReplaySession({"last_boot": None}), probe, "R", _Journal(),
+                                   RebootOptions(policy="always", timeout_s=10, pre_reboot_delay=0, poll_s=1),
+                                   None, monotonic=mono, sleep=sleep)
+    assert done.outcome == "success" and record.down is not None and record.boot_after == new.last_boot
+
+
+def test_a_host_that_keeps_its_boot_time_fails_at_the_timeout_and_says_so() -> None:
+    same = parse_reboot_state({"last_boot": "2008-08-01T06:00:00Z"})
+    probe, mono, sleep = _timeline([same])
+    session = _ReplaySession({"last_boot": "2008-08-01T06:00:00Z"})
+    journal = _Journal()
+    record, done = reboot_and_wait(session, probe, "R", journal,
+                                   RebootOptions(policy="always", timeout_s=5, pre_reboot_delay=1, poll_s=1),
+                                   same.last_boot, monotonic=mono, sleep=sleep)
+    assert done.outcome == "failed" and session.sent == 1
+    assert "did not come back within 6 s" in (done.detail or "") and "never stopped answering" in (done.detail or "")
+    assert journal.events[-1] == ("result", "reboot", "failed")
