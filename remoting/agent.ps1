@@ -1340,7 +1340,8 @@ function Invoke-Reboot($op, $ctx) {
     $requested = [DateTime]::UtcNow.ToString('yyyy-MM-ddTHH:mm:ssZ', $inv)
     $proc = [System.Diagnostics.Process]::Start($psi)
     if (-not $proc.WaitForExit(30000)) { Stop-Op 'timeout' 'shutdown.exe did not return within 30 s' }
-    if ($proc.ExitCode -ne 0) { Stop-Op 'exception' ('shutdown.exe exited with ' + $proc.ExitCode.ToString($inv) + '; no restart was scheduled') }
+    # 1190 ERROR_SHUTDOWN_IS_SCHEDULED: a restart is already scheduled and will still happen.
+    if ($proc.ExitCode -ne 0 -and $proc.ExitCode -ne 1190) { Stop-Op 'exception' ('shutdown.exe exited with ' + $proc.ExitCode.ToString($inv) + '; no restart was scheduled') }
     $d = New-Map
     $d['requested'] = $requested
     $d['delay'] = $delay

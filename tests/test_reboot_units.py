@@ -193,7 +193,7 @@ def test_a_host_that_keeps_its_boot_time_fails_at_the_timeout_and_says_so() -> N
     probe, mono, sleep = _timeline([same])
     session = _ReplaySession({"last_boot": "2008-08-01T06:00:00Z"})
     journal = _Journal()
-    record, done = reboot_and_wait(session, probe, "R", journal,
+    _record, done = reboot_and_wait(session, probe, "R", journal,
                                    RebootOptions(policy="always", timeout_s=5, pre_reboot_delay=1, poll_s=1),
                                    same.last_boot, monotonic=mono, sleep=sleep)
     assert done.outcome == "failed" and session.sent == 1

@@ -17,9 +17,10 @@ from remoting.agent_protocol import OpRequest
 from winlab.emulate_common import AgentContext, OpFailure, int_arg, iso_utc
 from winlab.power import reboot_indicators
 
-#: shutdown.exe's exit code when a restart is already scheduled: ERROR_SHUTDOWN_IN_PROGRESS (1115)
-#: "A system shutdown is in progress" (System Error Codes 1000-1299).
-SHUTDOWN_IN_PROGRESS = 1115
+#: shutdown.exe's exit code when a restart is already scheduled: ERROR_SHUTDOWN_IS_SCHEDULED (1190)
+#: "A system shutdown has already been scheduled" (System Error Codes 1000-1299). The restart the
+#: caller wants still happens, so the agent answers ok with this exit code.
+SHUTDOWN_IS_SCHEDULED = 1190
 
 
 def op_reboot_state(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
@@ -41,7 +42,6 @@ def op_reboot(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
         raise OpFailure("exception", "this lab host cannot restart (no power state)")
     before = ctx.power.boot_time
     requested = datetime.now(timezone.utc)
-    if not ctx.power.request_restart(float(delay)):
-        raise OpFailure("exception", f"shutdown.exe exited with {SHUTDOWN_IN_PROGRESS}; no restart was scheduled")
-    ctx.records.mutated("system.reboot", f"delay={delay}")
-    return {"requested": iso_utc(requested), "delay": delay, "last_boot": iso_utc(before), "exit_code": 0}
+    code = 0 if ctx.power.request_restart(float(delay)) else SHUTDOWN_IS_SCHEDULED
+    ctx.records.mutated("system.reboot", f"delay={delay} exit={code}")
+    return {"requested": iso_utc(requested), "delay": delay, "last_boot": iso_utc(before), "exit_code": code}
