@@ -199,3 +199,14 @@ def test_a_host_that_keeps_its_boot_time_fails_at_the_timeout_and_says_so() -> N
     assert done.outcome == "failed" and session.sent == 1
     assert "did not come back within 6 s" in (done.detail or "") and "never stopped answering" in (done.detail or "")
     assert journal.events[-1] == ("result", "reboot", "failed")
+
+
+def test_reboot_answers_of_the_wrong_type_are_protocol_errors() -> None:
+    from remoting.answer_shapes import check_result
+    from remoting.errors import ProtocolError
+    check_result("system.reboot_state", {"cbs_reboot_pending": False, "pending_file_renames": ["a", ""],
+                                         "pending_file_renames_count": 2, "last_boot": "2008-08-01T06:00:00Z"})
+    with pytest.raises(ProtocolError, match=r"system\.reboot_state"):
+        check_result("system.reboot_state", {"pending_file_renames": "not a list"})
+    with pytest.raises(ProtocolError, match=r"system\.reboot "):
+        check_result("system.reboot", {"last_boot": ["2008"]})
