@@ -15,12 +15,12 @@ in kbfix/runner.py); the sequence itself lives in playbooks/reboot.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from kbfix.window import ChangeWindow
-from playbooks.model import Finding
+from playbooks.model import Finding, Status
 from playbooks.reboot import (
     RebootOptions,
     attach_reboot,
@@ -29,8 +29,22 @@ from playbooks.reboot import (
     reboot_and_wait,
     reboot_reason,
 )
-from playbooks.reboot_facts import RebootState
+from playbooks.reboot_facts import REBOOT_STATE_ID, RebootState
 from remoting.errors import RemotingError
+
+
+def pending_after_resume(findings: Sequence[Finding], facts: Mapping[str, Any]) -> list[Finding]:
+    """Resume: a finding whose remedy already succeeded in the resumed run (so nothing is left
+    to run) yet still reads unfixed is `pending_reboot`, not `failed`, while Windows reports a
+    restart pending (`facts["reboot_state"]`, playbooks.reboot_facts): the fix lands at the restart."""
+    raw = facts.get(REBOOT_STATE_ID)
+    state = RebootState.model_validate(raw) if isinstance(raw, Mapping) else None
+    if state is None or not state.pending:
+        return list(findings)
+    return [f.model_copy(update={"status": Status.PENDING_REBOOT,
+                                 "reason": f"{f.reason}; Windows reports a restart pending ({state.describe()})"})
+            if f.status is Status.FAILED and not f.planned and "already succeeded" in f.reason else f
+            for f in findings]
 
 
 def restart_budget(options: RebootOptions) -> float:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from kbfix import __version__
 from kbfix.exitcodes import ExitCode
 from kbfix.planfile import HostPlan, PlanDocument
-from kbfix.reboot import restart_and_verify, restart_budget  # reboot (issue 21)
+from kbfix.reboot import pending_after_resume, restart_and_verify, restart_budget  # reboot (issue 21)
 from kbfix.rollout import SerialStep, batch_failed, batches, run_concurrently
 from kbfix.runinfo import RunInfo, RunKind
 from kbfix.store import (
@@ -806,6 +806,8 @@ def run_apply(
                 assert rs is not None  # one of plan/resume, checked above
                 a = engine.plan(h, a)
                 a = engine.with_findings(a, _resume_filter(h.name, list(a.findings), rs))
+            if rs is not None:  # reboot (issue 21): done remedies awaiting a restart read pending_reboot
+                a = engine.with_findings(a, pending_after_resume(a.findings, a.facts or {}))
             actions = [p for f in a.findings for p in f.planned]
             if not actions and rs is not None and options.reboot.policy != "never" and any(
                     f.status is Status.PENDING_REBOOT for f in a.findings):

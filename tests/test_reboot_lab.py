@@ -296,3 +296,20 @@ def test_the_plan_carries_the_restart_policy_to_apply(tmp_path: Path) -> None:
                                      "--pre-reboot-delay", "0"])
         assert r.exit_code == 0, r.output
         assert _ops(lab, "WSUS-3010").count("system.reboot") == 1
+
+
+def test_resume_restarts_a_host_that_is_still_pending_once_and_not_again(tmp_path: Path) -> None:
+    packages = make_packages(tmp_path / "pkgs")
+    with Lab(load_host_fixture_text(_site(), "reboot-site")) as lab, AuditStore.in_dir(tmp_path / "state") as store:
+        hosts = _hosts(lab, tmp_path, ["WSUS-3010"])
+        engine = PlaybookEngine(packages_dir=packages)
+        plan = run_plan(hosts, engine, store, RunOptions()).plan
+        first = run_apply(hosts, engine, store, RunOptions(), plan=plan)  # --reboot never: left pending
+        assert first.results[0].status is Status.PENDING_REBOOT
+        second = run_apply(hosts, engine, store, RunOptions(reboot=FAST), resume=first.info.id)
+        assert second.results[0].status is Status.COMPLIANT  # re-read after the restart: fixed
+        assert _ops(lab, "WSUS-3010").count("system.reboot") == 1
+        assert _ops(lab, "WSUS-3010").count("installer.run") == 1  # the install is not repeated
+        third = run_apply(hosts, engine, store, RunOptions(reboot=FAST), resume=second.info.id)
+        assert [r.host for r in third.results] == []  # nothing left: no second restart
+        assert _ops(lab, "WSUS-3010").count("system.reboot") == 1
