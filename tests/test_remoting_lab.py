@@ -124,10 +124,34 @@ def test_ntlm_over_http_with_message_encryption_reuses_one_authenticated_connect
             s.run([op("a", "env.expand", text="%windir%")])
             s.run([op("b", "env.expand", text="%ProgramFiles%")])
         rec = lab.records("WSUS01")
-        # One NTLM handshake (anonymous 401, negotiate/challenge, authenticate) for the whole
-        # session's 8 WS-Man requests, not one per request.
-        assert rec.requests["Auth"] <= 3 and rec.requests["Command"] == 2 and s.stats.requests == 8
+        # One NTLM handshake for the whole session's 8 WS-Man requests, not one per request: the
+        # Negotiate leg (answered 401) and the Authenticate leg, which carries the sealed Create.
+        assert rec.requests["Auth"] == 1 and rec.requests["Command"] == 2 and s.stats.requests == 8
+        assert rec.total_requests == 9
         _assert_no_shell_left(lab)
+
+
+@pytest.mark.parametrize("https", [False, True], ids=["http-sealed", "https"])
+def test_ntlm_gathers_in_6_requests_the_create_riding_on_the_authenticate_leg(https: bool) -> None:
+    with Lab(make_hosts(), https=https) as lab:
+        ep = endpoint_for(lab, "WSUS01", transport="ntlm", allow_unencrypted=False)
+        with AgentSession(ep) as s:
+            resp = s.run(gather_ops())
+        rec = lab.records("WSUS01")
+        # pywinrm alone: an empty anonymous POST, Negotiate, Authenticate, then 5 WS-Man requests.
+        assert dict(rec.requests) == {"Auth": 1, "Create": 1, "Command": 1, "Send": 1, "Receive": 1, "Delete": 1}
+        assert resp.host["computer_name"] == "WSUS01" and s.stats.requests == 5
+        _assert_no_shell_left(lab)
+
+
+def test_ntlm_with_a_wrong_password_is_an_auth_error_and_nothing_runs() -> None:
+    with Lab(make_hosts()) as lab:
+        ep = endpoint_for(lab, "WSUS01", transport="ntlm", allow_unencrypted=False, password=Secret("wrong"))
+        with pytest.raises(AuthRejectedError) as err, AgentSession(ep, retry=QUICK_RETRY):
+            pass
+        assert "wrong" not in str(err.value)
+        rec = lab.records("WSUS01")
+        assert rec.requests["Create"] == 0 and rec.shells_opened == 0
 
 
 def test_https_with_the_lab_ca_works_and_without_it_is_a_certificate_error() -> None:
