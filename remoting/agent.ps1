@@ -3,7 +3,7 @@ param([string]$RequestText)
 # no ConvertTo-Json, no -in/-notin, no [ordered], no classes, no ::new, no $PSItem, no -Raw.
 # Started by remoting/bootstrap.ps1 with the request document as its only argument. Every op runs
 # in its own try/catch and answers ok/error; arguments are data (base64), never code. The answer
-# is one base64 JSON document framed by KBFIX-BEGIN/END-<nonce> on stdout.
+# is one base64 gzip'd JSON document framed by KBFIX-BEGIN/END-<nonce> on stdout.
 
 Set-StrictMode -Off
 $ErrorActionPreference = 'Stop'
@@ -1136,7 +1136,13 @@ function New-LimitResult($op, [long]$limit, [bool]$ran) {
 }
 
 function Write-Framed([string]$nonce, [string]$json) {
-    $b64 = [Convert]::ToBase64String($utf8.GetBytes($json))
+    # The document travels gzip'd (PROTOCOL.md "Response"): GZipStream is in .NET 2.0.
+    $ms = New-Object System.IO.MemoryStream
+    $gz = New-Object System.IO.Compression.GZipStream($ms, [System.IO.Compression.CompressionMode]::Compress)
+    $bytes = $utf8.GetBytes($json)
+    $gz.Write($bytes, 0, $bytes.Length)
+    $gz.Close()
+    $b64 = [Convert]::ToBase64String($ms.ToArray())
     $sb = New-Object System.Text.StringBuilder
     [void]$sb.Append('KBFIX-BEGIN-' + $nonce + "`r`n")
     for ($i = 0; $i -lt $b64.Length; $i += 76) {

@@ -34,7 +34,10 @@ _AGENT_PREFIX = b"KBFIX/1 AGENT-GZIP "
 #: The largest agent the lab (as the bootstrap's caller) accepts after decompression: the real
 #: agent is ~55 KB; a gzip stream that inflates past this is refused (a decompression bomb).
 MAX_AGENT_BYTES = 4 * 1024 * 1024
-_REQUEST_PREFIX = b"KBFIX/1 REQUEST "
+#: The largest request document the lab inflates (a file.upload chunk of 512 KiB is ~0.7 MB).
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+_REQUEST_PREFIX = b"KBFIX/1 REQUEST-GZIP "
 
 ArgScalar = str | int | bool | bytes
 ArgValue = ArgScalar | Sequence[ArgScalar]
@@ -189,9 +192,30 @@ def decode_request(doc: bytes) -> AgentRequest:
     return AgentRequest(tuple(ops), nonce=nonce, limit=limit)
 
 
+def minify_agent(source: bytes) -> bytes:
+    """The agent as it travels: `source` (agent.ps1) without its whole-line comments, blank
+    lines and indentation, LF line ends. PowerShell gives leading whitespace and `#` comment
+    lines no meaning outside strings, and agent.ps1 has no block comments, here-strings or
+    multi-line string literals: tests/test_remoting_messages.py checks with the PowerShell grammar
+    that the result has exactly the source's tokens. Saves ~20% of the compressed agent."""
+    out = []
+    for line in source.replace(b"\r\n", b"\n").split(b"\n"):
+        text = line.strip()
+        if text and not text.startswith(b"#"):
+            out.append(text)
+    return b"\n".join(out) + b"\n"
+
+
+@functools.lru_cache(maxsize=2)
+def _wire_agent(path: str, mtime_ns: int, size: int) -> bytes:
+    # Keyed on the file's identity, so an edited agent (or a test's stand-in) is read again.
+    return minify_agent(Path(path).read_bytes())
+
+
 def read_agent_bytes() -> bytes:
-    """The shipped agent script as sent on the wire (UTF-8, LF line ends)."""
-    return AGENT_PATH.read_bytes().replace(b"\r\n", b"\n")
+    """The shipped agent script as sent on the wire (`minify_agent` of agent.ps1, UTF-8, LF)."""
+    st = AGENT_PATH.stat()
+    return _wire_agent(str(AGENT_PATH), st.st_mtime_ns, st.st_size)
 
 
 def compress_agent(agent: bytes) -> bytes:
@@ -210,22 +234,27 @@ def _agent_line(path: str, mtime_ns: int, size: int) -> bytes:
     return _AGENT_PREFIX + base64.b64encode(compress_agent(read_agent_bytes())) + b"\n"
 
 
-@functools.lru_cache(maxsize=4)
-def gunzip_agent(data: bytes) -> bytes:
-    """Inflate a gzip'd agent as GZipStream does, at most `MAX_AGENT_BYTES` bytes (cached per
-    compressed bytes: a fleet receives the same agent on every host).
-    Raises RequestFormatError for a stream that is not one complete gzip member, has trailing
-    bytes, or inflates past the cap."""
+def _gunzip(data: bytes, cap: int, what: str) -> bytes:
+    """Inflate one complete gzip member of at most `cap` bytes (as GZipStream reads it).
+    Raises RequestFormatError for data that is not one complete gzip member, has trailing
+    bytes, or inflates past `cap` (a decompression bomb)."""
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
-        out = inflater.decompress(data, MAX_AGENT_BYTES + 1)
+        out = inflater.decompress(data, cap + 1)
     except zlib.error as exc:
-        raise RequestFormatError(f"the agent line is not gzip data ({exc})") from exc
-    if len(out) > MAX_AGENT_BYTES or inflater.unconsumed_tail:
-        raise RequestFormatError(f"the agent inflates past {MAX_AGENT_BYTES} bytes")
+        raise RequestFormatError(f"the {what} line is not gzip data ({exc})") from exc
+    if len(out) > cap or inflater.unconsumed_tail:
+        raise RequestFormatError(f"the {what} inflates past {cap} bytes")
     if not inflater.eof or inflater.unused_data:
-        raise RequestFormatError("the agent line is not exactly one complete gzip member")
+        raise RequestFormatError(f"the {what} line is not exactly one complete gzip member")
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def gunzip_agent(data: bytes) -> bytes:
+    """Inflate a gzip'd agent, at most `MAX_AGENT_BYTES` bytes (see `_gunzip`), cached per
+    compressed bytes: a fleet receives the same agent on every host."""
+    return _gunzip(data, MAX_AGENT_BYTES, "agent")
 
 
 def read_bootstrap_text() -> str:
@@ -249,14 +278,14 @@ def command_line(bootstrap_text: str | None = None) -> tuple[str, list[str]]:
 
 
 def build_stdin(request_doc: bytes, agent: bytes | None = None) -> bytes:
-    """The ASCII stdin stream for the bootstrap: the gzip'd agent line then the request line.
+    """The ASCII stdin stream for the bootstrap: the gzip'd agent line then the gzip'd request line.
     `agent`: the agent script bytes (default: the shipped agent.ps1)."""
     if agent is None:
         st = AGENT_PATH.stat()
         agent_line = _agent_line(str(AGENT_PATH), st.st_mtime_ns, st.st_size)
     else:
         agent_line = _AGENT_PREFIX + base64.b64encode(compress_agent(agent)) + b"\n"
-    return agent_line + _REQUEST_PREFIX + base64.b64encode(request_doc) + b"\n"
+    return agent_line + _REQUEST_PREFIX + base64.b64encode(gzip.compress(request_doc, compresslevel=6, mtime=0)) + b"\n"
 
 
 def parse_stdin(stdin: bytes) -> tuple[bytes, bytes]:
@@ -270,7 +299,7 @@ def parse_stdin(stdin: bytes) -> tuple[bytes, bytes]:
             if line.startswith(_AGENT_PREFIX):
                 agent = gunzip_agent(base64.b64decode(line[len(_AGENT_PREFIX):], validate=True))
             elif line.startswith(_REQUEST_PREFIX):
-                request = base64.b64decode(line[len(_REQUEST_PREFIX):], validate=True)
+                request = _gunzip(base64.b64decode(line[len(_REQUEST_PREFIX):], validate=True), MAX_REQUEST_BYTES, "request")
         except (binascii.Error, ValueError) as exc:
             if isinstance(exc, RequestFormatError):
                 raise
@@ -339,9 +368,11 @@ def response_document(
 
 
 def encode_response(document: Mapping[str, Any]) -> bytes:
-    """Frame a response document as the agent writes it to stdout (CRLF, 76-char base64 lines)."""
+    """Frame a response document as the agent writes it to stdout: base64 of the gzip of the UTF-8
+    JSON, in CRLF-separated 76-char lines between the nonce markers."""
     nonce = document["nonce"]
-    payload = base64.b64encode(json.dumps(document, ensure_ascii=False).encode("utf-8")).decode("ascii")
+    packed = gzip.compress(json.dumps(document, ensure_ascii=False).encode("utf-8"), compresslevel=6, mtime=0)
+    payload = base64.b64encode(packed).decode("ascii")
     body = "\r\n".join(payload[i : i + 76] for i in range(0, len(payload), 76))
     return f"KBFIX-BEGIN-{nonce}\r\n{body}\r\nKBFIX-END-{nonce}\r\n".encode("ascii")
 
@@ -349,8 +380,11 @@ def encode_response(document: Mapping[str, Any]) -> bytes:
 def decode_response(stdout: bytes, nonce: str, *, limit: int = DEFAULT_RESPONSE_LIMIT, host: str | None = None) -> AgentResponse:
     """Find the framed response for `nonce` in raw stdout and decode it.
 
-    Everything outside the markers is ignored. Raises ResponseTooLargeError when stdout passes
-    `limit` bytes (×1.4 for base64), AgentError when the markers, base64, JSON or shape are wrong.
+    The payload is base64 of the gzip of the UTF-8 JSON document (base64 of the JSON itself is
+    read too: JSON never starts with the gzip magic 1F 8B). Everything outside the markers is
+    ignored. Raises ResponseTooLargeError when stdout passes `limit` bytes (×1.4 for base64) or
+    the document inflates past `limit`; AgentError when the markers, base64, gzip, JSON or shape
+    are wrong.
     """
     if len(stdout) > limit * 4 // 3 + 4096:
         raise ResponseTooLargeError(f"agent response larger than {limit} bytes", host=host)
@@ -362,7 +396,15 @@ def decode_response(stdout: bytes, nonce: str, *, limit: int = DEFAULT_RESPONSE_
         raise AgentError("agent output has no framed response for this request", host=host)
     b64 = re.sub(rb"\s+", b"", stdout[i + len(begin) : j])
     try:
-        doc = json.loads(base64.b64decode(b64, validate=True).decode("utf-8"))
+        payload = base64.b64decode(b64, validate=True)
+        if payload.startswith(_GZIP_MAGIC):
+            try:
+                payload = _gunzip(payload, limit, "response")
+            except RequestFormatError as exc:
+                if "inflates past" in str(exc):
+                    raise ResponseTooLargeError(f"agent response larger than {limit} bytes", host=host) from None
+                raise AgentError(f"agent response is not valid gzip: {exc}", host=host) from exc
+        doc = json.loads(payload.decode("utf-8"))
     except (binascii.Error, ValueError) as exc:
         raise AgentError(f"agent response is not valid base64 JSON: {exc}", host=host) from exc
     if not isinstance(doc, dict) or doc.get("protocol") != PROTOCOL_VERSION or doc.get("nonce") != nonce:

@@ -139,3 +139,37 @@ def test_uncompressed_agent_line_is_not_understood() -> None:
     plain = b"KBFIX/1 AGENT " + base64.b64encode(ap.read_agent_bytes()) + b"\nKBFIX/1 REQUEST " + base64.b64encode(b"d") + b"\n"
     with pytest.raises(ap.RequestFormatError, match="lacks the agent"):
         ap.parse_stdin(plain)
+
+
+def _tokens(source: bytes) -> list[tuple[str, bytes]]:
+    """The leaves of the PowerShell parse tree (type, text), comments left out."""
+    import tree_sitter
+    import tree_sitter_powershell
+
+    tree = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language())).parse(source)
+    leaves: list[tuple[str, bytes]] = []
+    todo = [tree.root_node]
+    while todo:
+        node = todo.pop()
+        if node.type == "comment":
+            continue
+        if node.child_count == 0:
+            leaves.append((node.type, source[node.start_byte : node.end_byte]))
+        todo.extend(reversed(node.children))
+    return leaves
+
+
+def test_minified_agent_has_exactly_the_tokens_of_agent_ps1() -> None:
+    source = ap.AGENT_PATH.read_bytes()
+    wire = ap.read_agent_bytes()
+    assert wire == ap.minify_agent(source) and len(wire) < len(source) * 0.9
+    assert _tokens(wire) == _tokens(source)
+
+
+@pytest.mark.parametrize("script", [
+    b'$s = "line one\n    # not a comment inside a string\n"\n',
+    b"$h = @'\n  indented here-string\n'@\n",
+], ids=["multi-line-string", "here-string"])
+def test_token_check_catches_what_minifying_would_break(script: bytes) -> None:
+    # Why agent.ps1 must have no multi-line strings: minifying them changes their text.
+    assert _tokens(ap.minify_agent(script)) != _tokens(script)
