@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import requests
+import requests.auth
 import spnego
 import winrm.transport
+from requests_ntlm import HttpNtlmAuth
 from requests_ntlm.requests_ntlm import ShimSessionSecurity, _get_certificate_hash
 from spnego.channel_bindings import GssChannelBindings
 from winrm.encryption import Encryption
@@ -43,20 +45,22 @@ _READY = "_kbfix_ntlm_ready"  # attribute set on a requests session once NTLM au
 _TEMPLATE = "_kbfix_template"
 
 
-def _no_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
-    """An auth that adds nothing: the NTLM legs are sent explicitly (no requests_ntlm hook)."""
-    return request
-
-
 class LeanSender:
     """`send_message(bytes) -> bytes` for one pywinrm `Transport` whose auth method is Basic or
     NTLM. `username`/`password` are used only for the NTLM handshake; install with `install()`."""
 
-    def __init__(self, transport: winrm.transport.Transport, username: str | None, password: str | None) -> None:
+    def __init__(
+        self,
+        transport: winrm.transport.Transport,
+        username: str | None,
+        password: str | None,
+        on_session: Callable[[requests.Session], None] | None = None,
+    ) -> None:
         self.transport = transport
         self.ntlm = transport.auth_method == "ntlm"
         self._username = username
         self._password = password
+        self._on_session = on_session
         self._endpoint = transport.endpoint
         self._host = urlsplit(transport.endpoint).hostname or ""
         self._https = transport.endpoint.lower().startswith("https")
@@ -65,17 +69,47 @@ class LeanSender:
         )
 
     def install(self) -> None:
-        """Replace the transport's `send_message`. The caller must also stop pywinrm's
-        `setup_encryption` from sending its empty POST (see `remoting.wsman_client`)."""
+        """Replace the transport's `build_session` and `send_message` with this sender's."""
+        self.transport.build_session = self.build_session  # type: ignore[method-assign]
         self.transport.send_message = self.send_message  # type: ignore[method-assign]
+
+    def build_session(self) -> requests.Session:
+        """The transport's requests session, built as pywinrm's `build_session` builds it for
+        proxy=None and an explicit CA path (no proxy, verify = CA path or True, or False when
+        validation is off; Basic or requests_ntlm auth; pywinrm's default headers), except that
+        nothing is read from the environment (`trust_env` off: pywinrm's own lookup of proxy
+        variables cost ~1 ms per host) and NTLM is left to `send_message`. `on_session` (the
+        bounded adapter) is applied before the session's first request."""
+        t = self.transport
+        if t.session is not None:
+            return t.session
+        session = requests.Session()
+        session.trust_env = False
+        session.proxies = {}
+        verify: bool | str = t.server_cert_validation == "validate"
+        if verify and t.ca_trust_path not in (None, "legacy_requests"):
+            verify = str(t.ca_trust_path)
+        session.verify = verify
+        if self.ntlm:
+            session.auth = HttpNtlmAuth(username=self._username, password=self._password, send_cbt=t.send_cbt)
+        else:
+            session.auth = requests.auth.HTTPBasicAuth(username=self._username or "", password=self._password or "")
+        session.headers.update(t.default_headers)
+        if self._on_session is not None:
+            self._on_session(session)
+        t.encryption = None  # a new session has no NTLM context yet: send_message authenticates
+        t.session = session
+        return session
 
     # ------------------------------------------------------------------ sending
 
     def _template(self, session: requests.Session) -> requests.PreparedRequest:
         template = getattr(session, _TEMPLATE, None)
         if template is None:
-            auth = _no_auth if self.ntlm else None
-            template = session.prepare_request(requests.Request("POST", self._endpoint, data=b"", auth=auth))
+            template = requests.PreparedRequest()
+            # NTLM legs are sent explicitly; Basic's header is part of the template.
+            template.prepare(method="POST", url=self._endpoint, headers=dict(session.headers), data=b"",
+                             auth=None if self.ntlm else session.auth)
             template.headers["Connection"] = "Keep-Alive"  # NTLM authenticates the connection
             setattr(session, _TEMPLATE, template)
         return template
@@ -94,9 +128,19 @@ class LeanSender:
             prepared.headers["Authorization"] = authorization
         return prepared
 
-    def _post(self, session: requests.Session, prepared: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        # No redirects: a WinRM service never redirects, and a redirect must not carry credentials on.
-        return session.send(prepared, timeout=self.transport.read_timeout_sec, allow_redirects=False, **kwargs)
+    def _post(self, session: requests.Session, prepared: requests.PreparedRequest, *, stream: bool = False) -> requests.Response:
+        """POST through the session's transport adapter (the bounded one), as `Session.send`
+        would, minus what a WinRM conversation never uses: response hooks (the NTLM legs are
+        sent explicitly), cookie extraction (several URL parses per answer) and redirects (a
+        WinRM service never redirects, and credentials must not follow one)."""
+        adapter = session.get_adapter(self._endpoint)
+        response = adapter.send(
+            prepared, stream=stream, timeout=self.transport.read_timeout_sec, verify=session.verify,
+            cert=session.cert, proxies=session.proxies,
+        )
+        if not stream:
+            _ = response.content
+        return response
 
     def _checked(self, response: requests.Response) -> bytes:
         """The answer text (decrypted), or pywinrm's exception for an HTTP error status."""

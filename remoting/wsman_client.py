@@ -264,27 +264,25 @@ class WsmanClient:
         # total time per request (requests' read timeout bounds each socket read, not an answer).
         # The adapter goes on before pywinrm's first (authenticating) request when it sets up
         # message encryption: an NTLM context belongs to the TCP connection it was made on.
-        build, setup = proto.transport.build_session, proto.transport.setup_encryption
-
-        def build_bounded() -> requests.Session:
-            session = build()
-            bounded_http.install(session, total_s=t.connect + t.read)
-            return session
-
         lean = endpoint.transport in LEAN_TRANSPORTS
-
-        def setup_bounded(session: requests.Session) -> None:
-            bounded_http.install(session, total_s=t.connect + t.read)
-            if lean:
-                proto.transport.encryption = None  # LeanSender authenticates with the first real message
-            else:
-                setup(session)
-
-        proto.transport.build_session = build_bounded  # type: ignore[method-assign]
-        proto.transport.setup_encryption = setup_bounded  # type: ignore[method-assign]
         if lean:
             password = endpoint.password.reveal() if endpoint.password is not None else None
-            LeanSender(proto.transport, endpoint.username, password).install()
+            LeanSender(proto.transport, endpoint.username, password,
+                       on_session=lambda session: bounded_http.install(session, total_s=t.connect + t.read)).install()
+        else:
+            build, setup = proto.transport.build_session, proto.transport.setup_encryption
+
+            def build_bounded() -> requests.Session:
+                session = build()
+                bounded_http.install(session, total_s=t.connect + t.read)
+                return session
+
+            def setup_bounded(session: requests.Session) -> None:
+                bounded_http.install(session, total_s=t.connect + t.read)
+                setup(session)
+
+            proto.transport.build_session = build_bounded  # type: ignore[method-assign]
+            proto.transport.setup_encryption = setup_bounded  # type: ignore[method-assign]
         self._proto = proto
         self._operation_s = math.ceil(t.operation)
         self._to = endpoint.url
