@@ -122,7 +122,12 @@ def gather_ops(playbooks: Sequence[Playbook], ctx: HostContext) -> list[OpReques
     return [o for p in all_probes(playbooks) for o in probe_ops(p)]
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _jsonable(value: Any) -> Any:
+    if type(value) in _PLAIN:  # most leaves: skip the isinstance chain (perf, same result)
+        return value
     if isinstance(value, Version):
         return str(value)
     if isinstance(value, dict):
