@@ -215,15 +215,25 @@ def test_auth_reject_fault_is_an_auth_error() -> None:
         _assert_no_shell_left(lab)
 
 
-def test_one_http_500_on_create_is_retried_and_a_burst_is_unreachable() -> None:
+# The lean NTLM path authenticates with the first real message: faults on that message and
+# re-authentication after a dropped connection must behave as with Basic.
+_TRANSPORTS = pytest.mark.parametrize("transport", ["basic", "ntlm"], ids=["basic", "ntlm-sealed"])
+
+
+def _ep(lab: Lab, transport: str):  # type: ignore[no-untyped-def]
+    return endpoint_for(lab, "WSUS01", transport=transport, allow_unencrypted=transport == "basic")
+
+
+@_TRANSPORTS
+def test_one_http_500_on_create_is_retried_and_a_burst_is_unreachable(transport: str) -> None:
     with Lab(make_hosts(extra="    faults: {http_500_burst: 1}")) as lab:
-        with AgentSession(endpoint_for(lab, "WSUS01"), retry=QUICK_RETRY) as s:
+        with AgentSession(_ep(lab, transport), retry=QUICK_RETRY) as s:
             assert s.run([op("a", "env.expand", text="x")]).results[0].ok
         assert s.stats.retries == 1
         _assert_no_shell_left(lab)
     with Lab(make_hosts(extra="    faults: {http_500_burst: 10}")) as lab:
         with pytest.raises(UnreachableError, match="HTTP 500") as err:
-            with AgentSession(endpoint_for(lab, "WSUS01"), retry=QUICK_RETRY):
+            with AgentSession(_ep(lab, transport), retry=QUICK_RETRY):
                 pass
         assert err.value.fault_code == 2147500037  # E_FAIL in the WSManFault detail
         assert lab.records("WSUS01").faults_injected["http_500"] == 3  # 3 attempts, then stop
@@ -253,10 +263,11 @@ def test_hung_agent_is_signalled_and_the_shell_deleted() -> None:
         _assert_no_shell_left(lab)
 
 
-def test_connection_dropped_after_a_mutating_op_is_outcome_unknown_and_never_resent() -> None:
+@_TRANSPORTS
+def test_connection_dropped_after_a_mutating_op_is_outcome_unknown_and_never_resent(transport: str) -> None:
     with Lab(make_hosts(extra="    faults: {drop_after_mutation: true}")) as lab:
         with pytest.raises(OutcomeUnknownError) as err:
-            with AgentSession(endpoint_for(lab, "WSUS01"), check_mode=False, retry=QUICK_RETRY) as s:
+            with AgentSession(_ep(lab, transport), check_mode=False, retry=QUICK_RETRY) as s:
                 s.run([op("v", "file.info", path=CLIENT_DLL),
                        op("up", "file.upload", path=r"C:\kbfix\KB954960.msp", data=b"MSP", offset=0)])
         assert err.value.op_ids == ("up",) and err.value.kind == "unknown"
@@ -266,9 +277,10 @@ def test_connection_dropped_after_a_mutating_op_is_outcome_unknown_and_never_res
         _assert_no_shell_left(lab)
 
 
-def test_connection_dropped_during_a_read_only_run_is_retried() -> None:
+@_TRANSPORTS
+def test_connection_dropped_during_a_read_only_run_is_retried(transport: str) -> None:
     with Lab(make_hosts(extra="    faults: {drop_mid_receive: true}")) as lab:
-        with AgentSession(endpoint_for(lab, "WSUS01"), retry=QUICK_RETRY) as s:
+        with AgentSession(_ep(lab, transport), retry=QUICK_RETRY) as s:
             resp = s.run([op("log", "log.scan", path=WSUS_LOG, pattern="InternalServerError")])
         assert len(resp.results[0].data["files"][0]["matches"]) == 1  # type: ignore[index]
         assert s.stats.retries == 1 and lab.records("WSUS01").processes_started == 2
