@@ -9,7 +9,7 @@ One lab host (Basic over HTTP, no injected latency) serves a generated WindowsUp
 file (`winlab.generated_logs.GeneratedContent`) with the match lines at seeded positions; one
 AgentSession runs one `log.scan` with 2 lines of context. Printed per case: bytes the client sent
 and received (HTTP bodies, from the lab's records), the matches found, the agent's (the lab's
-emulator's) seconds and the client's CPU ms.
+emulator's) seconds and the CPU ms of the process (client and lab: the lab scans in-process).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def measure(size_mb: int, matches: int) -> dict[str, Any]:
     found = sum(len(f["matches"]) for f in data.get("files", []))
     return {"log_mib": size_mb, "matches": matches, "found": found, "sent_kib": round(rec.bytes_in / 1024, 1),
             "received_kib": round(rec.bytes_out / 1024, 1), "scan_s": round(wall, 2),
-            "client_cpu_ms": round((time.process_time() - cpu0) * 1000, 1)}
+            "process_cpu_ms": round((time.process_time() - cpu0) * 1000, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print("\n".join(table_lines(["log_mib", "matches", "found", "sent_kib", "received_kib", "scan_s", "client_cpu_ms"],
+    print("\n".join(table_lines(["log_mib", "matches", "found", "sent_kib", "received_kib", "scan_s", "process_cpu_ms"],
                                 rows)))
     return 0
 

@@ -173,3 +173,33 @@ def test_minified_agent_has_exactly_the_tokens_of_agent_ps1() -> None:
 def test_token_check_catches_what_minifying_would_break(script: bytes) -> None:
     # Why agent.ps1 must have no multi-line strings: minifying them changes their text.
     assert _tokens(ap.minify_agent(script)) != _tokens(script)
+
+
+# --------------------------------------------------------------------------- the gzip'd response
+
+
+def _framed(nonce: str, payload: bytes) -> bytes:
+    return f"KBFIX-BEGIN-{nonce}\r\n".encode() + base64.b64encode(payload) + f"\r\nKBFIX-END-{nonce}\r\n".encode()
+
+
+def test_response_travels_gzipped_and_plain_json_still_reads() -> None:
+    nonce = "0" * 32
+    doc = ap.response_document(nonce, {"computer_name": "H"}, [ap.OpResult("1", "env.expand", True, {"value": "x" * 5000})])
+    framed = ap.encode_response(doc)
+    payload = base64.b64decode(b"".join(framed.split(b"\r\n")[1:-2]))
+    assert payload[:2] == b"\x1f\x8b" and len(framed) < 1000  # 5000 repeated chars compress
+    assert ap.decode_response(framed, nonce).results[0].data == {"value": "x" * 5000}
+    import json
+    plain = _framed(nonce, json.dumps(doc).encode())
+    assert ap.decode_response(plain, nonce).results[0].data == {"value": "x" * 5000}
+
+
+def test_response_bomb_and_corrupt_gzip_are_refused() -> None:
+    from remoting.errors import AgentError, ResponseTooLargeError
+
+    nonce = "1" * 32
+    bomb = gzip.compress(b" " * (2 * 1024 * 1024), mtime=0)
+    with pytest.raises(ResponseTooLargeError):
+        ap.decode_response(_framed(nonce, bomb), nonce, limit=1024 * 1024)
+    with pytest.raises(AgentError, match="gzip"):
+        ap.decode_response(_framed(nonce, gzip.compress(b'{"a": 1}', mtime=0)[:-5]), nonce)
