@@ -74,6 +74,8 @@ class ReceiveResult:
     done: bool
 
 
+SHELL_CODEPAGE = 437  # OEM US, pywinrm's default; see WsmanClient.open_shell (issue 13 item 3)
+
 class _CountingProtocol(Protocol):
     """pywinrm's Protocol, counting every WS-Man message into a `SessionStats`."""
 
@@ -323,9 +325,13 @@ class WsmanClient:
         return answer
 
     def open_shell(self, idle_timeout_s: float | None = None) -> str:
-        """WS-Man Create: a cmd shell with codepage 65001 (UTF-8) and no user profile. Returns the ShellId."""
+        """WS-Man Create: a cmd shell with codepage 437 and no user profile. Returns the ShellId.
+
+        windows (issue 13 item 3): 437, pywinrm's default, not 65001: Windows before Server 2008 R2
+        fails on 65001 (chef/knife-windows PR #400; WinRb/WinRM #232: commands return nothing on
+        2008 SP2), and every byte of the agent protocol is ASCII, so UTF-8 gains nothing."""
         idle = int(idle_timeout_s) if idle_timeout_s else None
-        msg = wsm.create(self._to, self._operation_s, codepage=65001, noprofile=True, idle_timeout_s=idle)
+        msg = wsm.create(self._to, self._operation_s, codepage=SHELL_CODEPAGE, noprofile=True, idle_timeout_s=idle)
         answer = self._call("Create", self._exchange, "Create", msg)
         if not answer.shell_id:
             raise WSManFaultError("the WinRM service answered Create without a ShellId", host=self.endpoint.host)

@@ -142,7 +142,8 @@ def test_uncompressed_agent_line_is_not_understood() -> None:
 
 
 def _tokens(source: bytes) -> list[tuple[str, bytes]]:
-    """The leaves of the PowerShell parse tree (type, text), comments left out."""
+    """The leaves of the PowerShell parse tree (type, text), comments and the whitespace-only
+    argument separators left out (a string's text is one leaf: its spaces still count)."""
     import tree_sitter
     import tree_sitter_powershell
 
@@ -153,8 +154,9 @@ def _tokens(source: bytes) -> list[tuple[str, bytes]]:
         node = todo.pop()
         if node.type == "comment":
             continue
-        if node.child_count == 0:
-            leaves.append((node.type, source[node.start_byte : node.end_byte]))
+        text = source[node.start_byte : node.end_byte]
+        if node.child_count == 0 and text.strip():  # separators between arguments are leaves too
+            leaves.append((node.type, text))
         todo.extend(reversed(node.children))
     return leaves
 
