@@ -187,7 +187,7 @@ class LeanSender:
             raise InvalidCredentialsError(f"the server's NTLM challenge was refused: {type(exc).__name__}") from exc
         if self._seal:
             auth = session.auth
-            if auth is not None and hasattr(auth, "session_security"):
+            if isinstance(auth, HttpNtlmAuth):  # pywinrm's Encryption reads the context from here
                 auth.session_security = ShimSessionSecurity(client)
             self.transport.encryption = Encryption(session, "ntlm")
         last = self._request(session, body, f"Negotiate {base64.b64encode(authenticate).decode('ascii')}")

@@ -172,6 +172,10 @@ def _forbid(*_args: object) -> None:
     raise UnsafeXmlError("DTDs and entities are refused in WS-Man answers")
 
 
+def _forbid_external(_context: str, _base: str | None, _system_id: str | None, _public_id: str | None) -> int:
+    raise UnsafeXmlError("external entities are refused in WS-Man answers")
+
+
 def parse_answer(data: bytes) -> Answer:
     """Parse one WS-Man answer body (UTF-8 XML bytes) into an `Answer`.
 
@@ -188,7 +192,7 @@ def parse_answer(data: bytes) -> Answer:
     parser.StartDoctypeDeclHandler = _forbid
     parser.EntityDeclHandler = _forbid
     parser.UnparsedEntityDeclHandler = _forbid
-    parser.ExternalEntityRefHandler = _forbid
+    parser.ExternalEntityRefHandler = _forbid_external
     parser.SetParamEntityParsing(xml.parsers.expat.XML_PARAM_ENTITY_PARSING_NEVER)
     parser.buffer_text = True
 
