@@ -111,7 +111,7 @@ def test_200_mb_log_with_3_matches_crosses_the_wire_in_under_64_kib() -> None:
         assert rec.bytes_out < 64 * 1024, rec.bytes_out  # the answer: bounded matches, never the file
         # What we send is the gzip'd agent (about 15 KB of base64, 20 KB in the Send envelope) plus
         # the request: constant, whatever the log's size, and ~1.3 KB per Receive poll while it runs.
-        assert rec.bytes_in < 28 * 1024 + 1400 * rec.requests["Receive"], (rec.bytes_in, dict(rec.requests))
+        assert rec.bytes_in < 32 * 1024 + 1400 * rec.requests["Receive"], (rec.bytes_in, dict(rec.requests))
         _assert_no_shell_left(lab)
 
 
