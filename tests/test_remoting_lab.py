@@ -355,3 +355,36 @@ def test_ctrl_c_while_the_agent_runs_signals_it_and_deletes_the_shell() -> None:
         rec = lab.records("WSUS01")
         assert rec.requests["Signal"] == 1 and rec.requests["Delete"] == 1
         _assert_no_shell_left(lab)
+
+
+@pytest.mark.parametrize("transport", ["basic", "ntlm"])
+def test_environment_proxies_and_ca_bundles_are_never_read(transport: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # remoting.lean_http builds the session with trust_env off: a proxy in the environment (here a
+    # dead one) must not capture WinRM traffic, nor a CA bundle variable change what is trusted.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
+    with Lab(make_hosts()) as lab:
+        with AgentSession(_ep(lab, transport)) as s:
+            assert s.run([op("a", "env.expand", text="%windir%")]).results[0].ok
+        _assert_no_shell_left(lab)
+
+
+def test_https_channel_binding_is_the_one_requests_ntlm_computes() -> None:
+    # NTLM over HTTPS carries tls-server-end-point channel bindings (RFC 5929) in the
+    # Authenticate token; lean_http computes them itself since it sends the NTLM legs.
+    import requests
+    from requests_ntlm import HttpNtlmAuth
+
+    from remoting.lean_http import LeanSender
+
+    with Lab(make_hosts(), https=True) as lab:
+        le = lab.endpoints["WSUS01"]
+        with requests.Session() as session:
+            session.trust_env = False
+            response = session.post(le.url, data=b"", stream=True, verify=str(le.ca_path))
+            ours = LeanSender._channel_bindings(response)
+            theirs = HttpNtlmAuth("u", "p")._get_server_cert(response)
+            response.close()
+    assert ours is not None and theirs is not None
+    assert ours.application_data == b"tls-server-end-point:" + theirs
