@@ -14,6 +14,7 @@ import gzip
 import json
 import re
 import secrets
+import threading
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -237,7 +238,10 @@ def compress_agent(agent: bytes) -> bytes:
         import zopfli.gzip
     except ImportError:
         return gzip.compress(agent, compresslevel=9, mtime=0)
-    return bytes(zopfli.gzip.compress(agent, numiterations=15))
+    return bytes(zopfli.gzip.compress(agent, numiterations=5))  # ~0.05 s of CPU; 15 saves 15 bytes
+
+
+_AGENT_LINE_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=2)
@@ -296,7 +300,10 @@ def build_stdin(request_doc: bytes, agent: bytes | None = None) -> bytes:
     `agent`: the agent script bytes (default: the shipped agent.ps1)."""
     if agent is None:
         st = AGENT_PATH.stat()
-        agent_line = _agent_line(str(AGENT_PATH), st.st_mtime_ns, st.st_size)
+        # One thread computes the line; the others (a fleet's first wave of forks) wait for it
+        # instead of each compressing the agent too (lru_cache does not hold concurrent misses).
+        with _AGENT_LINE_LOCK:
+            agent_line = _agent_line(str(AGENT_PATH), st.st_mtime_ns, st.st_size)
     else:
         agent_line = _AGENT_PREFIX + base64.b64encode(compress_agent(agent)) + b"\n"
     return agent_line + _REQUEST_PREFIX + base64.b64encode(gzip.compress(request_doc, compresslevel=9, mtime=0)) + b"\n"

@@ -205,3 +205,31 @@ def test_response_bomb_and_corrupt_gzip_are_refused() -> None:
         ap.decode_response(_framed(nonce, bomb), nonce, limit=1024 * 1024)
     with pytest.raises(AgentError, match="gzip"):
         ap.decode_response(_framed(nonce, gzip.compress(b'{"a": 1}', mtime=0)[:-5]), nonce)
+
+
+def test_a_fleets_first_wave_compresses_the_agent_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 100 forks start together: without the lock each thread missed the cache and ran zopfli
+    # (~0.05-0.1 s of CPU each), which made the first wave of a run CPU-bound.
+    import threading
+    import time
+
+    calls: list[int] = []
+    real = ap.compress_agent
+
+    def slow_compress(agent: bytes) -> bytes:
+        calls.append(1)
+        time.sleep(0.05)  # widen the window in which other threads would miss the cache
+        return real(agent)
+
+    monkeypatch.setattr(ap, "compress_agent", slow_compress)
+    ap._agent_line.cache_clear()
+    try:
+        lines: list[bytes] = []
+        threads = [threading.Thread(target=lambda: lines.append(ap.build_stdin(b"doc"))) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(calls) == 1 and len(set(lines)) == 1 and len(lines) == 8
+    finally:
+        ap._agent_line.cache_clear()
