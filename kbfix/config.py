@@ -7,6 +7,7 @@ data dir (platformdirs: `~/.local/share/kbfix` on Linux). The config file — `$
 ```yaml
 windows:                      # named change windows for `--window NAME`
   sat-night: "2026-11-28T22:00:00+01:00/PT4H"
+broker: redis://broker.corp:6379/0   # sites (issue 18): default for --broker / KBFIX_BROKER
 ```
 """
 
@@ -47,6 +48,7 @@ class Config:
 
     windows: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
+    broker: str | None = None
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -60,10 +62,13 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    unknown = sorted(set(data) - {"windows"})
+    unknown = sorted(set(data) - {"windows", "broker"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s): {', '.join(map(str, unknown))} (known: windows)")
+        raise ConfigError(f"{path}: unknown key(s): {', '.join(map(str, unknown))} (known: windows, broker)")
+    broker = data.get("broker")
+    if broker is not None and not isinstance(broker, str):
+        raise ConfigError(f"{path}: broker: expected a URL string")
     windows = data.get("windows") or {}
     if not isinstance(windows, dict) or not all(isinstance(v, str) for v in windows.values()):
         raise ConfigError(f"{path}: windows: expected name: \"START/END\" entries")
-    return Config(windows={str(k): v for k, v in windows.items()}, path=path)
+    return Config(windows={str(k): v for k, v in windows.items()}, path=path, broker=broker)
