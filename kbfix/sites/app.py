@@ -30,6 +30,7 @@ from kbfix.sites.signing import Signing
 READ_TASK = "kbfix.sites.read"
 CHANGE_TASK = "kbfix.sites.change"
 DEFAULT_NAMESPACE = "kbfix"
+ENV_NAMESPACE = "KBFIX_BROKER_NAMESPACE"  # several kbfix deployments (or tests) on one broker
 DEFAULT_SITE = "default"
 
 

@@ -27,7 +27,9 @@ def worker(
     sign_cert: Annotated[Path | None, typer.Option("--sign-cert", help="PEM certificate. Env: KBFIX_SIGN_CERT.")] = None,
     sign_store: Annotated[str | None, typer.Option(
         "--sign-store", help="Glob of trusted PEM certificates, e.g. 'certs/*.pem'. Env: KBFIX_SIGN_STORE.")] = None,
-    namespace: Annotated[str, typer.Option("--namespace", help="Queue name prefix (shared with the controller).")] = "kbfix",
+    namespace: Annotated[str, typer.Option(
+        "--namespace", envvar="KBFIX_BROKER_NAMESPACE",
+        help="Queue name prefix, the same on the controller. Env: KBFIX_BROKER_NAMESPACE.")] = "kbfix",
     loglevel: Annotated[str, typer.Option("--loglevel", help="Celery log level.")] = "INFO",
 ) -> None:
     """Consume one site's queue: run each agent request the controller sends against the site's

@@ -17,6 +17,7 @@ session raises CheckModeViolation before anything is published.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from kbfix.engine import PlaybookEngine
-from kbfix.sites.app import CHANGE_TASK, READ_TASK, queue_name, site_of
+from kbfix.sites.app import CHANGE_TASK, ENV_NAMESPACE, READ_TASK, queue_name, site_of
 from kbfix.sites.wire import request_doc, response_of
 from remoting.agent_protocol import AgentResponse, OpRequest
 from remoting.endpoint import Timeouts
@@ -72,7 +73,8 @@ class Dispatcher:
                 except Exception:  # broker down: no worker can be confirmed
                     replies = {}
                 self._served = frozenset(
-                    q.get("name") for queues in replies.values() for q in (queues or []) if isinstance(q, dict)
+                    str(q["name"]) for queues in replies.values() for q in (queues or [])
+                    if isinstance(q, dict) and q.get("name")
                 )
                 self._checked_at = time.monotonic()
             return self._served
@@ -183,10 +185,11 @@ class BrokerEngine(PlaybookEngine):
 def broker_engine(broker: str, *, packages_dir: Path | None = None, extra_dirs: Sequence[Path] = (),
                   namespace: str = "kbfix", times: DispatchTimes | None = None) -> BrokerEngine:
     """The controller's engine for `--broker URL`: signing material from KBFIX_SIGN_KEY /
-    KBFIX_SIGN_CERT / KBFIX_SIGN_STORE. Raises SigningError / BrokerURLError (usage errors, exit 2)."""
+    KBFIX_SIGN_CERT / KBFIX_SIGN_STORE, queue namespace from KBFIX_BROKER_NAMESPACE (else `namespace`). Raises SigningError / BrokerURLError (usage errors, exit 2)."""
     from kbfix.sites.app import make_app
     from kbfix.sites.signing import Signing
 
+    namespace = os.environ.get(ENV_NAMESPACE) or namespace
     app = make_app(broker, Signing.from_env(), namespace=namespace)
     return BrokerEngine(Dispatcher(app, namespace=namespace, times=times), extra_dirs=extra_dirs,
                         packages_dir=packages_dir)
