@@ -154,6 +154,7 @@ class BrokerSession:
         self.check_mode = check_mode
         endpoint = getattr(host, "endpoint", None)
         self.command_s = endpoint.timeouts.command if endpoint is not None else Timeouts().command
+        self._unknown: OutcomeUnknownError | None = None
 
     def __enter__(self) -> BrokerSession:
         self.dispatcher.require_worker(self.host.site, host=self.host.name)
@@ -164,9 +165,23 @@ class BrokerSession:
         return None
 
     def run(self, ops: Sequence[OpRequest], *, deadline_s: float | None = None) -> AgentResponse:
-        """Send `ops` as one request to the host's site worker (see `Dispatcher.send`)."""
-        return self.dispatcher.send(self.host.name, self.host.site, ops, check_mode=self.check_mode,
-                                    command_s=deadline_s if deadline_s is not None else self.command_s)
+        """Send `ops` as one request to the host's site worker (see `Dispatcher.send`).
+
+        Once a change's outcome was lost in this session, a later request that cannot reach the
+        host (the verify after a lost worker) raises OutcomeUnknownError too, so the host is
+        reported `unknown` (the journal already says which action), not merely `unreachable`."""
+        try:
+            return self.dispatcher.send(self.host.name, self.host.site, ops, check_mode=self.check_mode,
+                                        command_s=deadline_s if deadline_s is not None else self.command_s)
+        except OutcomeUnknownError as exc:
+            self._unknown = exc
+            raise
+        except UnreachableError as exc:
+            if self._unknown is None:
+                raise
+            raise OutcomeUnknownError(f"{exc.message}; and the outcome of {', '.join(self._unknown.op_ids)} "
+                                      "is unknown: re-read the host (apply --resume)", host=self.host.name,
+                                      op_ids=self._unknown.op_ids) from exc
 
 
 class BrokerEngine(PlaybookEngine):
