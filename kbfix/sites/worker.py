@@ -23,7 +23,7 @@ from celery import Celery
 from kbfix.sites.app import CHANGE_TASK, READ_TASK, make_app, queue_name, site_of
 from kbfix.sites.signing import Signing
 from kbfix.sites.wire import Answer, answer_error, answer_ok, ops_of
-from remoting.errors import ConfigurationError
+from remoting.errors import CheckModeViolation, ConfigurationError
 from remoting.session import AgentSession
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,10 @@ class SiteWorker:
                 raise ConfigurationError(f"the worker's inventory has no endpoint for the host "
                                          f"({host.skipped_reason or 'no address/credentials'})", host=host_name)
             ops = ops_of(doc)
+            mutating = [o.id for o in ops if o.mutating]
+            if check_mode and mutating:  # before even opening a shell (AgentSession refuses too)
+                raise CheckModeViolation(f"check mode: refusing mutating op(s) {', '.join(mutating)}; nothing was sent",
+                                         host=host_name)
             with self._session_factory(host.endpoint, check_mode=check_mode) as session:
                 return answer_ok(session.run(ops))
         except Exception as exc:  # every failure goes back as a value: the controller maps it
