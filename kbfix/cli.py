@@ -192,13 +192,14 @@ def _globals(ctx: typer.Context) -> Globals:
     return g
 
 
-def _hosts(g: Globals) -> tuple[list[Any], str | None]:
-    """Load the inventory and apply --limit. Raises InventoryError (exit 2)."""
+def _hosts(g: Globals, broker: str | None = None) -> tuple[list[Any], str | None]:
+    """Load the inventory and apply --limit. Raises InventoryError (exit 2). With a broker the
+    controller needs no credential (the site workers hold them): none is asked for."""
     if not g.inventory:
         raise _fail("no inventory: pass -i FILE or set KBFIX_INVENTORY", ExitCode.USAGE)
     from inventory import load_inventory
 
-    inv = load_inventory(g.inventory)
+    inv = load_inventory(g.inventory, require_credentials=not (broker or load_config().broker))
     for w in getattr(inv, "warnings", ()):
         log.warning("inventory: %s", w)
     return inv.select(g.limit), inv.digest
@@ -356,7 +357,7 @@ def check(
     g = _globals(ctx)
     if fmt not in ("table", "json"):
         raise _fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
-    hosts, digest = _hosts(g)
+    hosts, digest = _hosts(g, broker)
     engine = _engine(broker=broker)
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_check(
@@ -412,7 +413,7 @@ def plan(
     Example: `kbfix -i site.yml plan --packages ./pkgs -o plan.json`, review, then `kbfix apply --plan plan.json`.
     """
     g = _globals(ctx)
-    hosts, digest = _hosts(g)
+    hosts, digest = _hosts(g, broker)
     engine = _engine(packages, broker=broker)
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_plan(
@@ -459,7 +460,7 @@ def apply(
     config = load_config()
     win = parse_window(window, named=config.windows) if window else None
     steps = parse_serial(serial) if serial else None
-    hosts, digest = _hosts(g)
+    hosts, digest = _hosts(g, broker)
     engine = _engine(packages, broker=broker)
     rollout = RunOptions(window=win, serial=steps, max_fail_percent=max_fail_percent, max_per_site=max_per_site,
                          grace_s=grace)

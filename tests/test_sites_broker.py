@@ -34,7 +34,7 @@ from winlab.lab import Lab
 SITES = ("HQ", "BRANCH")
 
 
-def _check(inventory: Path, state: Path, env: dict[str, str], *extra: str) -> tuple[int, dict[str, Any]]:
+def _check(inventory: Path, state: Path, env: dict[str, Any], *extra: str) -> tuple[int, dict[str, Any]]:
     result = CliRunner().invoke(app, ["-i", str(inventory), "--state", str(state), "-q", "check", "--format", "json",
                                       *extra], env=env)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
@@ -166,10 +166,17 @@ def test_check_through_rabbitmq_matches_embedded(tmp_path: Path) -> None:
         workers = [sitesrig.start_worker(url, s, inventory, ns, ids.worker, tmp_path) for s in SITES]
         try:
             sitesrig.wait_for_sites(sitesrig.controller_dispatcher(url, ids, ns), SITES, workers)
-            code, brokered = _check(inventory, tmp_path / "state-broker", {**ids.env(ids.controller), ENV_NAMESPACE: ns},
-                                    "--broker", url)
+            # The controller's copy of the inventory carries no password at all: the workers hold them.
+            bare = yaml.safe_load(inventory.read_text(encoding="utf-8"))
+            for entry in (bare["defaults"], *bare["hosts"].values()):
+                entry.pop("password", None)
+            controller_inv = tmp_path / "controller-inventory.yaml"
+            controller_inv.write_text(yaml.safe_dump(bare), encoding="utf-8")
+            env: dict[str, Any] = {**ids.env(ids.controller), ENV_NAMESPACE: ns, "KBFIX_PASSWORD": None}
+            code, brokered = _check(controller_inv, tmp_path / "state-broker", env, "--broker", url)
         finally:
             sitesrig.stop_workers(workers)
+    # The same verdicts from a controller that holds no credential.
     assert _verdicts(brokered) == _verdicts(embedded)
     assert code == 4
 
