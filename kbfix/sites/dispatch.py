@@ -38,6 +38,10 @@ from remoting.errors import CheckModeViolation, OutcomeUnknownError, Unreachable
 from remoting.session import deadline_for
 
 
+class BrokerDownError(Exception):
+    """The broker could not be reached for the workers' roll call (internal to this module)."""
+
+
 @dataclass(frozen=True)
 class DispatchTimes:
     """Seconds: `ping_s` to wait for workers' queue lists; `liveness_ttl_s` to trust them;
@@ -64,14 +68,17 @@ class Dispatcher:
         self.published = 0  # tasks sent (for benchmarks and tests)
 
     def served_queues(self, *, fresh: bool = False) -> frozenset[str]:
-        """The queues live workers consume (one broadcast per `liveness_ttl_s` at most)."""
+        """The queues live workers consume (one broadcast per `liveness_ttl_s` at most).
+        Raises BrokerDownError when the broadcast could not be sent (nothing is cached then)."""
         with self._lock:
             now = time.monotonic()
             if fresh or self._checked_at is None or now - self._checked_at > self.times.liveness_ttl_s:
                 try:
                     replies = self.app.control.inspect(timeout=self.times.ping_s).active_queues() or {}
-                except Exception:  # broker down: no worker can be confirmed
-                    replies = {}
+                except Exception as exc:  # the broker itself: no answer says anything about workers
+                    self._checked_at = None
+                    raise BrokerDownError(f"the broker did not take the workers' roll call: {type(exc).__name__}: "
+                                          f"{exc}") from exc
                 self._served = frozenset(
                     str(q["name"]) for queues in replies.values() for q in (queues or [])
                     if isinstance(q, dict) and q.get("name")
@@ -80,8 +87,13 @@ class Dispatcher:
             return self._served
 
     def require_worker(self, site: str | None, *, host: str, fresh: bool = False) -> None:
-        """Raise UnreachableError "no worker for site X" unless a live worker consumes the site's queue."""
-        if queue_name(site, self.namespace) not in self.served_queues(fresh=fresh):
+        """Raise UnreachableError "no worker for site X" unless a live worker consumes the site's
+        queue (UnreachableError naming the broker when it cannot be asked)."""
+        try:
+            served = self.served_queues(fresh=fresh)
+        except BrokerDownError as exc:
+            raise UnreachableError(str(exc), host=host) from exc
+        if queue_name(site, self.namespace) not in served:
             raise UnreachableError(f"no worker for site {site_of(site)}", host=host)
 
     def send(self, host: str, site: str | None, ops: Sequence[OpRequest], *, check_mode: bool,
@@ -139,7 +151,11 @@ class Dispatcher:
                 pass
             except Exception as exc:
                 raise lost(f"its answer was lost: {type(exc).__name__}: {exc}") from exc
-            if queue_name(site, self.namespace) not in self.served_queues(fresh=True):
+            try:
+                served = self.served_queues(fresh=True)
+            except BrokerDownError:
+                continue  # a broker blip says nothing about the worker: wait on, up to the deadline
+            if queue_name(site, self.namespace) not in served:
                 raise lost("no worker for the site is left")
 
 
