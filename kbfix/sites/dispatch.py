@@ -8,7 +8,8 @@ Bounded waits, never a hang:
   `ping_s` timeout, answers cached `liveness_ttl_s`); no worker on the site's queue →
   UnreachableError "no worker for site X" (host `unreachable`, nothing sent);
 - an answer is awaited at most the agent command deadline (`remoting.session.deadline_for`) plus
-  `margin_s`, in slices; a site whose workers all vanish meanwhile ends the wait early.
+  `margin_s`, in 1 s slices; a site whose workers all vanish meanwhile ends the wait early (noticed
+  within `liveness_ttl_s` + `ping_s`: one roll call serves every waiting host).
 At most once for mutating requests: published once (no publish retry), `expires` = `pickup_s`,
 and any lost publish, answer or worker raises OutcomeUnknownError (the host is `unknown`, the
 journal holds the intent, `apply --resume` re-reads). Check mode: a mutating op in a check-mode
@@ -140,7 +141,7 @@ class Dispatcher:
 
     def _wait(self, result: Any, host: str, site: str | None, wait_s: float, lost: Any) -> Any:
         end = time.monotonic() + wait_s
-        step = max(1.0, self.times.liveness_ttl_s)
+        step = 1.0
         while True:
             left = end - time.monotonic()
             if left <= 0:
@@ -152,7 +153,7 @@ class Dispatcher:
             except Exception as exc:
                 raise lost(f"its answer was lost: {type(exc).__name__}: {exc}") from exc
             try:
-                served = self.served_queues(fresh=True)
+                served = self.served_queues()  # cached: one roll call per liveness_ttl_s for every waiting host
             except BrokerDownError:
                 continue  # a broker blip says nothing about the worker: wait on, up to the deadline
             if queue_name(site, self.namespace) not in served:
