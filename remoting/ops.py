@@ -34,6 +34,7 @@ _SPECS = (
     OpSpec("products.list", False, (), ("pattern",)),
     OpSpec("service.status", False, ("name",)),
     OpSpec("wsus.find_update", False, ("title",)),
+    OpSpec("host.environment", False),  # issue 17: facts `kbfix doctor` reports
     OpSpec("file.upload", True, ("path", "data"), ("offset",)),
     OpSpec(
         "installer.run",

@@ -26,6 +26,7 @@ from remoting.agent_protocol import (
 )
 from remoting.ops import OPS
 from winlab.emulate_common import AgentContext, OpFailure, int_arg, iso_utc, path_arg
+from winlab.emulate_environment import op_host_environment
 from winlab.emulate_logscan import ScanSpec, scan_content
 from winlab.emulate_mutations import (
     op_file_upload,
@@ -296,4 +297,5 @@ _HANDLERS: dict[str, Callable[[OpRequest, AgentContext], dict[str, Any]]] = {
     "service.restart": op_service_restart,
     "wsus.decline_update": op_wsus_decline,
     "wsus.approve_update": op_wsus_approve,
+    "host.environment": op_host_environment,
 }
