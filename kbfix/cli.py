@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kbfix import __version__
+from kbfix import __version__, cli_contact
 from kbfix.cli_inventory import inventory_app
 from kbfix.cli_lab import lab_app
 from kbfix.config import ConfigError, default_state_dir, load_config
@@ -44,6 +44,7 @@ from kbfix.runner import (
     run_plan,
 )
 from kbfix.store import AuditStore, HostLockedError, StoreError
+from kbfix.trace import TRACE_HELP, with_trace
 from kbfix.window import WindowError, parse_window
 from playbooks.model import HostResult
 
@@ -60,6 +61,7 @@ app = typer.Typer(
 )
 app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
+cli_contact.register(app, lab_app)  # doctor, offline, lab fixture-from-trace/answer (issue 17)
 
 log = logging.getLogger("kbfix")
 
@@ -293,6 +295,7 @@ FORMAT_HELP = "table (people) or json (the report document, schema kbfix/report/
 ReportOpt = Annotated[list[Path] | None, typer.Option(
     "--report", "-r", help="Also write a report; format from the extension (.json .html .md .csv .xml). Repeatable.")]
 LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en, da, de, nl, zh_CN.")]
+TraceOpt = Annotated[Path | None, typer.Option("--trace", help=TRACE_HELP)]
 
 
 @app.command(epilog=EXIT_HELP)
@@ -323,6 +326,7 @@ def check(
     fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "table",
     report: ReportOpt = None,
     lang: LangOpt = "en",
+    trace: TraceOpt = None,
 ) -> None:
     """Read-only: gather, assess and store every host; print a per-host table.
 
@@ -333,7 +337,7 @@ def check(
     if fmt not in ("table", "json"):
         raise _fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
     hosts, digest = _hosts(g)
-    engine = _engine()
+    engine = with_trace(_engine(), trace, "check")
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_check(
             hosts, engine, store, _options(g, digest), control=c,
@@ -379,6 +383,7 @@ def plan(
     packages: Annotated[Path | None, typer.Option("--packages", help="Folder of update packages with their manifest.")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
+    trace: TraceOpt = None,
 ) -> None:
     """Dry run: assess and write the exact remote actions per host, with the facts they rest on.
 
@@ -387,7 +392,7 @@ def plan(
     """
     g = _globals(ctx)
     hosts, digest = _hosts(g)
-    engine = _engine(packages)
+    engine = with_trace(_engine(packages), trace, "plan")
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_plan(
             hosts, engine, store, _options(g, digest, packages=str(packages) if packages else None, output=str(output)), control=c,
