@@ -30,6 +30,7 @@ from kbfix.cli_lab import lab_app
 from kbfix.config import ConfigError, default_state_dir, load_config
 from kbfix.exitcodes import HELP as EXIT_HELP
 from kbfix.exitcodes import ExitCode
+from kbfix.offline.cli import ANSWERS_HELP, check_engine
 from kbfix.planfile import PlanDocument, PlanError
 from kbfix.progress import counts_text, make_progress
 from kbfix.rollout import RolloutError, parse_serial
@@ -327,6 +328,7 @@ def check(
     report: ReportOpt = None,
     lang: LangOpt = "en",
     trace: TraceOpt = None,
+    answers: Annotated[Path | None, typer.Option("--answers", help=ANSWERS_HELP)] = None,
 ) -> None:
     """Read-only: gather, assess and store every host; print a per-host table.
 
@@ -337,10 +339,11 @@ def check(
     if fmt not in ("table", "json"):
         raise _fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
     hosts, digest = _hosts(g)
-    engine = with_trace(_engine(), trace, "check")
+    engine, hosts = check_engine(with_trace(_engine(), trace, "check"), answers, g.state, hosts)
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_check(
-            hosts, engine, store, _options(g, digest), control=c,
+            hosts, engine, store, _options(g, digest, collection="offline" if answers else None,
+                                           answers=str(answers) if answers else None), control=c,
             progress=make_progress(quiet=g.quiet or fmt == "json", no_color=g.no_color)))
     if fmt == "json":
         from kbfix.report import build_document

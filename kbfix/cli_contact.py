@@ -50,3 +50,8 @@ def fixture_from_trace(
 def register(app: typer.Typer, lab_app: typer.Typer) -> None:
     """Add the first-contact commands to the kbfix CLI."""
     lab_app.command("fixture-from-trace")(fixture_from_trace)
+    from kbfix.offline.cli import answer, export
+
+    offline_app.command("export")(export)
+    lab_app.command("answer")(answer)
+    app.add_typer(offline_app, name="offline")

@@ -1,0 +1,84 @@
+# kbfix offline collection script (protocol v1, remoting/PROTOCOL.md; kbfix/offline/__init__.py).
+# Windows PowerShell 2.0 compatible. READ-ONLY: it runs the kbfix agent with the one request
+# embedded below (read ops only, fixed at export) and writes one answer file. It takes no request
+# from anywhere else. Run it on the server named below, as an administrator, e.g.:
+#   powershell.exe -NoProfile -ExecutionPolicy Bypass -File .\HOST.kbfix-offline.ps1 [-OutDir D:\answers]
+# then bring the answer file (HOST.kbfix-answer.txt) back to `kbfix check --answers DIR`.
+param([string]$OutDir = '')
+
+$ErrorActionPreference = 'Stop'
+$kbfixHost = '__KBFIX_HOST__'
+$kbfixNonce = '__KBFIX_NONCE__'
+$kbfixCreated = '__KBFIX_CREATED__'
+$kbfixKeyHex = '__KBFIX_KEY__'
+$kbfixRequestB64 = '__KBFIX_REQUEST__'
+$kbfixAgentB64 = @'
+__KBFIX_AGENT__
+'@
+
+function ConvertFrom-Hex([string]$hex) {
+    $bytes = New-Object byte[] ($hex.Length / 2)
+    for ($i = 0; $i -lt $bytes.Length; $i++) { $bytes[$i] = [Convert]::ToByte($hex.Substring(2 * $i, 2), 16) }
+    return ,$bytes
+}
+
+function ConvertTo-Hex([byte[]]$bytes) {
+    $sb = New-Object System.Text.StringBuilder
+    foreach ($b in $bytes) { [void]$sb.Append($b.ToString('x2')) }
+    return $sb.ToString()
+}
+
+function New-Sha256 {
+    # SHA256CryptoServiceProvider (.NET 3.5) works under the FIPS policy; SHA256Managed throws there.
+    try { return (New-Object System.Security.Cryptography.SHA256CryptoServiceProvider) }
+    catch { return (New-Object System.Security.Cryptography.SHA256Managed) }
+}
+
+function Get-HmacSha256Hex([byte[]]$key, [byte[]]$data) {
+    # RFC 2104 HMAC built on the hash above (HMACSHA256 uses SHA256Managed and fails under FIPS).
+    if ($key.Length -gt 64) { $key = (New-Sha256).ComputeHash($key) }
+    $inner = New-Object byte[] (64 + $data.Length)
+    $outer = New-Object byte[] 96
+    for ($i = 0; $i -lt 64; $i++) {
+        $k = 0
+        if ($i -lt $key.Length) { $k = [int]$key[$i] }
+        $inner[$i] = [byte]($k -bxor 0x36)
+        $outer[$i] = [byte]($k -bxor 0x5c)
+    }
+    [Array]::Copy($data, 0, $inner, 64, $data.Length)
+    $innerHash = (New-Sha256).ComputeHash($inner)
+    [Array]::Copy($innerHash, 0, $outer, 64, 32)
+    return (ConvertTo-Hex ((New-Sha256).ComputeHash($outer)))
+}
+
+$utf8 = New-Object System.Text.UTF8Encoding($false)
+$requestBytes = [Convert]::FromBase64String($kbfixRequestB64)
+$requestText = $utf8.GetString($requestBytes)
+$agentText = $utf8.GetString([Convert]::FromBase64String(($kbfixAgentB64 -replace '\s', '')))
+
+# The agent writes its framed answer to [Console]::Out: capture it.
+$writer = New-Object System.IO.StringWriter
+$console = [Console]::Out
+$global:LASTEXITCODE = 0
+[Console]::SetOut($writer)
+try { & ([ScriptBlock]::Create($agentText)) $requestText } finally { [Console]::SetOut($console) }
+$exitCode = $LASTEXITCODE
+if ($null -eq $exitCode) { $exitCode = 0 }
+
+$lines = New-Object System.Collections.ArrayList
+[void]$lines.Add("kbfix-offline-answer`t1")
+[void]$lines.Add("host`t" + $kbfixHost)
+[void]$lines.Add("nonce`t" + $kbfixNonce)
+[void]$lines.Add("computer`t" + [Environment]::MachineName)
+[void]$lines.Add("collected`t" + [DateTime]::UtcNow.ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture))
+[void]$lines.Add("request_sha256`t" + (ConvertTo-Hex ((New-Sha256).ComputeHash($requestBytes))))
+[void]$lines.Add("exit_code`t" + $exitCode)
+[void]$lines.Add("stdout`t" + [Convert]::ToBase64String($utf8.GetBytes($writer.ToString())))
+$body = [string]::Join("`n", [string[]]$lines.ToArray()) + "`n"
+$mac = Get-HmacSha256Hex (ConvertFrom-Hex $kbfixKeyHex) ([Text.Encoding]::ASCII.GetBytes($body))
+$answer = $body + "hmac`t" + $mac + "`n"
+
+if ($OutDir.Length -eq 0) { $OutDir = Split-Path -Parent $MyInvocation.MyCommand.Definition }
+$path = Join-Path $OutDir ($kbfixHost + '.kbfix-answer.txt')
+[System.IO.File]::WriteAllText($path, $answer, [Text.Encoding]::ASCII)
+Write-Host ('kbfix: answer written to ' + $path)
