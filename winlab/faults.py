@@ -21,7 +21,9 @@ class Faults:
     quota: Create answers the MaxShellsPerUser quota fault; drop_after_mutation: the connection is
     closed without an answer when a Command's stdin carried a mutating op (after running it);
     drop_mid_receive: the connection is closed during the first Receive;
-    ps_start_ms: simulated powershell.exe start time; hang_command: the agent never finishes.
+    ps_start_ms: simulated powershell.exe start time; hang_command: the agent never finishes;
+    certificate: `expired` serves HTTPS with a server certificate (same lab CA, same names) whose
+    validity ended yesterday (issue 17, `kbfix doctor`'s TLS step).
     """
 
     connect: Literal["ok", "refused", "hang"] = "ok"
@@ -35,3 +37,4 @@ class Faults:
     drop_mid_receive: bool = False
     ps_start_ms: float = 0.0
     hang_command: bool = False
+    certificate: Literal["ok", "expired"] = "ok"
