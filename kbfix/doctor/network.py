@@ -190,7 +190,8 @@ def winrm_config(ep: Endpoint) -> dict[str, int]:
     t = ep.timeouts
     proto = Protocol(ep.url, transport=ep.transport, username=ep.username,
                      password=ep.password.reveal() if ep.password is not None else None,
-                     ca_trust_path=ep.ca_trust_path, server_cert_validation=ep.cert_validation,
+                     ca_trust_path=ep.ca_trust_path,  # type: ignore[arg-type]  # None: system store, never env vars
+                     server_cert_validation=ep.cert_validation,
                      read_timeout_sec=math.ceil(t.read), operation_timeout_sec=math.ceil(t.operation),
                      message_encryption=ep.message_encryption, proxy=None)
     try:
