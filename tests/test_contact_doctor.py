@@ -155,3 +155,34 @@ def test_environment_emulation_follows_the_documented_registry_values() -> None:
     assert resp is not None and resp.results[0].data is not None
     assert resp.results[0].data["elevated"] is True  # no UAC before Vista / Server 2008
     assert resp.results[0].data["process_64bit"] is False
+
+
+def _edited_inventory(src: str, dst: Path, **defaults: Any) -> str:
+    import yaml
+
+    doc = yaml.safe_load(Path(src).read_text(encoding="utf-8"))
+    doc["defaults"].update(defaults)
+    dst.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return str(dst)
+
+
+def test_tls_chain_failure_names_the_ca_file_in_use(lab: tuple[Lab, str, Path], tmp_path: Path) -> None:
+    from winlab.tls import make_pki
+
+    other = make_pki(tmp_path / "other-ca", ["127.0.0.1"], ["x"]).ca_path
+    inv = _edited_inventory(lab[1], tmp_path / "inv.yaml", ca_trust_path=str(other))
+    res = CliRunner().invoke(app, ["-i", inv, "--limit", "WSUS-SP1", "doctor", "--format", "json"])
+    assert res.exit_code == 4
+    tls = next(s for s in json.loads(res.stdout)["hosts"][0]["steps"] if s["name"] == "tls")
+    assert tls["status"] == "fail" and str(other) in tls["detail"] and "ca_trust_path" in tls["fix"]
+
+
+def test_offered_auth_schemes_are_compared_with_the_configured_transport(lab: tuple[Lab, str, Path],
+                                                                          tmp_path: Path) -> None:
+    inv = _edited_inventory(lab[1], tmp_path / "inv.yaml", transport="credssp")
+    res = CliRunner().invoke(app, ["-i", inv, "--limit", "WSUS-SP1", "doctor", "--format", "json"])
+    assert res.exit_code == 4
+    step = next(s for s in json.loads(res.stdout)["hosts"][0]["steps"] if s["name"] == "auth_offered")
+    assert step["status"] == "fail"
+    assert step["data"]["offered"] == ["Negotiate", "Basic"]  # the lab's 401, as WinRM's default service auth
+    assert "Enable-WSManCredSSP" in step["fix"]
