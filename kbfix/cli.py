@@ -30,7 +30,7 @@ from kbfix.cli_lab import lab_app
 from kbfix.config import ConfigError, default_state_dir, load_config
 from kbfix.exitcodes import HELP as EXIT_HELP
 from kbfix.exitcodes import ExitCode
-from kbfix.offline.cli import ANSWERS_HELP, check_engine
+from kbfix.offline.cli import ANSWERS_HELP, check_engine, offline_inventory
 from kbfix.planfile import PlanDocument, PlanError
 from kbfix.progress import counts_text, make_progress
 from kbfix.rollout import RolloutError, parse_serial
@@ -338,7 +338,7 @@ def check(
     g = _globals(ctx)
     if fmt not in ("table", "json"):
         raise _fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
-    hosts, digest = _hosts(g)
+    hosts, digest = _hosts(g) if answers is None else offline_inventory(g)
     engine, hosts = check_engine(with_trace(_engine(), trace, "check"), answers, g.state, hosts)
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_check(

@@ -203,3 +203,18 @@ def test_cli_lab_answer_writes_answer_files(site: dict[str, Any], tmp_path: Path
     res = _cli("lab", "answer", str(site["tmp"] / "off"), "-o", str(tmp_path / "a"))
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "a").glob("*.kbfix-answer.txt"))) == len(site["scripts"])
+
+
+def test_offline_check_needs_no_connection_and_no_credentials(site: dict[str, Any], tmp_path: Path) -> None:
+    # The DMZ case: the inventory knows the hosts but nothing listens (port 9 on loopback) and no
+    # credentials are configured; the answers alone give the online statuses.
+    inv = tmp_path / "dmz.yaml"
+    inv.write_text("kbfix_inventory: 1\nhosts:\n  WSUS-SP1: {address: 127.0.0.1, port: 9}\n"
+                   "  CM07-OK: {address: 127.0.0.1, port: 9}\n", encoding="utf-8")
+    res = _cli("-i", str(inv), "--state", site["state"], "-q", "check", "--answers", str(site["tmp"] / "answers"),
+               "--format", "json")
+    assert _statuses(res.stdout) == {"WSUS-SP1": site["online"]["WSUS-SP1"], "CM07-OK": site["online"]["CM07-OK"]}
+    # Exporting for such hosts needs no credentials either.
+    out = _cli("-i", str(inv), "--state", str(tmp_path / "st"), "offline", "export", "-o", str(tmp_path / "off"))
+    assert out.exit_code == 0, out.output
+    assert sorted(p.name for p in (tmp_path / "off").iterdir()) == ["CM07-OK.kbfix-offline.ps1", "WSUS-SP1.kbfix-offline.ps1"]

@@ -25,7 +25,7 @@ def _selected_hosts(ctx: typer.Context) -> tuple[Any, list[Any]]:
     from inventory import InventoryError, load_inventory
 
     try:
-        inv = load_inventory(g.inventory)
+        inv = load_inventory(g.inventory, require_credentials=False)  # export contacts nothing
     except InventoryError as exc:
         raise _fail(str(exc)) from None
     return g, list(inv.select(g.limit))
@@ -94,6 +94,18 @@ def answer(
         raise _fail(str(exc).strip("'\"")) from None
     for path in written:
         typer.echo(str(path))
+
+
+def offline_inventory(g: Any) -> tuple[list[Any], str | None]:
+    """(hosts selected by -i/--limit, inventory digest) for `check --answers`: no credentials
+    are needed (nothing is contacted), so a missing password is not asked for. Raises
+    InventoryError (exit 2) or typer.Exit(2) without an inventory."""
+    if not getattr(g, "inventory", None):
+        raise _fail("no inventory: pass -i FILE or set KBFIX_INVENTORY")
+    from inventory import load_inventory
+
+    inv = load_inventory(g.inventory, require_credentials=False)
+    return list(inv.select(g.limit)), inv.digest
 
 
 ANSWERS_HELP = ("Assess the offline answer files in this folder (from `kbfix offline export` scripts) instead of "
