@@ -218,3 +218,19 @@ def test_offline_check_needs_no_connection_and_no_credentials(site: dict[str, An
     out = _cli("-i", str(inv), "--state", str(tmp_path / "st"), "offline", "export", "-o", str(tmp_path / "off"))
     assert out.exit_code == 0, out.output
     assert sorted(p.name for p in (tmp_path / "off").iterdir()) == ["CM07-OK.kbfix-offline.ps1", "WSUS-SP1.kbfix-offline.ps1"]
+
+
+def test_a_script_edited_to_mutate_refuses_to_run(site: dict[str, Any]) -> None:
+    import base64
+
+    from remoting.agent_protocol import AgentRequest, encode_request, op
+
+    text = site["scripts"][0].read_text(encoding="ascii")
+    nonce = re.search(r"\$kbfixNonce = '([0-9a-f]{32})'", text).group(1)  # type: ignore[union-attr]
+    evil = encode_request(AgentRequest((op("1", "service.restart", name="WsusService"),), nonce=nonce))
+    edited = re.sub(r"\$kbfixRequestB64 = '[^']*'", f"$kbfixRequestB64 = '{base64.b64encode(evil).decode()}'", text)
+    host = demo_site()[0]
+    with pytest.raises(ScriptError, match=r"service\.restart, which is not read-only"):
+        answer_script(edited, host)
+    assert not host.records.mutations
+    assert "'service.restart'" not in text and "'log.scan'" in text  # the embedded read-op list

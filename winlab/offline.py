@@ -24,6 +24,7 @@ from remoting import agent_protocol
 from winlab.host import EmulatedHost, run_agent_request
 
 _ASSIGN = re.compile(r"^\$kbfix(Host|Nonce|Created|KeyHex|RequestB64) = '([^']*)'\r?$", re.M)
+_READ_OPS = re.compile(r"'([a-z]+\.[a-z_]+)'")
 _AGENT = re.compile(r"^\$kbfixAgentB64 = @'\r?\n(.*?)\r?\n'@", re.M | re.S)
 
 
@@ -51,6 +52,11 @@ def answer_script(text: str, host: EmulatedHost, *, collected: datetime | None =
         raise ScriptError("the script's embedded agent is not the shipped remoting/agent.ps1")
     request_doc = base64.b64decode(v["requestb64"])
     request = agent_protocol.decode_request(request_doc)
+    # The script's own guard: it runs only read ops of the list it embeds.
+    read_ops = set(_READ_OPS.findall(text.split("$kbfixReadOps = @(", 1)[1].split(")", 1)[0])) if "$kbfixReadOps" in text else set()
+    refused = [o.name for o in request.ops if o.name not in read_ops]
+    if refused:
+        raise ScriptError(f"kbfix: refusing to run: the embedded request names op {refused[0]}, which is not read-only")
     result, _resp = run_agent_request(host, request)
     when = (collected or datetime.now(timezone.utc)).astimezone(timezone.utc)
     lines = [

@@ -36,6 +36,7 @@ from remoting.errors import AgentError
 ANSWER_VERSION = 1
 DEFAULT_MAX_AGE = timedelta(days=7)
 CLOCK_SKEW = timedelta(minutes=10)
+NETBIOS_MAX = 15
 _FIELDS = ("host", "nonce", "computer", "collected", "request_sha256", "exit_code", "stdout")
 
 
@@ -142,7 +143,9 @@ def verify_answer(answer: Answer, state: Path, *, expected_host: str, expected_c
         raise AnswerRefused(host, "tampered", "the script's embedded request was changed before it ran")
     computer = f["computer"].strip()
     expected = (expected_computer or exported.computer_name).upper()
-    if computer.upper() != expected:
+    # [Environment]::MachineName is the NetBIOS name: at most 15 characters (MS docs "Naming
+    # conventions in Active Directory for computers, domains, sites, and OUs").
+    if computer.upper()[:NETBIOS_MAX] != expected[:NETBIOS_MAX]:
         raise AnswerRefused(host, "foreign", f"collected on computer {computer!r}, not {expected!r}: "
                                              "the script ran on the wrong server")
     try:

@@ -54,6 +54,16 @@ function Get-HmacSha256Hex([byte[]]$key, [byte[]]$data) {
 $utf8 = New-Object System.Text.UTF8Encoding($false)
 $requestBytes = [Convert]::FromBase64String($kbfixRequestB64)
 $requestText = $utf8.GetString($requestBytes)
+
+# Read-only by construction: the request may name read ops only (remoting/ops.py at export time).
+$kbfixReadOps = @(__KBFIX_READ_OPS__)
+foreach ($line in $requestText.Split([char]10)) {
+    $fields = $line.Split([char]9)
+    if ($fields[0] -eq 'op' -and -not ($kbfixReadOps -contains $fields[2])) {
+        [Console]::Error.WriteLine('kbfix: refusing to run: the embedded request names op ' + $fields[2] + ', which is not read-only')
+        exit 1
+    }
+}
 $agentText = $utf8.GetString([Convert]::FromBase64String(($kbfixAgentB64 -replace '\s', '')))
 
 # The agent writes its framed answer to [Console]::Out: capture it.
@@ -70,7 +80,7 @@ $lines = New-Object System.Collections.ArrayList
 [void]$lines.Add("host`t" + $kbfixHost)
 [void]$lines.Add("nonce`t" + $kbfixNonce)
 [void]$lines.Add("computer`t" + [Environment]::MachineName)
-[void]$lines.Add("collected`t" + [DateTime]::UtcNow.ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture))
+[void]$lines.Add("collected`t" + [DateTime]::UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", [Globalization.CultureInfo]::InvariantCulture))
 [void]$lines.Add("request_sha256`t" + (ConvertTo-Hex ((New-Sha256).ComputeHash($requestBytes))))
 [void]$lines.Add("exit_code`t" + $exitCode)
 [void]$lines.Add("stdout`t" + [Convert]::ToBase64String($utf8.GetBytes($writer.ToString())))
@@ -79,6 +89,8 @@ $mac = Get-HmacSha256Hex (ConvertFrom-Hex $kbfixKeyHex) ([Text.Encoding]::ASCII.
 $answer = $body + "hmac`t" + $mac + "`n"
 
 if ($OutDir.Length -eq 0) { $OutDir = Split-Path -Parent $MyInvocation.MyCommand.Definition }
+# .NET resolves relative paths against the process directory, not PowerShell's location.
+$OutDir = (Resolve-Path -LiteralPath $OutDir).ProviderPath
 $path = Join-Path $OutDir ($kbfixHost + '.kbfix-answer.txt')
 [System.IO.File]::WriteAllText($path, $answer, [Text.Encoding]::ASCII)
 Write-Host ('kbfix: answer written to ' + $path)

@@ -12,8 +12,10 @@ import re
 from pathlib import Path
 
 from remoting.agent_protocol import read_agent_bytes
+from remoting.ops import OPS
 
 TEMPLATE_PATH = Path(__file__).with_name("collect.ps1")
+_OP_NAME = re.compile(r"^[a-z]+\.[a-z_]+$")
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _CHECKS = {
     "__KBFIX_NONCE__": re.compile(r"^[0-9a-f]{32}$"),
@@ -50,7 +52,11 @@ def render_script(host: str, nonce: str, created: str, key: bytes, request: byte
     for name, rx in _CHECKS.items():
         if not rx.match(values[name]):
             raise ValueError(f"offline script value {name} is malformed")
+    read_ops = [name for name, spec in OPS.items() if not spec.mutating]
+    if not all(_OP_NAME.match(n) for n in read_ops):
+        raise ValueError("op table has a name that cannot be embedded")
     text = TEMPLATE_PATH.read_text(encoding="ascii").replace("\r\n", "\n")
+    text = text.replace("__KBFIX_READ_OPS__", ", ".join(f"'{n}'" for n in read_ops))
     for name, value in values.items():
         text = text.replace(name, value)
     text = text.replace("__KBFIX_AGENT__", "\n".join(agent_b64[i:i + 76] for i in range(0, len(agent_b64), 76)))
