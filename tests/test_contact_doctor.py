@@ -186,3 +186,46 @@ def test_offered_auth_schemes_are_compared_with_the_configured_transport(lab: tu
     assert step["status"] == "fail"
     assert step["data"]["offered"] == ["Negotiate", "Basic"]  # the lab's 401, as WinRM's default service auth
     assert "Enable-WSManCredSSP" in step["fix"]
+
+
+def test_tls_name_mismatch_lists_the_names_the_certificate_has(tmp_path: Path) -> None:
+    import socket
+    import ssl
+    import threading
+
+    from kbfix.doctor.network import tls_step
+    from remoting.endpoint import Endpoint, Timeouts
+    from winlab.tls import make_pki
+
+    pki = make_pki(tmp_path, [], ["wsus07.corp.example"])  # no IP address in the certificate
+    ctx = pki.server_context()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            try:
+                with ctx.wrap_socket(conn, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        ep = Endpoint(host="WSUS07", address="127.0.0.1", port=port, ca_trust_path=str(pki.ca_path),
+                      timeouts=Timeouts(connect=2, operation=2, read=3, command=5))
+        step = tls_step(ep)
+    finally:
+        stop.set()
+        thread.join(2)
+        listener.close()
+    assert step.status.value == "fail"
+    assert "does not name 127.0.0.1" in step.detail and "wsus07.corp.example" in step.detail
+    assert step.fix is not None and "subject alternative name includes 127.0.0.1" in step.fix

@@ -26,6 +26,7 @@ GET_ACTION = "http://schemas.xmlsoap.org/ws/2004/09/transfer/Get"
 #: OpenSSL verify result codes (x509_vfy.h) the TLS step tells apart.
 X509_V_ERR_CERT_HAS_EXPIRED = 10
 X509_V_ERR_HOSTNAME_MISMATCH = 62
+X509_V_ERR_IP_ADDRESS_MISMATCH = 64
 EXPIRY_WARNING_DAYS = 30
 #: Which WWW-Authenticate schemes serve each kbfix transport (MS-WSMV 2.1: Negotiate carries NTLM
 #: or Kerberos; Basic; CredSSP).
@@ -116,7 +117,7 @@ def tls_step(ep: Endpoint) -> Step:
             return Step("tls", StepStatus.FAIL, f"the server certificate expired on {end:%Y-%m-%d %H:%M} UTC",
                         fix("tls_expired", **_values(ep, not_after=f"{end:%Y-%m-%d}")), took,
                         {"not_after": end.isoformat(), "ca_file": ca_file})
-        if cert is not None and code == X509_V_ERR_HOSTNAME_MISMATCH:
+        if cert is not None and code in (X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH):
             names = ", ".join(_cert_names(cert)) or "no names"
             return Step("tls", StepStatus.FAIL, f"the certificate does not name {ep.address} (it names {names})",
                         fix("tls_name", **_values(ep, names=names)), took, {"names": _cert_names(cert)})
