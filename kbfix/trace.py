@@ -205,19 +205,6 @@ def tracing_factory(tracer: Tracer, inner: Callable[..., Any] | None = None) -> 
     return factory
 
 
-def read_trace(path: Path) -> dict[str, Any]:
-    """Load one trace file. Raises TraceError naming the file when it is not a kbfix trace."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TraceError(f"{path}: not a readable JSON trace: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("kbfix_trace") != TRACE_VERSION or not isinstance(doc.get("exchanges"), list):
-        raise TraceError(f"{path}: not a kbfix trace (expected kbfix_trace: {TRACE_VERSION} and an exchanges list)")
-    if not isinstance(doc.get("host"), str):
-        raise TraceError(f"{path}: host: missing")
-    return doc
-
-
 def with_trace(engine: Any, directory: Path | None, command: str) -> Any:
     """`engine` (a `PlaybookEngine`) whose sessions are traced into `directory`; unchanged when
     `directory` is None. The CLI's one-line hook for `--trace DIR`."""

@@ -27,8 +27,6 @@ from kbfix.offline.answers import (
 from remoting.agent_protocol import AgentRequest, AgentResponse, OpRequest, encode_request
 from remoting.errors import CheckModeViolation
 
-COLLECTION_OFFLINE = "offline"
-
 
 class NoAnswer(Exception):
     """No answer file for a host in the answers folder (the host was not collected)."""
