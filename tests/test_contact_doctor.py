@@ -229,3 +229,17 @@ def test_tls_name_mismatch_lists_the_names_the_certificate_has(tmp_path: Path) -
     assert step.status.value == "fail"
     assert "does not name 127.0.0.1" in step.detail and "wsus07.corp.example" in step.detail
     assert step.fix is not None and "subject alternative name includes 127.0.0.1" in step.fix
+
+
+def test_a_server_that_accepts_but_never_answers_is_named_as_such(tmp_path: Path) -> None:
+    hosts = load_host_fixture_text("hosts:\n  - name: HANG\n    accounts: {'LAB\\\\kbfix': pw}\n    faults: {connect: hang}\n")
+    with Lab(hosts, https=True, workdir=tmp_path / "lab") as lab:
+        src = str(lab.write_inventory(tmp_path / "lab.yaml"))
+        inv = _edited_inventory(src, tmp_path / "inv.yaml", timeouts={"connect": 1, "operation": 2, "read": 3, "command": 5})
+        res = CliRunner().invoke(app, ["-i", inv, "doctor", "--format", "json"])
+    assert res.exit_code == 4
+    steps = {s["name"]: s for s in json.loads(res.stdout)["hosts"][0]["steps"]}
+    assert steps["connect"]["status"] == "ok"
+    assert steps["tls"]["status"] == "fail" and "no TLS handshake within 1 s" in steps["tls"]["detail"]
+    assert "netstat -ano" in steps["tls"]["fix"]
+    assert steps["authenticate"]["status"] == "skip"

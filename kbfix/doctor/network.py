@@ -124,6 +124,10 @@ def tls_step(ep: Endpoint) -> Step:
         reason = getattr(exc, "verify_message", None) or str(exc)
         return Step("tls", StepStatus.FAIL, f"the certificate is not trusted by {ca_file}: {reason}",
                     fix("tls_chain", **_values(ep, ca_file=ca_file, reason=reason)), took, {"ca_file": ca_file})
+    except TimeoutError as exc:
+        reason = f"no TLS handshake within {ep.timeouts.connect:g} s"
+        return Step("tls", StepStatus.FAIL, f"TLS handshake failed: {reason}",
+                    fix("no_answer", **_values(ep, reason=reason)), time.monotonic() - t0, {"error": str(exc)})
     except (ssl.SSLError, OSError) as exc:
         reason = str(getattr(exc, "reason", None) or exc)
         return Step("tls", StepStatus.FAIL, f"TLS handshake failed: {reason}",
@@ -163,9 +167,13 @@ def auth_offered_step(ep: Endpoint) -> Step:
                           timeout=(ep.timeouts.connect, ep.timeouts.read))
             offered = list(resp.raw.headers.getlist("WWW-Authenticate")) if resp.raw is not None else []
             status = resp.status_code
+    except requests.Timeout:
+        reason = f"no HTTP answer within {ep.timeouts.read:g} s"
+        return Step("auth_offered", StepStatus.FAIL, reason, fix("no_answer", **_values(ep, reason=reason)),
+                    time.monotonic() - t0, {"no_answer": True})
     except requests.RequestException as exc:
-        return Step("auth_offered", StepStatus.FAIL, f"no HTTP answer: {exc}", fix("tls_handshake", **_values(
-            ep, reason=str(exc))), time.monotonic() - t0)
+        return Step("auth_offered", StepStatus.FAIL, f"no HTTP answer: {exc}", fix("no_answer", **_values(
+            ep, reason=str(exc)[:200])), time.monotonic() - t0, {"no_answer": True})
     took = time.monotonic() - t0
     schemes = [o.split(" ", 1)[0].strip() for v in offered for o in v.split(",") if o.strip() and "=" not in o.split(" ", 1)[0]]
     wanted = TRANSPORT_SCHEMES.get(ep.transport, (ep.transport,))

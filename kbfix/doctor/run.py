@@ -36,7 +36,8 @@ def _session_failure(exc: RemotingError, ep: Any, took: float) -> Step:
         return Step("authenticate", StepStatus.FAIL, exc.message,
                     fix("tls_chain", ca_file=ep.ca_trust_path or "the system CA store", reason=exc.message, **values), took)
     if isinstance(exc, UnreachableError):
-        return Step("authenticate", StepStatus.FAIL, exc.message, fix("refused", **values), took, {"kind": exc.kind})
+        return Step("authenticate", StepStatus.FAIL, exc.message, fix("no_answer", reason=exc.message, **values), took,
+                    {"kind": exc.kind})
     return Step("authenticate", StepStatus.FAIL, f"{exc.kind}: {exc.message}",
                 fix("agent_failed", reason=exc.message, **values), took, {"kind": exc.kind})
 
@@ -96,7 +97,11 @@ def doctor_host(host: Any, session_factory: Callable[..., Any] | None = None) ->
     if step.status is StepStatus.FAIL:
         _skip_rest(report, later[1:], "not reached: TLS failed")
         return report
-    report.steps.append(network.auth_offered_step(ep))
+    step = network.auth_offered_step(ep)
+    report.steps.append(step)
+    if step.data.get("no_answer"):
+        _skip_rest(report, later[3:], "not reached: no HTTP answer")
+        return report
     t0 = time.monotonic()
     try:
         session = session_factory(ep, check_mode=True)
