@@ -120,12 +120,14 @@ def test_tampered_answer_is_refused(site: dict[str, Any]) -> None:
     assert "refused (tampered)" in _refusal(site, answers, "WSUS-SP1")
 
 
-def test_answer_from_the_wrong_server_is_refused(site: dict[str, Any]) -> None:
+def test_script_run_on_the_wrong_server_collects_nothing(site: dict[str, Any]) -> None:
     answers = site["tmp"] / "wrong-server"
     script = next(s for s in site["scripts"] if s.name.startswith("WSUS-SP1."))
-    answer_scripts([script], demo_site(), answers, on="WSUS-RTM")
-    message = _refusal(site, answers, "WSUS-SP1")
-    assert "refused (foreign)" in message and "WSUS-RTM" in message
+    with pytest.raises(ScriptError, match=r"for computer WSUS-SP1 .* not WSUS-RTM"):
+        answer_scripts([script], demo_site(), answers, on="WSUS-RTM")
+    assert not list(answers.glob("*.kbfix-answer.txt"))
+    res = _cli("lab", "answer", str(script), "--on", "WSUS-RTM", "-o", str(answers))
+    assert res.exit_code == 2 and "run it on WSUS-SP1" in res.output
 
 
 def test_answer_of_another_controller_is_refused(site: dict[str, Any]) -> None:
@@ -180,7 +182,7 @@ def test_missing_answers_folder_is_a_usage_error(site: dict[str, Any], tmp_path:
 
 
 def test_lab_refuses_a_script_whose_agent_was_changed(site: dict[str, Any]) -> None:
-    text = site["scripts"][0].read_text(encoding="ascii")
+    text = next(s for s in site["scripts"] if s.name.startswith("WSUS-SP1.")).read_text(encoding="ascii")
     start = text.index("$kbfixAgentB64 = @'\n") + len("$kbfixAgentB64 = @'\n")
     changed = text[:start] + ("QUFB" if text[start:start + 4] != "QUFB" else "QkJC") + text[start + 4:]
     with pytest.raises(ScriptError, match="not the shipped"):
@@ -225,7 +227,7 @@ def test_a_script_edited_to_mutate_refuses_to_run(site: dict[str, Any]) -> None:
 
     from remoting.agent_protocol import AgentRequest, encode_request, op
 
-    text = site["scripts"][0].read_text(encoding="ascii")
+    text = next(s for s in site["scripts"] if s.name.startswith("WSUS-SP1.")).read_text(encoding="ascii")
     nonce = re.search(r"\$kbfixNonce = '([0-9a-f]{32})'", text).group(1)  # type: ignore[union-attr]
     evil = encode_request(AgentRequest((op("1", "service.restart", name="WsusService"),), nonce=nonce))
     edited = re.sub(r"\$kbfixRequestB64 = '[^']*'", f"$kbfixRequestB64 = '{base64.b64encode(evil).decode()}'", text)

@@ -32,18 +32,18 @@ NONCE = "0123456789abcdef0123456789abcdef"
 HOST = "WSUS01"
 
 
-def _signed_answer(state: Path) -> tuple[str, bytes]:
+def _signed_answer(state: Path, computer: str = HOST) -> tuple[str, bytes]:
     """A valid answer file text for HOST, and its request, with an export record in `state`.
     Written here by hand from the documented format (a third writer besides collect.ps1 and winlab)."""
     key = load_or_create_key(state)
     request = encode_request(AgentRequest((op("1", "env.expand", text="%windir%"),), nonce=NONCE))
     created = datetime.now(timezone.utc).replace(microsecond=0)
     save_export(state, ExportRecord(NONCE, created, {HOST: ExportedHost(HOST, request, HOST)}))
-    doc = response_document(NONCE, {"computer_name": HOST}, [OpResult("1", "env.expand", True, {"value": "C:\\WINDOWS"})])
+    doc = response_document(NONCE, {"computer_name": computer}, [OpResult("1", "env.expand", True, {"value": "C:\\WINDOWS"})])
     stdout = encode_response(doc)
     import base64
 
-    lines = ["kbfix-offline-answer\t1", f"host\t{HOST}", f"nonce\t{NONCE}", f"computer\t{HOST}",
+    lines = ["kbfix-offline-answer\t1", f"host\t{HOST}", f"nonce\t{NONCE}", f"computer\t{computer}",
              f"collected\t{created:%Y-%m-%dT%H:%M:%SZ}", f"request_sha256\t{hashlib.sha256(request).hexdigest()}",
              "exit_code\t0", f"stdout\t{base64.b64encode(stdout).decode()}"]
     body = "".join(x + "\n" for x in lines)
@@ -105,11 +105,31 @@ _json = st.recursive(
 )
 
 
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in [k, *_strings(v)]]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
 @given(_json, st.text(alphabet="ABCdef0123!-", min_size=4, max_size=12))
 def test_redaction_removes_the_secret_and_nothing_else(value: object, secret: str) -> None:
     planted = {"data": value, "value": f"x{secret}y", "list": [secret, "keep"]}
     out = redact(planted, [secret])
-    assert secret not in json.dumps(out, ensure_ascii=False)
+    assert not any(secret in s for s in _strings(out))
     assert out["list"][1] == "keep" and out["value"] == "x***y"
-    if secret not in json.dumps(value, ensure_ascii=False):
+    if not any(secret in s for s in _strings(value)):
         assert out["data"] == value  # nothing else changed
+
+
+def test_a_signed_answer_from_another_computer_is_refused(tmp_path: Path) -> None:
+    # A script edited past its own computer check still cannot pass the controller's.
+    text, _request = _signed_answer(tmp_path / "state", computer="WSUS02")
+    path = tmp_path / f"{HOST}.kbfix-answer.txt"
+    path.write_text(text, encoding="ascii")
+    with pytest.raises(AnswerRefused, match="collected on computer 'WSUS02', not 'WSUS01'") as err:
+        verify_answer(parse_answer(path), tmp_path / "state", expected_host=HOST)
+    assert err.value.reason == "foreign"

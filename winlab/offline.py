@@ -23,7 +23,7 @@ from pathlib import Path
 from remoting import agent_protocol
 from winlab.host import EmulatedHost, run_agent_request
 
-_ASSIGN = re.compile(r"^\$kbfix(Host|Nonce|Created|KeyHex|RequestB64) = '([^']*)'\r?$", re.M)
+_ASSIGN = re.compile(r"^\$kbfix(Host|Computer|Nonce|Created|KeyHex|RequestB64) = '([^']*)'\r?$", re.M)
 _READ_OPS = re.compile(r"'([a-z]+\.[a-z_]+)'")
 _AGENT = re.compile(r"^\$kbfixAgentB64 = @'\r?\n(.*?)\r?\n'@", re.M | re.S)
 
@@ -33,10 +33,10 @@ class ScriptError(ValueError):
 
 
 def script_values(text: str) -> dict[str, str]:
-    """host, nonce, created, keyhex, requestb64 and agent (base64) from a script. Raises ScriptError."""
+    """host, computer, nonce, created, keyhex, requestb64 and agent (base64) from a script. Raises ScriptError."""
     found = {m.group(1).lower(): m.group(2) for m in _ASSIGN.finditer(text)}
     agent = _AGENT.search(text)
-    if set(found) != {"host", "nonce", "created", "keyhex", "requestb64"} or agent is None:
+    if set(found) != {"host", "computer", "nonce", "created", "keyhex", "requestb64"} or agent is None:
         raise ScriptError("not a kbfix offline script (its embedded values are missing)")
     found["agent"] = re.sub(r"\s", "", agent.group(1))
     return found
@@ -47,6 +47,11 @@ def answer_script(text: str, host: EmulatedHost, *, collected: datetime | None =
 
     collected: the time the script reports (default now, UTC). Raises ScriptError."""
     v = script_values(text)
+    # The script's first guard: it runs on the computer it was exported for (NetBIOS names, 15 chars).
+    here, wanted = host.state.computer_name.upper()[:15], v["computer"].upper()[:15]
+    if here != wanted:
+        raise ScriptError(f"kbfix: this script is for computer {v['computer']} (inventory host {v['host']}), "
+                          f"not {host.state.computer_name}: run it on {v['computer']}; nothing was collected")
     agent = base64.b64decode(v["agent"])
     if agent.replace(b"\r\n", b"\n") != agent_protocol.read_agent_bytes():
         raise ScriptError("the script's embedded agent is not the shipped remoting/agent.ps1")

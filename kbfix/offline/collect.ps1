@@ -8,6 +8,7 @@ param([string]$OutDir = '')
 
 $ErrorActionPreference = 'Stop'
 $kbfixHost = '__KBFIX_HOST__'
+$kbfixComputer = '__KBFIX_COMPUTER__'
 $kbfixNonce = '__KBFIX_NONCE__'
 $kbfixCreated = '__KBFIX_CREATED__'
 $kbfixKeyHex = '__KBFIX_KEY__'
@@ -49,6 +50,19 @@ function Get-HmacSha256Hex([byte[]]$key, [byte[]]$data) {
     $innerHash = (New-Sha256).ComputeHash($inner)
     [Array]::Copy($innerHash, 0, $outer, 64, 32)
     return (ConvertTo-Hex ((New-Sha256).ComputeHash($outer)))
+}
+
+function Get-NetBiosName([string]$name) {
+    # [Environment]::MachineName is the NetBIOS name: upper case, at most 15 characters.
+    $u = $name.ToUpperInvariant()
+    if ($u.Length -gt 15) { $u = $u.Substring(0, 15) }
+    return $u
+}
+
+if ((Get-NetBiosName ([Environment]::MachineName)) -ne (Get-NetBiosName $kbfixComputer)) {
+    [Console]::Error.WriteLine('kbfix: this script is for computer ' + $kbfixComputer + ' (inventory host ' + $kbfixHost +
+        '), not ' + [Environment]::MachineName + ': run it on ' + $kbfixComputer + '; nothing was collected')
+    exit 1
 }
 
 $utf8 = New-Object System.Text.UTF8Encoding($false)

@@ -49,6 +49,9 @@ def export_scripts(hosts: Sequence[Any], engine: Any, state: Path, out_dir: Path
     if bad:
         raise ValueError(f"host name(s) {', '.join(map(repr, bad))} cannot be embedded in an offline script "
                          "(allowed: letters, digits, '_', '.', '-')")
+    bad = [expected_computer_name(h) for h in hosts if not HOST_RE.match(expected_computer_name(h))]
+    if bad:
+        raise ValueError(f"computer name(s) {', '.join(map(repr, bad))} cannot be embedded in an offline script")
     if not hosts:
         raise ValueError("no hosts selected: nothing to export")
     requests: dict[str, bytes] = {}
@@ -60,7 +63,8 @@ def export_scripts(hosts: Sequence[Any], engine: Any, state: Path, out_dir: Path
         requests[h.name] = encode_request(AgentRequest(tuple(ops), nonce=nonce))
     key = load_or_create_key(state)
     stamp = f"{created:%Y-%m-%dT%H:%M:%SZ}"
-    texts = {h.name: render_script(h.name, nonce, stamp, answer_key(key, nonce, h.name), requests[h.name])
+    texts = {h.name: render_script(h.name, nonce, stamp, answer_key(key, nonce, h.name), requests[h.name],
+                                   computer=expected_computer_name(h))
              for h in hosts}
     record = ExportRecord(nonce, created, {h.name: ExportedHost(h.name, requests[h.name], expected_computer_name(h))
                                            for h in hosts})

@@ -35,15 +35,20 @@ def answer_file_name(host: str) -> str:
     return f"{host}.kbfix-answer.txt"
 
 
-def render_script(host: str, nonce: str, created: str, key: bytes, request: bytes, agent: bytes | None = None) -> str:
-    """The script text for one host (CRLF line ends, ASCII). Raises ValueError for a host name
+def render_script(host: str, nonce: str, created: str, key: bytes, request: bytes, agent: bytes | None = None,
+                  computer: str | None = None) -> str:
+    """The script text for one host (CRLF line ends, ASCII); `computer`: the computer name it must
+    run on (default: the host name's first label). Raises ValueError for a host or computer name
     or value outside its alphabet."""
-    if not HOST_RE.match(host):
-        raise ValueError(f"host name {host!r} cannot be embedded in an offline script "
-                         "(allowed: letters, digits, '_', '.', '-')")
+    computer = computer or host.split(".")[0]
+    for what, name in (("host", host), ("computer", computer)):
+        if not HOST_RE.match(name):
+            raise ValueError(f"{what} name {name!r} cannot be embedded in an offline script "
+                             "(allowed: letters, digits, '_', '.', '-')")
     agent_b64 = base64.b64encode(agent if agent is not None else read_agent_bytes()).decode("ascii")
     values = {
         "__KBFIX_HOST__": host,
+        "__KBFIX_COMPUTER__": computer,
         "__KBFIX_NONCE__": nonce,
         "__KBFIX_CREATED__": created,
         "__KBFIX_KEY__": key.hex(),
