@@ -9,7 +9,10 @@ One file per host, `DIR/<host>.trace.json`, rewritten after each exchange:
        "request": {"limit": 16777216, "nonce": "<redacted>",
                    "ops": [{"id": "1", "name": "file.info", "args": {"path": ["C:\\\\..."]}}]},
        "response": {"protocol": 1, "nonce": "<redacted>", "host": {...}, "results": [...], ...},
-       "error": null}]}
+       "error": null, "phase": "run"}]}
+
+A session that cannot be opened is recorded too (`phase: open`, `request`/`response` null,
+`error` with its kind: `unreachable`, `auth`, `quota`, `certificate`, ...).
 
 Argument values are text when they are UTF-8, else `{"b64": ...}`. Redaction changes nothing
 but secrets and nonces: every nonce becomes `<redacted>`, the host's password (wherever it
@@ -126,13 +129,15 @@ class Tracer:
         self._lock = threading.Lock()
         self._exchanges: dict[str, list[dict[str, Any]]] = {}
 
-    def record(self, host: str, ops: Sequence[OpRequest], limit: int | None, response: AgentResponse | None,
+    def record(self, host: str, ops: Sequence[OpRequest] | None, limit: int | None, response: AgentResponse | None,
                error: BaseException | None, seconds: float, secrets: Sequence[str] = ()) -> Path:
-        """Add one exchange for `host` and rewrite its file; returns the file path."""
+        """Add one exchange for `host` and rewrite its file; returns the file path. `ops` None
+        records a session that could not be opened (`phase: open`, the error only)."""
         exchange = {
             "at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "seconds": round(seconds, 6),
-            "request": request_json(ops, limit),
+            "phase": "open" if ops is None else "run",
+            "request": None if ops is None else request_json(ops, limit),
             "response": response_json(response) if response is not None else None,
             "error": None if error is None else {"type": type(error).__name__, "kind": getattr(error, "kind", None),
                                                  "message": str(error)},
@@ -160,7 +165,12 @@ class TracingSession:
         self._secrets = tuple(secrets)
 
     def __enter__(self) -> TracingSession:
-        self._inner.__enter__()
+        started = time.monotonic()
+        try:
+            self._inner.__enter__()
+        except Exception as exc:  # recorded (refused, rejected, quota, ...) and re-raised unchanged
+            self._tracer.record(self._host, None, None, None, exc, time.monotonic() - started, self._secrets)
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -22,7 +22,8 @@ from winlab.fixtures import demo_site, load_fixtures
 from winlab.from_trace import trace_files, write_fixture
 from winlab.lab import Lab
 
-TRACED = ["WSUS-SP1", "WSUS-SP1-OK", "WSUS-RTM", "CM07-SITE", "CM07-OK", "OFFICE-CL01", "WSUS-DK", "WSUS-CN"]
+TRACED = ["WSUS-SP1", "WSUS-SP1-OK", "WSUS-RTM", "CM07-SITE", "CM07-OK", "OFFICE-CL01", "WSUS-DK", "WSUS-CN",
+          "WSUS-DOWN", "WSUS-LOCKED"]
 
 
 def _check(hosts: list[Any], tmp: Path, tracer: Tracer | None = None) -> list[HostResult]:
@@ -68,6 +69,10 @@ def test_trace_of_demo_hosts_becomes_a_fixture_whose_check_matches(tmp_path: Pat
     assert _shape(replayed) == _shape(original)
     statuses = {r.host: r.status.value for r in original}
     assert statuses["WSUS-SP1"] == "non_compliant" and statuses["WSUS-SP1-OK"] == "compliant"
+    # Hosts that would not open a session come back as the same failures.
+    assert statuses["WSUS-DOWN"] == "unreachable" and statuses["WSUS-LOCKED"] == "failed"
+    by_name = {h.name: h for h in rebuilt}
+    assert by_name["WSUS-DOWN"].faults.connect == "refused" and by_name["WSUS-LOCKED"].faults.auth == "reject"
 
 
 def test_redaction_changes_only_secrets() -> None:
@@ -105,5 +110,6 @@ def test_cli_trace_option_writes_one_file_per_host(tmp_path: Path, command: str)
         res = CliRunner().invoke(app, args)
     assert res.exit_code == 4, res.output  # WSUS-DOWN is unreachable
     assert (tmp_path / "tr" / trace_file_name("WSUS-SP1")).is_file()
-    # A host whose session never opened ran no agent request: nothing to trace.
-    assert not (tmp_path / "tr" / trace_file_name("WSUS-DOWN")).exists()
+    # A host whose session never opened ran no agent request: its trace holds the error alone.
+    down = json.loads((tmp_path / "tr" / trace_file_name("WSUS-DOWN")).read_text(encoding="utf-8"))
+    assert [(e["phase"], e["request"], e["error"]["kind"]) for e in down["exchanges"]] == [("open", None, "unreachable")]

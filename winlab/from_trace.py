@@ -11,8 +11,10 @@ Each successful read op of every exchange contributes what Windows showed:
 - `products.list`, `service.status`, `wsus.find_update`: the products, services and updates seen;
 - `host.environment`: the registry values the facts come from (see winlab/emulate_environment.py).
 
-Ops that failed or were not asked are absent from the fixture, exactly as they are absent from
-the evidence. Later exchanges win over earlier ones. The account is a lab placeholder (a trace
+A session the server would not open (`phase: open` in the trace) becomes the fault that fails
+the same way: refused connection → `faults.connect: refused`, rejected credentials →
+`faults.auth: reject`, shell quota → `faults.quota: true`. Ops that failed or were not asked are
+absent from the fixture, exactly as they are absent from the evidence. Later exchanges win over earlier ones. The account is a lab placeholder (a trace
 never holds a password).
 """
 
@@ -45,6 +47,7 @@ class _HostBuilder:
         self.services: dict[str, dict[str, str]] = {}
         self.wsus_api: bool | None = None
         self.wsus_updates: dict[str, dict[str, Any]] = {}
+        self.faults: dict[str, Any] = {}
         self._log_clock = datetime(2008, 8, 1, 12, 0, tzinfo=timezone.utc)
 
     # --- per op -----------------------------------------------------------------------------
@@ -137,6 +140,15 @@ class _HostBuilder:
         if data.get("local_account_token_filter_policy") is not None:
             put(POLICIES_KEY, "LocalAccountTokenFilterPolicy", "REG_DWORD", int(data["local_account_token_filter_policy"]))
 
+    def open_failure(self, kind: str, error_type: str) -> None:
+        """A session the server would not open becomes the lab fault that fails the same way."""
+        if kind == "unreachable" and error_type != "CommandTimeoutError":
+            self.faults["connect"] = "refused"
+        elif kind == "auth":
+            self.faults["auth"] = "reject"
+        elif kind == "quota":
+            self.faults["quota"] = True
+
     # --- output -----------------------------------------------------------------------------
 
     def model(self, account: Mapping[str, str]) -> dict[str, Any]:
@@ -156,6 +168,8 @@ class _HostBuilder:
             out["wsus_updates"] = list(self.wsus_updates.values())
         if self.wsus_api is not None:
             out["wsus_api"] = self.wsus_api
+        if self.faults:
+            out["faults"] = self.faults
         return out
 
 
@@ -174,6 +188,9 @@ def host_from_trace(trace: Mapping[str, Any], account: Mapping[str, str] = DEFAU
     """One fixture host (a `hosts:` item) from one trace document (see kbfix/trace.py)."""
     b = _HostBuilder(str(trace["host"]))
     for ex in trace.get("exchanges") or []:
+        err = ex.get("error") if isinstance(ex, dict) else None
+        if isinstance(err, dict) and ex.get("phase") == "open":
+            b.open_failure(str(err.get("kind")), str(err.get("type")))
         resp = ex.get("response") if isinstance(ex, dict) else None
         if not isinstance(resp, dict):
             continue
