@@ -71,7 +71,7 @@ def test_the_unchanged_answer_verifies(signed: tuple[Path, str, bytes], tmp_path
         AnsweredSession(verified).run([op("1", "service.restart", name="WsusService")])
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_change_to_a_signed_answer_is_refused(signed: tuple[Path, str, bytes], tmp_path: Path,
                                                   data: st.DataObject) -> None:
@@ -90,6 +90,7 @@ def test_any_change_to_a_signed_answer_is_refused(signed: tuple[Path, str, bytes
 _values = st.one_of(st.text(max_size=40), st.binary(max_size=40))
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["path", "pattern", "name", "key"]), st.lists(_values, min_size=1, max_size=3)),
                 max_size=4, unique_by=lambda kv: kv[0]))
 def test_traced_requests_round_trip(args: list[tuple[str, list[str | bytes]]]) -> None:
@@ -115,6 +116,7 @@ def _strings(value: object) -> list[str]:
     return []
 
 
+@settings(deadline=None)
 @given(_json, st.text(alphabet="ABCdef0123!-", min_size=4, max_size=12))
 def test_redaction_removes_the_secret_and_nothing_else(value: object, secret: str) -> None:
     planted = {"data": value, "value": f"x{secret}y", "list": [secret, "keep"]}
