@@ -32,6 +32,7 @@ _SPECS = (
         ("max_matches", "context", "start_offset", "tail_bytes", "rotated", "max_line_chars"),
     ),
     OpSpec("products.list", False, (), ("pattern",)),
+    OpSpec("products.patches", False, (), ("pattern",)),
     OpSpec("service.status", False, ("name",)),
     OpSpec("wsus.find_update", False, ("title",)),
     OpSpec("host.environment", False),  # issue 17: facts `kbfix doctor` reports
@@ -45,6 +46,7 @@ _SPECS = (
     OpSpec("service.restart", True, ("name",)),
     OpSpec("wsus.decline_update", True, ("id",)),
     OpSpec("wsus.approve_update", True, ("id",), ("action", "group")),
+    OpSpec("wsus.workaround", True, ("id",), ("group",)),
 )
 
 OPS: MappingProxyType[str, OpSpec] = MappingProxyType({s.name: s for s in _SPECS})

@@ -8,7 +8,8 @@ Each successful read op of every exchange contributes what Windows showed:
 - `file.info`: the file with its version resources and mtime (contents are unknown: empty);
 - `log.scan`: the file rebuilt from the matched lines and their context, in offset order, in the
   encoding the agent reported (the lab's scan finds the same lines; byte offsets differ);
-- `products.list`, `service.status`, `wsus.find_update`: the products, services and updates seen;
+- `products.list`, `products.patches`, `service.status`, `wsus.find_update`: the products, patch
+  registrations (packed codes unpacked to GUIDs), services, updates and replica flag seen;
 - `host.environment`: the registry values the facts come from (see winlab/emulate_environment.py).
 
 A session the server would not open (`phase: open` in the trace) becomes the fault that fails
@@ -21,6 +22,7 @@ never holds a password).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,6 +32,7 @@ import yaml
 
 from winlab.emulate_environment import LSA_KEY, NDP_KEY, NLS_KEY, POLICIES_KEY, PS_ENGINE_KEY
 from winlab.fixtures import load_templates_text
+from winlab.hoststate import pack_guid
 
 __all__ = ["DEFAULT_ACCOUNT", "fixture_from_traces", "host_from_trace", "read_trace_file", "trace_files", "write_fixture"]
 
@@ -48,6 +51,10 @@ class _HostBuilder:
         self.wsus_api: bool | None = None
         self.wsus_updates: dict[str, dict[str, Any]] = {}
         self.faults: dict[str, Any] = {}
+        self.logs: dict[str, dict[int, tuple[list[str], str, list[str]]]] = {}
+        self.log_meta: dict[str, dict[str, str]] = {}
+        self.patches: dict[tuple[str, str], dict[str, Any]] = {}
+        self.wsus_replica = False
         self._log_clock = datetime(2008, 8, 1, 12, 0, tzinfo=timezone.utc)
 
     # --- per op -----------------------------------------------------------------------------
@@ -78,27 +85,40 @@ class _HostBuilder:
                 entry[dst] = data[src]
         if "version" not in entry and "version_string" in entry:
             entry["version"] = entry["version_string"]
-        old = self.files.get(str(data["path"]), {})
-        self.files[str(data["path"])] = {**old, **entry}
+        path = _fold(str(data["path"]))
+        self.files[path] = {**self.files.get(path, {}), **entry}
 
     def log_scan(self, data: Mapping[str, Any]) -> None:
+        # Several ops may scan one file (other patterns, other windows): every match of every scan
+        # is kept by byte offset, with the longest context seen; the text is built in `model`.
         for f in data.get("files") or []:
             if not f.get("exists"):
                 continue
-            lines: list[str] = []
-            for m in sorted(f.get("matches") or [], key=lambda m: int(m.get("offset") or 0)):
-                block = [*(m.get("before") or []), str(m["line"]), *(m.get("after") or [])]
-                # Matches close together share context (and two patterns may match one line):
-                # write only the part of the block that does not continue what is written.
-                k = next((n for n in range(min(len(block), len(lines)), 0, -1) if lines[-n:] == block[:n]), 0)
-                lines.extend(block[k:])
-            self._log_clock += timedelta(minutes=1)  # rotated siblings come first: oldest first
-            entry = {"text": "\n".join(lines) + ("\n" if lines else ""),
-                     "encoding": _ENCODINGS.get(str(f.get("encoding")), "utf-8"),
-                     "mtime": self._log_clock.isoformat()}
-            old = self.files.get(str(f["path"]), {})
-            keep = {k: v for k, v in old.items() if k in ("version", "version_string", "product_version")}
-            self.files[str(f["path"])] = {**keep, **entry}
+            path = _fold(str(f["path"]))
+            if path not in self.logs:
+                self._log_clock += timedelta(minutes=1)  # rotated siblings come first: oldest first
+                self.logs[path] = {}
+                self.log_meta[path] = {"encoding": _ENCODINGS.get(str(f.get("encoding")), "utf-8"),
+                                       "mtime": self._log_clock.isoformat()}
+            seen = self.logs[path]
+            for m in f.get("matches") or []:
+                offset = int(m.get("offset") or 0)
+                before, after = list(m.get("before") or []), list(m.get("after") or [])
+                old = seen.get(offset)
+                if old is not None:
+                    before = before if len(before) >= len(old[0]) else old[0]
+                    after = after if len(after) >= len(old[2]) else old[2]
+                seen[offset] = (before, str(m["line"]), after)
+
+    def _log_text(self, path: str) -> str:
+        lines: list[str] = []
+        for _offset, (before, line, after) in sorted(self.logs[path].items()):
+            block = [*before, line, *after]
+            # Matches close together share context: write only the part of the block that does
+            # not continue what is already written.
+            k = next((n for n in range(min(len(block), len(lines)), 0, -1) if lines[-n:] == block[:n]), 0)
+            lines.extend(block[k:])
+        return "\n".join(lines) + ("\n" if lines else "")
 
     def products_list(self, data: Mapping[str, Any]) -> None:
         for p in data.get("products") or []:
@@ -109,6 +129,19 @@ class _HostBuilder:
                     item[dst] = str(p[src])
             self.products[(item["name"], item.get("code"), item.get("view"))] = item
 
+    def products_patches(self, data: Mapping[str, Any]) -> None:
+        for pa in data.get("patches") or []:
+            try:
+                product, code = unpack_guid(str(pa["product_code"])), unpack_guid(str(pa["patch_code"]))
+            except (KeyError, ValueError):
+                continue  # not a Windows Installer packed GUID: nothing the lab can register
+            item: dict[str, Any] = {"product": product, "code": code, "name": str(pa.get("name") or "")}
+            if pa.get("state") in (1, 2, 4):
+                item["state"] = pa["state"]
+            if pa.get("installed"):
+                item["installed"] = str(pa["installed"])
+            self.patches[(product, code)] = item
+
     def service_status(self, data: Mapping[str, Any]) -> None:
         for name, s in (data.get("services") or {}).items():
             if s.get("exists"):
@@ -117,11 +150,16 @@ class _HostBuilder:
 
     def wsus_find_update(self, data: Mapping[str, Any]) -> None:
         self.wsus_api = bool(data.get("available"))
+        if data.get("replica"):
+            self.wsus_replica = True
         for u in data.get("updates") or []:
-            self.wsus_updates[str(u["id"])] = {
+            item = {
                 "id": str(u["id"]), "title": str(u["title"]), "declined": bool(u.get("declined")),
                 "approvals": [{"group": str(a["group"]), "action": str(a.get("action") or "Install")}
                               for a in u.get("approvals") or []]}
+            if u.get("requires_license"):
+                item["requires_license"] = True
+            self.wsus_updates[str(u["id"])] = item
 
     def host_environment(self, data: Mapping[str, Any]) -> None:
         def put(key: str, name: str, type_: str, value: Any) -> None:
@@ -158,14 +196,22 @@ class _HostBuilder:
         out["accounts"] = dict(account)
         if self.registry:
             out["registry"] = self.registry
-        if self.files:
-            out["files"] = self.files
+        files = {p: dict(v) for p, v in self.files.items()}
+        for path in self.logs:
+            versions = {k: v for k, v in files.get(path, {}).items() if k in ("version", "version_string", "product_version")}
+            files[path] = {**versions, "text": self._log_text(path), **self.log_meta[path]}
+        if files:
+            out["files"] = files
         if self.services:
             out["services"] = self.services
         if self.products:
             out["products"] = list(self.products.values())
+        if self.patches:
+            out["patches"] = list(self.patches.values())
         if self.wsus_updates:
             out["wsus_updates"] = list(self.wsus_updates.values())
+        if self.wsus_replica:
+            out["wsus_replica"] = True
         if self.wsus_api is not None:
             out["wsus_api"] = self.wsus_api
         if self.faults:
@@ -178,10 +224,31 @@ _OPS = {
     "file.info": _HostBuilder.file_info,
     "log.scan": _HostBuilder.log_scan,
     "products.list": _HostBuilder.products_list,
+    "products.patches": _HostBuilder.products_patches,
     "service.status": _HostBuilder.service_status,
     "wsus.find_update": _HostBuilder.wsus_find_update,
     "host.environment": _HostBuilder.host_environment,
 }
+
+
+def _fold(path: str) -> str:
+    """A Windows path with repeated separators folded (`TargetDir\\` + `\\LogFiles`), a UNC prefix kept."""
+    unc = path.startswith("\\\\")
+    folded = re.sub(r"\\{2,}", r"\\", path)
+    return "\\" + folded if unc else folded
+
+
+def unpack_guid(packed: str) -> str:
+    """`{GUID}` of a Windows Installer packed GUID (the packing is its own inverse, see
+    winlab.hoststate.pack_guid). Raises ValueError for anything else."""
+    h = packed.strip().upper()
+    if len(h) != 32 or any(c not in "0123456789ABCDEF" for c in h):
+        raise ValueError(f"not a packed GUID: {packed!r}")
+    raw = h[0:8][::-1] + h[8:12][::-1] + h[12:16][::-1] + "".join(h[i + 1] + h[i] for i in range(16, 32, 2))
+    guid = "{" + f"{raw[0:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:32]}" + "}"
+    if pack_guid(guid) != h:
+        raise ValueError(f"not a packed GUID: {packed!r}")
+    return guid
 
 
 def host_from_trace(trace: Mapping[str, Any], account: Mapping[str, str] = DEFAULT_ACCOUNT) -> dict[str, Any]:

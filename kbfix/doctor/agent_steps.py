@@ -25,6 +25,7 @@ SELF_TEST: dict[str, OpRequest] = {
     "log.scan": op("t", "log.scan", path=r"%SystemRoot%\WindowsUpdate.log", pattern="SyncUpdates", max_matches=1,
                    tail_bytes=65536),
     "products.list": op("t", "products.list", pattern="Microsoft Windows Server Update Services*"),
+    "products.patches": op("t", "products.patches", pattern="*KB954474*"),
     "service.status": op("t", "service.status", name="WinRM"),
     "wsus.find_update": op("t", "wsus.find_update", title="kbfix doctor self-test"),
     "host.environment": op("t", "host.environment"),
