@@ -243,3 +243,10 @@ def test_a_server_that_accepts_but_never_answers_is_named_as_such(tmp_path: Path
     assert steps["tls"]["status"] == "fail" and "no TLS handshake within 1 s" in steps["tls"]["detail"]
     assert "netstat -ano" in steps["tls"]["fix"]
     assert steps["authenticate"]["status"] == "skip"
+
+
+def test_global_options_may_follow_doctor_and_offline() -> None:
+    from kbfix.argv import hoist_globals
+
+    assert hoist_globals(["doctor", "--limit", "dmz", "--format", "json"]) == ["--limit", "dmz", "doctor", "--format", "json"]
+    assert hoist_globals(["offline", "export", "-i", "site.yml", "-o", "off"]) == ["-i", "site.yml", "offline", "export", "-o", "off"]

@@ -19,19 +19,33 @@ from kbfix.trace import TRACE_HELP
 _STYLE = {StepStatus.OK: "green", StepStatus.WARN: "yellow", StepStatus.FAIL: "bold red", StepStatus.SKIP: "dim"}
 
 
-def render_table(reports: list[HostDoctor], console: Console) -> None:
-    """One table per host: step, result, what was seen, the fix."""
+def render_table(reports: list[HostDoctor], console: Console, *, all_steps: bool = False) -> None:
+    """A summary row per host, then the steps of every host that cannot run a check (of every
+    host with `all_steps`): step, result, what was seen, the fix. Skipped steps are left out of
+    the detail unless `all_steps`."""
+    summary = Table(title="kbfix doctor", show_lines=False, title_justify="left")
+    for col in ("Host", "Can check", "Fix first", "Warnings"):
+        summary.add_column(col, overflow="fold")
     for r in reports:
+        warns = ", ".join(s.name for s in r.steps if s.status is StepStatus.WARN)
+        summary.add_row(escape(r.host), "[green]yes[/]" if r.can_check else "[bold red]NO[/]",
+                        r.failing.name if r.failing else "", warns)
+    console.print(summary)
+    for r in reports:
+        if r.can_check and not all_steps:
+            continue
         verdict = "can run a check" if r.can_check else f"CANNOT run a check: fix '{r.failing.name if r.failing else '?'}' first"
         table = Table(title=f"{escape(r.host)}: {verdict}", show_lines=False, title_justify="left")
         for col in ("Step", "Result", "Detail", "Fix"):
             table.add_column(col, overflow="fold")
         for s in r.steps:
+            if s.status is StepStatus.SKIP and not all_steps:
+                continue
             table.add_row(s.name, f"[{_STYLE[s.status]}]{s.status.value}[/]", escape(s.detail), escape(s.fix or ""))
         console.print(table)
     bad = [r.host for r in reports if not r.can_check]
     console.print(f"{len(reports) - len(bad)} of {len(reports)} host(s) can run a check"
-                  + (f"; fix first: {', '.join(bad)}" if bad else ""))
+                  + (f"; fix first: {', '.join(bad)}" if bad else "") + ("" if all_steps else " (-v: every step of every host)"))
 
 
 def doctor(
@@ -74,5 +88,6 @@ def doctor(
         typer.echo(json.dumps({"kbfix_doctor": 1, "hosts": [r.to_json() for r in reports]}, indent=2, ensure_ascii=False))
     else:
         width = None if sys.stdout.isatty() else 200
-        render_table(reports, Console(no_color=g.no_color, highlight=False, width=width))
+        render_table(reports, Console(no_color=g.no_color, highlight=False, width=width),
+                     all_steps=bool(getattr(g, "verbose", 0)))
     raise typer.Exit(int(ExitCode.OK if all(r.can_check for r in reports) else ExitCode.FAILED))
