@@ -30,6 +30,7 @@ class Step:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """`{name, status, detail, fix, seconds (4 decimals), data}` for `--format json`."""
         d = asdict(self)
         d["status"] = self.status.value
         d["seconds"] = round(self.seconds, 4)
@@ -45,6 +46,7 @@ class HostDoctor:
 
     @property
     def can_check(self) -> bool:
+        """True when no step failed."""
         return not any(s.status is StepStatus.FAIL for s in self.steps)
 
     @property
@@ -53,4 +55,5 @@ class HostDoctor:
         return next((s for s in self.steps if s.status is StepStatus.FAIL), None)
 
     def to_json(self) -> dict[str, Any]:
+        """`{host, can_check, steps: [Step.to_json()]}`."""
         return {"host": self.host, "can_check": self.can_check, "steps": [s.to_json() for s in self.steps]}

@@ -64,6 +64,7 @@ class Answer:
 
     @property
     def host(self) -> str:
+        """The `host` line (the inventory name the script was exported for), or empty."""
         return self.fields.get("host", "")
 
 

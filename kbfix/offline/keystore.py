@@ -92,6 +92,7 @@ class ExportRecord:
     hosts: dict[str, ExportedHost]
 
     def to_json(self) -> dict[str, Any]:
+        """The record as stored (`kbfix_offline_export: 1`, requests base64)."""
         return {"kbfix_offline_export": 1, "nonce": self.nonce, "created": self.created.isoformat(),
                 "hosts": {h.host: {"request": base64.b64encode(h.request).decode("ascii"),
                                    "computer_name": h.computer_name} for h in self.hosts.values()}}
