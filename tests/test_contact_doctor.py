@@ -250,3 +250,24 @@ def test_global_options_may_follow_doctor_and_offline() -> None:
 
     assert hoist_globals(["doctor", "--limit", "dmz", "--format", "json"]) == ["--limit", "dmz", "doctor", "--format", "json"]
     assert hoist_globals(["offline", "export", "-i", "site.yml", "-o", "off"]) == ["-i", "site.yml", "offline", "export", "-o", "off"]
+
+
+def test_an_agent_that_never_finishes_fails_the_agent_step_within_the_doctor_deadline(tmp_path: Path) -> None:
+    import time
+
+    from inventory import load_inventory
+    from kbfix.doctor import doctor_hosts
+
+    hosts = load_host_fixture_text("hosts:\n  - name: STUCK\n    accounts: {'LAB\\\\kbfix': pw}\n"
+                                   "    faults: {hang_command: true}\n")
+    with Lab(hosts, workdir=tmp_path / "lab") as lab:
+        inv = load_inventory([lab.write_inventory(tmp_path / "inv.yaml", transport="basic")])
+        t0 = time.monotonic()
+        [report] = doctor_hosts(inv.select(None), agent_deadline_s=2)
+        took = time.monotonic() - t0
+        assert lab.open_shells() == 0
+    steps = {s.name: s for s in report.steps}
+    assert steps["authenticate"].status.value == "ok"
+    assert steps["agent"].status.value == "fail" and "did not finish within 2 s" in steps["agent"].detail
+    assert steps["self_test"].status.value == "skip"
+    assert took < 20

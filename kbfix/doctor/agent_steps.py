@@ -15,6 +15,9 @@ from remoting.ops import OPS
 
 WSUS_SETUP = r"HKLM\SOFTWARE\Microsoft\Update Services\Server\Setup"
 SMS_SETUP = r"HKLM\SOFTWARE\Microsoft\SMS\Setup"
+#: Seconds one doctor agent request may take: its ops are trivial, so a host that needs longer has
+#: a problem worth reporting rather than waiting the endpoint's full command timeout for.
+DEFAULT_DEADLINE_S = 60.0
 
 #: One harmless instance of each read op (a missing file or key is a valid answer).
 SELF_TEST: dict[str, OpRequest] = {
@@ -36,12 +39,12 @@ def _values(host: str, **kw: Any) -> dict[str, Any]:
     return {"host": host, **kw}
 
 
-def environment_steps(session: Any, host: str) -> tuple[list[Step], dict[str, Any] | None]:
+def environment_steps(session: Any, host: str, deadline_s: float = DEFAULT_DEADLINE_S) -> tuple[list[Step], dict[str, Any] | None]:
     """`powershell`, `locale`, `process`, `fips`, `elevation` from one `host.environment` op.
     Returns (steps, facts or None when the agent could not run)."""
     t0 = time.monotonic()
     try:
-        resp = session.run([op("env", "host.environment")])
+        resp = session.run([op("env", "host.environment")], deadline_s=deadline_s)
     except RemotingError as exc:
         return [Step("agent", StepStatus.FAIL, f"the agent did not answer: {exc}",
                      fix("agent_failed", **_values(host, reason=str(exc))), time.monotonic() - t0)], None
@@ -95,7 +98,7 @@ def environment_steps(session: Any, host: str) -> tuple[list[Step], dict[str, An
     return steps, d
 
 
-def self_test_step(session: Any, host: str) -> Step:
+def self_test_step(session: Any, host: str, deadline_s: float = DEFAULT_DEADLINE_S) -> Step:
     """Run each read op of the op table once, one request each, and time it."""
     timings: dict[str, float] = {}
     failures: list[tuple[str, str]] = []
@@ -109,7 +112,7 @@ def self_test_step(session: Any, host: str) -> Step:
             continue
         t0 = time.monotonic()
         try:
-            resp = session.run([request])
+            resp = session.run([request], deadline_s=deadline_s)
         except RemotingError as exc:
             failures.append((name, str(exc)))
             continue
@@ -127,7 +130,7 @@ def self_test_step(session: Any, host: str) -> Step:
     return Step("self_test", StepStatus.OK, detail, None, took, {"ms": timings})
 
 
-def role_steps(session: Any, host: str) -> list[Step]:
+def role_steps(session: Any, host: str, deadline_s: float = DEFAULT_DEADLINE_S) -> list[Step]:
     """`wsus_api` on a WSUS server (Update Services Setup key present) and `cm_logs` on a
     ConfigMgr site server (SMS Setup key present); skipped steps say why."""
     t0 = time.monotonic()
@@ -136,7 +139,7 @@ def role_steps(session: Any, host: str) -> list[Step]:
                             op("sms_setup", "registry.values", key=SMS_SETUP, name="Installation Directory"),
                             op("api", "wsus.find_update", title="kbfix doctor"),
                             op("cmlog", "log.scan", path=r"${reg:sms_setup:Installation Directory}\Logs\wsyncmgr.log",
-                               pattern="STATMSG", max_matches=1, tail_bytes=65536)])
+                               pattern="STATMSG", max_matches=1, tail_bytes=65536)], deadline_s=deadline_s)
     except RemotingError as exc:
         return [Step("roles", StepStatus.FAIL, f"role probe failed: {exc}", fix("agent_failed", **_values(
             host, reason=str(exc))), time.monotonic() - t0)]

@@ -72,9 +72,11 @@ def config_step(ep: Any) -> Step:
     return Step("winrm_config", StepStatus.OK, detail, None, took, data)
 
 
-def doctor_host(host: Any, session_factory: Callable[..., Any] | None = None) -> HostDoctor:
+def doctor_host(host: Any, session_factory: Callable[..., Any] | None = None, *,
+                agent_deadline_s: float = agent_steps.DEFAULT_DEADLINE_S) -> HostDoctor:
     """Every step for one inventory host (see kbfix/doctor/__init__.py). Never raises for the
-    host's own faults: each becomes a failed step with its fix."""
+    host's own faults: each becomes a failed step with its fix. `agent_deadline_s`: seconds one
+    agent request may take (at most the endpoint's command timeout)."""
     if session_factory is None:
         from remoting.session import AgentSession
 
@@ -119,22 +121,23 @@ def doctor_host(host: Any, session_factory: Callable[..., Any] | None = None) ->
         report.steps.append(Step("authenticate", StepStatus.OK, f"{ep.username or 'account'} ({ep.transport}): shell "
                                  f"opened in {(time.monotonic() - t0) * 1000:.0f} ms", None, time.monotonic() - t0))
         report.steps.append(config_step(ep))
-        env_steps, facts = agent_steps.environment_steps(session, host.name)
+        deadline = min(agent_deadline_s, ep.timeouts.command)
+        env_steps, facts = agent_steps.environment_steps(session, host.name, deadline)
         report.steps.extend(env_steps)
         if facts is None:
             _skip_rest(report, ("self_test", "wsus_api", "cm_logs"), "not reached: the agent did not run")
             return report
-        report.steps.append(agent_steps.self_test_step(session, host.name))
-        report.steps.extend(agent_steps.role_steps(session, host.name))
+        report.steps.append(agent_steps.self_test_step(session, host.name, deadline))
+        report.steps.extend(agent_steps.role_steps(session, host.name, deadline))
     finally:
         session.__exit__(None, None, None)
     return report
 
 
-def doctor_hosts(hosts: Sequence[Any], *, forks: int = 20,
-                 session_factory: Callable[..., Any] | None = None) -> list[HostDoctor]:
+def doctor_hosts(hosts: Sequence[Any], *, forks: int = 20, session_factory: Callable[..., Any] | None = None,
+                 agent_deadline_s: float = agent_steps.DEFAULT_DEADLINE_S) -> list[HostDoctor]:
     """`doctor_host` for each host, `forks` at a time; results in host order."""
     if not hosts:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
-        return list(pool.map(lambda h: doctor_host(h, session_factory), hosts))
+        return list(pool.map(lambda h: doctor_host(h, session_factory, agent_deadline_s=agent_deadline_s), hosts))
