@@ -81,17 +81,20 @@ def answer_script(text: str, host: EmulatedHost, *, collected: datetime | None =
 
 def answer_scripts(scripts: list[Path], hosts: list[EmulatedHost], out_dir: Path, *, on: str | None = None,
                    collected: datetime | None = None) -> list[Path]:
-    """Answer each script on the fixture host it names (or on host `on`), writing the answer
-    files into `out_dir`. Raises ScriptError, or KeyError naming a host the fixtures lack."""
+    """Answer each script on the fixture host it names (or on host `on`), then write the answer
+    files into `out_dir` (nothing is written when any script fails). Raises ScriptError, or
+    KeyError naming a host the fixtures lack."""
     by_name = {h.name.lower(): h for h in hosts}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for script in scripts:
+    answers: list[tuple[str, str]] = []
+    for script in scripts:  # every script answered before any file is written
         text = script.read_text(encoding="ascii")
         target = (on or script_values(text)["host"]).lower()
         if target not in by_name:
             raise KeyError(f"{script.name}: no fixture host {target!r}")
-        name, answer = answer_script(text, by_name[target], collected=collected)
+        answers.append(answer_script(text, by_name[target], collected=collected))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, answer in answers:
         path = out_dir / name
         path.write_text(answer, encoding="ascii", newline="")
         written.append(path)
