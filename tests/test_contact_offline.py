@@ -216,6 +216,7 @@ def test_offline_check_needs_no_connection_and_no_credentials(site: dict[str, An
     res = _cli("-i", str(inv), "--state", site["state"], "-q", "check", "--answers", str(site["tmp"] / "answers"),
                "--format", "json")
     assert _statuses(res.stdout) == {"WSUS-SP1": site["online"]["WSUS-SP1"], "CM07-OK": site["online"]["CM07-OK"]}
+    assert "WSUS-RTM.kbfix-answer.txt: host WSUS-RTM is not selected" in res.stderr
     # Exporting for such hosts needs no credentials either.
     out = _cli("-i", str(inv), "--state", str(tmp_path / "st"), "offline", "export", "-o", str(tmp_path / "off"))
     assert out.exit_code == 0, out.output

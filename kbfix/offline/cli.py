@@ -124,6 +124,10 @@ def check_engine(engine: Any, answers: Path | None, state: Path, hosts: list[Any
 
     off = OfflineEngine(answers, state, max_age=max_age or DEFAULT_MAX_AGE)
     off.playbooks, off.packages = engine.playbooks, engine.packages
+    selected = {h.name for h in hosts}
+    for name in sorted(set(off.files) - selected):
+        typer.echo(f"kbfix: warning: {off.files[name].name}: host {name} is not selected (-i/--limit); "
+                   "its answer is not assessed", err=True)
     for h in hosts:
         value = (getattr(h, "vars", None) or {}).get("computer_name")
         if value:
