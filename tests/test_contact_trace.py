@@ -113,3 +113,9 @@ def test_cli_trace_option_writes_one_file_per_host(tmp_path: Path, command: str)
     # A host whose session never opened ran no agent request: its trace holds the error alone.
     down = json.loads((tmp_path / "tr" / trace_file_name("WSUS-DOWN")).read_text(encoding="utf-8"))
     assert [(e["phase"], e["request"], e["error"]["kind"]) for e in down["exchanges"]] == [("open", None, "unreachable")]
+    res = CliRunner().invoke(app, ["lab", "fixture-from-trace", str(tmp_path / "tr"), "-o", str(tmp_path / "f.yaml"),
+                                   "--account", "ops=Pw-1"])
+    assert res.exit_code == 0, res.output
+    rebuilt = {h.name: h for h in load_fixtures(tmp_path / "f.yaml")}
+    assert set(rebuilt) == {"WSUS-SP1", "WSUS-DOWN"} and rebuilt["WSUS-DOWN"].faults.connect == "refused"
+    assert dict(rebuilt["WSUS-SP1"].accounts) == {"ops": "Pw-1"}
