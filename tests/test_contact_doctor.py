@@ -271,3 +271,13 @@ def test_an_agent_that_never_finishes_fails_the_agent_step_within_the_doctor_dea
     assert steps["agent"].status.value == "fail" and "did not finish within 2 s" in steps["agent"].detail
     assert steps["self_test"].status.value == "skip"
     assert took < 20
+
+
+def test_doctor_table_never_prints_a_hostile_hosts_control_sequences(tmp_path: Path) -> None:
+    hosts = load_host_fixture_text("hosts:\n  - name: EVIL\n    accounts: {'LAB\\\\kbfix': pw}\n"
+                                   "    faults: {escape_names: true}\n")
+    with Lab(hosts, workdir=tmp_path / "lab") as lab:
+        inv = str(lab.write_inventory(tmp_path / "inv.yaml", transport="basic"))
+        res = CliRunner().invoke(app, ["-i", inv, "-v", "doctor"])
+    assert "agent answered" in res.stdout
+    assert "\x1b" not in res.stdout and "\x07" not in res.stdout

@@ -21,7 +21,11 @@ class Faults:
     quota: Create answers the MaxShellsPerUser quota fault; drop_after_mutation: the connection is
     closed without an answer when a Command's stdin carried a mutating op (after running it);
     drop_mid_receive: the connection is closed during the first Receive;
-    ps_start_ms: simulated powershell.exe start time; hang_command: the agent never finishes;
+    ps_start_ms: simulated powershell.exe start time; hang_command: the agent never finishes.
+    Hostile hosts (issue 20): stderr_flood: every Receive answers a full envelope of stderr and the
+    command never reports Done; type_confused: the agent's answer is well framed but every value
+    has the wrong JSON type (strings as lists, numbers as strings, objects as lists);
+    escape_names: the computer name, OS caption and culture carry terminal escape sequences.
     certificate: `expired` serves HTTPS with a server certificate (same lab CA, same names) whose
     validity ended yesterday (issue 17, `kbfix doctor`'s TLS step).
     """
@@ -37,4 +41,7 @@ class Faults:
     drop_mid_receive: bool = False
     ps_start_ms: float = 0.0
     hang_command: bool = False
+    stderr_flood: bool = False
+    type_confused: bool = False
+    escape_names: bool = False
     certificate: Literal["ok", "expired"] = "ok"

@@ -9,11 +9,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from kbfix.doctor.model import HostDoctor, StepStatus
 from kbfix.exitcodes import ExitCode
+from kbfix.terminal import cell, safe_markup
 from kbfix.trace import TRACE_HELP
 
 _STYLE = {StepStatus.OK: "green", StepStatus.WARN: "yellow", StepStatus.FAIL: "bold red", StepStatus.SKIP: "dim"}
@@ -28,24 +28,25 @@ def render_table(reports: list[HostDoctor], console: Console, *, all_steps: bool
         summary.add_column(col, overflow="fold")
     for r in reports:
         warns = ", ".join(s.name for s in r.steps if s.status is StepStatus.WARN)
-        summary.add_row(escape(r.host), "[green]yes[/]" if r.can_check else "[bold red]NO[/]",
+        summary.add_row(cell(r.host), "[green]yes[/]" if r.can_check else "[bold red]NO[/]",
                         r.failing.name if r.failing else "", warns)
     console.print(summary)
     for r in reports:
         if r.can_check and not all_steps:
             continue
         verdict = "can run a check" if r.can_check else f"CANNOT run a check: fix '{r.failing.name if r.failing else '?'}' first"
-        table = Table(title=f"{escape(r.host)}: {verdict}", show_lines=False, title_justify="left")
+        table = Table(title=f"{safe_markup(r.host)}: {verdict}", show_lines=False, title_justify="left")
         for col in ("Step", "Result", "Detail", "Fix"):
             table.add_column(col, overflow="fold")
         for s in r.steps:
             if s.status is StepStatus.SKIP and not all_steps:
                 continue
-            table.add_row(s.name, f"[{_STYLE[s.status]}]{s.status.value}[/]", escape(s.detail), escape(s.fix or ""))
+            # Details carry host answers (computer name, culture, user): never raw to the terminal.
+            table.add_row(s.name, f"[{_STYLE[s.status]}]{s.status.value}[/]", cell(s.detail), cell(s.fix or ""))
         console.print(table)
     bad = [r.host for r in reports if not r.can_check]
     console.print(f"{len(reports) - len(bad)} of {len(reports)} host(s) can run a check"
-                  + (f"; fix first: {', '.join(bad)}" if bad else "") + ("" if all_steps else " (-v: every step of every host)"))
+                  + (f"; fix first: {safe_markup(', '.join(bad))}" if bad else "") + ("" if all_steps else " (-v: every step of every host)"))
 
 
 def doctor(
