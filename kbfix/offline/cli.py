@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from kbfix.exitcodes import ExitCode
+from kbfix.terminal import safe_text
 
 
 def _fail(message: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:
@@ -126,8 +127,8 @@ def check_engine(engine: Any, answers: Path | None, state: Path, hosts: list[Any
     off.playbooks, off.packages = engine.playbooks, engine.packages
     selected = {h.name for h in hosts}
     for name in sorted(set(off.files) - selected):
-        typer.echo(f"kbfix: warning: {off.files[name].name}: host {name} is not selected (-i/--limit); "
-                   "its answer is not assessed", err=True)
+        typer.echo(safe_text(f"kbfix: warning: {off.files[name].name}: host {name} is not selected (-i/--limit); "
+                             "its answer is not assessed"), err=True)
     for h in hosts:
         value = (getattr(h, "vars", None) or {}).get("computer_name")
         if value:
