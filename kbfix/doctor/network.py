@@ -193,7 +193,7 @@ def winrm_config(ep: Endpoint) -> dict[str, int]:
     """WS-Transfer Get of the WinRM config resource over pywinrm (authenticated like the session).
     Returns the integer settings found (`MaxEnvelopeSizekb`, `MaxShellsPerUser`, `MaxMemoryPerShellMB`,
     `IdleTimeout`, ...). Raises winrm.exceptions.WSManFaultError (e.g. access denied) or a transport error."""
-    import xmltodict
+    import xmltodict  # type: ignore[import-untyped]
     from winrm.protocol import Protocol
 
     t = ep.timeouts
