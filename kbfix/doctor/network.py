@@ -15,6 +15,7 @@ from typing import Any
 import requests
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
+from defusedxml import ElementTree as defused_et
 
 from kbfix.doctor.fixes import fix
 from kbfix.doctor.model import Step, StepStatus
@@ -209,21 +210,11 @@ def winrm_config(ep: Endpoint) -> dict[str, int]:
         answer = proto.send_message(xmltodict.unparse(req))
     finally:
         proto.transport.close_session()
-    doc = xmltodict.parse(answer, process_namespaces=True, namespaces={CONFIG_URI: None,
-                                                                        "http://www.w3.org/2003/05/soap-envelope": None})
+    # The answer is untrusted XML: defusedxml refuses DTDs and entity expansion.
+    root = defused_et.fromstring(answer)
     out: dict[str, int] = {}
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                key = k.rsplit(":", 1)[-1]
-                if isinstance(v, str) and v.strip().isdigit():
-                    out.setdefault(key, int(v.strip()))
-                else:
-                    walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(doc)
+    for el in root.iter():
+        text = (el.text or "").strip()
+        if text.isdigit() and len(text) <= 12:
+            out.setdefault(el.tag.rsplit("}", 1)[-1], int(text))
     return out
