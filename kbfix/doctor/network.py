@@ -15,7 +15,7 @@ from typing import Any
 import requests
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
-from defusedxml import ElementTree as defused_et
+from defusedxml import ElementTree as defused_et  # type: ignore[import-untyped]
 
 from kbfix.doctor.fixes import fix
 from kbfix.doctor.model import Step, StepStatus
