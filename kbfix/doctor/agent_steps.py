@@ -32,6 +32,7 @@ SELF_TEST: dict[str, OpRequest] = {
     "service.status": op("t", "service.status", name="WinRM"),
     "wsus.find_update": op("t", "wsus.find_update", title="kbfix doctor self-test"),
     "host.environment": op("t", "host.environment"),
+    "system.reboot_state": op("t", "system.reboot_state"),
 }
 
 
