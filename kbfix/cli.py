@@ -45,6 +45,7 @@ from kbfix.runner import (
     run_ping,
     run_plan,
 )
+from kbfix.sites.cli import worker as sites_worker
 from kbfix.store import STORE_FILE, AuditStore, HostLockedError, StoreError
 from kbfix.terminal import SanitizingFilter, cell, safe_text
 from kbfix.trace import TRACE_HELP, with_trace
@@ -71,6 +72,7 @@ app = typer.Typer(
 app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
 cli_contact.register(app, lab_app)  # doctor, offline, lab fixture-from-trace/answer (issue 17)
+app.command(name="worker")(sites_worker)  # sites (issue 18): per-site Celery worker, kbfix/sites/cli.py
 
 log = logging.getLogger("kbfix")
 
@@ -200,19 +202,25 @@ def _globals(ctx: typer.Context) -> Globals:
     return g
 
 
-def _hosts(g: Globals) -> tuple[list[Any], str | None]:
-    """Load the inventory and apply --limit. Raises InventoryError (exit 2)."""
+def _hosts(g: Globals, broker: str | None = None) -> tuple[list[Any], str | None]:
+    """Load the inventory and apply --limit. Raises InventoryError (exit 2). With a broker the
+    controller needs no credential (the site workers hold them): none is asked for."""
     if not g.inventory:
         raise _fail("no inventory: pass -i FILE or set KBFIX_INVENTORY", ExitCode.USAGE)
     from inventory import load_inventory
 
-    inv = load_inventory(g.inventory)
+    inv = load_inventory(g.inventory, require_credentials=not (broker or load_config().broker))
     for w in getattr(inv, "warnings", ()):
         log.warning("inventory: %s", w)
     return inv.select(g.limit), inv.digest
 
 
-def _engine(packages: Path | None = None, playbook_dirs: Sequence[Path] = ()) -> Any:
+def _engine(packages: Path | None = None, playbook_dirs: Sequence[Path] = (), broker: str | None = None) -> Any:
+    broker = broker or load_config().broker  # sites (issue 18): --broker / KBFIX_BROKER / config `broker`
+    if broker:
+        from kbfix.sites.dispatch import broker_engine
+
+        return broker_engine(broker, packages_dir=packages, extra_dirs=playbook_dirs)
     from kbfix.engine import PlaybookEngine
 
     return PlaybookEngine(extra_dirs=playbook_dirs, packages_dir=packages)
@@ -329,6 +337,10 @@ ReportOpt = Annotated[list[Path] | None, typer.Option(
     "--report", "-r", help="Also write a report; format from the extension (.json .html .md .csv .xml). Repeatable.")]
 LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en, da, de, nl, zh_CN.")]
 TraceOpt = Annotated[Path | None, typer.Option("--trace", help=TRACE_HELP)]
+# sites (issue 18): run each host's agent requests through its site's `kbfix worker` (kbfix/sites/).
+BrokerOpt = Annotated[str | None, typer.Option(
+    "--broker", envvar="KBFIX_BROKER", help="Send each host's work to its site's worker via this broker "
+    "(redis://… or amqp://…; needs KBFIX_SIGN_KEY/CERT/STORE). Env: KBFIX_BROKER; config: broker.")]
 
 
 @app.command(epilog=EXIT_HELP)
@@ -361,6 +373,7 @@ def check(
     lang: LangOpt = "en",
     trace: TraceOpt = None,
     answers: Annotated[Path | None, typer.Option("--answers", help=ANSWERS_HELP)] = None,
+    broker: BrokerOpt = None,
 ) -> None:
     """Read-only: gather, assess and store every host; print a per-host table.
 
@@ -370,8 +383,8 @@ def check(
     g = _globals(ctx)
     if fmt not in ("table", "json"):
         raise _fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
-    hosts, digest = _hosts(g) if answers is None else offline_inventory(g)
-    engine, hosts = check_engine(with_trace(_engine(), trace, "check"), answers, g.state, hosts)
+    hosts, digest = _hosts(g, broker) if answers is None else offline_inventory(g)
+    engine, hosts = check_engine(with_trace(_engine(broker=broker), trace, "check"), answers, g.state, hosts)
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_check(
             hosts, engine, store, _options(g, digest, collection="offline" if answers else None,
@@ -424,6 +437,7 @@ def plan(
     report: ReportOpt = None,
     lang: LangOpt = "en",
     trace: TraceOpt = None,
+    broker: BrokerOpt = None,
 ) -> None:
     """Dry run: assess and write the exact remote actions per host, with the facts they rest on.
 
@@ -436,8 +450,8 @@ def plan(
     except ValidationError as exc:
         raise _fail(f"--reboot: {exc.errors()[0]['msg']}", ExitCode.USAGE) from exc
     _reboot_options(plan_reboot)
-    hosts, digest = _hosts(g)
-    engine = with_trace(_engine(packages), trace, "plan")
+    hosts, digest = _hosts(g, broker)
+    engine = with_trace(_engine(packages, broker=broker), trace, "plan")
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_plan(
             hosts, engine, store, _options(g, digest, packages=str(packages) if packages else None, output=str(output)), control=c,
@@ -478,6 +492,7 @@ def apply(
         "--pre-reboot-delay", help="Seconds Windows waits before restarting (shutdown.exe /t, 0-600, default 2).")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
+    broker: BrokerOpt = None,
 ) -> None:
     """Remediate: apply a plan inside a change window, in batches, then verify each host.
 
@@ -501,8 +516,8 @@ def apply(
     _reboot_options(cli_reboot, config.reboot)  # reboot (issue 21): refuse bad values before any contact
     win = parse_window(window, named=config.windows) if window else None
     steps = parse_serial(serial) if serial else None
-    hosts, digest = _hosts(g)
-    engine = _engine(packages)
+    hosts, digest = _hosts(g, broker)
+    engine = _engine(packages, broker=broker)
     rollout = RunOptions(window=win, serial=steps, max_fail_percent=max_fail_percent, max_per_site=max_per_site,
                          grace_s=grace)
     opts = _options(g, digest, rollout, window=str(win) if win else None, serial=serial,
