@@ -25,12 +25,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from kbfix import __version__
+from kbfix import __version__, cli_contact
 from kbfix.cli_inventory import inventory_app
 from kbfix.cli_lab import lab_app
 from kbfix.config import ConfigError, default_state_dir, load_config
 from kbfix.exitcodes import HELP as EXIT_HELP
 from kbfix.exitcodes import ExitCode
+from kbfix.offline.cli import ANSWERS_HELP, check_engine, offline_inventory
 from kbfix.planfile import PlanDocument, PlanError
 from kbfix.progress import counts_text, make_progress
 from kbfix.rollout import RolloutError, parse_serial
@@ -47,6 +48,7 @@ from kbfix.runner import (
 from kbfix.sites.cli import worker as sites_worker
 from kbfix.store import STORE_FILE, AuditStore, HostLockedError, StoreError
 from kbfix.terminal import SanitizingFilter, cell, safe_text
+from kbfix.trace import TRACE_HELP, with_trace
 from kbfix.window import WindowError, parse_window
 from playbooks.model import HostResult
 from playbooks.reboot import (  # reboot (issue 21)
@@ -69,6 +71,7 @@ app = typer.Typer(
 )
 app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
+cli_contact.register(app, lab_app)  # doctor, offline, lab fixture-from-trace/answer (issue 17)
 app.command(name="worker")(sites_worker)  # sites (issue 18): per-site Celery worker, kbfix/sites/cli.py
 
 log = logging.getLogger("kbfix")
@@ -333,6 +336,7 @@ FORMAT_HELP = "table (people) or json (the report document, schema kbfix/report/
 ReportOpt = Annotated[list[Path] | None, typer.Option(
     "--report", "-r", help="Also write a report; format from the extension (.json .html .md .csv .xml). Repeatable.")]
 LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en, da, de, nl, zh_CN.")]
+TraceOpt = Annotated[Path | None, typer.Option("--trace", help=TRACE_HELP)]
 # sites (issue 18): run each host's agent requests through its site's `kbfix worker` (kbfix/sites/).
 BrokerOpt = Annotated[str | None, typer.Option(
     "--broker", envvar="KBFIX_BROKER", help="Send each host's work to its site's worker via this broker "
@@ -367,6 +371,8 @@ def check(
     fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "table",
     report: ReportOpt = None,
     lang: LangOpt = "en",
+    trace: TraceOpt = None,
+    answers: Annotated[Path | None, typer.Option("--answers", help=ANSWERS_HELP)] = None,
     broker: BrokerOpt = None,
 ) -> None:
     """Read-only: gather, assess and store every host; print a per-host table.
@@ -377,11 +383,12 @@ def check(
     g = _globals(ctx)
     if fmt not in ("table", "json"):
         raise _fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
-    hosts, digest = _hosts(g, broker)
-    engine = _engine(broker=broker)
+    hosts, digest = _hosts(g, broker) if answers is None else offline_inventory(g)
+    engine, hosts = check_engine(with_trace(_engine(broker=broker), trace, "check"), answers, g.state, hosts)
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_check(
-            hosts, engine, store, _options(g, digest), control=c,
+            hosts, engine, store, _options(g, digest, collection="offline" if answers else None,
+                                           answers=str(answers) if answers else None), control=c,
             progress=make_progress(quiet=g.quiet or fmt == "json", no_color=g.no_color)))
     if fmt == "json":
         from kbfix.report import build_document
@@ -429,6 +436,7 @@ def plan(
         "--reboot-timeout", help="Record the restart timeout (seconds) in the plan.")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
+    trace: TraceOpt = None,
     broker: BrokerOpt = None,
 ) -> None:
     """Dry run: assess and write the exact remote actions per host, with the facts they rest on.
@@ -443,7 +451,7 @@ def plan(
         raise _fail(f"--reboot: {exc.errors()[0]['msg']}", ExitCode.USAGE) from exc
     _reboot_options(plan_reboot)
     hosts, digest = _hosts(g, broker)
-    engine = _engine(packages, broker=broker)
+    engine = with_trace(_engine(packages, broker=broker), trace, "plan")
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_plan(
             hosts, engine, store, _options(g, digest, packages=str(packages) if packages else None, output=str(output)), control=c,
