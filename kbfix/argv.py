@@ -2,7 +2,7 @@
 
 Typer (click) takes the callback's options only before the sub-command; ops engineers type them
 after it, as `ansible-playbook` allows. `hoist_globals` moves the global options found after a
-run command (ping, check, plan, apply, history, show, report, demo) to the front. The `lab` and
+run command (ping, check, plan, apply, history, show, report, demo, doctor, offline) to the front. The `lab` and
 `inventory` groups have options of their own with the same letters, so their arguments are
 left as typed.
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 # The callback's options (kbfix/cli.py `main`): those that take a value, and flags.
 GLOBAL_WITH_VALUE = frozenset({"-i", "--inventory", "-l", "--limit", "-f", "--forks", "--state", "--host-timeout"})
 GLOBAL_FLAGS = frozenset({"-q", "--quiet", "--no-color", "--verbose"})
-RUN_COMMANDS = frozenset({"ping", "check", "plan", "apply", "history", "show", "report", "demo"})
+RUN_COMMANDS = frozenset({"ping", "check", "plan", "apply", "history", "show", "report", "demo", "doctor", "offline"})
 
 
 def _is_verbose(token: str) -> bool:

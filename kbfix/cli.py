@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from kbfix import __version__, cli_store
+from kbfix import __version__, cli_contact, cli_store
 from kbfix import cli_render as render
 from kbfix.cli_common import Globals, fail, globals_of, guarded, open_store
 from kbfix.cli_inventory import inventory_app
@@ -26,6 +26,7 @@ from kbfix.cli_lab import lab_app
 from kbfix.config import default_state_dir, load_config
 from kbfix.exitcodes import HELP as EXIT_HELP
 from kbfix.exitcodes import ExitCode
+from kbfix.offline.cli import ANSWERS_HELP, check_engine, offline_inventory
 from kbfix.planfile import PlanDocument
 from kbfix.progress import make_progress
 from kbfix.rollout import parse_serial
@@ -41,6 +42,7 @@ from kbfix.run import (
 )
 from kbfix.sites.cli import worker as sites_worker
 from kbfix.terminal import SanitizingFilter, safe_text
+from kbfix.trace import TRACE_HELP, with_trace
 from kbfix.window import parse_window
 from playbooks.reboot import (  # reboot (issue 21)
     RebootOptionError,
@@ -62,6 +64,7 @@ app = typer.Typer(
 )
 app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
+cli_contact.register(app, lab_app)  # doctor, offline, lab fixture-from-trace/answer (issue 17)
 app.command(name="worker")(sites_worker)  # sites (issue 18): per-site Celery worker, kbfix/sites/cli.py
 
 log = logging.getLogger("kbfix")
@@ -185,6 +188,7 @@ FORMAT_HELP = "table (people) or json (the report document, schema kbfix/report/
 ReportOpt = Annotated[list[Path] | None, typer.Option(
     "--report", "-r", help="Also write a report; format from the extension (.json .html .md .csv .xml). Repeatable.")]
 LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en, da, de, nl, zh_CN.")]
+TraceOpt = Annotated[Path | None, typer.Option("--trace", help=TRACE_HELP)]
 # sites (issue 18): run each host's agent requests through its site's `kbfix worker` (kbfix/sites/).
 BrokerOpt = Annotated[str | None, typer.Option(
     "--broker", envvar="KBFIX_BROKER", help="Send each host's work to its site's worker via this broker "
@@ -219,6 +223,8 @@ def check(
     fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "table",
     report: ReportOpt = None,
     lang: LangOpt = "en",
+    trace: TraceOpt = None,
+    answers: Annotated[Path | None, typer.Option("--answers", help=ANSWERS_HELP)] = None,
     broker: BrokerOpt = None,
 ) -> None:
     """Read-only: gather, assess and store every host; print a per-host table.
@@ -229,11 +235,12 @@ def check(
     g = globals_of(ctx)
     if fmt not in ("table", "json"):
         raise fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
-    hosts, digest = _hosts(g, broker)
-    engine = _engine(broker=broker)
+    hosts, digest = _hosts(g, broker) if answers is None else offline_inventory(g)
+    engine, hosts = check_engine(with_trace(_engine(broker=broker), trace, "check"), answers, g.state, hosts)
     with open_store(g) as store:
         outcome = _run_with_signals(lambda c: run_check(
-            hosts, engine, store, _options(g, digest), control=c,
+            hosts, engine, store, _options(g, digest, collection="offline" if answers else None,
+                                           answers=str(answers) if answers else None), control=c,
             progress=make_progress(quiet=g.quiet or fmt == "json", no_color=g.no_color)))
     if fmt == "json":
         from kbfix.report import build_document
@@ -258,6 +265,7 @@ def plan(
         "--reboot-timeout", help="Record the restart timeout (seconds) in the plan.")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
+    trace: TraceOpt = None,
     broker: BrokerOpt = None,
 ) -> None:
     """Dry run: assess and write the exact remote actions per host, with the facts they rest on.
@@ -272,7 +280,7 @@ def plan(
         raise fail(f"--reboot: {exc.errors()[0]['msg']}", ExitCode.USAGE) from exc
     _reboot_options(plan_reboot)
     hosts, digest = _hosts(g, broker)
-    engine = _engine(packages, broker=broker)
+    engine = with_trace(_engine(packages, broker=broker), trace, "plan")
     with open_store(g) as store:
         outcome = _run_with_signals(lambda c: run_plan(
             hosts, engine, store, _options(g, digest, packages=str(packages) if packages else None, output=str(output)),

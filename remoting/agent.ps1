@@ -20,7 +20,7 @@ $opRequired = @{
     'wsus.find_update' = @('title'); 'file.upload' = @('path', 'data');
     'installer.run' = @('path', 'sha256'); 'service.restart' = @('name');
     'wsus.decline_update' = @('id'); 'wsus.approve_update' = @('id'); 'wsus.workaround' = @('id');
-    'products.patches' = @(); 'system.reboot_state' = @(); 'system.reboot' = @()
+    'products.patches' = @(); 'system.reboot_state' = @(); 'system.reboot' = @(); 'host.environment' = @()
 }
 
 # ------------------------------------------------------------------------------ JSON writer
@@ -1277,6 +1277,74 @@ function Invoke-InstallerRun($op, $ctx) {
     return $d
 }
 
+# ------------------------------------------------------------------------------ host.environment
+# Read-only facts `kbfix doctor` needs before a check can be trusted (issue 17). Self-contained:
+# reads only process facts and documented registry values, each in its own guard so one
+# unreadable fact answers null instead of failing the op. Sources: PowerShell engine key and
+# .NET "NET Framework Setup\NDP" keys (MS docs "How to determine which .NET Framework versions
+# are installed"); code pages HKLM\SYSTEM\CurrentControlSet\Control\Nls\CodePage ACP/OEMCP;
+# FIPS policy Lsa\FIPSAlgorithmPolicy (XP/2003) and Lsa\FipsAlgorithmPolicy\Enabled (Vista+)
+# (MS docs "System cryptography: Use FIPS compliant algorithms ..."); UAC remote restrictions
+# Policies\System\LocalAccountTokenFilterPolicy (KB951016).
+
+function Get-EnvRegValue([string]$sub, [string]$name) {
+    $k = $null
+    try {
+        $k = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey($sub)
+        if ($null -eq $k) { return $null }
+        return $k.GetValue($name)
+    } catch { return $null } finally { if ($null -ne $k) { $k.Close() } }
+}
+
+function Get-DotNetVersions {
+    $out = New-Object System.Collections.ArrayList
+    $ndp = $null
+    try {
+        $ndp = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey('SOFTWARE\Microsoft\NET Framework Setup\NDP')
+        if ($null -eq $ndp) { return ,$out }
+        foreach ($name in $ndp.GetSubKeyNames()) {
+            if (-not $name.StartsWith('v')) { continue }
+            $sub = 'SOFTWARE\Microsoft\NET Framework Setup\NDP\' + $name
+            $inst = Get-EnvRegValue $sub 'Install'
+            if ($null -eq $inst) { $inst = Get-EnvRegValue ($sub + '\Full') 'Install' }
+            if ($null -ne $inst -and [int]$inst -eq 1) { [void]$out.Add($name.Substring(1)) }
+        }
+    } catch { } finally { if ($null -ne $ndp) { $ndp.Close() } }
+    return ,$out
+}
+
+function Invoke-HostEnvironment($op, $ctx) {
+    $d = New-Map
+    $psv = $PSVersionTable.PSVersion
+    $d['ps_version'] = ('{0}.{1}' -f $psv.Major, $psv.Minor)
+    $d['clr_version'] = [Environment]::Version.ToString()
+    $d['dotnet'] = Get-DotNetVersions
+    $d['culture'] = [Globalization.CultureInfo]::CurrentCulture.Name
+    $d['os_language'] = [Globalization.CultureInfo]::InstalledUICulture.Name
+    $nls = 'SYSTEM\CurrentControlSet\Control\Nls\CodePage'
+    $acp = Get-EnvRegValue $nls 'ACP'
+    $oem = Get-EnvRegValue $nls 'OEMCP'
+    $d['ansi_codepage'] = $null
+    $d['oem_codepage'] = $null
+    if ($null -ne $acp) { $d['ansi_codepage'] = [int]$acp } else { $d['ansi_codepage'] = [Text.Encoding]::Default.CodePage }
+    if ($null -ne $oem) { $d['oem_codepage'] = [int]$oem }
+    $d['process_64bit'] = ([IntPtr]::Size -eq 8)
+    $d['os_64bit'] = (Test-Os64)
+    $fips = Get-EnvRegValue 'SYSTEM\CurrentControlSet\Control\Lsa\FipsAlgorithmPolicy' 'Enabled'
+    if ($null -eq $fips) { $fips = Get-EnvRegValue 'SYSTEM\CurrentControlSet\Control\Lsa' 'FIPSAlgorithmPolicy' }
+    $d['fips_policy'] = ($null -ne $fips -and [int]$fips -ne 0)
+    $id = [Security.Principal.WindowsIdentity]::GetCurrent()
+    $principal = New-Object Security.Principal.WindowsPrincipal($id)
+    $d['user'] = $id.Name
+    $d['elevated'] = $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)
+    $domain = $id.Name.Split([char[]]'\')[0]
+    $d['local_account'] = ($domain -ieq [Environment]::MachineName)
+    $latfp = Get-EnvRegValue 'SOFTWARE\Microsoft\Windows\CurrentVersion\Policies\System' 'LocalAccountTokenFilterPolicy'
+    $d['local_account_token_filter_policy'] = $null
+    if ($null -ne $latfp) { $d['local_account_token_filter_policy'] = [int]$latfp }
+    return $d
+}
+
 # ------------------------------------------------------------------------------ reboots
 
 function Get-LastBootUtc {
@@ -1379,6 +1447,7 @@ function Invoke-Op($op, $ctx) {
             'products.patches' { $data = Invoke-ProductsPatches $op $ctx }
             'system.reboot_state' { $data = Invoke-RebootState $op $ctx }
             'system.reboot' { $data = Invoke-Reboot $op $ctx }
+            'host.environment' { $data = Invoke-HostEnvironment $op $ctx }
         }
         $r['ok'] = $true
         $r['data'] = $data

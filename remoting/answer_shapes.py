@@ -174,6 +174,25 @@ class Reboot(_Shape):  # reboot (issue 21)
     exit_code: Int | None = None
 
 
+class HostEnvironment(_Shape):
+    """`host.environment` (issue 17, read by `kbfix doctor`)."""
+
+    ps_version: OptStr = None
+    clr_version: OptStr = None
+    dotnet: list[Str] | None = None
+    culture: OptStr = None
+    os_language: OptStr = None
+    ansi_codepage: Int | None = None
+    oem_codepage: Int | None = None
+    process_64bit: StrictBool | None = None
+    os_64bit: StrictBool | None = None
+    fips_policy: StrictBool | None = None
+    user: OptStr = None
+    elevated: StrictBool | None = None
+    local_account: StrictBool | None = None
+    local_account_token_filter_policy: Int | None = None
+
+
 SHAPES: dict[str, type[_Shape]] = {
     "env.expand": EnvExpand,
     "registry.values": RegistryValues,
@@ -189,6 +208,7 @@ SHAPES: dict[str, type[_Shape]] = {
     "wsus.approve_update": WsusApprove,
     "system.reboot_state": RebootState,
     "system.reboot": Reboot,
+    "host.environment": HostEnvironment,
 }
 
 

@@ -36,6 +36,7 @@ _SPECS = (
     OpSpec("service.status", False, ("name",)),
     OpSpec("wsus.find_update", False, ("title",)),
     OpSpec("system.reboot_state", False),  # reboot (issue 21): pending indicators + last boot time
+    OpSpec("host.environment", False),  # issue 17: facts `kbfix doctor` reports
     OpSpec("file.upload", True, ("path", "data"), ("offset",)),
     OpSpec(
         "installer.run",

@@ -26,6 +26,7 @@ from remoting.agent_protocol import (
 )
 from remoting.ops import OPS, OpSpec
 from winlab.emulate_common import AgentContext, OpFailure, int_arg, iso_utc, path_arg
+from winlab.emulate_environment import op_host_environment
 from winlab.emulate_logscan import ScanSpec, scan_content
 from winlab.emulate_mutations import (
     op_file_upload,
@@ -298,4 +299,5 @@ _HANDLERS: dict[str, Callable[[OpRequest, AgentContext], dict[str, Any]]] = {
     "wsus.workaround": op_wsus_workaround,
     "system.reboot_state": op_reboot_state,  # reboot (issue 21)
     "system.reboot": op_reboot,
+    "host.environment": op_host_environment,
 }

@@ -26,6 +26,8 @@ class Faults:
     command never reports Done; type_confused: the agent's answer is well framed but every value
     has the wrong JSON type (strings as lists, numbers as strings, objects as lists);
     escape_names: the computer name, OS caption and culture carry terminal escape sequences.
+    certificate: `expired` serves HTTPS with a server certificate (same lab CA, same names) whose
+    validity ended yesterday (issue 17, `kbfix doctor`'s TLS step).
     """
 
     connect: Literal["ok", "refused", "hang"] = "ok"
@@ -42,3 +44,4 @@ class Faults:
     stderr_flood: bool = False
     type_confused: bool = False
     escape_names: bool = False
+    certificate: Literal["ok", "expired"] = "ok"

@@ -297,6 +297,9 @@ class HostState:
     computer_name: str
     os: OsInfo = field(default_factory=OsInfo)
     user: str = "kbfix"
+    #: The account's domain (`LAB` for `LAB\\kbfix`); empty for a local account (issue 17: UAC
+    #: remote restrictions apply to local accounts only, KB951016).
+    user_domain: str = ""
     registry: dict[str, RegKey] = field(default_factory=dict)
     files: dict[str, FileEntry] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
@@ -315,6 +318,7 @@ class HostState:
                 computer_name=computer_name or self.computer_name,
                 os=self.os,
                 user=self.user,
+                user_domain=self.user_domain,
                 registry={k: RegKey(v.path, dict(v.values)) for k, v in self.registry.items()},
                 files=dict(self.files),
                 services={k: replace(v) for k, v in self.services.items()},

@@ -280,6 +280,8 @@ class LabServer:
         self.distinct_addresses = distinct_addresses
         self.port = port
         self.ssl_context = ssl_context
+        #: Served instead of `ssl_context` to hosts with fault `certificate: expired` (set by winlab.lab).
+        self.expired_ssl_context: ssl.SSLContext | None = None
         self.stop_event = threading.Event()
         self.listeners: dict[str, HostListener] = {}
         self._ntlm_passwords = ntlm_passwords or {}
@@ -419,7 +421,11 @@ class LabServer:
         try:
             if self.ssl_context is not None:
                 conn.settimeout(30)
-                sock = self.ssl_context.wrap_socket(conn, server_side=True)
+                context = self.ssl_context
+                if self.expired_ssl_context is not None and getattr(listener.host.faults, "certificate", "ok") == "expired":
+                    listener.host.records.fault("certificate_expired")
+                    context = self.expired_ssl_context
+                sock = context.wrap_socket(conn, server_side=True)
                 with self._lock:
                     self._conns[sock] = self._conns.pop(conn, None)
             _Handler(sock, peer, listener)  # type: ignore[arg-type]  # HostListener stands in for BaseServer

@@ -188,8 +188,12 @@ class HostTemplate:
 def _build_template(hm: HostModel, ctx: _Ctx, loc: tuple[Any, ...]) -> HostTemplate:
     os_info = OsInfo(hm.os.version, hm.os.arch, hm.os.culture)
     ctx = _Ctx(ctx.source, ctx.base_dir, ctx.marks, os_info.ansi_codepage)
-    user = next(iter(hm.accounts), "kbfix").replace("/", "\\").split("\\")[-1].split("@")[0]
-    state = HostState(computer_name=hm.name.upper(), os=os_info, user=user)
+    account = next(iter(hm.accounts), "kbfix").replace("/", "\\")
+    user = account.split("\\")[-1].split("@")[0]
+    domain = account.split("\\")[0] if "\\" in account else (account.split("@", 1)[1] if "@" in account else "")
+    if domain == "." or domain.upper() == hm.name.upper():
+        domain = ""  # `.\user` and `HOST\user` are local accounts (issue 17: remote UAC, KB951016)
+    state = HostState(computer_name=hm.name.upper(), os=os_info, user=user, user_domain=domain)
     for key, vals in hm.registry.items():
         state.ensure_key(key)
         for name, v in vals.items():

@@ -28,12 +28,15 @@ class LabPki:
     ca_path: Path
     cert_path: Path
     key_path: Path
+    #: The same names and key, issued by the same CA, but expired yesterday (fault certificate: expired).
+    expired_cert_path: Path | None = None
 
-    def server_context(self) -> ssl.SSLContext:
-        """A TLS server context (TLS 1.2+) loaded with the server certificate and key."""
+    def server_context(self, *, expired: bool = False) -> ssl.SSLContext:
+        """A TLS server context (TLS 1.2+) loaded with the server certificate (or its expired twin) and key."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.cert_path, self.key_path)
+        cert = self.expired_cert_path if expired and self.expired_cert_path is not None else self.cert_path
+        ctx.load_cert_chain(cert, self.key_path)
         return ctx
 
 
@@ -78,20 +81,27 @@ def make_pki(workdir: Path, addresses: Iterable[str], names: Iterable[str], days
             alt.append(x509.DNSName(dns))
 
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("winlab")).issuer_name(ca_name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
 
-    pki = LabPki(workdir / "ca.pem", workdir / "server.pem", workdir / "server.key")
+    def server_cert(not_before: datetime.datetime, not_after: datetime.datetime) -> x509.Certificate:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(_name("winlab")).issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(not_before).not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+
+    cert = server_cert(start, end)
+    expired = server_cert(now - datetime.timedelta(days=366), now - datetime.timedelta(days=1))
+
+    pki = LabPki(workdir / "ca.pem", workdir / "server.pem", workdir / "server.key", workdir / "server-expired.pem")
     pki.ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     pki.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    assert pki.expired_cert_path is not None
+    pki.expired_cert_path.write_bytes(expired.public_bytes(serialization.Encoding.PEM))
     pki.key_path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
-from winlab import hostile, soap
+from winlab import hostile, soap, wsman_config
 from winlab.hostapi import LabHost
 from winlab.shells import ShellError, ShellTable
 from winlab.soap import NS_SHELL, SoapFault, WsmanRequest
@@ -71,6 +71,11 @@ class WsmanService:
         except SoapFault as fault:
             return self._fault(fault, None, "Other")
         action = req.action if req.action in soap.RESPONSE_ACTIONS else "Other"
+        if wsman_config.is_config_request(req.resource_uri):  # issue 17: `winrm get winrm/config`
+            try:
+                return Reply(*wsman_config.handle(self.host, req), "Other")
+            except SoapFault as fault:
+                return self._fault(fault, req.message_id, "Other")
         try:
             if req.resource_uri != soap.RESOURCE_CMD or action == "Other":
                 raise soap.fault_action_not_supported(req.action_uri)
