@@ -26,6 +26,7 @@ from inventory.kbfix_yaml import is_kbfix_document, parse_kbfix
 from inventory.model import Inventory
 from inventory.resolve import Resolver
 from inventory.security import security_warnings
+from inventory.vault_secrets import VaultKeyring, looks_encrypted
 from inventory.varsdirs import VarsDirs
 from inventory.yamlmarks import load_yaml_text, read_text
 
@@ -44,17 +45,22 @@ def _looks_like_kbfix(text: str) -> bool:
     return False
 
 
-def _parse_file(path: Path, inv: InventoryData) -> None:
+def _parse_file(path: Path, inv: InventoryData, vault: VaultKeyring) -> None:
     try:
-        _parse_text(path, read_text(path), inv)
+        text = read_text(path)
+        if looks_encrypted(text):  # a wholly vault-encrypted inventory file
+            text = vault.decrypt_file_text(text, path)
+        _parse_text(path, text, inv, vault)
     except RecursionError:
         # YAML or INI literals nested thousands deep: refuse rather than crash.
         raise InventoryError("data nested too deeply", file=path) from None
 
 
-def _parse_text(path: Path, text: str, inv: InventoryData) -> None:
+def _parse_text(path: Path, text: str, inv: InventoryData, vault: VaultKeyring) -> None:
     if path.suffix.lower() in YAML_SUFFIXES or _looks_like_kbfix(text):
-        data = load_yaml_text(text, path)
+        # An encrypted inventory's strings stay plain (host and group names are structure); its
+        # secret-named variables are wrapped like any other (inventory.resolve.mask_secrets).
+        data = vault.reveal_tree(load_yaml_text(text, path), path)
         if is_kbfix_document(data):
             parse_kbfix(data, path, inv)
         else:
@@ -103,13 +109,17 @@ def load_inventory(
     env: Mapping[str, str] | None = None,
     prompt: Prompt | None = None,
     require_credentials: bool = True,
+    vault: VaultKeyring | None = None,
 ) -> Inventory:
     """Load, merge and resolve inventory sources into an `Inventory`.
 
     paths: one or more inventory files or directories (merged in order). env: environment for
     password_env/KBFIX_PASSWORD (default os.environ). prompt: asks for a password, given a
     message; default getpass when stdin is a terminal. require_credentials: False leaves a
-    missing password as None instead of prompting or failing (for list/graph/check).
+    missing password as None instead of prompting or failing (for list/graph/check). vault: the
+    vault passwords (`inventory.vault_secrets.build_keyring`); without one, vault content is an
+    error that says how to give a password. `!vault` values and the values of wholly encrypted
+    files become `Secret`s; `{{ }}` in connection settings is rendered (`inventory.templating`).
     Raises InventoryError for every kind of bad input; nothing else escapes for bad files.
     """
     # Loading makes hundreds of thousands of small, acyclic objects; the cyclic collector's
@@ -117,7 +127,7 @@ def load_inventory(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load(paths, env, prompt, require_credentials)
+        return _load(paths, env, prompt, require_credentials, vault or VaultKeyring())
     except RecursionError:
         # Values nested thousands deep (group_vars files, variables being merged): refuse, not crash.
         raise InventoryError("inventory data is nested too deeply") from None
@@ -131,6 +141,7 @@ def _load(
     env: Mapping[str, str] | None,
     prompt: Prompt | None,
     require_credentials: bool,
+    vault: VaultKeyring,
 ) -> Inventory:
     sources = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     if not sources:
@@ -142,16 +153,16 @@ def _load(
         if source.is_dir():
             bases.append(source)
             for path in _directory_files(source):
-                _parse_file(path, inv)
+                _parse_file(path, inv, vault)
                 files.append(path)
         elif source.exists():
             bases.append(source.parent)
-            _parse_file(source, inv)
+            _parse_file(source, inv, vault)
             files.append(source)
         else:
             raise InventoryError("no such inventory file or directory", file=source)
     inv.reconcile()
-    varsdirs = VarsDirs(list(dict.fromkeys(bases)))
+    varsdirs = VarsDirs(list(dict.fromkeys(bases)), vault)
     creds = CredentialContext(env=os.environ if env is None else env, prompt=prompt, require=require_credentials)
     resolver = Resolver(inv, varsdirs, creds)
     hosts = {name: resolver.resolve_host(data) for name, data in inv.hosts.items()}

@@ -27,6 +27,7 @@ from inventory.data import HostData, InventoryData, Origin
 from inventory.errors import InventoryError, did_you_mean
 from inventory.model import Group, Host
 from inventory.roles import default_role_map, group_index, known_roles, roles_from_groups
+from inventory.templating import Renderer, TemplateProblem, is_template
 from inventory.varsdirs import VarsDirs
 from remoting.endpoint import Endpoint, Secret, Timeouts
 
@@ -256,7 +257,7 @@ class Resolver:
         Raises InventoryError naming the file, line and field of a bad setting."""
         ordered, merged, origins = self.host_vars(host)
         host_keys = self._host_level_keys(host)
-        settings = self._settings(host, ordered, merged, origins, host_keys)
+        settings = self._render_settings(host, ordered, merged, self._settings(host, ordered, merged, origins, host_keys))
         roles = self._roles(host, ordered, merged, origins)
         site = self._site(settings, ordered)
         endpoint: Endpoint | None = None
@@ -296,9 +297,36 @@ class Resolver:
             out[key] = _Setting(value, f"hosts.{host.name}.{key}", host.settings.origins.get(key))
         return out
 
+    def _render_settings(
+        self, host: HostData, ordered: tuple[str, ...], merged: dict[str, Any], settings: dict[str, _Setting]
+    ) -> dict[str, _Setting]:
+        """Settings whose value holds `{{ }}` rendered with the host's variables (inventory.templating).
+        Raises InventoryError naming the file, line and variable when one cannot be rendered."""
+        renderer: Renderer | None = None
+        for key, s in settings.items():
+            if not is_template(s.value.reveal() if isinstance(s.value, Secret) else s.value):
+                continue
+            if renderer is None:
+                magic = {"inventory_hostname": host.name, "inventory_hostname_short": host.name.split(".")[0],
+                         "group_names": sorted(ordered)}
+                renderer = Renderer(merged, magic)
+            try:
+                value = renderer.render(s.value)
+            except TemplateProblem as exc:
+                problem = str(exc)
+                if exc.variable and exc.variable not in problem:
+                    problem += f" (variable {exc.variable!r})"
+                raise _err(f"host {host.name!r}: cannot render {s.source}: {problem}; "
+                           "nothing was sent to any host", s.origin, s.source) from None
+            if key == "password" or is_secret_name(s.source):
+                value = value if isinstance(value, Secret) else Secret(str(value))
+            settings[key] = _Setting(value, s.source, s.origin)
+        return settings
+
     def _site(self, settings: dict[str, _Setting], ordered: tuple[str, ...]) -> str | None:
         if "site" in settings and settings["site"].value is not None:
-            return str(settings["site"].value)
+            value = settings["site"].value
+            return value.reveal() if isinstance(value, Secret) else str(value)
         return self._group_derived(ordered)[2]
 
     def _roles(
@@ -330,7 +358,8 @@ class Resolver:
         for key, s in settings.items():
             field = _FIELD_OF.get(key)
             if field is not None:
-                raw[field] = s.value
+                # A vault-decrypted connection setting (a user name, say) is needed in the clear here.
+                raw[field] = s.value.reveal() if isinstance(s.value, Secret) else s.value
         if raw.get("transport") is not None:
             raw["transport"] = _normalise_transport(raw["transport"])
         try:
@@ -352,7 +381,7 @@ class Resolver:
                 host.name,
                 cs.transport,
                 cs.username,
-                None if password_setting is None or password_setting.value is None else str(password_setting.value),
+                None if password_setting is None or password_setting.value is None else _text(password_setting.value),
                 password_setting.source if password_setting else None,
                 cs.password_env,
                 cs.password_keyring,
@@ -426,6 +455,12 @@ def _normalise_transport(value: Any) -> Any:
         value = value.split(",")[0].strip().lower()
         return _TRANSPORT_ALIASES.get(value, value)
     return value
+
+
+def _text(value: Any) -> str:
+    """A setting's value as text; a Secret (vault-decrypted or rendered from one) is opened here
+    only to be wrapped again by `resolve_password`."""
+    return value.reveal() if isinstance(value, Secret) else str(value)
 
 
 def _err(message: str, origin: Origin | None, field: str | None) -> InventoryError:
