@@ -26,8 +26,8 @@ from inventory.kbfix_yaml import is_kbfix_document, parse_kbfix
 from inventory.model import Inventory
 from inventory.resolve import Resolver
 from inventory.security import security_warnings
-from inventory.vault_secrets import VaultKeyring, looks_encrypted
 from inventory.varsdirs import VarsDirs
+from inventory.vault_secrets import VaultKeyring, looks_encrypted
 from inventory.yamlmarks import load_yaml_text, read_text
 
 YAML_SUFFIXES = (".yml", ".yaml", ".json")

@@ -316,6 +316,8 @@ class Resolver:
                 problem = str(exc)
                 if exc.variable and exc.variable not in problem:
                     problem += f" (variable {exc.variable!r})"
+                if exc.variable and exc.variable not in merged:
+                    problem += did_you_mean(exc.variable, merged)
                 raise _err(f"host {host.name!r}: cannot render {s.source}: {problem}; "
                            "nothing was sent to any host", s.origin, s.source) from None
             if key == "password" or is_secret_name(s.source):

@@ -32,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from inventory.errors import InventoryError
-from inventory.vault import VaultFormatError, VaultPasswordError, VaultText, decrypt, is_encrypted, parse_envelope
+from inventory.vault import (
+    VaultFormatError,
+    VaultPasswordError,
+    VaultText,
+    decrypt,
+    is_encrypted,
+    parse_envelope,
+)
 from remoting.endpoint import Secret
 
 DEFAULT_LABEL = "default"  # ansible-core C.DEFAULT_VAULT_IDENTITY
