@@ -284,3 +284,13 @@ def test_ansible_vault_password_file_env_is_honoured(tmp_path: Path, lab: Lab, m
     result = CliRunner().invoke(app, ["-i", str(hosts), "--state", str(tmp_path / "s"), "ping"])
     assert result.exit_code == 0, result.output
     assert os.environ["ANSIBLE_VAULT_PASSWORD_FILE"].endswith("vault-pass.txt")
+
+
+def test_kbfix_yaml_password_may_be_a_vault_value(tmp_path: Path) -> None:
+    inline = (DATA / "layouts" / "inline" / "group_vars" / "windows.yml").read_text(encoding="utf-8")
+    vaulted = inline.replace("ansible_password:", "  password:").replace("\n          ", "\n            ")
+    path = tmp_path / "site.yml"
+    path.write_text("kbfix_inventory: 1\ndefaults:\n  username: 'LAB\\kbfix'\n" + vaulted
+                    + "hosts:\n  A: {address: 127.0.0.1}\n", encoding="utf-8")
+    inv = load_inventory(path, env={}, vault=build_keyring(password_files=[DATA / "vault-pass.txt"]))
+    assert inv.hosts["A"].endpoint.password == Secret(LAB_PASSWORD)  # type: ignore[union-attr]
