@@ -78,6 +78,10 @@ class ConnectionModel(_Strict):
     password_env: str | None = None
     password_keyring: str | None = None
     timeouts: TimeoutsModel | None = None
+    # Kerberos, named as pywinrm names them: SPN service class, SPN host part, TGT forwarding.
+    service: str | None = None
+    kerberos_hostname_override: str | None = None
+    kerberos_delegation: bool | None = None
 
 
 class DefaultsModel(ConnectionModel):

@@ -52,6 +52,9 @@ ANSIBLE_VARS: dict[str, tuple[str, ...]] = {
     "timeouts.command": ("kbfix_command_timeout",),
     "password_env": ("kbfix_password_env",),
     "password_keyring": ("kbfix_password_keyring",),
+    "service": ("ansible_winrm_service",),
+    "kerberos_hostname_override": ("ansible_winrm_kerberos_hostname_override",),
+    "kerberos_delegation": ("ansible_winrm_kerberos_delegation",),
     "site": ("site", "kbfix_site"),
 }
 # setting → ConnectionSettings field (connection, password and site are handled apart)
@@ -92,6 +95,9 @@ class ConnectionSettings(BaseModel):
     command: Seconds | None = None
     password_env: str | None = None
     password_keyring: str | None = None
+    service: str = "HTTP"
+    kerberos_hostname_override: str | None = None
+    kerberos_delegation: bool = False
 
 
 @lru_cache(maxsize=4096)
@@ -409,6 +415,9 @@ class Resolver:
             message_encryption=cs.message_encryption,
             allow_unencrypted=cs.allow_unencrypted,
             timeouts=timeouts,
+            service=cs.service,
+            kerberos_hostname_override=cs.kerberos_hostname_override,
+            kerberos_delegation=cs.kerberos_delegation,
         )
         return endpoint, source
 
