@@ -25,8 +25,12 @@ encryption is done by using the GSS-API security context") with the 2.2.9.1.1.2.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import importlib.util
 import re
+import secrets
+import threading
 from typing import Any
 
 import requests
@@ -38,6 +42,21 @@ from remoting.errors import ConfigurationError, KerberosError
 INSTALL_HINT = ("pip install 'kbfix[kerberos]' (it needs the MIT Kerberos library: on Debian/Ubuntu "
                 "apt-get install libkrb5-dev krb5-user; on RHEL dnf install krb5-devel krb5-workstation)")
 _NEGOTIATE = re.compile(r"(?:^|,)\s*(?:Negotiate|Kerberos)\s+([A-Za-z0-9+/=]+)", re.IGNORECASE)
+
+
+# Credentials the KDC rejected in this process, so that the next host with the same user and
+# password fails at once instead of asking the KDC again: a fleet run must not lock the account
+# out (AD's lockout threshold counts each failed pre-authentication). Keyed by a keyed hash.
+_REJECTED: set[bytes] = set()
+_REJECTED_LOCK = threading.Lock()
+_KEY = secrets.token_bytes(32)
+
+
+def _credential_key(endpoint: Endpoint) -> bytes | None:
+    if endpoint.password is None:
+        return None
+    data = (endpoint.username or "").lower().encode() + b"\0" + endpoint.password.reveal().encode()
+    return hmac.new(_KEY, data, hashlib.sha256).digest()
 
 
 def kerberos_available() -> bool:
@@ -133,6 +152,13 @@ class KerberosAuth(AuthBase):
         import spnego
 
         ep = self.endpoint
+        key = _credential_key(ep)
+        with _REJECTED_LOCK:
+            known_bad = key is not None and key in _REJECTED
+        if known_bad:
+            raise KerberosError(
+                "Kerberos: the KDC already rejected this user's password in this run (wrong password); not "
+                "trying again, to avoid locking the account out", host=ep.host, reason="wrong_password")
         req = spnego.ContextReq.default
         if ep.kerberos_delegation:
             req |= spnego.ContextReq.delegate
@@ -147,7 +173,16 @@ class KerberosAuth(AuthBase):
                 protocol="kerberos",
             )
         except Exception as exc:
-            raise explain(exc, ep) from None
+            raise self._explained(exc) from None
+
+    def _explained(self, exc: BaseException) -> KerberosError:
+        """`explain(exc)`, remembering a rejected password for the rest of the run."""
+        error = explain(exc, self.endpoint)
+        key = _credential_key(self.endpoint)
+        if error.reason == "wrong_password" and key is not None:
+            with _REJECTED_LOCK:
+                _REJECTED.add(key)
+        return error
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if self._ctx is None or not self._ctx.complete:
@@ -156,7 +191,7 @@ class KerberosAuth(AuthBase):
                 token = self._ctx.step()
             except Exception as exc:  # gssapi/krb5 raise their own types: KDC, clock, SPN, password
                 self._ctx = None
-                raise explain(exc, self.endpoint) from None
+                raise self._explained(exc) from None
             request.headers["Authorization"] = "Negotiate " + base64.b64encode(token or b"").decode("ascii")
             request.register_hook("response", self._on_response)
         return request
