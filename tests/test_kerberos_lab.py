@@ -192,3 +192,33 @@ def test_ansible_kerberos_variables_reach_the_endpoint(tmp_path: Path) -> None:
     ep = load_inventory(path, env={}).hosts["wsus01"].endpoint
     assert ep is not None and ep.transport == "kerberos" and ep.password is None
     assert (ep.kerberos_hostname_override, ep.kerberos_delegation, ep.service) == ("wsus01.corp.example", True, "WSMAN")
+
+
+def test_lab_up_with_kerberos_serves_a_realm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kbfix lab up --transport kerberos`: its own KDC, an inventory for it, a ping through it."""
+    import signal
+    import sys
+    import time
+
+    inventory, workdir = tmp_path / "inv.yaml", tmp_path / "work"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KRB5")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from kbfix.cli import app; app()", "lab", "up", "--hosts", "2",
+         "--transport", "kerberos", "--workdir", str(workdir), "--inventory-out", str(inventory)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not inventory.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert inventory.exists(), proc.stderr.read() if proc.poll() is not None and proc.stderr else "no inventory"
+        doc = yaml.safe_load(inventory.read_text(encoding="utf-8"))
+        assert doc["defaults"]["transport"] == "kerberos" and doc["defaults"]["username"].endswith("@LAB.TEST")
+        monkeypatch.setenv("KRB5_CONFIG", str(workdir / "kdc" / "krb5.conf"))
+        result = CliRunner().invoke(app, ["-i", str(inventory), "--state", str(tmp_path / "s"), "ping"])
+        assert result.exit_code == 0, result.output
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "export KRB5_CONFIG=" in out and "(http, kerberos)" in out

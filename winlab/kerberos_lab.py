@@ -9,6 +9,7 @@ emulated host would. The inventory connects to 127.0.0.1 and names the SPN's hos
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ def kdc_for(hosts: Sequence[LabHost], **kwargs: Any) -> LabKdc:
 def write_kerberos_inventory(lab: Any, kdc: LabKdc, path: Path) -> Path:
     """Write the lab's kbfix inventory for Kerberos: `transport: kerberos`, users as
     `user@REALM`, each host's `kerberos_hostname_override`. Returns the absolute path."""
-    path = lab.write_inventory(path, transport="ntlm")
+    target = Path(path).resolve()
+    # Written beside the target first and renamed at the end: a reader never sees the NTLM draft.
+    path = lab.write_inventory(target.with_name(f".{target.name}.draft"), transport="ntlm")
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     defaults = doc["defaults"]
     defaults["transport"] = "kerberos"
@@ -54,4 +57,5 @@ def write_kerberos_inventory(lab: Any, kdc: LabKdc, path: Path) -> Path:
     text = path.read_text(encoding="utf-8").splitlines()[0] + "\n"  # keep winlab's header comment
     path.write_text(text + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, allow_unicode=True),
                     encoding="utf-8")
-    return path
+    os.replace(path, target)
+    return target
