@@ -21,6 +21,7 @@ from inventory.ansible_ini import parse_ini
 from inventory.ansible_yaml import parse_ansible_yaml
 from inventory.credentials import CredentialContext, Prompt
 from inventory.data import InventoryData
+from inventory.dynamic import load_inventory_json, run_ansible_inventory, vault_values
 from inventory.errors import InventoryError
 from inventory.kbfix_yaml import is_kbfix_document, parse_kbfix
 from inventory.model import Inventory
@@ -63,16 +64,21 @@ def _parse_text(path: Path, text: str, inv: InventoryData, vault: VaultKeyring) 
         data = vault.reveal_tree(load_yaml_text(text, path), path)
         if is_kbfix_document(data):
             parse_kbfix(data, path, inv)
+        elif isinstance(data, dict) and data.get("plugin"):
+            _parse_dynamic(path, "an inventory plugin configuration", inv, vault, "plugin")
         else:
             parse_ansible_yaml(data, path, inv)
         return
     if text.startswith("#!"):
-        raise InventoryError(
-            "dynamic inventory scripts are not run by kbfix; export the inventory with "
-            "`ansible-inventory -i SCRIPT --list -y > inventory.yml` and use that file",
-            file=path, line=1,
-        )
+        _parse_dynamic(path, "an inventory script", inv, vault)
+        return
     parse_ini(text, path, inv)
+
+
+def _parse_dynamic(path: Path, kind: str, inv: InventoryData, vault: VaultKeyring, field: str | None = None) -> None:
+    """A script or plugin config, through `ansible-inventory --list` when installed (inventory.dynamic)."""
+    raw = run_ansible_inventory(path, kind, field)
+    load_inventory_json(vault.reveal_tree(vault_values(raw), path), path, inv)
 
 
 def _directory_files(directory: Path) -> list[Path]:
