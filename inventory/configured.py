@@ -11,7 +11,7 @@ from __future__ import annotations
 import getpass
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from inventory.ansible_cfg import AnsibleConfig, load_config
@@ -90,6 +90,4 @@ def load_configured(
 
 
 def _with_warnings(inventory: Inventory, extra: Sequence[str]) -> Inventory:
-    from dataclasses import replace
-
     return replace(inventory, warnings=(*inventory.warnings, *extra))

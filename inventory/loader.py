@@ -28,7 +28,8 @@ from inventory.model import Inventory
 from inventory.resolve import Resolver
 from inventory.security import security_warnings
 from inventory.varsdirs import VarsDirs
-from inventory.vault_secrets import VaultKeyring, looks_encrypted
+from inventory.vault import is_encrypted
+from inventory.vault_secrets import VaultKeyring
 from inventory.yamlmarks import load_yaml_text, read_text
 
 YAML_SUFFIXES = (".yml", ".yaml", ".json")
@@ -49,7 +50,7 @@ def _looks_like_kbfix(text: str) -> bool:
 def _parse_file(path: Path, inv: InventoryData, vault: VaultKeyring) -> None:
     try:
         text = read_text(path)
-        if looks_encrypted(text):  # a wholly vault-encrypted inventory file
+        if is_encrypted(text):  # a wholly vault-encrypted inventory file
             text = vault.decrypt_file_text(text, path)
         _parse_text(path, text, inv, vault)
     except RecursionError:

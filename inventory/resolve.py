@@ -376,11 +376,12 @@ class Resolver:
             err = exc.errors(include_input=False, include_url=False)[0]
             field = str(err["loc"][0]) if err["loc"] else ""
             setting = next((k for k, f in _FIELD_OF.items() if f == field), field)
-            s = settings.get(setting)
+            bad = settings.get(setting)
             message = err["msg"]
-            if err["type"] == "literal_error" and s is not None and not is_secret_name(s.source):
-                message += f" (got {s.value!r})"
-            raise _err(f"host {host.name!r}: {message}", s.origin if s else host.origin, s.source if s else field) from None
+            if err["type"] == "literal_error" and bad is not None and not is_secret_name(bad.source):
+                message += f" (got {bad.value!r})"
+            raise _err(f"host {host.name!r}: {message}", bad.origin if bad else host.origin,
+                       bad.source if bad else field) from None
         scheme = cs.scheme or ("http" if cs.port == WINRM_HTTP_PORT else "https")
         timeouts = self._timeouts(host, cs, settings)
         password_setting = settings.get("password")

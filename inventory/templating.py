@@ -175,10 +175,10 @@ class Renderer:
             out = template.render(context)
         except jinja2.UndefinedError as exc:
             found = _UNDEFINED_NAME.search(str(exc.message or ""))
-            name = found.group(1) if found else None
+            undefined = found.group(1) if found else None
             raise TemplateProblem(
-                f"undefined variable {name!r}" if name else "a variable or attribute is undefined",
-                variable=name,
+                f"undefined variable {undefined!r}" if undefined else "a variable or attribute is undefined",
+                variable=undefined,
             ) from None
         except jinja2.TemplateError as exc:
             raise TemplateProblem(f"template error ({type(exc).__name__})") from None

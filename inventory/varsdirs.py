@@ -16,7 +16,8 @@ from typing import Any
 
 from inventory.data import Origin
 from inventory.errors import InventoryError
-from inventory.vault_secrets import VaultKeyring, looks_encrypted
+from inventory.vault import is_encrypted
+from inventory.vault_secrets import VaultKeyring
 from inventory.yamlmarks import MarkedDict, kind, load_yaml_text, read_text
 
 _EXTENSIONS = ("", ".yml", ".yaml", ".json")
@@ -77,7 +78,7 @@ class VarsDirs:
     def _read(self, path: Path) -> VarsFile:
         self.files_read.append(path)
         text = read_text(path)
-        encrypted = looks_encrypted(text)
+        encrypted = is_encrypted(text)
         if encrypted:  # e.g. group_vars/windows/vault.yml, encrypted whole with `ansible-vault encrypt`
             text = self.vault.decrypt_file_text(text, path)
         data = self.vault.reveal_tree(load_yaml_text(text, path), path, wrap_all=encrypted)

@@ -37,7 +37,6 @@ from inventory.vault import (
     VaultPasswordError,
     VaultText,
     decrypt,
-    is_encrypted,
     parse_envelope,
 )
 from remoting.endpoint import Secret
@@ -74,7 +73,7 @@ class VaultKeyring:
     """The vault secrets of one load, read lazily, and a cache of decrypted envelopes.
 
     identities: in the order they are tried; prompt: asks for a password given a message (None
-    when no one can answer); cwd: base for relative password-file paths.
+    when no one can answer). Relative password-file paths are taken from the working directory.
     """
 
     identities: Sequence[VaultIdentity] = ()
@@ -217,11 +216,6 @@ def _run_script(path: Path, ident: VaultIdentity) -> bytes:
         # stderr is not shown: a script may echo what it read; only the exit status is reported.
         raise InventoryError(f"{ident.given_by}: vault password script {path} exited with {done.returncode}")
     return done.stdout.strip(b"\r\n")
-
-
-def looks_encrypted(text: str) -> bool:
-    """True when a file's text is a whole vault envelope."""
-    return is_encrypted(text)
 
 
 def build_keyring(

@@ -76,8 +76,6 @@ def check_kerberos(endpoint: Endpoint) -> None:
             f"Kerberos needs the user as user@REALM (e.g. {endpoint.username.split(chr(92))[-1]}@CORP.EXAMPLE.COM), "
             f"not {endpoint.username!r}", host=endpoint.host,
         )
-    if endpoint.password is None and not endpoint.username:
-        return  # the default principal of the credential cache
 
 
 def spn_host(endpoint: Endpoint) -> str:
