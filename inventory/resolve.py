@@ -367,7 +367,7 @@ class Resolver:
             field = _FIELD_OF.get(key)
             if field is not None:
                 # A vault-decrypted connection setting (a user name, say) is needed in the clear here.
-                raw[field] = s.value.reveal() if isinstance(s.value, Secret) else s.value
+                raw[field] = _opened(s.value)
         if raw.get("transport") is not None:
             raw["transport"] = _normalise_transport(raw["transport"])
         try:
@@ -466,6 +466,15 @@ def _normalise_transport(value: Any) -> Any:
     if isinstance(value, str):
         value = value.split(",")[0].strip().lower()
         return _TRANSPORT_ALIASES.get(value, value)
+    return value
+
+
+def _opened(value: Any) -> Any:
+    """`value` with Secrets (from a vault-encrypted vars file) opened, lists included."""
+    if isinstance(value, Secret):
+        return value.reveal()
+    if isinstance(value, list):
+        return [_opened(v) for v in value]
     return value
 
 

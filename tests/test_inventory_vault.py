@@ -294,3 +294,18 @@ def test_kbfix_yaml_password_may_be_a_vault_value(tmp_path: Path) -> None:
                     + "hosts:\n  A: {address: 127.0.0.1}\n", encoding="utf-8")
     inv = load_inventory(path, env={}, vault=build_keyring(password_files=[DATA / "vault-pass.txt"]))
     assert inv.hosts["A"].endpoint.password == Secret(LAB_PASSWORD)  # type: ignore[union-attr]
+
+
+def test_connection_settings_from_an_encrypted_file_are_usable(tmp_path: Path) -> None:
+    """Every string of a wholly encrypted vars file is a Secret; connection settings among them
+    (a transport list, a user name, a port) still configure the endpoint."""
+    hosts = _layout(tmp_path, "inline")
+    plain = b"ansible_winrm_transport: [kerberos, ntlm]\nansible_user: svc@CORP.EXAMPLE\nansible_port: 5986\n"
+    (hosts.parent / "host_vars").mkdir()
+    (hosts.parent / "host_vars" / "WSUS-SP1.yml").write_text(
+        _encrypt(plain, b"kbfix-test-vault", os.urandom(32), None), encoding="utf-8")
+    host = load_inventory(hosts, env={}, vault=build_keyring(password_files=[DATA / "vault-pass.txt"])).hosts["WSUS-SP1"]
+    assert host.endpoint is not None
+    assert (host.endpoint.transport, host.endpoint.username, host.endpoint.port) == ("kerberos", "svc@CORP.EXAMPLE", 5986)
+    assert host.vars["ansible_user"] == Secret("svc@CORP.EXAMPLE")
+    assert isinstance(host.vars["ansible_winrm_transport"][0], Secret)

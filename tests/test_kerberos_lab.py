@@ -137,6 +137,17 @@ def test_kerberos_failures_in_their_own_words(tmp_path: Path, http_lab: Lab, kdc
     assert PASSWORD not in result.output and "not-the-password" not in result.output
 
 
+def test_delegation_and_the_spn_service_class_are_used(tmp_path: Path, http_lab: Lab, kdc: LabKdc) -> None:
+    """kerberos_delegation asks to forward the TGT and still connects; `service` names the SPN's class
+    (the realm has only HTTP/..., so WSMAN/... is an unknown SPN, named as such)."""
+    path = _inventory(http_lab, kdc, tmp_path / "krb.yaml", kerberos_delegation=True)
+    result = CliRunner().invoke(app, ["-i", str(path), "--state", str(tmp_path / "s"), "ping"])
+    assert result.exit_code == 0, result.output
+    path = _inventory(http_lab, kdc, tmp_path / "krb2.yaml", service="WSMAN")
+    result = CliRunner().invoke(app, ["-i", str(path), "--state", str(tmp_path / "s"), "ping"])
+    assert result.exit_code == 4 and "WSMAN/wsus-sp1.lab.test (unknown SPN)" in result.output, result.output
+
+
 def test_a_rejected_password_is_not_tried_again(tmp_path: Path, http_lab: Lab, kdc: LabKdc) -> None:
     """One KDC rejection per user and password per run, however many hosts: no account lockout."""
     lab = http_lab
