@@ -7,7 +7,8 @@ plugin configuration (a YAML mapping with `plugin:`) is read as Ansible reads it
 `ansible/cli/inventory.py::InventoryCLI.json_inventory` — `_meta.hostvars` with each host's
 variables, and per group `hosts`, `children` and `vars`), which is loaded here into the same
 model as a static file. Vault values in that JSON (`{"__ansible_vault": "<envelope>"}`, ansible-core
-`AnsibleJSONEncoder`) stay encrypted until the vault keyring opens them. Without
+`AnsibleJSONEncoder`) stay encrypted until the vault keyring opens them; `{"__ansible_unsafe": text}`
+is `!unsafe` text. Without
 `ansible-inventory`, the error says how to install it or export the inventory instead.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from inventory.data import InventoryData, Origin
 from inventory.errors import InventoryError
-from inventory.vault import VaultText
+from inventory.vault import UnsafeText, VaultText
 
 TIMEOUT_S = 300.0
 _RESERVED = ("_meta",)
@@ -67,6 +68,8 @@ def vault_values(value: Any) -> Any:
     if isinstance(value, dict):
         if set(value) == {"__ansible_vault"} and isinstance(value["__ansible_vault"], str):
             return VaultText(value["__ansible_vault"])
+        if set(value) == {"__ansible_unsafe"} and isinstance(value["__ansible_unsafe"], str):
+            return UnsafeText(value["__ansible_unsafe"])
         return {k: vault_values(v) for k, v in value.items()}
     if isinstance(value, list):
         return [vault_values(v) for v in value]

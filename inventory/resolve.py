@@ -320,6 +320,9 @@ class Resolver:
                 value = renderer.render(s.value)
             except TemplateProblem as exc:
                 problem = str(exc)
+                if (key == "password" or is_secret_name(s.source)) and problem.startswith("template syntax error"):
+                    problem = "template syntax error (details withheld: the value is a secret; use !unsafe for " \
+                              "a password that contains '{{' or '{%')"
                 if exc.variable and exc.variable not in problem:
                     problem += f" (variable {exc.variable!r})"
                 if exc.variable and exc.variable not in merged:

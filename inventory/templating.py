@@ -12,6 +12,7 @@ plus the Ansible filters people put in inventories (`bool`, `mandatory`, `regex_
 Anything kbfix cannot render stops loading with a `TemplateProblem` naming the variable: an
 undefined variable, a syntax error, a lookup (`lookup`/`query` are Ansible plugins, not run
 here), a reference loop, or a result that still holds `{{`/`{%`. Nothing unrendered is ever sent.
+An Ansible `!unsafe` value (`UnsafeText`) is taken literally, never rendered.
 A value rendered from a `Secret` (say `{{ vault_win_password }}`) is a `Secret` again, and an
 error message never quotes a value.
 """
@@ -29,6 +30,7 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from inventory.vault import UnsafeText
 from remoting.endpoint import Secret
 
 _MARKERS = ("{{", "{%", "{#")
@@ -45,8 +47,8 @@ class TemplateProblem(ValueError):
 
 
 def is_template(value: Any) -> bool:
-    """True for a string holding a Jinja2 marker (`{{`, `{%`, `{#`)."""
-    return isinstance(value, str) and any(m in value for m in _MARKERS)
+    """True for a string holding a Jinja2 marker (`{{`, `{%`, `{#`); never for `!unsafe` text."""
+    return isinstance(value, str) and not isinstance(value, UnsafeText) and any(m in value for m in _MARKERS)
 
 
 def _to_bool(value: Any) -> bool:

@@ -53,6 +53,10 @@ class VaultText(str):
     line: int | None = None
 
 
+class UnsafeText(str):
+    """An Ansible `!unsafe` value: text that is never templated (a password holding `{{`, say)."""
+
+
 @dataclass(frozen=True)
 class VaultEnvelope:
     """A parsed vault payload.

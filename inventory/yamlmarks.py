@@ -4,7 +4,8 @@ PyYAML (libyaml's C loader when present, for speed) builds plain dicts and lists
 loader builds `MarkedDict`/`MarkedList` instead, which carry the 1-based line of the node and of
 each key, so later validation can say `file:line: field: message`. A key given twice in one
 mapping (two hosts with the same name, say) is an error here, where PyYAML would silently keep
-the last one. Only YAML's safe tags are accepted, plus Ansible's `!vault` (kept encrypted as `VaultText`).
+the last one. Only YAML's safe tags are accepted, plus Ansible's `!vault` (kept encrypted as `VaultText`)
+and `!unsafe` (`UnsafeText`, never templated).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 
 from inventory.errors import InventoryError
-from inventory.vault import VaultText
+from inventory.vault import UnsafeText, VaultText
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
 
@@ -88,6 +89,16 @@ def _construct_vault(loader: yaml.SafeLoader, node: yaml.Node) -> VaultText:
 
 
 _MarkingLoader.add_constructor("!vault", _construct_vault)
+
+
+def _construct_unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> UnsafeText:
+    """Ansible's `!unsafe` tag: the string is never templated (ansible-core `construct_unsafe`)."""
+    if not isinstance(node, yaml.ScalarNode):
+        raise InventoryError("kbfix accepts !unsafe on strings only", line=node.start_mark.line + 1)
+    return UnsafeText(loader.construct_scalar(node))
+
+
+_MarkingLoader.add_constructor("!unsafe", _construct_unsafe)
 
 
 # ------------------------------------------------------------------ fast path: built from events

@@ -98,3 +98,16 @@ def test_undefined_in_a_setting_stops_loading_with_file_line_variable(tmp_path: 
         load_inventory(path, env={}, require_credentials=False)
     assert err.value.file == path and err.value.line == 2 and err.value.field == "ansible_user"
     assert "undefined variable 'svc_user'" in err.value.message
+
+
+def test_unsafe_values_are_taken_literally_and_secret_syntax_errors_are_withheld(tmp_path: Path) -> None:
+    path = tmp_path / "inv.yml"
+    path.write_text("win:\n  hosts:\n    h1:\n  vars:\n    ansible_connection: winrm\n    ansible_user: u\n"
+                    "    ansible_password: !unsafe 'p{{ass{%word'\n", encoding="utf-8")
+    ep = load_inventory(path, env={}).hosts["h1"].endpoint
+    assert ep is not None and ep.password == Secret("p{{ass{%word")
+    path.write_text("win:\n  hosts:\n    h1:\n  vars:\n    ansible_connection: winrm\n    ansible_user: u\n"
+                    "    ansible_password: 'Tr0ub{{4dor'\n", encoding="utf-8")
+    with pytest.raises(InventoryError) as err:
+        load_inventory(path, env={})
+    assert "details withheld" in err.value.message and "4dor" not in str(err.value)
