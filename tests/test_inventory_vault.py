@@ -309,3 +309,10 @@ def test_connection_settings_from_an_encrypted_file_are_usable(tmp_path: Path) -
     assert (host.endpoint.transport, host.endpoint.username, host.endpoint.port) == ("kerberos", "svc@CORP.EXAMPLE", 5986)
     assert host.vars["ansible_user"] == Secret("svc@CORP.EXAMPLE")
     assert isinstance(host.vars["ansible_winrm_transport"][0], Secret)
+
+
+def test_vault_options_may_follow_the_command() -> None:
+    from kbfix.argv import hoist_globals
+
+    assert hoist_globals(["ping", "--vault-id", "prod@f", "--vault-password-file", "p", "-J", "-i", "x"]) == [
+        "--vault-id", "prod@f", "--vault-password-file", "p", "-J", "-i", "x", "ping"]
