@@ -5,6 +5,7 @@ Shape (see docs in inventory/README.md)::
     kbfix_inventory: 1
     defaults: {scheme, transport, cert_validation, ca_trust_path, allow_unencrypted,
                message_encryption, path, username, password | password_env | password_keyring,
+               service, kerberos_hostname_override, kerberos_delegation,
                timeouts: {connect, operation, read, command}, vars: {}}
     groups:  {NAME: {vars: {}, roles: [], hosts: [NAME or range, each defined under hosts:],
                      children: [GROUP]}}
