@@ -35,6 +35,7 @@ from typing import Any
 
 import requests
 from requests.auth import AuthBase
+from spnego.exceptions import NoCredentialError
 
 from remoting.endpoint import Endpoint
 from remoting.errors import ConfigurationError, KerberosError
@@ -120,8 +121,8 @@ def explain(exc: BaseException, endpoint: Endpoint) -> KerberosError:
             "the account)", host=host, reason="wrong_password")
     if "client" in low and "not found in kerberos database" in low:
         return KerberosError("Kerberos: the KDC does not know this user principal", host=host, reason="unknown_user")
-    if "no credentials cache" in low or "no kerberos credentials" in low or "credentials cache file" in low \
-            or "ticket expired" in low:
+    if isinstance(exc, NoCredentialError) or "no credentials cache" in low or "no kerberos credentials" in low \
+            or "credentials cache file" in low or "in cache collection" in low or "ticket expired" in low:
         return KerberosError(
             "Kerberos: no password in the inventory and no valid ticket in the credential cache; run kinit "
             "or give the password", host=host, reason="no_credentials")

@@ -137,6 +137,16 @@ def test_kerberos_failures_in_their_own_words(tmp_path: Path, http_lab: Lab, kdc
     assert PASSWORD not in result.output and "not-the-password" not in result.output
 
 
+def test_no_password_and_no_ticket_says_kinit(tmp_path: Path, http_lab: Lab, kdc: LabKdc,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{tmp_path / 'empty-ccache'}")
+    path = _inventory(http_lab, kdc, tmp_path / "krb.yaml", password=None)
+    result = CliRunner().invoke(app, ["-i", str(path), "--state", str(tmp_path / "s"), "ping"],
+                                env={"KBFIX_PASSWORD": None})
+    assert result.exit_code == 4, result.output
+    assert "run kinit" in result.output, result.output
+
+
 def test_delegation_and_the_spn_service_class_are_used(tmp_path: Path, http_lab: Lab, kdc: LabKdc) -> None:
     """kerberos_delegation asks to forward the TGT and still connects; `service` names the SPN's class
     (the realm has only HTTP/..., so WSMAN/... is an unknown SPN, named as such)."""
