@@ -348,6 +348,10 @@ class Resolver:
         for name in ROLE_VARS:
             if name in merged:
                 declared, source = merged[name], name
+        if declared is not None and is_template(declared):
+            rendered = self._render_settings(host, ordered, merged,
+                                             {"roles": _Setting(declared, source, origins.get(source))})
+            declared = rendered["roles"].value
         if declared is not None:
             if isinstance(declared, str):
                 declared = [r.strip() for r in declared.split(",") if r.strip()]

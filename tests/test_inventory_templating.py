@@ -111,3 +111,14 @@ def test_unsafe_values_are_taken_literally_and_secret_syntax_errors_are_withheld
     with pytest.raises(InventoryError) as err:
         load_inventory(path, env={})
     assert "details withheld" in err.value.message and "4dor" not in str(err.value)
+
+
+def test_roles_may_be_templated(tmp_path: Path) -> None:
+    path = tmp_path / "hosts"
+    path.write_text("[wsus]\nw1\n[wsus:vars]\nansible_connection=winrm\nkind=wsus\n"
+                    "kbfix_roles=\"{{ kind }}_server\"\n", encoding="utf-8")
+    assert load_inventory(path, env={}, require_credentials=False).hosts["w1"].roles == ("wsus_server",)
+    path.write_text("[wsus]\nw1\n[wsus:vars]\nansible_connection=winrm\nkbfix_roles=\"{{ kind }}_server\"\n",
+                    encoding="utf-8")
+    with pytest.raises(InventoryError, match="undefined variable 'kind'"):
+        load_inventory(path, env={}, require_credentials=False)
