@@ -100,6 +100,7 @@ class LabKdc:
         self.kdc_conf = self.dir / "kdc.conf"
         self.keytab = self.dir / "http.keytab"
         self.log = self.dir / "kdc.log"
+        self.stderr_path = self.dir / "krb5kdc.stderr"
         self._proc: subprocess.Popen[bytes] | None = None
         self._saved: dict[str, str | None] = {}
 
@@ -128,10 +129,18 @@ class LabKdc:
         return f"HTTP/{host}@{self.realm}"
 
     def start(self) -> None:
-        """Create the realm, its principals and keytab, start krb5kdc; raise KdcError on failure."""
+        """Create the realm, its principals and keytab, start krb5kdc; raise KdcError on failure
+        (after cleaning up whatever was started)."""
         missing = missing_tools(faketime=bool(self.skew_s))
         if missing:
             raise KdcError(f"cannot run a lab KDC: {', '.join(missing)} not installed; {INSTALL_HINT}")
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self._write_configs()
@@ -146,8 +155,9 @@ class LabKdc:
         argv = [find_tool("krb5kdc") or "krb5kdc", "-n", "-r", self.realm]
         if self.skew_s:
             argv = [find_tool("faketime") or "faketime", "-f", f"{self.skew_s:+d}s", *argv]
-        self._proc = subprocess.Popen(argv, env=self._tool_env(), stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE)
+        # stderr to a file, not a pipe nobody drains (a full pipe would stall the KDC).
+        with self.stderr_path.open("wb") as err:
+            self._proc = subprocess.Popen(argv, env=self._tool_env(), stdout=subprocess.DEVNULL, stderr=err)
         self._wait_listening()
         if self.set_environ:
             for key, value in self.env.items():
@@ -169,8 +179,6 @@ class LabKdc:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(timeout=5)
-            if self._proc.stderr is not None:
-                self._proc.stderr.close()
             self._proc = None
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -226,7 +234,7 @@ class LabKdc:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc is not None and self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                err = self.stderr_path.read_text(encoding="utf-8", errors="replace")
                 raise KdcError(f"krb5kdc exited ({self._proc.returncode}): {err[-300:]}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                 return
