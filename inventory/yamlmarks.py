@@ -5,7 +5,8 @@ loader builds `MarkedDict`/`MarkedList` instead, which carry the 1-based line of
 each key, so later validation can say `file:line: field: message`. A key given twice in one
 mapping (two hosts with the same name, say) is an error here, where PyYAML would silently keep
 the last one. Only YAML's safe tags are accepted, plus Ansible's `!vault` (kept encrypted as `VaultText`)
-and `!unsafe` (`UnsafeText`, never templated).
+and `!unsafe` (`UnsafeText`, never templated). Alias bombs and deep nesting are refused before
+anything is built (`inventory.safeyaml`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 from inventory.errors import InventoryError
+from inventory.safeyaml import YamlLimitError, check_limits, guarded_events
 from inventory.vault import UnsafeText, VaultText
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
@@ -177,7 +179,7 @@ def _load_events(text: str) -> Any:
             container.key_lines[frame[2]] = frame[3]
             frame[4] = True
 
-    for event in yaml.parse(text, Loader=_BaseLoader):
+    for event in guarded_events(text):
         cls = type(event)
         if cls is yaml.ScalarEvent:
             line = event.start_mark.line + 1
@@ -219,6 +221,7 @@ def _load(text: str) -> Any:
     try:
         return _load_events(text)
     except _Fallback:
+        check_limits(text)  # the fast path stopped early: scan the whole text before PyYAML builds it
         return yaml.load(text, Loader=_MarkingLoader)  # noqa: S506 - _MarkingLoader derives from SafeLoader
 
 
@@ -233,6 +236,8 @@ def load_yaml_text(text: str, file: Path | None) -> Any:
         return _load(text)
     except InventoryError as exc:
         raise InventoryError(exc.message, file=file, line=exc.line, field=exc.field) from None
+    except YamlLimitError as exc:
+        raise InventoryError(exc.message, file=file, line=exc.line) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"

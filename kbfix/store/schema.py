@@ -7,7 +7,7 @@ store written by an older kbfix is upgraded in place and a newer one is refused.
 Audit tables are append-only, enforced by triggers (UPDATE and DELETE abort): a run's state
 changes are rows in `run_events`, an executed action is an `intents` row committed before the
 op is sent plus a `results` row after it. Only `host_locks` (operational, not evidence) is
-updated and deleted.
+updated and deleted; its rows carry a lease (`lease_until`, see `_lock_lease`).
 """
 
 from __future__ import annotations
@@ -133,7 +133,19 @@ def _v1(db: sqlite3.Connection) -> None:
             )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
+def _lock_lease(db: sqlite3.Connection) -> None:
+    """Host locks get a lease (issue 20 finding 7): `lease_until` (UTC ISO text), renewed by the
+    holding process while it runs; a lock past its lease can be taken over even when its holder's
+    liveness cannot be checked (another machine or container). Rows from before have no lease
+    (NULL): they expire at once unless their holder is provably alive on this machine.
+    Idempotent (the column is added only when missing) so that this migration keeps working
+    when the project renumbers it (OWNERS: store migration v3)."""
+    cols = {row[1] for row in db.execute("PRAGMA table_info(host_locks)")}
+    if "lease_until" not in cols:
+        db.execute("ALTER TABLE host_locks ADD COLUMN lease_until TEXT")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _lock_lease)
 """Ordered migrations; migration N (1-based) brings the schema to version N. Only append."""
 
 LATEST = len(MIGRATIONS)
