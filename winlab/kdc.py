@@ -8,7 +8,7 @@ KRB5_KTNAME) that points libkrb5 in this process at it.
 
 Tools: Debian's `krb5-kdc` (`krb5kdc`, `kdb5_util`), `krb5-admin-server` (only `kadmin.local`,
 which edits the database directly; `kadmind` is never started) and, for the clock-skew case,
-`faketime` (the KDC runs with its clock moved; the client's krb5.conf sets `kdc_timesync = 0`
+libfaketime from `faketime` (preloaded into the KDC, whose clock it moves; the client's krb5.conf sets `kdc_timesync = 0`
 so libkrb5 reports the skew instead of compensating for it, MIT krb5.conf(5)).
 
 The krb5.conf written here turns DNS off (`dns_lookup_kdc`, `dns_lookup_realm`,
@@ -54,10 +54,21 @@ def find_tool(name: str) -> str | None:
     return None
 
 
+_LIBFAKETIME = ("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+                "/usr/lib/faketime/libfaketime.so.1", "/usr/lib64/faketime/libfaketime.so.1")
+
+
+def find_libfaketime() -> Path | None:
+    """libfaketime (Debian package `faketime`/`libfaketime`), or None."""
+    return next((Path(p) for p in _LIBFAKETIME if Path(p).is_file()), None)
+
+
 def missing_tools(*, faketime: bool = False) -> list[str]:
     """The tools this machine lacks for a lab KDC (empty when it can run one)."""
-    wanted = [*TOOLS, "faketime"] if faketime else list(TOOLS)
-    return [t for t in wanted if find_tool(t) is None]
+    missing = [t for t in TOOLS if find_tool(t) is None]
+    if faketime and find_libfaketime() is None:
+        missing.append("faketime (libfaketime)")
+    return missing
 
 
 def _free_port() -> int:
@@ -153,11 +164,15 @@ class LabKdc:
         # One kadmin.local for all principals: it reads its commands from stdin.
         self._run([find_tool("kadmin.local") or "kadmin.local", "-r", self.realm], stdin="\n".join(queries) + "\n")
         argv = [find_tool("krb5kdc") or "krb5kdc", "-n", "-r", self.realm]
+        env = self._tool_env()
         if self.skew_s:
-            argv = [find_tool("faketime") or "faketime", "-f", f"{self.skew_s:+d}s", *argv]
+            # libfaketime preloaded into krb5kdc itself (not the `faketime` wrapper, which would be
+            # the process we stop, leaving the KDC and its shared-memory segment behind).
+            env.update({"LD_PRELOAD": str(find_libfaketime()), "FAKETIME": f"{self.skew_s:+d}",
+                        "FAKETIME_DONT_FAKE_MONOTONIC": "1"})
         # stderr to a file, not a pipe nobody drains (a full pipe would stall the KDC).
         with self.stderr_path.open("wb") as err:
-            self._proc = subprocess.Popen(argv, env=self._tool_env(), stdout=subprocess.DEVNULL, stderr=err)
+            self._proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err)
         self._wait_listening()
         if self.set_environ:
             for key, value in self.env.items():
