@@ -12,6 +12,7 @@ reboot:                       # apply's restart defaults (the plan and the comma
   timeout: 900                # seconds the host has to answer again with a new boot time
   pre_reboot_delay: 2         # shutdown.exe /t
   message: "kbfix change window"
+broker: redis://broker.corp:6379/0   # sites (issue 18): default for --broker / KBFIX_BROKER
 ```
 """
 
@@ -55,6 +56,7 @@ class Config:
     windows: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
     reboot: RebootSettings | None = None  # reboot (issue 21)
+    broker: str | None = None  # sites (issue 18)
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -68,9 +70,12 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    unknown = sorted(set(data) - {"windows", "reboot"})
+    unknown = sorted(set(data) - {"windows", "reboot", "broker"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s): {', '.join(map(str, unknown))} (known: windows, reboot)")
+        raise ConfigError(f"{path}: unknown key(s): {', '.join(map(str, unknown))} (known: windows, reboot, broker)")
+    broker = data.get("broker")
+    if broker is not None and not isinstance(broker, str):
+        raise ConfigError(f"{path}: broker: expected a URL string")
     reboot = None
     if data.get("reboot") is not None:
         try:
@@ -82,4 +87,4 @@ def load_config(path: Path | None = None) -> Config:
     windows = data.get("windows") or {}
     if not isinstance(windows, dict) or not all(isinstance(v, str) for v in windows.values()):
         raise ConfigError(f"{path}: windows: expected name: \"START/END\" entries")
-    return Config(windows={str(k): v for k, v in windows.items()}, path=path, reboot=reboot)
+    return Config(windows={str(k): v for k, v in windows.items()}, path=path, reboot=reboot, broker=broker)
