@@ -72,8 +72,9 @@ class KerberosError(AuthRejectedError):
     no_credentials, unknown_user or other. Never retried: each try would count against lockout.
     """
 
-    def __init__(self, message: str, *, host: str | None = None, reason: str = "other") -> None:
-        super().__init__(message, host=host)
+    def __init__(self, message: str, *, host: str | None = None, fault_code: int | None = None,
+                 reason: str = "other") -> None:
+        super().__init__(message, host=host, fault_code=fault_code)
         self.reason = reason
 
 
