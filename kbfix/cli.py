@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -89,6 +89,9 @@ class Globals:
     quiet: bool
     no_color: bool
     host_timeout: float = 600.0
+    vault_ids: list[str] = field(default_factory=list)
+    vault_password_files: list[Path] = field(default_factory=list)
+    ask_vault_pass: bool = False
 
     def console(self, *, stderr: bool = False) -> Console:
         """A console honouring --no-color (and plain when not a terminal)."""
@@ -177,6 +180,13 @@ def main(
         help="Seconds one host may take (apply adds twice the plan's estimate); past it the host is reported "
              "unreachable and the others go on.")] = 600.0,
     version: Annotated[bool, typer.Option("--version", help="Print the kbfix version and exit.")] = False,
+    vault_id: Annotated[list[str] | None, typer.Option(
+        "--vault-id", help="Ansible Vault secret LABEL@SOURCE (a password file, an executable, or prompt); repeatable.")] = None,
+    vault_password_file: Annotated[list[Path] | None, typer.Option(
+        "--vault-password-file", "--vault-pass-file",
+        help="Ansible Vault password file, or an executable that prints it; repeatable. "
+             "Env: ANSIBLE_VAULT_PASSWORD_FILE; ansible.cfg vault_password_file.")] = None,
+    ask_vault_pass: Annotated[bool, typer.Option("--ask-vault-pass", "-J", help="Ask for the Ansible Vault password.")] = False,
 ) -> None:
     """Global options: `kbfix -i site.yml --limit wsus check` (the `kbfix` script also takes them
     after the command: kbfix/argv.py)."""
@@ -192,7 +202,7 @@ def main(
         if not any(isinstance(f, SanitizingFilter) for f in handler.filters):
             handler.addFilter(SanitizingFilter())
     ctx.obj = Globals(list(inventory or []), limit, forks, state or default_state_dir(), verbose, quiet, no_color,
-                      host_timeout)
+                      host_timeout, list(vault_id or []), list(vault_password_file or []), ask_vault_pass)
 
 
 def _globals(ctx: typer.Context) -> Globals:
@@ -203,13 +213,13 @@ def _globals(ctx: typer.Context) -> Globals:
 
 
 def _hosts(g: Globals, broker: str | None = None) -> tuple[list[Any], str | None]:
-    """Load the inventory and apply --limit. Raises InventoryError (exit 2). With a broker the
-    controller needs no credential (the site workers hold them): none is asked for."""
-    if not g.inventory:
-        raise _fail("no inventory: pass -i FILE or set KBFIX_INVENTORY", ExitCode.USAGE)
-    from inventory import load_inventory
+    """Load the inventory (-i, else ansible.cfg's; vault options applied) and apply --limit.
+    Raises InventoryError (exit 2). With a broker the controller needs no credential (the site
+    workers hold them): none is asked for."""
+    from inventory.configured import InventoryRequest, load_configured
 
-    inv = load_inventory(g.inventory, require_credentials=not (broker or load_config().broker))
+    request = InventoryRequest(g.inventory, g.vault_ids, g.vault_password_files, g.ask_vault_pass)
+    inv = load_configured(request, require_credentials=not (broker or load_config().broker)).inventory
     for w in getattr(inv, "warnings", ()):
         log.warning("inventory: %s", w)
     return inv.select(g.limit), inv.digest
