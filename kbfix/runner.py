@@ -152,6 +152,10 @@ class RunOptions:
     grace_s: float = 60.0
     inventory_hash: str | None = None
     recorded: dict[str, Any] = field(default_factory=dict)
+    # evidence (issue 15): who and why, recorded on the run (operator None: user@machine).
+    operator: str | None = None
+    change_ticket: str | None = None
+    approved_by: str | None = None
 
 
 class RunControl:
@@ -367,7 +371,9 @@ class _Run:
             id=new_run_id(),
             kind=kind,
             started=utc_now(),
-            operator=operator_name(),
+            operator=options.operator or operator_name(),  # evidence (issue 15)
+            change_ticket=options.change_ticket,
+            approved_by=options.approved_by,
             kbfix_version=kbfix_version(),
             inventory_hash=options.inventory_hash,
             window=str(options.window) if options.window else None,
