@@ -7,6 +7,7 @@ data dir (platformdirs: `~/.local/share/kbfix` on Linux). The config file — `$
 ```yaml
 windows:                      # named change windows for `--window NAME`
   sat-night: "2026-11-28T22:00:00+01:00/PT4H"
+require_change_ticket: true   # `kbfix apply` refuses to start without --change-ticket (default false)
 ```
 """
 
@@ -41,10 +42,12 @@ def default_config_path() -> Path:
 
 @dataclass(frozen=True)
 class Config:
-    """The parsed config file: named windows (name → ISO 8601 interval text) and its path."""
+    """The parsed config file: named windows (name → ISO 8601 interval text), whether apply needs a
+    change ticket, and its path."""
 
     windows: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
+    require_change_ticket: bool = False
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -58,10 +61,13 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    unknown = sorted(set(data) - {"windows"})
+    unknown = sorted(set(data) - {"windows", "require_change_ticket"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s): {', '.join(map(str, unknown))} (known: windows)")
+        raise ConfigError(f"{path}: unknown key(s): {', '.join(map(str, unknown))} (known: windows, require_change_ticket)")
+    require = data.get("require_change_ticket", False)
+    if not isinstance(require, bool):
+        raise ConfigError(f"{path}: require_change_ticket: expected true or false, not {require!r}")
     windows = data.get("windows") or {}
     if not isinstance(windows, dict) or not all(isinstance(v, str) for v in windows.values()):
         raise ConfigError(f"{path}: windows: expected name: \"START/END\" entries")
-    return Config(windows={str(k): v for k, v in windows.items()}, path=path)
+    return Config(windows={str(k): v for k, v in windows.items()}, path=path, require_change_ticket=require)

@@ -51,8 +51,12 @@ def link_hash(prev: str, table: str, rowid: int, rhash: str) -> str:
     return hashlib.sha256(f"{prev}\n{table}\n{rowid}\n{rhash}".encode("ascii")).hexdigest()
 
 
-def _rows(db: sqlite3.Connection, table: str, after: int) -> list[tuple[int, dict[str, Any]]]:
-    cur = db.execute(f"SELECT rowid AS _rowid_, * FROM {table} WHERE rowid > ? ORDER BY rowid", (after,))  # noqa: S608 - table from CHAINED
+def _rows(db: sqlite3.Connection, table: str, after: int | None) -> list[tuple[int, dict[str, Any]]]:
+    """(rowid, columns) of a table's rows with rowid above `after` (all rows for None), by rowid."""
+    if after is None:
+        cur = db.execute(f"SELECT rowid AS _rowid_, * FROM {table} ORDER BY rowid")  # noqa: S608 - table from CHAINED
+    else:
+        cur = db.execute(f"SELECT rowid AS _rowid_, * FROM {table} WHERE rowid > ? ORDER BY rowid", (after,))  # noqa: S608
     cols = [d[0] for d in cur.description]
     out = []
     for values in cur.fetchall():
@@ -75,8 +79,8 @@ def append_pending(db: sqlite3.Connection) -> int:
     now = datetime.now(timezone.utc).isoformat()
     added = 0
     for table in CHAINED:
-        last = db.execute("SELECT MAX(row_id) FROM chain WHERE tbl=?", (table,)).fetchone()[0] or 0
-        for rid, row in _rows(db, table, int(last)):
+        last = db.execute("SELECT MAX(row_id) FROM chain WHERE tbl=?", (table,)).fetchone()[0]
+        for rid, row in _rows(db, table, None if last is None else int(last)):
             rh = row_hash(table, row)
             prev = link_hash(prev, table, rid, rh)
             db.execute("INSERT INTO chain(tbl, row_id, row_hash, hash, at) VALUES (?,?,?,?,?)", (table, rid, rh, prev, now))
@@ -127,7 +131,7 @@ def verify(db: sqlite3.Connection) -> ChainReport:
     """Recompute the chain from the rows: every entry's row hash from its row as stored now, every
     link from the previous hash; then look for rows no entry covers (inserted outside kbfix).
     Returns at the first break (chain order; then table order for unchained rows)."""
-    tables = {t: dict(_rows(db, t, 0)) for t in CHAINED}
+    tables = {t: dict(_rows(db, t, None)) for t in CHAINED}
     prev = GENESIS
     entries = 0
     covered: dict[str, set[int]] = {t: set() for t in CHAINED}
