@@ -166,6 +166,8 @@ def _scalar(node: yaml.Node, where: str) -> str:
 
 def _entry(node: yaml.Node, path: str) -> Waiver:
     line = node.start_mark.line + 1
+    if node.tag not in ("tag:yaml.org,2002:map", "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq"):
+        raise WaiverError(f"{path}:{line}: YAML tag {node.tag!r} is not allowed in a waiver file")
     if not isinstance(node, yaml.MappingNode):
         raise WaiverError(f"{path}:{line}: a waiver is a mapping of {', '.join(_FIELDS)}")
     values: dict[str, tuple[str, int]] = {}
@@ -203,7 +205,10 @@ def parse_waivers(data: bytes, path: str = "<waivers>") -> WaiverFile:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise WaiverError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    loader = _StrictLoader(text)
+    try:
+        loader = _StrictLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters up front
+        raise WaiverError(f"{path}: {exc}") from None
     try:
         root = loader.get_single_node()
     except WaiverError as exc:
