@@ -9,10 +9,10 @@ import csv
 import io
 import json
 import re
-import xml.etree.ElementTree as ET  # parsing our own output in a test
 from pathlib import Path
 
 import pytest
+from defusedxml import ElementTree as ET
 from typer.testing import CliRunner
 
 from kbfix.cli import app
