@@ -144,18 +144,18 @@ def build_hdf(doc: Mapping[str, Any], lang: str = "en") -> dict[str, Any]:
             "source_location": {"ref": f"playbooks/{adv['id'].lower()}/playbook.yaml", "line": None},
             "results": [],
         }
+    for host in doc["hosts"]:  # advisories with findings but missing from the catalogue get a plain control
+        for adv in host["advisories"]:
+            controls.setdefault(adv["id"], {
+                "id": adv["id"], "title": adv["title"], "desc": None, "descriptions": [], "impact": 0.5,
+                "refs": [], "tags": {}, "code": None, "source_location": {"ref": None, "line": None}, "results": [],
+            })
     for host in doc["hosts"]:
         if not host["advisories"]:
             for ctl in controls.values():
                 ctl["results"].append(_result(host, None, f))
         for adv in host["advisories"]:
-            ctl = controls.get(adv["id"])
-            if ctl is None:  # a finding for an advisory missing from the catalogue
-                ctl = controls[adv["id"]] = {
-                    "id": adv["id"], "title": adv["title"], "desc": None, "descriptions": [], "impact": 0.5,
-                    "refs": [], "tags": {}, "code": None, "source_location": {"ref": None, "line": None}, "results": [],
-                }
-            ctl["results"].append(_result(host, adv, f))
+            controls[adv["id"]]["results"].append(_result(host, adv, f))
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     for ctl in controls.values():
         statuses = {r["status"] for r in ctl["results"]}

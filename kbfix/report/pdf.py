@@ -59,6 +59,9 @@ def html_to_pdf(html: bytes, *, chromium: str | None = None) -> bytes:
             )
         except subprocess.TimeoutExpired:
             raise PdfUnavailableError(f"Chromium did not print within {PRINT_TIMEOUT_SECONDS:g} s") from None
+        except OSError as exc:
+            raise PdfUnavailableError(f"cannot start Chromium ({exe}): {exc.strerror or exc}; "
+                                      "apt-get install chromium") from None
         data = out.read_bytes() if out.is_file() else b""
         if not data.startswith(b"%PDF"):
             tail = proc.stderr.decode("utf-8", "replace")[-300:]
