@@ -566,6 +566,8 @@ def show(
         raise typer.Exit(int(exit_code(results)))
     console = g.console()
     console.print(f"run {info.id}  {info.kind}  {info.state}  by {escape(info.operator)}  kbfix {info.kbfix_version}")
+    if info.change_ticket or info.approved_by:  # evidence (issue 15)
+        console.print(f"change ticket {escape(info.change_ticket or '-')}  approved by {escape(info.approved_by or '-')}")
     console.print(f"started {info.started.isoformat()}  ended {info.ended.isoformat() if info.ended else '-'}"
                   f"  window {info.window or '-'}")
     console.print(f"options {escape(json.dumps(info.options, sort_keys=True))}")

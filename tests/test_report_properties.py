@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kbfix.report import FORMATS, build_document, render
+from kbfix.report import TEXT_FORMATS, build_document, render
 from kbfix.report.document import COMPLIANT_STATUSES, EXCLUDED_STATUSES, FAILURE_STATUSES, STATUSES
 from kbfix.report.sample import ADVISORIES, run_info
 from kbfix.waivers import parse_waivers
@@ -93,5 +93,5 @@ def test_rendering_is_deterministic_and_order_free(rs: list[HostResult], rnd) ->
     a = build_document(run_info(), rs, ADVISORIES)
     b = build_document(run_info(), shuffled, ADVISORIES)
     assert a == b
-    for fmt in FORMATS:
+    for fmt in TEXT_FORMATS:
         assert render(a, fmt, lang="de") == render(b, fmt, lang="de")

@@ -15,8 +15,8 @@ import pytest
 from defusedxml import ElementTree as SafeET
 
 from kbfix.report import (
-    FORMATS,
     LANGUAGES,
+    TEXT_FORMATS,
     UnknownFormatError,
     UnknownLanguageError,
     build_document,
@@ -48,7 +48,7 @@ def doc() -> dict:
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", TEXT_FORMATS)
 def test_every_format_and_language_renders(doc: dict, fmt: str, lang: str) -> None:
     out = render(doc, fmt, lang=lang)
     text = out.decode("utf-8")
@@ -220,10 +220,12 @@ def test_format_for_path_and_errors(doc: dict) -> None:
     assert format_for_path(Path("r.md")) == "md"
     assert format_for_path(Path("r.csv")) == "csv"
     assert format_for_path(Path("r.xml")) == "junit"
+    assert format_for_path(Path("r.pdf")) == "pdf"
+    assert format_for_path(Path("r.HDF.json")) == "hdf"
     with pytest.raises(UnknownFormatError):
-        format_for_path(Path("r.pdf"))
+        format_for_path(Path("r.docx"))
     with pytest.raises(UnknownFormatError):
-        render(doc, "pdf")
+        render(doc, "docx")
     with pytest.raises(UnknownLanguageError):
         render(doc, "html", lang="fr")
 

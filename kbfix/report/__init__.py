@@ -21,7 +21,14 @@ from kbfix.report.document import (
     redact,
 )
 from kbfix.report.i18n import LANGUAGES, UnknownLanguageError
-from kbfix.report.render import FORMATS, UnknownFormatError, format_for_path, render, write_report
+from kbfix.report.render import (
+    FORMATS,
+    TEXT_FORMATS,
+    UnknownFormatError,
+    format_for_path,
+    render,
+    write_report,
+)
 from kbfix.report.schema import SCHEMA_PATH, ReportSchemaError, validate_document
 from kbfix.runinfo import RunInfo
 from kbfix.waivers import WaiverFile
@@ -34,6 +41,7 @@ __all__ = [
     "SCHEMA_PATH",
     "SCHEMA_VERSION",
     "STATUSES",
+    "TEXT_FORMATS",
     "LastKnown",
     "ReportSchemaError",
     "UnknownFormatError",

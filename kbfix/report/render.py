@@ -18,6 +18,8 @@ from kbfix.report.view import context
 FORMATS: tuple[str, ...] = ("json", "html", "md", "csv", "junit", "hdf", "pdf")
 _EXTENSIONS = {".json": "json", ".html": "html", ".htm": "html", ".md": "md", ".csv": "csv", ".xml": "junit",
                ".pdf": "pdf"}
+TEXT_FORMATS: tuple[str, ...] = tuple(f for f in FORMATS if f != "pdf")
+"""The formats rendered in-process as UTF-8 text (pdf needs headless Chromium)."""
 _HDF_SUFFIX = ".hdf.json"  # `report.hdf.json`: Heimdall Data Format
 _TEMPLATES = {"html": "report.html", "md": "report.md"}
 

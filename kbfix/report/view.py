@@ -15,7 +15,7 @@ CHART_LABEL_WIDTH = 150  # px for the status label column of the SVG chart
 CHART_BAR_MAX = 420  # px of the longest bar
 CHART_ROW = 22  # px per bar row
 # Host details are opened on screen for statuses that need a reader's attention.
-OPEN_STATUSES = frozenset({"non_compliant", "unknown", "failed", "unreachable", "pending_reboot"})
+OPEN_STATUSES = frozenset({"non_compliant", "unknown", "failed", "unreachable", "pending_reboot", "skipped"})
 
 
 BANNER = N_(
