@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import playbooks as pb
+from playbooks.history import HostHistory
 from playbooks.model import Finding, HostResult, worst
 from remoting.agent_protocol import op
 from remoting.session import AgentSession
@@ -33,10 +34,15 @@ class PlaybookEngine:
         self.playbooks = pb.load_playbooks(ids, extra_dirs=tuple(extra_dirs))
         self.packages = pb.load_packages(packages_dir) if packages_dir is not None else None
         self._session_factory = session_factory
+        # windows (issue 13): host name → HostHistory (past successful remedies, from the audit
+        # store; kbfix.store.history.use_store_history sets it for a run). None = nothing known.
+        self.history_for: Callable[[str], HostHistory] | None = None
 
     def context(self, host: Any) -> pb.HostContext:
         """The playbooks' view of an inventory host."""
-        return pb.HostContext(name=host.name, roles=tuple(host.roles or ()), site=host.site, vars=dict(host.vars or {}))
+        history = self.history_for(host.name) if self.history_for is not None else HostHistory()
+        return pb.HostContext(name=host.name, roles=tuple(host.roles or ()), site=host.site, vars=dict(host.vars or {}),
+                              history=history)
 
     def session(self, host: Any, *, check_mode: bool) -> Any:
         """One AgentSession (one shell) to the host; use as a context manager."""

@@ -43,6 +43,7 @@ from kbfix.store import (
     new_run_id,
     operator_name,
 )
+from kbfix.store.history import use_store_history  # windows (issue 13 item 1)
 from kbfix.window import ChangeWindow
 from playbooks.model import ExecutedAction, Finding, HostError, HostResult, PlannedAction, Status, worst
 
@@ -549,6 +550,7 @@ def run_check(
 ) -> RunOutcome:
     """Read-only: gather, assess and store every host (sessions opened in check mode)."""
     run = _Run("check", store, options, control, progress)
+    use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
     facts: dict[str, dict[str, Any]] = {}
 
     def work(h: HostLike) -> HostResult:
@@ -573,6 +575,7 @@ def run_plan(
     Sessions are opened in check mode, so remoting refuses any mutating op. The outcome's
     `plan` is the reviewable plan document (write it with `PlanDocument.write`)."""
     run = _Run("plan", store, options, control, progress)
+    use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
     entries: dict[str, HostPlan] = {}
     lock = threading.Lock()
 
@@ -729,6 +732,7 @@ def run_apply(
     if resume is not None and store.run_is_live(resume):
         raise StoreError(f"run {resume} is still running in another kbfix process; let it finish or stop it first")
     run = _Run("apply", store, options, control, progress, resumes=resume)
+    use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
     window = options.window
     rs = _resume_state(store, resume, run.info.id) if resume is not None else None
     crashed = _crashed_state(store, [h.name for h in hosts], run.info.id) if resume is None else None

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from playbooks.conditions import ConditionError, evaluate, render, truth
 from playbooks.facts import extract_facts, merge_probes, probe_ops
+from playbooks.history import HostHistory
 from playbooks.model import Evidence, Finding, LogLine, Status, utcnow
 from playbooks.spec import (
     EvidenceRef,
@@ -41,12 +42,14 @@ BUILTIN_DIR = Path(__file__).parent
 @dataclass(frozen=True)
 class HostContext:
     """What the inventory knows about a host: its name, declared roles (empty: discover them),
-    site, and variables (e.g. `kb954960_workaround_applied`, `wsus_upstream`)."""
+    site, and variables (e.g. `kb954960_workaround_applied`, `wsus_upstream`); and what the
+    audit store knows of its past remedies (`history`, see playbooks.history)."""
 
     name: str
     roles: tuple[str, ...] = ()
     site: str | None = None
     vars: Mapping[str, Any] = field(default_factory=dict)
+    history: HostHistory = field(default_factory=HostHistory)
 
 
 class Assessment(BaseModel):
@@ -62,6 +65,7 @@ class Assessment(BaseModel):
     facts: dict[str, Any] = Field(default_factory=dict)
     facts_digest: str = ""
     vars: dict[str, Any] = Field(default_factory=dict)
+    history: dict[str, str] = Field(default_factory=dict)
     truncated: bool = False
 
     def finding(self, advisory: str) -> Finding | None:
@@ -147,10 +151,13 @@ def discover_roles(roles_file: RolesFile, facts: Mapping[str, Any]) -> list[str]
     return [name for name, role in roles_file.roles.items() if truth(role.when, ctx)]
 
 
-def context_for(pb: Playbook, facts: Mapping[str, Any], roles: Sequence[str], os: Mapping[str, Any], hvars: Mapping[str, Any]) -> dict[str, Any]:
-    """The expression context of one playbook on one host: facts, roles, host, vars, then each
-    derived name in order. Raises ConditionError when a derivation fails."""
-    ctx: dict[str, Any] = {"facts": facts, "roles": list(roles), "host": dict(os), "vars": dict(hvars)}
+def context_for(pb: Playbook, facts: Mapping[str, Any], roles: Sequence[str], os: Mapping[str, Any], hvars: Mapping[str, Any],
+                history: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The expression context of one playbook on one host: facts, roles, host, vars, history
+    (action kind → ISO time of its last success, from the audit store), then each derived name
+    in order. Raises ConditionError when a derivation fails."""
+    ctx: dict[str, Any] = {"facts": facts, "roles": list(roles), "host": dict(os), "vars": dict(hvars),
+                           "history": dict(history or {})}
     for name, expr in pb.derive.items():
         ctx[name] = evaluate(expr, ctx)
     return ctx
@@ -166,6 +173,8 @@ def _probe_label(probe: Probe, fact: Mapping[str, Any]) -> str:
         return f"log.scan {', '.join(seen) if seen else ' | '.join(probe.paths)}"
     if probe.kind == "products":
         return f"products.list {probe.pattern}"
+    if probe.kind == "patches":
+        return f"products.patches {probe.pattern}"
     if probe.kind == "wsus_update":
         return f"wsus.find_update {probe.title}"
     return f"service.status {', '.join(probe.names)}"
@@ -214,11 +223,12 @@ def assess_playbook(
     hvars: Mapping[str, Any],
     probes: Mapping[str, Probe],
     at: datetime,
+    history: Mapping[str, str] | None = None,
 ) -> Finding:
     """One playbook's finding on one host: the first rule whose `when` holds decides.
     Expression failures give status `unknown` naming the rule (never an exception)."""
     try:
-        ctx = context_for(pb, facts, roles, os, hvars)
+        ctx = context_for(pb, facts, roles, os, hvars, history)
         for rule in pb.rules:
             if not truth(rule.when, ctx):
                 continue
@@ -261,9 +271,10 @@ def assess(
         if facts.get(p.id, {}).get("error") and facts[p.id]["error"]["kind"] != "not_found"
     ]
     by_id = {p.id: p for p in probes}
+    hist = ctx.history.context()
     findings = []
     for pb in playbooks:
-        f = assess_playbook(pb, facts, roles, response.host, ctx.vars, by_id, at)
+        f = assess_playbook(pb, facts, roles, response.host, ctx.vars, by_id, at, hist)
         if f.status == Status.NOT_APPLICABLE and role_errors and not declared:
             f = f.model_copy(update={"status": Status.UNKNOWN, "reason": f"roles could not be read ({'; '.join(role_errors)}): {f.reason}"})
         if response.truncated:
@@ -279,6 +290,7 @@ def assess(
         facts=jfacts,
         facts_digest=digest_facts(jfacts, probes, roles),
         vars=_jsonable(dict(ctx.vars)),
+        history=hist,
         truncated=response.truncated,
     )
 

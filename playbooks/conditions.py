@@ -4,12 +4,14 @@ Conditions and derived facts in the playbook YAML are Jinja2 *expressions* (not 
 compiled by `jinja2.sandbox.SandboxedEnvironment.compile_expression`, never `eval`. Missing
 facts are `ChainableUndefined`, so `facts.sms_setup.values['Full Version']` on a host without
 the key is undefined (falsy) instead of an error. Helpers available in every expression:
-`V(text)` → `Version` or none, `VR(spec, parts=4)` → `VersionRange`, `any_of(list)`.
+`V(text)` → `Version` or none, `VR(spec, parts=4)` → `VersionRange`, `T(text)` → an aware UTC
+`datetime` from ISO-8601 text or none, `latest(list)` → the latest of a list of ISO texts or none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -31,6 +33,27 @@ def _vr(spec: str, parts: int = 4) -> VersionRange:
     return VersionRange.parse(spec, parts)
 
 
+def _t(text: object) -> datetime | None:
+    """ISO-8601 text → aware UTC datetime (naive = UTC); anything else → None."""
+    if isinstance(text, datetime):
+        return text if text.tzinfo else text.replace(tzinfo=timezone.utc)
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _latest(items: object) -> datetime | None:
+    """The latest time of an iterable of ISO-8601 texts (None entries skipped), or None."""
+    if not isinstance(items, (list, tuple)):
+        return None
+    times = [t for t in (_t(x) for x in items) if t is not None]
+    return max(times, default=None)
+
+
 class _FactsEnvironment(SandboxedEnvironment):
     """Sandbox where `a.b` on a mapping reads the key `b` first: facts are dicts, and a fact key
     named like a dict method (`values`, `items`, `update`) must not resolve to the method."""
@@ -45,7 +68,7 @@ class _FactsEnvironment(SandboxedEnvironment):
 def _env() -> SandboxedEnvironment:
     # One environment per process; it holds no per-host state (globals are pure helpers).
     env = _FactsEnvironment(undefined=ChainableUndefined, autoescape=False)
-    env.globals.update({"V": _v, "VR": _vr})
+    env.globals.update({"V": _v, "VR": _vr, "T": _t, "latest": _latest})
     return env
 
 

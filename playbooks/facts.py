@@ -57,6 +57,8 @@ def probe_ops(probe: Probe) -> list[OpRequest]:
         ]
     if probe.kind == "products":
         return [op(probe.id, "products.list", pattern=probe.pattern)]
+    if probe.kind == "patches":
+        return [op(probe.id, "products.patches", pattern=probe.pattern)]
     if probe.kind == "wsus_update":
         return [op(probe.id, "wsus.find_update", title=probe.title)]
     return [op(probe.id, "service.status", name=list(probe.names))]
@@ -70,17 +72,31 @@ def _err(result: OpResult | None) -> dict[str, Any]:
 
 
 def _registry(probe: Probe, r: OpResult | None) -> dict[str, Any]:
-    fact: dict[str, Any] = {"exists": False, "view": None, "path": None, "data": {}, "error": None}
+    """Values merged per value name across the views, native (64) first, then Wow6432Node (32):
+    on x64 a 64-bit key that exists without a value must not hide the 32-bit key that holds it
+    (the agent resolves `${reg:ID:NAME}` the same way, per value). `view`/`path` name the view
+    that holds most of the values (64 on a tie); `value_views` says where each value came from."""
+    fact: dict[str, Any] = {"exists": False, "view": None, "path": None, "data": {}, "value_views": {}, "error": None}
     if r is None or not r.ok:
         fact["error"] = _err(r)
         return fact
     views = (r.data or {}).get("views", {})
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    best: tuple[int, str, Any] | None = None
     for name in ("64", "32"):  # native view first, then Wow6432Node (32-bit software on x64)
         v = views.get(name) or {}
-        if v.get("exists"):
-            values = {k: (val or {}).get("value") for k, val in (v.get("values") or {}).items()}
-            fact.update(exists=True, view=name, path=v.get("path"), data=values)
-            return fact
+        if not v.get("exists"):
+            continue
+        values = v.get("values") or {}
+        for k, val in values.items():
+            if k not in merged:
+                merged[k] = (val or {}).get("value")
+                origin[k] = name
+        if best is None or len(values) > best[0]:
+            best = (len(values), name, v.get("path"))
+    if best is not None:
+        fact.update(exists=True, view=best[1], path=best[2], data=merged, value_views=origin)
     return fact
 
 
@@ -119,6 +135,8 @@ def _log(probe: Probe, results: Mapping[str, OpResult]) -> dict[str, Any]:
     files: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     seen: set[str] = set()
+    order: dict[str, int] = {}  # file key → position in scan order (rotated siblings oldest first)
+    last_pos: dict[str, list[int]] = {}
     for i, path in enumerate(probe.paths):
         r = results.get(f"{probe.id}.{i}")
         if r is None or not r.ok:
@@ -127,11 +145,14 @@ def _log(probe: Probe, results: Mapping[str, OpResult]) -> dict[str, Any]:
             if err["kind"] != "not_found":
                 errors.append(err)
             continue
+        if (r.data or {}).get("same_as"):  # the agent scanned this very file for an earlier candidate
+            continue
         for f in (r.data or {}).get("files", []):
             key = re.sub(r"\\+", r"\\", str(f.get("path", ""))).lower()
             if key in seen:  # the %ProgramFiles% fallback is often TargetDir itself: count lines once
                 continue
             seen.add(key)
+            order[key] = len(order)
             files.append(
                 {
                     "path": f.get("path"),
@@ -147,6 +168,9 @@ def _log(probe: Probe, results: Mapping[str, OpResult]) -> dict[str, Any]:
                 idx = m.get("pattern")
                 if not isinstance(idx, int) or not 0 <= idx < len(ids):
                     continue
+                pos = [order[key], int(m.get("offset", 0) or 0)]
+                if pos > last_pos.get(ids[idx], [-1, -1]):
+                    last_pos[ids[idx]] = pos
                 ts = parse_timestamp(m.get("line", ""), probe.log_format)
                 lines[ids[idx]].append(
                     {
@@ -169,6 +193,8 @@ def _log(probe: Probe, results: Mapping[str, OpResult]) -> dict[str, Any]:
         "token_hits": sum(n for k, n in hits.items() if kinds[k] == "token"),
         "localized_hits": sum(n for k, n in hits.items() if kinds[k] == "localized"),
         "last": stamps,
+        "pos": last_pos,
+        "full": sorted({sid for f in files for sid in f.get("full", [])}),
         "lines": lines,
         "error": errors[0] if errors else None,
     }
@@ -188,12 +214,26 @@ def _products(probe: Probe, r: OpResult | None) -> dict[str, Any]:
     return {"products": prods, "matched": matched, "error": None}
 
 
-def _wsus_update(probe: Probe, r: OpResult | None) -> dict[str, Any]:
+def _patches(probe: Probe, r: OpResult | None) -> dict[str, Any]:
+    """Windows Installer patch registrations; `matched` keeps State 1 (MSIPATCHSTATE_APPLIED)."""
     if r is None or not r.ok:
-        return {"available": False, "found": False, "updates": [], "entry": None, "error": _err(r)}
+        return {"patches": [], "matched": [], "error": _err(r)}
+    pats = list((r.data or {}).get("patches", []))
+    return {"patches": pats, "matched": [p for p in pats if p.get("state") == 1], "error": None}
+
+
+def _wsus_update(probe: Probe, r: OpResult | None) -> dict[str, Any]:
+    """Every update with the title (WSUS can hold several: revisions re-published under one
+    title), `entry` the first for display, `declined_all`, `replica` (IsReplicaServer) and
+    `requires_license` (any match whose licence is not accepted)."""
+    if r is None or not r.ok:
+        return {"available": False, "found": False, "updates": [], "entry": None, "declined_all": False,
+                "replica": False, "requires_license": False, "error": _err(r)}
     d = r.data or {}
     ups = list(d.get("updates", []))
-    return {"available": bool(d.get("available")), "found": bool(ups), "updates": ups, "entry": ups[0] if ups else None, "error": None}
+    return {"available": bool(d.get("available")), "found": bool(ups), "updates": ups, "entry": ups[0] if ups else None,
+            "declined_all": bool(ups) and all(u.get("declined") for u in ups), "replica": bool(d.get("replica")),
+            "requires_license": any(u.get("requires_license") for u in ups), "error": None}
 
 
 def extract_facts(probes: Sequence[Probe], response: AgentResponse) -> dict[str, dict[str, Any]]:
@@ -210,6 +250,8 @@ def extract_facts(probes: Sequence[Probe], response: AgentResponse) -> dict[str,
             facts[p.id] = _log(p, results)
         elif p.kind == "products":
             facts[p.id] = _products(p, results.get(p.id))
+        elif p.kind == "patches":
+            facts[p.id] = _patches(p, results.get(p.id))
         elif p.kind == "wsus_update":
             facts[p.id] = _wsus_update(p, results.get(p.id))
         else:

@@ -1,8 +1,10 @@
 """Plan: turn each non-compliant finding's remedy into exact agent ops (pure).
 
 `install_package` → `file.upload` in chunks (or the operator's UNC/HTTP `source`) then
-`installer.run` with the package SHA-256, arguments and exit codes; `wsus_workaround` → one
-action per step (`wsus.decline_update` / `wsus.approve_update`) so each step is journaled.
+`installer.run` with the package SHA-256, arguments and exit codes; `wsus_workaround` → ONE
+`wsus.workaround` op over every matching update (decline if needed → approve NotApproved →
+decline, the last decline in a finally on the host), so a stop between steps can never leave
+the update approved for every client.
 A plan that needs a package the catalog lacks says so in the finding's notes instead of failing.
 """
 
@@ -34,10 +36,29 @@ def remote_paths(pkg: Package, action: Action) -> tuple[str, str]:
     return f"{action.upload_dir}\\kbfix-{pkg.file}", log
 
 
+# msiexec's verbose log option (Windows Installer docs, "Command-Line Options": /L*v <LogFile>);
+# any /L… the operator gave already is kept instead.
+MSI_LOG_ARGS = ("/l*v", "{log}")
+
+
+def installer_args(pkg: Package, action: Action) -> list[str]:
+    """The installer's arguments with `{log}` replaced. .msi/.msp: the manifest's (else the
+    playbook's) arguments plus `/l*v <log>` unless an /L option is there. .exe: the manifest's
+    own switches only (an .exe has no common quiet or log switch)."""
+    _path, log = remote_paths(pkg, action)
+    if pkg.file.lower().endswith((".msi", ".msp")):
+        args = list(pkg.args or action.args)
+        if not any(a.lower().startswith("/l") for a in args):
+            args += list(MSI_LOG_ARGS)
+    else:
+        args = list(pkg.args)
+    return [a.replace("{log}", log) for a in args]
+
+
 def install_ops(pkg: Package, action: Action) -> list[dict[str, Any]]:
     """The ops of an install action as plan data (uploads summarised: path, bytes, chunk count)."""
     path, log = remote_paths(pkg, action)
-    args = [a.replace("{log}", log) for a in (pkg.args or tuple(action.args))]
+    args = installer_args(pkg, action)
     ops: list[dict[str, Any]] = []
     if not pkg.source:
         chunks = max(1, math.ceil(pkg.size / UPLOAD_CHUNK_BYTES))
@@ -59,6 +80,23 @@ def install_ops(pkg: Package, action: Action) -> list[dict[str, Any]]:
     return ops
 
 
+def refusal(pkg: Package) -> str | None:
+    """Why a package cannot be planned as the manifest gives it, or None.
+
+    - A UNC `source` is a second hop: a WinRM logon has no delegated credentials, so the file
+      server sees an anonymous logon and `File.Exists` is false (CredSSP or Kerberos delegation
+      would be needed; kbfix uploads instead).
+    - An .exe without switches in the manifest: a guessed `/quiet /norestart` may show UI on
+      WinRM's invisible desktop and hang until the timeout."""
+    if pkg.source and pkg.source.replace("/", "\\").startswith("\\\\"):
+        return (f"{pkg.file}: UNC source {pkg.source} refused: a WinRM logon has no delegated credentials, so the "
+                "second hop to the file server is anonymous and the file is not found; drop `source:` to upload it")
+    if not pkg.file.lower().endswith((".msi", ".msp")) and not pkg.args:
+        return (f"{pkg.file}: an .exe package needs its silent and log switches in the manifest (`args:`, with "
+                "{log} for the log path); kbfix does not guess them (a UI on WinRM's invisible desktop hangs)")
+    return None
+
+
 def _install(pb: Playbook, remedy: Remedy, action: Action, n: int, ctx: dict[str, Any], a: Assessment,
              packages: PackageCatalog | None) -> tuple[list[PlannedAction], list[str]]:
     kb = action.kb or pb.id
@@ -73,6 +111,9 @@ def _install(pb: Playbook, remedy: Remedy, action: Action, n: int, ctx: dict[str
         why = (f"{len(listed)} listed for {kb}, none fits version {version} / arch {arch}" if listed
                else f"none listed for {kb}" if packages else "no packages directory given")
         return [], [f"package for {kb} missing ({why}): add it to the packages manifest"]
+    why_not = refusal(pkg)
+    if why_not:
+        return [], [why_not]
     planned = PlannedAction(
         id=f"{pb.id}-{n}",
         advisory=pb.id,
@@ -92,27 +133,26 @@ def _workaround(pb: Playbook, remedy: Remedy, action: Action, n: int, a: Assessm
     fact = a.facts.get(action.update_fact or "", {})
     if not fact.get("available"):
         return [], ["the WSUS administration API did not load on this host: the workaround cannot run remotely"]
-    update = fact.get("entry")
-    if not update:
+    if fact.get("replica"):
+        # IUpdateServerConfiguration.IsReplicaServer: a replica has its upstream's approvals and
+        # declined status, and IUpdate.Approve/Decline throw InvalidOperationException on it.
+        return [], ["this WSUS server is a replica (IsReplicaServer): approvals come from its upstream server; "
+                    "run the workaround on the upstream server"]
+    updates = [u for u in fact.get("updates", []) if u.get("id")]
+    if not updates:
         title = next((p.title for p in pb.probes if p.id == action.update_fact), "the update")
         return [], [f"'{title}' is not in this server's catalog: nothing to decline/approve"]
-    uid, title = update.get("id"), update.get("title")
-    out: list[PlannedAction] = []
-    per = action.estimated_seconds / max(1, len(action.steps))
-    for i, step in enumerate(action.steps):
-        if step == "decline_if_needed" and update.get("declined"):
-            continue
-        if step == "approve":
-            ops = [{"name": "wsus.approve_update", "args": {"id": uid, "action": action.approve_action, "group": action.approve_group}}]
-            desc = f"approve '{title}' ({action.approve_action}, {action.approve_group})"
-            kind = "wsus_approve"
-        else:
-            ops = [{"name": "wsus.decline_update", "args": {"id": uid}}]
-            desc = f"decline '{title}'"
-            kind = "wsus_decline"
-        out.append(PlannedAction(id=f"{pb.id}-{n}.{i}", advisory=pb.id, kind=kind, description=desc, ops=ops,
-                                 estimated_seconds=per, reversible=remedy.reversible, note=remedy.note))
-    return out, []
+    if fact.get("requires_license"):
+        return [], ["the update's licence agreement is not accepted (RequiresLicenseAgreementAcceptance): IUpdate.Approve "
+                    "would throw; accept it in the WSUS console first (kbfix does not accept licences)"]
+    title = updates[0].get("title")
+    ids = [str(u["id"]) for u in updates]
+    desc = (f"'{title}' ({len(ids)} update{'s' if len(ids) > 1 else ''}): "
+            + " → ".join(s.replace("_", " ") for s in action.steps)
+            + f" ({action.approve_action}, {action.approve_group}); always ends declined")
+    ops = [{"name": "wsus.workaround", "args": {"id": ids, "group": action.approve_group}}]
+    return [PlannedAction(id=f"{pb.id}-{n}", advisory=pb.id, kind="wsus_workaround", description=desc, ops=ops,
+                          estimated_seconds=action.estimated_seconds, reversible=remedy.reversible, note=remedy.note)], []
 
 
 def plan_finding(pb: Playbook, finding: Finding, a: Assessment, packages: PackageCatalog | None) -> Finding:
@@ -123,7 +163,7 @@ def plan_finding(pb: Playbook, finding: Finding, a: Assessment, packages: Packag
     if remedy is None or not remedy.actions:
         return finding
     try:
-        ctx = context_for(pb, a.facts, a.roles, a.os, a.vars)
+        ctx = context_for(pb, a.facts, a.roles, a.os, a.vars, a.history)
     except ConditionError as exc:
         return finding.model_copy(update={"notes": [*finding.notes, f"cannot plan: {exc}"]})
     planned: list[PlannedAction] = []

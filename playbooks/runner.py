@@ -106,7 +106,7 @@ def execute(session: Session, action: PlannedAction, packages: PackageCatalog | 
     try:
         if action.kind == "install_package":
             return _install(session, action, packages, started)
-        if action.kind in ("wsus_decline", "wsus_approve"):
+        if action.kind in ("wsus_decline", "wsus_approve", "wsus_workaround"):  # windows (issue 13): one-op workaround
             return _wsus(session, action, started)
         raise ActionFailed(f"unknown action kind {action.kind!r}")
     except (ActionFailed, OSError) as exc:
@@ -205,7 +205,7 @@ def merge_verification(playbooks: Sequence[Playbook], before: Sequence[Finding],
                 status, reason = Status.FAILED, b.reason
             elif "reboot_required" in outcomes:
                 status, reason = Status.PENDING_REBOOT, f"the installer asked for a reboot; verify again after it. Now: {n.reason}"
-            elif kinds <= {"wsus_decline", "wsus_approve"}:
+            elif kinds <= {"wsus_decline", "wsus_approve", "wsus_workaround"}:
                 status = Status.MITIGATED
                 reason = "workaround steps completed (" + ", ".join(p.description for p in b.planned) + f"). {n.reason}"
             else:

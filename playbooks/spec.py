@@ -68,12 +68,13 @@ class Probe(_Strict):
     file → file.info per candidate in `paths` (fact: first existing {exists, path, version, ...});
     log → log.scan per candidate in `paths` with `signatures` (fact: {exists, files, hits, lines});
     products → products.list `pattern`, optionally filtered by `code_suffix`/`name_regex`
-    (fact: {products, matched}); wsus_update → wsus.find_update `title` (fact: {available, found, updates, entry});
+    (fact: {products, matched}); patches → products.patches `pattern` (Windows Installer patch
+    registrations, fact: {patches, matched (State 1 applied only)}); wsus_update → wsus.find_update `title` (fact: {available, found, updates, entry});
     service → service.status `names`.
     """
 
     id: str
-    kind: Literal["registry", "file", "log", "products", "wsus_update", "service"]
+    kind: Literal["registry", "file", "log", "products", "patches", "wsus_update", "service"]
     key: str | None = None
     paths: list[str] = Field(default_factory=list)
     pattern: str | None = None
@@ -92,7 +93,7 @@ class Probe(_Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> Probe:
-        need = {"registry": "key", "products": "pattern", "wsus_update": "title"}
+        need = {"registry": "key", "products": "pattern", "patches": "pattern", "wsus_update": "title"}
         field = need.get(self.kind)
         if field and not getattr(self, field):
             raise ValueError(f"probe {self.id!r} of kind {self.kind} needs `{field}`")

@@ -19,7 +19,8 @@ $opRequired = @{
     'log.scan' = @('path', 'pattern'); 'products.list' = @(); 'service.status' = @('name');
     'wsus.find_update' = @('title'); 'file.upload' = @('path', 'data');
     'installer.run' = @('path', 'sha256'); 'service.restart' = @('name');
-    'wsus.decline_update' = @('id'); 'wsus.approve_update' = @('id')
+    'wsus.decline_update' = @('id'); 'wsus.approve_update' = @('id'); 'wsus.workaround' = @('id');
+    'products.patches' = @()
 }
 
 # ------------------------------------------------------------------------------ JSON writer
@@ -128,7 +129,7 @@ function Get-OpError($err) {
 
 function Read-Request([string]$text) {
     $req = New-Map
-    $req['nonce'] = $null; $req['limit'] = [long]16777216
+    $req['nonce'] = $null; $req['limit'] = [long]8388608  # 8 MiB: PROTOCOL.md, WinRM 2.0 memory quota
     $ops = New-Object System.Collections.ArrayList
     $lines = $text.Split([char[]]"`n")
     if ($lines.Length -lt 1 -or $lines[0].TrimEnd([char[]]"`r") -ne "kbfix-agent-request`t1") {
@@ -261,8 +262,19 @@ function Open-Shared([string]$path) {
     return (New-Object System.IO.FileStream($path, [System.IO.FileMode]::Open, [System.IO.FileAccess]::Read, $share))
 }
 
+function New-Sha256 {
+    # With the FIPS policy on ("System cryptography: Use FIPS compliant algorithms"), the
+    # SHA256Managed constructor throws InvalidOperationException (MS docs, SHA256Managed
+    # constructor). SHA256CryptoServiceProvider (.NET 3.5, System.Core) is FIPS-validated.
+    try { return (New-Object System.Security.Cryptography.SHA256Managed) } catch { }
+    [void][System.Reflection.Assembly]::LoadWithPartialName('System.Core')
+    try { return (New-Object System.Security.Cryptography.SHA256CryptoServiceProvider) } catch { }
+    Stop-Op 'exception' ('no SHA-256 implementation may run here: SHA256Managed is refused (FIPS policy on) and ' +
+        'SHA256CryptoServiceProvider is missing (.NET Framework 3.5 needed); nothing was run')
+}
+
 function Get-Sha256Hex([string]$path) {
-    $sha = New-Object System.Security.Cryptography.SHA256Managed
+    $sha = New-Sha256
     $fs = Open-Shared $path
     try { $hash = $sha.ComputeHash($fs) } finally { $fs.Close() }
     $sb = New-Object System.Text.StringBuilder
@@ -466,15 +478,20 @@ function Get-LogEncoding($fs) {
     # UTF-8, else the system (ANSI) codepage; a log whose first 64 KiB is ASCII, or that mixes
     # both after a culture change, still reads every line right (PROTOCOL.md, log.scan).
     $r['mixed'] = ($r['unit'] -eq 1 -and $r['bom'] -eq 0)
-    $r['strict'] = New-Object System.Text.UTF8Encoding($false, $true)
+    $r['enc8'] = $utf8  # replacement-fallback UTF-8: invalid bytes become U+FFFD, nothing throws
     $r['ansi'] = [System.Text.Encoding]::Default
     return $r
 }
 
 function Decode-Line($det, $bytes, [int]$start, [int]$count) {
+    # An 8-bit line is UTF-8 when it decodes without a replacement character (U+FFFD), else ANSI.
+    # No exception as control flow: a strict decoder throwing once per ANSI line costs a
+    # first-chance exception per line on PowerShell 2.0 (.NET 2.0), orders of magnitude slower
+    # than two GetString calls and an IndexOf (PROTOCOL.md, log.scan; benchmarks/agent_line_cost.py).
     if ($det['mixed']) {
-        try { return $det['strict'].GetString($bytes, $start, $count) }
-        catch { return $det['ansi'].GetString($bytes, $start, $count) }
+        $text = $det['enc8'].GetString($bytes, $start, $count)
+        if ($text.IndexOf([char]0xFFFD) -lt 0) { return $text }
+        return $det['ansi'].GetString($bytes, $start, $count)
     }
     return $det['enc'].GetString($bytes, $start, $count)
 }
@@ -754,8 +771,31 @@ function Get-RotatedSiblings([string]$path) {
     return ,$paths
 }
 
+function Get-ScanKey($op, [string]$path) {
+    # The resolved path and every other argument: two candidates that resolve to one file with the
+    # same arguments (TargetDir and the %ProgramFiles% fallback) are one scan.
+    $sb = New-Object System.Text.StringBuilder
+    # one file, however spelled: repeated separators folded (a UNC path keeps its leading \\)
+    [void]$sb.Append([Regex]::Replace($path, '(?<=.)[\\/]+', '\').ToLowerInvariant())
+    $keys = New-Object System.Collections.ArrayList
+    foreach ($k in $op['args'].Keys) { if ($k -ne 'path') { [void]$keys.Add([string]$k) } }
+    $keys.Sort([StringComparer]::Ordinal)
+    foreach ($k in $keys) {
+        foreach ($b in $op['args'][$k]) { [void]$sb.Append('|' + $k + '=' + [Convert]::ToBase64String($b)) }
+    }
+    return $sb.ToString()
+}
+
 function Invoke-LogScan($op, $ctx) {
     $path = Get-PathArg $op 'path' $ctx
+    $scanKey = Get-ScanKey $op $path
+    if ($ctx['scans'].ContainsKey($scanKey)) {
+        $same = New-Map
+        $same['files'] = New-Object System.Collections.ArrayList
+        $same['same_as'] = $ctx['scans'][$scanKey]
+        return $same
+    }
+    $ctx['scans'][$scanKey] = $op['id']
     $opt = @{}
     $opt['max_matches'] = Get-ArgLong $op 'max_matches' 20 1 1000
     $opt['context'] = Get-ArgLong $op 'context' 0 0 20
@@ -831,6 +871,60 @@ function Invoke-ProductsList($op, $ctx) {
     }
     $d = New-Map
     $d['products'] = $products
+    return $d
+}
+
+function Invoke-ProductsPatches($op, $ctx) {
+    # Windows Installer patch registrations of per-machine products: HKLM\SOFTWARE\Microsoft\Windows\
+    # CurrentVersion\Installer\UserData\S-1-5-18\Products\<packed product code>\Patches\<packed patch
+    # code>, values DisplayName and State (1 applied, 2 superseded, 4 obsoleted) - what Installer.
+    # PatchesEx / Patch.PatchProperty report (MS docs "Patch.PatchProperty method"). The key is not
+    # redirected by WOW64, so the native (64) view is read.
+    $pats = New-Object System.Collections.ArrayList
+    foreach ($p in (Get-ArgTexts $op 'pattern')) {
+        $escaped = $p.Replace('`', '``').Replace('[', '`[').Replace(']', '`]')
+        [void]$pats.Add((New-Object System.Management.Automation.WildcardPattern($escaped, [System.Management.Automation.WildcardOptions]::IgnoreCase)))
+    }
+    $parts = Split-RegKey 'HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Installer\UserData\S-1-5-18\Products'
+    $view = '64'
+    if (-not (Test-Os64)) { $view = '32' }
+    $patches = New-Object System.Collections.ArrayList
+    $opened = Open-RegView $parts $view
+    $key = $opened['key']
+    if ($null -ne $key) {
+        try {
+            foreach ($prodName in $key.GetSubKeyNames()) {
+                $pk = $key.OpenSubKey($prodName + '\Patches', $false)
+                if ($null -eq $pk) { continue }
+                try {
+                    foreach ($patchName in $pk.GetSubKeyNames()) {
+                        $sub = $pk.OpenSubKey($patchName, $false)
+                        if ($null -eq $sub) { continue }
+                        try {
+                            $name = [string]$sub.GetValue('DisplayName', $null)
+                            if ($name.Length -eq 0) { continue }
+                            if ($pats.Count -gt 0) {
+                                $hit = $false
+                                foreach ($wp in $pats) { if ($wp.IsMatch($name)) { $hit = $true; break } }
+                                if (-not $hit) { continue }
+                            }
+                            $pr = New-Map
+                            $pr['name'] = $name
+                            $st = $sub.GetValue('State', $null)
+                            if ($st -is [int]) { $pr['state'] = [long]$st } else { $pr['state'] = $null }
+                            $pr['product_code'] = $prodName
+                            $pr['patch_code'] = $patchName
+                            $inst = $sub.GetValue('Installed', $null)
+                            if ($null -ne $inst) { $pr['installed'] = [string]$inst } else { $pr['installed'] = $null }
+                            [void]$patches.Add($pr)
+                        } finally { $sub.Close() }
+                    }
+                } finally { $pk.Close() }
+            }
+        } finally { $key.Close() }
+    }
+    $d = New-Map
+    $d['patches'] = $patches
     return $d
 }
 
@@ -924,23 +1018,46 @@ function Get-WsusUpdate($server, [string]$id) {
     catch { Stop-Op 'not_found' ('no update with id ' + $id + ' on this WSUS server') }
 }
 
+function Test-WsusReplica($server) {
+    # IUpdateServerConfiguration.IsReplicaServer: a replica has its upstream's approvals and declined
+    # status, and IUpdate.Approve/Decline throw InvalidOperationException on it (WSUS API reference).
+    try { return [bool]$server.GetConfiguration().IsReplicaServer } catch { return $false }
+}
+
+function New-WsusUpdateEntry($u) {
+    $e = New-Map
+    $e['id'] = $u.Id.UpdateId.ToString()
+    $e['title'] = [string]$u.Title
+    $e['declined'] = [bool]$u.IsDeclined
+    $e['approvals'] = Get-Approvals $u
+    $e['requires_license'] = [bool]$u.RequiresLicenseAgreementAcceptance
+    return $e
+}
+
+function Find-WsusUpdates($server, [string]$title) {
+    # GetUpdates(UpdateScope) with ApprovedStates Any: a declined update (the normal state of the
+    # one the KB954960 workaround handles) is included ("Displaying Available Updates", UpdateScope.
+    # ApprovedStates defaults to Any). SearchUpdates' documentation does not say whether declined
+    # updates are returned, so it is not used. Every exact title match is kept, not only the first.
+    $scope = New-Object Microsoft.UpdateServices.Administration.UpdateScope
+    $scope.ApprovedStates = [Microsoft.UpdateServices.Administration.ApprovedStates]::Any
+    $scope.TextIncludes = $title
+    $list = New-Object System.Collections.ArrayList
+    foreach ($u in $server.GetUpdates($scope)) { if ([string]$u.Title -ieq $title) { [void]$list.Add($u) } }
+    return ,$list
+}
+
 function Invoke-WsusFind($op, $ctx) {
     $title = Get-ArgText $op 'title' ''
     $d = New-Map
     $updates = New-Object System.Collections.ArrayList
     $server = Get-WsusServer $false
     $d['available'] = ($null -ne $server)
+    $d['replica'] = $false
     $d['updates'] = $updates
     if ($null -eq $server) { return $d }
-    foreach ($u in $server.SearchUpdates($title)) {
-        if ([string]$u.Title -ine $title) { continue }
-        $e = New-Map
-        $e['id'] = $u.Id.UpdateId.ToString()
-        $e['title'] = [string]$u.Title
-        $e['declined'] = [bool]$u.IsDeclined
-        $e['approvals'] = Get-Approvals $u
-        [void]$updates.Add($e)
-    }
+    $d['replica'] = Test-WsusReplica $server
+    foreach ($u in (Find-WsusUpdates $server $title)) { [void]$updates.Add((New-WsusUpdateEntry $u)) }
     return $d
 }
 
@@ -948,21 +1065,23 @@ function Invoke-WsusDecline($op, $ctx) {
     $server = Get-WsusServer $true
     $id = Get-ArgText $op 'id' ''
     $u = Get-WsusUpdate $server $id
-    $u.Decline()
+    $u.Decline()  # "Declining an update removes all approvals for all revisions of the update."
     $d = New-Map
     $d['id'] = $id
     $d['declined'] = $true
     return $d
 }
 
-function Invoke-WsusApprove($op, $ctx) {
-    $server = Get-WsusServer $true
-    $id = Get-ArgText $op 'id' ''
-    $groupName = Get-ArgText $op 'group' 'All Computers'
-    $actionName = Get-ArgText $op 'action' 'Install'
-    $u = Get-WsusUpdate $server $id
-    try { $action = [Enum]::Parse([Type]'Microsoft.UpdateServices.Administration.UpdateApprovalAction', $actionName, $true) }
-    catch { Stop-Op 'invalid_args' ('unknown approval action ' + $actionName) }
+function Get-ApprovalAction([string]$actionName) {
+    # WSUS 3.0 approval actions a client can be given: Install, Uninstall, NotApproved
+    # (UpdateApprovalAction; All only queries).
+    foreach ($a in @('Install', 'Uninstall', 'NotApproved')) {
+        if ($a -ieq $actionName) { return [Enum]::Parse([Type]'Microsoft.UpdateServices.Administration.UpdateApprovalAction', $a) }
+    }
+    Stop-Op 'invalid_args' ('unknown approval action ' + $actionName + ' (WSUS 3.0 accepts Install, Uninstall, NotApproved)')
+}
+
+function Get-TargetGroup($server, [string]$groupName) {
     $group = $null
     if ($groupName -ieq 'All Computers') {
         # by id: the group's display name is localized on localized WSUS servers
@@ -971,11 +1090,60 @@ function Invoke-WsusApprove($op, $ctx) {
         foreach ($g in $server.GetComputerTargetGroups()) { if ([string]$g.Name -ieq $groupName) { $group = $g; break } }
     }
     if ($null -eq $group) { Stop-Op 'not_found' ('no computer group named ' + $groupName) }
+    return $group
+}
+
+function Invoke-WsusApprove($op, $ctx) {
+    $server = Get-WsusServer $true
+    $id = Get-ArgText $op 'id' ''
+    $action = Get-ApprovalAction (Get-ArgText $op 'action' 'Install')
+    $group = Get-TargetGroup $server (Get-ArgText $op 'group' 'All Computers')
+    $u = Get-WsusUpdate $server $id
     [void]$u.Approve($action, $group)
     $u.Refresh()
     $d = New-Map
     $d['id'] = $id
     $d['approvals'] = Get-Approvals $u
+    return $d
+}
+
+function Invoke-WsusWorkaround($op, $ctx) {
+    # The KB954960 workaround for WSUS 3.0 RTM, in one op: per update, decline (if needed) ->
+    # Approve(NotApproved, All Computers) (the console's Approve dialog accepted with no changes) ->
+    # Decline in a finally, so the update always ends declined even when a step throws.
+    # Refused before any change on a replica server and when a licence is not accepted.
+    $server = Get-WsusServer $true
+    if (Test-WsusReplica $server) { Stop-Op 'exception' 'this WSUS server is a replica (IsReplicaServer): run the workaround on its upstream server' }
+    $group = Get-TargetGroup $server (Get-ArgText $op 'group' 'All Computers')
+    $notApproved = Get-ApprovalAction 'NotApproved'
+    $ups = New-Object System.Collections.ArrayList
+    foreach ($id in (Get-ArgTexts $op 'id')) { [void]$ups.Add((Get-WsusUpdate $server $id)) }
+    foreach ($u in $ups) {
+        if ($u.RequiresLicenseAgreementAcceptance) {
+            Stop-Op 'exception' ('the licence agreement of ' + [string]$u.Title + ' is not accepted (RequiresLicenseAgreementAcceptance): nothing was changed')
+        }
+    }
+    $out = New-Object System.Collections.ArrayList
+    foreach ($u in $ups) {
+        $steps = New-Object System.Collections.ArrayList
+        try {
+            if (-not $u.IsDeclined) { $u.Decline(); [void]$steps.Add('decline') }
+            [void]$u.Approve($notApproved, $group)
+            [void]$steps.Add('approve NotApproved')
+        } catch {
+            $msg = [string]$_.Exception.Message
+            Stop-Op 'exception' ($msg + ' (steps done on ' + $u.Id.UpdateId.ToString() + ': ' + [string]::Join(', ', [string[]]$steps.ToArray()) + ')')
+        } finally {
+            $u.Decline()
+            [void]$steps.Add('decline')
+        }
+        $u.Refresh()
+        $e = New-WsusUpdateEntry $u
+        $e['steps'] = $steps
+        [void]$out.Add($e)
+    }
+    $d = New-Map
+    $d['updates'] = $out
     return $d
 }
 
@@ -1066,16 +1234,33 @@ function Invoke-InstallerRun($op, $ctx) {
         [void]$argv.Add((ConvertTo-CommandLineArg $path))
     } else { $exe = $path }
     foreach ($a in (Get-ArgTexts $op 'arg')) { [void]$argv.Add((ConvertTo-CommandLineArg $a)) }
+    # A previous attempt's log must never be filed as this run's evidence: delete it first, and
+    # return a tail only when the log was written after this start.
+    if ($null -ne $logPath -and [System.IO.File]::Exists($logPath)) { [System.IO.File]::Delete($logPath) }
     $psi = New-Object System.Diagnostics.ProcessStartInfo
     $psi.FileName = $exe
     $psi.Arguments = [string]::Join(' ', [string[]]$argv.ToArray())
-    $psi.UseShellExecute = $false
-    $psi.CreateNoWindow = $true
+    # ShellExecute: the installer does not inherit this process's handles, so it never holds
+    # WinRM's stdout/stderr pipes open (which would keep the command running after it exits).
+    $psi.UseShellExecute = $true
+    $psi.WindowStyle = [System.Diagnostics.ProcessWindowStyle]::Hidden
+    $started = [DateTime]::UtcNow.AddSeconds(-2)  # file times are coarse: a log written at the start still counts
     $watch = [System.Diagnostics.Stopwatch]::StartNew()
     $proc = [System.Diagnostics.Process]::Start($psi)
     if (-not $proc.WaitForExit([int]($timeout * 1000))) {
-        try { $proc.Kill() } catch { }
-        Stop-Op 'timeout' ('installer still running after ' + $timeout + ' s; it was stopped')
+        # End the whole tree (msiexec hands the work to child processes): taskkill /T /F.
+        $tk = [System.IO.Path]::Combine([Environment]::SystemDirectory, 'taskkill.exe')
+        $kill = New-Object System.Diagnostics.ProcessStartInfo
+        $kill.FileName = $tk
+        $kill.Arguments = '/PID ' + $proc.Id.ToString($inv) + ' /T /F'
+        $kill.UseShellExecute = $true
+        $kill.WindowStyle = [System.Diagnostics.ProcessWindowStyle]::Hidden
+        $how = 'its process tree was ended (taskkill /T /F)'
+        try {
+            $k = [System.Diagnostics.Process]::Start($kill)
+            if (-not $k.WaitForExit(30000) -or $k.ExitCode -ne 0) { try { $proc.Kill() } catch { }; $how = 'taskkill failed; the installer process was ended, its children may still run' }
+        } catch { try { $proc.Kill() } catch { }; $how = 'taskkill could not start; the installer process was ended, its children may still run' }
+        Stop-Op 'timeout' ('installer still running after ' + $timeout + ' s; ' + $how)
     }
     $code = [long]$proc.ExitCode
     $d = New-Map
@@ -1085,7 +1270,10 @@ function Invoke-InstallerRun($op, $ctx) {
     $d['outcome'] = $outcome
     $d['seconds'] = [double]$watch.Elapsed.TotalSeconds
     $d['log_tail'] = $null
-    if ($null -ne $logPath) { $d['log_tail'] = Read-LogTail $logPath 65536 }
+    if ($null -ne $logPath) {
+        $lfi = New-Object System.IO.FileInfo($logPath)
+        if ($lfi.Exists -and $lfi.LastWriteTimeUtc -ge $started) { $d['log_tail'] = Read-LogTail $logPath 65536 }
+    }
     return $d
 }
 
@@ -1114,6 +1302,8 @@ function Invoke-Op($op, $ctx) {
             'service.restart' { $data = Invoke-ServiceRestart $op $ctx }
             'wsus.decline_update' { $data = Invoke-WsusDecline $op $ctx }
             'wsus.approve_update' { $data = Invoke-WsusApprove $op $ctx }
+            'wsus.workaround' { $data = Invoke-WsusWorkaround $op $ctx }
+            'products.patches' { $data = Invoke-ProductsPatches $op $ctx }
         }
         $r['ok'] = $true
         $r['data'] = $data
@@ -1135,17 +1325,28 @@ function New-LimitResult($op, [long]$limit, [bool]$ran) {
     return $r
 }
 
-function Write-Framed([string]$nonce, [string]$json) {
-    $b64 = [Convert]::ToBase64String($utf8.GetBytes($json))
+function Write-Base64Piece($ms, [string]$text, [bool]$final) {
+    # Streams the response: the UTF-8 bytes of `text` are appended to `ms` and every whole group
+    # of 57 bytes leaves at once as one 76-character base64 line (the same lines as encoding the
+    # whole document), so the agent never holds the document, its base64 and the framed copy at
+    # once: WinRM 2.0's MaxMemoryPerShellMB (150 MB by default) covers the agent and everything
+    # it starts. `final` flushes the last, shorter line.
+    if ($text.Length -gt 0) { $bytes = $utf8.GetBytes($text); $ms.Write($bytes, 0, $bytes.Length) }
+    $buf = $ms.GetBuffer()
+    $len = [int]$ms.Length
+    $whole = $len - ($len % 57)
+    if ($final) { $whole = $len }
+    if ($whole -eq 0) { return }
     $sb = New-Object System.Text.StringBuilder
-    [void]$sb.Append('KBFIX-BEGIN-' + $nonce + "`r`n")
-    for ($i = 0; $i -lt $b64.Length; $i += 76) {
-        [void]$sb.Append($b64.Substring($i, [Math]::Min(76, $b64.Length - $i)))
+    for ($pos = 0; $pos -lt $whole; $pos += 57) {
+        [void]$sb.Append([Convert]::ToBase64String($buf, $pos, [Math]::Min(57, $whole - $pos)))
         [void]$sb.Append("`r`n")
     }
-    [void]$sb.Append('KBFIX-END-' + $nonce + "`r`n")
     [Console]::Out.Write($sb.ToString())
-    [Console]::Out.Flush()
+    $rest = $len - $whole
+    if ($rest -gt 0) { [Array]::Copy($buf, $whole, $buf, 0, $rest) }
+    $ms.SetLength($rest)
+    $ms.Position = $rest  # SetLength does not move the position: the next Write appends here
 }
 
 # ------------------------------------------------------------------------------ main
@@ -1158,13 +1359,20 @@ try {
     return
 }
 try {
-    $ctx = @{ 'reg' = @{} }
+    $ctx = @{ 'reg' = @{}; 'scans' = @{} }
     $limit = [long]$request['limit']
     $hostJson = ConvertTo-AgentJson (Get-HostInfo)
     # Fixed part of the document: {"protocol":1,"nonce":"...","host":...,"results":[...],"truncated":...,"elapsed_ms":...}
     $used = [long](120 + $utf8.GetByteCount($hostJson))
-    $parts = New-Object System.Collections.ArrayList
     $truncated = $false
+    $ms = New-Object System.IO.MemoryStream
+    $head = New-Object System.Text.StringBuilder
+    [void]$head.Append('{"protocol":1,"nonce":')
+    Add-JsonString $head $request['nonce']
+    [void]$head.Append(',"host":' + $hostJson + ',"results":[')
+    [Console]::Out.Write('KBFIX-BEGIN-' + $request['nonce'] + "`r`n")
+    Write-Base64Piece $ms $head.ToString() $false
+    $first = $true
     foreach ($op in $request['ops']) {
         if ($truncated) { $json = ConvertTo-AgentJson (New-LimitResult $op $limit $false) }
         else {
@@ -1175,18 +1383,17 @@ try {
             }
         }
         $used += $utf8.GetByteCount($json) + 1
-        [void]$parts.Add($json)
+        if (-not $first) { $json = ',' + $json }
+        $first = $false
+        Write-Base64Piece $ms $json $false  # each result leaves as soon as it is known
+        $json = $null
     }
     $elapsed = [long]([DateTime]::UtcNow - $agentStarted).TotalMilliseconds
-    $sb = New-Object System.Text.StringBuilder
-    [void]$sb.Append('{"protocol":1,"nonce":')
-    Add-JsonString $sb $request['nonce']
-    [void]$sb.Append(',"host":' + $hostJson + ',"results":[')
-    [void]$sb.Append([string]::Join(',', [string[]]$parts.ToArray()))
-    [void]$sb.Append('],"truncated":')
-    if ($truncated) { [void]$sb.Append('true') } else { [void]$sb.Append('false') }
-    [void]$sb.Append(',"elapsed_ms":' + $elapsed.ToString($inv) + '}')
-    Write-Framed $request['nonce'] $sb.ToString()
+    $tail = '],"truncated":false'
+    if ($truncated) { $tail = '],"truncated":true' }
+    Write-Base64Piece $ms ($tail + ',"elapsed_ms":' + $elapsed.ToString($inv) + '}') $true
+    [Console]::Out.Write('KBFIX-END-' + $request['nonce'] + "`r`n")
+    [Console]::Out.Flush()
     $global:LASTEXITCODE = 0
 } catch {
     [Console]::Error.WriteLine('kbfix agent: ' + $_.Exception.Message)

@@ -22,7 +22,9 @@ from remoting.errors import AgentError, ResponseTooLargeError
 from remoting.ops import OPS
 
 PROTOCOL_VERSION = 1
-DEFAULT_RESPONSE_LIMIT = 16 * 1024 * 1024  # bytes
+# bytes. windows (issue 13 item 8): 8 MiB keeps the agent well under WinRM 2.0's default
+# MaxMemoryPerShellMB of 150, which covers powershell.exe and every installer it starts.
+DEFAULT_RESPONSE_LIMIT = 8 * 1024 * 1024
 AGENT_PATH = Path(__file__).with_name("agent.ps1")
 BOOTSTRAP_PATH = Path(__file__).with_name("bootstrap.ps1")
 

@@ -32,6 +32,7 @@ _SPECS = (
         ("max_matches", "context", "start_offset", "tail_bytes", "rotated", "max_line_chars"),
     ),
     OpSpec("products.list", False, (), ("pattern",)),
+    OpSpec("products.patches", False, (), ("pattern",)),
     OpSpec("service.status", False, ("name",)),
     OpSpec("wsus.find_update", False, ("title",)),
     OpSpec("file.upload", True, ("path", "data"), ("offset",)),
@@ -44,6 +45,7 @@ _SPECS = (
     OpSpec("service.restart", True, ("name",)),
     OpSpec("wsus.decline_update", True, ("id",)),
     OpSpec("wsus.approve_update", True, ("id",), ("action", "group")),
+    OpSpec("wsus.workaround", True, ("id",), ("group",)),
 )
 
 OPS: MappingProxyType[str, OpSpec] = MappingProxyType({s.name: s for s in _SPECS})

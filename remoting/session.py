@@ -1,7 +1,7 @@
 """One host's remoting session: one WinRM shell, the agent run in one powershell.exe per request,
 check mode enforced before anything is sent, and no shell ever left open.
 
-Data path (remoting/PROTOCOL.md): Create (codepage 65001, no profile) → per `run()`: Command
+Data path (remoting/PROTOCOL.md): Create (codepage 437, no profile) → per `run()`: Command
 `powershell.exe … -EncodedCommand <bootstrap>` → Send the agent and the request on stdin in
 chunks that fit MaxEnvelopeSize → Receive until Done (long-poll timeouts re-polled, never past
 the command deadline) → decode the framed response. On leaving the `with` block, whatever

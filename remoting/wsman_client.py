@@ -76,6 +76,8 @@ class ReceiveResult:
     done: bool
 
 
+SHELL_CODEPAGE = 437  # OEM US, pywinrm's default; see WsmanClient.open_shell (issue 13 item 3)
+
 class _CountingProtocol(Protocol):
     """pywinrm's Protocol, counting every WS-Man message into a `SessionStats`."""
 
@@ -305,9 +307,13 @@ class WsmanClient:
         return map_exception(exc, self.endpoint, action)
 
     def open_shell(self, idle_timeout_s: float | None = None) -> str:
-        """WS-Man Create: a cmd shell with codepage 65001 (UTF-8) and no user profile. Returns the ShellId."""
+        """WS-Man Create: a cmd shell with codepage 437 and no user profile. Returns the ShellId.
+
+        windows (issue 13 item 3): 437, pywinrm's default, not 65001: Windows before Server 2008 R2
+        fails on 65001 (chef/knife-windows PR #400; WinRb/WinRM #232: commands return nothing on
+        2008 SP2), and every byte of the agent protocol is ASCII, so UTF-8 gains nothing."""
         idle = f"PT{int(idle_timeout_s)}S" if idle_timeout_s else None
-        return self._call("Create", self._proto.open_shell, codepage=65001, noprofile=True, idle_timeout=idle)
+        return self._call("Create", self._proto.open_shell, codepage=SHELL_CODEPAGE, noprofile=True, idle_timeout=idle)
 
     def run_command(self, shell_id: str, command: str, args: list[str]) -> str:
         """WS-Man Command: start `command args` directly (no cmd.exe). Returns the CommandId.

@@ -124,12 +124,15 @@ def test_fleet_check_with_ten_percent_faulty_hosts(n: int, tmp_path: Path, store
 SCHEMES = [pytest.param("https", id="https"),
            pytest.param("http", id="ntlm-http")]
 
-UNC_PACKAGE = r"\\files\patches\WSUS3.0SP1-KB954960-x64.exe"
+# A package staged on the host's own disk beforehand (a UNC share is refused at plan time: a WinRM
+# logon has no delegated credentials for the second hop, issue 13 item 7).
+UNC_PACKAGE = r"D:\Staged\WSUS3.0SP1-KB954960-x64.exe"
 
 
 def unc_packages(folder: Path, data: bytes) -> Path:
-    """A manifest whose KB954960 package the hosts run from a UNC share (no upload op), so the
-    only mutating request of the install action is the one that starts the installer."""
+    """A manifest whose KB954960 package the hosts run from a path staged on their own disk (no
+    upload op), so the only mutating request of the install action is the one that starts the
+    installer."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "manifest.yaml").write_text(
         "packages:\n  - kb: KB954960\n    file: WSUS3.0SP1-KB954960-x64.exe\n"

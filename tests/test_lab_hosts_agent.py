@@ -19,6 +19,7 @@ from remoting import agent_protocol
 from remoting.agent_protocol import AgentRequest, OpRequest, build_stdin, command_line, encode_request, op
 from winlab.fixtures import demo_site, load_host_fixture_text
 from winlab.host import AGENT_MISMATCH, CMD_NOT_FOUND_EXIT, EmulatedHost, run_agent_request
+from winlab.hoststate import pack_guid
 
 SETUP = r"HKLM\SOFTWARE\Microsoft\Update Services\Server\Setup"
 DLL = r"${reg:s:TargetDir}\WebServices\ClientWebService\bin\Microsoft.UpdateServices.WebServices.Client.dll"
@@ -45,7 +46,7 @@ def test_agent_command_line_and_stdin_are_the_shipped_ones(site: dict[str, Emula
     host = site["WSUS-SP1"]
     req = AgentRequest((op("e", "env.expand", text="%windir%"),))
     cmd, args = command_line()
-    res = host.execute(cmd, args, build_stdin(encode_request(req)), {}, 65001, threading.Event())
+    res = host.execute(cmd, args, build_stdin(encode_request(req)), {}, 437, threading.Event())
     resp = agent_protocol.decode_response(res.stdout, req.nonce)
     assert res.exit_code == 0 and resp.by_id()["e"].data == {"value": r"C:\Windows"}
     assert resp.host == {"computer_name": "WSUS-SP1", "os_version": "6.0.6001", "arch": "x64",
@@ -57,7 +58,7 @@ def test_tampered_agent_is_refused(site: dict[str, EmulatedHost]) -> None:
     req = AgentRequest((op("e", "env.expand", text="x"),))
     cmd, args = command_line()
     tampered = agent_protocol.read_agent_bytes() + b"\n# extra line\n"
-    res = host.execute(cmd, args, build_stdin(encode_request(req), agent=tampered), {}, 65001, threading.Event())
+    res = host.execute(cmd, args, build_stdin(encode_request(req), agent=tampered), {}, 437, threading.Event())
     assert res.exit_code == 1 and AGENT_MISMATCH.encode() in res.stderr and res.stdout == b""
 
 
@@ -257,10 +258,10 @@ def test_services_and_wsus_ops() -> None:
     assert r["a"].data["approvals"] == [{"group": "All Computers", "action": "Uninstall"}]
     assert r["bad"].error.kind == "invalid_args" and r["g"].error.kind == "not_found"
     assert r["r"].data == {"status": "Running"} and r["rx"].error.kind == "not_found"
-    assert r["f"].data["updates"][0]["declined"] is True
+    assert r["f"].data["updates"][0]["declined"] is False  # approved again: no longer declined (ApprovedStates)
     assert [m.op for m in host.records.mutations] == ["wsus.decline_update", "wsus.approve_update", "service.restart"]
     client = {h.name: h for h in demo_site()}["OFFICE-CL01"]
-    assert call(client, op("f", "wsus.find_update", title="x"))["f"].data == {"available": False, "updates": []}
+    assert call(client, op("f", "wsus.find_update", title="x"))["f"].data == {"available": False, "replica": False, "updates": []}
 
 
 def _upload(host: EmulatedHost, path: str, data: bytes, chunk: int = 7) -> dict[str, Any]:
@@ -284,8 +285,9 @@ def test_upload_install_fix_visible_on_second_run() -> None:
     dll_before = call(host, op("s", "registry.values", key=SETUP), op("d", "file.info", path=DLL))["d"].data
     assert dll_before["file_version"] == "3.1.6001.65"
     started = time.monotonic()
-    run = call(host, op("x", "installer.run", path=path, sha256=hashlib.sha256(pkg).hexdigest(), arg=["/quiet", "/norestart"],
-                        log_path=r"%TEMP%\kbfix\KB954960.log"))
+    log = host.state.expand(r"%TEMP%\kbfix\KB954960.log")  # an .exe writes a log only where its own switch says
+    run = call(host, op("x", "installer.run", path=path, sha256=hashlib.sha256(pkg).hexdigest(),
+                        arg=["/quiet", "/norestart", "/log:" + log], log_path=r"%TEMP%\kbfix\KB954960.log"))
     took = time.monotonic() - started
     data = run["x"].data
     assert data["exit_code"] == 0 and data["outcome"] == "success" and data["seconds"] == 2.0
@@ -306,29 +308,36 @@ def test_installer_codes_outcomes_and_rtm_not_applicable() -> None:
     _upload(rtm, r"C:\Temp\other.msi", pkg)
     r = call(rtm, op("a", "installer.run", path=r"C:\Temp\WSUS3.0SP1-KB954960-x86.exe", sha256=sha),
              op("b", "installer.run", path=r"C:\Temp\WSUS3.0SP1-KB954960-x86.exe", sha256=sha, success_codes=[0, 1642]),
-             op("c", "installer.run", path=r"C:\Temp\other.msi", sha256=sha),
+             op("c", "installer.run", path=r"C:\Temp\other.msi", sha256=sha, arg=["/qn"]),
+             op("ui", "installer.run", path=r"C:\Temp\other.msi", sha256=sha, timeout=5),
              op("n", "installer.run", path=r"C:\Temp\missing.exe", sha256=sha))
     assert (r["a"].data["exit_code"], r["a"].data["outcome"]) == (1642, "failed")
     assert r["b"].data["outcome"] == "success" and r["c"].data["exit_code"] == 1603
     assert r["n"].error.kind == "not_found"
+    assert r["ui"].error.kind == "timeout"  # msiexec without /quiet or /q waits on an invisible dialog
     dll = call(rtm, op("s", "registry.values", key=SETUP), op("d", "file.info", path=DLL))["d"].data
     assert dll["file_version"] == "3.0.6000.374"
     reboot = load_host_fixture_text(
         "hosts:\n- name: R\n  installers: [{match: '*.msp', exit_code: 3010, sets: {products: [Fixed]}}]\n")[0]
     _upload(reboot, r"C:\p.msp", pkg)
-    rr = call(reboot, op("x", "installer.run", path=r"C:\p.msp", sha256=sha), op("p", "products.list", pattern="fixed"))
+    rr = call(reboot, op("x", "installer.run", path=r"C:\p.msp", sha256=sha, arg=["/quiet"]), op("p", "products.list", pattern="fixed"))
     assert rr["x"].data["outcome"] == "reboot_required" and rr["p"].data["products"][0]["name"] == "Fixed"
 
 
-def test_configmgr_hotfix_sets_uninstall_entry() -> None:
+def test_configmgr_hotfix_registers_a_windows_installer_patch() -> None:
+    # An .msp registers under Installer\UserData\S-1-5-18\Products\<packed product>\Patches\<packed
+    # patch> (PatchesEx), not as an Uninstall entry of its own.
     host = {h.name: h for h in demo_site()}["CM07-SITE"]
     host.time_scale = 0
-    pkg = b"SCCM2007-SP1-KB954474-x86-ENU.msi"
-    _upload(host, r"C:\Temp\SCCM2007-SP1-KB954474-x86-ENU.msi", pkg)
+    pkg = b"SCCM2007-SP1-KB954474-x86-ENU.msp"
+    _upload(host, r"C:\Temp\SCCM2007-SP1-KB954474-x86-ENU.msp", pkg)
+    assert call(host, op("p", "products.patches", pattern="*KB954474*"))["p"].data["patches"] == []
+    call(host, op("x", "installer.run", path=r"C:\Temp\SCCM2007-SP1-KB954474-x86-ENU.msp", sha256=hashlib.sha256(pkg).hexdigest(),
+                  arg=["/quiet", "/norestart"]))
+    (patch,) = call(host, op("p", "products.patches", pattern="*KB954474*"))["p"].data["patches"]
+    assert patch["state"] == 1 and patch["product_code"] == pack_guid("{4C6A1A40-3C5B-4E0F-8D8B-1D0C2E3F4A51}")
     assert call(host, op("p", "products.list", pattern="*KB954474*"))["p"].data["products"] == []
-    call(host, op("x", "installer.run", path=r"C:\Temp\SCCM2007-SP1-KB954474-x86-ENU.msi", sha256=hashlib.sha256(pkg).hexdigest()))
-    prods = call(host, op("p", "products.list", pattern="*KB954474*"))["p"].data["products"]
-    assert [(p["product_code"], p["view"]) for p in prods] == [("KB954474", "32")]
+    assert pack_guid("{12345678-ABCD-EF01-2345-6789ABCDEF01}") == "87654321DCBA10FE32547698BADCFE10"
 
 
 def test_installer_cancel_and_timeout() -> None:
@@ -348,7 +357,8 @@ def test_installer_cancel_and_timeout() -> None:
 
 def test_response_limit_truncates() -> None:
     host = {h.name: h for h in demo_site()}["HEALTHY-CL02"]
-    ops = [op(f"l{i}", "log.scan", path=r"C:\Windows\WindowsUpdate.log", pattern=".", max_matches=60) for i in range(3)]
+    # distinct arguments: an identical scan of the same file is answered `same_as` (one scan per file)
+    ops = [op(f"l{i}", "log.scan", path=r"C:\Windows\WindowsUpdate.log", pattern=".", max_matches=60 + i) for i in range(3)]
     one = len(json.dumps({"x": call(host, ops[0])["l0"].data}))
     r = call(host, *ops, op("z", "env.expand", text="x"), limit=int(one * 1.5) + 1000)
     assert r["__truncated"] is True

@@ -9,6 +9,7 @@ import winrm
 
 from winlab.fixtures import demo_site
 from winlab.host import EmulatedHost
+from winlab.hoststate import OsInfo
 from winlab.naive_probes import (
     WSUS_DLL,
     WSUS_LOG,
@@ -72,6 +73,9 @@ def test_naive_product_probe_misses_the_32_bit_view() -> None:
 def test_console_codepage_decides_non_ascii_output() -> None:
     host = {h.name: h for h in demo_site()}["WSUS-DK"]
     script = select_string_script(WSUS_LOG, "tilføjet")
+    # Server 2003 (NT 5.2) fails on 65001: the command returns nothing and runs nothing (WinRb/WinRM #232)
+    assert run_ps(host, script, 65001) == (0, "", "")
+    host.state.os = OsInfo("6.1.7601", "x86", "da-DK")  # the same host on 2008 R2 reads a UTF-8 console
     _, text437, _ = run_ps(host, script, 437)
     _, text_utf8, _ = run_ps(host, script, 65001)
     assert "tilføjet" in text_utf8 and "tilføjet" not in text437 and "Key" not in text_utf8

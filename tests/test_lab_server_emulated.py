@@ -23,7 +23,7 @@ def test_emulated_host_answers_an_unknown_command_like_cmd_exe() -> None:
     with Lab(hosts) as lab:
         p = Protocol(lab.endpoints["WSUS01"].url, transport="ntlm", username="CORP\\kbfix", password="Secret-1",
                      read_timeout_sec=30, operation_timeout_sec=20)
-        shell_id = p.open_shell(codepage=65001)
+        shell_id = p.open_shell(codepage=437)
         command_id = p.run_command(shell_id, "ipconfig", ["/all"])
         out, err, code = p.get_command_output(shell_id, command_id)
         p.cleanup_command(shell_id, command_id)

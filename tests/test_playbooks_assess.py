@@ -1,6 +1,6 @@
 """assess() over fact sets: every row of issue 6 (roles, KB954960 server/client, KB954474),
 x64 Wow6432Node, localized and rotated logs, console-only WSUS, fixed hosts, missing logs.
-Pure: AgentResponse values are built with the real codec types by tests/playbooks/fakehost.py."""
+Pure: AgentResponse values are built with the real codec types by tests/playbooks/labhost.py (the lab's agent emulator, no HTTP)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from datetime import datetime, timezone
 import pytest
 
 from playbooks import HostContext, assess, gather_ops, link_clients, load_playbooks
+from playbooks.history import HostHistory
 from playbooks.model import Status
 from remoting.agent_protocol import OpError
-from tests.playbooks.fakehost import FakeHost
+from tests.playbooks.labhost import LabHostSpec
+from winlab.hoststate import PatchSpec
 
 WSUS_KEY = "HKLM\\SOFTWARE\\Microsoft\\Update Services\\Server\\Setup"
 DLL = "C:\\Program Files\\Update Services\\WebServices\\ClientWebService\\bin\\Microsoft.UpdateServices.WebServices.Client.dll"
@@ -68,11 +70,11 @@ def books():
 
 def wsus(version: str = "3.1.6001.65", dll: str | None = "3.1.6001.65", *, install_type: int = 1,
          log: str | None = SD_EN, log_path: str = SDLOG, target: str | None = "C:\\Program Files\\Update Services\\",
-         **kw) -> FakeHost:
+         **kw) -> LabHostSpec:
     setup = {"InstallType": install_type, "VersionString": version}
     if target is not None:
         setup["TargetDir"] = target
-    h = FakeHost(registry={WSUS_KEY: setup}, **kw)
+    h = LabHostSpec(registry={WSUS_KEY: setup}, **kw)
     if dll is not None:
         h.files[DLL] = dll
     if log is not None:
@@ -81,21 +83,22 @@ def wsus(version: str = "3.1.6001.65", dll: str | None = "3.1.6001.65", *, insta
 
 
 def site(version: str = "4.00.6221.1000", *, hotfix: bool = False, log: str | None = WSYNC_BAD,
-         rotated: str | None = None, arch: str = "x64") -> FakeHost:
+         rotated: str | None = None, arch: str = "x64") -> LabHostSpec:
     key = SMS_WOW if arch == "x64" else "HKLM\\SOFTWARE\\Microsoft\\SMS\\Setup"
-    h = FakeHost(arch=arch, registry={key: {"Full Version": version, "Installation Directory": SMS_DIR}})
+    h = LabHostSpec(arch=arch, registry={key: {"Full Version": version, "Installation Directory": SMS_DIR}},
+                    services={"SMS_SITE_COMPONENT_MANAGER": "Running", "SMS_EXECUTIVE": "Running"})
     if log is not None:
         h.logs[WSYNC] = log
     if rotated is not None:
         h.logs[WSYNC[:-4] + ".lo_"] = rotated
-    if hotfix:
-        h.products.append({"name": "Hotfix for System Center Configuration Manager 2007 SP1 (KB954474)",
-                           "product_code": "KB954474", "version": "1", "view": "32"})
+    if hotfix:  # an .msp hotfix: a Windows Installer patch registration (PatchesEx)
+        h.patches.append(PatchSpec("{4C6A1A40-3C5B-4E0F-8D8B-1D0C2E3F4A51}", "{B2E4C6A8-1F3D-4B5A-9C7E-0D2F4A6B8C11}",
+                                   "Hotfix for System Center Configuration Manager 2007 SP1 (KB954474)"))
     return h
 
 
-def client(*, office: bool = True, log: str | None = WU_CLIENT_BAD, server: str = "http://wsus01:8530") -> FakeHost:
-    h = FakeHost(arch="x86", registry={"HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows\\WindowsUpdate": {"WUServer": server}})
+def client(*, office: bool = True, log: str | None = WU_CLIENT_BAD, server: str = "http://wsus01:8530") -> LabHostSpec:
+    h = LabHostSpec(arch="x86", registry={"HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows\\WindowsUpdate": {"WUServer": server}})
     if office:
         h.products.append({"name": "Microsoft Office Professional Edition 2003", "product_code": O2K3_CODE, "version": "11.0.5614.0"})
     if log is not None:
@@ -103,7 +106,7 @@ def client(*, office: bool = True, log: str | None = WU_CLIENT_BAD, server: str 
     return h
 
 
-def run(books, host: FakeHost, name: str = "H1", **ctx):
+def run(books, host: LabHostSpec, name: str = "H1", **ctx):
     c = HostContext(name, **ctx)
     return assess(books, c, host.respond(gather_ops(books, c)))
 
@@ -152,11 +155,21 @@ def test_rtm_unpatched_and_mitigated(books):
     f = run(books, h).finding("KB954960")
     assert (f.status, f.variant) == (Status.NON_COMPLIANT, "rtm")
     assert "Upgrade to WSUS 3.0 SP1" in f.remedy
+    # Decline removes every approval (IUpdate.Decline): an approval record after decline proves nothing
     h.wsus_updates[0]["approvals"] = [{"group": "All Computers", "action": "Install"}]
-    f = run(books, h).finding("KB954960")
-    assert f.status == Status.MITIGATED
-    # an operator may record the workaround by variable instead
+    assert run(books, h).finding("KB954960").status == Status.NON_COMPLIANT
     h.wsus_updates[0]["approvals"] = []
+    # done = a successful wsus_workaround in the audit store; held = no server signature after it
+    # (SD_EN's ArgumentException is at 2008-07-10 14:01 UTC)
+    after = HostHistory.from_events([("wsus_workaround", "success", datetime(2008, 7, 11, tzinfo=timezone.utc))])
+    f = run(books, h, history=after).finding("KB954960")
+    assert f.status == Status.MITIGATED and "done by kbfix at 2008-07-11" in f.reason
+    before = HostHistory.from_events([("wsus_workaround", "success", datetime(2008, 7, 9, tzinfo=timezone.utc))])
+    f = run(books, h, history=before).finding("KB954960")
+    assert f.status == Status.NON_COMPLIANT and "did not hold" in f.reason
+    failed = HostHistory.from_events([("wsus_workaround", "failed", datetime(2008, 7, 11, tzinfo=timezone.utc))])
+    assert run(books, h, history=failed).finding("KB954960").status == Status.NON_COMPLIANT
+    # an operator may record the workaround by variable instead
     assert run(books, h, vars={"kb954960_workaround_applied": True}).finding("KB954960").status == Status.MITIGATED
 
 
@@ -220,7 +233,7 @@ def test_configmgr_sp1_x64_wow6432node_with_log(books):
     assert (f.status, f.variant) == (Status.NON_COMPLIANT, "sp1")
     assert "Unexpected DeploymentAction" in f.reason
     assert "Wow6432Node" in f.evidence[0].probe
-    log_ev = f.evidence[2]
+    log_ev = f.evidence[3]
     bad = next(ln for ln in log_ev.lines if "DeploymentAction" in ln.text)
     # SMS trace time 02:03:04.500 local, bias +420 minutes → 09:03:04.500 UTC
     assert bad.timestamp == datetime(2008, 7, 10, 9, 3, 4, 500000, tzinfo=timezone.utc)
@@ -229,7 +242,7 @@ def test_configmgr_sp1_x64_wow6432node_with_log(books):
 def test_configmgr_rtm_x86_and_rotated_log(books):
     f = run(books, site("4.00.5931.0000", log="nothing interesting\r\n", rotated=WSYNC_BAD, arch="x86")).finding("KB954474")
     assert (f.status, f.variant) == (Status.NON_COMPLIANT, "rtm")
-    files = {ln.file for ln in f.evidence[2].lines}
+    files = {ln.file for ln in f.evidence[3].lines}
     assert files == {WSYNC[:-4] + ".lo_"}
 
 
@@ -237,7 +250,9 @@ def test_configmgr_patched_and_other_releases(books):
     assert run(books, site(hotfix=True)).finding("KB954474").status == Status.COMPLIANT
     f = run(books, site("4.00.6487.2000")).finding("KB954474")  # SP2: not this advisory
     assert f.status == Status.NOT_APPLICABLE
-    f = run(books, site(log=None)).finding("KB954474")
+    f = run(books, site(log=None)).finding("KB954474")  # no log: SMS 2003 scope cannot be told
+    assert f.status == Status.UNKNOWN and "not found" in f.reason
+    f = run(books, site(log=None), vars={"kb954474_sms2003_clients": True}).finding("KB954474")
     assert f.status == Status.NON_COMPLIANT and "not found" in f.reason
 
 

@@ -20,7 +20,7 @@ from playbooks import (
 )
 from playbooks.model import ExecutedAction, Status
 from playbooks.version import Version, VersionRange
-from tests.playbooks.fakehost import FakeHost
+from tests.playbooks.labhost import LabHostSpec
 from tests.test_playbooks_assess import site, wsus
 
 TEST_DIR = Path(__file__).parent / "playbooks"
@@ -35,7 +35,7 @@ def write_packages(tmp: Path, entries: list[dict], *, corrupt: str | None = None
         lines.append(f"  - kb: {e['kb']}")
         lines.append(f"    file: {e['file']}")
         lines.append(f"    sha256: {digest}")
-        for k in ("fits", "arch", "fits_parts"):
+        for k in ("fits", "arch", "fits_parts", "args"):
             if k in e:
                 lines.append(f"    {k}: {e[k]!r}" if isinstance(e[k], str) else f"    {k}: {e[k]}")
     (tmp / "manifest.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -45,12 +45,13 @@ def write_packages(tmp: Path, entries: list[dict], *, corrupt: str | None = None
 @pytest.fixture
 def packages(tmp_path):
     return load_packages(write_packages(tmp_path, [
-        {"kb": "KB954960", "file": "WSUS3.0SP1-KB954960-x64.exe", "fits": ">=3.1.6001.0, <3.1.6002", "arch": "x64"},
+        {"kb": "KB954960", "file": "WSUS3.0SP1-KB954960-x64.exe", "fits": ">=3.1.6001.0, <3.1.6002", "arch": "x64",
+         "args": ["/quiet", "/norestart"]},
         {"kb": "KB954474", "file": "SCCM2007-SP1-KB954474-x86.msp", "fits": "4.0.6221", "fits_parts": 3},
     ]))
 
 
-def planned(host: FakeHost, packages, name: str = "H", books=None):
+def planned(host: LabHostSpec, packages, name: str = "H", books=None):
     books = books or load_playbooks()
     ctx = HostContext(name)
     return plan(books, assess(books, ctx, host.respond(gather_ops(books, ctx))), packages)
@@ -79,15 +80,25 @@ def test_sp1_plan_uploads_then_runs_with_hash_and_is_irreversible(packages):
     assert act.reversible is False and "cannot be uninstalled separately" in act.note
 
 
-def test_rtm_plan_is_the_workaround_steps():
+U1 = "6c8b5d2e-0f1a-4b3c-9d4e-5f6a7b8c9d01"
+U2 = "6c8b5d2e-0f1a-4b3c-9d4e-5f6a7b8c9d02"
+
+
+def test_rtm_plan_is_one_workaround_op_over_every_match():
     h = wsus("3.0.6000.374", "3.0.6000.374", wsus_api=True,
-             wsus_updates=[{"id": "u-1", "title": "Office 2003 Service Pack 1", "declined": False, "approvals": []}])
+             wsus_updates=[{"id": U1, "title": "Office 2003 Service Pack 1", "declined": False},
+                           {"id": U2, "title": "Office 2003 Service Pack 1", "declined": True}])
     f = planned(h, None).finding("KB954960")
-    assert [p.kind for p in f.planned] == ["wsus_decline", "wsus_approve", "wsus_decline"]
-    assert f.planned[1].ops == [{"name": "wsus.approve_update", "args": {"id": "u-1", "action": "Install", "group": "All Computers"}}]
-    h.wsus_updates[0]["declined"] = True  # already declined: "make sure it is declined" needs no step
+    (act,) = f.planned  # one action, one op: a stop between steps cannot leave SP1 approved
+    assert act.kind == "wsus_workaround" and "always ends declined" in act.description
+    assert act.ops == [{"name": "wsus.workaround", "args": {"id": [U1, U2], "group": "All Computers"}}]
+    h.wsus_replica = True
     f = planned(h, None).finding("KB954960")
-    assert [p.kind for p in f.planned] == ["wsus_approve", "wsus_decline"]
+    assert f.planned == [] and any("replica" in n and "upstream" in n for n in f.notes)
+    h.wsus_replica = False
+    h.wsus_updates[0]["requires_license"] = True
+    f = planned(h, None).finding("KB954960")
+    assert f.planned == [] and any("RequiresLicenseAgreementAcceptance" in n for n in f.notes)
     h.wsus_api = False
     f = planned(h, None).finding("KB954960")
     assert f.planned == [] and any("administration API" in n for n in f.notes)
@@ -133,9 +144,10 @@ def test_third_advisory_is_yaml_only(tmp_path):
     books = load_playbooks(["KB999999"], extra_dirs=[TEST_DIR])
     assert [b.id for b in books] == ["KB999999"]
     key = "HKLM\\SOFTWARE\\Contoso\\SyncAgent"
-    h = FakeHost(registry={key: {"InstallDir": "C:\\Contoso"}}, files={"C:\\Contoso\\bin\\syncagent.exe": "2.1.299.0"},
+    h = LabHostSpec(registry={key: {"InstallDir": "C:\\Contoso"}}, files={"C:\\Contoso\\bin\\syncagent.exe": "2.1.299.0"},
                  logs={"C:\\Contoso\\logs\\sync.log": "2024-01-02 03:04:05.000 UTC\tError\tsvc\tSyncEngine.Merge\thr=0x80990001\r\n"})
-    pk = load_packages(write_packages(tmp_path, [{"kb": "KB999999", "file": "contoso-KB999999.exe", "fits": "<2.1.300.5"}]))
+    pk = load_packages(write_packages(tmp_path, [{"kb": "KB999999", "file": "contoso-KB999999.exe", "fits": "<2.1.300.5",
+                                                  "args": ["/s", "/log={log}"]}]))  # an .exe's switches: the manifest's
     a = planned(h, pk, books=books)
     f = a.finding("KB999999")
     assert f.status == Status.NON_COMPLIANT and "E_SYNC_DUP" in f.reason
@@ -150,7 +162,7 @@ def _executed(outcome: str, action_id: str = "KB954960-1") -> ExecutedAction:
     return ExecutedAction(action_id=action_id, outcome=outcome, exit_code=0, started=datetime(2008, 8, 2, tzinfo=timezone.utc))
 
 
-def _after(host: FakeHost, books):
+def _after(host: LabHostSpec, books):
     ctx = HostContext("H")
     return assess(books, ctx, host.respond(gather_ops(books, ctx)))
 
@@ -185,7 +197,7 @@ def test_verify_merge(packages, outcome, dll, status, words):
 def test_verify_workaround_is_mitigated_and_followup_for_kb954474(packages):
     books = load_playbooks()
     h = wsus("3.0.6000.374", "3.0.6000.374", wsus_api=True,
-             wsus_updates=[{"id": "u-1", "title": "Office 2003 Service Pack 1", "declined": True, "approvals": []}])
+             wsus_updates=[{"id": U1, "title": "Office 2003 Service Pack 1", "declined": True, "approvals": []}])
     before = planned(h, None).findings
     f = next(x for x in before if x.advisory == "KB954960")
     f.executed += [_executed("success", p.id) for p in f.planned]
@@ -204,14 +216,23 @@ def test_verify_workaround_is_mitigated_and_followup_for_kb954474(packages):
     assert any("next full (scheduled) sync" in n for n in g3.notes)
 
 
-def test_unc_source_package_is_not_uploaded(tmp_path):
+def test_unc_source_is_refused_at_plan_time(tmp_path):
+    # A WinRM logon has no delegated credentials: the second hop to \\files is anonymous (issue 13 item 7).
     (tmp_path / "manifest.yaml").write_text(
         "packages:\n  - kb: KB954960\n    file: WSUS3.0SP1-KB954960-x64.exe\n"
         f"    sha256: '{'c' * 64}'\n    source: '\\\\files\\patches\\WSUS3.0SP1-KB954960-x64.exe'\n"
         "    args: ['/quiet', '/log:{log}']\n", encoding="utf-8")
     f = planned(wsus(), load_packages(tmp_path)).finding("KB954960")
-    (act,) = f.planned
-    assert [o["name"] for o in act.ops] == ["installer.run"]
-    run = act.ops[0]["args"]
-    assert run["path"] == "\\\\files\\patches\\WSUS3.0SP1-KB954960-x64.exe"
-    assert run["arg"][1] == "/log:" + run["log_path"]
+    assert f.planned == [] and any("UNC source" in n and "delegated credentials" in n for n in f.notes)
+
+
+def test_exe_needs_manifest_switches_and_msi_gets_a_verbose_log(tmp_path):
+    d = write_packages(tmp_path, [{"kb": "KB954960", "file": "WSUS3.0SP1-KB954960-x64.exe", "fits": ">=3.1.6001.0, <3.1.6002"},
+                                  {"kb": "KB954474", "file": "SCCM2007-SP1-KB954474-x86.msp", "fits": "4.0.6221", "fits_parts": 3}])
+    books = load_playbooks()
+    f = planned(wsus(), load_packages(d), books=books).finding("KB954960")
+    assert f.planned == [] and any("needs its silent and log switches" in n for n in f.notes)
+    g = planned(site(), load_packages(d), books=books).finding("KB954474")
+    run = g.planned[0].ops[-1]["args"]
+    # playbook defaults for msiexec, then /l*v <log> (Windows Installer command-line options)
+    assert run["arg"] == ["/quiet", "/norestart", "/l*v", run["log_path"]]

@@ -20,7 +20,7 @@ import pytest
 
 from playbooks import HostContext, assess, gather_ops, load_playbooks
 from playbooks.model import Status
-from tests.playbooks.fakehost import FakeHost
+from tests.playbooks.labhost import LabHostSpec
 
 O2K3 = {"name": "Microsoft Office Professional Edition 2003", "product_code": "{90110409-6000-11D3-8CFE-0150048383C9}"}
 POLICY = {"HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows\\WindowsUpdate": {"WUServer": "http://wswsus02:80"}}
@@ -33,8 +33,8 @@ SAMPLES = {
 }
 
 
-def _client(log: bytes) -> FakeHost:
-    return FakeHost(arch="x64", registry=dict(POLICY), products=[dict(O2K3)], logs={"C:\\WINDOWS\\WindowsUpdate.log": log})
+def _client(log: bytes) -> LabHostSpec:
+    return LabHostSpec(arch="x64", registry=dict(POLICY), products=[dict(O2K3)], logs={"C:\\WINDOWS\\WindowsUpdate.log": log})
 
 
 def _assess(log: bytes):

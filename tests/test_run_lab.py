@@ -38,7 +38,8 @@ def make_packages(folder: Path) -> Path:
     for kb, name in (("KB954960", "WSUS3.0SP1-KB954960-x64.exe"), ("KB954474", "SCCM2007-SP1-KB954474-ENU.msi")):
         data = f"stand-in package {name}\n".encode()
         (folder / name).write_bytes(data)
-        entries.append(f"  - kb: {kb}\n    file: {name}\n    sha256: {hashlib.sha256(data).hexdigest()}\n")
+        entries.append(f"  - kb: {kb}\n    file: {name}\n    sha256: {hashlib.sha256(data).hexdigest()}\n"
+                       "    args: ['/quiet', '/norestart']\n")  # an .exe needs its switches in the manifest
     (folder / "manifest.yaml").write_text("packages:\n" + "".join(entries), encoding="utf-8")
     return folder
 

@@ -13,7 +13,7 @@ import json
 import ntpath
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from remoting.agent_protocol import (
@@ -24,7 +24,7 @@ from remoting.agent_protocol import (
     RequestFormatError,
     response_document,
 )
-from remoting.ops import OPS
+from remoting.ops import OPS, OpSpec
 from winlab.emulate_common import AgentContext, OpFailure, int_arg, iso_utc, path_arg
 from winlab.emulate_logscan import ScanSpec, scan_content
 from winlab.emulate_mutations import (
@@ -33,9 +33,11 @@ from winlab.emulate_mutations import (
     op_service_restart,
     op_wsus_approve,
     op_wsus_decline,
+    op_wsus_workaround,
     update_json,
 )
-from winlab.hoststate import UNINSTALL_KEY, HostState, RegValue, content_sha256
+from winlab.hoststate import HostState, RegValue, content_sha256, norm_path
+from winlab.products import list_patches, list_products
 
 __all__ = ["AgentContext", "OpFailure", "host_info", "list_products", "run_op", "run_request"]
 
@@ -51,8 +53,10 @@ def host_info(state: HostState) -> dict[str, Any]:
     }
 
 
-def run_request(request: AgentRequest, ctx: AgentContext) -> tuple[dict[str, Any], bool]:
+def run_request(request: AgentRequest, ctx: AgentContext, *, bad: Mapping[int, str] | None = None
+                ) -> tuple[dict[str, Any], bool]:
     """Run every op of `request`; returns (response document, whether a mutating op ran).
+    `bad` (op position → message, from `winlab.agent_request`) answers those ops `invalid_args`.
 
     The response is bounded by `request.limit` bytes of JSON: once the next result would pass
     it, that op and every later one answer kind `limit` and `truncated` is true (later ops do
@@ -62,13 +66,17 @@ def run_request(request: AgentRequest, ctx: AgentContext) -> tuple[dict[str, Any
     used = len(json.dumps(response_document(request.nonce, host_info(ctx.state), [])).encode("utf-8"))
     truncated = False
     mutated = False
-    for o in request.ops:
+    for n, o in enumerate(request.ops):
         if truncated:
             results.append(OpResult(o.id, o.name, False, error=OpError("limit", "response limit reached")))
             continue
-        res = run_op(o, ctx)
+        if bad and n in bad:
+            res = OpResult(o.id, o.name, False, error=OpError("invalid_args", bad[n]))
+        else:
+            res = run_op(o, ctx)
         # A known mutating op was attempted (whatever its outcome): fault drop_after_mutation fires.
-        mutated = mutated or (o.name in OPS and o.mutating)
+        spec = op_spec(o.name)
+        mutated = mutated or (spec is not None and spec.mutating and not (bad and n in bad))
         item = response_document(request.nonce, {}, [res])["results"][0]
         size = len(json.dumps(item, ensure_ascii=False).encode("utf-8")) + 2
         if used + size > request.limit:
@@ -82,15 +90,21 @@ def run_request(request: AgentRequest, ctx: AgentContext) -> tuple[dict[str, Any
     return doc, mutated
 
 
+def op_spec(name: str) -> OpSpec | None:
+    """The op named `name`, matched as agent.ps1 matches it: its op table is a PowerShell
+    hashtable and its dispatch a `switch`, both case-insensitive."""
+    return OPS.get(name) or next((s for n, s in OPS.items() if n.lower() == name.lower()), None)
+
+
 def run_op(o: OpRequest, ctx: AgentContext) -> OpResult:
-    """Run one op in its own error boundary."""
-    spec = OPS.get(o.name)
+    """Run one op in its own error boundary (the result echoes the op name as sent)."""
+    spec = op_spec(o.name)
     if spec is None:
         return OpResult(o.id, o.name, False, error=OpError("invalid_args", f"unknown op {o.name!r}"))
     missing = [k for k in spec.required if not o.args.get(k)]
     if missing:
         return OpResult(o.id, o.name, False, error=OpError("invalid_args", f"missing argument(s): {', '.join(missing)}"))
-    handler = _HANDLERS[o.name]
+    handler = _HANDLERS[spec.name]
     try:
         data = handler(o, ctx)
     except OpFailure as f:
@@ -99,7 +113,7 @@ def run_op(o: OpRequest, ctx: AgentContext) -> OpResult:
         return OpResult(o.id, o.name, False, error=OpError("invalid_args", str(exc)))
     except Exception as exc:  # an emulator bug must not sink the other ops (the agent's trap does the same)
         return OpResult(o.id, o.name, False, error=OpError("exception", f"{type(exc).__name__}: {exc}"))
-    if o.name == "registry.values":
+    if spec.name == "registry.values":
         ctx.registry_results[o.id] = data
     return OpResult(o.id, o.name, True, data=data)
 
@@ -154,7 +168,7 @@ def op_file_info(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
         }
     return {
         "exists": True,
-        "path": fe.path,
+        "path": path,  # the argument as expanded, as the agent returns it
         "size": fe.size,
         "mtime": iso_utc(fe.mtime),
         "file_version": binary_file_version(fe.version),
@@ -188,8 +202,15 @@ def rotated_siblings(path: str) -> list[str]:
 
 
 def op_log_scan(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
-    """log.scan: bounded regex scan of a log (and rotated siblings); see winlab.emulate_logscan."""
+    """log.scan: bounded regex scan of a log (and rotated siblings); see winlab.emulate_logscan.
+    A scan whose resolved path and arguments equal an earlier op's in the same request (TargetDir
+    and the %ProgramFiles% fallback are often one file) is not repeated: `{"files": [], "same_as": id}`."""
     path = path_arg(o, ctx)
+    key = (norm_path(path).lower(), *(f"{k}={v!r}" for k, v in sorted(o.args.items()) if k != "path"))
+    if key in ctx.scans:
+        return {"files": [], "same_as": ctx.scans[key]}
+    ctx.scans[key] = o.id
+    ctx.records.log_scanned(norm_path(path))
     pats = []
     for i, p in enumerate(o.texts("pattern")):
         try:
@@ -210,56 +231,28 @@ def op_log_scan(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
         sibs = [fe for fe in (ctx.state.get_file(s) for s in rotated_siblings(path)) if fe is not None]
         for fe in sorted(sibs, key=lambda e: e.mtime):
             files.append({"path": fe.path, "exists": True, **scan_content(fe.data(), spec, codec, is_named=False)})
-    fe = ctx.state.get_file(path)
-    if fe is None:
+    named = ctx.state.get_file(path)
+    if named is None:
         files.append({
             "path": path, "exists": False, "size": 0, "encoding": None, "start_offset": 0,
             "end_offset": 0, "matches": [], "patterns_full": [],
         })
     else:
-        files.append({"path": fe.path, "exists": True, **scan_content(fe.data(), spec, codec)})
+        files.append({"path": path, "exists": True, **scan_content(named.data(), spec, codec)})
     for f in files:
         # Fixed key order, as the agent writes it.
         f.update({k: f.pop(k) for k in ("size", "encoding", "start_offset", "end_offset", "matches", "patterns_full")})
     return {"files": files}
 
 
-def _wild(pattern: str) -> re.Pattern[str]:
-    """PowerShell -like wildcard (`*`, `?`) as a case-insensitive regex."""
-    return re.compile("^" + "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern) + "$", re.I | re.S)
-
-
-def list_products(state: HostState, pattern: str | None) -> list[dict[str, Any]]:
-    """Uninstall entries of both views whose DisplayName matches `pattern` (none = all)."""
-    rx = _wild(pattern) if pattern else None
-    out = []
-    # An x86 OS has one view; the agent labels it "32" and does not list it twice.
-    views = ("64", "32") if state.os.arch == "x64" else ("32",)
-    with state.lock:
-        for view in views:
-            base = state.physical_key(UNINSTALL_KEY, view)  # type: ignore[arg-type]
-            for code in state.subkeys(base):
-                k = state.get_key(base + "\\" + code)
-                if k is None:
-                    continue
-                vals = {n: v.data for n, v in k.values.items()}
-                name = vals.get("displayname")
-                if not isinstance(name, str) or (rx and not rx.match(name)):
-                    continue
-                out.append({
-                    "name": name,
-                    "version": vals.get("displayversion"),
-                    "publisher": vals.get("publisher"),
-                    "product_code": code,
-                    "view": view,
-                    "install_date": vals.get("installdate"),
-                })
-    return out
-
-
 def op_products_list(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
     """products.list: Uninstall entries (both views on x64; the one native view on x86)."""
     return {"products": list_products(ctx.state, o.text("pattern"))}
+
+
+def op_products_patches(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
+    """products.patches: Windows Installer patch registrations (see winlab.products)."""
+    return {"patches": list_patches(ctx.state, o.text("pattern"))}
 
 
 def op_service_status(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
@@ -276,12 +269,16 @@ def op_service_status(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
 
 
 def op_wsus_find_update(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
-    """wsus.find_update: updates whose title equals `title` (case-insensitive)."""
+    """wsus.find_update: every update whose title equals `title` (case-insensitive), declined or
+    not — the agent asks `IUpdateServer.GetUpdates(UpdateScope)` with ApprovedStates Any, which
+    includes declined updates (MS docs "Displaying Available Updates") — and whether the server
+    is a replica (`IUpdateServerConfiguration.IsReplicaServer`)."""
     title = (o.text("title") or "").lower()
     with ctx.state.lock:
         if not ctx.state.wsus_api:
-            return {"available": False, "updates": []}
-        return {"available": True, "updates": [update_json(u) for u in ctx.state.wsus_updates if u.title.lower() == title]}
+            return {"available": False, "replica": False, "updates": []}
+        return {"available": True, "replica": ctx.state.wsus_replica,
+                "updates": [update_json(u) for u in ctx.state.wsus_updates if u.title.lower() == title]}
 
 _HANDLERS: dict[str, Callable[[OpRequest, AgentContext], dict[str, Any]]] = {
     "env.expand": op_env_expand,
@@ -289,6 +286,7 @@ _HANDLERS: dict[str, Callable[[OpRequest, AgentContext], dict[str, Any]]] = {
     "file.info": op_file_info,
     "log.scan": op_log_scan,
     "products.list": op_products_list,
+    "products.patches": op_products_patches,
     "service.status": op_service_status,
     "wsus.find_update": op_wsus_find_update,
     "file.upload": op_file_upload,
@@ -296,4 +294,5 @@ _HANDLERS: dict[str, Callable[[OpRequest, AgentContext], dict[str, Any]]] = {
     "service.restart": op_service_restart,
     "wsus.decline_update": op_wsus_decline,
     "wsus.approve_update": op_wsus_approve,
+    "wsus.workaround": op_wsus_workaround,
 }

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from remoting.agent_protocol import OpError, OpRequest
-from winlab.fixtures import InstallerBehaviour
-from winlab.hoststate import HostState, norm_path
+from winlab.hoststate import HostState
+from winlab.installers import InstallerBehaviour
 from winlab.records import HostRecords
 
 REF_RE = re.compile(r"\$\{reg:([A-Za-z0-9_.-]{1,64}):([^}]*)\}")
@@ -42,6 +42,8 @@ class AgentContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     time_scale: float = 1.0
     registry_results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # log.scan ops already run in this request: (resolved path, scan arguments) → op id
+    scans: dict[tuple[str, ...], str] = field(default_factory=dict)
 
 
 def resolve_path(text: str, ctx: AgentContext) -> str:
@@ -76,13 +78,15 @@ def iso_utc(dt: datetime) -> str:
 
 
 def path_arg(o: OpRequest, ctx: AgentContext, key: str = "path") -> str:
-    """A path argument after references and expansion, normalised. Raises OpFailure:
-    not_found (unresolved reference), invalid_args (not an absolute drive or UNC path)."""
+    """A path argument after references and expansion, spelled as the agent returns it (not
+    normalised: `TargetDir` ends in `\\`, so `${reg:…}\\x` keeps a doubled separator; the host
+    state's lookups normalise). Raises OpFailure: not_found (unresolved reference), invalid_args
+    (not an absolute drive or UNC path)."""
     raw = o.text(key) or ""
     path = resolve_path(raw, ctx)
     if not re.match(r"^([A-Za-z]:\\|\\\\)", path.replace("/", "\\")):
         raise OpFailure("invalid_args", f"{key} must be an absolute Windows path: {path!r}")
-    return norm_path(path)
+    return path
 
 
 def not_found_hresult() -> str:

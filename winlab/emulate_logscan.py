@@ -99,15 +99,15 @@ def _codec(encoding: str, ansi_codec: str) -> tuple[str, int, bytes]:
 
 def _line_decoder(codec: str, mixed_fallback: str | None) -> Callable[[bytes], str]:
     """How one line's bytes become text: `codec` with replacement, or (8-bit files without a
-    BOM, `mixed_fallback` = the ANSI codec) strict UTF-8 first, else the ANSI codepage."""
+    BOM, `mixed_fallback` = the ANSI codec) UTF-8 when the line decodes without a replacement
+    character (U+FFFD), else the ANSI codepage — the agent's rule (remoting/PROTOCOL.md): it
+    tests for U+FFFD instead of catching a decoder exception per ANSI line."""
     if mixed_fallback is None:
         return lambda b: b.decode(codec, "replace")
 
     def decode(b: bytes) -> str:
-        try:
-            return b.decode("utf-8")
-        except UnicodeDecodeError:
-            return b.decode(mixed_fallback, "replace")
+        text = b.decode("utf-8", "replace")
+        return text if "\ufffd" not in text else b.decode(mixed_fallback, "replace")
 
     return decode
 

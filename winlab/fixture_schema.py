@@ -81,6 +81,18 @@ class ProductModel(_Model):
     install_date: StrictStr | None = None
 
 
+class PatchModel(_Model):
+    """A Windows Installer patch registration (`HKLM\\...\\Installer\\UserData\\S-1-5-18\\Products\\
+    <packed product>\\Patches\\<packed patch>`): product and patch codes as GUIDs, DisplayName,
+    State (1 applied, 2 superseded, 4 obsoleted: MS docs "Patch.PatchProperty method")."""
+
+    product: StrictStr = Field(pattern=r"^\{?[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}?$")
+    code: StrictStr = Field(pattern=r"^\{?[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}?$")
+    name: StrictStr
+    state: Literal[1, 2, 4] = 1
+    installed: StrictStr | None = None
+
+
 class ServiceModel(_Model):
     """A service with its start mode."""
 
@@ -95,6 +107,7 @@ class SetsModel(_Model):
     registry: dict[StrictStr, dict[StrictStr, RegValueModel]] = {}
     products: list[StrictStr | ProductModel] = []
     remove_products: list[StrictStr] = []
+    patches: list[PatchModel] = []
     services: dict[StrictStr, StrictStr | ServiceModel] = {}
 
 
@@ -112,7 +125,8 @@ class ApprovalModel(_Model):
     """One approval of a WSUS update in a fixture: target group and action (default Install)."""
 
     group: StrictStr
-    action: StrictStr = "Install"
+    # The approval actions WSUS 3.0 stores (UpdateApprovalAction; `All` is only a query value).
+    action: Literal["Install", "Uninstall", "NotApproved"] = "Install"
 
 
 class WsusUpdateModel(_Model):
@@ -122,6 +136,7 @@ class WsusUpdateModel(_Model):
     title: StrictStr
     declined: bool = False
     approvals: list[ApprovalModel] = []
+    requires_license: bool = False
 
 
 class WsmanModel(_Model):
@@ -157,6 +172,8 @@ class HostModel(_Model):
     wsus_updates: list[WsusUpdateModel] = []
     wsus_api: bool | None = None
     wsus_groups: list[StrictStr] = []
+    wsus_replica: bool = False
+    patches: list[PatchModel] = []
     faults: FaultsModel = FaultsModel()  # type: ignore[valid-type]
     wsman: WsmanModel = WsmanModel()
     time_scale: float = Field(default=1.0, ge=0)

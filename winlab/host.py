@@ -23,24 +23,27 @@ from remoting.agent_protocol import (
     AgentResponse,
     RequestFormatError,
     build_stdin,
-    decode_request,
     decode_response,
     encode_request,
     encode_response,
     parse_stdin,
 )
 from winlab.agent_emulator import AgentContext, run_request
+from winlab.agent_request import parse_like_agent
 from winlab.faults import Faults
-from winlab.fixtures import HostTemplate
 from winlab.hostapi import ProcessResult
 from winlab.hoststate import HostState
 from winlab.naive_probes import clixml_errors, decode_encoded_command, run_naive_script
 from winlab.records import HostRecords
+from winlab.templates import HostTemplate
 
 AGENT_MISMATCH = "kbfix lab: agent script does not match the shipped agent"
 # cmd.exe's message and exit code for a command it cannot find (9009 = "not recognized").
 _CMD_NOT_FOUND = "'{0}' is not recognized as an internal or external command,\r\noperable program or batch file.\r\n"
 CMD_NOT_FOUND_EXIT = 9009
+UTF8_CODEPAGE = 65001
+# The shell codepage the kbfix client opens (remoting.wsman_client): pywinrm's default, OEM US.
+CLIENT_CODEPAGE = 437
 
 
 def _stdout_codec(codepage: int) -> str:
@@ -88,6 +91,12 @@ class EmulatedHost:
         """Run one command to completion (see module docstring). Blocks for simulated time;
         returns early when `cancel` is set."""
         self.records.process_started()
+        if codepage == UTF8_CODEPAGE and self.state.os.before_2008_r2:
+            # Windows before Server 2008 R2 / Windows 7 "fail on the default UTF-8 codepage (65001)"
+            # (chef/knife-windows PR #400): the command "immediately returns with no output but
+            # without invoking the script" (WinRb/WinRM issue #232, Server 2008 SP2).
+            self.records.fault("codepage_65001")
+            return ProcessResult(b"", b"", 0)
         argv = [command, *args] if args else _split_command(command)
         if not argv:
             return ProcessResult(b"", b"", 0)
@@ -159,9 +168,9 @@ class EmulatedHost:
         if agent.replace(b"\r\n", b"\n") != agent_protocol.read_agent_bytes():
             return ProcessResult(b"", (AGENT_MISMATCH + "\r\n").encode(), 1)
         try:
-            request = decode_request(doc)
+            parsed = parse_like_agent(doc)  # as agent.ps1 reads it: a bad line fails its op only
         except RequestFormatError as exc:
-            return ProcessResult(b"", f"kbfix agent: bad request: {exc}\r\n".encode(), 1)
+            return ProcessResult(b"", f"kbfix agent: {exc}\r\n".encode(), 1)
         ctx = AgentContext(
             state=self.state,
             installers=self.template.installers,
@@ -170,7 +179,7 @@ class EmulatedHost:
             cancel=cancel,
             time_scale=self.time_scale,
         )
-        document, mutated = run_request(request, ctx)
+        document, mutated = run_request(parsed.request, ctx, bad=parsed.bad)
         # The server counts the fault when it actually drops the connection (winlab.wsman).
         drop = bool(mutated and self.faults.drop_after_mutation)
         return ProcessResult(encode_response(document), b"", 0, drop_connection=drop)
@@ -209,7 +218,8 @@ def run_agent_request(
     without HTTP: for unit tests and benchmarks of the emulator. Returns the process result and
     the decoded response (None when the process did not answer with one)."""
     cmd, args = agent_protocol.command_line()
-    result = host.execute(cmd, args, build_stdin(encode_request(request)), env or {}, 65001, cancel or threading.Event())
+    result = host.execute(cmd, args, build_stdin(encode_request(request)), env or {}, CLIENT_CODEPAGE,
+                          cancel or threading.Event())
     if result.exit_code != 0:
         return result, None
     return result, decode_response(result.stdout, request.nonce, limit=max(request.limit, 1 << 20))

@@ -26,6 +26,7 @@ from xml.sax.saxutils import escape
 
 from winlab.emulate_logscan import ScanSpec, scan_content
 from winlab.hoststate import HostState
+from winlab.products import list_products
 
 WSUS_SETUP_KEY = r"HKLM\SOFTWARE\Microsoft\Update Services\Server\Setup"
 WSUS_DLL = (
@@ -171,8 +172,6 @@ def _select(state: HostState, m: re.Match[str]) -> PsOutput:
 
 
 def _products(state: HostState, m: re.Match[str]) -> PsOutput:
-    from winlab.agent_emulator import list_products
-
     native = "64" if state.os.arch == "x64" else "32"  # the agent labels an x86 OS's one view "32"
     names = [p["name"] for p in list_products(state, _unq(m.group(1))) if p["view"] == native]
     return PsOutput("".join(n + "\r\n" for n in names))

@@ -36,6 +36,7 @@ class HostRecords:
     bytes_in: int = 0
     bytes_out: int = 0
     faults_injected: Counter[str] = field(default_factory=Counter)
+    log_scans: Counter[str] = field(default_factory=Counter)  # named file (lower case) → times log.scan read it
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_request(self, action: str, bytes_in: int, bytes_out: int) -> None:
@@ -65,6 +66,11 @@ class HostRecords:
         """A mutating agent op ran against the host state."""
         with self._lock:
             self.mutations.append(MutationRecord(op, detail, time.time()))
+
+    def log_scanned(self, path: str) -> None:
+        """Count one log.scan of the named file `path` (case-insensitive)."""
+        with self._lock:
+            self.log_scans[path.lower()] += 1
 
     def fault(self, name: str) -> None:
         """An injected fault fired."""
