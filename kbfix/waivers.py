@@ -149,10 +149,11 @@ class _StrictLoader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
         event = self.peek_event()
+        line = event.start_mark.line + 1 if event.start_mark is not None else 0
         if isinstance(event, yaml.AliasEvent):
-            raise WaiverError(f"line {event.start_mark.line + 1}: YAML aliases are not allowed in a waiver file")
+            raise WaiverError(f"line {line}: YAML aliases are not allowed in a waiver file")
         if getattr(event, "anchor", None):
-            raise WaiverError(f"line {event.start_mark.line + 1}: YAML anchors are not allowed in a waiver file")
+            raise WaiverError(f"line {line}: YAML anchors are not allowed in a waiver file")
         return super().compose_node(parent, index)
 
 

@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from kbfix.cli import app
@@ -20,6 +22,7 @@ from kbfix.report.sample import ADVISORIES, hosts, run_info
 from kbfix.runinfo import RunInfo
 from kbfix.store import AuditStore
 from kbfix.store.chain import CHAINED, GENESIS, link_hash, row_hash
+from kbfix.store.chain import verify as chain_verify
 from kbfix.store.schema import MIGRATIONS
 
 runner = CliRunner()
@@ -179,3 +182,35 @@ def test_who_and_why_recorded(tmp_path: Path) -> None:
         store.begin_run(info)
         back = store.run_info("r1")
     assert (back.operator, back.change_ticket, back.approved_by) == ("anna@ops1", "CHG-0042", "CAB 2026-11")
+
+
+@pytest.fixture(scope="module")
+def template_store(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    state = tmp_path_factory.mktemp("template")
+    _fill(state)
+    return (state / "audit.sqlite3").read_bytes()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_one_character_edit_of_any_row_is_named(template_store: bytes, tmp_path: Path, data: st.DataObject) -> None:
+    path = tmp_path / f"s{data.draw(st.integers(0, 10**9))}.sqlite3"
+    path.write_bytes(template_store)
+    db = sqlite3.connect(path)
+    table = data.draw(st.sampled_from([t for t in CHAINED if db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]]))  # noqa: S608
+    cols = [r[1] for r in db.execute(f"PRAGMA table_info({table})") if r[2] == "TEXT"]
+    rowids = [r[0] for r in db.execute(f"SELECT rowid FROM {table}")]  # noqa: S608
+    rid = data.draw(st.sampled_from(rowids))
+    col = data.draw(st.sampled_from(cols))
+    value = db.execute(f"SELECT {col} FROM {table} WHERE rowid=?", (rid,)).fetchone()[0]  # noqa: S608
+    assume(value)
+    i = data.draw(st.integers(0, len(value) - 1))
+    edited = value[:i] + chr(ord(value[i]) ^ 1) + value[i + 1:]
+    for name, in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'").fetchall():
+        db.execute(f'DROP TRIGGER "{name}"')
+    db.execute(f"UPDATE {table} SET {col}=? WHERE rowid=?", (edited, rid))  # noqa: S608
+    db.commit()
+    rep = chain_verify(db)
+    db.close()
+    assert not rep.ok and rep.broken is not None
+    assert (rep.broken.table, rep.broken.rowid) == (table, rid)
