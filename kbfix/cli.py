@@ -354,7 +354,8 @@ def check(
     wv = read_waivers(waivers)
     hosts, digest = _hosts(g)
     engine = _engine()
-    opts = _with_who(_options(g, digest, waivers=str(waivers) if waivers else None), operator, change_ticket, approved_by)
+    opts = _with_who(_options(g, digest, waivers=str(waivers) if waivers else None,
+                              waivers_sha256=wv.sha256 if wv else None), operator, change_ticket, approved_by)
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_check(
             hosts, engine, store, opts, control=c,
@@ -470,7 +471,8 @@ def apply(
     opts = _options(g, digest, rollout, window=str(win) if win else None, serial=serial,
                     max_fail_percent=max_fail_percent, max_per_site=max_per_site, grace_s=grace,
                     packages=str(packages) if packages else None, plan=str(plan_file) if plan_file else None,
-                    resume=resume, yes=yes, waivers=str(waivers) if waivers else None)
+                    resume=resume, yes=yes, waivers=str(waivers) if waivers else None,
+                    waivers_sha256=wv.sha256 if wv else None)
     _with_who(opts, operator, change_ticket, approved_by)
     with _store(g) as store:
         progress = make_progress(quiet=g.quiet, no_color=g.no_color)
