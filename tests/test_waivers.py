@@ -154,3 +154,28 @@ def test_cli_report_with_waivers_warns_and_bad_file_exits_2(tmp_path: Path) -> N
     wfile.write_bytes(b"waivers:\n  - host: a\n")
     r = runner.invoke(app, ["--state", str(state), "report", "latest", "--waivers", str(wfile)])
     assert r.exit_code == 2 and f"{wfile}:2" in r.output
+
+
+def test_cli_check_over_the_lab_reports_waived(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from winlab.fixtures import demo_site
+    from winlab.lab import Lab
+
+    wfile = tmp_path / "waivers.yml"
+    wfile.write_bytes(b"waivers:\n  - {host: wsus-sp1, advisory: KB954960, justification: 'replaced in Q1',"
+                      b" approved_by: CAB-9, expires: 2099-12-31}\n")
+    state = tmp_path / "state"
+    with Lab(demo_site()) as lab:
+        inv = lab.write_inventory(tmp_path / "inventory.yaml")
+        r = CliRunner().invoke(app, ["-q", "-i", str(inv), "--state", str(state), "--limit", "WSUS-SP1", "check",
+                                     "--format", "json", "--waivers", str(wfile), "--change-ticket", "CHG-1"])
+    doc = json.loads(r.output[r.output.index("{"):])
+    by = {h["name"]: h for h in doc["hosts"]}
+    kb = next(a for a in by["WSUS-SP1"]["advisories"] if a["id"] == "KB954960")
+    assert kb["status"] == "waived" and kb["waiver"]["waived_status"] == "non_compliant"
+    assert kb["waiver"]["source"] == f"{wfile}:2"
+    assert doc["run"]["options"]["waivers_sha256"] == hashlib.sha256(wfile.read_bytes()).hexdigest()
+    assert doc["run"]["change_ticket"] == "CHG-1"
+    assert r.exit_code == 3  # exit codes follow the hosts' own state; a waiver is a reporting decision
