@@ -21,10 +21,13 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kbfix.runinfo import RunInfo
 from playbooks.model import Evidence, ExecutedAction, Finding, HostResult, LogLine, PlannedAction, Status
+
+if TYPE_CHECKING:  # kbfix.waivers imports this module at run time
+    from kbfix.waivers import WaiverFile
 
 SCHEMA_ID = "kbfix/report/v2"
 SCHEMA_VERSION = 2
@@ -369,7 +372,7 @@ def assemble(
     generated: datetime | None = None,
     last_known: Mapping[str, LastKnown] | None = None,
     events: Sequence[Mapping[str, Any]] = (),
-    waivers: Any = None,
+    waivers: WaiverFile | None = None,
 ) -> dict[str, Any]:
     """The document, not validated (`build_document` validates). `generated` defaults to the run end
     (or start) so that re-rendering a stored run gives the same bytes. last_known: host → its
