@@ -85,10 +85,18 @@ def _directory_files(directory: Path) -> list[Path]:
     return out
 
 
-def _digest(files: Sequence[Path]) -> str:
+def _digest(files: Sequence[Path], bases: Sequence[Path] = ()) -> str:
+    """SHA-256 over each file's name and bytes. The name is the file's path relative to the
+    inventory folder it was found under (resolved), so `-i inv.yaml`, `-i ./inv.yaml` and
+    `-i /abs/inv.yaml` give one digest (issue 20 finding 12: a false "inventory changed"), and
+    so does the same inventory checked out on another controller."""
+    roots = [b.resolve() for b in bases]
     h = hashlib.sha256()
     for path in files:
-        h.update(str(path).encode("utf-8", "surrogateescape") + b"\0")
+        real = path.resolve()
+        root = next((r for r in roots if real == r or r in real.parents), None)
+        name = real.relative_to(root).as_posix() if root is not None else real.name
+        h.update(name.encode("utf-8", "surrogateescape") + b"\0")
         try:
             h.update(path.read_bytes())
         except OSError as exc:
@@ -157,5 +165,5 @@ def _load(
     hosts = {name: resolver.resolve_host(data) for name, data in inv.hosts.items()}
     groups = {name: resolver.resolve_group(name) for name in inv.groups}
     all_files = [*files, *dict.fromkeys(varsdirs.files_read)]
-    return Inventory(hosts=hosts, groups=groups, sources=tuple(all_files), digest=_digest(all_files),
+    return Inventory(hosts=hosts, groups=groups, sources=tuple(all_files), digest=_digest(all_files, list(dict.fromkeys(bases))),
                      warnings=security_warnings(hosts))

@@ -63,7 +63,7 @@ class Inventory:
 
     hosts: name → Host, in inventory order; groups: name → Group (includes `all` and
     `ungrouped`); sources: every file read (inventory files, group_vars/host_vars files);
-    digest: hex SHA-256 over the sources' paths and bytes, for the audit record;
+    digest: hex SHA-256 over the sources' names (relative to their inventory folder) and bytes, for the audit record;
     warnings: notes that did not stop loading.
     """
 

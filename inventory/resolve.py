@@ -100,17 +100,38 @@ def is_secret_name(key: str) -> bool:
 
 
 def mask_secrets(value: Any, key: str = "") -> Any:
-    """Wrap values under secret-looking keys (recursively) in Secret."""
+    """Wrap values under secret-looking keys (recursively) in Secret; dicts and lists are copied.
+
+    A dict or list that appears several times in `value` (a YAML alias) is copied once per
+    secret-ness of the key above it and shared in the result, as it was in the input: masking
+    stays linear in the file, where copying every reference expanded an alias bomb to 10^9 nodes
+    (issue 20 finding 5).
+    """
+    return _mask(value, key, {})
+
+
+def _mask(value: Any, key: str, memo: dict[tuple[int, bool], Any]) -> Any:
     if isinstance(value, dict):
-        return {k: _mask_item(str(k), v) for k, v in value.items()}
+        # A dict's items are masked by their own keys: the key above does not matter.
+        slot = (id(value), False)
+        if slot not in memo:
+            out: dict[Any, Any] = {}
+            memo[slot] = out
+            out.update((k, _mask_item(str(k), v, memo)) for k, v in value.items())
+        return memo[slot]
     if isinstance(value, list):
-        return [_mask_item(key, v) for v in value]
+        slot = (id(value), is_secret_name(key))
+        if slot not in memo:
+            out_list: list[Any] = []
+            memo[slot] = out_list
+            out_list.extend(_mask_item(key, v, memo) for v in value)
+        return memo[slot]
     return value
 
 
-def _mask_item(key: str, value: Any) -> Any:
+def _mask_item(key: str, value: Any, memo: dict[tuple[int, bool], Any]) -> Any:
     if isinstance(value, (dict, list)):
-        return mask_secrets(value, key)
+        return _mask(value, key, memo)
     if value is None or isinstance(value, Secret) or not is_secret_name(key):
         return value
     return Secret(str(value))
@@ -242,7 +263,7 @@ class Resolver:
             masked = self._masked_groups[ordered] = mask_secrets(self._group_vars(ordered)[0])
         out = dict(masked)
         for key in host_keys:
-            out[key] = _mask_item(str(key), merged[key])
+            out[key] = _mask_item(str(key), merged[key], {})
         return out
 
     def _host_level_keys(self, host: HostData) -> set[str]:

@@ -22,6 +22,13 @@ _CHECKS: tuple[tuple[str, Callable[[Host], bool]], ...] = (
         lambda h: h.endpoint is not None and h.endpoint.scheme == "http" and h.endpoint.allow_unencrypted
         and h.endpoint.transport == "basic",
     ),
+    (
+        "message_encryption is never over plain HTTP: NTLM/Kerberos then authenticate but do not seal, so "
+        "every command, answer and uploaded package crosses the network readable and alterable "
+        "(WinRM's AllowUnencrypted; pywinrm message_encryption)",
+        lambda h: h.endpoint is not None and h.endpoint.scheme == "http" and h.endpoint.transport != "basic"
+        and h.endpoint.message_encryption == "never",
+    ),
 )
 
 

@@ -4,7 +4,8 @@ PyYAML (libyaml's C loader when present, for speed) builds plain dicts and lists
 loader builds `MarkedDict`/`MarkedList` instead, which carry the 1-based line of the node and of
 each key, so later validation can say `file:line: field: message`. A key given twice in one
 mapping (two hosts with the same name, say) is an error here, where PyYAML would silently keep
-the last one. Only YAML's safe tags are accepted.
+the last one. Only YAML's safe tags are accepted. Alias bombs and deep nesting are refused
+before anything is built (`inventory.safeyaml`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import yaml
 
 from inventory.errors import InventoryError
+from inventory.safeyaml import YamlLimitError, check_limits, guarded_events
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
 
@@ -152,7 +154,7 @@ def _load_events(text: str) -> Any:
             container.key_lines[frame[2]] = frame[3]
             frame[4] = True
 
-    for event in yaml.parse(text, Loader=_BaseLoader):
+    for event in guarded_events(text):
         cls = type(event)
         if cls is yaml.ScalarEvent:
             line = event.start_mark.line + 1
@@ -194,6 +196,7 @@ def _load(text: str) -> Any:
     try:
         return _load_events(text)
     except _Fallback:
+        check_limits(text)  # the fast path stopped early: scan the whole text before PyYAML builds it
         return yaml.load(text, Loader=_MarkingLoader)  # noqa: S506 - _MarkingLoader derives from SafeLoader
 
 
@@ -208,6 +211,8 @@ def load_yaml_text(text: str, file: Path | None) -> Any:
         return _load(text)
     except InventoryError as exc:
         raise InventoryError(exc.message, file=file, line=exc.line, field=exc.field) from None
+    except YamlLimitError as exc:
+        raise InventoryError(exc.message, file=file, line=exc.line) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"

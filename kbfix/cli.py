@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 import sys
 import traceback
 from collections import Counter
@@ -21,7 +22,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from kbfix import __version__
@@ -55,7 +55,8 @@ from kbfix.runner import (
     run_ping,
     run_plan,
 )
-from kbfix.store import AuditStore, HostLockedError, StoreError
+from kbfix.store import STORE_FILE, AuditStore, HostLockedError, StoreError
+from kbfix.terminal import SanitizingFilter, cell, safe_text
 from kbfix.window import WindowError, parse_window
 from playbooks.model import HostResult
 
@@ -124,7 +125,7 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
 
 
 def _fail(message: str, code: ExitCode) -> typer.Exit:
-    typer.echo(f"kbfix: error: {message}", err=True)
+    typer.echo(f"kbfix: error: {safe_text(message)}", err=True)
     return typer.Exit(int(code))
 
 
@@ -140,9 +141,15 @@ def guarded(fn: F) -> F:
             raise
         except _usage_errors() as exc:
             raise _fail(str(exc), ExitCode.USAGE) from None
+        except sqlite3.DatabaseError as exc:
+            # The store's file is damaged, read-only or on a full disk (the store names its file
+            # for errors at open; later ones are mapped here): input, not a kbfix bug.
+            raise _fail(f"audit store: {exc}", ExitCode.USAGE) from None
         except Exception as exc:
             ctx = kwargs.get("ctx", args[0] if args else None)  # every command takes ctx first
-            g = ctx.find_object(Globals) if isinstance(ctx, typer.Context) else None
+            # click hands the command a click Context (not typer's subclass): duck-type it.
+            find = getattr(ctx, "find_object", None)
+            g = find(Globals) if callable(find) else None
             if g is not None and g.verbose:
                 traceback.print_exc()
             raise _fail(f"internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
@@ -182,6 +189,9 @@ def main(
         raise typer.Exit(0)
     logging.basicConfig(level={0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG),
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:  # log lines carry host and inventory text
+        if not any(isinstance(f, SanitizingFilter) for f in handler.filters):
+            handler.addFilter(SanitizingFilter())
     ctx.obj = Globals(list(inventory or []), limit, forks, state or default_state_dir(), verbose, quiet, no_color,
                       host_timeout)
 
@@ -235,8 +245,10 @@ def _with_who(opts: RunOptions, operator: str | None, ticket: str | None, approv
     return opts
 
 
-def _store(g: Globals) -> AuditStore:
-    return AuditStore.in_dir(g.state)
+def _store(g: Globals, *, readonly: bool = False) -> AuditStore:
+    """The audit store; reading commands (history, show, report) open it read-only, so a store on
+    a read-only mount or owned by another user can be read (and is never changed by reading)."""
+    return AuditStore.in_dir(g.state, readonly=readonly)
 
 
 def _finding_summary(r: HostResult) -> str:
@@ -284,8 +296,8 @@ def _print_table(g: Globals, results: Sequence[HostResult], title: str) -> None:
         table.add_column(col, overflow="fold")
     for r in results:
         osv = str(r.os.get("os_version") or r.os.get("version") or "")
-        table.add_row(escape(r.host), r.status.value, escape(", ".join(r.roles)), escape(_product_version(r)),
-                      escape(osv), escape(_finding_summary(r)))
+        table.add_row(cell(r.host), r.status.value, cell(", ".join(r.roles)), cell(_product_version(r)),
+                      cell(osv), cell(_finding_summary(r)))
     console.print(table)
     counts = Counter(r.status for r in results)
     console.print(counts_text(counts) or "no hosts")
@@ -324,10 +336,10 @@ def ping(ctx: typer.Context) -> None:
     for name, err, ident in out:
         if err is None:
             who = " ".join(str(ident.get(k, "")) for k in ("computer_name", "os_version", "culture")).strip()
-            typer.echo(f"{name}\tok\t{who}")
+            typer.echo(f"{safe_text(name)}\tok\t{safe_text(who)}")
         else:
             failed += 1
-            typer.echo(f"{name}\tFAILED\t{err}")
+            typer.echo(f"{safe_text(name)}\tFAILED\t{safe_text(err)}")
     raise typer.Exit(int(ExitCode.FAILED if failed else ExitCode.OK))
 
 
@@ -379,16 +391,17 @@ def _print_plan(g: Globals, plan: PlanDocument) -> int:
         n = h.actions
         total += n
         if not n:
-            console.print(f"{escape(h.host)}: nothing to do ({h.status.value})")
+            console.print(cell(f"{h.host}: nothing to do ({h.status.value})"))
             continue
-        console.print(f"{escape(h.host)}: {n} action(s), about {h.estimated_seconds:g} s")
+        console.print(cell(f"{h.host}: {n} action(s), about {h.estimated_seconds:g} s"))
         for f in h.findings:
             for p in f.planned:
-                pkg = f" [{escape(p.package.file)} sha256 {p.package.sha256[:12]}…]" if p.package else ""
+                # Plain Text, never markup: `[file sha256 …]` used to be read as a Rich tag and vanish.
+                pkg = f" [{p.package.file} sha256 {p.package.sha256[:12]}…]" if p.package else ""
                 codes = f" exit codes {p.expected_exit_codes}" if p.expected_exit_codes else ""
-                console.print(f"  {escape(p.advisory)} {escape(p.kind)}: {escape(p.description)}{pkg}{codes}")
+                console.print(cell(f"  {p.advisory} {p.kind}: {p.description}{pkg}{codes}"))
             for note in getattr(f, "notes", []):
-                console.print(f"  note: {escape(note)}")
+                console.print(cell(f"  note: {note}"))
     console.print(f"{total} action(s) on {sum(1 for h in plan.hosts if h.actions)} host(s)")
     return total
 
@@ -521,12 +534,11 @@ def history(
     Example: `kbfix history -n 5`; then `kbfix show RUN` for one of them.
     """
     g = _globals(ctx)
-    with _store(g) as store:
-        runs = store.list_runs(count)
-        rows = []
-        for r in runs:
-            counts = Counter(h.status for h in store.host_results(r.id))
-            rows.append((r, counts))
+    rows = []
+    if (g.state / STORE_FILE).exists():  # no store yet: no runs (reading never creates one)
+        with _store(g, readonly=True) as store:
+            for r in store.list_runs(count):
+                rows.append((r, Counter(h.status for h in store.host_results(r.id))))
     if fmt == "json":
         typer.echo(json.dumps([{**r.model_dump(mode="json"), "hosts": {s.value: n for s, n in c.items()}}
                                for r, c in rows], indent=2))
@@ -535,7 +547,7 @@ def history(
     for col in ("Run", "Kind", "State", "Started (UTC)", "Operator", "Hosts"):
         table.add_column(col, overflow="fold")
     for r, c in rows:
-        table.add_row(r.id, r.kind, r.state, f"{r.started:%Y-%m-%d %H:%M:%S}", escape(r.operator), counts_text(c))
+        table.add_row(cell(r.id), r.kind, r.state, f"{r.started:%Y-%m-%d %H:%M:%S}", cell(r.operator), counts_text(c))
     g.console().print(table)
 
 
@@ -551,7 +563,7 @@ def show(
     Example: `kbfix show latest`, `kbfix show 20261128T210000Z --format json`. Exit code as the run's results.
     """
     g = _globals(ctx)
-    with _store(g) as store:
+    with _store(g, readonly=True) as store:
         run_id = store.resolve_run(run)
         info = store.run_info(run_id)
         results = store.host_results(run_id)
@@ -567,14 +579,14 @@ def show(
                                "resumed_by": resumed_by}, indent=2, ensure_ascii=False))
         raise typer.Exit(int(exit_code(results)))
     console = g.console()
-    console.print(f"run {info.id}  {info.kind}  {info.state}  by {escape(info.operator)}  kbfix {info.kbfix_version}")
+    console.print(cell(f"run {info.id}  {info.kind}  {info.state}  by {info.operator}  kbfix {info.kbfix_version}"))
     if info.change_ticket or info.approved_by:  # evidence (issue 15)
-        console.print(f"change ticket {escape(info.change_ticket or '-')}  approved by {escape(info.approved_by or '-')}")
-    console.print(f"started {info.started.isoformat()}  ended {info.ended.isoformat() if info.ended else '-'}"
-                  f"  window {info.window or '-'}")
-    console.print(f"options {escape(json.dumps(info.options, sort_keys=True))}")
+        console.print(cell(f"change ticket {info.change_ticket or '-'}  approved by {info.approved_by or '-'}"))
+    console.print(cell(f"started {info.started.isoformat()}  ended {info.ended.isoformat() if info.ended else '-'}"
+                       f"  window {info.window or '-'}"))
+    console.print(cell(f"options {json.dumps(info.options, sort_keys=True)}"))
     for e in events:
-        console.print(f"  {e['at']}  {e['state']}  {escape(e['detail'] or '')}")
+        console.print(cell(f"  {e['at']}  {e['state']}  {e['detail'] or ''}"))
     if resumed_by:
         console.print(f"resumed by {', '.join(resumed_by)}")
     _print_table(g, results, "hosts")
@@ -583,14 +595,14 @@ def show(
         for col in ("Host", "Action", "Kind", "Description", "Estimate (s)"):
             table.add_column(col, overflow="fold")
         for host, a, _digest in planned:
-            table.add_row(escape(host), escape(a.id), a.kind, escape(a.description), f"{a.estimated_seconds:g}")
+            table.add_row(cell(host), cell(a.id), cell(a.kind), cell(a.description), f"{a.estimated_seconds:g}")
         console.print(table)
     if intents:
         table = Table(title="actions (intent → result)")
         for col in ("Host", "Action", "Kind", "Intent at", "Outcome", "Exit"):
             table.add_column(col, overflow="fold")
         for i in intents:
-            table.add_row(escape(i["host"]), escape(i["action_id"]), i["kind"], i["at"], i["outcome"] or "NO RESULT",
+            table.add_row(cell(i["host"]), cell(i["action_id"]), cell(i["kind"]), cell(i["at"]), i["outcome"] or "NO RESULT",
                           "" if i["exit_code"] is None else str(i["exit_code"]))
         console.print(table)
     raise typer.Exit(int(exit_code(results)))
@@ -617,17 +629,29 @@ def report(
     g = _globals(ctx)
     if run == "fleet":  # evidence (issue 15)
         return status(ctx, fmt=fmt or ("csv" if output and output.suffix.lower() == ".csv" else "json"), output=output)
-    from kbfix.report import format_for_path, render
+    from kbfix.report import format_for_path, render, write_report
     from kbfix.report.record import document_for_run, write_recorded
 
     wv = read_waivers(waivers)
-    with _store(g) as store:
+    if output is not None and fmt is not None and fmt != format_for_path(output):
+        raise _fail(f"--format {fmt} does not match the extension of {output}", ExitCode.USAGE)
+    # Read-only unless a file is written: its SHA-256 is then recorded (evidence, issue 15); a store
+    # that cannot be written (read-only mount) still gives the report, with a warning.
+    try:
+        store = _store(g, readonly=output is None)
+    except StoreError:
+        if output is None:
+            raise
+        store = _store(g, readonly=True)
+    with store:
         run_id = store.resolve_run(run)
         info = store.run_info(run_id)
         doc = document_for_run(store, info, store.host_results(run_id), _advisories(), waivers=wv)
-        if output is not None:
-            if fmt is not None and fmt != format_for_path(output):
-                raise _fail(f"--format {fmt} does not match the extension of {output}", ExitCode.USAGE)
+        if output is not None and store.readonly:
+            write_report(doc, output, lang=lang)
+            typer.echo(f"kbfix: warning: {output} written, but its SHA-256 is not recorded: the audit store "
+                       "is read-only", err=True)
+        elif output is not None:
             digest = write_recorded(store, doc, output, lang=lang)
             typer.echo(f"report written: {output} (sha256 {digest})", err=True)
     for w in wv.warnings if wv else ():
@@ -635,6 +659,29 @@ def report(
     if output is None:
         sys.stdout.buffer.write(render(doc, fmt or "json", lang=lang))
         sys.stdout.flush()
+
+
+@app.command(epilog="Exit codes: 0 the lock was released; 2 the host holds no lock of that run (nothing changed).")
+@guarded
+def unlock(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Argument(help="The locked host (inventory name).")],
+    run: Annotated[str, typer.Option("--run", help="The run that holds the lock (id, prefix or 'latest').")],
+) -> None:
+    """Release a host's apply lock left by a run that is gone (a crash on another machine or container).
+
+    The release is written into that run's journal with your user name. A lock also ends by itself
+    when its lease lapses (the holding process renews it while it runs).
+    Example: `kbfix unlock wsus01 --run 20261128T210000Z-ab12cd34`.
+    """
+    from kbfix.store.audit import operator_name
+
+    g = _globals(ctx)
+    with _store(g) as store:
+        run_id = store.resolve_run(run)
+        holder = store.force_unlock(host, run_id, operator_name())
+    typer.echo(f"released the lock on {safe_text(host)} held by run {run_id} "
+               f"(pid {holder.pid} on {safe_text(holder.machine)}); recorded in the run's journal")
 
 
 @app.command(epilog="Exit codes: 0 every host ended as its fixture intends; 1 otherwise (mismatches listed).")

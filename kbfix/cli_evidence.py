@@ -21,7 +21,7 @@ import typer
 
 from kbfix.config import default_state_dir
 from kbfix.exitcodes import ExitCode
-from kbfix.store import STORE_FILE, AuditStore
+from kbfix.store import STORE_FILE, AuditStore, StoreError
 from kbfix.waivers import WaiverError, WaiverFile, load_waivers
 
 TicketOpt = Annotated[str | None, typer.Option(
@@ -94,10 +94,15 @@ def _state(ctx: typer.Context) -> Path:
 
 
 def _open_existing(state: Path) -> AuditStore:
+    """The store in `state`, read-only (verify and status never change it); exit 2 when absent."""
     if not (state / STORE_FILE).is_file():
         typer.echo(f"kbfix: error: no audit store in {state} (pass --state DIR)", err=True)
         raise typer.Exit(int(ExitCode.USAGE))
-    return AuditStore.in_dir(state)
+    try:
+        return AuditStore.in_dir(state, readonly=True)
+    except StoreError as exc:
+        typer.echo(f"kbfix: error: {exc}", err=True)
+        raise typer.Exit(int(ExitCode.USAGE)) from None
 
 
 audit_app = typer.Typer(help="Tamper evidence: check the audit store's hash chain and the reports kbfix wrote.",
@@ -120,7 +125,11 @@ def audit_verify(
 
     state = _state(ctx)
     with _open_existing(state) as store:
-        chain = store.verify_chain()
+        try:
+            chain = store.verify_chain()
+        except StoreError as exc:
+            typer.echo(f"kbfix: error: {exc}", err=True)
+            raise typer.Exit(int(ExitCode.USAGE)) from None
         ident = None
         if file is not None:
             try:

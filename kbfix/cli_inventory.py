@@ -19,6 +19,7 @@ from rich.table import Table
 
 from inventory import Inventory, InventoryError, load_inventory
 from inventory.render import check_lines, graph, inventory_document
+from kbfix.terminal import cell, safe_text
 
 inventory_app = typer.Typer(
     help="Inspect an inventory: hosts, groups and effective settings.",
@@ -62,7 +63,7 @@ def _load(ctx: typer.Context, inventory: list[Path] | None) -> Inventory:
 
 
 def _fail(message: str) -> None:
-    typer.echo(f"kbfix: error: {message}", err=True)
+    typer.echo(f"kbfix: error: {safe_text(message)}", err=True)
     raise typer.Exit(EXIT_USAGE)
 
 
@@ -101,7 +102,7 @@ def list_hosts(
         table.add_column(column)
     for h in hosts:
         ep = h.endpoint
-        table.add_row(
+        table.add_row(*(cell(v) for v in (  # inventory text: never markup, controls visible
             h.name,
             ep.url if ep else f"skipped: {h.skipped_reason}",
             ep.transport if ep else "",
@@ -109,7 +110,7 @@ def list_hosts(
             h.site or "",
             ", ".join(h.roles) or "(discover)",
             ", ".join(h.groups),
-        )
+        )))
     console = Console(highlight=False)
     if not console.is_terminal:  # piped: do not squeeze columns into 80 characters
         console = Console(highlight=False, width=240)
@@ -133,7 +134,7 @@ def graph_cmd(
     inv = _load(ctx, inventory)
     if group not in inv.groups:
         _fail(f"no group {group!r} in the inventory")
-    typer.echo("\n".join(graph(inv, group)))
+    typer.echo("\n".join(safe_text(line) for line in graph(inv, group)))
 
 
 @inventory_app.command("check")
@@ -159,7 +160,7 @@ def check_cmd(
         _fail(str(exc))
         return
     for h in hosts:
-        typer.echo("\n".join(check_lines(h)))
+        typer.echo("\n".join(safe_text(line) for line in check_lines(h)))
     winrm = sum(1 for h in hosts if h.endpoint is not None)
     typer.echo(
         f"inventory OK: {len(hosts)} host(s), {winrm} over WinRM, {len(hosts) - winrm} skipped; "

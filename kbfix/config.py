@@ -21,6 +21,8 @@ from pathlib import Path
 import platformdirs
 import yaml
 
+from inventory.safeyaml import YamlLimitError, safe_load
+
 APP = "kbfix"
 
 
@@ -56,8 +58,8 @@ def load_config(path: Path | None = None) -> Config:
     if not path.is_file():
         return Config(path=None)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, YamlLimitError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")

@@ -13,9 +13,9 @@ from collections import Counter
 from typing import IO
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from kbfix.terminal import safe_markup, safe_text
 from playbooks.model import HostResult, Status
 
 _STYLE = {
@@ -64,7 +64,8 @@ class PlainProgress:
     def host_done(self, result: HostResult) -> None:
         """One line: host, status, detail."""
         self.counts[result.status] += 1
-        print(f"{result.host}\t{result.status.value}\t{host_detail(result)}", file=self.stream, flush=True)
+        print(f"{safe_text(result.host)}\t{result.status.value}\t{safe_text(host_detail(result))}", file=self.stream,
+              flush=True)
 
     def stop(self) -> None:
         """Print the totals (not with -q)."""
@@ -102,7 +103,8 @@ class RichProgress:
         self.counts[result.status] += 1
         style = _STYLE.get(result.status, "")
         self._progress.console.print(
-            f"{escape(result.host)}  [{style}]{result.status.value}[/{style}]  {escape(host_detail(result))}", markup=True,
+            f"{safe_markup(result.host)}  [{style}]{result.status.value}[/{style}]  {safe_markup(host_detail(result))}",
+            markup=True,
             highlight=False, soft_wrap=True,
         )
         if self._overall is not None:

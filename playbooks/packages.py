@@ -5,7 +5,7 @@ operator supplies them in a directory with `manifest.yaml`:
 
     packages:
       - kb: KB954960                      # the advisory's KB
-        file: WSUS3.0SP1-KB954960-x64.exe # relative to the directory (or absolute)
+        file: WSUS3.0SP1-KB954960-x64.exe # relative to the directory, and inside it
         sha256: <64 hex>                  # checked here at load time and again by the agent
         arch: [x64]                       # host OS architectures it may run on (default both)
         fits: ">=3.1.6001.0, <3.1.6002"   # product versions it fits (VersionRange; default all)
@@ -18,6 +18,9 @@ operator supplies them in a directory with `manifest.yaml`:
 
 `load_packages` raises `ManifestError` naming the file, line and field for any problem,
 including a file that is missing or whose SHA-256 does not match: kbfix never runs such a package.
+A `file` must resolve inside the packages directory: an absolute path, a `..` part or a symlink
+leading out of it is refused (issue 20 finding 9: `../../../../etc/passwd` with its SHA-256 was
+uploaded and run). The manifest is read with `inventory.safeyaml` (no alias bombs, bounded depth).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from inventory.safeyaml import YamlLimitError, safe_compose
 from playbooks.version import Version, VersionRange
 
 MANIFEST_NAMES = ("manifest.yaml", "manifest.yml", "packages.yaml")
@@ -176,6 +180,27 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def contained_path(directory: Path, name: str, *, manifest: Path, line: int | None) -> Path:
+    """`directory / name`, refusing a `name` that is absolute (POSIX or Windows: `C:\\x`, `\\\\srv`),
+    has a `..` part, or resolves (through symlinks) outside `directory`. Raises ManifestError
+    (field `file`). A missing file is not an error here."""
+    def refuse(why: str) -> ManifestError:
+        return ManifestError(f"package file {name!r} {why}: it must name a file inside the packages folder "
+                             f"{directory}", file=manifest, line=line, field="file")
+
+    parts = name.replace("\\", "/").split("/")
+    if Path(name).is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise refuse("is an absolute path")
+    if ".." in parts:
+        raise refuse("has a '..' part")
+    local = directory / name
+    base = directory.resolve()
+    target = local.resolve()  # follows symlinks, including ones in the middle of `name`
+    if target != base and base not in target.parents:
+        raise refuse(f"resolves to {target}, outside the folder")
+    return local
+
+
 def load_packages(directory: Path) -> PackageCatalog:
     """Load and verify `directory/manifest.yaml`: every file exists (unless it has a `source`
     the host reads) and matches its SHA-256. Raises ManifestError naming file, line and field."""
@@ -183,13 +208,22 @@ def load_packages(directory: Path) -> PackageCatalog:
     manifest = next((directory / n for n in MANIFEST_NAMES if (directory / n).is_file()), None)
     if manifest is None:
         raise ManifestError(f"no {MANIFEST_NAMES[0]} in the packages directory", file=directory)
-    text = manifest.read_text(encoding="utf-8")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
+        text = manifest.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"not UTF-8 text (byte {exc.start})", file=manifest) from None
+    except OSError as exc:
+        raise ManifestError(f"cannot read: {exc.strerror or exc}", file=manifest) from None
+    try:
+        node = safe_compose(text)
+        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - safe loader
+    except YamlLimitError as exc:
+        raise ManifestError(exc.message, file=manifest, line=exc.line) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ManifestError(f"not valid YAML: {exc}", file=manifest, line=mark.line + 1 if mark else None) from exc
+    except (RecursionError, ValueError, OverflowError, TypeError) as exc:
+        raise ManifestError(f"YAML value cannot be read ({type(exc).__name__})", file=manifest) from None
     lines = _line_map(node) if node is not None else {}
     if not isinstance(raw, dict) or not isinstance(raw.get("packages"), list):
         raise ManifestError("expected a mapping with a `packages` list", file=manifest, line=1, field="packages")
@@ -201,8 +235,8 @@ def load_packages(directory: Path) -> PackageCatalog:
             err = exc.errors()[0]
             loc = ("packages", i, *err["loc"])
             raise ManifestError(err["msg"], file=manifest, line=_line_of(lines, loc), field=".".join(map(str, err["loc"]))) from exc
-        local = Path(e.file) if Path(e.file).is_absolute() else directory / e.file
         line = _line_of(lines, ("packages", i, "file"))
+        local = contained_path(directory, e.file, manifest=manifest, line=line)
         if local.is_file():
             digest = sha256_file(local)
             if digest != e.sha256:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from inventory.safeyaml import YamlLimitError, safe_load
 from playbooks.conditions import ConditionError, compile_check
 from playbooks.logformats import FORMATS
 from playbooks.model import Status
@@ -238,8 +239,8 @@ def _compile_all(exprs: list[tuple[str, str]], where: Path) -> None:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        return safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, YamlLimitError) as exc:
         raise PlaybookError(f"{path}: cannot read YAML: {exc}") from exc
 
 

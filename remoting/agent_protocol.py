@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from remoting.answer_shapes import check_host, check_result
 from remoting.errors import AgentError, ResponseTooLargeError
 from remoting.ops import OPS
 
@@ -340,6 +341,8 @@ def decode_response(stdout: bytes, nonce: str, *, limit: int = DEFAULT_RESPONSE_
     for item in raw_results:
         if not isinstance(item, dict) or not isinstance(item.get("id"), str):
             raise AgentError("agent response has a malformed result", host=host)
+        if item.get("ok") is True:
+            check_result(str(item.get("op", "")), item.get("data"), host=host)
         err = item.get("error")
         results.append(
             OpResult(
@@ -353,6 +356,7 @@ def decode_response(stdout: bytes, nonce: str, *, limit: int = DEFAULT_RESPONSE_
             )
         )
     host_info = doc.get("host") if isinstance(doc.get("host"), dict) else {}
+    check_host(host_info, host=host)
     return AgentResponse(
         nonce=nonce,
         host=host_info,

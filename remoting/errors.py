@@ -14,7 +14,8 @@ Tree (modelled on pywinrm's `exceptions.py`, but every error knows its host):
     ├── MalformedAnswerError    the service's answer was not well-formed WS-Man XML, or larger than the cap
     ├── CommandTimeoutError     the agent ran past its own deadline; it was signalled and stopped
     ├── AgentError              the agent failed or answered outside protocol v1 (bad markers, nonce, JSON)
-    │   └── ResponseTooLargeError  the response passed the byte cap
+    │   ├── ResponseTooLargeError  the response passed the byte cap
+    │   └── ProtocolError       a framed answer whose values have the wrong JSON types (a hostile host)
     ├── CheckModeViolation      a mutating op was about to be sent from a check-mode session (nothing sent)
     └── OutcomeUnknownError     a request carrying a mutating op was sent and its answer was lost: re-read state
 """
@@ -161,3 +162,10 @@ class OutcomeUnknownError(RemotingError):
     def __init__(self, message: str, *, host: str | None = None, op_ids: tuple[str, ...] = ()) -> None:
         super().__init__(message, host=host)
         self.op_ids = op_ids
+
+
+class ProtocolError(AgentError):
+    """The host's answer was well framed but its content breaks protocol v1 (wrong JSON types
+    for an op's documented fields): the host is failed with kind `protocol`, the run goes on."""
+
+    kind = "protocol"

@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 
 __all__ = ["AgentSession", "SessionStats"]
 
+#: stderr bytes kept per command: the tail, where PowerShell's last error record is. A host that
+#: streams stderr and never finishes grew the controller by ~11 MB/s before (issue 20 finding 3).
+STDERR_KEEP = 64 * 1024
+
+_CLIXML_MARK = b"#< CLIXML\r\n"
 _CLIXML_TEXT = re.compile(r'<S S="Error">(.*?)</S>', re.S)
 _CLIXML_ESC = re.compile(r"_x([0-9A-Fa-f]{4})_")
 
@@ -208,11 +213,16 @@ class AgentSession:
         return self._decode(stdout, stderr, exit_code, request)
 
     def _collect(self, end_at: float, deadline_s: float) -> tuple[bytes, bytes, int]:
-        """Receive until Done; stop the command past `end_at` (monotonic s) or past the output cap."""
+        """Receive until Done; stop the command past `end_at` (monotonic s) or past the output cap.
+
+        Memory is bounded whatever the host sends: stdout up to the response cap (past it the
+        command is stopped: ResponseTooLargeError), stderr to its last `STDERR_KEEP` bytes.
+        Returns (stdout, stderr tail, exit code).
+        """
         assert self._shell_id is not None and self._command_id is not None
         cap = self.response_limit * 4 // 3 + 4096  # base64 of the document plus framing/stray text
         out: list[bytes] = []
-        err: list[bytes] = []
+        err = bytearray()
         size = 0
         while True:
             remaining = end_at - time.monotonic()
@@ -225,7 +235,12 @@ class AgentSession:
             if answer is None:
                 continue  # the expected long-poll expiry: poll again while the deadline allows
             out.append(answer.stdout)
-            err.append(answer.stderr[: 64 * 1024])
+            err += answer.stderr[-STDERR_KEEP:]
+            if len(err) > STDERR_KEEP:
+                clixml = err.startswith(_CLIXML_MARK)
+                del err[: len(err) - STDERR_KEEP]  # keep the tail
+                if clixml and not err.startswith(_CLIXML_MARK):
+                    err[:0] = _CLIXML_MARK  # still read as error records (stderr_text)
             size += len(answer.stdout)
             if size > cap:
                 self._abandon_command()
@@ -234,7 +249,7 @@ class AgentSession:
                 )
             if answer.done:
                 self._command_id = None  # finished: nothing left to signal
-                return b"".join(out), b"".join(err), answer.exit_code
+                return b"".join(out), bytes(err), answer.exit_code
 
     def _decode(self, stdout: bytes, stderr: bytes, exit_code: int, request: AgentRequest) -> AgentResponse:
         host = self.endpoint.host

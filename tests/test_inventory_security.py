@@ -30,3 +30,13 @@ def test_validation_off_and_basic_over_http_are_named(tmp_path: Path) -> None:
     assert warnings[0].startswith("1 host(s) (e.g. NOCERT): certificate validation is off")
     assert warnings[1].startswith("1 host(s) (e.g. CLEAR): allow_unencrypted")
     assert all("Pw-1-secret" not in w for w in warnings)
+
+
+def test_ntlm_without_message_encryption_over_http_is_named(tmp_path: Path) -> None:
+    """Issue 20 finding 11: accepted without a word before; Basic over HTTP already warned."""
+    warnings = _load(tmp_path, "  OPEN: {address: 10.0.0.4, scheme: http, transport: ntlm, message_encryption: never,"
+                               " allow_unencrypted: true}\n"
+                               "  SEALED: {address: 10.0.0.5, scheme: http, transport: ntlm}\n")
+    assert len(warnings) == 1
+    assert warnings[0].startswith("1 host(s) (e.g. OPEN): message_encryption is never over plain HTTP")
+    assert "Pw-1-secret" not in warnings[0]

@@ -170,3 +170,25 @@ def test_lock_contention_names_holder_and_stale_lock_is_reclaimed(tmp_path: Path
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_one_host_cannot_pass_its_store_budget_in_a_run(tmp_path: Path) -> None:
+    """Issue 20 finding 6: past `host_run_budget` bytes the facts become a note; the verdict stays."""
+    from datetime import datetime, timezone
+
+    from kbfix.runinfo import RunInfo
+    from playbooks.model import HostResult, Status
+
+    with AuditStore.in_dir(tmp_path) as store:
+        store.host_run_budget = 1_000_000
+        store.begin_run(RunInfo(id="r1", kind="check", started=datetime.now(timezone.utc), operator="o",
+                                kbfix_version="0"))
+        facts = {f"v{i}": "x" * 20_000 for i in range(200)}  # 4 MB raw, 1.6 MB after the 8 KiB cut
+        result = HostResult(host="h1", status=Status.COMPLIANT)
+        store.record_host("r1", result, phase="assess", facts=facts)
+        stored = store.facts("r1", "h1")[0]["facts"]
+        assert list(stored) == ["_not_stored"] and "budget" in stored["_not_stored"]
+        assert store.host_results("r1", phase="assess")[0].status is Status.COMPLIANT
+        small = {"v": "y" * 20_000}
+        store.record_host("r1", result.model_copy(update={"host": "h2"}), phase="assess", facts=small)
+        assert store.facts("r1", "h2")[0]["facts"]["v"].endswith("[11808 more characters not stored]")

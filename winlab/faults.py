@@ -22,6 +22,10 @@ class Faults:
     closed without an answer when a Command's stdin carried a mutating op (after running it);
     drop_mid_receive: the connection is closed during the first Receive;
     ps_start_ms: simulated powershell.exe start time; hang_command: the agent never finishes.
+    Hostile hosts (issue 20): stderr_flood: every Receive answers a full envelope of stderr and the
+    command never reports Done; type_confused: the agent's answer is well framed but every value
+    has the wrong JSON type (strings as lists, numbers as strings, objects as lists);
+    escape_names: the computer name, OS caption and culture carry terminal escape sequences.
     """
 
     connect: Literal["ok", "refused", "hang"] = "ok"
@@ -35,3 +39,6 @@ class Faults:
     drop_mid_receive: bool = False
     ps_start_ms: float = 0.0
     hang_command: bool = False
+    stderr_flood: bool = False
+    type_confused: bool = False
+    escape_names: bool = False

@@ -28,6 +28,7 @@ from remoting.agent_protocol import (
     encode_response,
     parse_stdin,
 )
+from winlab import hostile
 from winlab.agent_emulator import AgentContext, run_request
 from winlab.agent_request import parse_like_agent
 from winlab.faults import Faults
@@ -180,6 +181,11 @@ class EmulatedHost:
             time_scale=self.time_scale,
         )
         document, mutated = run_request(parsed.request, ctx, bad=parsed.bad)
+        if self.faults.type_confused or self.faults.escape_names:  # a hostile host (winlab.hostile)
+            self.records.fault("type_confused" if self.faults.type_confused else "escape_names")
+            document = hostile.apply(
+                document, type_confused=self.faults.type_confused, escape_names=self.faults.escape_names
+            )
         # The server counts the fault when it actually drops the connection (winlab.wsman).
         drop = bool(mutated and self.faults.drop_after_mutation)
         return ProcessResult(encode_response(document), b"", 0, drop_connection=drop)

@@ -3,7 +3,7 @@
 Owns the six Windows Remote Shell actions (MS-WSMV 3.1.4: Create, Command, Send, Receive,
 Signal, Delete), the per-host WinRM limits (MaxEnvelopeSizekb, MaxShellsPerUser, idle timeout,
 the OperationTimeout long-poll) and the faults that belong to the protocol layer
-(`receive_timeout`, `quota`, `drop_mid_receive`, `drop_after_mutation`). HTTP, authentication and
+(`receive_timeout`, `quota`, `drop_mid_receive`, `drop_after_mutation`, `stderr_flood`). HTTP, authentication and
 the network faults live in `winlab.server`.
 """
 
@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
-from winlab import soap
+from winlab import hostile, soap
 from winlab.hostapi import LabHost
 from winlab.shells import ShellError, ShellTable
 from winlab.soap import NS_SHELL, SoapFault, WsmanRequest
@@ -172,6 +172,19 @@ class WsmanService:
             if self._stop.wait(timeout):
                 return Reply(0, b"", "Receive", drop=True)
             raise soap.fault_timed_out()
+        if self.host.faults.stderr_flood:
+            # A hostile host: the process writes error records as fast as it can and never exits,
+            # so every Receive carries a full envelope of stderr and CommandState Running
+            # ([MS-WSMV] 3.1.4.14; winlab.hostile).
+            self.shells.check(req.shell_id, owner, command_id)
+            self.host.records.fault("stderr_flood")
+            envelope = req.max_envelope_size or DEFAULT_CLIENT_ENVELOPE
+            chunk = max(1024, (envelope - _ENVELOPE_OVERHEAD) * 3 // 4)
+            body = soap.receive_response(
+                req.message_id, command_id or "", "",
+                base64.b64encode(hostile.flood_chunk(chunk)).decode("ascii"), False, None,
+            )
+            return Reply(200, body, "Receive")
         with self._lock:
             drop_now = self._drop_mid_receive_pending
             self._drop_mid_receive_pending = False

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from kbfix.report.i18n import check_language, translations
 from kbfix.report.text import md_cell, md_code, md_fence, visible_controls
@@ -64,6 +65,16 @@ def by_id(advisories: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any
     return {a["id"]: a for a in advisories}
 
 
+def _visible_value(value: Any) -> Any:
+    """Jinja `finalize`: strings with their controls made visible (`visible_controls`); Markup
+    stays Markup (swapping a control for its picture cannot create markup); others unchanged."""
+    if isinstance(value, Markup):
+        return Markup(visible_controls(str(value)))  # noqa: S704 - already escaped; controls only swapped
+    if isinstance(value, str):
+        return visible_controls(value)
+    return value
+
+
 class ReportEnvironment(Environment):
     """An Environment whose `x.key` looks in a dict before its attributes: the document is plain
     dicts, and a fleet report does hundreds of thousands of these lookups (Jinja's default
@@ -90,6 +101,9 @@ def _environment(lang: str, dirs: tuple[str, ...]) -> Environment:
         trim_blocks=False,
         lstrip_blocks=False,
         keep_trailing_newline=True,
+        # Every `{{ }}` value, not only log lines: a host name, OS caption or error text from a
+        # hostile host shows ESC as U+241B, never as a raw control (issue 20 finding 4).
+        finalize=_visible_value,
     )
     env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
     env.filters.update(

@@ -20,13 +20,15 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from kbfix.runinfo import RunInfo
 from kbfix.store import chain
-from kbfix.store.schema import migrate
+from kbfix.store.bounds import HOST_RUN_BUDGET, bound_strings, without_lines
+from kbfix.store.diskguard import RESERVE_FILE, TxRecorder, is_disk_full, make_reserve, reason
+from kbfix.store.schema import LATEST, migrate
 from playbooks.model import ExecutedAction, HostResult, PlannedAction
 
 STORE_FILE = "audit.sqlite3"
@@ -75,13 +77,20 @@ class StoreError(RuntimeError):
     """The audit store cannot be used (unknown run, unreadable file, newer schema)."""
 
 
+class DiskFullError(StoreError):
+    """The store's disk is full. `kind` lets the runner report the host it hit as failed (store)."""
+
+    kind = "store"
+
+
 class HostLockedError(StoreError):
     """Another live kbfix process holds the apply lock of a host. `holder` describes it."""
 
     def __init__(self, host: str, holder: LockHolder) -> None:
         super().__init__(
             f"host {host} is locked by run {holder.run_id} (pid {holder.pid} on {holder.machine}, "
-            f"since {holder.acquired}); wait for it to finish or, if that process is gone, retry"
+            f"since {holder.acquired}, lease until {holder.lease_until or '-'}); wait for it to finish, for its "
+            f"lease to lapse, or release it with `kbfix unlock {host} --run {holder.run_id}` if that run is gone"
         )
         self.host = host
         self.holder = holder
@@ -89,12 +98,19 @@ class HostLockedError(StoreError):
 
 @dataclass(frozen=True)
 class LockHolder:
-    """Who holds a host lock: run id, process id, machine name, UTC time acquired (ISO text)."""
+    """Who holds a host lock: run id, process id, machine name, UTC time acquired and end of the
+    lease (ISO text; None for a lock written before leases)."""
 
     run_id: str
     pid: int
     machine: str
     acquired: str
+    lease_until: str | None = None
+
+
+#: Seconds a host lock lasts unless its holder renews it. The holding process renews every
+#: lease/3 from a background thread, so only a holder that is gone (or frozen) lets it lapse.
+DEFAULT_LOCK_LEASE_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -142,11 +158,21 @@ class AuditStore:
     Use as a context manager or call `close()`.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
         self._lock = threading.RLock()
+        self.lock_lease_s = DEFAULT_LOCK_LEASE_S
+        self.host_run_budget = HOST_RUN_BUDGET
+        self.disk_full = False
+        self._host_bytes: dict[tuple[str, str], int] = {}
+        self._heartbeat: threading.Thread | None = None
+        self._heartbeat_stop = threading.Event()
+        if readonly:
+            self._db = self._open_readonly()
+            return
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: autocommit; transactions are explicit BEGIN IMMEDIATE.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -155,16 +181,70 @@ class AuditStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=30000")
             migrate(self._db)
-        except (sqlite3.Error, RuntimeError) as exc:
-            raise StoreError(f"{self.path}: cannot open the audit store: {exc}") from exc
+        except (sqlite3.Error, RuntimeError, OSError) as exc:
+            raise StoreError(f"{self.path}: cannot open the audit store: {reason(exc)}") from exc
+        make_reserve(self.path)
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """Open for reading only (history, show, report): nothing is created, migrated or
+        written, so a store on a read-only mount or owned by another user can still be read.
+        Raises StoreError when there is no store or its schema is newer than this kbfix."""
+        if not self.path.is_file():
+            raise StoreError(f"{self.path}: no audit store here yet (run `kbfix check` first)")
+        uri = self.path.resolve().as_uri()
+        last: BaseException | None = None
+        # mode=ro reads the WAL too but needs its -shm; a read-only folder without one can only be
+        # opened immutable (a store closed cleanly has its WAL checkpointed into the file).
+        for query in ("?mode=ro", "?mode=ro&immutable=1"):
+            try:
+                db = sqlite3.connect(uri + query, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
+                db.execute("PRAGMA busy_timeout=30000")
+                row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            except sqlite3.Error as exc:
+                last = exc
+                continue
+            version = int(row[0] or 0)
+            if version > LATEST:
+                db.close()
+                raise StoreError(f"{self.path}: audit store schema v{version} is newer than this kbfix "
+                                 f"(v{LATEST}); upgrade kbfix")
+            return db
+        raise StoreError(f"{self.path}: cannot open the audit store for reading: {reason(last)}")
+
+    def _replay_after_full(self, tx: TxRecorder, exc: BaseException) -> sqlite3.Cursor:
+        """The disk filled inside a write transaction: roll back, free the reserve, replay the
+        transaction's writes and return the last one's cursor. From now on `disk_full` is set:
+        no new intent is accepted (`record_intent` raises DiskFullError) and `end_run` closes
+        the run as interrupted. Raises DiskFullError when there is no reserve left or the
+        transaction had read before writing."""
+        if self._db.in_transaction:  # SQLITE_FULL may have rolled the transaction back already
+            self._db.execute("ROLLBACK")
+        reserve = self.path.with_name(RESERVE_FILE)
+        freed = reserve.exists() and not tx.read
+        self.disk_full = True
+        if freed:
+            reserve.unlink()
+        if not freed:
+            self._db.execute("BEGIN IMMEDIATE")  # the caller's _tx rolls this back
+            raise DiskFullError(f"{self.path}: the disk is full ({reason(exc)}); free space, then resume") from exc
+        self._db.execute("BEGIN IMMEDIATE")
+        cur: sqlite3.Cursor | None = None
+        for sql, args in tx.writes:
+            cur = self._db.execute(sql, args)
+        assert cur is not None
+        return cur
 
     @classmethod
-    def in_dir(cls, state_dir: Path | str) -> AuditStore:
-        """Open `<state_dir>/audit.sqlite3`."""
-        return cls(Path(state_dir) / STORE_FILE)
+    def in_dir(cls, state_dir: Path | str, *, readonly: bool = False) -> AuditStore:
+        """Open `<state_dir>/audit.sqlite3` (read-only: see `_open_readonly`)."""
+        return cls(Path(state_dir) / STORE_FILE, readonly=readonly)
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Stop renewing lock leases and close the connection (idempotent)."""
+        self._heartbeat_stop.set()
+        beat = self._heartbeat
+        if beat is not None and beat is not threading.current_thread():
+            beat.join(timeout=5)
         with self._lock:
             self._db.close()
 
@@ -175,23 +255,58 @@ class AuditStore:
         self.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One committed write transaction (IMMEDIATE: takes the write lock up front)."""
+    def _tx(self) -> Iterator[TxRecorder]:
+        """One committed write transaction (IMMEDIATE: takes the write lock up front).
+
+        SQLite errors become StoreError naming the file (DiskFullError for a full disk after the
+        reserve is used up); a full disk at COMMIT replays the transaction once the reserve is freed.
+        """
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only")
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            tx = TxRecorder(self._db, self._replay_after_full)
             try:
-                yield self._db
-                chain.append_pending(self._db)  # evidence (issue 15): rows and their chain entries commit together
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield tx
+                    # evidence (issue 15): rows and their chain entries commit together. Not through
+                    # the recorder: after a full-disk replay the chain is recomputed from the rows as
+                    # replayed (their rowids may differ), never replayed.
+                    try:
+                        chain.append_pending(self._db)
+                    except sqlite3.OperationalError as exc:
+                        if not is_disk_full(exc):
+                            raise
+                        self._replay_after_full(tx, exc)
+                        chain.append_pending(self._db)
+                    try:
+                        self._db.execute("COMMIT")
+                    except sqlite3.OperationalError as exc:
+                        if not is_disk_full(exc):
+                            raise
+                        self._replay_after_full(tx, exc)
+                        chain.append_pending(self._db)
+                        self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except DiskFullError:
                 raise
-            self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if is_disk_full(exc):
+                    self.disk_full = True
+                    raise DiskFullError(f"{self.path}: the disk is full ({reason(exc)})") from exc
+                raise StoreError(f"{self.path}: {reason(exc)}") from exc
 
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self._lock:
-            cur = self._db.execute(sql, args)
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+            try:
+                cur = self._db.execute(sql, args)
+                cols = [d[0] for d in cur.description]
+                return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: {reason(exc)}") from exc
 
     # ---- runs -------------------------------------------------------------------------------
 
@@ -224,6 +339,10 @@ class AuditStore:
         """Append the run's final event: `completed` or `interrupted` (with a reason)."""
         if state not in ("completed", "interrupted"):
             raise ValueError(f"end state must be completed or interrupted, not {state!r}")
+        if self.disk_full and state == "completed":
+            # Not every host could be worked on (no new intent was accepted): resumable, not done.
+            state, detail = "interrupted", ("the audit store's disk filled up during the run: hosts not yet "
+                                            "started were not changed; free space, then `kbfix apply --resume`")
         self._event(run_id, state, detail, at)
 
     def note(self, run_id: str, detail: str) -> None:
@@ -328,28 +447,45 @@ class AuditStore:
         """Append one host's result (and its findings, and facts when given); returns its seq.
 
         phase: `assess`, `apply`, `verify` or `final`; the latest `final` row is the host's
-        result for the run (what reports render).
+        result for the run (what reports render). Every string is cut to `MAX_STORED_STRING`
+        characters, and once the host has added `host_run_budget` bytes in this run its facts
+        and evidence log lines are replaced by a note (status, reasons and versions are kept).
         """
         now = utc_now().isoformat()
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO host_results(run_id, host, phase, status, facts_digest, result, at) VALUES (?,?,?,?,?,?,?)",
-                (run_id, result.host, phase, result.status.value, result.facts_digest,
-                 result.model_dump_json(), now),
-            )
-            seq = int(cur.lastrowid or 0)
-            for f in result.findings:
-                db.execute(
-                    "INSERT INTO findings(host_result_seq, run_id, host, advisory, status, reason, evidence)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    (seq, run_id, result.host, f.advisory, f.status.value, f.reason,
-                     _dumps([e.model_dump(mode="json") for e in f.evidence])),
+        budget_key = (run_id, result.host)
+        with self._lock:
+            used = self._host_bytes.get(budget_key, 0)
+            dumped = bound_strings(result.model_dump(mode="json"))
+            result_json = _dumps(dumped)
+            facts_json = _dumps(bound_strings(redact(facts))) if facts is not None else None
+            size = len(result_json) + len(facts_json or "")
+            if used + size > self.host_run_budget or (self.disk_full and facts_json is not None):
+                note = (f"not stored: this host passed its {self.host_run_budget} byte store budget "
+                        f"for run {run_id}")
+                if facts_json is not None:
+                    facts_json = _dumps({"_not_stored": f"{len(facts_json)} bytes of facts {note}"})
+                result_json = _dumps(without_lines(dumped, f"log lines {note}"))
+                dumped = json.loads(result_json)
+                size = len(result_json) + len(facts_json or "")
+            self._host_bytes[budget_key] = used + size  # (the findings rows repeat the evidence: ≤ 2× this)
+            evidence = [_dumps(f.get("evidence", [])) for f in dumped.get("findings", [])]
+            with self._tx() as db:
+                cur = db.execute(
+                    "INSERT INTO host_results(run_id, host, phase, status, facts_digest, result, at) VALUES (?,?,?,?,?,?,?)",
+                    (run_id, result.host, phase, result.status.value, result.facts_digest, result_json, now),
                 )
-            if facts is not None:
-                db.execute(
-                    "INSERT INTO facts(run_id, host, phase, digest, facts, at) VALUES (?,?,?,?,?,?)",
-                    (run_id, result.host, phase, result.facts_digest, _dumps(redact(facts)), now),
-                )
+                seq = int(cur.lastrowid or 0)
+                for f, ev in zip(result.findings, evidence, strict=True):
+                    db.execute(
+                        "INSERT INTO findings(host_result_seq, run_id, host, advisory, status, reason, evidence)"
+                        " VALUES (?,?,?,?,?,?,?)",
+                        (seq, run_id, result.host, f.advisory, f.status.value, f.reason, ev),
+                    )
+                if facts_json is not None:
+                    db.execute(
+                        "INSERT INTO facts(run_id, host, phase, digest, facts, at) VALUES (?,?,?,?,?,?)",
+                        (run_id, result.host, phase, result.facts_digest, facts_json, now),
+                    )
         return seq
 
     def record_plan(self, run_id: str, host: str, actions: Iterable[PlannedAction], facts_digest: str | None) -> None:
@@ -391,7 +527,10 @@ class AuditStore:
     # ---- the journal: intents and results -------------------------------------------------------
 
     def record_intent(self, run_id: str, host: str, action: PlannedAction) -> int:
-        """Commit an intent row before the action's ops are sent; returns its seq."""
+        """Commit an intent row before the action's ops are sent; returns its seq. Raises
+        DiskFullError (nothing is sent) once the disk has filled during this store's life."""
+        if self.disk_full:
+            raise DiskFullError(f"{self.path}: the disk is full: no new change is started")
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO intents(run_id, host, action_id, advisory, kind, action, at) VALUES (?,?,?,?,?,?,?)",
@@ -490,13 +629,21 @@ class AuditStore:
         return self._query("SELECT * FROM reports WHERE run_id=? ORDER BY seq", (run_id,))
 
     def verify_chain(self) -> chain.ChainReport:
-        """Recompute the hash chain over every audit row (see kbfix/store/chain.py)."""
+        """Recompute the hash chain over every audit row (see kbfix/store/chain.py). Raises
+        StoreError when the store cannot be read or has no chain yet (written by a kbfix before
+        the evidence migration and not opened for writing since)."""
         with self._lock:
-            self._db.execute("BEGIN")  # one read snapshot for the whole check
             try:
-                return chain.verify(self._db)
-            finally:
-                self._db.execute("COMMIT")
+                if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='chain'").fetchone():
+                    raise StoreError(f"{self.path}: no hash chain yet (a store from an older kbfix); "
+                                     "any writing kbfix command upgrades it and chains its rows")
+                self._db.execute("BEGIN")  # one read snapshot for the whole check
+                try:
+                    return chain.verify(self._db)
+                finally:
+                    self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: {reason(exc)}") from exc
 
     def latest_states(
         self, hosts: Iterable[str] | None = None, *, before_run: str | None = None
@@ -525,29 +672,62 @@ class AuditStore:
 
     # ---- host locks ---------------------------------------------------------------------------
 
-    def lock_hosts(self, run_id: str, hosts: Iterable[str], *, pid: int | None = None) -> None:
-        """Take the apply lock of every host, all or none.
+    def lock_hosts(self, run_id: str, hosts: Iterable[str], *, pid: int | None = None,
+                   lease_s: float | None = None) -> None:
+        """Take the apply lock of every host, all or none, with a lease of `lease_s` seconds
+        (default `self.lock_lease_s`) that this process renews while it holds any lock.
 
-        A lock held by a process that no longer exists on this machine is stale and reclaimed.
-        Raises HostLockedError naming the holder of the first host held by a live process
-        (or by any process on another machine: its liveness cannot be checked from here).
+        A lock is taken over when its holder is provably gone (a process that no longer exists on
+        this machine, as before) or when its lease has lapsed (a holder that stopped renewing: a
+        crash on another machine or container). Raises HostLockedError naming the holder of the
+        first host held otherwise.
         """
         pid = os.getpid() if pid is None else pid
         machine = socket.gethostname()
-        now = utc_now().isoformat()
+        now = utc_now()
+        lease = timedelta(seconds=self.lock_lease_s if lease_s is None else lease_s)
         with self._tx() as db:
             for host in hosts:
-                row = db.execute("SELECT run_id, pid, machine, acquired FROM host_locks WHERE host=?", (host,)).fetchone()
+                row = db.execute("SELECT run_id, pid, machine, acquired, lease_until FROM host_locks WHERE host=?",
+                                 (host,)).fetchone()
                 if row is not None:
                     holder = LockHolder(*row)
                     mine = holder.run_id == run_id and holder.pid == pid
-                    stale = holder.machine == machine and not _pid_alive(holder.pid)
-                    if not (mine or stale):
+                    if not (mine or _lock_is_stale(holder, machine, now)):
                         raise HostLockedError(host, holder)
                 db.execute(
-                    "INSERT OR REPLACE INTO host_locks(host, run_id, pid, machine, acquired) VALUES (?,?,?,?,?)",
-                    (host, run_id, pid, machine, now),
+                    "INSERT OR REPLACE INTO host_locks(host, run_id, pid, machine, acquired, lease_until)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (host, run_id, pid, machine, now.isoformat(), (now + lease).isoformat()),
                 )
+        if pid == os.getpid():
+            self._start_heartbeat()
+
+    def renew_locks(self, lease_s: float | None = None) -> int:
+        """Push the lease of every lock this process holds `lease_s` seconds (default
+        `self.lock_lease_s`) past now; returns how many locks were renewed."""
+        until = utc_now() + timedelta(seconds=self.lock_lease_s if lease_s is None else lease_s)
+        with self._tx() as db:
+            cur = db.execute("UPDATE host_locks SET lease_until=? WHERE pid=? AND machine=?",
+                             (until.isoformat(), os.getpid(), socket.gethostname()))
+            return cur.rowcount
+
+    def _start_heartbeat(self) -> None:
+        with self._lock:
+            if self._heartbeat is not None and self._heartbeat.is_alive():
+                return
+            self._heartbeat_stop.clear()
+            self._heartbeat = threading.Thread(target=self._beat, name="kbfix-lock-lease", daemon=True)
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        """Renew this process's leases every lease/3 seconds until none is held or the store closes."""
+        while not self._heartbeat_stop.wait(max(self.lock_lease_s / 3, 0.05)):
+            try:
+                if self.renew_locks() == 0:
+                    return
+            except (sqlite3.Error, StoreError):
+                return  # the store is closing or gone: the lease then lapses, as designed
 
     def unlock_hosts(self, run_id: str, hosts: Iterable[str] | None = None) -> None:
         """Release the run's locks (all of them, or those of `hosts`)."""
@@ -558,10 +738,47 @@ class AuditStore:
                 for host in hosts:
                     db.execute("DELETE FROM host_locks WHERE run_id=? AND host=?", (run_id, host))
 
+    def force_unlock(self, host: str, run_id: str, operator: str) -> LockHolder:
+        """An operator releases `host`'s lock held by run `run_id` (`kbfix unlock HOST --run RUN`).
+
+        Writes a `note` event into that run naming the operator, the host and the holder, in the
+        same transaction as the release. Raises StoreError when the host holds no lock, or a lock
+        of another run (nothing changed).
+        """
+        with self._tx() as db:
+            row = db.execute("SELECT run_id, pid, machine, acquired, lease_until FROM host_locks WHERE host=?",
+                             (host,)).fetchone()
+            if row is None:
+                raise StoreError(f"host {host} holds no lock: nothing to release")
+            holder = LockHolder(*row)
+            if holder.run_id != run_id:
+                raise StoreError(f"host {host} is locked by run {holder.run_id}, not {run_id}: nothing released")
+            db.execute("DELETE FROM host_locks WHERE host=? AND run_id=?", (host, run_id))
+            db.execute(
+                "INSERT INTO run_events(run_id, at, state, detail) VALUES (?,?,?,?)",
+                (run_id, utc_now().isoformat(), "note",
+                 f"host lock on {host} released by operator {operator} with kbfix unlock (holder pid "
+                 f"{holder.pid} on {holder.machine}, acquired {holder.acquired}, lease until {holder.lease_until})"),
+            )
+        return holder
+
     def lock_holder(self, host: str) -> LockHolder | None:
         """The current holder of a host's lock, or None."""
-        rows = self._query("SELECT run_id, pid, machine, acquired FROM host_locks WHERE host=?", (host,))
+        rows = self._query("SELECT run_id, pid, machine, acquired, lease_until FROM host_locks WHERE host=?", (host,))
         return LockHolder(**rows[0]) if rows else None
+
+
+def _lock_is_stale(holder: LockHolder, machine: str, now: datetime) -> bool:
+    """A lock whose holder is provably gone (dead pid on this machine) or whose lease lapsed."""
+    if holder.machine == machine and not _pid_alive(holder.pid):
+        return True
+    if holder.lease_until is None:  # written before leases: only a live local holder keeps it
+        return holder.machine != machine
+    try:
+        until = datetime.fromisoformat(holder.lease_until)
+    except ValueError:
+        return True
+    return until <= now
 
 
 def _like_prefix(ref: str) -> str:

@@ -7,7 +7,7 @@ store written by an older kbfix is upgraded in place and a newer one is refused.
 Audit tables are append-only, enforced by triggers (UPDATE and DELETE abort): a run's state
 changes are rows in `run_events`, an executed action is an `intents` row committed before the
 op is sent plus a `results` row after it. Only `host_locks` (operational, not evidence) is
-updated and deleted.
+updated and deleted; its rows carry a lease (`lease_until`, see `_lock_lease`).
 """
 
 from __future__ import annotations
@@ -133,10 +133,22 @@ def _v1(db: sqlite3.Connection) -> None:
             )
 
 
+def _lock_lease(db: sqlite3.Connection) -> None:
+    """Host locks get a lease (issue 20 finding 7): `lease_until` (UTC ISO text), renewed by the
+    holding process while it runs; a lock past its lease can be taken over even when its holder's
+    liveness cannot be checked (another machine or container). Rows from before have no lease
+    (NULL): they expire at once unless their holder is provably alive on this machine.
+    Idempotent (the column is added only when missing) so that this migration keeps working
+    when the project renumbers it (OWNERS: store migration v3)."""
+    cols = {row[1] for row in db.execute("PRAGMA table_info(host_locks)")}
+    if "lease_until" not in cols:
+        db.execute("ALTER TABLE host_locks ADD COLUMN lease_until TEXT")
+
+
 def _append_only(db: sqlite3.Connection, table: str) -> None:
     for verb in ("UPDATE", "DELETE"):
         db.execute(
-            f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table} "  # fixed table names, no input
+            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table} "  # fixed names, no input
             f"BEGIN SELECT RAISE(ABORT, 'audit table {table} is append-only'); END"
         )
 
@@ -145,15 +157,19 @@ def _v_evidence(db: sqlite3.Connection) -> None:
     """Issue 15 (planned as store v4, after spine's v2 and harden's v3; renumber on merge):
     who and why of a run (change ticket, approver), the SHA-256 of every report written, and the
     hash chain over all audit rows (kbfix/store/chain.py). Rows already in the store are chained
-    here, in table order, so an upgraded store is covered from the upgrade on."""
+    here, in table order, so an upgraded store is covered from the upgrade on. Idempotent (columns,
+    tables, index and triggers only when missing) so it keeps working when renumbered; it must stay
+    after every migration that changes chained tables (it hashes the rows as they are then)."""
     from kbfix.store.chain import append_pending
 
+    cols = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    for col in ("change_ticket", "approved_by"):
+        if col not in cols:
+            db.execute(f"ALTER TABLE runs ADD COLUMN {col} TEXT")  # fixed names, no input
     _script(
         db,
         """
-        ALTER TABLE runs ADD COLUMN change_ticket TEXT;
-        ALTER TABLE runs ADD COLUMN approved_by TEXT;
-        CREATE TABLE reports (
+        CREATE TABLE IF NOT EXISTS reports (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             run_id TEXT NOT NULL REFERENCES runs(id),
             path TEXT NOT NULL,               -- as given when written (absolute)
@@ -163,8 +179,8 @@ def _v_evidence(db: sqlite3.Connection) -> None:
             size INTEGER NOT NULL,
             at TEXT NOT NULL
         );
-        CREATE INDEX reports_sha256 ON reports(sha256);
-        CREATE TABLE chain (
+        CREATE INDEX IF NOT EXISTS reports_sha256 ON reports(sha256);
+        CREATE TABLE IF NOT EXISTS chain (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             tbl TEXT NOT NULL,
             row_id INTEGER NOT NULL,
@@ -180,7 +196,9 @@ def _v_evidence(db: sqlite3.Connection) -> None:
     append_pending(db)
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v_evidence)
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _lock_lease, _v_evidence)
 """Ordered migrations; migration N (1-based) brings the schema to version N. Only append."""
 
 LATEST = len(MIGRATIONS)

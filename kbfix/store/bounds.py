@@ -1,0 +1,42 @@
+"""Bounds on what one host can make the audit store keep (issue 20 finding 6).
+
+A compromised host decides how much text it answers; stored as is, 15 MiB of facts per answer
+added 36.8 MB per check of one host to an append-only store. `bound_strings` cuts every string
+before it is stored; `AuditStore.record_host` also keeps a per-host, per-run byte budget and,
+past it, replaces the facts by a note and drops evidence log lines (`without_lines`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+#: Longest string kept in stored facts and evidence, characters; the rest is replaced by a note.
+MAX_STORED_STRING = 8 * 1024
+#: Bytes of facts, results and evidence one host may add to the store in one run. A host that
+#: answered 15 MiB of facts added 36.8 MB per check before (issue 20 finding 6); past the budget
+#: the facts are replaced by a note and evidence lines are dropped, the verdict is always kept.
+HOST_RUN_BUDGET = 4 * 1024 * 1024
+
+
+def bound_strings(value: Any, limit: int = MAX_STORED_STRING) -> Any:
+    """A JSON-ready copy of `value` with every string longer than `limit` characters cut, ending
+    in `…[N more characters not stored]`. Keys are kept whole (they are names, not data)."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}…[{len(value) - limit} more characters not stored]"
+    if isinstance(value, Mapping):
+        return {k: bound_strings(v, limit) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [bound_strings(v, limit) for v in value]
+    return value
+
+
+def without_lines(result: dict[str, Any], note: str) -> dict[str, Any]:
+    """`result` (a HostResult dump) with every evidence's log lines dropped and `note` added."""
+    for finding in result.get("findings", []):
+        for key in ("evidence", "verification"):
+            for ev in finding.get(key, []) or []:
+                if ev.get("lines"):
+                    ev["lines"] = []
+                    ev["note"] = note
+    return result

@@ -1,0 +1,86 @@
+"""What the audit store does when its disk fills up (issue 20 finding 12).
+
+Before, a full disk mid-apply left the run `running` and lost result rows of ops that had run.
+Now the store keeps a reserve file next to itself (`make_reserve`); on SQLITE_FULL it rolls the
+transaction back, deletes the reserve and replays the transaction's writes (`TxRecorder` keeps
+them), so the rows in flight are kept; it then accepts no new intent and ends the run
+`interrupted` with the reason (see `AuditStore._replay_after_full`).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+#: A file of this many bytes is kept next to the store and deleted when the disk fills, so that
+#: the rows in flight (results of ops already sent, the final host rows, the run's end event)
+#: can still be written: a full disk mid-apply loses nothing and leaves no run `running`.
+RESERVE_FILE = "audit.reserve"
+RESERVE_BYTES = 2 * 1024 * 1024
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for SQLite's SQLITE_FULL ("database or disk is full")."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.OperationalError) and (code == sqlite3.SQLITE_FULL or "is full" in str(exc))
+
+
+class TxRecorder:
+    """The connection as one write transaction sees it: statements are remembered so that, when
+    the disk fills, the store can free its reserve and replay them. A transaction that read the
+    host locks is not replayed (another process may have taken the lock meanwhile); the other
+    reads (a result's open intent) are stable while this process holds the host's lock.
+
+    db: the store's connection; on_full(recorder, exc): called on SQLITE_FULL, replays the
+    writes and returns the last cursor, or raises.
+    """
+
+    def __init__(self, db: sqlite3.Connection,
+                 on_full: Callable[[TxRecorder, BaseException], sqlite3.Cursor]) -> None:
+        self.db = db
+        self.on_full = on_full
+        self.writes: list[tuple[str, Sequence[Any]]] = []
+        self.read = False
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """Execute one statement in the transaction (replaying the transaction on a full disk)."""
+        is_read = sql.lstrip()[:6].upper() == "SELECT"
+        self.read = self.read or (is_read and "host_locks" in sql)
+        if not is_read:
+            self.writes.append((sql, args))
+        try:
+            return self.db.execute(sql, args)
+        except sqlite3.OperationalError as exc:
+            if not is_disk_full(exc):
+                raise
+            return self.on_full(self, exc)
+
+
+def make_reserve(store_path: Path) -> None:
+    """Keep RESERVE_BYTES allocated in `RESERVE_FILE` next to the store (best effort: without
+    room for it the store runs without a reserve)."""
+    reserve = store_path.with_name(RESERVE_FILE)
+    try:
+        if not reserve.exists() or reserve.stat().st_size < RESERVE_BYTES:
+            with reserve.open("wb") as fh:
+                if hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(fh.fileno(), 0, RESERVE_BYTES)  # real blocks, no zeros written
+                else:  # pragma: no cover - Windows/macOS controllers
+                    fh.write(b"\0" * RESERVE_BYTES)
+                fh.flush()
+                os.fsync(fh.fileno())
+    except OSError:
+        reserve.unlink(missing_ok=True)
+
+
+def reason(exc: BaseException | None) -> str:
+    """An operator's words for an SQLite/OS error (the damaged-file case says so)."""
+    text = str(exc) if exc is not None else "unknown error"
+    if "malformed" in text or "not a database" in text:
+        return f"{text}: the file is damaged (restore it from a backup, or move it away to start a new store)"
+    if "readonly" in text or "read-only" in text:
+        return f"{text}: the file or its folder is read-only"
+    return text
