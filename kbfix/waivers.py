@@ -1,7 +1,8 @@
 """Waivers: accepted risks, in the manner of Chef InSpec waiver files.
 
-A waiver file is YAML (at most WAIVER_FILE_MAX bytes; anchors, aliases and non-standard tags
-refused, so no "billion laughs"):
+A waiver file is YAML (at most WAIVER_FILE_MAX bytes, nesting at most WAIVER_MAX_DEPTH, checked
+by `inventory.safeyaml` first; anchors, aliases and non-standard tags refused, so no "billion
+laughs"):
 
 ```yaml
 waivers:
@@ -37,8 +38,14 @@ from typing import Any
 
 import yaml
 
+from inventory.safeyaml import YamlLimitError, check_limits
+
 WAIVER_FILE_MAX = 1 << 20
 """Largest waiver file read, bytes (1 MiB: thousands of waivers)."""
+
+WAIVER_MAX_DEPTH = 10
+"""Deepest nesting a waiver file needs is 3 (waivers → list → entry); deeper is refused before
+anything is built (the composer is recursive: 5,000 `[` would overflow Python's stack)."""
 
 WAIVABLE = frozenset({"non_compliant", "pending_reboot", "skipped"})
 """Finding statuses a waiver can cover: the advisory is known not to be fixed on the host."""
@@ -151,9 +158,9 @@ class _StrictLoader(yaml.SafeLoader):
         event = self.peek_event()
         line = event.start_mark.line + 1 if event.start_mark is not None else 0
         if isinstance(event, yaml.AliasEvent):
-            raise WaiverError(f"line {line}: YAML aliases are not allowed in a waiver file")
+            raise WaiverError(f"{line}: YAML aliases are not allowed in a waiver file")
         if getattr(event, "anchor", None):
-            raise WaiverError(f"line {line}: YAML anchors are not allowed in a waiver file")
+            raise WaiverError(f"{line}: YAML anchors are not allowed in a waiver file")
         return super().compose_node(parent, index)
 
 
@@ -207,13 +214,18 @@ def parse_waivers(data: bytes, path: str = "<waivers>") -> WaiverFile:
     except UnicodeDecodeError as exc:
         raise WaiverError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
+        # inventory.safeyaml: kbfix's one guard for untrusted YAML (nesting, alias expansion),
+        # in one linear scan before anything is composed; no alias may add a node here.
+        check_limits(text, max_depth=WAIVER_MAX_DEPTH, max_alias_nodes=0)
         loader = _StrictLoader(text)
-    except yaml.YAMLError as exc:  # the reader refuses control characters up front
+    except YamlLimitError as exc:
+        raise WaiverError(f"{path}:{exc.line or 0}: {exc.message}") from None
+    except yaml.YAMLError as exc:  # malformed, or control characters the reader refuses
         raise WaiverError(f"{path}: {exc}") from None
     try:
         root = loader.get_single_node()
-    except WaiverError as exc:
-        raise WaiverError(f"{path}: {exc}") from None
+    except WaiverError as exc:  # from _StrictLoader: "<line>: message"
+        raise WaiverError(f"{path}:{exc}") from None
     except yaml.YAMLError as exc:
         raise WaiverError(f"{path}: {exc}") from None
     finally:
