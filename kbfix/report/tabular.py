@@ -166,10 +166,10 @@ def render_junit(doc: Mapping[str, Any], lang: str) -> bytes:
         if adv is not None:
             out = ET.SubElement(case, "system-out")
             out.text = _attr(f"{f.status(status)}: {reason}\n{_evidence_text(adv)}")
-        for key in ("tests", kind):
-            if key:
-                suite.set(key, str(int(suite.get(key, "0")) + 1))
-                totals[key] += 1
+        for counted in ("tests", kind):
+            if counted:
+                suite.set(counted, str(int(suite.get(counted, "0")) + 1))
+                totals[counted] += 1
     for key, value in totals.items():
         root.set(key, str(value))
     root.set("errors", "0")
