@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -59,6 +60,12 @@ from kbfix.store import STORE_FILE, AuditStore, HostLockedError, StoreError
 from kbfix.terminal import SanitizingFilter, cell, safe_text
 from kbfix.window import WindowError, parse_window
 from playbooks.model import HostResult
+from playbooks.reboot import (  # reboot (issue 21)
+    RebootOptionError,
+    RebootOptions,
+    RebootSettings,
+    resolve_reboot_options,
+)
 
 app = typer.Typer(
     name="kbfix",
@@ -245,6 +252,19 @@ def _with_who(opts: RunOptions, operator: str | None, ticket: str | None, approv
     return opts
 
 
+def _reboot_options(*layers: RebootSettings | None) -> RebootOptions:
+    """reboot (issue 21): the apply's RebootOptions (first layer wins); a bad value exits 2."""
+    try:
+        return resolve_reboot_options(*layers)
+    except RebootOptionError as exc:
+        raise _fail(str(exc), ExitCode.USAGE) from exc
+
+
+def _reboot_recorded(o: RebootOptions) -> dict[str, Any]:
+    """The reboot options as recorded in the run (no secrets in them)."""
+    return {"policy": o.policy, "timeout": o.timeout_s, "pre_reboot_delay": o.pre_reboot_delay, "message": o.message}
+
+
 def _store(g: Globals, *, readonly: bool = False) -> AuditStore:
     """The audit store; reading commands (history, show, report) open it read-only, so a store on
     a read-only mount or owned by another user can be read (and is never changed by reading)."""
@@ -412,6 +432,10 @@ def plan(
     ctx: typer.Context,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the plan (JSON).")] = Path("plan.json"),
     packages: Annotated[Path | None, typer.Option("--packages", help="Folder of update packages with their manifest.")] = None,
+    reboot: Annotated[str | None, typer.Option(
+        "--reboot", help="Record the restart policy in the plan for apply: never, if-needed, always.")] = None,
+    reboot_timeout: Annotated[float | None, typer.Option(
+        "--reboot-timeout", help="Record the restart timeout (seconds) in the plan.")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
     operator: OperatorOpt = None,
@@ -424,6 +448,11 @@ def plan(
     Example: `kbfix -i site.yml plan --packages ./pkgs -o plan.json`, review, then `kbfix apply --plan plan.json`.
     """
     g = _globals(ctx)
+    try:  # reboot (issue 21): the reviewed plan carries the restart settings apply will use
+        plan_reboot = RebootSettings(policy=reboot, timeout=reboot_timeout)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise _fail(f"--reboot: {exc.errors()[0]['msg']}", ExitCode.USAGE) from exc
+    _reboot_options(plan_reboot)
     hosts, digest = _hosts(g)
     engine = _engine(packages)
     with _store(g) as store:
@@ -432,6 +461,8 @@ def plan(
                                                      output=str(output)), operator, change_ticket, approved_by), control=c,
             progress=make_progress(quiet=g.quiet, no_color=g.no_color)))
     assert outcome.plan is not None
+    if reboot is not None or reboot_timeout is not None:
+        outcome.plan.reboot = plan_reboot
     outcome.plan.write(output)
     _print_plan(g, outcome.plan)
     typer.echo(f"plan written: {output} (run {outcome.info.id})", err=True)
@@ -454,6 +485,15 @@ def apply(
     resume: Annotated[str | None, typer.Option("--resume", help="Finish an interrupted apply run (id, prefix or 'latest').")] = None,
     packages: Annotated[Path | None, typer.Option("--packages", help="Folder of update packages with their manifest.")] = None,
     grace: Annotated[float, typer.Option("--grace", min=0, help="Seconds running hosts may finish after Ctrl-C/SIGTERM.")] = 120.0,
+    reboot: Annotated[str | None, typer.Option(
+        "--reboot", help="Restart hosts inside the window: never (default), if-needed (installer exit 3010/1641 or "
+                         "Windows reports a restart pending), always. Config and plan can set it.")] = None,
+    reboot_timeout: Annotated[float | None, typer.Option(
+        "--reboot-timeout", help="Seconds a restarted host has to answer again with a new boot time (default 600).")] = None,
+    reboot_message: Annotated[str | None, typer.Option(
+        "--reboot-message", help="Message shown to logged-on users (shutdown.exe /c, at most 127 characters).")] = None,
+    pre_reboot_delay: Annotated[int | None, typer.Option(
+        "--pre-reboot-delay", help="Seconds Windows waits before restarting (shutdown.exe /t, 0-600, default 2).")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
     operator: OperatorOpt = None,
@@ -467,14 +507,22 @@ def apply(
     --plan kbfix plans, shows the plan and asks (use --yes in scripts). Hosts whose planned work would
     not end inside the window are `skipped: window`; a running install is never cut off. Ctrl-C stops
     starting new hosts; `kbfix apply --resume RUN` finishes an interrupted run without repeating any install.
+    --reboot if-needed restarts a host that needs it when the window still leaves --pre-reboot-delay +
+    --reboot-timeout seconds, waits for a new boot time and verifies; a host that does not come back is failed.
     Example: `kbfix -i site.yml apply --plan plan.json --window 2026-11-28T22:00:00+01:00/PT4H --serial 1,50%,100% --max-fail-percent 10`.
     """
     g = _globals(ctx)
     if plan_file is not None and resume is not None:
         raise _fail("--plan and --resume cannot be combined", ExitCode.USAGE)
+    try:  # reboot (issue 21): command line first, then the plan, then the config file
+        cli_reboot = RebootSettings(policy=reboot, timeout=reboot_timeout, message=reboot_message,  # type: ignore[arg-type]
+                                    pre_reboot_delay=pre_reboot_delay)
+    except ValidationError as exc:
+        raise _fail(f"--reboot: {exc.errors()[0]['msg']}", ExitCode.USAGE) from exc
     config = load_config()
     require_ticket(config.require_change_ticket, change_ticket)  # evidence (issue 15)
     wv = read_waivers(waivers)
+    _reboot_options(cli_reboot, config.reboot)  # reboot (issue 21): refuse bad values before any contact
     win = parse_window(window, named=config.windows) if window else None
     steps = parse_serial(serial) if serial else None
     hosts, digest = _hosts(g)
@@ -494,6 +542,8 @@ def apply(
             run_id = latest_apply or store.resolve_run(resume)
             if store.run_info(run_id).kind != "apply":
                 raise _fail(f"run {run_id} is not an apply run", ExitCode.USAGE)
+            opts.reboot = _reboot_options(cli_reboot, None, config.reboot)
+            opts.recorded["reboot"] = _reboot_recorded(opts.reboot)
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, resume=run_id, control=c,
                                                             progress=progress))
         else:
@@ -514,6 +564,8 @@ def apply(
                     raise typer.Exit(int(exit_code(planned.results)))
                 if not yes and not typer.confirm("Apply this plan?", default=False):
                     raise _fail("not confirmed; nothing was changed", ExitCode.USAGE)
+            opts.reboot = _reboot_options(cli_reboot, the_plan.reboot, config.reboot)
+            opts.recorded["reboot"] = _reboot_recorded(opts.reboot)
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, plan=the_plan, control=c,
                                                             progress=progress))
     if not g.quiet:

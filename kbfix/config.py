@@ -7,6 +7,11 @@ data dir (platformdirs: `~/.local/share/kbfix` on Linux). The config file — `$
 ```yaml
 windows:                      # named change windows for `--window NAME`
   sat-night: "2026-11-28T22:00:00+01:00/PT4H"
+reboot:                       # apply's restart defaults (the plan and the command line win)
+  policy: if-needed           # never | if-needed | always
+  timeout: 900                # seconds the host has to answer again with a new boot time
+  pre_reboot_delay: 2         # shutdown.exe /t
+  message: "kbfix change window"
 require_change_ticket: true   # `kbfix apply` refuses to start without --change-ticket (default false)
 ```
 """
@@ -20,8 +25,10 @@ from pathlib import Path
 
 import platformdirs
 import yaml
+from pydantic import ValidationError
 
 from inventory.safeyaml import YamlLimitError, safe_load
+from playbooks.reboot import RebootSettings
 
 APP = "kbfix"
 
@@ -50,6 +57,7 @@ class Config:
     windows: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
     require_change_ticket: bool = False
+    reboot: RebootSettings | None = None  # reboot (issue 21)
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -63,13 +71,23 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    unknown = sorted(set(data) - {"windows", "require_change_ticket"})
+    unknown = sorted(set(data) - {"windows", "reboot", "require_change_ticket"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s): {', '.join(map(str, unknown))} (known: windows, require_change_ticket)")
+        raise ConfigError(f"{path}: unknown key(s): {', '.join(map(str, unknown))} "
+                          "(known: windows, reboot, require_change_ticket)")
     require = data.get("require_change_ticket", False)
     if not isinstance(require, bool):
         raise ConfigError(f"{path}: require_change_ticket: expected true or false, not {require!r}")
+    reboot = None
+    if data.get("reboot") is not None:
+        try:
+            reboot = RebootSettings.model_validate(data["reboot"])
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in ("reboot", *err["loc"]))
+            raise ConfigError(f"{path}: {where}: {err['msg']}") from exc
     windows = data.get("windows") or {}
     if not isinstance(windows, dict) or not all(isinstance(v, str) for v in windows.values()):
         raise ConfigError(f"{path}: windows: expected name: \"START/END\" entries")
-    return Config(windows={str(k): v for k, v in windows.items()}, path=path, require_change_ticket=require)
+    return Config(windows={str(k): v for k, v in windows.items()}, path=path, reboot=reboot,
+                  require_change_ticket=require)

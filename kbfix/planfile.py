@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from playbooks.model import Finding, HostError, Status
+from playbooks.reboot import RebootSettings
 
 PLAN_FORMAT = "kbfix/plan"
 PLAN_VERSION = 1
@@ -66,6 +67,7 @@ class PlanDocument(BaseModel):
     kbfix_version: str
     inventory_hash: str | None = None
     hosts: list[HostPlan] = Field(default_factory=list)
+    reboot: RebootSettings | None = None  # reboot (issue 21): reviewed restart settings for apply
 
     def host(self, name: str) -> HostPlan | None:
         """The entry of one host, or None."""

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from kbfix import __version__
 from kbfix.exitcodes import ExitCode
 from kbfix.planfile import HostPlan, PlanDocument
+from kbfix.reboot import pending_after_resume, restart_and_verify, restart_budget  # reboot (issue 21)
 from kbfix.rollout import SerialStep, batch_failed, batches, run_concurrently
 from kbfix.runinfo import RunInfo, RunKind
 from kbfix.store import (
@@ -46,6 +47,7 @@ from kbfix.store import (
 from kbfix.store.history import use_store_history  # windows (issue 13 item 1)
 from kbfix.window import ChangeWindow
 from playbooks.model import ExecutedAction, Finding, HostError, HostResult, PlannedAction, Status, worst
+from playbooks.reboot import RebootOptions  # reboot (issue 21)
 
 # Statuses an operator still has to act on after a run (exit code 3), and skip reasons that
 # mean "this run left work undone" rather than "out of scope".
@@ -141,7 +143,8 @@ class RunOptions:
     max_fail_percent: stop before the next batch when a batch's failures exceed it;
     max_per_site: hosts in flight per site; window: the change window (apply only);
     grace_s: how long running hosts may finish after a stop request; recorded: the options to
-    record in the run (no secrets; the store redacts secret-looking keys anyway).
+    record in the run (no secrets; the store redacts secret-looking keys anyway); reboot: when
+    and how apply restarts hosts (playbooks.reboot.RebootOptions; default never).
     """
 
     forks: int = 20
@@ -153,6 +156,7 @@ class RunOptions:
     grace_s: float = 60.0
     inventory_hash: str | None = None
     recorded: dict[str, Any] = field(default_factory=dict)
+    reboot: RebootOptions = field(default_factory=RebootOptions)  # reboot (issue 21): apply only
     # evidence (issue 15): who and why, recorded on the run (operator None: user@machine).
     operator: str | None = None
     change_ticket: str | None = None
@@ -808,7 +812,16 @@ def run_apply(
                 assert rs is not None  # one of plan/resume, checked above
                 a = engine.plan(h, a)
                 a = engine.with_findings(a, _resume_filter(h.name, list(a.findings), rs))
+            if rs is not None:  # reboot (issue 21): done remedies awaiting a restart read pending_reboot
+                a = engine.with_findings(a, pending_after_resume(a.findings, a.facts or {}))
             actions = [p for f in a.findings for p in f.planned]
+            if not actions and rs is not None and options.reboot.policy != "never" and any(
+                    f.status is Status.PENDING_REBOOT for f in a.findings):
+                # reboot (issue 21): a resumed host whose remedies are done but still pending a
+                # restart (an interrupted wait re-reads first: a host already back is not pending)
+                verified = restart_and_verify(engine, h, s, a.findings, options.reboot, store.journal(run.info.id),
+                                              window=window, clock=clock)
+                return result_from_assessment(h, a, findings=verified, started=started)
             if not actions:
                 return result_from_assessment(h, a, started=started)
             if rs is not None:
@@ -820,11 +833,13 @@ def run_apply(
             applied = engine.apply(s, h, a, store.journal(run.info.id),
                                    lambda: run.control.stopped or not window_open())
             store.record_host(run.info.id, result_from_assessment(h, a, findings=applied, started=started), phase="apply")
-            verified = engine.verify(s, h, applied)
+            # reboot (issue 21): restart when --reboot says so and the window allows, then verify
+            verified = restart_and_verify(engine, h, s, applied, options.reboot, store.journal(run.info.id),
+                                          window=window, clock=clock)
             return result_from_assessment(h, a, findings=verified, started=started)
 
     def deadline_of(h: HostLike) -> float | None:
-        return run.deadline(_expected_seconds(findings_of(h)) * 2)
+        return run.deadline(_expected_seconds(findings_of(h)) * 2 + restart_budget(options.reboot))  # reboot (issue 21)
 
     results = run.rollout(hosts, work, gate=gate, deadline_of=deadline_of, findings_of=findings_of)
     return run.finish(run.link(engine, hosts, results, facts), plan)
