@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from kbfix import __version__
 from kbfix.exitcodes import ExitCode
+from kbfix.gctune import tune_for_fleet
 from kbfix.planfile import HostPlan, PlanDocument
 from kbfix.reboot import pending_after_resume, restart_and_verify, restart_budget  # reboot (issue 21)
 from kbfix.rollout import SerialStep, batch_failed, batches, run_concurrently
@@ -385,6 +386,7 @@ class _Run:
             options=dict(options.recorded),
         )
         store.begin_run(self.info, resumes=resumes)
+        tune_for_fleet()  # kbfix.gctune: fewer young collections over thousands of host answers
 
     def deadline(self, extra_s: float = 0.0) -> float | None:
         base = self.options.host_deadline_s

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -58,10 +59,21 @@ def operator_name() -> str:
     return f"{user}@{socket.gethostname() or 'unknown'}"
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+@lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
+
+
 def redact(value: Any) -> Any:
     """A JSON-ready deep copy of `value` with the values of secret-looking keys replaced."""
-    if isinstance(value, Mapping):
-        return {str(k): (REDACTED if _SECRET_KEY.search(str(k)) else redact(v)) for k, v in value.items()}
+    kind = type(value)
+    if kind in _PLAIN:  # the common leaves first: exact types skip the ABC checks below (perf)
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        return {str(k): (REDACTED if _secret_key(str(k)) else redact(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [redact(v) for v in value]
     if isinstance(value, datetime):
