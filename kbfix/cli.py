@@ -56,6 +56,7 @@ from kbfix.runner import (
     run_ping,
     run_plan,
 )
+from kbfix.sites.cli import worker as sites_worker
 from kbfix.store import STORE_FILE, AuditStore, HostLockedError, StoreError
 from kbfix.terminal import SanitizingFilter, cell, safe_text
 from kbfix.window import WindowError, parse_window
@@ -81,6 +82,7 @@ app = typer.Typer(
 app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(audit_app, name="audit")  # evidence (issue 15)
+app.command(name="worker")(sites_worker)  # sites (issue 18): per-site Celery worker, kbfix/sites/cli.py
 
 log = logging.getLogger("kbfix")
 
@@ -210,19 +212,25 @@ def _globals(ctx: typer.Context) -> Globals:
     return g
 
 
-def _hosts(g: Globals) -> tuple[list[Any], str | None]:
-    """Load the inventory and apply --limit. Raises InventoryError (exit 2)."""
+def _hosts(g: Globals, broker: str | None = None) -> tuple[list[Any], str | None]:
+    """Load the inventory and apply --limit. Raises InventoryError (exit 2). With a broker the
+    controller needs no credential (the site workers hold them): none is asked for."""
     if not g.inventory:
         raise _fail("no inventory: pass -i FILE or set KBFIX_INVENTORY", ExitCode.USAGE)
     from inventory import load_inventory
 
-    inv = load_inventory(g.inventory)
+    inv = load_inventory(g.inventory, require_credentials=not (broker or load_config().broker))
     for w in getattr(inv, "warnings", ()):
         log.warning("inventory: %s", w)
     return inv.select(g.limit), inv.digest
 
 
-def _engine(packages: Path | None = None, playbook_dirs: Sequence[Path] = ()) -> Any:
+def _engine(packages: Path | None = None, playbook_dirs: Sequence[Path] = (), broker: str | None = None) -> Any:
+    broker = broker or load_config().broker  # sites (issue 18): --broker / KBFIX_BROKER / config `broker`
+    if broker:
+        from kbfix.sites.dispatch import broker_engine
+
+        return broker_engine(broker, packages_dir=packages, extra_dirs=playbook_dirs)
     from kbfix.engine import PlaybookEngine
 
     return PlaybookEngine(extra_dirs=playbook_dirs, packages_dir=packages)
@@ -340,6 +348,10 @@ FORMAT_HELP = "table (people) or json (the report document, schema kbfix/report/
 ReportOpt = Annotated[list[Path] | None, typer.Option(
     "--report", "-r", help="Also write a report; format from the extension (.json .html .md .csv .xml). Repeatable.")]
 LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en, da, de, nl, zh_CN.")]
+# sites (issue 18): run each host's agent requests through its site's `kbfix worker` (kbfix/sites/).
+BrokerOpt = Annotated[str | None, typer.Option(
+    "--broker", envvar="KBFIX_BROKER", help="Send each host's work to its site's worker via this broker "
+    "(redis://… or amqp://…; needs KBFIX_SIGN_KEY/CERT/STORE). Env: KBFIX_BROKER; config: broker.")]
 
 
 @app.command(epilog=EXIT_HELP)
@@ -374,6 +386,7 @@ def check(
     change_ticket: TicketOpt = None,
     approved_by: ApproverOpt = None,
     waivers: WaiversOpt = None,
+    broker: BrokerOpt = None,
 ) -> None:
     """Read-only: gather, assess and store every host; print a per-host table.
 
@@ -384,8 +397,8 @@ def check(
     if fmt not in ("table", "json"):
         raise _fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
     wv = read_waivers(waivers)
-    hosts, digest = _hosts(g)
-    engine = _engine()
+    hosts, digest = _hosts(g, broker)
+    engine = _engine(broker=broker)
     opts = _with_who(_options(g, digest, waivers=str(waivers) if waivers else None,
                               waivers_sha256=wv.sha256 if wv else None), operator, change_ticket, approved_by)
     with _store(g) as store:
@@ -441,6 +454,7 @@ def plan(
     operator: OperatorOpt = None,
     change_ticket: TicketOpt = None,
     approved_by: ApproverOpt = None,
+    broker: BrokerOpt = None,
 ) -> None:
     """Dry run: assess and write the exact remote actions per host, with the facts they rest on.
 
@@ -453,8 +467,8 @@ def plan(
     except ValidationError as exc:
         raise _fail(f"--reboot: {exc.errors()[0]['msg']}", ExitCode.USAGE) from exc
     _reboot_options(plan_reboot)
-    hosts, digest = _hosts(g)
-    engine = _engine(packages)
+    hosts, digest = _hosts(g, broker)
+    engine = _engine(packages, broker=broker)
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_plan(
             hosts, engine, store, _with_who(_options(g, digest, packages=str(packages) if packages else None,
@@ -500,6 +514,7 @@ def apply(
     change_ticket: TicketOpt = None,
     approved_by: ApproverOpt = None,
     waivers: WaiversOpt = None,
+    broker: BrokerOpt = None,
 ) -> None:
     """Remediate: apply a plan inside a change window, in batches, then verify each host.
 
@@ -525,8 +540,8 @@ def apply(
     _reboot_options(cli_reboot, config.reboot)  # reboot (issue 21): refuse bad values before any contact
     win = parse_window(window, named=config.windows) if window else None
     steps = parse_serial(serial) if serial else None
-    hosts, digest = _hosts(g)
-    engine = _engine(packages)
+    hosts, digest = _hosts(g, broker)
+    engine = _engine(packages, broker=broker)
     rollout = RunOptions(window=win, serial=steps, max_fail_percent=max_fail_percent, max_per_site=max_per_site,
                          grace_s=grace)
     opts = _options(g, digest, rollout, window=str(win) if win else None, serial=serial,

@@ -49,9 +49,17 @@ def safe_text(value: object) -> str:
     return _UNSAFE.sub(_visible, text) if _UNSAFE.search(text) else text
 
 
+# Rich's own tag pattern (rich.markup.RE_TAGS): `rich.markup.escape` escapes only these.
+_TAG_OR_BRACKET = re.compile(r"(\[[a-z#/@][^[]*?\])|\[")
+
+
 def safe_markup(value: object) -> str:
-    """`safe_text(value)` with Rich markup escaped: safe to interpolate into a markup string."""
-    return escape(safe_text(value))
+    """`safe_text(value)` with Rich markup escaped: safe to interpolate into a markup string.
+
+    `rich.markup.escape` escapes tag-shaped brackets only, but Rich also turns a plain `\\[` that
+    is not a tag into `[`: so every other `[` gets a backslash too, and a host's `\\[` prints as
+    itself."""
+    return _TAG_OR_BRACKET.sub(lambda m: m.group(1) or "\\[", escape(safe_text(value)))
 
 
 def cell(value: object, style: str = "") -> Text:

@@ -238,7 +238,9 @@ def _scan(
             # A mixed (8-bit, no BOM) block is searched in both readings: a line matches in one.
             texts = [raw.decode(c, "replace") for c in (("utf-8", mixed) if mixed else (codec,))]
             if needs_lf:
-                texts = [t.replace("\r\n", "\n") for t in texts]
+                # Every CR goes, as agent.ps1's Skip-QuietBlock drops them: a last line that ends
+                # in CR without LF (end of file) must still let `x$` through to the line match.
+                texts = [t.replace("\r", "") for t in texts]
             text = texts[0]
             active = [p for i, p in enumerate(block_patterns) if counts[i] < spec.max_matches]
             # Lines are matched cut to max_line_chars, so a block with a longer line is matched

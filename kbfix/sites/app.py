@@ -1,0 +1,88 @@
+"""The Celery app both sides build: broker, result backend, signed serialization, queue names.
+
+One queue per site: `<namespace>.site.<site>` (hosts without a site: site `default`). Two
+tasks, both carrying `(host name, check_mode, agent request document)`:
+
+- `kbfix.sites.read`: read-only requests. The worker always opens its AgentSession in check
+  mode, whatever the message says; late ack, so a request lost with its worker (or its broker)
+  is delivered again: reading twice is harmless.
+- `kbfix.sites.change`: requests carrying a mutating op. At most once: acknowledged on receipt
+  (`acks_late=False`), never retried, published without kombu's publish retry, and sent with a
+  short expiry so a copy that surfaces late (a prefetched message restored after a worker died)
+  is discarded, not run after the controller has already reported the host `unknown`.
+
+Result backend: the broker itself for Redis (`redis://…`), Celery's `rpc://` (replies as AMQP
+messages) for RabbitMQ. Every message is signed (`kbfix.sites.signing`).
+Sources: Celery docs "Tasks" → acks_late / reject_on_worker_lost / expires
+(https://docs.celeryq.dev/en/stable/userguide/tasks.html), "Configuration" → task_serializer,
+accept_content, result_accept_content, security_* settings.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from celery import Celery
+
+from kbfix.config import ConfigError
+from kbfix.sites.signing import Signing
+
+READ_TASK = "kbfix.sites.read"
+CHANGE_TASK = "kbfix.sites.change"
+DEFAULT_NAMESPACE = "kbfix"
+ENV_NAMESPACE = "KBFIX_BROKER_NAMESPACE"  # several kbfix deployments (or tests) on one broker
+DEFAULT_SITE = "default"
+
+
+class BrokerURLError(ConfigError):
+    """A broker URL kbfix cannot use (the message names the URL's scheme, never its password)."""
+
+
+def site_of(site: str | None) -> str:
+    """The queue site of an inventory host's site (None or empty: `default`)."""
+    return site or DEFAULT_SITE
+
+
+def queue_name(site: str | None, namespace: str = DEFAULT_NAMESPACE) -> str:
+    """The Celery queue of one site, e.g. `kbfix.site.HQ`."""
+    return f"{namespace}.site.{site_of(site)}"
+
+
+def result_backend_for(broker: str) -> str:
+    """`redis://…` and `rediss://…`: the same URL; `amqp://`/`pyamqp://`/`amqps://`: `rpc://`.
+    Raises BrokerURLError for any other scheme."""
+    scheme = urlsplit(broker).scheme.lower()
+    if scheme in ("redis", "rediss"):
+        return broker
+    if scheme in ("amqp", "amqps", "pyamqp"):
+        return "rpc://"
+    raise BrokerURLError(f"broker URL scheme {scheme or '(none)'!r}: use redis://, rediss://, amqp:// or amqps://")
+
+
+def make_app(broker: str, signing: Signing, *, namespace: str = DEFAULT_NAMESPACE) -> Celery:
+    """A signed Celery app on `broker` (its tasks are registered by `kbfix.sites.worker` on the
+    worker side; the controller sends them by name). Raises BrokerURLError, SigningError
+    (missing files) and Celery's ImproperlyConfigured. `app.setup_security()` registers the
+    `auth` serializer process-wide (kombu's registry is global): one identity per process."""
+    signing.check()
+    app = Celery(namespace, broker=broker, backend=result_backend_for(broker), set_as_current=False)
+    app.conf.update(
+        task_serializer="auth",
+        result_serializer="auth",
+        accept_content=["auth"],
+        result_accept_content=["auth"],
+        security_key=str(signing.key),
+        security_certificate=str(signing.cert),
+        security_cert_store=signing.store,
+        security_digest="sha256",
+        task_default_queue=f"{namespace}.default",
+        control_exchange=f"{namespace}.control",
+        worker_prefetch_multiplier=1,
+        task_acks_late=False,
+        broker_connection_retry_on_startup=True,
+        result_expires=3600,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    app.setup_security()
+    return app

@@ -1,0 +1,154 @@
+"""Test helper for the broker tests: signing identities, a Redis DB / RabbitMQ vhost per test,
+real `kbfix worker` processes (Celery's own worker) and waiting until they consume their queues.
+
+The services are the machine's real ones (Redis 127.0.0.1:6379, RabbitMQ 127.0.0.1:5672
+guest/guest; `.ci/run` starts them or fails clearly). Every test uses its own queue namespace;
+Redis tests also a DB number of their own, RabbitMQ tests a vhost of their own when
+`rabbitmqctl` can create one (else the shared `/` vhost with the unique namespace).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kbfix.sites.app import make_app, queue_name
+from kbfix.sites.dispatch import Dispatcher
+from kbfix.sites.signing import ENV_CERT, ENV_KEY, ENV_STORE, Signing, generate_identity
+
+REDIS = ("127.0.0.1", 6379)
+AMQP = ("127.0.0.1", 5672)
+
+
+def service_up(addr: tuple[str, int]) -> bool:
+    """True when something accepts TCP connections on `addr`."""
+    try:
+        with socket.create_connection(addr, timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(addr: tuple[str, int], name: str) -> None:
+    """Fail (not skip) when a required service is missing: CI starts them (.ci/run)."""
+    if not service_up(addr):
+        raise AssertionError(f"{name} is not running on {addr[0]}:{addr[1]}; start it (see .ci/run / README 'Across sites')")
+
+
+@dataclass(frozen=True)
+class Identities:
+    """The controller's and the workers' signing material, trusting each other (one store)."""
+
+    controller: Signing
+    worker: Signing
+
+    def env(self, who: Signing) -> dict[str, str]:
+        """KBFIX_SIGN_* for one party."""
+        return {ENV_KEY: str(who.key), ENV_CERT: str(who.cert), ENV_STORE: who.store}
+
+
+def identities(folder: Path) -> Identities:
+    """A controller and a worker identity in `folder/certs` (store: `folder/certs/*.pem`)."""
+    certs = folder / "certs"
+    return Identities(generate_identity(certs, "controller"), generate_identity(certs, "worker"))
+
+
+def namespace() -> str:
+    """A queue namespace no other test uses."""
+    return f"kbfixt{uuid.uuid4().hex[:10]}"
+
+
+def redis_url() -> str:
+    """A Redis URL on a DB number picked at random (1-15; DB 0 is left to people)."""
+    require_service(REDIS, "Redis")
+    return f"redis://127.0.0.1:6379/{random.randint(1, 15)}"
+
+
+@contextlib.contextmanager
+def amqp_url() -> Iterator[str]:
+    """An AMQP URL on a fresh vhost (deleted afterwards), or on `/` when rabbitmqctl cannot make one."""
+    require_service(AMQP, "RabbitMQ")
+    vhost = f"kbfix-test-{uuid.uuid4().hex[:10]}"
+    made = False
+    try:
+        made = subprocess.run(["rabbitmqctl", "add_vhost", vhost], capture_output=True, timeout=60).returncode == 0
+        made = made and subprocess.run(["rabbitmqctl", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                                       capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        made = False
+    try:
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}" if made else "amqp://guest:guest@127.0.0.1:5672//"
+    finally:
+        if made:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+@dataclass
+class WorkerProc:
+    """One `kbfix worker` process and the file its output goes to."""
+
+    site: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        """What the worker wrote so far."""
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+def start_worker(broker: str, site: str, inventory: Path, ns: str, signing: Signing, folder: Path,
+                 *, concurrency: int = 4, extra_env: Mapping[str, str] | None = None) -> WorkerProc:
+    """Start `kbfix worker` (the real CLI, Celery's own worker) for `site` in a subprocess."""
+    env = {**os.environ, ENV_KEY: str(signing.key), ENV_CERT: str(signing.cert), ENV_STORE: signing.store,
+           **(extra_env or {})}
+    log = folder / f"worker-{site}-{uuid.uuid4().hex[:6]}.log"
+    args = [sys.executable, "-c", "from kbfix.argv import run; run()", "worker", "--broker", broker, "--site", site,
+            "-i", str(inventory), "--namespace", ns, "--concurrency", str(concurrency)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return WorkerProc(site, proc, log)
+
+
+def stop_workers(workers: Sequence[WorkerProc]) -> None:
+    """SIGTERM (warm shutdown), then SIGKILL after 20 s."""
+    for w in workers:
+        if w.proc.poll() is None:
+            w.proc.terminate()
+    for w in workers:
+        try:
+            w.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            w.proc.kill()
+            w.proc.wait(10)
+
+
+def wait_for_sites(dispatcher: Dispatcher, sites: Sequence[str], workers: Sequence[WorkerProc],
+                   timeout_s: float = 90.0) -> None:
+    """Wait until live workers consume every site's queue; AssertionError with the workers' logs otherwise."""
+    wanted = {queue_name(s, dispatcher.namespace) for s in sites}
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if wanted <= dispatcher.served_queues(fresh=True):
+            return
+        dead = [w for w in workers if w.proc.poll() is not None]
+        if dead:
+            raise AssertionError(f"worker for {dead[0].site} exited: {dead[0].output()[-3000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"workers not ready in {timeout_s} s: " + " | ".join(w.output()[-1500:] for w in workers))
+
+
+def controller_dispatcher(broker: str, ids: Identities, ns: str, **times: float) -> Dispatcher:
+    """A controller-side Dispatcher in this process (registers the controller's signing identity)."""
+    from kbfix.sites.dispatch import DispatchTimes
+
+    return Dispatcher(make_app(broker, ids.controller, namespace=ns), namespace=ns, times=DispatchTimes(**times))
