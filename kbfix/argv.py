@@ -15,7 +15,8 @@ from collections.abc import Sequence
 GLOBAL_WITH_VALUE = frozenset({"-i", "--inventory", "-l", "--limit", "-f", "--forks", "--state", "--host-timeout",
                                "--vault-id", "--vault-password-file", "--vault-pass-file"})
 GLOBAL_FLAGS = frozenset({"-q", "--quiet", "--no-color", "--verbose", "--ask-vault-pass", "-J"})
-RUN_COMMANDS = frozenset({"ping", "check", "plan", "apply", "history", "show", "report", "demo", "doctor", "offline"})
+RUN_COMMANDS = frozenset({"ping", "check", "plan", "apply", "history", "show", "report", "demo", "doctor", "offline",
+                          "status", "audit"})  # status, audit: evidence (issue 15)
 
 
 def _is_verbose(token: str) -> bool:

@@ -26,6 +26,18 @@ from rich.console import Console
 from rich.table import Table
 
 from kbfix import __version__, cli_contact
+from kbfix.cli_evidence import (  # evidence (issue 15): who/why, waivers, recorded reports, audit, status
+    ApproverOpt,
+    OperatorOpt,
+    TicketOpt,
+    WaiversOpt,
+    audit_app,
+    read_waivers,
+    require_ticket,
+    status,
+    who,
+)
+from kbfix.cli_evidence import write_reports as _write_recorded_reports
 from kbfix.cli_inventory import inventory_app
 from kbfix.cli_lab import lab_app
 from kbfix.config import ConfigError, default_state_dir, load_config
@@ -72,6 +84,7 @@ app = typer.Typer(
 app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
 cli_contact.register(app, lab_app)  # doctor, offline, lab fixture-from-trace/answer (issue 17)
+app.add_typer(audit_app, name="audit")  # evidence (issue 15)
 app.command(name="worker")(sites_worker)  # sites (issue 18): per-site Celery worker, kbfix/sites/cli.py
 
 log = logging.getLogger("kbfix")
@@ -253,6 +266,13 @@ def _options(g: Globals, digest: str | None, run: RunOptions | None = None, **re
     return opts
 
 
+def _with_who(opts: RunOptions, operator: str | None, ticket: str | None, approver: str | None) -> RunOptions:
+    """evidence (issue 15): the run's operator, change ticket and approver onto its options."""
+    for key, value in who(operator, ticket, approver).items():
+        setattr(opts, key, value)
+    return opts
+
+
 def _reboot_options(*layers: RebootSettings | None) -> RebootOptions:
     """reboot (issue 21): the apply's RebootOptions (first layer wins); a bad value exits 2."""
     try:
@@ -324,16 +344,11 @@ def _print_table(g: Globals, results: Sequence[HostResult], title: str) -> None:
     console.print(counts_text(counts) or "no hosts")
 
 
-def _write_reports(g: Globals, outcome: RunOutcome, engine: Any, reports: Sequence[Path], lang: str) -> None:
-    if not reports:
-        return
-    from kbfix.report import build_document, write_report
-
-    doc = build_document(outcome.info, outcome.results, engine.advisories())
-    for path in reports:
-        write_report(doc, path, lang=lang)
-        if not g.quiet:
-            typer.echo(f"report written: {path}", err=True)
+def _write_reports(g: Globals, outcome: RunOutcome, engine: Any, reports: Sequence[Path], lang: str,
+                   waivers: Any = None) -> None:
+    # evidence (issue 15): rendered from the store (last known states, stop banner, waivers), SHA-256 recorded
+    _write_recorded_reports(g.state, outcome.info.id, engine.advisories(), reports, lang, waivers=waivers,
+                            quiet=g.quiet)
 
 
 def _run_with_signals(fn: Callable[[RunControl], RunOutcome]) -> RunOutcome:
@@ -383,6 +398,10 @@ def check(
     lang: LangOpt = "en",
     trace: TraceOpt = None,
     answers: Annotated[Path | None, typer.Option("--answers", help=ANSWERS_HELP)] = None,
+    operator: OperatorOpt = None,
+    change_ticket: TicketOpt = None,
+    approved_by: ApproverOpt = None,
+    waivers: WaiversOpt = None,
     broker: BrokerOpt = None,
 ) -> None:
     """Read-only: gather, assess and store every host; print a per-host table.
@@ -393,21 +412,25 @@ def check(
     g = _globals(ctx)
     if fmt not in ("table", "json"):
         raise _fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
+    wv = read_waivers(waivers)
     hosts, digest = _hosts(g, broker) if answers is None else offline_inventory(g)
     engine, hosts = check_engine(with_trace(_engine(broker=broker), trace, "check"), answers, g.state, hosts)
+    opts = _with_who(_options(g, digest, collection="offline" if answers else None,
+                              answers=str(answers) if answers else None,
+                              waivers=str(waivers) if waivers else None,
+                              waivers_sha256=wv.sha256 if wv else None), operator, change_ticket, approved_by)
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_check(
-            hosts, engine, store, _options(g, digest, collection="offline" if answers else None,
-                                           answers=str(answers) if answers else None), control=c,
+            hosts, engine, store, opts, control=c,
             progress=make_progress(quiet=g.quiet or fmt == "json", no_color=g.no_color)))
-    if fmt == "json":
-        from kbfix.report import build_document
+        if fmt == "json":
+            from kbfix.report.record import document_for_run
 
-        doc = build_document(outcome.info, outcome.results, engine.advisories())
-        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
-    else:
+            doc = document_for_run(store, outcome.info, outcome.results, engine.advisories(), waivers=wv)
+            typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    if fmt != "json":
         _print_table(g, outcome.results, f"kbfix check {outcome.info.id}")
-    _write_reports(g, outcome, engine, report or [], lang)
+    _write_reports(g, outcome, engine, report or [], lang, wv)
     raise typer.Exit(int(exit_code(outcome.results)))
 
 
@@ -447,6 +470,9 @@ def plan(
     report: ReportOpt = None,
     lang: LangOpt = "en",
     trace: TraceOpt = None,
+    operator: OperatorOpt = None,
+    change_ticket: TicketOpt = None,
+    approved_by: ApproverOpt = None,
     broker: BrokerOpt = None,
 ) -> None:
     """Dry run: assess and write the exact remote actions per host, with the facts they rest on.
@@ -464,7 +490,8 @@ def plan(
     engine = with_trace(_engine(packages, broker=broker), trace, "plan")
     with _store(g) as store:
         outcome = _run_with_signals(lambda c: run_plan(
-            hosts, engine, store, _options(g, digest, packages=str(packages) if packages else None, output=str(output)), control=c,
+            hosts, engine, store, _with_who(_options(g, digest, packages=str(packages) if packages else None,
+                                                     output=str(output)), operator, change_ticket, approved_by), control=c,
             progress=make_progress(quiet=g.quiet, no_color=g.no_color)))
     assert outcome.plan is not None
     if reboot is not None or reboot_timeout is not None:
@@ -502,6 +529,10 @@ def apply(
         "--pre-reboot-delay", help="Seconds Windows waits before restarting (shutdown.exe /t, 0-600, default 2).")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
+    operator: OperatorOpt = None,
+    change_ticket: TicketOpt = None,
+    approved_by: ApproverOpt = None,
+    waivers: WaiversOpt = None,
     broker: BrokerOpt = None,
 ) -> None:
     """Remediate: apply a plan inside a change window, in batches, then verify each host.
@@ -523,6 +554,8 @@ def apply(
     except ValidationError as exc:
         raise _fail(f"--reboot: {exc.errors()[0]['msg']}", ExitCode.USAGE) from exc
     config = load_config()
+    require_ticket(config.require_change_ticket, change_ticket)  # evidence (issue 15)
+    wv = read_waivers(waivers)
     _reboot_options(cli_reboot, config.reboot)  # reboot (issue 21): refuse bad values before any contact
     win = parse_window(window, named=config.windows) if window else None
     steps = parse_serial(serial) if serial else None
@@ -533,7 +566,9 @@ def apply(
     opts = _options(g, digest, rollout, window=str(win) if win else None, serial=serial,
                     max_fail_percent=max_fail_percent, max_per_site=max_per_site, grace_s=grace,
                     packages=str(packages) if packages else None, plan=str(plan_file) if plan_file else None,
-                    resume=resume, yes=yes)
+                    resume=resume, yes=yes, waivers=str(waivers) if waivers else None,
+                    waivers_sha256=wv.sha256 if wv else None)
+    _with_who(opts, operator, change_ticket, approved_by)
     with _store(g) as store:
         progress = make_progress(quiet=g.quiet, no_color=g.no_color)
         if resume is not None:
@@ -569,7 +604,7 @@ def apply(
                                                             progress=progress))
     if not g.quiet:
         _print_table(g, outcome.results, f"kbfix apply {outcome.info.id} ({outcome.info.state})")
-    _write_reports(g, outcome, engine, report or [], lang)
+    _write_reports(g, outcome, engine, report or [], lang, wv)
     raise typer.Exit(int(exit_code(outcome.results)))
 
 
@@ -631,6 +666,8 @@ def show(
         raise typer.Exit(int(exit_code(results)))
     console = g.console()
     console.print(cell(f"run {info.id}  {info.kind}  {info.state}  by {info.operator}  kbfix {info.kbfix_version}"))
+    if info.change_ticket or info.approved_by:  # evidence (issue 15)
+        console.print(cell(f"change ticket {info.change_ticket or '-'}  approved by {info.approved_by or '-'}"))
     console.print(cell(f"started {info.started.isoformat()}  ended {info.ended.isoformat() if info.ended else '-'}"
                        f"  window {info.window or '-'}"))
     console.print(cell(f"options {json.dumps(info.options, sort_keys=True)}"))
@@ -661,29 +698,51 @@ def show(
 @guarded
 def report(
     ctx: typer.Context,
-    run: Annotated[str, typer.Argument(help="Run id, a unique prefix, or 'latest'.")] = "latest",
-    fmt: Annotated[str | None, typer.Option("--format", help="json, html, md, csv or junit (default: from -o).")] = None,
+    run: Annotated[str, typer.Argument(help="Run id, a unique prefix, 'latest', or 'fleet' (each host's latest "
+                                            "known state, as `kbfix status`).")] = "latest",
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="json, html, md, csv, junit, hdf (Heimdall) or pdf (default: from -o).")] = None,
     lang: LangOpt = "en",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
+    waivers: WaiversOpt = None,
 ) -> None:
-    """Render a stored run as a report (re-rendering the same run gives the same bytes).
+    """Render a stored run as a report (re-rendering the same run gives the same bytes); the
+    SHA-256 of every file written is recorded in the audit store (`kbfix audit verify FILE`).
 
-    Example: `kbfix report latest --lang da -o audit.html`; `kbfix report 20261128T2100 --format csv`.
+    Example: `kbfix report latest --lang da -o audit.html`; `kbfix report 20261128T2100 --format csv`;
+    `kbfix report latest -o run.hdf.json` (Heimdall); `kbfix report fleet --format json`.
     """
     g = _globals(ctx)
-    from kbfix.report import build_document, format_for_path, render, write_report
+    if run == "fleet":  # evidence (issue 15)
+        return status(ctx, fmt=fmt or ("csv" if output and output.suffix.lower() == ".csv" else "json"), output=output)
+    from kbfix.report import format_for_path, render, write_report
+    from kbfix.report.record import document_for_run, write_recorded
 
-    with _store(g, readonly=True) as store:
+    wv = read_waivers(waivers)
+    if output is not None and fmt is not None and fmt != format_for_path(output):
+        raise _fail(f"--format {fmt} does not match the extension of {output}", ExitCode.USAGE)
+    # Read-only unless a file is written: its SHA-256 is then recorded (evidence, issue 15); a store
+    # that cannot be written (read-only mount) still gives the report, with a warning.
+    try:
+        store = _store(g, readonly=output is None)
+    except StoreError:
+        if output is None:
+            raise
+        store = _store(g, readonly=True)
+    with store:
         run_id = store.resolve_run(run)
         info = store.run_info(run_id)
-        results = store.host_results(run_id)
-    doc = build_document(info, results, _advisories())
-    if output is not None:
-        if fmt is not None and fmt != format_for_path(output):
-            raise _fail(f"--format {fmt} does not match the extension of {output}", ExitCode.USAGE)
-        write_report(doc, output, lang=lang)
-        typer.echo(f"report written: {output}", err=True)
-    else:
+        doc = document_for_run(store, info, store.host_results(run_id), _advisories(), waivers=wv)
+        if output is not None and store.readonly:
+            write_report(doc, output, lang=lang)
+            typer.echo(f"kbfix: warning: {output} written, but its SHA-256 is not recorded: the audit store "
+                       "is read-only", err=True)
+        elif output is not None:
+            digest = write_recorded(store, doc, output, lang=lang)
+            typer.echo(f"report written: {output} (sha256 {digest})", err=True)
+    for w in wv.warnings if wv else ():
+        typer.echo(f"kbfix: warning: {w}", err=True)
+    if output is None:
         sys.stdout.buffer.write(render(doc, fmt or "json", lang=lang))
         sys.stdout.flush()
 
@@ -749,6 +808,9 @@ def demo(
         typer.echo(f"kbfix demo: re-check mutations {outcome.recheck_mutations}, shells left open "
                    f"{outcome.shells_left_open}", err=True)
     raise typer.Exit(0 if outcome.ok else int(ExitCode.INTERNAL))
+
+
+app.command("status", epilog=EXIT_HELP)(guarded(status))  # evidence (issue 15)
 
 
 def _advisories() -> dict[str, dict[str, Any]]:

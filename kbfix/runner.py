@@ -158,6 +158,10 @@ class RunOptions:
     inventory_hash: str | None = None
     recorded: dict[str, Any] = field(default_factory=dict)
     reboot: RebootOptions = field(default_factory=RebootOptions)  # reboot (issue 21): apply only
+    # evidence (issue 15): who and why, recorded on the run (operator None: user@machine).
+    operator: str | None = None
+    change_ticket: str | None = None
+    approved_by: str | None = None
 
 
 class RunControl:
@@ -373,7 +377,9 @@ class _Run:
             id=new_run_id(),
             kind=kind,
             started=utc_now(),
-            operator=operator_name(),
+            operator=options.operator or operator_name(),  # evidence (issue 15)
+            change_ticket=options.change_ticket,
+            approved_by=options.approved_by,
             kbfix_version=kbfix_version(),
             inventory_hash=options.inventory_hash,
             window=str(options.window) if options.window else None,

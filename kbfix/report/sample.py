@@ -206,7 +206,7 @@ def fleet(n_hosts: int = 1000, findings_per_host: int = 10) -> list[HostResult]:
 
 def fleet_advisories(findings_per_host: int = 10) -> dict[str, dict[str, Any]]:
     """ADVISORIES plus the synthetic ids `fleet` uses."""
-    extra = {
+    extra: dict[str, dict[str, Any]] = {
         f"KB9000{i:02d}": {"title": f"Synthetic advisory {i}", "sources": [], "severity": "low", "summary": None}
         for i in range(max(0, findings_per_host - 2))
     }

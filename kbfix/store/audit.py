@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kbfix.runinfo import RunInfo
+from kbfix.store import chain
 from kbfix.store.bounds import HOST_RUN_BUDGET, bound_strings, without_lines
 from kbfix.store.diskguard import RESERVE_FILE, TxRecorder, is_disk_full, make_reserve, reason
 from kbfix.store.schema import LATEST, migrate
@@ -49,11 +50,13 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def operator_name() -> str:
-    """The OS user running kbfix (for the run record); `unknown` when the OS cannot say."""
+    """`user@machine`: the OS user running kbfix and this machine's host name (the run record's
+    default operator; `--operator` overrides it). `unknown` for a part the OS cannot say."""
     try:
-        return getpass.getuser()
+        user = getpass.getuser()
     except (OSError, KeyError):
-        return "unknown"
+        user = "unknown"
+    return f"{user}@{socket.gethostname() or 'unknown'}"
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
@@ -278,12 +281,23 @@ class AuditStore:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield tx
+                    # evidence (issue 15): rows and their chain entries commit together. Not through
+                    # the recorder: after a full-disk replay the chain is recomputed from the rows as
+                    # replayed (their rowids may differ), never replayed.
+                    try:
+                        chain.append_pending(self._db)
+                    except sqlite3.OperationalError as exc:
+                        if not is_disk_full(exc):
+                            raise
+                        self._replay_after_full(tx, exc)
+                        chain.append_pending(self._db)
                     try:
                         self._db.execute("COMMIT")
                     except sqlite3.OperationalError as exc:
                         if not is_disk_full(exc):
                             raise
                         self._replay_after_full(tx, exc)
+                        chain.append_pending(self._db)
                         self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:
@@ -312,8 +326,8 @@ class AuditStore:
         """Record a new run (options redacted) and its `running` event."""
         with self._tx() as db:
             db.execute(
-                "INSERT INTO runs(id, kind, started, operator, kbfix_version, inventory_hash, window, options, resumes)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO runs(id, kind, started, operator, kbfix_version, inventory_hash, window, options, resumes,"
+                " change_ticket, approved_by) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     info.id,
                     info.kind,
@@ -324,6 +338,8 @@ class AuditStore:
                     info.window,
                     _dumps(redact(info.options)),
                     resumes,
+                    info.change_ticket,
+                    info.approved_by,
                 ),
             )
             db.execute(
@@ -375,6 +391,8 @@ class AuditStore:
             started=datetime.fromisoformat(row["started"]),
             ended=datetime.fromisoformat(last[0]["at"]) if state != "running" else None,
             operator=row["operator"],
+            change_ticket=row.get("change_ticket"),
+            approved_by=row.get("approved_by"),
             kbfix_version=row["kbfix_version"],
             inventory_hash=row["inventory_hash"],
             window=row["window"],
@@ -602,6 +620,67 @@ class AuditStore:
     def journal(self, run_id: str) -> StoreJournal:
         """A playbooks `Journal` writing into this run."""
         return StoreJournal(self, run_id)
+
+    # ---- evidence: reports written, chain, state across runs (issue 15) ------------------------------
+
+    def record_report(self, run_id: str, path: Path | str, fmt: str, lang: str, sha256: str, size: int) -> int:
+        """Append the SHA-256 (hex) and size (bytes) of a report file written for `run_id`; returns its seq."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO reports(run_id, path, format, lang, sha256, size, at) VALUES (?,?,?,?,?,?,?)",
+                (run_id, str(Path(path).resolve()), fmt, lang, sha256, size, utc_now().isoformat()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def reports_with_hash(self, sha256: str) -> list[dict[str, Any]]:
+        """Report rows (seq, run_id, path, format, lang, sha256, size, at) with this SHA-256, oldest first."""
+        return self._query("SELECT * FROM reports WHERE sha256=? ORDER BY seq", (sha256.lower(),))
+
+    def reports(self, run_id: str) -> list[dict[str, Any]]:
+        """The report rows of one run, oldest first."""
+        return self._query("SELECT * FROM reports WHERE run_id=? ORDER BY seq", (run_id,))
+
+    def verify_chain(self) -> chain.ChainReport:
+        """Recompute the hash chain over every audit row (see kbfix/store/chain.py). Raises
+        StoreError when the store cannot be read or has no chain yet (written by a kbfix before
+        the evidence migration and not opened for writing since)."""
+        with self._lock:
+            try:
+                if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='chain'").fetchone():
+                    raise StoreError(f"{self.path}: no hash chain yet (a store from an older kbfix); "
+                                     "any writing kbfix command upgrades it and chains its rows")
+                self._db.execute("BEGIN")  # one read snapshot for the whole check
+                try:
+                    return chain.verify(self._db)
+                finally:
+                    self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: {reason(exc)}") from exc
+
+    def latest_states(
+        self, hosts: Iterable[str] | None = None, *, before_run: str | None = None
+    ) -> dict[str, tuple[str, datetime, HostResult]]:
+        """Each host's latest known state: host → (run id, UTC time recorded, HostResult) from its
+        newest `final` row whose status is not `skipped` (a skip says nothing about the host).
+        hosts: only these (default all); before_run: only rows of other runs started no later
+        than that one (what a run's skipped hosts rest on)."""
+        sql = (
+            "SELECT h.run_id, h.host, h.result, h.at FROM host_results h JOIN ("
+            " SELECT x.host, MAX(x.seq) AS seq FROM host_results x JOIN runs r ON r.id = x.run_id"
+            " WHERE x.phase='final' AND x.status != 'skipped'"
+        )
+        args: list[Any] = []
+        if before_run is not None:
+            sql += " AND x.run_id != ? AND r.started <= (SELECT started FROM runs WHERE id=?)"
+            args += [before_run, before_run]
+        if hosts is not None:
+            sql += " AND x.host IN (SELECT value FROM json_each(?))"
+            args.append(json.dumps(list(hosts)))
+        sql += " GROUP BY x.host) last ON h.seq = last.seq ORDER BY h.host"
+        return {
+            r["host"]: (r["run_id"], datetime.fromisoformat(r["at"]), HostResult.model_validate_json(r["result"]))
+            for r in self._query(sql, args)
+        }
 
     # ---- host locks ---------------------------------------------------------------------------
 
