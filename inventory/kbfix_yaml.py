@@ -5,6 +5,7 @@ Shape (see docs in inventory/README.md)::
     kbfix_inventory: 1
     defaults: {scheme, transport, cert_validation, ca_trust_path, allow_unencrypted,
                message_encryption, path, username, password | password_env | password_keyring,
+               service, kerberos_hostname_override, kerberos_delegation,
                timeouts: {connect, operation, read, command}, vars: {}}
     groups:  {NAME: {vars: {}, roles: [], hosts: [NAME or range, each defined under hosts:],
                      children: [GROUP]}}
@@ -20,13 +21,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from inventory.data import InventoryData, Origin, Settings
 from inventory.errors import InventoryError, did_you_mean
 from inventory.ranges import RangeError, expand_hostname_range
 from inventory.roles import known_roles
 from inventory.yamlmarks import MarkedDict, MarkedList
+from remoting.endpoint import Secret
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
@@ -65,10 +75,14 @@ class ConnectionModel(_Strict):
     message_encryption: Literal["auto", "always", "never"] | None = None
     path: str | None = None
     username: str | None = None
-    password: str | None = None
+    password: InstanceOf[Secret] | str | None = None  # a Secret when it was a `!vault` value
     password_env: str | None = None
     password_keyring: str | None = None
     timeouts: TimeoutsModel | None = None
+    # Kerberos, named as pywinrm names them: SPN service class, SPN host part, TGT forwarding.
+    service: str | None = None
+    kerberos_hostname_override: str | None = None
+    kerberos_delegation: bool | None = None
 
 
 class DefaultsModel(ConnectionModel):

@@ -21,12 +21,15 @@ from inventory.ansible_ini import parse_ini
 from inventory.ansible_yaml import parse_ansible_yaml
 from inventory.credentials import CredentialContext, Prompt
 from inventory.data import InventoryData
+from inventory.dynamic import load_inventory_json, run_ansible_inventory, vault_values
 from inventory.errors import InventoryError
 from inventory.kbfix_yaml import is_kbfix_document, parse_kbfix
 from inventory.model import Inventory
 from inventory.resolve import Resolver
 from inventory.security import security_warnings
 from inventory.varsdirs import VarsDirs
+from inventory.vault import is_encrypted
+from inventory.vault_secrets import VaultKeyring
 from inventory.yamlmarks import load_yaml_text, read_text
 
 YAML_SUFFIXES = (".yml", ".yaml", ".json")
@@ -44,29 +47,39 @@ def _looks_like_kbfix(text: str) -> bool:
     return False
 
 
-def _parse_file(path: Path, inv: InventoryData) -> None:
+def _parse_file(path: Path, inv: InventoryData, vault: VaultKeyring) -> None:
     try:
-        _parse_text(path, read_text(path), inv)
+        text = read_text(path)
+        if is_encrypted(text):  # a wholly vault-encrypted inventory file
+            text = vault.decrypt_file_text(text, path)
+        _parse_text(path, text, inv, vault)
     except RecursionError:
         # YAML or INI literals nested thousands deep: refuse rather than crash.
         raise InventoryError("data nested too deeply", file=path) from None
 
 
-def _parse_text(path: Path, text: str, inv: InventoryData) -> None:
+def _parse_text(path: Path, text: str, inv: InventoryData, vault: VaultKeyring) -> None:
     if path.suffix.lower() in YAML_SUFFIXES or _looks_like_kbfix(text):
-        data = load_yaml_text(text, path)
+        # An encrypted inventory's strings stay plain (host and group names are structure); its
+        # secret-named variables are wrapped like any other (inventory.resolve.mask_secrets).
+        data = vault.reveal_tree(load_yaml_text(text, path), path)
         if is_kbfix_document(data):
             parse_kbfix(data, path, inv)
+        elif isinstance(data, dict) and data.get("plugin"):
+            _parse_dynamic(path, "an inventory plugin configuration", inv, vault, "plugin")
         else:
             parse_ansible_yaml(data, path, inv)
         return
     if text.startswith("#!"):
-        raise InventoryError(
-            "dynamic inventory scripts are not run by kbfix; export the inventory with "
-            "`ansible-inventory -i SCRIPT --list -y > inventory.yml` and use that file",
-            file=path, line=1,
-        )
+        _parse_dynamic(path, "an inventory script", inv, vault)
+        return
     parse_ini(text, path, inv)
+
+
+def _parse_dynamic(path: Path, kind: str, inv: InventoryData, vault: VaultKeyring, field: str | None = None) -> None:
+    """A script or plugin config, through `ansible-inventory --list` when installed (inventory.dynamic)."""
+    raw = run_ansible_inventory(path, kind, field)
+    load_inventory_json(vault.reveal_tree(vault_values(raw), path), path, inv)
 
 
 def _directory_files(directory: Path) -> list[Path]:
@@ -111,13 +124,17 @@ def load_inventory(
     env: Mapping[str, str] | None = None,
     prompt: Prompt | None = None,
     require_credentials: bool = True,
+    vault: VaultKeyring | None = None,
 ) -> Inventory:
     """Load, merge and resolve inventory sources into an `Inventory`.
 
     paths: one or more inventory files or directories (merged in order). env: environment for
     password_env/KBFIX_PASSWORD (default os.environ). prompt: asks for a password, given a
     message; default getpass when stdin is a terminal. require_credentials: False leaves a
-    missing password as None instead of prompting or failing (for list/graph/check).
+    missing password as None instead of prompting or failing (for list/graph/check). vault: the
+    vault passwords (`inventory.vault_secrets.build_keyring`); without one, vault content is an
+    error that says how to give a password. `!vault` values and the values of wholly encrypted
+    files become `Secret`s; `{{ }}` in connection settings is rendered (`inventory.templating`).
     Raises InventoryError for every kind of bad input; nothing else escapes for bad files.
     """
     # Loading makes hundreds of thousands of small, acyclic objects; the cyclic collector's
@@ -125,7 +142,7 @@ def load_inventory(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _load(paths, env, prompt, require_credentials)
+        return _load(paths, env, prompt, require_credentials, vault or VaultKeyring())
     except RecursionError:
         # Values nested thousands deep (group_vars files, variables being merged): refuse, not crash.
         raise InventoryError("inventory data is nested too deeply") from None
@@ -139,6 +156,7 @@ def _load(
     env: Mapping[str, str] | None,
     prompt: Prompt | None,
     require_credentials: bool,
+    vault: VaultKeyring,
 ) -> Inventory:
     sources = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     if not sources:
@@ -150,16 +168,16 @@ def _load(
         if source.is_dir():
             bases.append(source)
             for path in _directory_files(source):
-                _parse_file(path, inv)
+                _parse_file(path, inv, vault)
                 files.append(path)
         elif source.exists():
             bases.append(source.parent)
-            _parse_file(source, inv)
+            _parse_file(source, inv, vault)
             files.append(source)
         else:
             raise InventoryError("no such inventory file or directory", file=source)
     inv.reconcile()
-    varsdirs = VarsDirs(list(dict.fromkeys(bases)))
+    varsdirs = VarsDirs(list(dict.fromkeys(bases)), vault)
     creds = CredentialContext(env=os.environ if env is None else env, prompt=prompt, require=require_credentials)
     resolver = Resolver(inv, varsdirs, creds)
     hosts = {name: resolver.resolve_host(data) for name, data in inv.hosts.items()}

@@ -118,6 +118,11 @@ def check_lines(host: Host) -> list[str]:
             f"  username: {ep['username'] or '(none)'}   password: {password}",
             f"  timeouts (s): connect {t['connect']:g}, operation {t['operation']:g}, read {t['read']:g}, command {t['command']:g}",
         ]
+        if ep["transport"] == "kerberos" and host.endpoint is not None:
+            e = host.endpoint
+            lines.append(f"  kerberos: spn {e.service}/{e.kerberos_hostname_override or e.address}"
+                         f"   delegation: {str(e.kerberos_delegation).lower()}"
+                         + ("" if e.password is not None else "   ticket: from the credential cache (kinit)"))
     lines += [
         f"  site: {host.site or '(none)'}",
         f"  roles: {roles}",

@@ -26,6 +26,7 @@ from inventory.data import HostData, InventoryData, Origin
 from inventory.errors import InventoryError, did_you_mean
 from inventory.model import Group, Host
 from inventory.roles import default_role_map, group_index, known_roles, roles_from_groups
+from inventory.templating import Renderer, TemplateProblem, is_template
 from inventory.varsdirs import VarsDirs
 from remoting.endpoint import Endpoint, Secret, Timeouts
 from remoting.redaction import is_secret_key
@@ -51,6 +52,9 @@ ANSIBLE_VARS: dict[str, tuple[str, ...]] = {
     "timeouts.command": ("kbfix_command_timeout",),
     "password_env": ("kbfix_password_env",),
     "password_keyring": ("kbfix_password_keyring",),
+    "service": ("ansible_winrm_service",),
+    "kerberos_hostname_override": ("ansible_winrm_kerberos_hostname_override",),
+    "kerberos_delegation": ("ansible_winrm_kerberos_delegation",),
     "site": ("site", "kbfix_site"),
 }
 # setting → ConnectionSettings field (connection, password and site are handled apart)
@@ -90,6 +94,9 @@ class ConnectionSettings(BaseModel):
     command: Seconds | None = None
     password_env: str | None = None
     password_keyring: str | None = None
+    service: str = "HTTP"
+    kerberos_hostname_override: str | None = None
+    kerberos_delegation: bool = False
 
 
 @lru_cache(maxsize=4096)
@@ -277,7 +284,7 @@ class Resolver:
         Raises InventoryError naming the file, line and field of a bad setting."""
         ordered, merged, origins = self.host_vars(host)
         host_keys = self._host_level_keys(host)
-        settings = self._settings(host, ordered, merged, origins, host_keys)
+        settings = self._render_settings(host, ordered, merged, self._settings(host, ordered, merged, origins, host_keys))
         roles = self._roles(host, ordered, merged, origins)
         site = self._site(settings, ordered)
         endpoint: Endpoint | None = None
@@ -317,9 +324,41 @@ class Resolver:
             out[key] = _Setting(value, f"hosts.{host.name}.{key}", host.settings.origins.get(key))
         return out
 
+    def _render_settings(
+        self, host: HostData, ordered: tuple[str, ...], merged: dict[str, Any], settings: dict[str, _Setting]
+    ) -> dict[str, _Setting]:
+        """Settings whose value holds `{{ }}` rendered with the host's variables (inventory.templating).
+        Raises InventoryError naming the file, line and variable when one cannot be rendered."""
+        renderer: Renderer | None = None
+        for key, s in settings.items():
+            if not is_template(s.value.reveal() if isinstance(s.value, Secret) else s.value):
+                continue
+            if renderer is None:
+                magic = {"inventory_hostname": host.name, "inventory_hostname_short": host.name.split(".")[0],
+                         "group_names": sorted(ordered)}
+                renderer = Renderer(merged, magic)
+            try:
+                value = renderer.render(s.value)
+            except TemplateProblem as exc:
+                problem = str(exc)
+                if (key == "password" or is_secret_name(s.source)) and problem.startswith("template syntax error"):
+                    problem = "template syntax error (details withheld: the value is a secret; use !unsafe for " \
+                              "a password that contains '{{' or '{%')"
+                if exc.variable and exc.variable not in problem:
+                    problem += f" (variable {exc.variable!r})"
+                if exc.variable and exc.variable not in merged:
+                    problem += did_you_mean(exc.variable, merged)
+                raise _err(f"host {host.name!r}: cannot render {s.source}: {problem}; "
+                           "nothing was sent to any host", s.origin, s.source) from None
+            if key == "password" or is_secret_name(s.source):
+                value = value if isinstance(value, Secret) else Secret(str(value))
+            settings[key] = _Setting(value, s.source, s.origin)
+        return settings
+
     def _site(self, settings: dict[str, _Setting], ordered: tuple[str, ...]) -> str | None:
         if "site" in settings and settings["site"].value is not None:
-            return str(settings["site"].value)
+            value = settings["site"].value
+            return value.reveal() if isinstance(value, Secret) else str(value)
         return self._group_derived(ordered)[2]
 
     def _roles(
@@ -330,6 +369,10 @@ class Resolver:
         for name in ROLE_VARS:
             if name in merged:
                 declared, source = merged[name], name
+        if declared is not None and is_template(declared):
+            rendered = self._render_settings(host, ordered, merged,
+                                             {"roles": _Setting(declared, source, origins.get(source))})
+            declared = rendered["roles"].value
         if declared is not None:
             if isinstance(declared, str):
                 declared = [r.strip() for r in declared.split(",") if r.strip()]
@@ -351,7 +394,8 @@ class Resolver:
         for key, given in settings.items():
             field = _FIELD_OF.get(key)
             if field is not None:
-                raw[field] = given.value
+                # A vault-decrypted connection setting (a user name, say) is needed in the clear here.
+                raw[field] = _opened(given.value)
         if raw.get("transport") is not None:
             raw["transport"] = _normalise_transport(raw["transport"])
         try:
@@ -360,11 +404,12 @@ class Resolver:
             err = exc.errors(include_input=False, include_url=False)[0]
             field = str(err["loc"][0]) if err["loc"] else ""
             setting = next((k for k, f in _FIELD_OF.items() if f == field), field)
-            s = settings.get(setting)
+            bad = settings.get(setting)
             message = err["msg"]
-            if err["type"] == "literal_error" and s is not None and not is_secret_name(s.source):
-                message += f" (got {s.value!r})"
-            raise _err(f"host {host.name!r}: {message}", s.origin if s else host.origin, s.source if s else field) from None
+            if err["type"] == "literal_error" and bad is not None and not is_secret_name(bad.source):
+                message += f" (got {bad.value!r})"
+            raise _err(f"host {host.name!r}: {message}", bad.origin if bad else host.origin,
+                       bad.source if bad else field) from None
         scheme = cs.scheme or ("http" if cs.port == WINRM_HTTP_PORT else "https")
         timeouts = self._timeouts(host, cs, settings)
         password_setting = settings.get("password")
@@ -373,7 +418,7 @@ class Resolver:
                 host.name,
                 cs.transport,
                 cs.username,
-                None if password_setting is None or password_setting.value is None else str(password_setting.value),
+                None if password_setting is None or password_setting.value is None else _text(password_setting.value),
                 password_setting.source if password_setting else None,
                 cs.password_env,
                 cs.password_keyring,
@@ -399,6 +444,9 @@ class Resolver:
             message_encryption=cs.message_encryption,
             allow_unencrypted=cs.allow_unencrypted,
             timeouts=timeouts,
+            service=cs.service,
+            kerberos_hostname_override=cs.kerberos_hostname_override,
+            kerberos_delegation=cs.kerberos_delegation,
         )
         return endpoint, source
 
@@ -447,6 +495,21 @@ def _normalise_transport(value: Any) -> Any:
         value = value.split(",")[0].strip().lower()
         return _TRANSPORT_ALIASES.get(value, value)
     return value
+
+
+def _opened(value: Any) -> Any:
+    """`value` with Secrets (from a vault-encrypted vars file) opened, lists included."""
+    if isinstance(value, Secret):
+        return value.reveal()
+    if isinstance(value, list):
+        return [_opened(v) for v in value]
+    return value
+
+
+def _text(value: Any) -> str:
+    """A setting's value as text; a Secret (vault-decrypted or rendered from one) is opened here
+    only to be wrapped again by `resolve_password`."""
+    return value.reveal() if isinstance(value, Secret) else str(value)
 
 
 def _err(message: str, origin: Origin | None, field: str | None) -> InventoryError:

@@ -4,7 +4,8 @@ Follows ansible-core's `host_group_vars` vars plugin and `DataLoader.find_vars_f
 entity (group or host) named N under a base directory (the inventory file's directory, or the
 inventory directory itself), read `N`, `N.yml`, `N.yaml` or `N.json`, or every file of a
 directory `N/` (recursively, in sorted order, skipping hidden files and backups ending in `~`,
-keeping files with no extension or one of those three). Each file must be a YAML mapping.
+keeping files with no extension or one of those three). Each file must be a YAML mapping. A file
+may be vault-encrypted as a whole, and values may be `!vault` (decrypted by `inventory.vault_secrets`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 from inventory.data import Origin
 from inventory.errors import InventoryError
+from inventory.vault import is_encrypted
+from inventory.vault_secrets import VaultKeyring
 from inventory.yamlmarks import MarkedDict, kind, load_yaml_text, read_text
 
 _EXTENSIONS = ("", ".yml", ".yaml", ".json")
@@ -32,8 +35,9 @@ class VarsFile:
 class VarsDirs:
     """Reads group_vars/host_vars under a list of base directories, once per entity."""
 
-    def __init__(self, bases: list[Path]) -> None:
+    def __init__(self, bases: list[Path], vault: VaultKeyring | None = None) -> None:
         self.bases = bases
+        self.vault = vault or VaultKeyring()
         self.files_read: list[Path] = []
         # Listing each directory once keeps a 10,000-host inventory from doing 40,000 stat calls.
         self._listing: dict[Path, dict[str, Path]] = {}
@@ -73,7 +77,11 @@ class VarsDirs:
 
     def _read(self, path: Path) -> VarsFile:
         self.files_read.append(path)
-        data = load_yaml_text(read_text(path), path)
+        text = read_text(path)
+        encrypted = is_encrypted(text)
+        if encrypted:  # e.g. group_vars/windows/vault.yml, encrypted whole with `ansible-vault encrypt`
+            text = self.vault.decrypt_file_text(text, path)
+        data = self.vault.reveal_tree(load_yaml_text(text, path), path, wrap_all=encrypted)
         if data is None:
             return VarsFile(path, {}, {})
         if not isinstance(data, dict):

@@ -4,8 +4,9 @@ PyYAML (libyaml's C loader when present, for speed) builds plain dicts and lists
 loader builds `MarkedDict`/`MarkedList` instead, which carry the 1-based line of the node and of
 each key, so later validation can say `file:line: field: message`. A key given twice in one
 mapping (two hosts with the same name, say) is an error here, where PyYAML would silently keep
-the last one. Only YAML's safe tags are accepted. Alias bombs and deep nesting are refused
-before anything is built (`inventory.safeyaml`).
+the last one. Only YAML's safe tags are accepted, plus Ansible's `!vault` (kept encrypted as `VaultText`)
+and `!unsafe` (`UnsafeText`, never templated). Alias bombs and deep nesting are refused before
+anything is built (`inventory.safeyaml`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import yaml
 
 from inventory.errors import InventoryError
 from inventory.safeyaml import YamlLimitError, check_limits, guarded_events
+from inventory.vault import UnsafeText, VaultText
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
 
@@ -76,6 +78,29 @@ def _construct_sequence(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> Mar
 
 _MarkingLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 _MarkingLoader.add_constructor("tag:yaml.org,2002:seq", _construct_sequence)
+
+
+def _construct_vault(loader: yaml.SafeLoader, node: yaml.Node) -> VaultText:
+    """Ansible's `!vault` tag (ansible-core `AnsibleConstructor.construct_vault_encrypted_unicode`):
+    the scalar is a vault envelope, decrypted later by `inventory.vault_secrets`."""
+    if not isinstance(node, yaml.ScalarNode):
+        raise InventoryError("a !vault value must be a string (the vault envelope)", line=node.start_mark.line + 1)
+    text = VaultText(loader.construct_scalar(node))
+    text.line = node.start_mark.line + 1
+    return text
+
+
+_MarkingLoader.add_constructor("!vault", _construct_vault)
+
+
+def _construct_unsafe(loader: yaml.SafeLoader, node: yaml.Node) -> UnsafeText:
+    """Ansible's `!unsafe` tag: the string is never templated (ansible-core `construct_unsafe`)."""
+    if not isinstance(node, yaml.ScalarNode):
+        raise InventoryError("kbfix accepts !unsafe on strings only", line=node.start_mark.line + 1)
+    return UnsafeText(loader.construct_scalar(node))
+
+
+_MarkingLoader.add_constructor("!unsafe", _construct_unsafe)
 
 
 # ------------------------------------------------------------------ fast path: built from events

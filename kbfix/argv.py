@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 # The callback's options (kbfix/cli.py `main`): those that take a value, and flags.
-GLOBAL_WITH_VALUE = frozenset({"-i", "--inventory", "-l", "--limit", "-f", "--forks", "--state", "--host-timeout"})
-GLOBAL_FLAGS = frozenset({"-q", "--quiet", "--no-color", "--verbose"})
-RUN_COMMANDS = frozenset({"ping", "check", "plan", "apply", "history", "show", "report", "demo", "doctor", "offline"})
+GLOBAL_WITH_VALUE = frozenset({"-i", "--inventory", "-l", "--limit", "-f", "--forks", "--state", "--host-timeout",
+                               "--vault-id", "--vault-password-file", "--vault-pass-file"})
+GLOBAL_FLAGS = frozenset({"-q", "--quiet", "--no-color", "--verbose", "--ask-vault-pass", "-J"})
+RUN_COMMANDS = frozenset({"ping", "check", "plan", "apply", "history", "show", "report", "demo", "doctor", "offline",
+                          "status", "audit"})  # status, audit: evidence (issue 15)
 
 
 def _is_verbose(token: str) -> bool:

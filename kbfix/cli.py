@@ -21,6 +21,18 @@ from pydantic import ValidationError
 from kbfix import __version__, cli_contact, cli_store
 from kbfix import cli_render as render
 from kbfix.cli_common import Globals, fail, globals_of, guarded, open_store
+from kbfix.cli_evidence import (  # evidence (issue 15): who/why, waivers, recorded reports, audit, status
+    ApproverOpt,
+    OperatorOpt,
+    TicketOpt,
+    WaiversOpt,
+    audit_app,
+    read_waivers,
+    require_ticket,
+    status,
+    who,
+)
+from kbfix.cli_evidence import write_reports as _write_recorded_reports
 from kbfix.cli_inventory import inventory_app
 from kbfix.cli_lab import lab_app
 from kbfix.config import default_state_dir, load_config
@@ -65,6 +77,9 @@ app = typer.Typer(
 app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
 cli_contact.register(app, lab_app)  # doctor, offline, lab fixture-from-trace/answer (issue 17)
+app.add_typer(audit_app, name="audit")  # evidence (issue 15)
+cli_contact.register(app, lab_app)  # doctor, offline, lab fixture-from-trace/answer (issue 17)
+app.add_typer(audit_app, name="audit")  # evidence (issue 15)
 app.command(name="worker")(sites_worker)  # sites (issue 18): per-site Celery worker, kbfix/sites/cli.py
 
 log = logging.getLogger("kbfix")
@@ -92,6 +107,13 @@ def main(
         help="Seconds one host may take (apply adds twice the plan's estimate); past it the host is reported "
              "unreachable and the others go on.")] = 600.0,
     version: Annotated[bool, typer.Option("--version", help="Print the kbfix version and exit.")] = False,
+    vault_id: Annotated[list[str] | None, typer.Option(
+        "--vault-id", help="Ansible Vault secret LABEL@SOURCE (a password file, an executable, or prompt); repeatable.")] = None,
+    vault_password_file: Annotated[list[Path] | None, typer.Option(
+        "--vault-password-file", "--vault-pass-file",
+        help="Ansible Vault password file, or an executable that prints it; repeatable. "
+             "Env: ANSIBLE_VAULT_PASSWORD_FILE; ansible.cfg vault_password_file.")] = None,
+    ask_vault_pass: Annotated[bool, typer.Option("--ask-vault-pass", "-J", help="Ask for the Ansible Vault password.")] = False,
 ) -> None:
     """Global options: `kbfix -i site.yml --limit wsus check` (the `kbfix` script also takes them
     after the command: kbfix/argv.py)."""
@@ -107,17 +129,17 @@ def main(
         if not any(isinstance(f, SanitizingFilter) for f in handler.filters):
             handler.addFilter(SanitizingFilter())
     ctx.obj = Globals(list(inventory or []), limit, forks, state or default_state_dir(), verbose, quiet, no_color,
-                      host_timeout)
+                      host_timeout, list(vault_id or []), list(vault_password_file or []), ask_vault_pass)
 
 
 def _hosts(g: Globals, broker: str | None = None) -> tuple[list[Any], str | None]:
-    """Load the inventory and apply --limit. Raises InventoryError (exit 2). With a broker the
-    controller needs no credential (the site workers hold them): none is asked for."""
-    if not g.inventory:
-        raise fail("no inventory: pass -i FILE or set KBFIX_INVENTORY", ExitCode.USAGE)
-    from inventory import load_inventory
+    """Load the inventory (-i, else ansible.cfg's; vault options applied) and apply --limit.
+    Raises InventoryError (exit 2). With a broker the controller needs no credential (the site
+    workers hold them): none is asked for."""
+    from inventory.configured import InventoryRequest, load_configured
 
-    inv = load_inventory(g.inventory, require_credentials=not (broker or load_config().broker))
+    request = InventoryRequest(g.inventory, g.vault_ids, g.vault_password_files, g.ask_vault_pass)
+    inv = load_configured(request, require_credentials=not (broker or load_config().broker)).inventory
     for w in getattr(inv, "warnings", ()):
         log.warning("inventory: %s", w)
     return inv.select(g.limit), inv.digest
@@ -151,6 +173,13 @@ def _options(g: Globals, digest: str | None, run: RunOptions | None = None, **re
     return opts
 
 
+def _with_who(opts: RunOptions, operator: str | None, ticket: str | None, approver: str | None) -> RunOptions:
+    """evidence (issue 15): the run's operator, change ticket and approver onto its options."""
+    for key, value in who(operator, ticket, approver).items():
+        setattr(opts, key, value)
+    return opts
+
+
 def _reboot_options(*layers: RebootSettings | None) -> RebootOptions:
     """reboot (issue 21): the apply's RebootOptions (first layer wins); a bad value exits 2."""
     try:
@@ -166,16 +195,11 @@ def _reboot_recorded(o: RebootOptions) -> dict[str, Any]:
 
 
 
-def _write_reports(g: Globals, outcome: RunOutcome, engine: Any, reports: Sequence[Path], lang: str) -> None:
-    if not reports:
-        return
-    from kbfix.report import build_document, write_report
-
-    doc = build_document(outcome.info, outcome.results, engine.advisories())
-    for path in reports:
-        write_report(doc, path, lang=lang)
-        if not g.quiet:
-            typer.echo(f"report written: {path}", err=True)
+def _write_reports(g: Globals, outcome: RunOutcome, engine: Any, reports: Sequence[Path], lang: str,
+                   waivers: Any = None) -> None:
+    # evidence (issue 15): rendered from the store (last known states, stop banner, waivers), SHA-256 recorded
+    _write_recorded_reports(g.state, outcome.info.id, engine.advisories(), reports, lang, waivers=waivers,
+                            quiet=g.quiet)
 
 
 def _run_with_signals(fn: Callable[[RunControl], RunOutcome]) -> RunOutcome:
@@ -225,6 +249,10 @@ def check(
     lang: LangOpt = "en",
     trace: TraceOpt = None,
     answers: Annotated[Path | None, typer.Option("--answers", help=ANSWERS_HELP)] = None,
+    operator: OperatorOpt = None,
+    change_ticket: TicketOpt = None,
+    approved_by: ApproverOpt = None,
+    waivers: WaiversOpt = None,
     broker: BrokerOpt = None,
 ) -> None:
     """Read-only: gather, assess and store every host; print a per-host table.
@@ -235,21 +263,25 @@ def check(
     g = globals_of(ctx)
     if fmt not in ("table", "json"):
         raise fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
+    wv = read_waivers(waivers)
     hosts, digest = _hosts(g, broker) if answers is None else offline_inventory(g)
     engine, hosts = check_engine(with_trace(_engine(broker=broker), trace, "check"), answers, g.state, hosts)
+    opts = _with_who(_options(g, digest, collection="offline" if answers else None,
+                              answers=str(answers) if answers else None,
+                              waivers=str(waivers) if waivers else None,
+                              waivers_sha256=wv.sha256 if wv else None), operator, change_ticket, approved_by)
     with open_store(g) as store:
         outcome = _run_with_signals(lambda c: run_check(
-            hosts, engine, store, _options(g, digest, collection="offline" if answers else None,
-                                           answers=str(answers) if answers else None), control=c,
+            hosts, engine, store, opts, control=c,
             progress=make_progress(quiet=g.quiet or fmt == "json", no_color=g.no_color)))
-    if fmt == "json":
-        from kbfix.report import build_document
+        if fmt == "json":
+            from kbfix.report.record import document_for_run
 
-        doc = build_document(outcome.info, outcome.results, engine.advisories())
-        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
-    else:
+            doc = document_for_run(store, outcome.info, outcome.results, engine.advisories(), waivers=wv)
+            typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    if fmt != "json":
         render.print_table(g.console(), outcome.results, f"kbfix check {outcome.info.id}")
-    _write_reports(g, outcome, engine, report or [], lang)
+    _write_reports(g, outcome, engine, report or [], lang, wv)
     raise typer.Exit(int(exit_code(outcome.results)))
 
 
@@ -266,6 +298,9 @@ def plan(
     report: ReportOpt = None,
     lang: LangOpt = "en",
     trace: TraceOpt = None,
+    operator: OperatorOpt = None,
+    change_ticket: TicketOpt = None,
+    approved_by: ApproverOpt = None,
     broker: BrokerOpt = None,
 ) -> None:
     """Dry run: assess and write the exact remote actions per host, with the facts they rest on.
@@ -283,7 +318,8 @@ def plan(
     engine = with_trace(_engine(packages, broker=broker), trace, "plan")
     with open_store(g) as store:
         outcome = _run_with_signals(lambda c: run_plan(
-            hosts, engine, store, _options(g, digest, packages=str(packages) if packages else None, output=str(output)),
+            hosts, engine, store, _with_who(_options(g, digest, packages=str(packages) if packages else None,
+                                                     output=str(output)), operator, change_ticket, approved_by),
             reboot=plan_reboot if reboot is not None or reboot_timeout is not None else None, control=c,
             progress=make_progress(quiet=g.quiet, no_color=g.no_color)))
     assert outcome.plan is not None
@@ -320,6 +356,10 @@ def apply(
         "--pre-reboot-delay", help="Seconds Windows waits before restarting (shutdown.exe /t, 0-600, default 2).")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
+    operator: OperatorOpt = None,
+    change_ticket: TicketOpt = None,
+    approved_by: ApproverOpt = None,
+    waivers: WaiversOpt = None,
     broker: BrokerOpt = None,
 ) -> None:
     """Remediate: apply a plan inside a change window, in batches, then verify each host.
@@ -341,6 +381,8 @@ def apply(
     except ValidationError as exc:
         raise fail(f"--reboot: {exc.errors()[0]['msg']}", ExitCode.USAGE) from exc
     config = load_config()
+    require_ticket(config.require_change_ticket, change_ticket)  # evidence (issue 15)
+    wv = read_waivers(waivers)
     _reboot_options(cli_reboot, config.reboot)  # reboot (issue 21): refuse bad values before any contact
     win = parse_window(window, named=config.windows) if window else None
     steps = parse_serial(serial) if serial else None
@@ -351,7 +393,9 @@ def apply(
     opts = _options(g, digest, rollout, window=str(win) if win else None, serial=serial,
                     max_fail_percent=max_fail_percent, max_per_site=max_per_site, grace_s=grace,
                     packages=str(packages) if packages else None, plan=str(plan_file) if plan_file else None,
-                    resume=resume, yes=yes)
+                    resume=resume, yes=yes, waivers=str(waivers) if waivers else None,
+                    waivers_sha256=wv.sha256 if wv else None)
+    _with_who(opts, operator, change_ticket, approved_by)
     with open_store(g) as store:
         progress = make_progress(quiet=g.quiet, no_color=g.no_color)
         if resume is not None:
@@ -387,7 +431,7 @@ def apply(
                                                             progress=progress))
     if not g.quiet:
         render.print_table(g.console(), outcome.results, f"kbfix apply {outcome.info.id} ({outcome.info.state})")
-    _write_reports(g, outcome, engine, report or [], lang)
+    _write_reports(g, outcome, engine, report or [], lang, wv)
     raise typer.Exit(int(exit_code(outcome.results)))
 
 
@@ -431,8 +475,12 @@ def demo(
     raise typer.Exit(0 if outcome.ok else int(ExitCode.INTERNAL))
 
 
+app.command("status", epilog=EXIT_HELP)(guarded(status))  # evidence (issue 15)
+
+
 for _command in (cli_store.history, cli_store.show, cli_store.report):
     app.command(epilog=EXIT_HELP)(_command)
 app.command(epilog=cli_store.UNLOCK_EXIT_HELP)(cli_store.unlock)
+app.command("status", epilog=EXIT_HELP)(guarded(status))  # evidence (issue 15)
 
 __all__ = ["Globals", "app", "main"]

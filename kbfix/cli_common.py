@@ -7,7 +7,7 @@ import sqlite3
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +36,9 @@ class Globals:
     quiet: bool
     no_color: bool
     host_timeout: float = 600.0
+    vault_ids: list[str] = field(default_factory=list)
+    vault_password_files: list[Path] = field(default_factory=list)
+    ask_vault_pass: bool = False
 
     def console(self, *, stderr: bool = False) -> Console:
         """A console honouring --no-color (and plain when not a terminal)."""

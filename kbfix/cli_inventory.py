@@ -17,7 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from inventory import Inventory, InventoryError, load_inventory
+from inventory import Inventory, InventoryError
+from inventory.configured import InventoryRequest, LoadedInventory, load_configured
 from inventory.render import check_lines, graph, inventory_document
 from kbfix.terminal import cell, safe_text
 
@@ -43,23 +44,51 @@ InventoryOpt = Annotated[
         help="Inventory file or directory (kbfix YAML, Ansible INI/YAML); repeat to merge. Env: KBFIX_INVENTORY.",
     ),
 ]
+VaultIdOpt = Annotated[
+    list[str] | None,
+    typer.Option("--vault-id", help="Vault secret as LABEL@SOURCE (SOURCE: a password file, an executable, or prompt); repeatable."),
+]
+VaultFileOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--vault-password-file", "--vault-pass-file",
+                 help="File holding the vault password, or an executable that prints it; repeatable."),
+]
+AskVaultOpt = Annotated[bool, typer.Option("--ask-vault-pass", "-J", help="Ask for the vault password.")]
 LimitOpt = Annotated[
     str | None,
     typer.Option("--limit", "-l", help="Ansible host pattern: names, groups, globs, ~regex, !exclude, &intersect, @file."),
 ]
 
 
-def _load(ctx: typer.Context, inventory: list[Path] | None) -> Inventory:
-    paths = list(inventory or [])
-    if not paths and ctx.obj is not None:  # `kbfix -i FILE inventory list` (global option)
-        paths = list(getattr(ctx.obj, "inventory", []) or [])
-    if not paths:
-        _fail("no inventory: pass -i FILE or set KBFIX_INVENTORY")
+def request_from(ctx: typer.Context, inventory: list[Path] | None = None, vault_id: list[str] | None = None,
+                 vault_password_file: list[Path] | None = None, ask_vault_pass: bool = False) -> InventoryRequest:
+    """The inventory request: this command's options, else the global ones (`kbfix -i F inventory list`)."""
+    g = ctx.obj
+
+    def pick(own: list | None, name: str) -> list:  # type: ignore[type-arg]
+        return list(own or []) or list(getattr(g, name, None) or [])
+
+    return InventoryRequest(
+        paths=pick(inventory, "inventory"),
+        vault_ids=pick(vault_id, "vault_ids"),
+        vault_password_files=pick(vault_password_file, "vault_password_files"),
+        ask_vault_pass=ask_vault_pass or bool(getattr(g, "ask_vault_pass", False)),
+    )
+
+
+def _load_full(ctx: typer.Context, inventory: list[Path] | None, vault_id: list[str] | None = None,
+               vault_password_file: list[Path] | None = None, ask_vault_pass: bool = False) -> LoadedInventory:
     try:
-        return load_inventory(paths, require_credentials=False)
+        return load_configured(request_from(ctx, inventory, vault_id, vault_password_file, ask_vault_pass),
+                               require_credentials=False)
     except InventoryError as exc:
         _fail(str(exc))
     raise AssertionError("unreachable")
+
+
+def _load(ctx: typer.Context, inventory: list[Path] | None, vault_id: list[str] | None = None,
+          vault_password_file: list[Path] | None = None, ask_vault_pass: bool = False) -> Inventory:
+    return _load_full(ctx, inventory, vault_id, vault_password_file, ask_vault_pass).inventory
 
 
 def _fail(message: str) -> None:
@@ -77,6 +106,9 @@ def _limit(ctx: typer.Context, limit: str | None) -> str | None:
 def list_hosts(
     ctx: typer.Context,
     inventory: InventoryOpt = None,
+    vault_id: VaultIdOpt = None,
+    vault_password_file: VaultFileOpt = None,
+    ask_vault_pass: AskVaultOpt = False,
     limit: LimitOpt = None,
     output: Annotated[OutputFormat, typer.Option("--format", help="table or json.")] = OutputFormat.table,
 ) -> None:
@@ -88,7 +120,7 @@ def list_hosts(
 
         kbfix inventory list -i hosts.ini --limit 'wsus*:!wsus03' --format json
     """
-    inv = _load(ctx, inventory)
+    inv = _load(ctx, inventory, vault_id, vault_password_file, ask_vault_pass)
     try:
         hosts = inv.select(_limit(ctx, limit))
     except InventoryError as exc:
@@ -121,6 +153,9 @@ def list_hosts(
 def graph_cmd(
     ctx: typer.Context,
     inventory: InventoryOpt = None,
+    vault_id: VaultIdOpt = None,
+    vault_password_file: VaultFileOpt = None,
+    ask_vault_pass: AskVaultOpt = False,
     group: Annotated[str, typer.Argument(help="Group to start from.")] = "all",
 ) -> None:
     """Print the group tree, like `ansible-inventory --graph`.
@@ -131,7 +166,7 @@ def graph_cmd(
 
         kbfix inventory graph -i hosts.ini windows
     """
-    inv = _load(ctx, inventory)
+    inv = _load(ctx, inventory, vault_id, vault_password_file, ask_vault_pass)
     if group not in inv.groups:
         _fail(f"no group {group!r} in the inventory")
     typer.echo("\n".join(safe_text(line) for line in graph(inv, group)))
@@ -141,6 +176,9 @@ def graph_cmd(
 def check_cmd(
     ctx: typer.Context,
     inventory: InventoryOpt = None,
+    vault_id: VaultIdOpt = None,
+    vault_password_file: VaultFileOpt = None,
+    ask_vault_pass: AskVaultOpt = False,
     limit: LimitOpt = None,
 ) -> None:
     """Validate the inventory and show each host's effective settings (secrets as ***).
@@ -153,12 +191,21 @@ def check_cmd(
 
         KBFIX_INVENTORY=hosts.ini kbfix inventory check --limit sccm
     """
-    inv = _load(ctx, inventory)
+    loaded = _load_full(ctx, inventory, vault_id, vault_password_file, ask_vault_pass)
+    inv = loaded.inventory
     try:
         hosts = inv.select(_limit(ctx, limit))
     except InventoryError as exc:
         _fail(str(exc))
         return
+    cfg = loaded.config.path
+    typer.echo(f"ansible.cfg: {cfg if cfg is not None else '(none found)'}")
+    if loaded.sources_from != "-i":
+        typer.echo(f"inventory from: {loaded.sources_from}")
+    if loaded.vault_identities:
+        typer.echo(f"vault secrets: {', '.join(loaded.vault_identities)}")
+    for w in inv.warnings:
+        typer.echo(f"warning: {w}")
     for h in hosts:
         typer.echo("\n".join(safe_text(line) for line in check_lines(h)))
     winrm = sum(1 for h in hosts if h.endpoint is not None)
@@ -172,6 +219,9 @@ def check_cmd(
 def export_cmd(
     ctx: typer.Context,
     inventory: InventoryOpt = None,
+    vault_id: VaultIdOpt = None,
+    vault_password_file: VaultFileOpt = None,
+    ask_vault_pass: AskVaultOpt = False,
 ) -> None:
     """Print the inventory as kbfix YAML (effective settings and vars per host; secrets left out).
 
@@ -183,6 +233,6 @@ def export_cmd(
 
     from inventory.export import to_kbfix_document
 
-    inv = _load(ctx, inventory)
+    inv = _load(ctx, inventory, vault_id, vault_password_file, ask_vault_pass)
     typer.echo(f"# kbfix inventory exported from {', '.join(str(p) for p in inv.sources)}; secrets left out")
     typer.echo(yaml.safe_dump(to_kbfix_document(inv), sort_keys=False, default_flow_style=None, allow_unicode=True), nl=False)

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
 lab_app = typer.Typer(help="Run the embedded WS-Management lab that emulates Windows site servers.", no_args_is_help=True)
 
 DEFAULT_INVENTORY = Path("kbfix-lab-inventory.yaml")
+
+
+def _start_kdc(site: list, workdir: Path | None) -> Any:  # type: ignore[type-arg]
+    """Start the lab realm's KDC for `site` (exit 2 with the install hint when it cannot run)."""
+    from winlab.kdc import KdcError
+    from winlab.kerberos_lab import kdc_for
+
+    try:
+        kdc = kdc_for(site, workdir=(workdir / "kdc") if workdir else None)
+        kdc.start()
+    except (KdcError, ValueError) as exc:
+        typer.echo(f"kbfix lab: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return kdc
 
 
 def _peak_rss_mib() -> float:
@@ -32,7 +47,9 @@ def up(
         "--hosts", "-n", min=1, max=20000, help="Clone the site to N hosts (scale runs).")] = None,
     https: Annotated[bool, typer.Option("--https", help="Serve HTTPS with a generated CA (its ca.pem goes into the inventory).")] = False,
     transport: Annotated[str, typer.Option(
-        "--transport", help="Transport written into the inventory: ntlm (sealed messages) or basic.")] = "ntlm",
+        "--transport",
+        help="Transport written into the inventory: ntlm (sealed messages), basic, or kerberos (starts a "
+             "throwaway MIT KDC on loopback; needs krb5-kdc, krb5-admin-server and kbfix[kerberos]).")] = "ntlm",
     inventory_out: Annotated[Path, typer.Option(
         "--inventory-out", "-o", help="Where to write the inventory for the served hosts.")] = DEFAULT_INVENTORY,
     distinct_addresses: Annotated[bool, typer.Option(
@@ -54,9 +71,9 @@ def up(
 
     Scale run: `kbfix lab up --hosts 1000 --distinct-addresses --port 5985`.
     """
-    if transport not in ("ntlm", "basic"):
-        raise typer.BadParameter("use ntlm or basic", param_hint="--transport")
-    chosen: Literal["ntlm", "basic"] = "ntlm" if transport == "ntlm" else "basic"
+    if transport not in ("ntlm", "basic", "kerberos"):
+        raise typer.BadParameter("use ntlm, basic or kerberos", param_hint="--transport")
+    chosen: Literal["ntlm", "basic"] = "basic" if transport == "basic" else "ntlm"
     from winlab import fixtures as fixture_module
     from winlab.lab import Lab
 
@@ -79,20 +96,33 @@ def up(
     try:
         if port and not distinct_addresses and len(site) > 1:
             raise typer.BadParameter("one port for several hosts needs --distinct-addresses", param_hint="--port")
-        with Lab(site, https=https, distinct_addresses=distinct_addresses, workdir=workdir, port=port) as lab:
+        with contextlib.ExitStack() as stack:
+            kdc = _start_kdc(site, workdir) if transport == "kerberos" else None
+            if kdc is not None:
+                stack.callback(kdc.stop)
+            lab = stack.enter_context(
+                Lab(site, https=https, distinct_addresses=distinct_addresses, workdir=workdir, port=port))
             listening = time.monotonic()
-            path = lab.write_inventory(inventory_out, transport=chosen)
+            if kdc is not None:
+                from winlab.kerberos_lab import write_kerberos_inventory
+
+                path = write_kerberos_inventory(lab, kdc, inventory_out)
+            else:
+                path = lab.write_inventory(inventory_out, transport=chosen)
             for ep in list(lab.endpoints.values())[:10]:
                 typer.echo(f"  {ep.name:<16} {ep.url}")
             if len(lab.endpoints) > 10:
                 typer.echo(f"  … and {len(lab.endpoints) - 10} more")
             typer.echo(
-                f"kbfix lab: {len(site)} hosts listening ({'https' if https else 'http'}, {chosen}); "
+                f"kbfix lab: {len(site)} hosts listening ({'https' if https else 'http'}, {transport}); "
                 f"loaded in {loaded - started:.2f} s, listening in {listening - loaded:.2f} s; "
                 f"peak RSS {_peak_rss_mib():.0f} MiB"
             )
             if lab.ca_path:
                 typer.echo(f"kbfix lab: CA file {lab.ca_path}")
+            if kdc is not None:
+                typer.echo(f"kbfix lab: KDC for realm {kdc.realm} on 127.0.0.1:{kdc.port}; in the client's shell: "
+                           f"export KRB5_CONFIG={kdc.krb5_conf}")
             typer.echo(f"kbfix lab: inventory {path}  (Ctrl-C to stop)")
             try:
                 while not stop.wait(0.5):

@@ -118,6 +118,8 @@ def print_run(
 ) -> None:
     """One stored run: identity, options, events, host table, planned or executed actions."""
     console.print(cell(f"run {info.id}  {info.kind}  {info.state}  by {info.operator}  kbfix {info.kbfix_version}"))
+    if info.change_ticket or info.approved_by:  # evidence (issue 15)
+        console.print(cell(f"change ticket {info.change_ticket or '-'}  approved by {info.approved_by or '-'}"))
     console.print(cell(f"started {info.started.isoformat()}  ended {info.ended.isoformat() if info.ended else '-'}"
                        f"  window {info.window or '-'}"))
     console.print(cell(f"options {json.dumps(info.options, sort_keys=True)}"))

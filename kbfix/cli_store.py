@@ -13,9 +13,10 @@ import typer
 
 from kbfix import cli_render as render
 from kbfix.cli_common import fail, globals_of, guarded, open_store
+from kbfix.cli_evidence import WaiversOpt, read_waivers, status
 from kbfix.exitcodes import ExitCode
 from kbfix.run import exit_code
-from kbfix.store import operator_name
+from kbfix.store import StoreError, operator_name
 from kbfix.terminal import safe_text
 
 LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en, da, de, nl, zh_CN.")]
@@ -78,29 +79,51 @@ def show(
 @guarded
 def report(
     ctx: typer.Context,
-    run: Annotated[str, typer.Argument(help="Run id, a unique prefix, or 'latest'.")] = "latest",
-    fmt: Annotated[str | None, typer.Option("--format", help="json, html, md, csv or junit (default: from -o).")] = None,
+    run: Annotated[str, typer.Argument(help="Run id, a unique prefix, 'latest', or 'fleet' (each host's latest "
+                                            "known state, as `kbfix status`).")] = "latest",
+    fmt: Annotated[str | None, typer.Option(
+        "--format", help="json, html, md, csv, junit, hdf (Heimdall) or pdf (default: from -o).")] = None,
     lang: LangOpt = "en",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
+    waivers: WaiversOpt = None,
 ) -> None:
-    """Render a stored run as a report (re-rendering the same run gives the same bytes).
+    """Render a stored run as a report (re-rendering the same run gives the same bytes); the
+    SHA-256 of every file written is recorded in the audit store (`kbfix audit verify FILE`).
 
-    Example: `kbfix report latest --lang da -o audit.html`; `kbfix report 20261128T2100 --format csv`.
+    Example: `kbfix report latest --lang da -o audit.html`; `kbfix report 20261128T2100 --format csv`;
+    `kbfix report latest -o run.hdf.json` (Heimdall); `kbfix report fleet --format json`.
     """
     g = globals_of(ctx)
-    from kbfix.report import build_document, format_for_path, render, write_report
+    if run == "fleet":  # evidence (issue 15)
+        return status(ctx, fmt=fmt or ("csv" if output and output.suffix.lower() == ".csv" else "json"), output=output)
+    from kbfix.report import format_for_path, render, write_report
+    from kbfix.report.record import document_for_run, write_recorded
 
-    with open_store(g, readonly=True) as store:
+    wv = read_waivers(waivers)
+    if output is not None and fmt is not None and fmt != format_for_path(output):
+        raise fail(f"--format {fmt} does not match the extension of {output}", ExitCode.USAGE)
+    # Read-only unless a file is written: its SHA-256 is then recorded (evidence, issue 15); a store
+    # that cannot be written (read-only mount) still gives the report, with a warning.
+    try:
+        store = open_store(g, readonly=output is None)
+    except StoreError:
+        if output is None:
+            raise
+        store = open_store(g, readonly=True)
+    with store:
         run_id = store.resolve_run(run)
         info = store.run_info(run_id)
-        results = store.host_results(run_id)
-    doc = build_document(info, results, _advisories())
-    if output is not None:
-        if fmt is not None and fmt != format_for_path(output):
-            raise fail(f"--format {fmt} does not match the extension of {output}", ExitCode.USAGE)
-        write_report(doc, output, lang=lang)
-        typer.echo(f"report written: {output}", err=True)
-    else:
+        doc = document_for_run(store, info, store.host_results(run_id), _advisories(), waivers=wv)
+        if output is not None and store.readonly:
+            write_report(doc, output, lang=lang)
+            typer.echo(f"kbfix: warning: {output} written, but its SHA-256 is not recorded: the audit store "
+                       "is read-only", err=True)
+        elif output is not None:
+            digest = write_recorded(store, doc, output, lang=lang)
+            typer.echo(f"report written: {output} (sha256 {digest})", err=True)
+    for w in wv.warnings if wv else ():
+        typer.echo(f"kbfix: warning: {safe_text(w)}", err=True)
+    if output is None:
         sys.stdout.buffer.write(render(doc, fmt or "json", lang=lang))
         sys.stdout.flush()
 

@@ -13,6 +13,7 @@ reboot:                       # apply's restart defaults (the plan and the comma
   pre_reboot_delay: 2         # shutdown.exe /t
   message: "kbfix change window"
 broker: redis://broker.corp:6379/0   # sites (issue 18): default for --broker / KBFIX_BROKER
+require_change_ticket: true   # `kbfix apply` refuses to start without --change-ticket (default false)
 ```
 """
 
@@ -51,10 +52,12 @@ def default_config_path() -> Path:
 
 @dataclass(frozen=True)
 class Config:
-    """The parsed config file: named windows (name → ISO 8601 interval text) and its path."""
+    """The parsed config file: named windows (name → ISO 8601 interval text), whether apply needs a
+    change ticket, and its path."""
 
     windows: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
+    require_change_ticket: bool = False
     reboot: RebootSettings | None = None  # reboot (issue 21)
     broker: str | None = None  # sites (issue 18)
 
@@ -70,12 +73,16 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    unknown = sorted(set(data) - {"windows", "reboot", "broker"})
+    unknown = sorted(set(data) - {"windows", "reboot", "broker", "require_change_ticket"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s): {', '.join(map(str, unknown))} (known: windows, reboot, broker)")
+        raise ConfigError(f"{path}: unknown key(s): {', '.join(map(str, unknown))} "
+                          "(known: windows, reboot, broker, require_change_ticket)")
     broker = data.get("broker")
     if broker is not None and not isinstance(broker, str):
         raise ConfigError(f"{path}: broker: expected a URL string")
+    require = data.get("require_change_ticket", False)
+    if not isinstance(require, bool):
+        raise ConfigError(f"{path}: require_change_ticket: expected true or false, not {require!r}")
     reboot = None
     if data.get("reboot") is not None:
         try:
@@ -87,4 +94,5 @@ def load_config(path: Path | None = None) -> Config:
     windows = data.get("windows") or {}
     if not isinstance(windows, dict) or not all(isinstance(v, str) for v in windows.values()):
         raise ConfigError(f"{path}: windows: expected name: \"START/END\" entries")
-    return Config(windows={str(k): v for k, v in windows.items()}, path=path, reboot=reboot, broker=broker)
+    return Config(windows={str(k): v for k, v in windows.items()}, path=path, reboot=reboot, broker=broker,
+                  require_change_ticket=require)

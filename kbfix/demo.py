@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from inventory import load_inventory
-from kbfix.report import build_document, write_report
+from kbfix.report.record import document_for_run, write_recorded
 from kbfix.run import RunOptions, run_apply, run_check, run_plan
 from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.store import AuditStore
@@ -106,8 +106,12 @@ def run_demo(out_dir: Path, *, lang: str = "en", forks: int = 20, echo: Callable
             final = run_check(hosts, engine, store, options)
             echo(f"check  {final.info.id}: {_counts(final.results)}")
             recheck_mutations = sum(len(lab.records(n).mutations) - before[n] for n in lab.endpoints)
-            doc = build_document(applied.info, applied.results, engine.advisories())
-            reports = {fmt: write_report(doc, out_dir / f"report.{fmt}", lang=lang) for fmt in REPORT_FORMATS}
+            # evidence (issue 15): the document from the store, each report's SHA-256 recorded there
+            doc = document_for_run(store, applied.info, applied.results, engine.advisories())
+            reports = {}
+            for fmt in REPORT_FORMATS:
+                reports[fmt] = out_dir / f"report.{fmt}"
+                write_recorded(store, doc, reports[fmt], lang=lang)
         shells = lab.open_shells()
     final_by_host = {r.host: r.status.value for r in final.results}
     statuses = {r.host: (r.status.value, final_by_host.get(r.host, "missing")) for r in first.results}

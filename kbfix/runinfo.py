@@ -11,8 +11,8 @@ RunKind = Literal["check", "plan", "apply", "verify"]
 
 
 class RunInfo(BaseModel):
-    """One run: id (e.g. `20261123T120000Z-ab12`), kind, UTC start/end, operator (OS user),
-    kbfix version, SHA-256 of the inventory file(s), change window (ISO 8601 `start/end`) and
+    """One run: id (e.g. `20261123T120000Z-ab12`), kind, UTC start/end, operator (`--operator`,
+    default `user@machine`), change ticket and approver (`--change-ticket`, `--approved-by`), kbfix version, SHA-256 of the inventory file(s), change window (ISO 8601 `start/end`) and
     the options it ran with (no secrets). `state` is `running`, `completed` or `interrupted`."""
 
     id: str
@@ -20,6 +20,8 @@ class RunInfo(BaseModel):
     started: datetime
     ended: datetime | None = None
     operator: str
+    change_ticket: str | None = None
+    approved_by: str | None = None
     kbfix_version: str
     inventory_hash: str | None = None
     window: str | None = None

@@ -79,7 +79,9 @@ class Endpoint:
     host: the name used in reports; address: DNS name or IP to connect to; port defaults to
     5986 (https) or 5985 (http). `allow_unencrypted` must be True for Basic auth over plain
     HTTP or for message_encryption "never" on http; remoting refuses otherwise.
-    `ca_trust_path` is a PEM file used to validate the server certificate.
+    `ca_trust_path` is a PEM file used to validate the server certificate. Kerberos (names as
+    pywinrm's): `service` is the SPN service class (HTTP), `kerberos_hostname_override` the SPN's
+    host part when it differs from `address`, `kerberos_delegation` forwards the TGT.
     """
 
     host: str
@@ -95,6 +97,9 @@ class Endpoint:
     message_encryption: MessageEncryption = "auto"
     allow_unencrypted: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
+    service: str = "HTTP"
+    kerberos_hostname_override: str | None = None
+    kerberos_delegation: bool = False
 
     @property
     def effective_port(self) -> int:

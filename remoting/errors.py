@@ -65,6 +65,19 @@ class AuthRejectedError(RemotingError):
     kind = "auth"
 
 
+class KerberosError(AuthRejectedError):
+    """Kerberos failed on this side or at the KDC before the host accepted us (see `remoting.kerberos`).
+
+    reason: clock_skew, unknown_spn, no_realm_mapping, kdc_unreachable, wrong_password,
+    no_credentials, unknown_user or other. Never retried: each try would count against lockout.
+    """
+
+    def __init__(self, message: str, *, host: str | None = None, fault_code: int | None = None,
+                 reason: str = "other") -> None:
+        super().__init__(message, host=host, fault_code=fault_code)
+        self.reason = reason
+
+
 class CertificateError(RemotingError):
     """The server certificate failed validation (hostname, chain or expiry)."""
 

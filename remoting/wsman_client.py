@@ -27,7 +27,7 @@ import winrm.exceptions as wexc
 import winrm.transport
 from winrm.protocol import Protocol
 
-from remoting import bounded_http
+from remoting import bounded_http, kerberos
 from remoting import wsman_messages as wsm
 from remoting.endpoint import Endpoint
 from remoting.errors import (
@@ -115,8 +115,8 @@ def check_endpoint(endpoint: Endpoint) -> None:
         raise ConfigurationError("Basic authentication cannot encrypt messages; use https or NTLM/Kerberos", host=host)
     if endpoint.transport == "credssp" and not winrm.transport.HAVE_CREDSSP:
         raise ConfigurationError("CredSSP needs the requests-credssp package, which is not installed", host=host)
-    if endpoint.transport == "kerberos" and not winrm.transport.HAVE_KERBEROS:
-        raise ConfigurationError("Kerberos support is not installed for pywinrm", host=host)
+    if endpoint.transport == "kerberos":
+        kerberos.check_kerberos(endpoint)  # the extra installed, a user@REALM name
     if endpoint.transport != "kerberos" and (not endpoint.username or endpoint.password is None):
         raise ConfigurationError(f"transport {endpoint.transport} needs a username and a password", host=host)
     t = endpoint.timeouts
@@ -256,6 +256,9 @@ class WsmanClient:
                 operation_timeout_sec=math.ceil(t.operation),
                 message_encryption=endpoint.message_encryption,
                 proxy=None,  # WinRM goes direct; an environment proxy must not capture it
+                service=endpoint.service,
+                kerberos_hostname_override=endpoint.kerberos_hostname_override,
+                kerberos_delegation=endpoint.kerberos_delegation,
             )
         except Exception as exc:
             raise map_exception(exc, endpoint, "setup") from exc
@@ -275,7 +278,11 @@ class WsmanClient:
             build, setup = proto.transport.build_session, proto.transport.setup_encryption
 
             def build_bounded() -> requests.Session:
-                session = build()
+                if endpoint.transport == "kerberos" and proto.transport.session is None:
+                    # pywinrm's own Kerberos path needs pykerberos and kinit; remoting.kerberos uses pyspnego.
+                    session = kerberos.build_session(proto.transport, endpoint)
+                else:
+                    session = build()
                 bounded_http.install(session, total_s=t.connect + t.read)
                 return session
 

@@ -51,3 +51,40 @@ def test_full_lab_run_never_shows_the_password(tmp_path: Path) -> None:
     for p in stored:
         assert password.encode() not in p.read_bytes(), p
         assert password.encode("utf-16-le") not in p.read_bytes(), p
+
+
+VAULT_DATA = Path(__file__).parent / "data" / "inventory" / "vault"
+
+
+@pytest.mark.parametrize("layout", ["inline", "encrypted", "template"])
+def test_full_lab_run_with_vault_never_shows_a_secret(tmp_path: Path, layout: str) -> None:
+    """`kbfix -vv check` with the password in Ansible Vault (`!vault`, an encrypted group_vars file,
+    `{{ vault_win_password }}`): neither the WinRM password nor the vault password shows anywhere."""
+    import shutil
+
+    import typer.testing as typer_testing
+
+    import kbfix.cli as cli
+
+    vault_password = (VAULT_DATA / "vault-pass.txt").read_text(encoding="utf-8").strip()
+    with lab_mod.Lab(fixtures_mod.demo_site()[:2]) as lab:
+        shutil.copytree(VAULT_DATA / "layouts" / layout / "group_vars", tmp_path / "group_vars")
+        lines = ["windows:", "  hosts:"]
+        for name, ep in lab.endpoints.items():
+            lines.append(f"    {name}: {{ansible_host: {ep.address}, ansible_port: {ep.port}}}")
+        lines.append("  vars: {ansible_connection: winrm, ansible_winrm_scheme: http, ansible_user: 'LAB\\kbfix'}")
+        hosts = tmp_path / "hosts.yml"
+        hosts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        state = tmp_path / "state"
+        result = typer_testing.CliRunner().invoke(cli.app, [
+            "-vv", "-i", str(hosts), "--vault-password-file", str(VAULT_DATA / "vault-pass.txt"),
+            "--state", str(state), "check"])
+    assert "compliant" in result.output, result.output
+    stored = [p for p in state.rglob("*") if p.is_file()]
+    assert stored
+    for secret in ("Secret-1", vault_password):
+        assert secret not in result.output
+        for p in stored:
+            data = p.read_bytes()
+            assert secret.encode() not in data, p
+            assert secret.encode("utf-16-le") not in data, p

@@ -188,3 +188,33 @@ def test_keyring(tmp_path: Path, memory_keyring: _MemoryKeyring) -> None:
     assert inv.hosts["A"].password_source == "keyring kbfix-lab"
     with pytest.raises(InventoryError, match="keyring has no password"):
         load_inventory(_kbfix(tmp_path, ", password_keyring: other-service"), env={})
+
+
+VAULT_DATA = Path(__file__).parent / "data" / "inventory" / "vault"
+
+
+@pytest.mark.parametrize("layout", ["inline", "encrypted", "template", "vaultid"])
+def test_vault_decrypted_values_never_printed(tmp_path: Path, layout: str) -> None:
+    """Vault-decrypted values are Secrets: no output of `inventory list/check/graph/export` shows
+    them, nor the vault password; the rendered `{{ vault_win_password }}` is a Secret too."""
+    import shutil
+
+    shutil.copytree(VAULT_DATA / "layouts" / layout / "group_vars", tmp_path / "group_vars")
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text("windows:\n  hosts:\n    wsus01: {ansible_host: 127.0.0.1}\n"
+                     "  vars: {ansible_connection: winrm, ansible_user: 'LAB\\kbfix'}\n", encoding="utf-8")
+    vault_args = (["--vault-id", f"prod@{VAULT_DATA / 'prod-pass.txt'}"] if layout == "vaultid"
+                  else ["--vault-password-file", str(VAULT_DATA / "vault-pass.txt")])
+    secrets = ("Secret-1", "kbfix-test-vault", "prod-Vault-2")
+    runner = CliRunner()
+    for args in (["inventory", "list", "--format", "json"], ["inventory", "list"], ["inventory", "check"],
+                 ["inventory", "graph"], ["inventory", "export"]):
+        result = runner.invoke(app, [*args, "-i", str(hosts), *vault_args])
+        assert result.exit_code == 0, result.output
+        for secret in secrets:
+            assert secret not in result.output, args
+    result = runner.invoke(app, ["inventory", "check", "-i", str(hosts), "--vault-password-file",
+                                 str(VAULT_DATA / "wrong-pass.txt")])
+    assert result.exit_code == 2 and "wrong vault password" in result.output
+    for secret in secrets:
+        assert secret not in result.output

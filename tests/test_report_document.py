@@ -1,4 +1,4 @@
-"""The kbfix/report/v1 document: shape, schema validation, compliance arithmetic, redaction."""
+"""The kbfix/report/v2 document: shape, schema validation, compliance arithmetic, redaction."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def doc() -> dict:
 def test_every_status_present_and_counted(doc: dict) -> None:
     by = doc["summary"]["by_status"]
     assert list(by) == list(STATUSES)
-    assert all(by[s] >= 1 for s in STATUSES), by
+    # every run status occurs in the sample; `waived` only comes from a waiver file (test_waivers.py)
+    assert all(by[s] >= 1 for s in STATUSES if s != "waived"), by
+    assert by["waived"] == 0
     # 8 hosts with findings (11 findings) + 1 unreachable host without findings = 12 units
     assert sum(by.values()) == 12
     assert doc["summary"]["findings"] == 11
@@ -42,11 +44,12 @@ def test_every_status_present_and_counted(doc: dict) -> None:
 def test_not_applicable_and_skipped_never_failures(doc: dict) -> None:
     by = doc["summary"]["by_status"]
     assert doc["summary"]["failures"] == by["non_compliant"] + by["unknown"] + by["failed"] + by["unreachable"]
-    # compliant+remediated+mitigated = 3 over 12 - 3 n/a - 1 skipped = 8 assessed
-    assert doc["summary"]["compliance_percent"] == 37.5
+    # compliant+remediated+mitigated = 3 over 12 - 3 n/a = 9 counted: the skipped unit counts
+    # against compliance (it still needed work when the run skipped it)
+    assert doc["summary"]["compliance_percent"] == 33.33
     kb60 = next(a for a in doc["summary"]["per_advisory"] if a["id"] == "KB954960")
-    # KB954960: compliant, remediated, mitigated / (those + pending_reboot + failed) = 3/5
-    assert kb60["compliance_percent"] == 60.0
+    # KB954960: compliant, remediated, mitigated / (those + pending_reboot + failed + skipped) = 3/6
+    assert kb60["compliance_percent"] == 50.0
     assert kb60["by_status"]["not_applicable"] == 2
     assert kb60["failures"] == 1
 
@@ -55,12 +58,16 @@ def test_compliance_percent_rules() -> None:
     counts = dict.fromkeys(STATUSES, 0)
     assert compliance_percent(counts) is None
     counts["not_applicable"] = 5
+    counts["waived"] = 4
+    assert compliance_percent(counts) is None  # not applicable and waived are not counted
     counts["skipped"] = 2
-    assert compliance_percent(counts) is None
+    assert compliance_percent(counts) == 0.0  # skipped by the run: counted, not compliant
+    assert compliance_percent(counts, out_of_scope=2) is None  # hosts the inventory disables: not counted
     counts["compliant"] = 1
-    assert compliance_percent(counts) == 100.0
-    counts["failed"] = 2
+    assert compliance_percent(counts, out_of_scope=2) == 100.0
     assert compliance_percent(counts) == 33.33
+    counts["failed"] = 2
+    assert compliance_percent(counts, out_of_scope=2) == 33.33
 
 
 def test_per_site(doc: dict) -> None:
@@ -96,7 +103,8 @@ def test_schema_validates_and_is_stable(doc: dict) -> None:
         lambda d: d["run"].update(started="2026-11-23 12:00"),
         lambda d: d["summary"]["by_status"].pop("failed"),
         lambda d: d["hosts"][0].update(secret_extra=1),
-        lambda d: d.update(schema="kbfix/report/v2"),
+        lambda d: d.update(schema="kbfix/report/v1"),
+        lambda d: d["run"].update(stop={"reason": "lunch", "at": None, "untouched": 1, "detail": None}),
     ],
 )
 def test_schema_rejects_bad_documents(doc: dict, mutate) -> None:

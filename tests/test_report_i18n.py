@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 from babel.messages.pofile import read_po
+from markupsafe import escape
 
-from kbfix.report import LANGUAGES, UnknownLanguageError
+from kbfix.report import LANGUAGES, UnknownLanguageError, build_document, render
 from kbfix.report.catalog import extract, message_ids, missing
 from kbfix.report.i18n import ADVISORY_TITLES, STATUS_LABELS, LocaleFormat, translations
-from kbfix.report.sample import ADVISORIES
+from kbfix.report.sample import ADVISORIES, hosts, run_info
 from playbooks.model import Status
 from templates import LOCALE_DIR, catalog_path
 
@@ -27,7 +28,7 @@ def test_extraction_finds_template_and_python_messages() -> None:
 
 
 def test_every_status_has_a_label() -> None:
-    assert set(STATUS_LABELS) == {s.value for s in Status}
+    assert set(STATUS_LABELS) == {s.value for s in Status} | {"waived"}
 
 
 @pytest.mark.parametrize("lang", TRANSLATED)
@@ -90,11 +91,25 @@ def test_titles_translated_with_fallback() -> None:
     title = ADVISORIES["KB954474"]["title"]
     assert de.title("KB954474", title).startswith("ConfigMgr 2007 kann")
     # a differently worded title from the playbooks still gets the published translation
-    assert de.title("KB954960", "WSUS 3.0 and Office 2003 clients").startswith("WSUS 3.0 (RTM/SP1) kann")
+    # (Microsoft's own German title of KB954960, support.microsoft.com/de-de/topic/...a95c7030...)
+    assert de.title("KB954960", "WSUS 3.0 and Office 2003 clients") == "Einige Computer erhalten keine Updates vom WSUS-Server"
     assert de.title("KB1", "Something else") == "Something else"
     assert LocaleFormat("en").title("KB954960", "As given") == "As given"
     assert de.severity("important") == "wichtig"
     assert de.kind("apply") == "Anwendung"
+
+
+@pytest.mark.parametrize("lang", ["da", "de", "nl", "zh_CN"])
+def test_advisory_descriptions_translated(lang: str) -> None:
+    f = LocaleFormat(lang)
+    for adv_id in ("KB954960", "KB954474"):
+        text = f.summary(adv_id, "English summary from the playbook")
+        assert text and text != "English summary from the playbook"
+        assert ("0x8024400E" in text) == (adv_id == "KB954960")  # evidence tokens stay untranslated
+    assert f.summary("KB1", "as given") == "as given"
+    assert LocaleFormat("en").summary("KB954960", "as given") == "as given"
+    html = render(build_document(run_info(), hosts(), ADVISORIES), "html", lang=lang).decode("utf-8")
+    assert str(escape(f.summary("KB954474", None))) in html  # autoescaped, as every data value
 
 
 def test_unknown_language_rejected() -> None:

@@ -9,9 +9,10 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kbfix.report import FORMATS, build_document, render
-from kbfix.report.document import COMPLIANT_STATUSES, EXCLUDED_STATUSES
+from kbfix.report import TEXT_FORMATS, build_document, render
+from kbfix.report.document import COMPLIANT_STATUSES, EXCLUDED_STATUSES, FAILURE_STATUSES, STATUSES
 from kbfix.report.sample import ADVISORIES, run_info
+from kbfix.waivers import parse_waivers
 from playbooks.model import Evidence, Finding, HostError, HostResult, LogLine, Status
 
 T0 = datetime(2026, 11, 23, 12, tzinfo=timezone.utc)
@@ -51,15 +52,23 @@ def results(draw: st.DrawFn) -> list[HostResult]:
     return out
 
 
+WAIVE_KB954474 = parse_waivers(
+    b"waivers:\n  - {host: '*', advisory: KB954474, justification: j, approved_by: a, expires: 2099-01-01}\n"
+)
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(results())
-def test_document_invariants(rs: list[HostResult]) -> None:
-    doc = build_document(run_info(), rs, ADVISORIES)  # validates against the schema
+@given(results(), st.booleans())
+def test_document_invariants(rs: list[HostResult], waive: bool) -> None:
+    doc = build_document(run_info(), rs, ADVISORIES, waivers=WAIVE_KB954474 if waive else None)  # validates
     sm = doc["summary"]
     units = sum(max(1, len(h["advisories"])) for h in doc["hosts"])
     assert sum(sm["by_status"].values()) == units
     assert sum(s["hosts"] for s in sm["per_site"]) == len(rs) == sm["hosts"]
-    assert sm["failures"] == sum(n for s, n in sm["by_status"].items() if Status(s).is_failure or Status(s).is_vulnerable)
+    assert sm["failures"] == sum(n for s, n in sm["by_status"].items() if s in FAILURE_STATUSES)
+    assert sm["out_of_scope"] == 0  # no host here is disabled by the inventory
+    if not waive:
+        assert sm["waived"] == 0
     assessed = sum(n for s, n in sm["by_status"].items() if s not in EXCLUDED_STATUSES)
     good = sum(n for s, n in sm["by_status"].items() if s in COMPLIANT_STATUSES)
     if assessed:
@@ -68,7 +77,12 @@ def test_document_invariants(rs: list[HostResult]) -> None:
         assert sm["compliance_percent"] is None
     for h in doc["hosts"]:
         if h["advisories"]:
-            assert Status(h["status"]).rank == max(Status(a["status"]).rank for a in h["advisories"])
+            assert STATUSES.index(h["status"]) == max(STATUSES.index(a["status"]) for a in h["advisories"])
+        for a in h["advisories"]:
+            # a waiver never hides an operational fault, and only a waiver makes `waived`
+            assert (a["status"] == "waived") == (a["waiver"] is not None)
+            if a["waiver"]:
+                assert a["id"] == "KB954474" and a["waiver"]["waived_status"] in ("non_compliant", "pending_reboot", "skipped")
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -79,5 +93,5 @@ def test_rendering_is_deterministic_and_order_free(rs: list[HostResult], rnd) ->
     a = build_document(run_info(), rs, ADVISORIES)
     b = build_document(run_info(), shuffled, ADVISORIES)
     assert a == b
-    for fmt in FORMATS:
+    for fmt in TEXT_FORMATS:
         assert render(a, fmt, lang="de") == render(b, fmt, lang="de")

@@ -15,8 +15,8 @@ import pytest
 from defusedxml import ElementTree as SafeET
 
 from kbfix.report import (
-    FORMATS,
     LANGUAGES,
+    TEXT_FORMATS,
     UnknownFormatError,
     UnknownLanguageError,
     build_document,
@@ -48,7 +48,7 @@ def doc() -> dict:
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", TEXT_FORMATS)
 def test_every_format_and_language_renders(doc: dict, fmt: str, lang: str) -> None:
     out = render(doc, fmt, lang=lang)
     text = out.decode("utf-8")
@@ -150,9 +150,14 @@ def test_junit_structure(doc: dict) -> None:
     data = render(doc, "junit")
     root = SafeET.fromstring(data)
     assert root.tag == "testsuites"
-    cases = root.findall("./testsuite/testcase")
+    # the first suite is the run: its properties and one testcase (passes: the sample did not stop early)
+    run = root.find("testsuite")
+    assert run.get("name") == "run" and run.get("failures") == "0"
+    props = {p.get("name"): p.get("value") for p in run.findall("properties/property")}
+    assert props["operator"] == "CORP\\ops-anna" and props["id"] == "20261123T120000Z-ab12"
+    cases = root.findall("./testsuite/testcase")[1:]
     assert len(cases) == 13
-    assert int(root.get("tests")) == 13
+    assert int(root.get("tests")) == 14
     failures = [c for c in cases if c.find("failure") is not None]
     skipped = [c for c in cases if c.find("skipped") is not None]
     # failing: non_compliant x2 (one evil), unknown, failed, unreachable
@@ -164,7 +169,7 @@ def test_junit_structure(doc: dict) -> None:
     assert "<script>alert(1)</script> &amp; &lt;b&gt;" in body
     assert "\x00" not in body and "\x1b" not in body
     assert evil.find("failure").get("type") == "non_compliant"
-    assert sum(int(s.get("tests")) for s in root.findall("testsuite")) == 13
+    assert sum(int(s.get("tests")) for s in root.findall("testsuite")) == 14
     unreachable = next(c for c in cases if c.get("name") == "wsus-ber-04.corp.example")
     assert unreachable.get("time") == "30.000"
     assert unreachable.find("failure").get("type") == "unreachable"
@@ -174,7 +179,7 @@ def test_junit_structure(doc: dict) -> None:
 def test_translations_in_output(doc: dict) -> None:
     de = render(doc, "html", lang="de").decode("utf-8")
     assert "Nicht konform" in de and "Konformitätsbericht" in de
-    assert "kann keine Updates an Clients mit Office 2003 liefern" in de
+    assert "Einige Computer erhalten keine Updates vom WSUS-Server" in de  # Microsoft's German KB954960 title
     assert "23.11.2026, 12:00:00 UTC" in de
     zh = render(doc, "md", lang="zh_CN").decode("utf-8")
     assert "不合规" in zh and "2026年11月23日" in zh
@@ -215,10 +220,12 @@ def test_format_for_path_and_errors(doc: dict) -> None:
     assert format_for_path(Path("r.md")) == "md"
     assert format_for_path(Path("r.csv")) == "csv"
     assert format_for_path(Path("r.xml")) == "junit"
+    assert format_for_path(Path("r.pdf")) == "pdf"
+    assert format_for_path(Path("r.HDF.json")) == "hdf"
     with pytest.raises(UnknownFormatError):
-        format_for_path(Path("r.pdf"))
+        format_for_path(Path("r.docx"))
     with pytest.raises(UnknownFormatError):
-        render(doc, "pdf")
+        render(doc, "docx")
     with pytest.raises(UnknownLanguageError):
         render(doc, "html", lang="fr")
 
@@ -269,7 +276,7 @@ def test_source_citations_and_playbook_metadata() -> None:
     assert 'href="javascript' not in html
     assert "hoch" in html  # severity "high" translated
     # the reworded title still gets the published German title
-    assert "WSUS 3.0 (RTM/SP1) kann keine Updates an Clients mit Office 2003 liefern" in html
+    assert "Einige Computer erhalten keine Updates vom WSUS-Server" in html
     md = render(d, "md", lang="en").decode()
     assert "Microsoft KB954960 article: https://support.microsoft.com/kb/954960" in md
     # a non-http "URL" stays inert text: no autolink `<javascript:…>`, no `](javascript:…)` link

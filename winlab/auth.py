@@ -1,8 +1,12 @@
-"""Authentication for the lab server: Basic, NTLM (as HTTP Negotiate/NTLM) and SPNEGO message sealing.
+"""Authentication for the lab server: Basic, NTLM and Kerberos (as HTTP Negotiate) and message sealing.
 
-Owns: matching a presented user name to a host's `accounts`, the per-connection NTLM acceptor
-(pyspnego), the 401 challenge headers, and the `multipart/encrypted` body format of MS-WSMV
-2.2.9.1.1 (what pywinrm's `winrm/encryption.py` writes and reads).
+Owns: matching a presented user name to a host's `accounts`, the per-connection Negotiate
+acceptor (pyspnego: NTLM, and Kerberos with the lab KDC's keytab named by KRB5_KTNAME, see
+`winlab.kdc`), the 401 challenge headers, and the `multipart/encrypted` body format of MS-WSMV
+2.2.9.1.1 (what pywinrm's `winrm/encryption.py` writes and reads). The encryption header's length
+is carried in the body (MS-WSMV 2.2.9.1.1.2.2 "Encrypted Data": for NTLM its 16-byte Message
+Signature, for Kerberos "the per-message token as specified in [RFC4121]"); sealing and unsealing
+go through pyspnego's `wrap_winrm`/`unwrap_winrm` for both.
 
 pyspnego's NTLM acceptor looks passwords up in the file named by the NTLM_USER_FILE environment
 variable (Heimdal format `DOMAIN:USER:PASSWORD`, see `spnego/_ntlm.py::_get_credential`); there is
@@ -220,6 +224,11 @@ class ConnectionAuth:
         return NtlmStep(out, None)
 
     @property
+    def kerberos(self) -> bool:
+        """True when the completed context is Kerberos (the KDC checked the password), not NTLM."""
+        return self._ctx is not None and self._ctx.complete and self._ctx.negotiated_protocol == "kerberos"
+
+    @property
     def sealing(self) -> bool:
         """True once an NTLM context exists that can seal messages."""
         return self._ctx is not None and self._ctx.complete
@@ -241,10 +250,10 @@ class ConnectionAuth:
         if len(rest) < 4:
             raise AuthError("truncated sealed message")
         sig_len = struct.unpack("<i", rest[:4])[0]
-        if sig_len != 16 or len(rest) < 4 + sig_len:
+        if not 16 <= sig_len <= 1024 or len(rest) < 4 + sig_len:
             raise AuthError("bad signature length")
         try:
-            plain = self._ctx.unwrap(rest[4:]).data
+            plain = bytes(self._ctx.unwrap_winrm(rest[4 : 4 + sig_len], rest[4 + sig_len :]))
         except Exception as exc:  # pyspnego raises its own errors for a bad seal/sequence
             raise AuthError(f"unseal failed: {type(exc).__name__}") from exc
         if len(plain) != length:
@@ -255,8 +264,8 @@ class ConnectionAuth:
         """Seal a response body into the `multipart/encrypted` format pywinrm parses."""
         if self._ctx is None:
             raise AuthError("no security context")
-        sealed = self._ctx.wrap(body, encrypt=True).data
-        signature, data = sealed[:16], sealed[16:]
+        wrapped = self._ctx.wrap_winrm(body)
+        signature, data = wrapped.header, wrapped.data
         return (
             BOUNDARY + b"\r\n\tContent-Type: " + ENCRYPTED_PROTOCOL.encode() + b"\r\n"
             b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length=" + str(len(body)).encode()

@@ -242,7 +242,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._unauthorized(len(raw), [("WWW-Authenticate", value)])
                 return None
             found = auth.match_account(host.accounts, step.user)
-            ok = found is not None and self.server.lab.ntlm_password(step.user) == found[1]
+            # NTLM: re-check the host's own password (the NTLM user file is process-wide). Kerberos:
+            # the KDC already checked it (the lab realm's principal has the account's password).
+            ok = found is not None and (self.conn_auth.kerberos
+                                        or self.server.lab.ntlm_password(step.user) == found[1])
             if not ok or reject:
                 if reject:
                     host.records.fault("auth_reject")

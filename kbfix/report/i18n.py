@@ -42,6 +42,7 @@ STATUS_LABELS: dict[str, str] = {
     "compliant": N_("Compliant"),
     "remediated": N_("Remediated"),
     "mitigated": N_("Mitigated"),
+    "waived": N_("Waived"),
     "skipped": N_("Skipped"),
     "pending_reboot": N_("Pending reboot"),
     "non_compliant": N_("Non-compliant"),
@@ -57,6 +58,19 @@ ADVISORY_TITLES: dict[str, str] = {
     "KB954474": N_("ConfigMgr 2007 cannot deploy updates to SMS 2003 clients after the June 2008 updates"),
 }
 
+# One-sentence descriptions of the advisories, translated in every catalog (the .po comments cite
+# Microsoft's localized article where one was found). Shown instead of the playbook's English summary.
+ADVISORY_SUMMARIES: dict[str, str] = {
+    "KB954960": N_(
+        "WSUS 3.0 and WSUS 3.0 SP1 do not deliver updates to computers that have Office 2003 or Office 2003 "
+        "components installed; the clients log 0x8024400E."
+    ),
+    "KB954474": N_(
+        "After the 10 June 2008 updates, ConfigMgr 2007 (RTM and SP1) cannot deploy software updates to SMS 2003 "
+        "clients: the legacy catalog sync fails with 'Unexpected DeploymentAction'."
+    ),
+}
+
 RUN_KIND_LABELS: dict[str, str] = {
     "check": N_("check"),
     "plan": N_("plan"),
@@ -68,6 +82,13 @@ RUN_STATE_LABELS: dict[str, str] = {
     "running": N_("running"),
     "completed": N_("completed"),
     "interrupted": N_("interrupted"),
+}
+
+# Why a run stopped early (kbfix.report.document.STOP_REASONS): the banner's first words.
+STOP_LABELS: dict[str, str] = {
+    "max_fail": N_("a batch failed more than --max-fail-percent allows"),
+    "interrupted": N_("the run was interrupted (Ctrl-C, SIGTERM or a lost process)"),
+    "window": N_("the change window ended"),
 }
 
 SEVERITY_LABELS: dict[str, str] = {
@@ -98,6 +119,14 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("planned", N_("Planned actions")),
     ("executed", N_("Executed actions")),
     ("observed", N_("Observed (UTC)")),
+    ("skip_reason", N_("Skip reason")),
+    ("last_status", N_("Last known state")),
+    ("waiver", N_("Waiver")),
+    ("run", N_("Run ID")),
+    ("operator", N_("Operator")),
+    ("change_ticket", N_("Change ticket")),
+    ("approved_by", N_("Approved by")),
+    ("run_stop", N_("Run stopped early")),
 )
 
 
@@ -155,6 +184,11 @@ class LocaleFormat:
         label = RUN_STATE_LABELS.get(code)
         return self._gettext(label) if label else code
 
+    def stop(self, code: str) -> str:
+        """The translated reason a run stopped early (`max_fail`, `interrupted`, `window`)."""
+        label = STOP_LABELS.get(code)
+        return self._gettext(label) if label else code
+
     def severity(self, code: str | None) -> str:
         """The translated severity (`important` → `wichtig`); empty for None."""
         if not code:
@@ -170,6 +204,15 @@ class LocaleFormat:
             return translated
         known = ADVISORY_TITLES.get(adv_id)
         return self._gettext(known) if known else title
+
+    def summary(self, adv_id: str, text: str | None) -> str | None:
+        """The advisory description in this language: for a known advisory outside English, the
+        catalog's translation of its ADVISORY_SUMMARIES sentence; else `text` unchanged."""
+        known = ADVISORY_SUMMARIES.get(adv_id)
+        if self.lang == "en" or known is None:
+            return text
+        translated = self._gettext(known)
+        return translated if translated != known else text
 
     def datetime(self, value: str | None) -> str:
         """`2026-11-23T12:00:00Z` → `23.11.2026, 12:00:00 UTC` (de); empty for None."""

@@ -15,8 +15,12 @@ from kbfix.report.i18n import check_language
 from kbfix.report.tabular import render_csv, render_junit
 from kbfix.report.view import context
 
-FORMATS: tuple[str, ...] = ("json", "html", "md", "csv", "junit")
-_EXTENSIONS = {".json": "json", ".html": "html", ".htm": "html", ".md": "md", ".csv": "csv", ".xml": "junit"}
+FORMATS: tuple[str, ...] = ("json", "html", "md", "csv", "junit", "hdf", "pdf")
+_EXTENSIONS = {".json": "json", ".html": "html", ".htm": "html", ".md": "md", ".csv": "csv", ".xml": "junit",
+               ".pdf": "pdf"}
+TEXT_FORMATS: tuple[str, ...] = tuple(f for f in FORMATS if f != "pdf")
+"""The formats rendered in-process as UTF-8 text (pdf needs headless Chromium)."""
+_HDF_SUFFIX = ".hdf.json"  # `report.hdf.json`: Heimdall Data Format
 _TEMPLATES = {"html": "report.html", "md": "report.md"}
 
 
@@ -34,12 +38,21 @@ def render_json(doc: Mapping[str, Any]) -> bytes:
 def render(
     doc: Mapping[str, Any], fmt: str, *, lang: str = "en", template_dirs: Sequence[Path] = ()
 ) -> bytes:
-    """`doc` (a built document) rendered as `fmt` (json|html|md|csv|junit) in `lang`, UTF-8 bytes.
-    `template_dirs` are searched before the packaged templates (HTML and Markdown only).
-    Raises UnknownFormatError, UnknownLanguageError, jinja2.TemplateError (broken override)."""
+    """`doc` (a built document) rendered as `fmt` (json|html|md|csv|junit|hdf|pdf) in `lang`, bytes
+    (UTF-8 text, or a PDF). `template_dirs` are searched before the packaged templates (HTML,
+    Markdown and PDF). Raises UnknownFormatError, UnknownLanguageError, jinja2.TemplateError
+    (broken override), PdfUnavailableError (pdf without headless Chromium)."""
     check_language(lang)
     if fmt == "json":
         return render_json(doc)
+    if fmt == "hdf":
+        from kbfix.report.hdf import render_hdf
+
+        return render_hdf(doc, lang)
+    if fmt == "pdf":
+        from kbfix.report.pdf import html_to_pdf
+
+        return html_to_pdf(render(doc, "html", lang=lang, template_dirs=template_dirs))
     if fmt == "csv":
         return render_csv(doc, lang)
     if fmt == "junit":
@@ -52,12 +65,14 @@ def render(
 
 
 def format_for_path(path: Path) -> str:
-    """The format implied by a file name: .json, .html/.htm, .md, .csv, .xml (JUnit).
-    Raises UnknownFormatError for any other extension."""
+    """The format implied by a file name: .hdf.json (Heimdall), .json, .html/.htm, .md, .csv,
+    .xml (JUnit), .pdf. Raises UnknownFormatError for any other extension."""
+    if Path(path).name.lower().endswith(_HDF_SUFFIX):
+        return "hdf"
     fmt = _EXTENSIONS.get(Path(path).suffix.lower())
     if fmt is None:
         raise UnknownFormatError(
-            f"cannot tell the report format of {path}; use one of {', '.join(sorted(_EXTENSIONS))}"
+            f"cannot tell the report format of {path}; use one of {', '.join(sorted([*_EXTENSIONS, _HDF_SUFFIX]))}"
         )
     return fmt
 
@@ -68,9 +83,14 @@ def write_report(
     """Render `doc` in the format of `path`'s extension and write it atomically: a reader sees the
     old file or the complete new one, never a partial report. The file is mode 0644 (reports hold
     host names and log lines, never secrets). Returns the path written.
-    Raises UnknownFormatError, UnknownLanguageError, OSError."""
+    Raises UnknownFormatError, UnknownLanguageError, PdfUnavailableError, OSError."""
     path = Path(path)
-    data = render(doc, format_for_path(path), lang=lang, template_dirs=template_dirs)
+    write_bytes_atomic(path, render(doc, format_for_path(path), lang=lang, template_dirs=template_dirs))
+    return path
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (temporary file in the same folder, fsync, rename), mode 0644."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -83,4 +103,3 @@ def write_report(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path

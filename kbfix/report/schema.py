@@ -1,4 +1,4 @@
-"""Validation of report documents against the shipped JSON Schema (`schema-v1.json`, draft 2020-12)."""
+"""Validation of report documents against the shipped JSON Schema (`schema-v2.json`, draft 2020-12)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-SCHEMA_PATH: Path = Path(__file__).resolve().parent / "schema-v1.json"
+SCHEMA_PATH: Path = Path(__file__).resolve().parent / "schema-v2.json"
 
 
 class ReportSchemaError(ValueError):
-    """A document does not match `kbfix/report/v1`. `errors` lists `path: message` strings
+    """A document does not match `kbfix/report/v2`. `errors` lists `path: message` strings
     (at most 20), the first of which is also the exception message."""
 
     def __init__(self, errors: list[str]) -> None:
@@ -24,13 +24,13 @@ class ReportSchemaError(ValueError):
 
 @lru_cache(maxsize=1)
 def load_schema() -> dict[str, Any]:
-    """The parsed schema-v1.json (cached: the file ships with the package and never changes at run time)."""
+    """The parsed schema-v2.json (cached: the file ships with the package and never changes at run time)."""
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
 def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` with every local `{"$ref": "#/$defs/x", ...}` replaced by the definition merged with
-    its sibling keywords. Same meaning (schema-v1 has no recursive definitions), and about a
+    its sibling keywords. Same meaning (schema-v2 has no recursive definitions), and about a
     quarter faster to validate with: jsonschema resolves each `$ref` on every visit."""
     defs = schema.get("$defs", {})
 
@@ -56,7 +56,7 @@ def _validator() -> Draft202012Validator:
 
 
 def validate_document(doc: Mapping[str, Any]) -> None:
-    """Check `doc` against schema-v1.json; raises ReportSchemaError listing what does not match."""
+    """Check `doc` against schema-v2.json; raises ReportSchemaError listing what does not match."""
     errors = []
     for err in _validator().iter_errors(doc):
         where = "/".join(str(p) for p in err.absolute_path) or "(root)"

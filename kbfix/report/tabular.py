@@ -17,11 +17,14 @@ from typing import Any
 from kbfix.report.env import os_text
 from kbfix.report.i18n import CSV_COLUMNS, LocaleFormat, parse_iso
 from kbfix.report.text import csv_cell, xml_text
+from kbfix.report.view import stop_text
 from playbooks.model import Status
 
 Row = tuple[Mapping[str, Any], Mapping[str, Any] | None]
 FAILURE_STATUSES = frozenset(s.value for s in Status if s.is_failure or s.is_vulnerable)
-SKIPPED_STATUSES = frozenset({"not_applicable", "skipped"})
+# JUnit <skipped>: results that are neither a pass nor a failure. A unit the run skipped counts
+# against compliance (docs/reports.md) but is not a test failure; the stop banner is one.
+SKIPPED_STATUSES = frozenset({"not_applicable", "skipped", "waived"})
 
 
 def _units(doc: Mapping[str, Any]) -> Iterator[Row]:
@@ -42,9 +45,17 @@ def _evidence_text(adv: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _waiver_text(w: Mapping[str, Any]) -> str:
+    return f"{w['justification']} (approved by {w['approved_by']}, expires {w['expires']}, {w['source']})"
+
+
 def render_csv(doc: Mapping[str, Any], lang: str) -> bytes:
-    """UTF-8 CSV with a BOM (so spreadsheet programs detect the encoding), CRLF rows."""
+    """UTF-8 CSV with a BOM (so spreadsheet programs detect the encoding), CRLF rows. Every row
+    carries the run id, operator, change ticket, approver and, for a run that stopped early, the
+    banner text (a CSV has no header area a spreadsheet would keep)."""
     f = LocaleFormat(lang)
+    run = doc["run"]
+    banner = stop_text(doc, f) or ""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow([f.gettext(label) for _key, label in CSV_COLUMNS])
@@ -73,6 +84,14 @@ def render_csv(doc: Mapping[str, Any], lang: str) -> bytes:
             if adv
             else "",
             "observed": max(observed) if observed else "",
+            "skip_reason": host["skip_reason"] or "",
+            "last_status": f.status(adv["last_status"]) if adv and adv["last_status"] else "",
+            "waiver": _waiver_text(adv["waiver"]) if adv and adv["waiver"] else "",
+            "run": run["id"],
+            "operator": run["operator"],
+            "change_ticket": run["change_ticket"],
+            "approved_by": run["approved_by"],
+            "run_stop": banner,
         }
         w.writerow([csv_cell(row[key]) for key, _label in CSV_COLUMNS])
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
@@ -90,7 +109,8 @@ def _attr(value: object) -> str:
 
 
 def render_junit(doc: Mapping[str, Any], lang: str) -> bytes:
-    """JUnit XML: one `testsuite` per advisory (plus `host` for hosts without findings), one
+    """JUnit XML: first a `run` suite (run properties; one testcase that fails with the banner
+    when the run stopped early), then one `testsuite` per advisory (plus `host` for hosts without findings), one
     `testcase` per host (`classname` = `kbfix.<advisory>.<site>`, `time` = the host's seconds). Failing statuses →
     `<failure type=status>`, not_applicable/skipped → `<skipped>`; evidence in `system-out`."""
     f = LocaleFormat(lang)
@@ -98,6 +118,21 @@ def render_junit(doc: Mapping[str, Any], lang: str) -> bytes:
     root = ET.Element("testsuites", name=_attr(f"kbfix {run['id']}"))
     suites: dict[str, ET.Element] = {}
     totals = {"tests": 0, "failures": 0, "skipped": 0}
+    banner = stop_text(doc, f)
+    run_suite = ET.SubElement(root, "testsuite", name="run", timestamp=_attr(run["started"]))
+    props = ET.SubElement(run_suite, "properties")
+    for key in ("id", "kind", "operator", "change_ticket", "approved_by", "state"):
+        ET.SubElement(props, "property", name=key, value=_attr(run[key]))
+    case = ET.SubElement(run_suite, "testcase", name="run completed without an early stop", classname="kbfix.run")
+    if banner:
+        el = ET.SubElement(case, "failure", message=_attr(banner), type="stopped_early")
+        el.text = _attr(banner)
+    run_suite.set("tests", "1")
+    run_suite.set("failures", "1" if banner else "0")
+    run_suite.set("skipped", "0")
+    run_suite.set("errors", "0")
+    totals["tests"] += 1
+    totals["failures"] += 1 if banner else 0
     for host, adv in _units(doc):
         suite_id = adv["id"] if adv else "host"
         suite = suites.get(suite_id)
@@ -131,10 +166,10 @@ def render_junit(doc: Mapping[str, Any], lang: str) -> bytes:
         if adv is not None:
             out = ET.SubElement(case, "system-out")
             out.text = _attr(f"{f.status(status)}: {reason}\n{_evidence_text(adv)}")
-        for key in ("tests", kind):
-            if key:
-                suite.set(key, str(int(suite.get(key, "0")) + 1))
-                totals[key] += 1
+        for counted in ("tests", kind):
+            if counted:
+                suite.set(counted, str(int(suite.get(counted, "0")) + 1))
+                totals[counted] += 1
     for key, value in totals.items():
         root.set(key, str(value))
     root.set("errors", "0")

@@ -9,13 +9,32 @@ from typing import Any
 
 from kbfix.report.document import STATUSES
 from kbfix.report.env import source_parts
-from kbfix.report.i18n import SEVERITY_LABELS, LocaleFormat
+from kbfix.report.i18n import N_, SEVERITY_LABELS, LocaleFormat
 
 CHART_LABEL_WIDTH = 150  # px for the status label column of the SVG chart
 CHART_BAR_MAX = 420  # px of the longest bar
 CHART_ROW = 22  # px per bar row
 # Host details are opened on screen for statuses that need a reader's attention.
-OPEN_STATUSES = frozenset({"non_compliant", "unknown", "failed", "unreachable", "pending_reboot"})
+OPEN_STATUSES = frozenset({"non_compliant", "unknown", "failed", "unreachable", "pending_reboot", "skipped"})
+
+
+BANNER = N_(
+    "Run stopped early: %(why)s, at %(at)s. %(untouched)s host(s) were never touched and count as not compliant."
+)
+
+
+def stop_text(doc: Mapping[str, Any], f: LocaleFormat) -> str | None:
+    """The early-stop banner of a document in f's language (why, when, how many hosts untouched,
+    then the store's detail), or None for a run that went through. Every format shows it first."""
+    stop = doc["run"].get("stop")
+    if not stop:
+        return None
+    text = f.gettext(BANNER) % {
+        "why": f.stop(stop["reason"]),
+        "at": f.datetime(stop["at"]) or "–",
+        "untouched": f.number(stop["untouched"]),
+    }
+    return f"{text} ({stop['detail']})" if stop.get("detail") else text
 
 
 def shown_statuses(doc: Mapping[str, Any]) -> list[str]:
@@ -26,8 +45,9 @@ def shown_statuses(doc: Mapping[str, Any]) -> list[str]:
 
 
 def chart(doc: Mapping[str, Any], shown: list[str]) -> dict[str, Any]:
-    """Bar geometry (px) of the status chart: `{width, height, label_width, bars: [{code, count, y, width}]}`."""
-    counts = doc["summary"]["by_status"]
+    """Bar geometry (px) of the status chart, one unit: hosts (`summary.hosts_by_status`), each
+    host once with its overall status. `{width, height, label_width, bars: [{code, count, y, width}]}`."""
+    counts = doc["summary"]["hosts_by_status"]
     top = max([counts[s] for s in shown] + [1])
     bars = [
         {
@@ -52,13 +72,15 @@ def options_text(options: Mapping[str, Any]) -> str:
 
 
 def context(doc: Mapping[str, Any], lang: str) -> dict[str, Any]:
-    """The template context for `doc` in `lang`: `doc`, `f` (LocaleFormat), `shown`, `chart`,
+    """The template context for `doc` in `lang`: `doc`, `f` (LocaleFormat), `shown`, `chart` (hosts),
+    `banner` (the early-stop text or None),
     `adv_ids`, `sources` (first source URL found per advisory), `rank`, `open_statuses`, `html_lang`,
     `options_text`, and lookup tables translated once (templates loop over 10,000s of results):
-    `S` status code → label, `T` advisory id → title, `SEV` severity → label.
+    `S` status code → label, `T` advisory id → title, `SUM` advisory id → description, `SEV` severity → label.
     Raises UnknownLanguageError for an unsupported language."""
     fmt = LocaleFormat(lang)
     shown = shown_statuses(doc)
+    host_shown = [s for s in shown if doc["summary"]["hosts_by_status"].get(s)] or shown
     sources = {}
     for adv in doc.get("advisories", ()):
         urls = [u for u in (source_parts(s)["url"] for s in adv.get("sources") or ()) if u]
@@ -71,7 +93,8 @@ def context(doc: Mapping[str, Any], lang: str) -> dict[str, Any]:
         "doc": doc,
         "f": fmt,
         "shown": shown,
-        "chart": chart(doc, shown),
+        "chart": chart(doc, host_shown),
+        "banner": stop_text(doc, fmt),
         "adv_ids": adv_ids,
         "sources": sources,
         "rank": {s: i for i, s in enumerate(STATUSES)},
@@ -80,5 +103,6 @@ def context(doc: Mapping[str, Any], lang: str) -> dict[str, Any]:
         "options_text": options_text(doc["run"].get("options") or {}),
         "S": {s: fmt.status(s) for s in STATUSES},
         "T": {adv_id: fmt.title(adv_id, title) for adv_id, title in titles.items()},
+        "SUM": {a["id"]: fmt.summary(a["id"], a.get("summary")) for a in doc.get("advisories", ())},
         "SEV": {s: fmt.severity(s) for s in SEVERITY_LABELS},
     }

@@ -46,6 +46,10 @@ class RunOptions:
     grace_s: float = 60.0
     inventory_hash: str | None = None
     recorded: dict[str, Any] = field(default_factory=dict)
+    # evidence (issue 15): who and why, recorded on the run (operator None: user@machine).
+    operator: str | None = None
+    change_ticket: str | None = None
+    approved_by: str | None = None
     reboot: RebootOptions = field(default_factory=RebootOptions)  # reboot (issue 21): apply only
 
 

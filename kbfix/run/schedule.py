@@ -49,7 +49,9 @@ class RunSchedule:
             id=new_run_id(),
             kind=kind,
             started=utc_now(),
-            operator=operator_name(),
+            operator=options.operator or operator_name(),  # evidence (issue 15)
+            change_ticket=options.change_ticket,
+            approved_by=options.approved_by,
             kbfix_version=kbfix_version(),
             inventory_hash=options.inventory_hash,
             window=str(options.window) if options.window else None,

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from kbfix.runinfo import RunInfo
+from kbfix.store import chain
 from kbfix.store.bounds import HOST_RUN_BUDGET, bound_strings, without_lines
 from kbfix.store.diskguard import RESERVE_FILE, TxRecorder, is_disk_full, make_reserve, reason
 from kbfix.store.errors import DiskFullError, HostLockedError, StoreError  # noqa: F401  (re-exported)
+from kbfix.store.evidence_rows import EvidenceStore
 from kbfix.store.journal import JournalStore, StoreJournal  # noqa: F401  (re-exported)
 from kbfix.store.locks import HostLockStore
 from kbfix.store.rows import (
@@ -39,7 +41,9 @@ from remoting.redaction import redact
 STORE_FILE = "audit.sqlite3"
 
 
-class AuditStore(JournalStore, HostLockStore):
+
+
+class AuditStore(JournalStore, HostLockStore, EvidenceStore):
     """The audit store at `path` (created and migrated on open).
 
     Raises StoreError when the file cannot be opened or its schema is newer than this kbfix.
@@ -157,12 +161,23 @@ class AuditStore(JournalStore, HostLockStore):
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     yield tx
+                    # evidence (issue 15): rows and their chain entries commit together. Not through
+                    # the recorder: after a full-disk replay the chain is recomputed from the rows as
+                    # replayed (their rowids may differ), never replayed.
+                    try:
+                        chain.append_pending(self._db)
+                    except sqlite3.OperationalError as exc:
+                        if not is_disk_full(exc):
+                            raise
+                        self._replay_after_full(tx, exc)
+                        chain.append_pending(self._db)
                     try:
                         self._db.execute("COMMIT")
                     except sqlite3.OperationalError as exc:
                         if not is_disk_full(exc):
                             raise
                         self._replay_after_full(tx, exc)
+                        chain.append_pending(self._db)
                         self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:
@@ -192,7 +207,7 @@ class AuditStore(JournalStore, HostLockStore):
         with self._tx() as db:
             db.execute(
                 "INSERT INTO runs(id, kind, started, operator, kbfix_version, inventory_hash, window, options, resumes,"
-                " pid, machine) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " pid, machine, change_ticket, approved_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     info.id,
                     info.kind,
@@ -205,6 +220,8 @@ class AuditStore(JournalStore, HostLockStore):
                     resumes,
                     os.getpid(),
                     socket.gethostname(),
+                    info.change_ticket,
+                    info.approved_by,
                 ),
             )
             db.execute(
@@ -256,6 +273,8 @@ class AuditStore(JournalStore, HostLockStore):
             started=datetime.fromisoformat(row["started"]),
             ended=datetime.fromisoformat(last[0]["at"]) if state != "running" else None,
             operator=row["operator"],
+            change_ticket=row.get("change_ticket"),
+            approved_by=row.get("approved_by"),
             kbfix_version=row["kbfix_version"],
             inventory_hash=row["inventory_hash"],
             window=row["window"],

@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any
 from kbfix.store.errors import HostLockedError, StoreError
 from kbfix.store.rows import (
     LockHolder,
+    dumps_json,
     pid_alive,
 )
 from playbooks.model import utc_now
+
+_dumps = dumps_json
 
 
 class HostLockStore:
@@ -33,7 +36,6 @@ class HostLockStore:
         def _tx(self) -> AbstractContextManager[Any]: ...
 
         def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
-
         lock_lease_s: float
         _heartbeat: threading.Thread | None
         _heartbeat_stop: threading.Event

@@ -6,6 +6,7 @@ import getpass
 import json
 import os
 import secrets
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -21,11 +22,13 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def operator_name() -> str:
-    """The OS user running kbfix (for the run record); `unknown` when the OS cannot say."""
+    """`user@machine`: the OS user running kbfix and this machine's host name (the run record's
+    default operator; `--operator` overrides it). `unknown` for a part the OS cannot say."""
     try:
-        return getpass.getuser()
+        user = getpass.getuser()
     except (OSError, KeyError):
-        return "unknown"
+        user = "unknown"
+    return f"{user}@{socket.gethostname() or 'unknown'}"
 
 
 def pid_alive(pid: int) -> bool:

@@ -183,7 +183,60 @@ def _lock_lease(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE host_locks ADD COLUMN lease_until TEXT")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _lock_lease)
+def _append_only(db: sqlite3.Connection, table: str) -> None:
+    for verb in ("UPDATE", "DELETE"):
+        db.execute(
+            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table} "  # fixed names, no input
+            f"BEGIN SELECT RAISE(ABORT, 'audit table {table} is append-only'); END"
+        )
+
+
+def _v_evidence(db: sqlite3.Connection) -> None:
+    """Issue 15 (planned as store v4, after spine's v2 and harden's v3; renumber on merge):
+    who and why of a run (change ticket, approver), the SHA-256 of every report written, and the
+    hash chain over all audit rows (kbfix/store/chain.py). Rows already in the store are chained
+    here, in table order, so an upgraded store is covered from the upgrade on. Idempotent (columns,
+    tables, index and triggers only when missing) so it keeps working when renumbered; it must stay
+    after every migration that changes chained tables (it hashes the rows as they are then)."""
+    from kbfix.store.chain import append_pending
+
+    cols = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    for col in ("change_ticket", "approved_by"):
+        if col not in cols:
+            db.execute(f"ALTER TABLE runs ADD COLUMN {col} TEXT")  # fixed names, no input
+    _script(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS reports (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            path TEXT NOT NULL,               -- as given when written (absolute)
+            format TEXT NOT NULL,
+            lang TEXT NOT NULL,
+            sha256 TEXT NOT NULL,             -- of the bytes written
+            size INTEGER NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS reports_sha256 ON reports(sha256);
+        CREATE TABLE IF NOT EXISTS chain (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            tbl TEXT NOT NULL,
+            row_id INTEGER NOT NULL,
+            row_hash TEXT NOT NULL,
+            hash TEXT NOT NULL,               -- covers the previous entry's hash
+            at TEXT NOT NULL,
+            UNIQUE (tbl, row_id)
+        );
+        """
+    )
+    _append_only(db, "reports")
+    _append_only(db, "chain")
+    append_pending(db)
+
+
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _lock_lease, _v_evidence)
 """Ordered migrations; migration N (1-based) brings the schema to version N. Only append."""
 
 LATEST = len(MIGRATIONS)

@@ -1,0 +1,164 @@
+"""The audit store's hash chain: tamper evidence for append-only rows.
+
+Every row of a CHAINED table gets one `chain` row, in commit order:
+
+    row_hash = SHA-256( canonical JSON of [table, {column: value} for the row's non-NULL columns] )
+    hash     = SHA-256( previous hash ‖ "\\n" ‖ table ‖ "\\n" ‖ rowid ‖ "\\n" ‖ row_hash )   (hex text)
+
+with the previous hash of the first row being 64 zeros. `append_pending` is called by the store
+inside each write transaction, just before COMMIT, so a row and its chain entry commit together;
+`verify` recomputes everything and names the first row that no longer matches.
+
+NULL columns are left out of the row hash so that a migration adding a column (NULL in old rows)
+keeps old hashes valid; a migration must therefore never add a column with a non-NULL default to
+a chained table. What the chain shows: a row changed, deleted or inserted outside kbfix after it
+was chained. What it cannot show on its own: someone with write access rebuilding the whole chain
+— compare `kbfix audit verify`'s head hash with one filed elsewhere (a change ticket) for that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+CHAINED: tuple[str, ...] = (
+    "runs", "run_events", "host_results", "facts", "findings", "planned_actions", "intents", "results", "reports",
+)
+"""The tables whose rows are chained, in the order pending rows are chained within a commit."""
+
+GENESIS = "0" * 64
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"blob": bytes(value).hex()}
+    return value
+
+
+def row_hash(table: str, row: dict[str, Any]) -> str:
+    """SHA-256 (hex) of one row: its table and its non-NULL columns (name → SQLite value)."""
+    body = {k: _jsonable(v) for k, v in row.items() if v is not None}
+    data = json.dumps([table, body], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def link_hash(prev: str, table: str, rowid: int, rhash: str) -> str:
+    """The chain hash of one entry: SHA-256 over the previous hash, the table, the rowid and the row hash."""
+    return hashlib.sha256(f"{prev}\n{table}\n{rowid}\n{rhash}".encode("ascii")).hexdigest()
+
+
+def _rows(db: sqlite3.Connection, table: str, after: int | None) -> list[tuple[int, dict[str, Any]]]:
+    """(rowid, columns) of a table's rows with rowid above `after` (all rows for None), by rowid."""
+    if after is None:
+        cur = db.execute(f"SELECT rowid AS _rowid_, * FROM {table} ORDER BY rowid")  # noqa: S608 - table from CHAINED
+    else:
+        cur = db.execute(f"SELECT rowid AS _rowid_, * FROM {table} WHERE rowid > ? ORDER BY rowid", (after,))  # noqa: S608
+    cols = [d[0] for d in cur.description]
+    out = []
+    for values in cur.fetchall():
+        row = dict(zip(cols, values, strict=True))
+        rid = int(row.pop("_rowid_"))
+        out.append((rid, row))
+    return out
+
+
+def head(db: sqlite3.Connection) -> tuple[int, str]:
+    """(number of chain entries, hash of the last one or GENESIS)."""
+    row = db.execute("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1").fetchone()
+    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+
+def append_pending(db: sqlite3.Connection) -> int:
+    """Chain every row of CHAINED tables not chained yet (rowid above the table's last chained
+    rowid); must run inside the write transaction that inserted them. Returns how many were chained."""
+    _n, prev = head(db)
+    now = datetime.now(timezone.utc).isoformat()
+    added = 0
+    for table in CHAINED:
+        last = db.execute("SELECT MAX(row_id) FROM chain WHERE tbl=?", (table,)).fetchone()[0]
+        for rid, row in _rows(db, table, None if last is None else int(last)):
+            rh = row_hash(table, row)
+            prev = link_hash(prev, table, rid, rh)
+            db.execute("INSERT INTO chain(tbl, row_id, row_hash, hash, at) VALUES (?,?,?,?,?)", (table, rid, rh, prev, now))
+            added += 1
+    return added
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """The first place the chain does not hold: chain entry seq (None for a row missing from the
+    chain), table, rowid, the row's `seq`/`id` column when it has one, and what is wrong."""
+
+    entry: int | None
+    table: str
+    rowid: int
+    key: str
+    problem: str
+
+    def __str__(self) -> str:
+        where = f"chain entry {self.entry}" if self.entry is not None else "no chain entry"
+        return f"{self.table} row {self.key} ({where}): {self.problem}"
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """What `verify` found: entries checked, the head hash, and the first break (None when intact)."""
+
+    entries: int
+    head: str
+    broken: ChainBreak | None
+
+    @property
+    def ok(self) -> bool:
+        """True when every chained row matches and no row is outside the chain."""
+        return self.broken is None
+
+
+def _key(row: dict[str, Any] | None, rowid: int) -> str:
+    if row is None:
+        return str(rowid)
+    for col in ("seq", "id"):
+        if row.get(col) is not None:
+            return f"{col}={row[col]}"
+    return f"rowid={rowid}"
+
+
+def verify(db: sqlite3.Connection) -> ChainReport:
+    """Recompute the chain from the rows: every entry's row hash from its row as stored now, every
+    link from the previous hash; then look for rows no entry covers (inserted outside kbfix).
+    Returns at the first break (chain order; then table order for unchained rows)."""
+    tables = {t: dict(_rows(db, t, None)) for t in CHAINED}
+    prev = GENESIS
+    entries = 0
+    covered: dict[str, set[int]] = {t: set() for t in CHAINED}
+    for seq, table, rid, stored_row, stored_hash in db.execute(
+        "SELECT seq, tbl, row_id, row_hash, hash FROM chain ORDER BY seq"
+    ).fetchall():
+        entries += 1
+        rows = tables.get(table)
+        row = None if rows is None else rows.get(int(rid))
+        if row is None:
+            return ChainReport(entries, prev, ChainBreak(seq, table, rid, _key(None, rid), "row deleted"))
+        covered[table].add(int(rid))
+        if row_hash(table, row) != stored_row:
+            return ChainReport(entries, prev, ChainBreak(seq, table, rid, _key(row, rid),
+                                                         "row changed since it was written"))
+        expect = link_hash(prev, table, int(rid), stored_row)
+        if expect != stored_hash:
+            return ChainReport(entries, prev, ChainBreak(seq, table, rid, _key(row, rid),
+                                                         "chain entry altered (its hash does not follow from the previous one)"))
+        prev = stored_hash
+    for table in CHAINED:
+        for rid, row in tables[table].items():
+            if rid not in covered[table]:
+                return ChainReport(entries, prev, ChainBreak(None, table, rid, _key(row, rid),
+                                                             "row is not in the chain (written outside kbfix)"))
+    return ChainReport(entries, prev, None)
+
+
+__all__ = ["CHAINED", "GENESIS", "ChainBreak", "ChainReport", "append_pending", "head", "link_hash", "row_hash",
+           "verify"]
