@@ -64,6 +64,8 @@ def reference(text: str, encoding: str, spec: ScanSpec, bom: int) -> list[dict]:
 )
 # found by hypothesis: a last line ending in CR without LF, matched by `c$`
 @example(text="c\r", encoding="ansi", pats=["c$"], max_matches=1, context=0, block=4)
+# found by hypothesis: an empty line at the end of a quiet mixed block is a context line
+@example(text="00\n\na", encoding="ansi", pats=["a"], max_matches=1, context=2, block=4)
 def test_streaming_scan_equals_reference(
     text: str, encoding: str, pats: list[str], max_matches: int, context: int, block: int
 ) -> None:

@@ -248,7 +248,10 @@ def _scan(
             long_line = len(text) > mlc and max(map(len, text.split("\n"))) > mlc
             if not long_line and not any(p.search(t) for p in active for t in texts):
                 if spec.context and mixed:
-                    last = raw.rstrip(b"\n").rsplit(b"\n", spec.context)[-spec.context:]
+                    # Only the block's final LF ends a line: an empty line before it is a line too
+                    # (agent.ps1 walks back from the last LF one LF at a time).
+                    body = raw[:-1] if raw.endswith(b"\n") else raw
+                    last = body.rsplit(b"\n", spec.context)[-spec.context:]
                     before.extend(cut(decode(t).rstrip("\r")) for t in last)
                 elif spec.context:
                     tail = text[:-1] if text.endswith("\n") else text
