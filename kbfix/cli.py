@@ -18,8 +18,9 @@ from typing import Annotated, Any
 import typer
 
 from kbfix import __version__, cli_store
+from kbfix import cli_common as common
 from kbfix import cli_render as render
-from kbfix.cli_common import Globals, fail, globals_of, guarded, open_store
+from kbfix.cli_common import Globals, fail, globals_of, guarded, open_store, with_globals
 from kbfix.cli_inventory import inventory_app
 from kbfix.cli_lab import lab_app
 from kbfix.config import default_state_dir, load_config
@@ -38,7 +39,7 @@ from kbfix.run import (
     run_ping,
     run_plan,
 )
-from kbfix.terminal import SanitizingFilter, safe_text
+from kbfix.terminal import safe_text
 from kbfix.window import parse_window
 
 app = typer.Typer(
@@ -51,6 +52,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # plain click help: no `<bool>` type column, each env var named once
 )
 app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
@@ -64,36 +66,27 @@ log = logging.getLogger("kbfix")
 def main(
     ctx: typer.Context,
     inventory: Annotated[list[Path] | None, typer.Option(
-        "-i", "--inventory", envvar="KBFIX_INVENTORY",
-        help="Inventory file (kbfix YAML, Ansible INI/YAML); repeat for several. Env: KBFIX_INVENTORY.")] = None,
-    limit: Annotated[str | None, typer.Option(
-        "--limit", "-l", help="Ansible-style host pattern, e.g. 'site_aarhus:&wsus' or 'wsus0[1:3]'.")] = None,
-    forks: Annotated[int, typer.Option("--forks", "-f", min=1, help="Hosts worked on in parallel.")] = 20,
-    state: Annotated[Path | None, typer.Option(
-        "--state", envvar="KBFIX_STATE",
-        help="Audit store directory. Env: KBFIX_STATE; default: the platform user data dir.")] = None,
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More detail (-vv: debug log).")] = 0,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only results: no progress display.")] = False,
-    no_color: Annotated[bool, typer.Option("--no-color", help="No colour in the output.")] = False,
-    host_timeout: Annotated[float, typer.Option(
-        "--host-timeout", min=1,
-        help="Seconds one host may take (apply adds twice the plan's estimate); past it the host is reported "
-             "unreachable and the others go on.")] = 600.0,
+        "-i", "--inventory", envvar="KBFIX_INVENTORY", metavar="FILE", help=common.INVENTORY_HELP)] = None,
+    limit: Annotated[str | None, typer.Option("--limit", "-l", metavar="PATTERN", help=common.LIMIT_HELP)] = None,
+    forks: Annotated[int, typer.Option("--forks", "-f", min=1, metavar="N", show_default=False, help=common.FORKS_HELP)] = 20,
+    state: Annotated[Path | None, typer.Option("--state", envvar="KBFIX_STATE", metavar="DIR",
+                                               help=common.STATE_HELP)] = None,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, show_default=False, help=common.VERBOSE_HELP)] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help=common.QUIET_HELP)] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help=common.NO_COLOR_HELP)] = False,
+    host_timeout: Annotated[float, typer.Option("--host-timeout", min=1, metavar="SECONDS", show_default=False,
+                                                help=common.HOST_TIMEOUT_HELP)] = 600.0,
     version: Annotated[bool, typer.Option("--version", help="Print the kbfix version and exit.")] = False,
 ) -> None:
-    """Global options: `kbfix -i site.yml --limit wsus check` (the `kbfix` script also takes them
-    after the command: kbfix/argv.py)."""
+    """Global options, before the command (`kbfix -i site.yml --limit wsus check`) or after it
+    (`kbfix check -i site.yml`: kbfix.cli_common.with_globals); after it wins."""
     if version:
         typer.echo(f"kbfix {__version__}")
         raise typer.Exit(0)
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
-    logging.basicConfig(level={0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG),
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for handler in logging.getLogger().handlers:  # log lines carry host and inventory text
-        if not any(isinstance(f, SanitizingFilter) for f in handler.filters):
-            handler.addFilter(SanitizingFilter())
+    common.configure_logging(verbose)
     ctx.obj = Globals(list(inventory or []), limit, forks, state or default_state_dir(), verbose, quiet, no_color,
                       host_timeout)
 
@@ -153,11 +146,12 @@ def _run_with_signals(fn: Callable[[RunControl], RunOutcome]) -> RunOutcome:
 
 FORMAT_HELP = "table (people) or json (the report document, schema kbfix/report/v1, on stdout)."
 ReportOpt = Annotated[list[Path] | None, typer.Option(
-    "--report", "-r", help="Also write a report; format from the extension (.json .html .md .csv .xml). Repeatable.")]
-LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en, da, de, nl, zh_CN.")]
+    "--report", "-r", metavar="FILE", help="Also write a report; format from the extension (.json .html .md .csv .xml). Repeatable.")]
+LangOpt = Annotated[str, typer.Option("--lang", metavar="LANG", help="Report language: en, da, de, nl, zh_CN.")]
 
 
 @app.command(epilog=EXIT_HELP)
+@with_globals
 @guarded
 def ping(ctx: typer.Context) -> None:
     """Reach and authenticate each host; one line per host.
@@ -179,10 +173,11 @@ def ping(ctx: typer.Context) -> None:
 
 
 @app.command(epilog=EXIT_HELP)
+@with_globals
 @guarded
 def check(
     ctx: typer.Context,
-    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "table",
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help=FORMAT_HELP)] = "table",
     report: ReportOpt = None,
     lang: LangOpt = "en",
 ) -> None:
@@ -212,11 +207,12 @@ def check(
 
 
 @app.command(epilog=EXIT_HELP)
+@with_globals
 @guarded
 def plan(
     ctx: typer.Context,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the plan (JSON).")] = Path("plan.json"),
-    packages: Annotated[Path | None, typer.Option("--packages", help="Folder of update packages with their manifest.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", metavar="FILE", help="Where to write the plan (JSON).")] = Path("plan.json"),
+    packages: Annotated[Path | None, typer.Option("--packages", metavar="DIR", help="Folder of update packages with their manifest.")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
 ) -> None:
@@ -241,20 +237,21 @@ def plan(
 
 
 @app.command(epilog=EXIT_HELP)
+@with_globals
 @guarded
 def apply(
     ctx: typer.Context,
-    plan_file: Annotated[Path | None, typer.Option("--plan", help="Apply exactly this reviewed plan (from `kbfix plan`).")] = None,
+    plan_file: Annotated[Path | None, typer.Option("--plan", metavar="FILE", help="Apply exactly this reviewed plan (from `kbfix plan`).")] = None,
     window: Annotated[str | None, typer.Option(
-        "--window", help="Change window: ISO 8601 START/END or START/PT4H with UTC offsets, or a named window from the config file.")] = None,
-    serial: Annotated[str | None, typer.Option("--serial", help="Batches as Ansible's serial: 1,10%,100% (the last repeats).")] = None,
+        "--window", metavar="WINDOW", help="Change window: ISO 8601 START/END or START/PT4H with UTC offsets, or a named window from the config file.")] = None,
+    serial: Annotated[str | None, typer.Option("--serial", metavar="BATCHES", help="Batches as Ansible's serial: 1,10%,100% (the last repeats).")] = None,
     max_fail_percent: Annotated[float | None, typer.Option(
-        "--max-fail-percent", min=0, max=100, help="Stop before the next batch when a batch's failures exceed this share.")] = None,
-    max_per_site: Annotated[int | None, typer.Option("--max-per-site", min=1, help="Hosts worked on at once per site.")] = None,
+        "--max-fail-percent", min=0, max=100, metavar="PERCENT", help="Stop before the next batch when a batch's failures exceed this share.")] = None,
+    max_per_site: Annotated[int | None, typer.Option("--max-per-site", min=1, metavar="N", help="Hosts worked on at once per site.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (required when not interactive).")] = False,
-    resume: Annotated[str | None, typer.Option("--resume", help="Finish an interrupted apply run (id, prefix or 'latest').")] = None,
-    packages: Annotated[Path | None, typer.Option("--packages", help="Folder of update packages with their manifest.")] = None,
-    grace: Annotated[float, typer.Option("--grace", min=0, help="Seconds running hosts may finish after Ctrl-C/SIGTERM.")] = 120.0,
+    resume: Annotated[str | None, typer.Option("--resume", metavar="RUN", help="Finish an interrupted apply run (id, prefix or 'latest').")] = None,
+    packages: Annotated[Path | None, typer.Option("--packages", metavar="DIR", help="Folder of update packages with their manifest.")] = None,
+    grace: Annotated[float, typer.Option("--grace", min=0, metavar="SECONDS", help="Seconds running hosts may finish after Ctrl-C/SIGTERM.")] = 120.0,
     report: ReportOpt = None,
     lang: LangOpt = "en",
 ) -> None:
@@ -316,10 +313,11 @@ def apply(
 
 
 @app.command(epilog="Exit codes: 0 every host ended as its fixture intends; 1 otherwise (mismatches listed).")
+@with_globals
 @guarded
 def demo(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the reports, the plan and the audit store.")] = Path(
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for the reports, the plan and the audit store.")] = Path(
         "kbfix-demo"),
     lang: LangOpt = "en",
 ) -> None:
@@ -356,7 +354,7 @@ def demo(
 
 
 for _command in (cli_store.history, cli_store.show, cli_store.report):
-    app.command(epilog=EXIT_HELP)(_command)
-app.command(epilog=cli_store.UNLOCK_EXIT_HELP)(cli_store.unlock)
+    app.command(epilog=EXIT_HELP)(with_globals(_command))
+app.command(epilog=cli_store.UNLOCK_EXIT_HELP)(with_globals(cli_store.unlock))
 
 __all__ = ["Globals", "app", "main"]
