@@ -76,7 +76,7 @@ def test_help_is_clean(cmd: list[str]) -> None:
     assert "<bool>" not in out and "<list[Path]>" not in out, out
     options = out[out.index("Options:"):]
     assert options.count("KBFIX_INVENTORY") <= 1 and options.count("KBFIX_STATE") <= 1, out  # env var named once
-    assert "-i, --inventory FILE" in out or cmd == ["unlock"] and "--inventory" in out
+    assert "-i, --inventory FILE" in out or (cmd == ["unlock"] and "--inventory" in out)
 
 
 def test_console_script_accepts_inventory_after_the_command(tmp_path: Path) -> None:
