@@ -27,6 +27,7 @@ from kbfix.config import default_state_dir, load_config
 from kbfix.exitcodes import HELP as EXIT_HELP
 from kbfix.exitcodes import ExitCode
 from kbfix.planfile import PlanDocument
+from kbfix.preflight import check_outputs, check_window, wait_for_window
 from kbfix.progress import make_progress
 from kbfix.rollout import parse_serial
 from kbfix.run import (
@@ -189,6 +190,7 @@ def check(
     g = globals_of(ctx)
     if fmt not in ("table", "json"):
         raise fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
+    check_outputs(report or [], lang)  # before any host is contacted
     hosts, digest = _hosts(g)
     engine = _engine()
     with open_store(g) as store:
@@ -222,6 +224,7 @@ def plan(
     Example: `kbfix -i site.yml plan --packages ./pkgs -o plan.json`, review, then `kbfix apply --plan plan.json`.
     """
     g = globals_of(ctx)
+    check_outputs(report or [], lang, [("-o/--output", output)])  # before any host is contacted
     hosts, digest = _hosts(g)
     engine = _engine(packages)
     with open_store(g) as store:
@@ -252,6 +255,9 @@ def apply(
     resume: Annotated[str | None, typer.Option("--resume", metavar="RUN", help="Finish an interrupted apply run (id, prefix or 'latest').")] = None,
     packages: Annotated[Path | None, typer.Option("--packages", metavar="DIR", help="Folder of update packages with their manifest.")] = None,
     grace: Annotated[float, typer.Option("--grace", min=0, metavar="SECONDS", help="Seconds running hosts may finish after Ctrl-C/SIGTERM.")] = 120.0,
+    wait: Annotated[bool, typer.Option(
+        "--wait-for-window", help="When --window opens later, wait for it (with a countdown; Ctrl-C stops) "
+                                  "instead of exiting 2.")] = False,
     report: ReportOpt = None,
     lang: LangOpt = "en",
 ) -> None:
@@ -266,11 +272,21 @@ def apply(
     g = globals_of(ctx)
     if plan_file is not None and resume is not None:
         raise fail("--plan and --resume cannot be combined", ExitCode.USAGE)
+    # Everything is validated before any host is contacted (exit 2, nothing sent).
+    check_outputs(report or [], lang)
     config = load_config()
     win = parse_window(window, named=config.windows) if window else None
+    wait_s = check_window(win, wait=wait) if win is not None else 0.0
     steps = parse_serial(serial) if serial else None
     hosts, digest = _hosts(g)
-    engine = _engine(packages)
+    engine = _engine(packages)  # reads and checks the packages manifest
+    the_plan = PlanDocument.read(plan_file) if plan_file is not None else None
+    if wait_s > 0 and win is not None:
+        try:
+            wait_for_window(win, lambda line: typer.echo(line, err=True))
+        except KeyboardInterrupt:
+            typer.echo("kbfix: interrupted while waiting for the change window; no host was contacted", err=True)
+            raise typer.Exit(int(ExitCode.NON_COMPLIANT)) from None
     rollout = RunOptions(window=win, serial=steps, max_fail_percent=max_fail_percent, max_per_site=max_per_site,
                          grace_s=grace)
     opts = _options(g, digest, rollout, window=str(win) if win else None, serial=serial,
@@ -287,8 +303,7 @@ def apply(
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, resume=run_id, control=c,
                                                             progress=progress))
         else:
-            if plan_file is not None:
-                the_plan = PlanDocument.read(plan_file)
+            if the_plan is not None:
                 if the_plan.inventory_hash and digest and the_plan.inventory_hash != digest:
                     typer.echo("kbfix: warning: the inventory changed since the plan was made", err=True)
             else:
@@ -336,6 +351,7 @@ def demo(
     from kbfix.demo import run_demo
 
     g = globals_of(ctx)
+    check_outputs((), lang)
     outcome = run_demo(out, lang=lang, forks=g.forks, echo=typer.echo)
     width = max(len(h) for h in outcome.statuses)
     typer.echo(f"\n{'host':<{width}}  {'first check':<15} after apply")

@@ -21,6 +21,7 @@ from rich.console import Console
 from kbfix.config import ConfigError, default_state_dir
 from kbfix.exitcodes import ExitCode
 from kbfix.planfile import PlanError
+from kbfix.preflight import PreflightError
 from kbfix.rollout import RolloutError
 from kbfix.store import AuditStore, HostLockedError, StoreError
 from kbfix.terminal import SanitizingFilter, safe_text
@@ -51,6 +52,7 @@ class Globals:
 # Usage/config errors: exit 2 with one line. Imported lazily where the modules may be heavy.
 _USAGE_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, WindowError, RolloutError, PlanError, StoreError, HostLockedError, FileNotFoundError,
+    PreflightError,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
