@@ -29,6 +29,7 @@ from kbfix.exitcodes import ExitCode
 from kbfix.planfile import PlanDocument
 from kbfix.preflight import check_outputs, check_window, wait_for_window
 from kbfix.progress import make_progress
+from kbfix.resume import ResumeSettings, resume_settings
 from kbfix.rollout import parse_serial
 from kbfix.run import (
     RunControl,
@@ -249,10 +250,12 @@ def apply(
         "--window", metavar="WINDOW", help="Change window: ISO 8601 START/END or START/PT4H with UTC offsets, or a named window from the config file.")] = None,
     serial: Annotated[str | None, typer.Option("--serial", metavar="BATCHES", help="Batches as Ansible's serial: 1,10%,100% (the last repeats).")] = None,
     max_fail_percent: Annotated[float | None, typer.Option(
-        "--max-fail-percent", min=0, max=100, metavar="PERCENT", help="Stop before the next batch when a batch's failures exceed this share.")] = None,
+        "--max-fail-percent", min=0, max=100, metavar="PERCENT", help="Stop before the next batch when more than this share of a batch failed; as Ansible, only failed, unreachable and unknown hosts count (a non-compliant host kbfix cannot fix does not).")] = None,
     max_per_site: Annotated[int | None, typer.Option("--max-per-site", min=1, metavar="N", help="Hosts worked on at once per site.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (required when not interactive).")] = False,
-    resume: Annotated[str | None, typer.Option("--resume", metavar="RUN", help="Finish an interrupted apply run (id, prefix or 'latest').")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", metavar="RUN", help=(
+        "Finish an interrupted apply run (id, prefix or 'latest') in the same rollout: its batches, "
+        "--max-fail-percent, --max-per-site, --window and --packages are kept unless given again here."))] = None,
     packages: Annotated[Path | None, typer.Option("--packages", metavar="DIR", help="Folder of update packages with their manifest.")] = None,
     grace: Annotated[float, typer.Option("--grace", min=0, metavar="SECONDS", help="Seconds running hosts may finish after Ctrl-C/SIGTERM.")] = 120.0,
     wait: Annotated[bool, typer.Option(
@@ -274,6 +277,15 @@ def apply(
         raise fail("--plan and --resume cannot be combined", ExitCode.USAGE)
     # Everything is validated before any host is contacted (exit 2, nothing sent).
     check_outputs(report or [], lang)
+    resumed: ResumeSettings | None = None
+    if resume is not None:  # the interrupted run's rollout, unless overridden here
+        with open_store(g) as store:
+            resumed = resume_settings(store, resume, {
+                "serial": serial, "max_fail_percent": max_fail_percent, "max_per_site": max_per_site,
+                "window": window, "packages": str(packages) if packages else None})
+        v = resumed.values
+        serial, max_fail_percent, max_per_site, window = v["serial"], v["max_fail_percent"], v["max_per_site"], v["window"]
+        packages = Path(v["packages"]) if v["packages"] else None
     config = load_config()
     win = parse_window(window, named=config.windows) if window else None
     wait_s = check_window(win, wait=wait) if win is not None else 0.0
@@ -288,18 +300,18 @@ def apply(
             typer.echo("kbfix: interrupted while waiting for the change window; no host was contacted", err=True)
             raise typer.Exit(int(ExitCode.NON_COMPLIANT)) from None
     rollout = RunOptions(window=win, serial=steps, max_fail_percent=max_fail_percent, max_per_site=max_per_site,
-                         grace_s=grace)
-    opts = _options(g, digest, rollout, window=str(win) if win else None, serial=serial,
-                    max_fail_percent=max_fail_percent, max_per_site=max_per_site, grace_s=grace,
-                    packages=str(packages) if packages else None, plan=str(plan_file) if plan_file else None,
-                    resume=resume, yes=yes)
+                         grace_s=grace, batches=resumed.batches if resumed else None)
+    recorded: dict[str, Any] = {
+        **(resumed.recorded() if resumed else {}),
+        "window": str(win) if win else None, "serial": serial, "max_fail_percent": max_fail_percent,
+        "max_per_site": max_per_site, "grace_s": grace, "packages": str(packages) if packages else None,
+        "plan": str(plan_file) if plan_file else None, "resume": resume, "yes": yes}
+    opts = _options(g, digest, rollout, **recorded)
     with open_store(g) as store:
         progress = make_progress(quiet=g.quiet, no_color=g.no_color)
-        if resume is not None:
-            latest_apply = store.latest_run_id("apply") if resume == "latest" else None
-            run_id = latest_apply or store.resolve_run(resume)
-            if store.run_info(run_id).kind != "apply":
-                raise fail(f"run {run_id} is not an apply run", ExitCode.USAGE)
+        if resumed is not None:
+            typer.echo(resumed.describe(), err=True)
+            run_id = resumed.run_id
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, resume=run_id, control=c,
                                                             progress=progress))
         else:

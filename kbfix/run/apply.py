@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from kbfix.planfile import PlanDocument, PlanRefusedError
+from kbfix.rollout import SerialStep, batches
 from kbfix.run.check import gather
 from kbfix.run.options import RunControl, RunOptions, RunOutcome
 from kbfix.run.protocols import Engine, HostLike, Progress
@@ -139,6 +140,12 @@ def run_apply(
         _check_plan(store, plan)
     if resume is not None and store.run_is_live(resume):
         raise StoreError(f"run {resume} is still running in another kbfix process; let it finish or stop it first")
+    if options.batches is None and plan is not None:
+        # The batch layout this rollout uses, recorded so `--resume` continues in the same batches.
+        options.batches = [[h.name for h in group] for group in
+                           batches(list(hosts), options.serial or [SerialStep(100.0, percent=True)])]
+    if options.batches is not None:
+        options.recorded["batches"] = options.batches
     run = RunSchedule("apply", store, options, control, progress, resumes=resume)
     use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
     source: WorkSource

@@ -30,7 +30,9 @@ class RunOptions:
     and verify (apply adds twice the plan's estimate); serial: batch steps (None: one batch);
     max_fail_percent: stop before the next batch when a batch's failures (failed, unreachable,
     unknown — not non-compliant hosts) exceed it; max_per_site: hosts in flight per site;
-    window: the change window (apply only); grace_s: how long running hosts may finish after a
+    window: the change window (apply only); batches: a fixed batch layout, host names per batch
+    (apply records the one it used; `--resume` hands the interrupted run's back so the rollout
+    continues in the same batches; it wins over serial); grace_s: how long running hosts may finish after a
     stop request; inventory_hash: the inventory digest to record; recorded: the options to record
     in the run (no secrets; the store redacts secret-looking keys anyway).
     """
@@ -41,6 +43,7 @@ class RunOptions:
     max_fail_percent: float | None = None
     max_per_site: int | None = None
     window: ChangeWindow | None = None
+    batches: list[list[str]] | None = None
     grace_s: float = 60.0
     inventory_hash: str | None = None
     recorded: dict[str, Any] = field(default_factory=dict)

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 
 from kbfix.planfile import PlanDocument
-from kbfix.rollout import SerialStep, batch_failed, batches, run_concurrently
+from kbfix.rollout import SerialStep, batch_failed, batches, batches_by_layout, run_concurrently
 from kbfix.run.options import RunControl, RunOptions, RunOutcome, kbfix_version
 from kbfix.run.protocols import Engine, HostLike, NoProgress, Progress
 from kbfix.run.results import address_of, error_result, inventory_result, skipped_result, timeout_result
@@ -81,7 +81,8 @@ class RunSchedule:
         findings a host that is never started keeps (as `skipped`). Returns results in host order.
         """
         opts = self.options
-        groups = batches(list(hosts), opts.serial or [SerialStep(100.0, percent=True)])
+        groups = (batches_by_layout(list(hosts), opts.batches, lambda h: h.name) if opts.batches is not None
+                  else batches(list(hosts), opts.serial or [SerialStep(100.0, percent=True)]))
         self.progress.start(self.info.kind, len(hosts), len(groups))
         by_name: dict[str, HostResult] = {}
         stopped_for: SkipReason | None = None
