@@ -8,6 +8,7 @@ exits with a code from `kbfix.exitcodes`. The store-reading commands live in `kb
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from kbfix import __version__, cli_store
 from kbfix import cli_common as common
@@ -203,6 +205,8 @@ def check(
 
         doc = build_document(outcome.info, outcome.results, engine.advisories())
         typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+    elif g.quiet:
+        render.print_summary(g.console(), outcome.results, f"kbfix check {outcome.info.id}")
     else:
         render.print_table(g.console(), outcome.results, f"kbfix check {outcome.info.id}")
     _write_reports(g, outcome, engine, report or [], lang)
@@ -234,8 +238,11 @@ def plan(
             progress=make_progress(quiet=g.quiet, no_color=g.no_color)))
     assert outcome.plan is not None
     outcome.plan.write(output)
-    render.print_plan(g.console(), outcome.plan)
-    typer.echo(f"plan written: {output} (run {outcome.info.id})", err=True)
+    if g.quiet:
+        render.print_summary(g.console(), outcome.results, f"kbfix plan {outcome.info.id}")
+    else:
+        render.print_plan(g.console(), outcome.plan)
+        typer.echo(f"plan written: {output} (run {outcome.info.id})", err=True)
     _write_reports(g, outcome, engine, report or [], lang)
     raise typer.Exit(int(exit_code(outcome.results)))
 
@@ -310,7 +317,8 @@ def apply(
     with open_store(g) as store:
         progress = make_progress(quiet=g.quiet, no_color=g.no_color)
         if resumed is not None:
-            typer.echo(resumed.describe(), err=True)
+            if not g.quiet:
+                typer.echo(resumed.describe(), err=True)
             run_id = resumed.run_id
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, resume=run_id, control=c,
                                                             progress=progress))
@@ -326,15 +334,19 @@ def apply(
                                                                progress=make_progress(quiet=True)))
                 assert planned.plan is not None
                 the_plan = planned.plan
-                if render.print_plan(g.console(), the_plan) == 0:
+                shown = g.console() if not (g.quiet and yes) else Console(file=io.StringIO())
+                if render.print_plan(shown, the_plan) == 0:
                     typer.echo("nothing to apply", err=True)
                     raise typer.Exit(int(exit_code(planned.results)))
                 if not yes and not typer.confirm("Apply this plan?", default=False):
                     raise fail("not confirmed; nothing was changed", ExitCode.USAGE)
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, plan=the_plan, control=c,
                                                             progress=progress))
-    if not g.quiet:
-        render.print_table(g.console(), outcome.results, f"kbfix apply {outcome.info.id} ({outcome.info.state})")
+    title = f"kbfix apply {outcome.info.id} ({outcome.info.state})"
+    if g.quiet:
+        render.print_summary(g.console(), outcome.results, title)
+    else:
+        render.print_table(g.console(), outcome.results, title)
     _write_reports(g, outcome, engine, report or [], lang)
     raise typer.Exit(int(exit_code(outcome.results)))
 

@@ -75,6 +75,12 @@ def print_table(console: Console, results: Sequence[HostResult], title: str) -> 
     console.print(counts_text(counts) or "no hosts")
 
 
+def print_summary(console: Console, results: Sequence[HostResult], title: str) -> None:
+    """The one line `-q` prints: `TITLE: N host(s): compliant 3 · failed 1` (counts by status)."""
+    counts = Counter(r.status for r in results)
+    console.print(cell(f"{title}: {len(results)} host(s): {counts_text(counts) or 'none'}"))
+
+
 def why_nothing(host: HostResult) -> str:
     """Why the plan has no action for `host`, in words that group across hosts (no host names or
     addresses): its error kind when it could not be read, its status when there is nothing to

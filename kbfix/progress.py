@@ -1,9 +1,11 @@
 """What the operator sees while a run runs.
 
 `RichProgress` (a terminal): a live bar per batch and one overall, with host counts by status.
-`PlainProgress` (not a TTY, `-q`, CI logs): one line per finished host, `host  status  detail`,
-plus a line per batch, so a log reads top to bottom. `make_progress` picks one. Both print
-to stderr so stdout stays clean for `--format json`.
+`PlainProgress` (not a TTY, CI logs): one line per finished host, `host  status  detail`,
+plus a line per batch, so a log reads top to bottom; with `-q` it prints nothing (the command
+prints its one summary line). `make_progress` picks one. Both print to stderr so stdout stays
+clean for `--format json`. Hosts a stop leaves unstarted are reported after their batch under
+"not started", never counted into the batch that ran: a batch counter never exceeds its size.
 """
 
 from __future__ import annotations
@@ -49,28 +51,38 @@ class PlainProgress:
         self.quiet = quiet
         self.counts: Counter[Status] = Counter()
         self.total = 0
+        self._batch_left = 0
+        self._outside = False
+
+    def _print(self, line: str) -> None:
+        if not self.quiet:
+            print(line, file=self.stream, flush=True)
 
     def start(self, kind: str, total: int, batches: int) -> None:
         """Print the run header (not with -q)."""
         self.total = total
-        if not self.quiet:
-            print(f"{kind}: {total} host(s) in {batches} batch(es)", file=self.stream, flush=True)
+        self._print(f"{kind}: {total} host(s) in {batches} batch(es)")
 
     def batch(self, index: int, hosts: int) -> None:
         """Print the batch header (not with -q)."""
-        if not self.quiet:
-            print(f"batch {index + 1}: {hosts} host(s)", file=self.stream, flush=True)
+        self._batch_left = hosts
+        self._outside = False
+        self._print(f"batch {index + 1}: {hosts} host(s)")
 
     def host_done(self, result: HostResult) -> None:
-        """One line: host, status, detail."""
+        """One line: host, status, detail (not with -q). A host beyond the running batch's size
+        (left unstarted by a stop) comes under a "not started" header."""
         self.counts[result.status] += 1
-        print(f"{safe_text(result.host)}\t{result.status.value}\t{safe_text(host_detail(result))}", file=self.stream,
-              flush=True)
+        if self._batch_left > 0:
+            self._batch_left -= 1
+        elif not self._outside:
+            self._outside = True
+            self._print("not started (the run stopped before their batch):")
+        self._print(f"{safe_text(result.host)}\t{result.status.value}\t{safe_text(host_detail(result))}")
 
     def stop(self) -> None:
         """Print the totals (not with -q)."""
-        if not self.quiet:
-            print(f"done: {counts_text(self.counts)}", file=self.stream, flush=True)
+        self._print(f"done: {counts_text(self.counts)}")
 
 
 class RichProgress:
@@ -85,6 +97,7 @@ class RichProgress:
         )
         self._overall: TaskID | None = None
         self._batch: TaskID | None = None
+        self._batch_left = 0
 
     def start(self, kind: str, total: int, batches: int) -> None:
         """Show the overall bar."""
@@ -97,6 +110,7 @@ class RichProgress:
         if self._batch is not None:
             self._progress.remove_task(self._batch)
         self._batch = self._progress.add_task(f"batch {index + 1}/{self._batches}", total=hosts)
+        self._batch_left = hosts
 
     def host_done(self, result: HostResult) -> None:
         """Advance both bars; print the host's line above them."""
@@ -110,7 +124,8 @@ class RichProgress:
         if self._overall is not None:
             self._progress.update(self._overall, advance=1)
             self._progress.update(self._overall, description=counts_text(self.counts))
-        if self._batch is not None:
+        if self._batch is not None and self._batch_left > 0:  # hosts a stop left unstarted are not this batch's
+            self._batch_left -= 1
             self._progress.update(self._batch, advance=1)
 
     def stop(self) -> None:

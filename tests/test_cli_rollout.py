@@ -111,3 +111,21 @@ def test_max_fail_stop_then_resume_keeps_the_same_rollout(tmp_path: Path) -> Non
         assert resumed.options["max_fail_percent"] == 100
         assert resumed.options["batches"] == original.options["batches"]
         assert resumed.window == original.window
+
+
+def test_quiet_prints_only_the_summary(tmp_path: Path) -> None:
+    pkgs = make_packages(tmp_path / "pkgs")
+    lab_hosts = load_host_fixture_text(demo_text(fail_host="WSUS-DK", time_scale=0.05), "demo", DEMO_SITE.parent)
+    with Lab(lab_hosts) as lab:
+        base = ["-i", str(lab.write_inventory(tmp_path / "inv.yaml")), "--state", str(tmp_path / "state"),
+                "--limit", ":".join(SERVERS)]
+        for args, code, summary in (
+            (["check", "-q"], 3, r"kbfix check \S+: 7 host\(s\): non_compliant 7"),
+            (["-q", "plan", "--packages", str(pkgs), "-o", str(tmp_path / "plan.json")], 3,
+             r"kbfix plan \S+: 7 host\(s\): non_compliant 7"),
+            (["apply", "-q", "--yes", "--packages", str(pkgs), "--serial", "1,3,100%", "--max-fail-percent", "10"], 4,
+             r"kbfix apply \S+ \(completed\): 7 host\(s\): remediated 2 · mitigated 1 · skipped 3 · failed 1"),
+        ):
+            r = CliRunner().invoke(app, [*base, *args])
+            assert r.exit_code == code, r.output
+            assert len(r.output.splitlines()) == 1 and re.fullmatch(summary, r.output.strip()), r.output
