@@ -142,8 +142,14 @@ def _write_reports(g: Globals, outcome: RunOutcome, engine: Any, reports: Sequen
             typer.echo(f"report written: {path}", err=True)
 
 
-def _run_with_signals(fn: Callable[[RunControl], RunOutcome]) -> RunOutcome:
+def _run_with_signals(fn: Callable[[RunControl], RunOutcome], progress: Any = None,
+                      grace_s: float = RunOptions.grace_s) -> RunOutcome:
+    """Run `fn` with Ctrl-C/SIGTERM requesting a stop; the display acknowledges the stop at once
+    and, on a second Ctrl-C, says what it abandons (when it can: `stopping`/`abandon`)."""
     control = RunControl()
+    stopping = getattr(progress, "stopping", None)
+    abandon = getattr(progress, "abandon", None)
+    control.listen(on_stop=(lambda reason: stopping(reason, grace_s)) if stopping else None, on_abandon=abandon)
     with control.signals():
         return fn(control)
 
@@ -196,10 +202,10 @@ def check(
     check_outputs(report or [], lang)  # before any host is contacted
     hosts, digest = _hosts(g)
     engine = _engine()
+    progress = make_progress(quiet=g.quiet or fmt == "json", no_color=g.no_color)
     with open_store(g) as store:
         outcome = _run_with_signals(lambda c: run_check(
-            hosts, engine, store, _options(g, digest), control=c,
-            progress=make_progress(quiet=g.quiet or fmt == "json", no_color=g.no_color)))
+            hosts, engine, store, _options(g, digest), control=c, progress=progress), progress)
     if fmt == "json":
         from kbfix.report import build_document
 
@@ -232,10 +238,11 @@ def plan(
     check_outputs(report or [], lang, [("-o/--output", output)])  # before any host is contacted
     hosts, digest = _hosts(g)
     engine = _engine(packages)
+    progress = make_progress(quiet=g.quiet, no_color=g.no_color)
     with open_store(g) as store:
         outcome = _run_with_signals(lambda c: run_plan(
             hosts, engine, store, _options(g, digest, packages=str(packages) if packages else None, output=str(output)), control=c,
-            progress=make_progress(quiet=g.quiet, no_color=g.no_color)))
+            progress=progress), progress)
     assert outcome.plan is not None
     outcome.plan.write(output)
     if g.quiet:
@@ -321,7 +328,7 @@ def apply(
                 typer.echo(resumed.describe(), err=True)
             run_id = resumed.run_id
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, resume=run_id, control=c,
-                                                            progress=progress))
+                                                            progress=progress), progress, grace)
         else:
             if the_plan is not None:
                 if the_plan.inventory_hash and digest and the_plan.inventory_hash != digest:
@@ -341,7 +348,7 @@ def apply(
                 if not yes and not typer.confirm("Apply this plan?", default=False):
                     raise fail("not confirmed; nothing was changed", ExitCode.USAGE)
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, plan=the_plan, control=c,
-                                                            progress=progress))
+                                                            progress=progress), progress, grace)
     title = f"kbfix apply {outcome.info.id} ({outcome.info.state})"
     if g.quiet:
         render.print_summary(g.console(), outcome.results, title)

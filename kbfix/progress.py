@@ -11,11 +11,16 @@ clean for `--format json`. Hosts a stop leaves unstarted are reported after thei
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from collections import Counter
-from typing import IO
+from typing import IO, Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 
 from kbfix.terminal import safe_markup, safe_text
 from playbooks.model import HostResult, Status
@@ -84,6 +89,16 @@ class PlainProgress:
         """Print the totals (not with -q)."""
         self._print(f"done: {counts_text(self.counts)}")
 
+    def stopping(self, reason: str, grace_s: float, running: int | None = None) -> None:
+        """Acknowledge a stop request at once (a line, even with -q: the operator pressed a key)."""
+        print(f"stopping ({reason}): no new hosts start; waiting up to {grace_s:g} s for the running hosts",
+              file=self.stream, flush=True)
+
+    def abandon(self) -> None:
+        """A second Ctrl-C: say what is abandoned."""
+        print("abandoning the running hosts: their outcome will read unknown; "
+              "`kbfix apply --resume latest` re-reads them and repeats no installer", file=self.stream, flush=True)
+
 
 class RichProgress:
     """Live bars (overall and current batch) with counts by status; finished hosts scroll above."""
@@ -133,9 +148,101 @@ class RichProgress:
         self._progress.stop()
 
 
-def make_progress(*, quiet: bool = False, no_color: bool = False, stream: IO[str] | None = None) -> PlainProgress | RichProgress:
-    """Rich bars on a terminal (without colour for --no-color); plain lines when not a TTY or -q."""
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m:02d}:{s:02d}"
+
+
+class LiveProgress:
+    """A rich Live view on a terminal: one line per running host with its current step and how
+    long it has been on it (`WSUS-DK  KB954960 install_package 1/1  00:42`), a status line with the
+    batch (`batch 2/3  1/3`), hosts done and left, counts by status and elapsed time; finished hosts
+    scroll above. Ctrl-C is acknowledged at once (`stopping`), a second one says what it abandons."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.counts: Counter[Status] = Counter()
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[str, float]] = {}
+        self._kind = ""
+        self._total = self._done = self._batches = self._batch_index = self._batch_size = self._batch_done = 0
+        self._t0 = time.monotonic()
+        self._stopping: str | None = None
+        self._live = Live(console=self.console, refresh_per_second=4, transient=True, get_renderable=self._render)
+
+    def start(self, kind: str, total: int, batches: int) -> None:
+        """Start the live view."""
+        self._kind, self._total, self._batches = kind, total, batches
+        self._t0 = time.monotonic()
+        self._live.start()
+
+    def batch(self, index: int, hosts: int) -> None:
+        """A batch starts."""
+        with self._lock:
+            self._batch_index, self._batch_size, self._batch_done = index, hosts, 0
+
+    def host_step(self, host: str, step: str) -> None:
+        """`host` starts `step` (shown with the time spent on it)."""
+        with self._lock:
+            self._running[host] = (step, time.monotonic())
+
+    def host_done(self, result: HostResult) -> None:
+        """Print the host's line above the view; count it (into its batch only while the batch
+        has room: hosts a stop left unstarted are not the running batch's)."""
+        with self._lock:
+            self._running.pop(result.host, None)
+            self.counts[result.status] += 1
+            self._done += 1
+            if self._batch_done < self._batch_size:
+                self._batch_done += 1
+        style = _STYLE.get(result.status, "")
+        self.console.print(
+            f"{safe_markup(result.host)}  [{style}]{result.status.value}[/{style}]  {safe_markup(host_detail(result))}",
+            markup=True, highlight=False, soft_wrap=True)
+
+    def stopping(self, reason: str, grace_s: float, running: int | None = None) -> None:
+        """Acknowledge a stop at once: a line above the view, and the view says it too."""
+        with self._lock:
+            n = len(self._running) if running is None else running
+            self._stopping = f"stopping ({reason}): waiting up to {grace_s:g} s for {n} running host(s)"
+        self.console.print(self._stopping, markup=False, highlight=False)
+
+    def abandon(self) -> None:
+        """A second Ctrl-C: name the hosts abandoned."""
+        with self._lock:
+            names = ", ".join(sorted(self._running)) or "none"
+        self.console.print(f"abandoning running host(s): {safe_text(names)}; their outcome will read unknown; "
+                           "`kbfix apply --resume latest` re-reads them and repeats no installer",
+                           markup=False, highlight=False)
+        self._live.stop()
+
+    def stop(self) -> None:
+        """End the view and print the totals."""
+        self._live.stop()
+        self.console.print(f"done: {counts_text(self.counts)}", markup=False, highlight=False)
+
+    def _render(self) -> Group:
+        now = time.monotonic()
+        with self._lock:
+            running = sorted(self._running.items(), key=lambda kv: kv[1][1])
+            status = (f"{self._kind}  batch {self._batch_index + 1}/{self._batches}  {self._batch_done}/{self._batch_size}"
+                      f"  ·  done {self._done}/{self._total}  left {self._total - self._done}"
+                      f"  ·  {counts_text(self.counts) or 'no results yet'}  ·  {_clock(now - self._t0)}")
+            stopping = self._stopping
+        table = Table.grid(padding=(0, 2))
+        for _ in range(3):
+            table.add_column()
+        for host, (step, since) in running:
+            table.add_row(Text(safe_text(host)), Text(step), Text(_clock(now - since)))
+        parts: list[Any] = [table, Text(status)]
+        if stopping:
+            parts.append(Text(stopping, style="yellow"))
+        return Group(*parts)
+
+
+def make_progress(*, quiet: bool = False, no_color: bool = False, stream: IO[str] | None = None) -> PlainProgress | LiveProgress:
+    """The live view on a terminal (without colour for --no-color); plain lines when not a TTY or -q."""
     out = stream or sys.stderr
     if quiet or not out.isatty():
         return PlainProgress(out, quiet=quiet)
-    return RichProgress(Console(file=out, no_color=no_color))
+    return LiveProgress(Console(file=out, no_color=no_color))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,12 +56,26 @@ class RunControl:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason: str | None = None
+        self._on_stop: list[Callable[[str], None]] = []
+        self._on_abandon: list[Callable[[], None]] = []
+
+    def listen(self, on_stop: Callable[[str], None] | None = None, on_abandon: Callable[[], None] | None = None) -> None:
+        """Call `on_stop(reason)` when the first stop is requested (the display acknowledges it at
+        once), and `on_abandon()` when a second Ctrl-C interrupts the running hosts."""
+        if on_stop is not None:
+            self._on_stop.append(on_stop)
+        if on_abandon is not None:
+            self._on_abandon.append(on_abandon)
 
     def request_stop(self, reason: str) -> None:
         """Ask the run to stop starting new work."""
+        first = not self._event.is_set()
         if self.reason is None:
             self.reason = reason
         self._event.set()
+        if first:
+            for callback in self._on_stop:
+                callback(reason)
 
     @property
     def stopped(self) -> bool:
@@ -79,6 +93,8 @@ class RunControl:
         def handler(signum: int, _frame: object) -> None:
             name = signal.Signals(signum).name
             if self.stopped and signum == signal.SIGINT:
+                for callback in self._on_abandon:
+                    callback()
                 raise KeyboardInterrupt
             self.request_stop(name)
 

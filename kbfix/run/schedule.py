@@ -95,7 +95,7 @@ class RunSchedule:
             self.progress.batch(index, len(group))
             results = run_concurrently(
                 group,
-                lambda h: inventory_result(h) or work(h),
+                lambda h: inventory_result(h) or self._started(h, work),
                 forks=opts.forks,
                 site_of=lambda h: h.site,
                 max_per_site=opts.max_per_site,
@@ -121,6 +121,17 @@ class RunSchedule:
                 self.store.note(self.info.id, self._max_fail_detail)
         self.progress.stop()
         return [by_name[h.name] for h in hosts]
+
+    def step(self, host: str, text: str) -> None:
+        """Tell the display what `host` is doing now (`gather`, `KB954960 install_package 1/2`,
+        `verify`); a display without `host_step` ignores it."""
+        report = getattr(self.progress, "host_step", None)
+        if report is not None:
+            report(host, text)
+
+    def _started(self, host: HostLike, work: Work) -> HostResult:
+        self.step(host.name, "connect")
+        return work(host)
 
     def _stop_detail(self, reason: SkipReason) -> str:
         if reason is SkipReason.MAX_FAIL:
