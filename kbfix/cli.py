@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from kbfix import __version__, cli_store
@@ -45,6 +46,12 @@ from kbfix.run import (
 )
 from kbfix.terminal import safe_text
 from kbfix.window import parse_window
+from playbooks.reboot import (  # reboot (issue 21)
+    RebootOptionError,
+    RebootOptions,
+    RebootSettings,
+    resolve_reboot_options,
+)
 
 app = typer.Typer(
     name="kbfix",
@@ -128,6 +135,19 @@ def _options(g: Globals, digest: str | None, run: RunOptions | None = None, **re
         **{k: v for k, v in recorded.items() if v is not None},
     }
     return opts
+
+
+def _reboot_options(*layers: RebootSettings | None) -> RebootOptions:
+    """reboot (issue 21): the apply's RebootOptions (first layer wins); a bad value exits 2."""
+    try:
+        return resolve_reboot_options(*layers)
+    except RebootOptionError as exc:
+        raise fail(str(exc), ExitCode.USAGE) from exc
+
+
+def _reboot_recorded(o: RebootOptions) -> dict[str, Any]:
+    """The reboot options as recorded in the run (no secrets in them)."""
+    return {"policy": o.policy, "timeout": o.timeout_s, "pre_reboot_delay": o.pre_reboot_delay, "message": o.message}
 
 
 def _write_reports(g: Globals, outcome: RunOutcome, engine: Any, reports: Sequence[Path], lang: str) -> None:
@@ -226,6 +246,10 @@ def plan(
     ctx: typer.Context,
     output: Annotated[Path, typer.Option("-o", "--output", metavar="FILE", help="Where to write the plan (JSON).")] = Path("plan.json"),
     packages: Annotated[Path | None, typer.Option("--packages", metavar="DIR", help="Folder of update packages with their manifest.")] = None,
+    reboot: Annotated[str | None, typer.Option(
+        "--reboot", metavar="POLICY", help="Record the restart policy in the plan for apply: never, if-needed, always.")] = None,
+    reboot_timeout: Annotated[float | None, typer.Option(
+        "--reboot-timeout", metavar="SECONDS", help="Record the restart timeout (seconds) in the plan.")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
 ) -> None:
@@ -236,12 +260,18 @@ def plan(
     """
     g = globals_of(ctx)
     check_outputs(report or [], lang, [("-o/--output", output)])  # before any host is contacted
+    try:  # reboot (issue 21): the reviewed plan carries the restart settings apply will use
+        plan_reboot = RebootSettings(policy=reboot, timeout=reboot_timeout)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise fail(f"--reboot: {exc.errors()[0]['msg']}", ExitCode.USAGE) from exc
+    _reboot_options(plan_reboot)
     hosts, digest = _hosts(g)
     engine = _engine(packages)
     progress = make_progress(quiet=g.quiet, no_color=g.no_color)
     with open_store(g) as store:
         outcome = _run_with_signals(lambda c: run_plan(
-            hosts, engine, store, _options(g, digest, packages=str(packages) if packages else None, output=str(output)), control=c,
+            hosts, engine, store, _options(g, digest, packages=str(packages) if packages else None, output=str(output)),
+            reboot=plan_reboot if reboot is not None or reboot_timeout is not None else None, control=c,
             progress=progress), progress)
     assert outcome.plan is not None
     outcome.plan.write(output)
@@ -275,6 +305,15 @@ def apply(
     wait: Annotated[bool, typer.Option(
         "--wait-for-window", help="When --window opens later, wait for it (with a countdown; Ctrl-C stops) "
                                   "instead of exiting 2.")] = False,
+    reboot: Annotated[str | None, typer.Option(
+        "--reboot", metavar="POLICY", help="Restart hosts inside the window: never (default), if-needed (installer exit 3010/1641 or "
+                         "Windows reports a restart pending), always. Config and plan can set it.")] = None,
+    reboot_timeout: Annotated[float | None, typer.Option(
+        "--reboot-timeout", metavar="SECONDS", help="Seconds a restarted host has to answer again with a new boot time (default 600).")] = None,
+    reboot_message: Annotated[str | None, typer.Option(
+        "--reboot-message", metavar="TEXT", help="Message shown to logged-on users (shutdown.exe /c, at most 127 characters).")] = None,
+    pre_reboot_delay: Annotated[int | None, typer.Option(
+        "--pre-reboot-delay", metavar="SECONDS", help="Seconds Windows waits before restarting (shutdown.exe /t, 0-600, default 2).")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
 ) -> None:
@@ -284,6 +323,8 @@ def apply(
     --plan kbfix plans, shows the plan and asks (use --yes in scripts). Hosts whose planned work would
     not end inside the window are `skipped: window`; a running install is never cut off. Ctrl-C stops
     starting new hosts; `kbfix apply --resume RUN` finishes an interrupted run without repeating any install.
+    --reboot if-needed restarts a host that needs it when the window still leaves --pre-reboot-delay +
+    --reboot-timeout seconds, waits for a new boot time and verifies; a host that does not come back is failed.
     Example: `kbfix -i site.yml apply --plan plan.json --window 2026-11-28T22:00:00+01:00/PT4H --serial 1,50%,100% --max-fail-percent 10`.
     """
     g = globals_of(ctx)
@@ -300,7 +341,13 @@ def apply(
         v = resumed.values
         serial, max_fail_percent, max_per_site, window = v["serial"], v["max_fail_percent"], v["max_per_site"], v["window"]
         packages = Path(v["packages"]) if v["packages"] else None
+    try:  # reboot (issue 21): command line first, then the plan, then the config file
+        cli_reboot = RebootSettings(policy=reboot, timeout=reboot_timeout, message=reboot_message,  # type: ignore[arg-type]
+                                    pre_reboot_delay=pre_reboot_delay)
+    except ValidationError as exc:
+        raise fail(f"--reboot: {exc.errors()[0]['msg']}", ExitCode.USAGE) from exc
     config = load_config()
+    _reboot_options(cli_reboot, config.reboot)  # reboot (issue 21): refuse bad values before any contact
     win = parse_window(window, named=config.windows) if window else None
     wait_s = check_window(win, wait=wait) if win is not None else 0.0
     steps = parse_serial(serial) if serial else None
@@ -327,6 +374,8 @@ def apply(
             if not g.quiet:
                 typer.echo(resumed.describe(), err=True)
             run_id = resumed.run_id
+            opts.reboot = _reboot_options(cli_reboot, None, config.reboot)
+            opts.recorded["reboot"] = _reboot_recorded(opts.reboot)
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, resume=run_id, control=c,
                                                             progress=progress), progress, grace)
         else:
@@ -347,6 +396,8 @@ def apply(
                     raise typer.Exit(int(exit_code(planned.results)))
                 if not yes and not typer.confirm("Apply this plan?", default=False):
                     raise fail("not confirmed; nothing was changed", ExitCode.USAGE)
+            opts.reboot = _reboot_options(cli_reboot, the_plan.reboot, config.reboot)
+            opts.recorded["reboot"] = _reboot_recorded(opts.reboot)
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, plan=the_plan, control=c,
                                                             progress=progress), progress, grace)
     title = f"kbfix apply {outcome.info.id} ({outcome.info.state})"

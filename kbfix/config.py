@@ -7,6 +7,11 @@ data dir (platformdirs: `~/.local/share/kbfix` on Linux). The config file — `$
 ```yaml
 windows:                      # named change windows for `--window NAME`
   sat-night: "2026-11-28T22:00:00+01:00/PT4H"
+reboot:                       # apply's restart defaults (the plan and the command line win)
+  policy: if-needed           # never | if-needed | always
+  timeout: 900                # seconds the host has to answer again with a new boot time
+  pre_reboot_delay: 2         # shutdown.exe /t
+  message: "kbfix change window"
 ```
 """
 
@@ -19,8 +24,10 @@ from pathlib import Path
 
 import platformdirs
 import yaml
+from pydantic import ValidationError
 
 from inventory.safeyaml import YamlLimitError, safe_load
+from playbooks.reboot import RebootSettings
 
 APP = "kbfix"
 
@@ -47,6 +54,7 @@ class Config:
 
     windows: Mapping[str, str] = field(default_factory=dict)
     path: Path | None = None
+    reboot: RebootSettings | None = None  # reboot (issue 21)
 
 
 def load_config(path: Path | None = None) -> Config:
@@ -60,10 +68,18 @@ def load_config(path: Path | None = None) -> Config:
         raise ConfigError(f"{path}: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    unknown = sorted(set(data) - {"windows"})
+    unknown = sorted(set(data) - {"windows", "reboot"})
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s): {', '.join(map(str, unknown))} (known: windows)")
+        raise ConfigError(f"{path}: unknown key(s): {', '.join(map(str, unknown))} (known: windows, reboot)")
+    reboot = None
+    if data.get("reboot") is not None:
+        try:
+            reboot = RebootSettings.model_validate(data["reboot"])
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(x) for x in ("reboot", *err["loc"]))
+            raise ConfigError(f"{path}: {where}: {err['msg']}") from exc
     windows = data.get("windows") or {}
     if not isinstance(windows, dict) or not all(isinstance(v, str) for v in windows.values()):
         raise ConfigError(f"{path}: windows: expected name: \"START/END\" entries")
-    return Config(windows={str(k): v for k, v in windows.items()}, path=path)
+    return Config(windows={str(k): v for k, v in windows.items()}, path=path, reboot=reboot)

@@ -25,6 +25,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from playbooks.model import HostResult
+from playbooks.reboot import RebootSettings
 
 PLAN_FORMAT: Final = "kbfix/plan"
 PLAN_VERSION: Final = 2
@@ -53,6 +54,7 @@ class PlanDocument(BaseModel):
     kbfix_version: str
     inventory_hash: str | None = None
     hosts: list[HostResult] = Field(default_factory=list)
+    reboot: RebootSettings | None = None  # reboot (issue 21): reviewed restart settings for apply
 
     def host(self, name: str) -> HostResult | None:
         """The entry of one host, or None."""

@@ -22,6 +22,12 @@ from playbooks.conditions import ConditionError, evaluate, render, truth
 from playbooks.facts import extract_facts, merge_probes, probe_ops
 from playbooks.history import HostHistory
 from playbooks.model import Evidence, Finding, HostResult, LogLine, Status, utc_now, worst
+from playbooks.reboot_facts import (
+    REBOOT_STATE_ID,
+    apply_pending_reboot,
+    reboot_state_from_response,
+    reboot_state_op,
+)
 from playbooks.spec import (
     EvidenceRef,
     Playbook,
@@ -100,8 +106,9 @@ def all_probes(playbooks: Sequence[Playbook], roles_file: RolesFile | None = Non
 
 def gather_ops(playbooks: Sequence[Playbook], ctx: HostContext) -> list[OpRequest]:
     """Every read op the selected playbooks and role discovery need: ONE agent request per host.
-    (`ctx` is accepted for per-host probe selection; today every host gets the same probes.)"""
-    return [o for p in all_probes(playbooks) for o in probe_ops(p)]
+    (`ctx` is accepted for per-host probe selection; today every host gets the same probes.)
+    The last op reads the pending-reboot indicators and boot time (playbooks.reboot_facts)."""
+    return [*(o for p in all_probes(playbooks) for o in probe_ops(p)), reboot_state_op()]  # reboot (issue 21)
 
 
 def _jsonable(value: Any) -> Any:
@@ -261,7 +268,14 @@ def assess(
         if response.truncated:
             f.notes.append("the agent response was truncated at its byte limit: some facts are missing")
         findings.append(f)
+    # reboot (issue 21): Windows' pending-reboot indicators turn a fixed finding into pending_reboot.
+    # They and the boot time stay out of the digest: a restart must not read as drift from the plan.
+    reboot_state = reboot_state_from_response(response)
+    findings = apply_pending_reboot(findings, reboot_state, at)
     jfacts = _jsonable(facts)
+    digest = digest_facts(jfacts, probes, roles)
+    if reboot_state is not None:
+        jfacts[REBOOT_STATE_ID] = reboot_state.model_dump(mode="json")
     return HostResult(
         host=ctx.name,
         site=ctx.site,
@@ -273,7 +287,7 @@ def assess(
         os=dict(response.host),
         findings=findings,
         facts=jfacts,
-        facts_digest=digest_facts(jfacts, probes, roles),
+        facts_digest=digest,
         vars=_jsonable(dict(ctx.vars)),
         history=hist,
         truncated=response.truncated,

@@ -37,6 +37,7 @@ from playbooks.model import (
 )
 from playbooks.packages import PackageCatalog
 from playbooks.planner import UPLOAD_CHUNK_BYTES
+from playbooks.reboot_facts import REBOOT_ACTION_ID
 from playbooks.spec import Playbook
 from remoting.agent_protocol import OpRequest, OpResult, op
 from remoting.errors import OutcomeUnknownError, RemotingError
@@ -212,6 +213,9 @@ def merge_verification(playbooks: Sequence[Playbook], before: Sequence[Finding],
     - still non_compliant after an installer `success`: `failed` with the playbook's wording
       (KB954960: the first package release did not elevate on Server 2008; 1 Aug 2008 re-release);
     - still non_compliant after `reboot_required`: `pending_reboot`;
+    - fixed but Windows reports a restart pending (playbooks.reboot_facts): `pending_reboot`;
+    - a successful `reboot` action (playbooks.reboot) turns earlier `reboot_required` outcomes
+      into `success` (the restart happened and verify re-read the host after it);
     - all workaround steps succeeded: `mitigated`;
     - an `unknown` outcome stays `unknown` unless the host is now fixed;
     - nothing executed: the re-assessed status (a failed/skipped finding keeps its own)."""
@@ -222,7 +226,11 @@ def merge_verification(playbooks: Sequence[Playbook], before: Sequence[Finding],
         if n is None:
             out.append(b)
             continue
-        outcomes = [e.outcome for e in b.executed]
+        # reboot (issue 21): a verified restart (action `reboot`, playbooks.reboot) settles the
+        # installers' reboot_required; the restart itself is not a remedy outcome.
+        rebooted = any(e.action_id == REBOOT_ACTION_ID and e.outcome is Outcome.SUCCESS for e in b.executed)
+        outcomes = [Outcome.SUCCESS if rebooted and e.outcome is Outcome.REBOOT_REQUIRED else e.outcome
+                    for e in b.executed if e.action_id != REBOOT_ACTION_ID]
         kinds = {ActionKind(p.kind) for p in b.planned}
         status, reason = n.status, n.reason
         notes = list(b.notes)
@@ -232,6 +240,8 @@ def merge_verification(playbooks: Sequence[Playbook], before: Sequence[Finding],
                 reason = f"verified after the remedy: {n.reason}"
             elif n.status == Status.MITIGATED:
                 status = Status.MITIGATED
+            elif n.status == Status.PENDING_REBOOT:  # fixed, and Windows reports a restart pending
+                reason = f"verified after the remedy: {n.reason}"
             elif Outcome.UNKNOWN in outcomes:
                 status, reason = Status.UNKNOWN, f"{b.reason}; re-read state: {n.reason}"
             elif Outcome.FAILED in outcomes:

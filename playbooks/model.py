@@ -253,7 +253,15 @@ class WsusApproveOp(BaseModel):
     group: str
 
 
-PlannedOp = Annotated[UploadOp | InstallerRunOp | WsusDeclineOp | WsusApproveOp | WsusWorkaroundOp,
+class SystemRebootOp(BaseModel):
+    """`system.reboot` (remoting/PROTOCOL.md): restart Windows after `delay` seconds with `message`."""
+
+    name: Literal["system.reboot"] = "system.reboot"
+    delay: str
+    message: str | None = None
+
+
+PlannedOp = Annotated[UploadOp | InstallerRunOp | WsusDeclineOp | WsusApproveOp | WsusWorkaroundOp | SystemRebootOp,
                      Field(discriminator="name")]
 """One agent op of a planned action, typed by its name."""
 
@@ -265,6 +273,7 @@ class ActionKind(Vocabulary):
     WSUS_DECLINE = "wsus_decline"
     WSUS_APPROVE = "wsus_approve"
     WSUS_WORKAROUND = "wsus_workaround"
+    REBOOT = "reboot"  # the journalled restart (playbooks/reboot.py), not a remedy
 
     @property
     def allowed_ops(self) -> frozenset[str]:
@@ -277,6 +286,7 @@ _ALLOWED_OPS = {
     ActionKind.WSUS_DECLINE: frozenset({"wsus.decline_update"}),
     ActionKind.WSUS_APPROVE: frozenset({"wsus.approve_update"}),
     ActionKind.WSUS_WORKAROUND: frozenset({"wsus.workaround"}),
+    ActionKind.REBOOT: frozenset({"system.reboot"}),
 }
 
 

@@ -20,7 +20,7 @@ $opRequired = @{
     'wsus.find_update' = @('title'); 'file.upload' = @('path', 'data');
     'installer.run' = @('path', 'sha256'); 'service.restart' = @('name');
     'wsus.decline_update' = @('id'); 'wsus.approve_update' = @('id'); 'wsus.workaround' = @('id');
-    'products.patches' = @()
+    'products.patches' = @(); 'system.reboot_state' = @(); 'system.reboot' = @()
 }
 
 # ------------------------------------------------------------------------------ JSON writer
@@ -1277,6 +1277,79 @@ function Invoke-InstallerRun($op, $ctx) {
     return $d
 }
 
+# ------------------------------------------------------------------------------ reboots
+
+function Get-LastBootUtc {
+    # Win32_OperatingSystem.LastBootUpTime (CIM datetime, local time with UTC offset; MS docs
+    # "Win32_OperatingSystem class"), as ISO-8601 UTC. Get-WmiObject exists in PowerShell 2.0.
+    $os = Get-WmiObject -Class Win32_OperatingSystem
+    $t = [System.Management.ManagementDateTimeConverter]::ToDateTime([string]$os.LastBootUpTime)
+    return $t.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', $inv)
+}
+
+function Test-RegKey([string]$key) {
+    $opened = Open-RegView (Split-RegKey $key) '64'
+    if ($null -eq $opened['key']) { return $false }
+    $opened['key'].Close()
+    return $true
+}
+
+function Invoke-RebootState($op, $ctx) {
+    # The documented pending-reboot indicators (remoting/PROTOCOL.md, "system.reboot_state"):
+    # CBS RebootPending (Vista/2008 and later), Windows Update RebootRequired, and Session
+    # Manager PendingFileRenameOperations (what MoveFileEx MOVEFILE_DELAY_UNTIL_REBOOT writes).
+    $d = New-Map
+    $d['cbs_reboot_pending'] = Test-RegKey 'HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending'
+    $d['wu_reboot_required'] = Test-RegKey 'HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired'
+    $renames = New-Object System.Collections.ArrayList
+    $count = 0
+    $opened = Open-RegView (Split-RegKey 'HKLM\SYSTEM\CurrentControlSet\Control\Session Manager') '64'
+    if ($null -ne $opened['key']) {
+        try {
+            $raw = $opened['key'].GetValue('PendingFileRenameOperations', $null)
+            if ($null -ne $raw) {
+                foreach ($s in @($raw)) {
+                    $count++
+                    if ($renames.Count -lt 64) { [void]$renames.Add([string]$s) }
+                }
+            }
+        } finally { $opened['key'].Close() }
+    }
+    $d['pending_file_renames'] = $renames
+    $d['pending_file_renames_count'] = $count
+    $d['last_boot'] = $null
+    $d['last_boot_error'] = $null
+    try { $d['last_boot'] = Get-LastBootUtc } catch { $d['last_boot_error'] = [string]$_.Exception.Message }
+    return $d
+}
+
+function Invoke-Reboot($op, $ctx) {
+    # shutdown.exe /r /t N /c "comment" /d p:2:17 (restart, planned, Operating System: Hot fix):
+    # documented on Server 2003 (/t 0-600, /c at most 127 characters) and later. It returns at
+    # once; the restart follows after N seconds, so this answer still reaches the client.
+    $delay = Get-ArgLong $op 'delay' 2 0 600
+    $msg = Get-ArgText $op 'message' 'Reboot initiated by kbfix'
+    if ($msg.Length -gt 127 -or $msg -match '["\x00-\x1f]') { Stop-Op 'invalid_args' 'message: at most 127 printable characters, no double quote' }
+    $before = $null
+    try { $before = Get-LastBootUtc } catch { }
+    $psi = New-Object System.Diagnostics.ProcessStartInfo
+    $psi.FileName = [System.IO.Path]::Combine([Environment]::SystemDirectory, 'shutdown.exe')
+    $psi.Arguments = '/r /t ' + $delay.ToString($inv) + ' /c ' + (ConvertTo-CommandLineArg $msg) + ' /d p:2:17'
+    $psi.UseShellExecute = $true
+    $psi.WindowStyle = [System.Diagnostics.ProcessWindowStyle]::Hidden
+    $requested = [DateTime]::UtcNow.ToString('yyyy-MM-ddTHH:mm:ssZ', $inv)
+    $proc = [System.Diagnostics.Process]::Start($psi)
+    if (-not $proc.WaitForExit(30000)) { Stop-Op 'timeout' 'shutdown.exe did not return within 30 s' }
+    # 1190 ERROR_SHUTDOWN_IS_SCHEDULED: a restart is already scheduled and will still happen.
+    if ($proc.ExitCode -ne 0 -and $proc.ExitCode -ne 1190) { Stop-Op 'exception' ('shutdown.exe exited with ' + $proc.ExitCode.ToString($inv) + '; no restart was scheduled') }
+    $d = New-Map
+    $d['requested'] = $requested
+    $d['delay'] = $delay
+    $d['last_boot'] = $before
+    $d['exit_code'] = [long]$proc.ExitCode
+    return $d
+}
+
 # ------------------------------------------------------------------------------ dispatch
 
 function Invoke-Op($op, $ctx) {
@@ -1304,6 +1377,8 @@ function Invoke-Op($op, $ctx) {
             'wsus.approve_update' { $data = Invoke-WsusApprove $op $ctx }
             'wsus.workaround' { $data = Invoke-WsusWorkaround $op $ctx }
             'products.patches' { $data = Invoke-ProductsPatches $op $ctx }
+            'system.reboot_state' { $data = Invoke-RebootState $op $ctx }
+            'system.reboot' { $data = Invoke-Reboot $op $ctx }
         }
         $r['ok'] = $true
         $r['data'] = $data

@@ -158,6 +158,22 @@ class WsusApprove(_Shape):
     approvals: list[Approval] | None = None
 
 
+class RebootState(_Shape):  # reboot (issue 21)
+    cbs_reboot_pending: StrictBool | None = None
+    wu_reboot_required: StrictBool | None = None
+    pending_file_renames: list[Str] | None = None
+    pending_file_renames_count: Int | None = None
+    last_boot: OptStr = None
+    last_boot_error: OptStr = None
+
+
+class Reboot(_Shape):  # reboot (issue 21)
+    requested: OptStr = None
+    delay: Int | None = None
+    last_boot: OptStr = None
+    exit_code: Int | None = None
+
+
 SHAPES: dict[str, type[_Shape]] = {
     "env.expand": EnvExpand,
     "registry.values": RegistryValues,
@@ -171,6 +187,8 @@ SHAPES: dict[str, type[_Shape]] = {
     "service.restart": ServiceRestart,
     "wsus.decline_update": WsusDecline,
     "wsus.approve_update": WsusApprove,
+    "system.reboot_state": RebootState,
+    "system.reboot": Reboot,
 }
 
 

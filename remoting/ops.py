@@ -35,6 +35,7 @@ _SPECS = (
     OpSpec("products.patches", False, (), ("pattern",)),
     OpSpec("service.status", False, ("name",)),
     OpSpec("wsus.find_update", False, ("title",)),
+    OpSpec("system.reboot_state", False),  # reboot (issue 21): pending indicators + last boot time
     OpSpec("file.upload", True, ("path", "data"), ("offset",)),
     OpSpec(
         "installer.run",
@@ -46,6 +47,7 @@ _SPECS = (
     OpSpec("wsus.decline_update", True, ("id",)),
     OpSpec("wsus.approve_update", True, ("id",), ("action", "group")),
     OpSpec("wsus.workaround", True, ("id",), ("group",)),
+    OpSpec("system.reboot", True, (), ("delay", "message")),  # reboot (issue 21): shutdown.exe /r
 )
 
 OPS: MappingProxyType[str, OpSpec] = MappingProxyType({s.name: s for s in _SPECS})

@@ -36,6 +36,7 @@ from winlab.emulate_mutations import (
     op_wsus_workaround,
     update_json,
 )
+from winlab.emulate_power import op_reboot, op_reboot_state
 from winlab.hoststate import HostState, RegValue, content_sha256, norm_path
 from winlab.products import list_patches, list_products
 
@@ -295,4 +296,6 @@ _HANDLERS: dict[str, Callable[[OpRequest, AgentContext], dict[str, Any]]] = {
     "wsus.decline_update": op_wsus_decline,
     "wsus.approve_update": op_wsus_approve,
     "wsus.workaround": op_wsus_workaround,
+    "system.reboot_state": op_reboot_state,  # reboot (issue 21)
+    "system.reboot": op_reboot,
 }

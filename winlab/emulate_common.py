@@ -17,6 +17,7 @@ from typing import Any
 from remoting.agent_protocol import OpError, OpRequest
 from winlab.hoststate import HostState
 from winlab.installers import InstallerBehaviour
+from winlab.power import PowerState
 from winlab.records import HostRecords
 
 REF_RE = re.compile(r"\$\{reg:([A-Za-z0-9_.-]{1,64}):([^}]*)\}")
@@ -44,6 +45,7 @@ class AgentContext:
     registry_results: dict[str, dict[str, Any]] = field(default_factory=dict)
     # log.scan ops already run in this request: (resolved path, scan arguments) → op id
     scans: dict[tuple[str, ...], str] = field(default_factory=dict)
+    power: PowerState | None = None  # reboot (issue 21): boot time and restarts
 
 
 def resolve_path(text: str, ctx: AgentContext) -> str:

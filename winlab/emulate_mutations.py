@@ -135,6 +135,8 @@ def op_installer_run(o: OpRequest, ctx: AgentContext) -> dict[str, Any]:
     outcome = "success" if exit_code in success else "reboot_required" if exit_code in reboot else "failed"
     if behaviour and outcome != "failed":
         behaviour.changes.apply(ctx.state)
+        if behaviour.at_boot is not None and ctx.power is not None:
+            ctx.power.add_at_boot(behaviour.at_boot)  # applied at the next boot (winlab.power)
     written = _requested_log(path, args, log_path)
     if written and re.match(r"^([A-Za-z]:\\|\\\\)", ctx.state.expand(written, ctx.env)):
         text = behaviour.log if behaviour and behaviour.log else f"=== Verbose logging started: {name} (kbfix lab) ===\r\n"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import fields
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, create_model, model_validator
@@ -119,6 +119,19 @@ class InstallerModel(_Model):
     seconds: float = Field(default=0.0, ge=0)
     sets: SetsModel = SetsModel()
     log: StrictStr | None = None
+    # reboot (issue 21): changes applied at the next boot (files in use: MoveFileEx
+    # MOVEFILE_DELAY_UNTIL_REBOOT renames, listed in PendingFileRenameOperations meanwhile).
+    at_boot: SetsModel | None = None
+
+
+class BootModel(_Model):
+    """`boot:` of a host: last boot time, how long a restart keeps it down (seconds, scaled by
+    time_scale), seconds from the restart's start until WinRM stops, whether it comes back."""
+
+    last_boot: datetime = datetime(2008, 8, 1, 6, 0, 0, tzinfo=timezone.utc)
+    reboot_seconds: float = Field(default=60.0, ge=0)
+    shutdown_seconds: float = Field(default=5.0, ge=0)
+    comes_back: bool = True
 
 
 class ApprovalModel(_Model):
@@ -177,6 +190,7 @@ class HostModel(_Model):
     faults: FaultsModel = FaultsModel()  # type: ignore[valid-type]
     wsman: WsmanModel = WsmanModel()
     time_scale: float = Field(default=1.0, ge=0)
+    boot: BootModel = BootModel()
 
 
 class FixtureFileModel(_Model):

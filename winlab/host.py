@@ -35,6 +35,7 @@ from winlab.faults import Faults
 from winlab.hostapi import ProcessResult
 from winlab.hoststate import HostState
 from winlab.naive_probes import clixml_errors, decode_encoded_command, run_naive_script
+from winlab.power import PowerState
 from winlab.records import HostRecords
 from winlab.templates import HostTemplate
 
@@ -74,6 +75,8 @@ class EmulatedHost:
         self.time_scale: float = template.time_scale
         self.records = HostRecords()
         self.state: HostState = template.state.copy(self.name.upper())
+        # reboot (issue 21): boot time and restarts; the server subscribes to close/reopen the listener
+        self.power = PowerState(self.state, template.boot, self.time_scale)
 
     def __repr__(self) -> str:
         return f"EmulatedHost({self.name!r})"
@@ -179,6 +182,7 @@ class EmulatedHost:
             env=dict(env),
             cancel=cancel,
             time_scale=self.time_scale,
+            power=self.power,
         )
         document, mutated = run_request(parsed.request, ctx, bad=parsed.bad)
         if self.faults.type_confused or self.faults.escape_names:  # a hostile host (winlab.hostile)

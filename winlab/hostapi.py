@@ -39,6 +39,9 @@ class LabHost(Protocol):
     idle_timeout_s are the WinRM service settings (Windows defaults 500 KB (WinRM 2.0+;
     150 KB on 1.1), 30 shells (5 on WinRM 1.1), 7200 s: MS docs "Installation and configuration for
     Windows Remote Management", Quota Management).
+
+    Optional: a `power` attribute (`winlab.power.PowerState`) with `subscribe(callback(up))`; the
+    server stops listening while the host restarts (connection refused) and listens again after.
     """
 
     name: str

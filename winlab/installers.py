@@ -59,13 +59,15 @@ class Changes:
 class InstallerBehaviour:
     """One `installers:` entry, prepared: match (wildcard on the file name), exit code, simulated
     seconds, state changes, and the text written to the installer's log when the command line
-    asks for one (msiexec `/l*v <log>`, or the manifest's own log switch for an .exe)."""
+    asks for one (msiexec `/l*v <log>`, or the manifest's own log switch for an .exe); `at_boot`:
+    changes Windows applies at the next boot (files replaced in use: MoveFileEx renames)."""
 
     match: str
     exit_code: int
     seconds: float
     changes: Changes
     log: str | None
+    at_boot: Changes | None = None  # reboot (issue 21): what Windows applies at the next boot
 
     def matches(self, file_name: str) -> bool:
         """Case-insensitive wildcard match on the package's file name."""

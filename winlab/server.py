@@ -288,6 +288,8 @@ class LabServer:
         self._acceptor: threading.Thread | None = None
         self._lock = threading.Lock()
         self._conns: dict[socket.socket, threading.Thread | None] = {}
+        self._conn_host: dict[socket.socket, str] = {}
+        self._power_events: list[tuple[HostListener, bool]] = []
         self._started = False
 
     def ntlm_password(self, principal: str) -> str | None:
@@ -317,12 +319,16 @@ class LabServer:
                 self.listeners[host.name] = listener
                 if host.faults.connect == "refused":
                     continue  # bound, never listening: the kernel answers RST (connection refused)
+                power = getattr(host, "power", None)  # reboot (issue 21): optional, see winlab.power
+                if power is not None:
+                    power.subscribe(lambda up, lst=listener: self._power_changed(lst, up))
                 sock.listen(128)
                 sock.setblocking(False)
                 self._selector.register(sock, selectors.EVENT_READ, listener)
         except BaseException:
             self._close_listeners()
             raise
+        self._wake_r.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._acceptor = threading.Thread(target=self._accept_loop, name="winlab-acceptor", daemon=True)
         self._acceptor.start()
@@ -333,6 +339,8 @@ class LabServer:
             for key, _ in self._selector.select():
                 listener: HostListener | None = key.data
                 if listener is None:
+                    self._drain_wake()
+                    self._apply_power_events()
                     continue  # the wake-up socket: the loop condition decides
                 try:
                     conn, peer = listener.sock.accept()
@@ -357,8 +365,57 @@ class LabServer:
                     self._conns[conn] = thread
                 thread.start()
 
+    # --- reboots (issue 21): a restarting host refuses connections until it is back -----------
+
+    def _power_changed(self, listener: HostListener, up: bool) -> None:
+        """Called from the host's power timer: hand the transition to the acceptor thread."""
+        with self._lock:
+            self._power_events.append((listener, up))
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"p")
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+
+    def _apply_power_events(self) -> None:
+        """Down: stop listening (new connections are refused, as when WinRM stops with the OS) and
+        drop the host's open connections. Up: listen again on the same address and port."""
+        with self._lock:
+            events, self._power_events = self._power_events, []
+        for listener, up in events:
+            if self.stop_event.is_set():
+                return
+            if not up:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(listener.sock)
+                listener.sock.close()
+                with self._lock:
+                    conns = [s for s, h in self._conn_host.items() if h == listener.host.name]
+                for s in conns:
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+                listener.host.records.fault("reboot_down")
+                continue
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((listener.address, listener.port))
+            except OSError:
+                sock.close()
+                listener.host.records.fault("reboot_rebind_failed")
+                continue
+            sock.listen(128)
+            sock.setblocking(False)
+            listener.sock = sock
+            self._selector.register(sock, selectors.EVENT_READ, listener)
+            listener.host.records.fault("reboot_up")
+
     def _serve(self, conn: socket.socket, peer: Any, listener: HostListener) -> None:
         sock: socket.socket = conn
+        with self._lock:
+            self._conn_host[conn] = listener.host.name
         try:
             if self.ssl_context is not None:
                 conn.settimeout(30)
@@ -374,6 +431,7 @@ class LabServer:
             with self._lock:
                 self._conns.pop(sock, None)
                 self._conns.pop(conn, None)
+                self._conn_host.pop(conn, None)
             with contextlib.suppress(OSError):
                 sock.close()
 
@@ -390,6 +448,10 @@ class LabServer:
             return
         self.stop_event.set()
         deadline = time.monotonic() + timeout_s
+        for host in self.hosts:
+            power = getattr(host, "power", None)
+            if power is not None:
+                power.cancel()
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
         if self._acceptor is not None:

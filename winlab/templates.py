@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timezone
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from winlab.hoststate import (
     norm_path,
 )
 from winlab.installers import Changes, InstallerBehaviour
+from winlab.power import BootSpec
 
 # --- building state --------------------------------------------------------------------------
 
@@ -181,6 +182,7 @@ class HostTemplate:
     idle_timeout_s: float
     time_scale: float
     source: str = ""
+    boot: BootSpec = field(default_factory=BootSpec)
 
 
 def _build_template(hm: HostModel, ctx: _Ctx, loc: tuple[Any, ...]) -> HostTemplate:
@@ -217,7 +219,8 @@ def _build_template(hm: HostModel, ctx: _Ctx, loc: tuple[Any, ...]) -> HostTempl
     wsus_installed = state.get_key(r"HKLM\SOFTWARE\Microsoft\Update Services\Server\Setup") is not None
     state.wsus_api = hm.wsus_api if hm.wsus_api is not None else (wsus_installed or bool(hm.wsus_updates))
     installers = tuple(
-        InstallerBehaviour(i.match, i.exit_code, i.seconds, _changes(i.sets, ctx, (*loc, "installers", n, "sets")), i.log)
+        InstallerBehaviour(i.match, i.exit_code, i.seconds, _changes(i.sets, ctx, (*loc, "installers", n, "sets")), i.log,
+                           _changes(i.at_boot, ctx, (*loc, "installers", n, "at_boot")) if i.at_boot is not None else None)
         for n, i in enumerate(hm.installers)
     )
     return HostTemplate(
@@ -232,6 +235,8 @@ def _build_template(hm: HostModel, ctx: _Ctx, loc: tuple[Any, ...]) -> HostTempl
         idle_timeout_s=hm.wsman.idle_timeout_s,
         time_scale=hm.time_scale,
         source=ctx.source,
+        boot=BootSpec(hm.boot.last_boot if hm.boot.last_boot.tzinfo else hm.boot.last_boot.replace(tzinfo=timezone.utc),
+                      hm.boot.reboot_seconds, hm.boot.shutdown_seconds, hm.boot.comes_back),
     )
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from kbfix.planfile import PlanDocument, PlanRefusedError
+from kbfix.reboot import restart_and_verify, restart_budget
 from kbfix.rollout import SerialStep, batches
 from kbfix.run.check import gather
 from kbfix.run.options import RunControl, RunOptions, RunOutcome
@@ -26,7 +27,7 @@ from kbfix.run.sources import PlanSource, ResumeSource, WorkSource
 from kbfix.store import AuditStore, HostLockedError, StoreError
 from kbfix.store.history import use_store_history
 from kbfix.window import ChangeWindow
-from playbooks.model import ExecutedAction, HostResult, PlannedAction, SkipReason, utc_now
+from playbooks.model import ExecutedAction, HostResult, PlannedAction, SkipReason, Status, utc_now
 
 
 class HostApply:
@@ -51,8 +52,8 @@ class HostApply:
         return None
 
     def deadline(self, host: HostLike) -> float | None:
-        """The host's deadline: the run's plus twice the planned estimate."""
-        return self.run.deadline(self.source.expected_seconds(host) * 2)
+        """The host's deadline: the run's plus twice the planned estimate plus a restart's budget."""
+        return self.run.deadline(self.source.expected_seconds(host) * 2 + restart_budget(self.run.options.reboot))
 
     def should_stop(self) -> SkipReason | None:
         """Before each action: interrupted when a stop was requested, window when it closed."""
@@ -81,7 +82,17 @@ class HostApply:
             store.record_host(run_id, fresh, phase="assess", facts=fresh.facts)
             work = self.source.planned(host, fresh)
             actions = work.planned
-            if work.skip_reason is not None or not actions:
+            if work.skip_reason is not None:
+                return work
+            reboot = self.run.options.reboot
+            if not actions and self.source.records_plan and reboot.policy != "never" and any(
+                    f.status is Status.PENDING_REBOOT for f in work.findings):
+                # reboot (issue 21): a resumed host whose remedies are done but still pending a
+                # restart (an interrupted wait re-reads first: a host already back is not pending)
+                verified = restart_and_verify(self.engine, host, s, work.findings, reboot, store.journal(run_id),
+                                              window=self.window, clock=self.clock)
+                return work.with_findings(verified, ended=utc_now())
+            if not actions:
                 return work
             if self.source.records_plan:
                 store.record_plan(run_id, host.name, actions, work.facts_digest)
@@ -92,8 +103,10 @@ class HostApply:
             journal = _StepJournal(store.journal(run_id), lambda text: self.run.step(host.name, text), len(actions))
             applied = self.engine.apply(s, host, work, journal, self.should_stop)
             store.record_host(run_id, work.with_findings(applied, ended=utc_now()), phase="apply")
+            # reboot (issue 21): restart when --reboot says so and the window allows, then verify
             self.run.step(host.name, "verify")
-            verified = self.engine.verify(s, host, applied)
+            verified = restart_and_verify(self.engine, host, s, applied, self.run.options.reboot, store.journal(run_id),
+                                          window=self.window, clock=self.clock)
             return work.with_findings(verified, ended=utc_now())
 
 

@@ -15,6 +15,7 @@ from kbfix.rollout import SerialStep
 from kbfix.runinfo import RunInfo
 from kbfix.window import ChangeWindow
 from playbooks.model import HostResult
+from playbooks.reboot import RebootOptions
 
 
 def kbfix_version() -> str:
@@ -34,7 +35,8 @@ class RunOptions:
     (apply records the one it used; `--resume` hands the interrupted run's back so the rollout
     continues in the same batches; it wins over serial); grace_s: how long running hosts may finish after a
     stop request; inventory_hash: the inventory digest to record; recorded: the options to record
-    in the run (no secrets; the store redacts secret-looking keys anyway).
+    in the run (no secrets; the store redacts secret-looking keys anyway); reboot: when and how
+    apply restarts hosts (playbooks.reboot.RebootOptions; default never).
     """
 
     forks: int = 20
@@ -47,6 +49,7 @@ class RunOptions:
     grace_s: float = 60.0
     inventory_hash: str | None = None
     recorded: dict[str, Any] = field(default_factory=dict)
+    reboot: RebootOptions = field(default_factory=RebootOptions)  # reboot (issue 21): apply only
 
 
 class RunControl:

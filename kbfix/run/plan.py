@@ -16,6 +16,7 @@ from kbfix.run.protocols import Engine, HostLike, Progress
 from kbfix.run.schedule import RunSchedule
 from kbfix.store import AuditStore
 from kbfix.store.history import use_store_history
+from playbooks.reboot import RebootSettings
 
 
 def run_plan(
@@ -26,11 +27,13 @@ def run_plan(
     *,
     control: RunControl | None = None,
     progress: Progress | None = None,
+    reboot: RebootSettings | None = None,
 ) -> RunOutcome:
     """A check that also plans: every host's exact actions with the facts they rest on.
     Sessions are opened in check mode, so remoting refuses any mutating op. The outcome's
     `plan` is the reviewable plan document (write it with `PlanDocument.write`); its digest is
-    recorded in `store`. Hosts unreachable or failed while planning are in the plan with that
+    recorded in `store`; `reboot`: the restart settings the plan carries for apply (issue 21),
+    inside the digest like everything else a reviewer approves. Hosts unreachable or failed while planning are in the plan with that
     verdict and no actions."""
     run = RunSchedule("plan", store, options, control, progress)
     use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
@@ -42,6 +45,7 @@ def run_plan(
         kbfix_version=run.info.kbfix_version,
         inventory_hash=options.inventory_hash,
         hosts=[r.model_copy(update={"vars": {}}) for r in results],  # host vars stay out of the file
+        reboot=reboot,
     )
     store.record_plan_document(run.id, plan.digest())
     return run.finish(results, plan)

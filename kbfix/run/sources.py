@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from kbfix.planfile import PlanDocument
+from kbfix.reboot import pending_after_resume
 from kbfix.run.protocols import Engine, HostLike
 from kbfix.run.recovery import ActionKey, Recovery
 from kbfix.run.results import skipped_result
@@ -141,4 +142,7 @@ class ResumeSource:
     def planned(self, host: HostLike, fresh: HostResult) -> HostResult:
         """The host re-planned from its fresh facts, minus succeeded/unknown actions of the chain."""
         replanned = self._engine.plan(host, fresh)
-        return replanned.with_findings(self._recovery.filter(host.name, replanned.findings), ended=replanned.ended)
+        findings = self._recovery.filter(host.name, replanned.findings)
+        # reboot (issue 21): done remedies awaiting a restart read pending_reboot
+        findings = pending_after_resume(findings, fresh.facts)
+        return replanned.with_findings(findings, ended=replanned.ended)
