@@ -3,7 +3,7 @@ param([string]$RequestText)
 # no ConvertTo-Json, no -in/-notin, no [ordered], no classes, no ::new, no $PSItem, no -Raw.
 # Started by remoting/bootstrap.ps1 with the request document as its only argument. Every op runs
 # in its own try/catch and answers ok/error; arguments are data (base64), never code. The answer
-# is one base64 JSON document framed by KBFIX-BEGIN/END-<nonce> on stdout.
+# is one base64 gzip'd JSON document framed by KBFIX-BEGIN/END-<nonce> on stdout.
 
 Set-StrictMode -Off
 $ErrorActionPreference = 'Stop'
@@ -1400,13 +1400,16 @@ function New-LimitResult($op, [long]$limit, [bool]$ran) {
     return $r
 }
 
-function Write-Base64Piece($ms, [string]$text, [bool]$final) {
-    # Streams the response: the UTF-8 bytes of `text` are appended to `ms` and every whole group
-    # of 57 bytes leaves at once as one 76-character base64 line (the same lines as encoding the
-    # whole document), so the agent never holds the document, its base64 and the framed copy at
-    # once: WinRM 2.0's MaxMemoryPerShellMB (150 MB by default) covers the agent and everything
-    # it starts. `final` flushes the last, shorter line.
-    if ($text.Length -gt 0) { $bytes = $utf8.GetBytes($text); $ms.Write($bytes, 0, $bytes.Length) }
+function Write-Base64Piece($ms, $gz, [string]$text, [bool]$final) {
+    # Streams the response: the UTF-8 bytes of `text` go through the GZipStream `gz` (.NET 2.0;
+    # PROTOCOL.md "Response": the document travels gzip'd), which appends compressed bytes to `ms`,
+    # and every whole group of 57 of them leaves at once as one 76-character base64 line (the
+    # same lines as encoding the whole compressed document), so the agent never holds the
+    # document, its base64 and the framed copy at once: WinRM 2.0's MaxMemoryPerShellMB (150 MB by
+    # default) covers the agent and everything it starts. `final` closes `gz` (its last block and
+    # the gzip trailer; `ms` stays open) and flushes the last, shorter line.
+    if ($text.Length -gt 0) { $bytes = $utf8.GetBytes($text); $gz.Write($bytes, 0, $bytes.Length) }
+    if ($final) { $gz.Close() }
     $buf = $ms.GetBuffer()
     $len = [int]$ms.Length
     $whole = $len - ($len % 57)
@@ -1441,12 +1444,13 @@ try {
     $used = [long](120 + $utf8.GetByteCount($hostJson))
     $truncated = $false
     $ms = New-Object System.IO.MemoryStream
+    $gz = New-Object System.IO.Compression.GZipStream($ms, [System.IO.Compression.CompressionMode]::Compress, $true)
     $head = New-Object System.Text.StringBuilder
     [void]$head.Append('{"protocol":1,"nonce":')
     Add-JsonString $head $request['nonce']
     [void]$head.Append(',"host":' + $hostJson + ',"results":[')
     [Console]::Out.Write('KBFIX-BEGIN-' + $request['nonce'] + "`r`n")
-    Write-Base64Piece $ms $head.ToString() $false
+    Write-Base64Piece $ms $gz $head.ToString() $false
     $first = $true
     foreach ($op in $request['ops']) {
         if ($truncated) { $json = ConvertTo-AgentJson (New-LimitResult $op $limit $false) }
@@ -1460,13 +1464,13 @@ try {
         $used += $utf8.GetByteCount($json) + 1
         if (-not $first) { $json = ',' + $json }
         $first = $false
-        Write-Base64Piece $ms $json $false  # each result leaves as soon as it is known
+        Write-Base64Piece $ms $gz $json $false  # each result leaves as soon as it is known
         $json = $null
     }
     $elapsed = [long]([DateTime]::UtcNow - $agentStarted).TotalMilliseconds
     $tail = '],"truncated":false'
     if ($truncated) { $tail = '],"truncated":true' }
-    Write-Base64Piece $ms ($tail + ',"elapsed_ms":' + $elapsed.ToString($inv) + '}') $true
+    Write-Base64Piece $ms $gz ($tail + ',"elapsed_ms":' + $elapsed.ToString($inv) + '}') $true
     [Console]::Out.Write('KBFIX-END-' + $request['nonce'] + "`r`n")
     [Console]::Out.Flush()
     $global:LASTEXITCODE = 0

@@ -10,9 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import gzip
 import json
 import re
 import secrets
+import threading
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +34,14 @@ BOOTSTRAP_PATH = Path(__file__).with_name("bootstrap.ps1")
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _NONCE_RE = re.compile(r"^[0-9a-f]{32}$")
-_AGENT_PREFIX = b"KBFIX/1 AGENT "
-_REQUEST_PREFIX = b"KBFIX/1 REQUEST "
+_AGENT_PREFIX = b"KBFIX/1 AGENT-GZIP "
+#: The largest agent the lab (as the bootstrap's caller) accepts after decompression: the real
+#: agent is ~55 KB; a gzip stream that inflates past this is refused (a decompression bomb).
+MAX_AGENT_BYTES = 4 * 1024 * 1024
+#: The largest request document the lab inflates (a file.upload chunk of 512 KiB is ~0.7 MB).
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
+_REQUEST_PREFIX = b"KBFIX/1 REQUEST-GZIP "
 
 ArgScalar = str | int | bool | bytes
 ArgValue = ArgScalar | Sequence[ArgScalar]
@@ -187,16 +196,83 @@ def decode_request(doc: bytes) -> AgentRequest:
     return AgentRequest(tuple(ops), nonce=nonce, limit=limit)
 
 
+def minify_agent(source: bytes) -> bytes:
+    """The agent as it travels: `source` (agent.ps1) without its comments (whole-line ones, and
+    trailing ones after code that has no quote before the `#`), blank lines and indentation, LF
+    line ends. PowerShell gives leading whitespace and `#` comment
+    lines no meaning outside strings, and agent.ps1 has no block comments, here-strings or
+    multi-line string literals: tests/test_remoting_messages.py checks with the PowerShell grammar
+    that the result has exactly the source's tokens. Saves ~20% of the compressed agent."""
+    out = []
+    for line in source.replace(b"\r\n", b"\n").split(b"\n"):
+        text = line.strip()
+        if not text or text.startswith(b"#"):
+            continue
+        cut = text.find(b" #")
+        if cut > 0 and b"'" not in text[:cut] and b'"' not in text[:cut]:
+            text = text[:cut].rstrip()  # a trailing comment after code with no string before it
+        out.append(text)
+    return b"\n".join(out) + b"\n"
+
+
+@functools.lru_cache(maxsize=2)
+def _wire_agent(path: str, mtime_ns: int, size: int) -> bytes:
+    # Keyed on the file's identity, so an edited agent (or a test's stand-in) is read again.
+    return minify_agent(Path(path).read_bytes())
+
+
 def read_agent_bytes() -> bytes:
-    """The shipped agent script as sent on the wire (UTF-8, LF line ends)."""
-    return AGENT_PATH.read_bytes().replace(b"\r\n", b"\n")
+    """The shipped agent script as sent on the wire (`minify_agent` of agent.ps1, UTF-8, LF)."""
+    st = AGENT_PATH.stat()
+    return _wire_agent(str(AGENT_PATH), st.st_mtime_ns, st.st_size)
+
+
+def compress_agent(agent: bytes) -> bytes:
+    """The agent as it travels: gzip (RFC 1952, one member, no file name, mtime 0), made with
+    zopfli (a slower, denser deflate encoder, ~4% smaller than zlib's level 9; computed once per
+    process) when installed, else zlib level 9. Any deflate stream inflates the same: the
+    bootstrap uses .NET's System.IO.Compression.GZipStream, which exists since .NET Framework 2.0
+    (the PowerShell 2.0 runtime) and reads RFC 1952 (learn.microsoft.com, "GZipStream Class").
+    ~55 KB of script (~42 KB minified) become ~11 KB."""
+    try:
+        import zopfli.gzip
+    except ImportError:
+        return gzip.compress(agent, compresslevel=9, mtime=0)
+    return bytes(zopfli.gzip.compress(agent, numiterations=5))  # ~0.05 s of CPU; 15 saves 15 bytes
+
+
+_AGENT_LINE_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=2)
 def _agent_line(path: str, mtime_ns: int, size: int) -> bytes:
     # The arguments only key the cache on the file's identity, so an edited agent (or a test's
-    # stand-in) is read again; reading and base64-encoding 50 KB for every host cost ~0.3 ms.
-    return _AGENT_PREFIX + base64.b64encode(read_agent_bytes()) + b"\n"
+    # stand-in) is read again; compressing and base64-encoding 55 KB for every host would cost
+    # about 3 ms of CPU.
+    return _AGENT_PREFIX + base64.b64encode(compress_agent(read_agent_bytes())) + b"\n"
+
+
+def _gunzip(data: bytes, cap: int, what: str) -> bytes:
+    """Inflate one complete gzip member of at most `cap` bytes (as GZipStream reads it).
+    Raises RequestFormatError for data that is not one complete gzip member, has trailing
+    bytes, or inflates past `cap` (a decompression bomb)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, cap + 1)
+    except zlib.error as exc:
+        raise RequestFormatError(f"the {what} line is not gzip data ({exc})") from exc
+    if len(out) > cap or inflater.unconsumed_tail:
+        raise RequestFormatError(f"the {what} inflates past {cap} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise RequestFormatError(f"the {what} line is not exactly one complete gzip member")
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def gunzip_agent(data: bytes) -> bytes:
+    """Inflate a gzip'd agent, at most `MAX_AGENT_BYTES` bytes (see `_gunzip`), cached per
+    compressed bytes: a fleet receives the same agent on every host."""
+    return _gunzip(data, MAX_AGENT_BYTES, "agent")
 
 
 def read_bootstrap_text() -> str:
@@ -220,27 +296,34 @@ def command_line(bootstrap_text: str | None = None) -> tuple[str, list[str]]:
 
 
 def build_stdin(request_doc: bytes, agent: bytes | None = None) -> bytes:
-    """The ASCII stdin stream for the bootstrap: the agent line then the request line."""
+    """The ASCII stdin stream for the bootstrap: the gzip'd agent line then the gzip'd request line.
+    `agent`: the agent script bytes (default: the shipped agent.ps1)."""
     if agent is None:
         st = AGENT_PATH.stat()
-        agent_line = _agent_line(str(AGENT_PATH), st.st_mtime_ns, st.st_size)
+        # One thread computes the line; the others (a fleet's first wave of forks) wait for it
+        # instead of each compressing the agent too (lru_cache does not hold concurrent misses).
+        with _AGENT_LINE_LOCK:
+            agent_line = _agent_line(str(AGENT_PATH), st.st_mtime_ns, st.st_size)
     else:
-        agent_line = _AGENT_PREFIX + base64.b64encode(agent) + b"\n"
-    return agent_line + _REQUEST_PREFIX + base64.b64encode(request_doc) + b"\n"
+        agent_line = _AGENT_PREFIX + base64.b64encode(compress_agent(agent)) + b"\n"
+    return agent_line + _REQUEST_PREFIX + base64.b64encode(gzip.compress(request_doc, compresslevel=9, mtime=0)) + b"\n"
 
 
 def parse_stdin(stdin: bytes) -> tuple[bytes, bytes]:
-    """Split a bootstrap stdin stream into (agent bytes, request document).
-    Raises RequestFormatError when either line is missing or not base64."""
+    """Split a bootstrap stdin stream into (agent bytes, inflated; request document), reading it
+    as bootstrap.ps1 does. Raises RequestFormatError when either line is missing, not base64,
+    or the agent is not a bounded gzip stream (see `gunzip_agent`)."""
     agent = request = None
     for raw in stdin.splitlines():
         line = raw.strip()
         try:
             if line.startswith(_AGENT_PREFIX):
-                agent = base64.b64decode(line[len(_AGENT_PREFIX):], validate=True)
+                agent = gunzip_agent(base64.b64decode(line[len(_AGENT_PREFIX):], validate=True))
             elif line.startswith(_REQUEST_PREFIX):
-                request = base64.b64decode(line[len(_REQUEST_PREFIX):], validate=True)
+                request = _gunzip(base64.b64decode(line[len(_REQUEST_PREFIX):], validate=True), MAX_REQUEST_BYTES, "request")
         except (binascii.Error, ValueError) as exc:
+            if isinstance(exc, RequestFormatError):
+                raise
             raise RequestFormatError("stdin line is not valid base64") from exc
     if agent is None or request is None:
         raise RequestFormatError("stdin lacks the agent or the request line")
@@ -306,9 +389,11 @@ def response_document(
 
 
 def encode_response(document: Mapping[str, Any]) -> bytes:
-    """Frame a response document as the agent writes it to stdout (CRLF, 76-char base64 lines)."""
+    """Frame a response document as the agent writes it to stdout: base64 of the gzip of the UTF-8
+    JSON, in CRLF-separated 76-char lines between the nonce markers."""
     nonce = document["nonce"]
-    payload = base64.b64encode(json.dumps(document, ensure_ascii=False).encode("utf-8")).decode("ascii")
+    packed = gzip.compress(json.dumps(document, ensure_ascii=False).encode("utf-8"), compresslevel=6, mtime=0)
+    payload = base64.b64encode(packed).decode("ascii")
     body = "\r\n".join(payload[i : i + 76] for i in range(0, len(payload), 76))
     return f"KBFIX-BEGIN-{nonce}\r\n{body}\r\nKBFIX-END-{nonce}\r\n".encode("ascii")
 
@@ -316,8 +401,11 @@ def encode_response(document: Mapping[str, Any]) -> bytes:
 def decode_response(stdout: bytes, nonce: str, *, limit: int = DEFAULT_RESPONSE_LIMIT, host: str | None = None) -> AgentResponse:
     """Find the framed response for `nonce` in raw stdout and decode it.
 
-    Everything outside the markers is ignored. Raises ResponseTooLargeError when stdout passes
-    `limit` bytes (×1.4 for base64), AgentError when the markers, base64, JSON or shape are wrong.
+    The payload is base64 of the gzip of the UTF-8 JSON document (base64 of the JSON itself is
+    read too: JSON never starts with the gzip magic 1F 8B). Everything outside the markers is
+    ignored. Raises ResponseTooLargeError when stdout passes `limit` bytes (×1.4 for base64) or
+    the document inflates past `limit`; AgentError when the markers, base64, gzip, JSON or shape
+    are wrong.
     """
     if len(stdout) > limit * 4 // 3 + 4096:
         raise ResponseTooLargeError(f"agent response larger than {limit} bytes", host=host)
@@ -329,7 +417,15 @@ def decode_response(stdout: bytes, nonce: str, *, limit: int = DEFAULT_RESPONSE_
         raise AgentError("agent output has no framed response for this request", host=host)
     b64 = re.sub(rb"\s+", b"", stdout[i + len(begin) : j])
     try:
-        doc = json.loads(base64.b64decode(b64, validate=True).decode("utf-8"))
+        payload = base64.b64decode(b64, validate=True)
+        if payload.startswith(_GZIP_MAGIC):
+            try:
+                payload = _gunzip(payload, limit, "response")
+            except RequestFormatError as exc:
+                if "inflates past" in str(exc):
+                    raise ResponseTooLargeError(f"agent response larger than {limit} bytes", host=host) from None
+                raise AgentError(f"agent response is not valid gzip: {exc}", host=host) from exc
+        doc = json.loads(payload.decode("utf-8"))
     except (binascii.Error, ValueError) as exc:
         raise AgentError(f"agent response is not valid base64 JSON: {exc}", host=host) from exc
     if not isinstance(doc, dict) or doc.get("protocol") != PROTOCOL_VERSION or doc.get("nonce") != nonce:

@@ -1,10 +1,7 @@
-$ErrorActionPreference = 'Stop'
-$agent = $null; $request = $null
-foreach ($line in $input) {
-    $t = [string]$line
-    if ($t.StartsWith('KBFIX/1 AGENT ')) { $agent = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($t.Substring(14).Trim())) }
-    elseif ($t.StartsWith('KBFIX/1 REQUEST ')) { $request = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($t.Substring(16).Trim())) }
-}
-if ($agent -eq $null -or $request -eq $null) { [Console]::Error.WriteLine('kbfix bootstrap: agent or request missing on stdin'); exit 1 }
-& ([ScriptBlock]::Create($agent)) $request
+$ErrorActionPreference='Stop'
+function X([string]$b){$z=New-Object IO.Compression.GZipStream((New-Object IO.MemoryStream(,[Convert]::FromBase64String($b.Trim()))),[IO.Compression.CompressionMode]::Decompress);(New-Object IO.StreamReader($z,[Text.Encoding]::UTF8)).ReadToEnd()}
+$a=$null;$r=$null
+foreach($l in $input){$t=[string]$l;if($t.StartsWith('KBFIX/1 AGENT-GZIP ')){$a=X $t.Substring(19)}elseif($t.StartsWith('KBFIX/1 REQUEST-GZIP ')){$r=X $t.Substring(21)}}
+if($a -eq $null -or $r -eq $null){[Console]::Error.WriteLine('kbfix bootstrap: agent or request missing on stdin');exit 1}
+&([ScriptBlock]::Create($a)) $r
 exit $LASTEXITCODE

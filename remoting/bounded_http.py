@@ -71,6 +71,7 @@ class _Watch:
     def finish(self) -> None:
         with self._lock:
             self.done = True
+            self.conn = None  # the watch may sit in the watchdog's heap until its deadline
 
     def _shut(self) -> None:
         sock = getattr(self.conn, "sock", None)
@@ -80,7 +81,11 @@ class _Watch:
 
 
 class _Watchdog:
-    """One daemon thread that fires watches whose deadline passed (a heap of deadlines)."""
+    """One daemon thread that fires watches whose deadline passed (a heap of deadlines).
+
+    One per process (`_WATCHDOG`), shared by every adapter: a thread per host session cost a
+    thread start and a wake-up per request. The thread is woken only when a new deadline is
+    earlier than every pending one; finished watches are dropped when their deadline comes."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, _Watch]] = []
@@ -91,11 +96,14 @@ class _Watchdog:
 
     def add(self, watch: _Watch) -> None:
         with self._cond:
+            earliest = not self._heap or watch.deadline < self._heap[0][0]
             heapq.heappush(self._heap, (watch.deadline, next(self._seq), watch))
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
+                self._stopped = False
                 self._thread = threading.Thread(target=self._run, name="kbfix-http-watchdog", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            elif earliest:
+                self._cond.notify()
 
     def stop(self) -> None:
         with self._cond:
@@ -105,6 +113,8 @@ class _Watchdog:
     def _run(self) -> None:
         with self._cond:
             while not self._stopped:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)  # finished: nothing to watch
                 now = time.monotonic()
                 while self._heap and (self._heap[0][2].done or self._heap[0][0] <= now):
                     _d, _s, watch = heapq.heappop(self._heap)
@@ -112,6 +122,9 @@ class _Watchdog:
                         watch.fire()
                 wait = self._heap[0][0] - now if self._heap else None
                 self._cond.wait(wait)
+
+
+_WATCHDOG = _Watchdog()
 
 
 class _WatchedMixin:
@@ -185,7 +198,7 @@ class BoundedAdapter(HTTPAdapter):
     def __init__(self, *, max_body: int = DEFAULT_MAX_BODY, total_s: float = 60.0) -> None:
         self.max_body = max_body
         self.total_s = total_s
-        self._watchdog = _Watchdog()
+        self._watchdog = _WATCHDOG
         super().__init__()
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -210,8 +223,7 @@ class BoundedAdapter(HTTPAdapter):
         return response
 
     def close(self) -> None:
-        """Stop the watchdog thread and close the pools."""
-        self._watchdog.stop()
+        """Close the pools (the shared watchdog keeps running for other sessions)."""
         super().close()
 
 

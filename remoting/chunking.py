@@ -1,7 +1,7 @@
 """Splitting the agent's stdin into WS-Man Send chunks that fit the host's MaxEnvelopeSize.
 
-A Send envelope carries its chunk as base64 (4 bytes per 3) inside roughly 2 KB of SOAP header
-(pywinrm's `send_command_input`); message encryption (NTLM/Kerberos/CredSSP over HTTP) adds a
+A Send envelope carries its chunk as base64 (4 bytes per 3) inside about 1.2 KB of SOAP header
+(`remoting.wsman_messages.send`); message encryption (NTLM/Kerberos/CredSSP over HTTP) adds a
 MIME wrapper of a few hundred bytes. WinRM refuses an envelope above MaxEnvelopeSizekb
 (w:EncodingLimit, 0x80338008): 150 KB on WinRM 1.1 (Server 2003), 500 KB on WinRM 2.0+ (MS docs
 "Installation and configuration for Windows Remote Management"). pywinrm announces 153600 bytes,

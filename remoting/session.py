@@ -31,7 +31,6 @@ from remoting.agent_protocol import (
     command_line,
     decode_response,
     encode_request,
-    read_agent_bytes,
 )
 from remoting.chunking import DEFAULT_MAX_ENVELOPE_SIZE, split_stdin
 from remoting.endpoint import Endpoint
@@ -97,7 +96,6 @@ class AgentSession:
         self.response_limit = response_limit
         self.stats = SessionStats()
         self._client = WsmanClient(endpoint, self.stats)  # validates settings; opens nothing yet
-        self._agent = read_agent_bytes()
         self._shell_id: str | None = None
         self._command_id: str | None = None
 
@@ -192,7 +190,7 @@ class AgentSession:
     ) -> AgentResponse:
         assert self._shell_id is not None
         started = time.monotonic()
-        chunks = split_stdin(build_stdin(doc, self._agent), self.max_envelope_size)
+        chunks = split_stdin(build_stdin(doc), self.max_envelope_size)
         command, args = command_line()
         self._command_id = self._client.run_command(self._shell_id, command, args)
         self.stats.commands += 1

@@ -10,7 +10,6 @@ Fault codes: [MS-WSMV] and WinRM's winrm.h (`ERROR_WSMAN_QUOTA_MAX_SHELLS` 0x803
 
 from __future__ import annotations
 
-import base64
 import logging
 import math
 import socket
@@ -26,10 +25,10 @@ import requests
 import urllib3.exceptions
 import winrm.exceptions as wexc
 import winrm.transport
-import xmltodict
 from winrm.protocol import Protocol
 
 from remoting import bounded_http
+from remoting import wsman_messages as wsm
 from remoting.endpoint import Endpoint
 from remoting.errors import (
     AuthRejectedError,
@@ -43,6 +42,7 @@ from remoting.errors import (
     UnreachableError,
     WSManFaultError,
 )
+from remoting.lean_http import LEAN_TRANSPORTS, LeanSender
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,8 +50,6 @@ T = TypeVar("T")
 QUOTA_FAULT_CODES = frozenset({2150859173, 2150859174})  # 0x803381A5 MaxShellsPerUser, 0x803381A6 MaxConcurrentOperations…
 TIMED_OUT_FAULT_CODE = 2150858793  # 0x80338029 ERROR_WSMAN_OPERATION_TIMEDOUT
 _SUPPORTED_TRANSPORTS = ("ntlm", "kerberos", "basic", "credssp")
-_SHELL_URI = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd"
-_STDIN_SLOT = "KBFIX-STDIN-SLOT"  # placeholder text, replaced by the chunk's base64 after serialising
 
 
 @dataclass
@@ -167,7 +165,8 @@ def map_exception(exc: BaseException, endpoint: Endpoint, action: str) -> Remoti
             f"the host's answer to {action} was larger than {bounded_http.DEFAULT_MAX_BODY} bytes: refused unread",
             host=host,
         )
-    if isinstance(exc, (ET.ParseError, xml.parsers.expat.ExpatError, defusedxml.DefusedXmlException)):
+    if isinstance(exc, (ET.ParseError, xml.parsers.expat.ExpatError, defusedxml.DefusedXmlException,
+                        wsm.UnsafeXmlError, wsm.AnswerXmlError)):
         return MalformedAnswerError(f"the host's answer to {action} is not well-formed WS-Man XML", host=host)
     if isinstance(exc, wexc.AuthenticationError):
         return AuthRejectedError(
@@ -267,21 +266,28 @@ class WsmanClient:
         # total time per request (requests' read timeout bounds each socket read, not an answer).
         # The adapter goes on before pywinrm's first (authenticating) request when it sets up
         # message encryption: an NTLM context belongs to the TCP connection it was made on.
-        build, setup = proto.transport.build_session, proto.transport.setup_encryption
+        lean = endpoint.transport in LEAN_TRANSPORTS
+        if lean:
+            password = endpoint.password.reveal() if endpoint.password is not None else None
+            LeanSender(proto.transport, endpoint.username, password,
+                       on_session=lambda session: bounded_http.install(session, total_s=t.connect + t.read)).install()
+        else:
+            build, setup = proto.transport.build_session, proto.transport.setup_encryption
 
-        def build_bounded() -> requests.Session:
-            session = build()
-            bounded_http.install(session, total_s=t.connect + t.read)
-            return session
+            def build_bounded() -> requests.Session:
+                session = build()
+                bounded_http.install(session, total_s=t.connect + t.read)
+                return session
 
-        def setup_bounded(session: requests.Session) -> None:
-            bounded_http.install(session, total_s=t.connect + t.read)
-            setup(session)
+            def setup_bounded(session: requests.Session) -> None:
+                bounded_http.install(session, total_s=t.connect + t.read)
+                setup(session)
 
-        proto.transport.build_session = build_bounded  # type: ignore[method-assign]
-        proto.transport.setup_encryption = setup_bounded  # type: ignore[method-assign]
+            proto.transport.build_session = build_bounded  # type: ignore[method-assign]
+            proto.transport.setup_encryption = setup_bounded  # type: ignore[method-assign]
         self._proto = proto
         self._operation_s = math.ceil(t.operation)
+        self._to = endpoint.url
 
     def _call(self, action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """`fn(*args, **kwargs)` with any failure mapped to the typed error for WS-Man `action`."""
@@ -306,96 +312,80 @@ class WsmanClient:
             self._proto.transport.close_session()
         return map_exception(exc, self.endpoint, action)
 
+    def _exchange(self, action: str, message: wsm.Message) -> wsm.Answer:
+        """Send one envelope through pywinrm's Protocol (its transport, authentication, sealing and
+        SOAP-fault mapping) and parse the answer; the answer must relate to this request
+        (wsa:RelatesTo = our wsa:MessageID, WS-Addressing as [MS-WSMV] uses it)."""
+        raw = self._proto.send_message(message.text)
+        answer = wsm.parse_answer(raw)
+        if answer.relates_to is not None and answer.relates_to != message.message_id:
+            raise MalformedAnswerError(
+                f"the host's answer to {action} relates to another request", host=self.endpoint.host
+            )
+        return answer
+
     def open_shell(self, idle_timeout_s: float | None = None) -> str:
         """WS-Man Create: a cmd shell with codepage 437 and no user profile. Returns the ShellId.
 
         windows (issue 13 item 3): 437, pywinrm's default, not 65001: Windows before Server 2008 R2
         fails on 65001 (chef/knife-windows PR #400; WinRb/WinRM #232: commands return nothing on
         2008 SP2), and every byte of the agent protocol is ASCII, so UTF-8 gains nothing."""
-        idle = f"PT{int(idle_timeout_s)}S" if idle_timeout_s else None
-        return self._call("Create", self._proto.open_shell, codepage=SHELL_CODEPAGE, noprofile=True, idle_timeout=idle)
+        idle = int(idle_timeout_s) if idle_timeout_s else None
+        msg = wsm.create(self._to, self._operation_s, codepage=SHELL_CODEPAGE, noprofile=True, idle_timeout_s=idle)
+        answer = self._call("Create", self._exchange, "Create", msg)
+        if not answer.shell_id:
+            raise WSManFaultError("the WinRM service answered Create without a ShellId", host=self.endpoint.host)
+        return answer.shell_id
 
     def run_command(self, shell_id: str, command: str, args: list[str]) -> str:
         """WS-Man Command: start `command args` directly (no cmd.exe). Returns the CommandId.
 
         Unlike pywinrm's `run_command` (which joins the arguments into one string), each argument
         travels in its own `rsp:Arguments` element, as [MS-WSMV] 2.2.4.7 CommandLine allows."""
-        return self._call("Command", self._command, shell_id, command, args)
-
-    def _command(self, shell_id: str, command: str, args: list[str]) -> str:
-        proto = self._proto
-        req = {
-            "env:Envelope": proto.build_wsman_header(
-                resource_uri=_SHELL_URI, action="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Command",
-                shell_id=shell_id,
-            )
-        }
-        req["env:Envelope"]["env:Header"]["w:OptionSet"] = {
-            "w:Option": [
-                {"@Name": "WINRS_CONSOLEMODE_STDIN", "#text": "TRUE"},
-                {"@Name": "WINRS_SKIP_CMD_SHELL", "#text": "TRUE"},
-            ]
-        }
-        line: dict[str, object] = {"rsp:Command": command}
-        if args:
-            line["rsp:Arguments"] = list(args)
-        req["env:Envelope"].setdefault("env:Body", {})["rsp:CommandLine"] = line
-        root = ET.fromstring(proto.send_message(xmltodict.unparse(req)))
-        node = next((n for n in root.iter() if n.tag.endswith("CommandId")), None)
-        if node is None or not node.text:
+        msg = wsm.command(self._to, self._operation_s, shell_id, command, args)
+        answer = self._call("Command", self._exchange, "Command", msg)
+        if not answer.command_id:
             raise WSManFaultError("the WinRM service answered Command without a CommandId", host=self.endpoint.host)
-        return node.text
+        return answer.command_id
 
     def send(self, shell_id: str, command_id: str, chunk: bytes, *, end: bool) -> None:
-        """WS-Man Send ([MS-WSMV] 3.1.4.12): one stdin chunk; `end` closes stdin."""
-        self._call("Send", self._send, shell_id, command_id, chunk, end)
-
-    def _send(self, shell_id: str, command_id: str, chunk: bytes, end: bool) -> None:
-        # The envelope pywinrm's send_command_input builds, except that the base64 text goes in
-        # after serialising: base64 needs no XML escaping, and escaping ~100 KB of it through
-        # xmltodict cost about 1.5 ms of CPU per host.
-        proto = self._proto
-        req = {
-            "env:Envelope": proto.build_wsman_header(
-                resource_uri=_SHELL_URI, action="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Send",
-                shell_id=shell_id,
-            )
-        }
-        req["env:Envelope"].setdefault("env:Body", {})["rsp:Send"] = {
-            "rsp:Stream": {
-                "@xmlns:rsp": "http://schemas.microsoft.com/wbem/wsman/1/windows/shell",
-                "@Name": "stdin",
-                "@CommandId": command_id,
-                "@End": "true" if end else "false",
-                "#text": _STDIN_SLOT,
-            }
-        }
-        message = xmltodict.unparse(req)
-        proto.send_message(message.replace(_STDIN_SLOT, base64.b64encode(chunk).decode("ascii"), 1))
+        """WS-Man Send ([MS-WSMV] 3.1.4.13): one stdin chunk; `end` closes stdin."""
+        msg = wsm.send(self._to, self._operation_s, shell_id, command_id, chunk, end=end)
+        self._call("Send", self._exchange, "Send", msg)
 
     def receive(self, shell_id: str, command_id: str, wait_s: float) -> ReceiveResult | None:
         """WS-Man Receive, long-polling at most `wait_s` seconds (whole seconds, at least 1).
         Returns None when the poll expired with no output (the expected w:TimedOut)."""
-        self._proto.operation_timeout_sec = max(1, min(self._operation_s, math.ceil(wait_s)))
+        timeout = max(1, min(self._operation_s, math.ceil(wait_s)))
+        msg = wsm.receive(self._to, timeout, shell_id, command_id)
         try:
-            out, err, code, done = self._proto.get_command_output_raw(shell_id, command_id)
+            answer = self._exchange("Receive", msg)
+            out, err = answer.stream_bytes("stdout"), answer.stream_bytes("stderr")
         except wexc.WinRMOperationTimeoutError:
             return None
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
             raise self._mapped(exc, "Receive") from exc
-        finally:
-            self._proto.operation_timeout_sec = self._operation_s
+        done = answer.command_state is not None and answer.command_state.endswith("CommandState/Done")
+        code = -1
+        if done:
+            try:
+                code = int(answer.exit_code) if answer.exit_code else -1
+            except ValueError:
+                raise MalformedAnswerError("the host's Receive answer has a non-numeric ExitCode",
+                                           host=self.endpoint.host) from None
         return ReceiveResult(out, err, code, done)
 
     def terminate(self, shell_id: str, command_id: str) -> None:
         """WS-Man Signal terminate for a running command."""
-        self._call("Signal", self._proto.cleanup_command, shell_id, command_id)
+        msg = wsm.signal_terminate(self._to, self._operation_s, shell_id, command_id)
+        self._call("Signal", self._exchange, "Signal", msg)
 
     def delete_shell(self, shell_id: str) -> None:
         """WS-Man Delete of the shell, keeping the HTTP connection (see `close`)."""
-        self._call("Delete", self._proto.close_shell, shell_id, close_session=False)
+        msg = wsm.delete(self._to, self._operation_s, shell_id)
+        self._call("Delete", self._exchange, "Delete", msg)
 
     def close(self) -> None:
         """Drop the HTTP session and its connections (end of the host's session)."""

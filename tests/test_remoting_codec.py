@@ -1,19 +1,17 @@
-"""Pure parts of remoting, no network: stdin chunking against real pywinrm Send envelopes, the agent
+"""Pure parts of remoting, no network: stdin chunking against the real Send envelopes, the agent
 codec round trips (property tests), framing robustness, stderr text, and the op table."""
 
 from __future__ import annotations
 
-import base64
 import re
 import uuid
 
 import pytest
-import xmltodict
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from winrm.protocol import Protocol
 
 from remoting import agent_protocol as ap
+from remoting import wsman_messages as wsm
 from remoting.chunking import DEFAULT_MAX_ENVELOPE_SIZE, max_chunk_bytes, split_stdin
 from remoting.errors import AgentError, ResponseTooLargeError
 from remoting.ops import OPS
@@ -21,18 +19,9 @@ from remoting.session import stderr_text
 
 
 def _send_envelope(chunk: bytes, end: bool) -> bytes:
-    """The exact envelope pywinrm's send_command_input would POST for `chunk` (built, not sent)."""
-    p = Protocol("http://127.0.0.1:1/wsman", transport="basic", username="u", password="p")
-    req = {"env:Envelope": p.build_wsman_header(
-        resource_uri="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd",
-        action="http://schemas.microsoft.com/wbem/wsman/1/windows/shell/Send",
-        shell_id=str(uuid.uuid4()).upper(),
-    )}
-    stream = req["env:Envelope"].setdefault("env:Body", {}).setdefault("rsp:Send", {}).setdefault("rsp:Stream", {})
-    stream.update({"@CommandId": str(uuid.uuid4()).upper(), "@Name": "stdin", "@End": "true" if end else "false",
-                   "@xmlns:rsp": "http://schemas.microsoft.com/wbem/wsman/1/windows/shell",
-                   "#text": base64.b64encode(chunk)})
-    return xmltodict.unparse(req).encode("utf-8")
+    """The exact Send envelope kbfix POSTs for `chunk` (remoting.wsman_messages; built, not sent)."""
+    msg = wsm.send("http://127.0.0.1:5985/wsman", 20, str(uuid.uuid4()).upper(), str(uuid.uuid4()).upper(), chunk, end=end)
+    return msg.text.encode("utf-8")
 
 
 @settings(max_examples=40, deadline=None)

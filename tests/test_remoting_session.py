@@ -56,8 +56,8 @@ def test_password_never_appears_in_errors_or_logs(caplog: pytest.LogCaptureFixtu
 
 
 def test_stdin_is_chunked_to_the_hosts_envelope_size() -> None:
-    with Lab(make_hosts(extra="    wsman: {max_envelope_kb: 40}")) as lab:
-        with AgentSession(endpoint_for(lab, "WSUS01"), max_envelope_size=40 * 1024) as s:
+    with Lab(make_hosts(extra="    wsman: {max_envelope_kb: 12}")) as lab:
+        with AgentSession(endpoint_for(lab, "WSUS01"), max_envelope_size=12 * 1024) as s:
             resp = s.run([op("l", "log.scan", path=WSUS_LOG, pattern="InternalServerError")])
         assert resp.results[0].ok
         rec = lab.records("WSUS01")

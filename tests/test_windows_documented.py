@@ -285,7 +285,7 @@ def test_item8_agent_streams_its_answer_and_the_default_limit_fits_the_quota() -
     text = AGENT.read_text(encoding="utf-8")
     main = text[text.index("# ------------------------------------------------------------------------------ main"):]
     # no full document, base64 copy or framed copy: each result leaves as soon as it is known
-    assert "Write-Base64Piece $ms $json $false" in main and "$parts" not in main
+    assert "Write-Base64Piece $ms $gz $json $false" in main and "$parts" not in main  # gz: PROTOCOL.md "Response"
     assert "ToBase64String($buf, $pos, [Math]::Min(57" in text  # 57 bytes → one 76-char line
     assert AgentRequest(()).limit == 8 * 1024 * 1024
     assert "[long]8388608" in text

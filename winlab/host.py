@@ -165,6 +165,9 @@ class EmulatedHost:
         return ProcessResult(b"", clixml_errors((message,)), 1)
 
     def _agent(self, stdin: bytes, env: Mapping[str, str], cancel: threading.Event) -> ProcessResult:
+        # What bootstrap.ps1 does on Windows: read both stdin lines and inflate the agent with
+        # System.IO.Compression.GZipStream (.NET 2.0+, RFC 1952); parse_stdin does the same,
+        # bounded. Only the shipped agent, byte for byte, is run.
         try:
             agent, doc = parse_stdin(stdin)
         except RequestFormatError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+from kbfix.gctune import tune_for_fleet
 from kbfix.planfile import PlanDocument
 from kbfix.rollout import SerialStep, batch_failed, batches, batches_by_layout, run_concurrently
 from kbfix.run.options import RunControl, RunOptions, RunOutcome, kbfix_version
@@ -55,6 +56,7 @@ class RunSchedule:
             options=dict(options.recorded),
         )
         store.begin_run(self.info, resumes=resumes)
+        tune_for_fleet()  # kbfix.gctune: fewer young collections over thousands of host answers
 
     @property
     def id(self) -> str:
