@@ -8,6 +8,7 @@ exits with a code from `kbfix.exitcodes`. The store-reading commands live in `kb
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -17,10 +18,12 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.console import Console
 
 from kbfix import __version__, cli_contact, cli_store
+from kbfix import cli_common as common
 from kbfix import cli_render as render
-from kbfix.cli_common import Globals, fail, globals_of, guarded, open_store
+from kbfix.cli_common import Globals, fail, globals_of, guarded, open_store, with_globals
 from kbfix.cli_evidence import (  # evidence (issue 15): who/why, waivers, recorded reports, audit, status
     ApproverOpt,
     OperatorOpt,
@@ -40,7 +43,9 @@ from kbfix.exitcodes import HELP as EXIT_HELP
 from kbfix.exitcodes import ExitCode
 from kbfix.offline.cli import ANSWERS_HELP, check_engine, offline_inventory
 from kbfix.planfile import PlanDocument
+from kbfix.preflight import check_outputs, check_window, wait_for_window
 from kbfix.progress import make_progress
+from kbfix.resume import ResumeSettings, resume_settings
 from kbfix.rollout import parse_serial
 from kbfix.run import (
     RunControl,
@@ -53,7 +58,7 @@ from kbfix.run import (
     run_plan,
 )
 from kbfix.sites.cli import worker as sites_worker
-from kbfix.terminal import SanitizingFilter, safe_text
+from kbfix.terminal import safe_text
 from kbfix.trace import TRACE_HELP, with_trace
 from kbfix.window import parse_window
 from playbooks.reboot import (  # reboot (issue 21)
@@ -73,6 +78,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # plain click help: no `<bool>` type column, each env var named once
 )
 app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
@@ -91,43 +97,31 @@ log = logging.getLogger("kbfix")
 def main(
     ctx: typer.Context,
     inventory: Annotated[list[Path] | None, typer.Option(
-        "-i", "--inventory", envvar="KBFIX_INVENTORY",
-        help="Inventory file (kbfix YAML, Ansible INI/YAML); repeat for several. Env: KBFIX_INVENTORY.")] = None,
-    limit: Annotated[str | None, typer.Option(
-        "--limit", "-l", help="Ansible-style host pattern, e.g. 'site_aarhus:&wsus' or 'wsus0[1:3]'.")] = None,
-    forks: Annotated[int, typer.Option("--forks", "-f", min=1, help="Hosts worked on in parallel.")] = 20,
-    state: Annotated[Path | None, typer.Option(
-        "--state", envvar="KBFIX_STATE",
-        help="Audit store directory. Env: KBFIX_STATE; default: the platform user data dir.")] = None,
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More detail (-vv: debug log).")] = 0,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only results: no progress display.")] = False,
-    no_color: Annotated[bool, typer.Option("--no-color", help="No colour in the output.")] = False,
-    host_timeout: Annotated[float, typer.Option(
-        "--host-timeout", min=1,
-        help="Seconds one host may take (apply adds twice the plan's estimate); past it the host is reported "
-             "unreachable and the others go on.")] = 600.0,
+        "-i", "--inventory", envvar="KBFIX_INVENTORY", metavar="FILE", help=common.INVENTORY_HELP)] = None,
+    limit: Annotated[str | None, typer.Option("--limit", "-l", metavar="PATTERN", help=common.LIMIT_HELP)] = None,
+    forks: Annotated[int, typer.Option("--forks", "-f", min=1, metavar="N", show_default=False, help=common.FORKS_HELP)] = 20,
+    state: Annotated[Path | None, typer.Option("--state", envvar="KBFIX_STATE", metavar="DIR",
+                                               help=common.STATE_HELP)] = None,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, show_default=False, help=common.VERBOSE_HELP)] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help=common.QUIET_HELP)] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help=common.NO_COLOR_HELP)] = False,
+    host_timeout: Annotated[float, typer.Option("--host-timeout", min=1, metavar="SECONDS", show_default=False,
+                                                help=common.HOST_TIMEOUT_HELP)] = 600.0,
     version: Annotated[bool, typer.Option("--version", help="Print the kbfix version and exit.")] = False,
-    vault_id: Annotated[list[str] | None, typer.Option(
-        "--vault-id", help="Ansible Vault secret LABEL@SOURCE (a password file, an executable, or prompt); repeatable.")] = None,
+    vault_id: Annotated[list[str] | None, typer.Option("--vault-id", metavar="LABEL@SOURCE", help=common.VAULT_ID_HELP)] = None,
     vault_password_file: Annotated[list[Path] | None, typer.Option(
-        "--vault-password-file", "--vault-pass-file",
-        help="Ansible Vault password file, or an executable that prints it; repeatable. "
-             "Env: ANSIBLE_VAULT_PASSWORD_FILE; ansible.cfg vault_password_file.")] = None,
-    ask_vault_pass: Annotated[bool, typer.Option("--ask-vault-pass", "-J", help="Ask for the Ansible Vault password.")] = False,
+        "--vault-password-file", "--vault-pass-file", metavar="FILE", help=common.VAULT_FILE_HELP)] = None,
+    ask_vault_pass: Annotated[bool, typer.Option("--ask-vault-pass", "-J", help=common.ASK_VAULT_HELP)] = False,
 ) -> None:
-    """Global options: `kbfix -i site.yml --limit wsus check` (the `kbfix` script also takes them
-    after the command: kbfix/argv.py)."""
+    """Global options, before the command (`kbfix -i site.yml --limit wsus check`) or after it
+    (`kbfix check -i site.yml`: kbfix.cli_common.with_globals); after it wins."""
     if version:
         typer.echo(f"kbfix {__version__}")
         raise typer.Exit(0)
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
-    logging.basicConfig(level={0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG),
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for handler in logging.getLogger().handlers:  # log lines carry host and inventory text
-        if not any(isinstance(f, SanitizingFilter) for f in handler.filters):
-            handler.addFilter(SanitizingFilter())
+    common.configure_logging(verbose)
     ctx.obj = Globals(list(inventory or []), limit, forks, state or default_state_dir(), verbose, quiet, no_color,
                       host_timeout, list(vault_id or []), list(vault_password_file or []), ask_vault_pass)
 
@@ -202,24 +196,31 @@ def _write_reports(g: Globals, outcome: RunOutcome, engine: Any, reports: Sequen
                             quiet=g.quiet)
 
 
-def _run_with_signals(fn: Callable[[RunControl], RunOutcome]) -> RunOutcome:
+def _run_with_signals(fn: Callable[[RunControl], RunOutcome], progress: Any = None,
+                      grace_s: float = RunOptions.grace_s) -> RunOutcome:
+    """Run `fn` with Ctrl-C/SIGTERM requesting a stop; the display acknowledges the stop at once
+    and, on a second Ctrl-C, says what it abandons (when it can: `stopping`/`abandon`)."""
     control = RunControl()
+    stopping = getattr(progress, "stopping", None)
+    abandon = getattr(progress, "abandon", None)
+    control.listen(on_stop=(lambda reason: stopping(reason, grace_s)) if stopping else None, on_abandon=abandon)
     with control.signals():
         return fn(control)
 
 
 FORMAT_HELP = "table (people) or json (the report document, schema kbfix/report/v1, on stdout)."
 ReportOpt = Annotated[list[Path] | None, typer.Option(
-    "--report", "-r", help="Also write a report; format from the extension (.json .html .md .csv .xml). Repeatable.")]
-LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en, da, de, nl, zh_CN.")]
-TraceOpt = Annotated[Path | None, typer.Option("--trace", help=TRACE_HELP)]
+    "--report", "-r", metavar="FILE", help="Also write a report; format from the extension (.json .html .md .csv .xml). Repeatable.")]
+LangOpt = Annotated[str, typer.Option("--lang", metavar="LANG", help="Report language: en, da, de, nl, zh_CN.")]
+TraceOpt = Annotated[Path | None, typer.Option("--trace", metavar="DIR", help=TRACE_HELP)]
 # sites (issue 18): run each host's agent requests through its site's `kbfix worker` (kbfix/sites/).
 BrokerOpt = Annotated[str | None, typer.Option(
-    "--broker", envvar="KBFIX_BROKER", help="Send each host's work to its site's worker via this broker "
+    "--broker", envvar="KBFIX_BROKER", metavar="URL", help="Send each host's work to its site's worker via this broker "
     "(redis://… or amqp://…; needs KBFIX_SIGN_KEY/CERT/STORE). Env: KBFIX_BROKER; config: broker.")]
 
 
 @app.command(epilog=EXIT_HELP)
+@with_globals
 @guarded
 def ping(ctx: typer.Context) -> None:
     """Reach and authenticate each host; one line per host.
@@ -241,10 +242,11 @@ def ping(ctx: typer.Context) -> None:
 
 
 @app.command(epilog=EXIT_HELP)
+@with_globals
 @guarded
 def check(
     ctx: typer.Context,
-    fmt: Annotated[str, typer.Option("--format", help=FORMAT_HELP)] = "table",
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help=FORMAT_HELP)] = "table",
     report: ReportOpt = None,
     lang: LangOpt = "en",
     trace: TraceOpt = None,
@@ -263,6 +265,7 @@ def check(
     g = globals_of(ctx)
     if fmt not in ("table", "json"):
         raise fail(f"--format {fmt!r}: choose table or json", ExitCode.USAGE)
+    check_outputs(report or [], lang)  # before any host is contacted
     wv = read_waivers(waivers)
     hosts, digest = _hosts(g, broker) if answers is None else offline_inventory(g)
     engine, hosts = check_engine(with_trace(_engine(broker=broker), trace, "check"), answers, g.state, hosts)
@@ -270,31 +273,36 @@ def check(
                               answers=str(answers) if answers else None,
                               waivers=str(waivers) if waivers else None,
                               waivers_sha256=wv.sha256 if wv else None), operator, change_ticket, approved_by)
+    progress = make_progress(quiet=g.quiet or fmt == "json", no_color=g.no_color)
     with open_store(g) as store:
         outcome = _run_with_signals(lambda c: run_check(
-            hosts, engine, store, opts, control=c,
-            progress=make_progress(quiet=g.quiet or fmt == "json", no_color=g.no_color)))
+            hosts, engine, store, opts, control=c, progress=progress), progress)
         if fmt == "json":
             from kbfix.report.record import document_for_run
 
             doc = document_for_run(store, outcome.info, outcome.results, engine.advisories(), waivers=wv)
             typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
-    if fmt != "json":
+    if fmt == "json":
+        pass
+    elif g.quiet:
+        render.print_summary(g.console(), outcome.results, f"kbfix check {outcome.info.id}")
+    else:
         render.print_table(g.console(), outcome.results, f"kbfix check {outcome.info.id}")
     _write_reports(g, outcome, engine, report or [], lang, wv)
     raise typer.Exit(int(exit_code(outcome.results)))
 
 
 @app.command(epilog=EXIT_HELP)
+@with_globals
 @guarded
 def plan(
     ctx: typer.Context,
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the plan (JSON).")] = Path("plan.json"),
-    packages: Annotated[Path | None, typer.Option("--packages", help="Folder of update packages with their manifest.")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", metavar="FILE", help="Where to write the plan (JSON).")] = Path("plan.json"),
+    packages: Annotated[Path | None, typer.Option("--packages", metavar="DIR", help="Folder of update packages with their manifest.")] = None,
     reboot: Annotated[str | None, typer.Option(
-        "--reboot", help="Record the restart policy in the plan for apply: never, if-needed, always.")] = None,
+        "--reboot", metavar="POLICY", help="Record the restart policy in the plan for apply: never, if-needed, always.")] = None,
     reboot_timeout: Annotated[float | None, typer.Option(
-        "--reboot-timeout", help="Record the restart timeout (seconds) in the plan.")] = None,
+        "--reboot-timeout", metavar="SECONDS", help="Record the restart timeout (seconds) in the plan.")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
     trace: TraceOpt = None,
@@ -309,6 +317,7 @@ def plan(
     Example: `kbfix -i site.yml plan --packages ./pkgs -o plan.json`, review, then `kbfix apply --plan plan.json`.
     """
     g = globals_of(ctx)
+    check_outputs(report or [], lang, [("-o/--output", output)])  # before any host is contacted
     try:  # reboot (issue 21): the reviewed plan carries the restart settings apply will use
         plan_reboot = RebootSettings(policy=reboot, timeout=reboot_timeout)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -316,44 +325,54 @@ def plan(
     _reboot_options(plan_reboot)
     hosts, digest = _hosts(g, broker)
     engine = with_trace(_engine(packages, broker=broker), trace, "plan")
+    progress = make_progress(quiet=g.quiet, no_color=g.no_color)
     with open_store(g) as store:
         outcome = _run_with_signals(lambda c: run_plan(
             hosts, engine, store, _with_who(_options(g, digest, packages=str(packages) if packages else None,
                                                      output=str(output)), operator, change_ticket, approved_by),
             reboot=plan_reboot if reboot is not None or reboot_timeout is not None else None, control=c,
-            progress=make_progress(quiet=g.quiet, no_color=g.no_color)))
+            progress=progress), progress)
     assert outcome.plan is not None
     outcome.plan.write(output)
-    render.print_plan(g.console(), outcome.plan)
-    typer.echo(f"plan written: {output} (run {outcome.info.id})", err=True)
+    if g.quiet:
+        render.print_summary(g.console(), outcome.results, f"kbfix plan {outcome.info.id}")
+    else:
+        render.print_plan(g.console(), outcome.plan)
+        typer.echo(f"plan written: {output} (run {outcome.info.id})", err=True)
     _write_reports(g, outcome, engine, report or [], lang)
     raise typer.Exit(int(exit_code(outcome.results)))
 
 
 @app.command(epilog=EXIT_HELP)
+@with_globals
 @guarded
 def apply(
     ctx: typer.Context,
-    plan_file: Annotated[Path | None, typer.Option("--plan", help="Apply exactly this reviewed plan (from `kbfix plan`).")] = None,
+    plan_file: Annotated[Path | None, typer.Option("--plan", metavar="FILE", help="Apply exactly this reviewed plan (from `kbfix plan`).")] = None,
     window: Annotated[str | None, typer.Option(
-        "--window", help="Change window: ISO 8601 START/END or START/PT4H with UTC offsets, or a named window from the config file.")] = None,
-    serial: Annotated[str | None, typer.Option("--serial", help="Batches as Ansible's serial: 1,10%,100% (the last repeats).")] = None,
+        "--window", metavar="WINDOW", help="Change window: ISO 8601 START/END or START/PT4H with UTC offsets, or a named window from the config file.")] = None,
+    serial: Annotated[str | None, typer.Option("--serial", metavar="BATCHES", help="Batches as Ansible's serial: 1,10%,100% (the last repeats).")] = None,
     max_fail_percent: Annotated[float | None, typer.Option(
-        "--max-fail-percent", min=0, max=100, help="Stop before the next batch when a batch's failures exceed this share.")] = None,
-    max_per_site: Annotated[int | None, typer.Option("--max-per-site", min=1, help="Hosts worked on at once per site.")] = None,
+        "--max-fail-percent", min=0, max=100, metavar="PERCENT", help="Stop before the next batch when more than this share of a batch failed; as Ansible, only failed, unreachable and unknown hosts count (a non-compliant host kbfix cannot fix does not).")] = None,
+    max_per_site: Annotated[int | None, typer.Option("--max-per-site", min=1, metavar="N", help="Hosts worked on at once per site.")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation (required when not interactive).")] = False,
-    resume: Annotated[str | None, typer.Option("--resume", help="Finish an interrupted apply run (id, prefix or 'latest').")] = None,
-    packages: Annotated[Path | None, typer.Option("--packages", help="Folder of update packages with their manifest.")] = None,
-    grace: Annotated[float, typer.Option("--grace", min=0, help="Seconds running hosts may finish after Ctrl-C/SIGTERM.")] = 120.0,
+    resume: Annotated[str | None, typer.Option("--resume", metavar="RUN", help=(
+        "Finish an interrupted apply run (id, prefix or 'latest') in the same rollout: its batches, "
+        "--max-fail-percent, --max-per-site, --window and --packages are kept unless given again here."))] = None,
+    packages: Annotated[Path | None, typer.Option("--packages", metavar="DIR", help="Folder of update packages with their manifest.")] = None,
+    grace: Annotated[float, typer.Option("--grace", min=0, metavar="SECONDS", help="Seconds running hosts may finish after Ctrl-C/SIGTERM.")] = 120.0,
+    wait: Annotated[bool, typer.Option(
+        "--wait-for-window", help="When --window opens later, wait for it (with a countdown; Ctrl-C stops) "
+                                  "instead of exiting 2.")] = False,
     reboot: Annotated[str | None, typer.Option(
-        "--reboot", help="Restart hosts inside the window: never (default), if-needed (installer exit 3010/1641 or "
+        "--reboot", metavar="POLICY", help="Restart hosts inside the window: never (default), if-needed (installer exit 3010/1641 or "
                          "Windows reports a restart pending), always. Config and plan can set it.")] = None,
     reboot_timeout: Annotated[float | None, typer.Option(
-        "--reboot-timeout", help="Seconds a restarted host has to answer again with a new boot time (default 600).")] = None,
+        "--reboot-timeout", metavar="SECONDS", help="Seconds a restarted host has to answer again with a new boot time (default 600).")] = None,
     reboot_message: Annotated[str | None, typer.Option(
-        "--reboot-message", help="Message shown to logged-on users (shutdown.exe /c, at most 127 characters).")] = None,
+        "--reboot-message", metavar="TEXT", help="Message shown to logged-on users (shutdown.exe /c, at most 127 characters).")] = None,
     pre_reboot_delay: Annotated[int | None, typer.Option(
-        "--pre-reboot-delay", help="Seconds Windows waits before restarting (shutdown.exe /t, 0-600, default 2).")] = None,
+        "--pre-reboot-delay", metavar="SECONDS", help="Seconds Windows waits before restarting (shutdown.exe /t, 0-600, default 2).")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
     operator: OperatorOpt = None,
@@ -375,6 +394,17 @@ def apply(
     g = globals_of(ctx)
     if plan_file is not None and resume is not None:
         raise fail("--plan and --resume cannot be combined", ExitCode.USAGE)
+    # Everything is validated before any host is contacted (exit 2, nothing sent).
+    check_outputs(report or [], lang)
+    resumed: ResumeSettings | None = None
+    if resume is not None:  # the interrupted run's rollout, unless overridden here
+        with open_store(g) as store:
+            resumed = resume_settings(store, resume, {
+                "serial": serial, "max_fail_percent": max_fail_percent, "max_per_site": max_per_site,
+                "window": window, "packages": str(packages) if packages else None})
+        v = resumed.values
+        serial, max_fail_percent, max_per_site, window = v["serial"], v["max_fail_percent"], v["max_per_site"], v["window"]
+        packages = Path(v["packages"]) if v["packages"] else None
     try:  # reboot (issue 21): command line first, then the plan, then the config file
         cli_reboot = RebootSettings(policy=reboot, timeout=reboot_timeout, message=reboot_message,  # type: ignore[arg-type]
                                     pre_reboot_delay=pre_reboot_delay)
@@ -385,31 +415,39 @@ def apply(
     wv = read_waivers(waivers)
     _reboot_options(cli_reboot, config.reboot)  # reboot (issue 21): refuse bad values before any contact
     win = parse_window(window, named=config.windows) if window else None
+    wait_s = check_window(win, wait=wait) if win is not None else 0.0
     steps = parse_serial(serial) if serial else None
     hosts, digest = _hosts(g, broker)
-    engine = _engine(packages, broker=broker)
+    engine = _engine(packages, broker=broker)  # reads and checks the packages manifest
+    the_plan = PlanDocument.read(plan_file) if plan_file is not None else None
+    if wait_s > 0 and win is not None:
+        try:
+            wait_for_window(win, lambda line: typer.echo(line, err=True))
+        except KeyboardInterrupt:
+            typer.echo("kbfix: interrupted while waiting for the change window; no host was contacted", err=True)
+            raise typer.Exit(int(ExitCode.NON_COMPLIANT)) from None
     rollout = RunOptions(window=win, serial=steps, max_fail_percent=max_fail_percent, max_per_site=max_per_site,
-                         grace_s=grace)
-    opts = _options(g, digest, rollout, window=str(win) if win else None, serial=serial,
-                    max_fail_percent=max_fail_percent, max_per_site=max_per_site, grace_s=grace,
-                    packages=str(packages) if packages else None, plan=str(plan_file) if plan_file else None,
-                    resume=resume, yes=yes, waivers=str(waivers) if waivers else None,
-                    waivers_sha256=wv.sha256 if wv else None)
+                         grace_s=grace, batches=resumed.batches if resumed else None)
+    recorded: dict[str, Any] = {
+        **(resumed.recorded() if resumed else {}),
+        "window": str(win) if win else None, "serial": serial, "max_fail_percent": max_fail_percent,
+        "max_per_site": max_per_site, "grace_s": grace, "packages": str(packages) if packages else None,
+        "plan": str(plan_file) if plan_file else None, "resume": resume, "yes": yes,
+        "waivers": str(waivers) if waivers else None, "waivers_sha256": wv.sha256 if wv else None}
+    opts = _options(g, digest, rollout, **recorded)
     _with_who(opts, operator, change_ticket, approved_by)
     with open_store(g) as store:
         progress = make_progress(quiet=g.quiet, no_color=g.no_color)
-        if resume is not None:
-            latest_apply = store.latest_run_id("apply") if resume == "latest" else None
-            run_id = latest_apply or store.resolve_run(resume)
-            if store.run_info(run_id).kind != "apply":
-                raise fail(f"run {run_id} is not an apply run", ExitCode.USAGE)
+        if resumed is not None:
+            if not g.quiet:
+                typer.echo(resumed.describe(), err=True)
+            run_id = resumed.run_id
             opts.reboot = _reboot_options(cli_reboot, None, config.reboot)
             opts.recorded["reboot"] = _reboot_recorded(opts.reboot)
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, resume=run_id, control=c,
-                                                            progress=progress))
+                                                            progress=progress), progress, grace)
         else:
-            if plan_file is not None:
-                the_plan = PlanDocument.read(plan_file)
+            if the_plan is not None:
                 if the_plan.inventory_hash and digest and the_plan.inventory_hash != digest:
                     typer.echo("kbfix: warning: the inventory changed since the plan was made", err=True)
             else:
@@ -420,7 +458,8 @@ def apply(
                                                                progress=make_progress(quiet=True)))
                 assert planned.plan is not None
                 the_plan = planned.plan
-                if render.print_plan(g.console(), the_plan) == 0:
+                shown = g.console() if not (g.quiet and yes) else Console(file=io.StringIO())
+                if render.print_plan(shown, the_plan) == 0:
                     typer.echo("nothing to apply", err=True)
                     raise typer.Exit(int(exit_code(planned.results)))
                 if not yes and not typer.confirm("Apply this plan?", default=False):
@@ -428,18 +467,22 @@ def apply(
             opts.reboot = _reboot_options(cli_reboot, the_plan.reboot, config.reboot)
             opts.recorded["reboot"] = _reboot_recorded(opts.reboot)
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, plan=the_plan, control=c,
-                                                            progress=progress))
-    if not g.quiet:
-        render.print_table(g.console(), outcome.results, f"kbfix apply {outcome.info.id} ({outcome.info.state})")
+                                                            progress=progress), progress, grace)
+    title = f"kbfix apply {outcome.info.id} ({outcome.info.state})"
+    if g.quiet:
+        render.print_summary(g.console(), outcome.results, title)
+    else:
+        render.print_table(g.console(), outcome.results, title)
     _write_reports(g, outcome, engine, report or [], lang, wv)
     raise typer.Exit(int(exit_code(outcome.results)))
 
 
 @app.command(epilog="Exit codes: 0 every host ended as its fixture intends; 1 otherwise (mismatches listed).")
+@with_globals
 @guarded
 def demo(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the reports, the plan and the audit store.")] = Path(
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for the reports, the plan and the audit store.")] = Path(
         "kbfix-demo"),
     lang: LangOpt = "en",
 ) -> None:
@@ -458,6 +501,7 @@ def demo(
     from kbfix.demo import run_demo
 
     g = globals_of(ctx)
+    check_outputs((), lang)
     outcome = run_demo(out, lang=lang, forks=g.forks, echo=typer.echo)
     width = max(len(h) for h in outcome.statuses)
     typer.echo(f"\n{'host':<{width}}  {'first check':<15} after apply")
@@ -479,8 +523,8 @@ app.command("status", epilog=EXIT_HELP)(guarded(status))  # evidence (issue 15)
 
 
 for _command in (cli_store.history, cli_store.show, cli_store.report):
-    app.command(epilog=EXIT_HELP)(_command)
-app.command(epilog=cli_store.UNLOCK_EXIT_HELP)(cli_store.unlock)
-app.command("status", epilog=EXIT_HELP)(guarded(status))  # evidence (issue 15)
+    app.command(epilog=EXIT_HELP)(with_globals(_command))
+app.command(epilog=cli_store.UNLOCK_EXIT_HELP)(with_globals(cli_store.unlock))
+app.command("status", epilog=EXIT_HELP)(with_globals(guarded(status)))  # evidence (issue 15)
 
 __all__ = ["Globals", "app", "main"]

@@ -1,8 +1,11 @@
-"""What every kbfix command shares: the resolved global options (`Globals`), the mapping of
-exceptions to exit codes (`guarded`), and opening the audit store."""
+"""What every kbfix command shares: the global options (`Globals`, declared once here and taken
+both before and after the command through `with_globals`), the mapping of exceptions to exit codes
+(`guarded`), and opening the audit store."""
 
 from __future__ import annotations
 
+import inspect
+import logging
 import sqlite3
 import sys
 import traceback
@@ -10,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,9 +21,10 @@ from rich.console import Console
 from kbfix.config import ConfigError, default_state_dir
 from kbfix.exitcodes import ExitCode
 from kbfix.planfile import PlanError
+from kbfix.preflight import PreflightError
 from kbfix.rollout import RolloutError
 from kbfix.store import AuditStore, HostLockedError, StoreError
-from kbfix.terminal import safe_text
+from kbfix.terminal import SanitizingFilter, safe_text
 from kbfix.window import WindowError
 
 
@@ -51,6 +55,7 @@ class Globals:
 # Usage/config errors: exit 2 with one line. Imported lazily where the modules may be heavy.
 _USAGE_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, WindowError, RolloutError, PlanError, StoreError, HostLockedError, FileNotFoundError,
+    PreflightError,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,6 +119,117 @@ def globals_of(ctx: typer.Context) -> Globals:
     if g is None:  # invoked without the callback (tests calling a command directly)
         g = Globals([], None, 20, default_state_dir(), 0, False, False)
     return g
+
+
+# The global options, declared once. The group callback (kbfix/cli.py `main`) takes them before the
+# command, with the environment variables; `with_globals` adds the same options to every run
+# command, without environment variables, so a value typed after the command wins over one typed
+# before it, and either wins over KBFIX_INVENTORY / KBFIX_STATE (click resolves the callback's
+# option from the command line before its envvar).
+INVENTORY_HELP = "Inventory file (kbfix YAML, Ansible INI/YAML); repeat for several."
+LIMIT_HELP = "Ansible-style host pattern, e.g. 'site_aarhus:&wsus' or 'wsus0[1:3]'."
+FORKS_HELP = "Hosts worked on in parallel (default 20)."
+STATE_HELP = "Audit store directory (default: the platform user data dir)."
+VERBOSE_HELP = "More detail (-vv: debug log)."
+QUIET_HELP = "Only the summary: no progress display, no per-host lines."
+NO_COLOR_HELP = "No colour in the output."
+VAULT_ID_HELP = "Ansible Vault secret LABEL@SOURCE (a password file, an executable, or prompt); repeatable."
+VAULT_FILE_HELP = ("Ansible Vault password file, or an executable that prints it; repeatable. "
+                   "Env: ANSIBLE_VAULT_PASSWORD_FILE; ansible.cfg vault_password_file.")
+ASK_VAULT_HELP = "Ask for the Ansible Vault password."
+HOST_TIMEOUT_HELP = ("Seconds one host may take (default 600; apply adds twice the plan's estimate); past it the "
+                     "host is reported unreachable and the others go on.")
+
+
+def _global_parameters() -> list[inspect.Parameter]:
+    kw = inspect.Parameter.KEYWORD_ONLY
+
+    def param(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+        return inspect.Parameter(name, kw, default=default, annotation=annotation)
+
+    return [
+        param("g_inventory", Annotated[list[Path] | None, typer.Option(
+            "-i", "--inventory", metavar="FILE", help=INVENTORY_HELP)]),
+        param("g_limit", Annotated[str | None, typer.Option("--limit", "-l", metavar="PATTERN", help=LIMIT_HELP)]),
+        param("g_forks", Annotated[int | None, typer.Option("--forks", "-f", min=1, metavar="N", show_default=False, help=FORKS_HELP)]),
+        param("g_state", Annotated[Path | None, typer.Option("--state", metavar="DIR", help=STATE_HELP)]),
+        param("g_verbose", Annotated[int, typer.Option("-v", "--verbose", count=True, show_default=False, help=VERBOSE_HELP)], 0),
+        param("g_quiet", Annotated[bool, typer.Option("-q", "--quiet", help=QUIET_HELP)], False),
+        param("g_no_color", Annotated[bool, typer.Option("--no-color", help=NO_COLOR_HELP)], False),
+        param("g_host_timeout", Annotated[float | None, typer.Option(
+            "--host-timeout", min=1, metavar="SECONDS", show_default=False, help=HOST_TIMEOUT_HELP)]),
+        param("g_vault_id", Annotated[list[str] | None, typer.Option(
+            "--vault-id", metavar="LABEL@SOURCE", help=VAULT_ID_HELP)]),
+        param("g_vault_password_file", Annotated[list[Path] | None, typer.Option(
+            "--vault-password-file", "--vault-pass-file", metavar="FILE", help=VAULT_FILE_HELP)]),
+        param("g_ask_vault_pass", Annotated[bool, typer.Option("--ask-vault-pass", "-J", help=ASK_VAULT_HELP)], False),
+    ]
+
+
+GLOBAL_PARAMETERS = _global_parameters()
+_GLOBAL_NAMES = frozenset(p.name for p in GLOBAL_PARAMETERS)
+
+
+def configure_logging(verbose: int) -> None:
+    """Log to stderr at WARNING (0), INFO (1) or DEBUG (2+), every handler behind the terminal
+    sanitiser (log lines carry host and inventory text). Safe to call again with a new level."""
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, SanitizingFilter) for f in handler.filters):
+            handler.addFilter(SanitizingFilter())
+
+
+def merge_globals(ctx: Any, given: dict[str, Any]) -> Globals:
+    """Fold the global options typed after the command (`given`, keyed `g_<name>`) into the
+    context's `Globals`: a value given there replaces the one from before the command (or the
+    environment); -v counts add up; -q and --no-color switch on from either place."""
+    g = globals_of(ctx)
+    if given.get("g_inventory"):
+        g.inventory = list(given["g_inventory"])
+    if given.get("g_limit") is not None:
+        g.limit = given["g_limit"]
+    if given.get("g_forks") is not None:
+        g.forks = given["g_forks"]
+    if given.get("g_state") is not None:
+        g.state = given["g_state"]
+    if given.get("g_host_timeout") is not None:
+        g.host_timeout = given["g_host_timeout"]
+    if given.get("g_vault_id"):
+        g.vault_ids = [*g.vault_ids, *given["g_vault_id"]]
+    if given.get("g_vault_password_file"):
+        g.vault_password_files = [*g.vault_password_files, *given["g_vault_password_file"]]
+    g.ask_vault_pass = g.ask_vault_pass or bool(given.get("g_ask_vault_pass"))
+    g.quiet = g.quiet or bool(given.get("g_quiet"))
+    g.no_color = g.no_color or bool(given.get("g_no_color"))
+    if given.get("g_verbose"):
+        g.verbose += int(given["g_verbose"])
+        configure_logging(g.verbose)
+    ctx.obj = g
+    return g
+
+
+def with_globals(fn: F) -> F:
+    """Give a command the global options (-i, --limit, --forks, --state, --host-timeout, -v, -q,
+    --no-color) as its own click options, so `kbfix check -i site.yml` works like
+    `kbfix -i site.yml check`. The wrapped function keeps its signature; the options are merged
+    into the context's `Globals` (`merge_globals`) before it runs. `fn` takes ctx first."""
+    sig = inspect.signature(fn, eval_str=True)
+    clash = _GLOBAL_NAMES & set(sig.parameters)
+    if clash:
+        raise TypeError(f"{fn.__name__}: parameters {sorted(clash)} are reserved for the global options")
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name) for name in list(kwargs) if name in _GLOBAL_NAMES}
+        ctx = kwargs.get("ctx", args[0] if args else None)
+        merge_globals(ctx, given)
+        return fn(*args, **kwargs)
+
+    params = [*sig.parameters.values(), *GLOBAL_PARAMETERS]
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper  # type: ignore[return-value]
 
 
 def open_store(g: Globals, *, readonly: bool = False) -> AuditStore:

@@ -25,6 +25,7 @@ from kbfix.terminal import cell, safe_text
 inventory_app = typer.Typer(
     help="Inspect an inventory: hosts, groups and effective settings.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 EXIT_USAGE = 2
@@ -40,8 +41,11 @@ class OutputFormat(str, Enum):
 InventoryOpt = Annotated[
     list[Path] | None,
     typer.Option(
-        "-i", "--inventory", envvar="KBFIX_INVENTORY",
-        help="Inventory file or directory (kbfix YAML, Ansible INI/YAML); repeat to merge. Env: KBFIX_INVENTORY.",
+        # No envvar here: KBFIX_INVENTORY is read by the global -i (kbfix/cli.py), so both
+        # `kbfix -i X inventory list` and `kbfix inventory list -i X` beat the variable.
+        "-i", "--inventory", metavar="FILE",
+        help="Inventory file or directory (kbfix YAML, Ansible INI/YAML); repeat to merge. Default: the global "
+             "-i, or KBFIX_INVENTORY.",
     ),
 ]
 VaultIdOpt = Annotated[
@@ -56,7 +60,7 @@ VaultFileOpt = Annotated[
 AskVaultOpt = Annotated[bool, typer.Option("--ask-vault-pass", "-J", help="Ask for the vault password.")]
 LimitOpt = Annotated[
     str | None,
-    typer.Option("--limit", "-l", help="Ansible host pattern: names, groups, globs, ~regex, !exclude, &intersect, @file."),
+    typer.Option("--limit", "-l", metavar="PATTERN", help="Ansible host pattern: names, groups, globs, ~regex, !exclude, &intersect, @file."),
 ]
 
 

@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-lab_app = typer.Typer(help="Run the embedded WS-Management lab that emulates Windows site servers.", no_args_is_help=True)
+lab_app = typer.Typer(help="Run the embedded WS-Management lab that emulates Windows site servers.", no_args_is_help=True,
+                      rich_markup_mode=None)
 
 DEFAULT_INVENTORY = Path("kbfix-lab-inventory.yaml")
 

@@ -75,14 +75,43 @@ def print_table(console: Console, results: Sequence[HostResult], title: str) -> 
     console.print(counts_text(counts) or "no hosts")
 
 
+def print_summary(console: Console, results: Sequence[HostResult], title: str) -> None:
+    """The one line `-q` prints: `TITLE: N host(s): compliant 3 · failed 1` (counts by status)."""
+    counts = Counter(r.status for r in results)
+    console.print(cell(f"{title}: {len(results)} host(s): {counts_text(counts) or 'none'}"))
+
+
+def why_nothing(host: HostResult) -> str:
+    """Why the plan has no action for `host`, in words that group across hosts (no host names or
+    addresses): its error kind when it could not be read, its status when there is nothing to
+    fix, else the planner's note on the first non-compliant finding (a missing package, a replica
+    server, an update missing from the catalog), or that the remedy belongs on a linked server."""
+    if host.error is not None:
+        kind = "" if host.error.kind == host.status.value else f" ({host.error.kind})"
+        return f"{host.status.value} while planning{kind}: see `kbfix show RUN` for the error"
+    if host.status is not Status.NON_COMPLIANT:
+        return host.status.value
+    for f in host.findings:
+        if f.status is Status.NON_COMPLIANT and not f.planned:
+            if f.linked_host:
+                return f"{f.advisory}: a client; its remedy runs on its WSUS server, which this plan covers"
+            if f.notes:
+                return f"{f.advisory}: {f.notes[0]}"
+            if not f.variant:
+                return f"{f.advisory}: non-compliant, and no remedy applies to this variant"
+    return "non-compliant, and kbfix has no remedy it may apply here"
+
+
 def print_plan(console: Console, plan: PlanDocument) -> int:
-    """Human summary of a plan; returns the number of actions."""
+    """Human summary of a plan: the actions per host, then the hosts with nothing to do grouped by
+    why (`why_nothing`) with counts. Returns the number of actions."""
     total = 0
+    idle: dict[str, list[str]] = {}
     for h in plan.hosts:
         n = len(h.planned)
         total += n
         if not n:
-            console.print(cell(f"{h.host}: nothing to do ({h.status.value})"))
+            idle.setdefault(why_nothing(h), []).append(h.host)
             continue
         console.print(cell(f"{h.host}: {n} action(s), about {h.estimated_seconds:g} s"))
         for f in h.findings:
@@ -93,6 +122,11 @@ def print_plan(console: Console, plan: PlanDocument) -> int:
                 console.print(cell(f"  {p.advisory} {p.kind.value}: {p.description}{pkg}{codes}"))
             for note in f.notes:
                 console.print(cell(f"  note: {note}"))
+    if idle:
+        console.print(f"nothing to do on {sum(len(v) for v in idle.values())} host(s):")
+        for reason, hosts in sorted(idle.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            console.print(cell(f"  {len(hosts):>3}  {reason}"))
+            console.print(cell(f"       {', '.join(hosts)}"))
     console.print(f"{total} action(s) on {sum(1 for h in plan.hosts if h.planned)} host(s)")
     return total
 

@@ -19,14 +19,14 @@ from kbfix.run import exit_code
 from kbfix.store import StoreError, operator_name
 from kbfix.terminal import safe_text
 
-LangOpt = Annotated[str, typer.Option("--lang", help="Report language: en, da, de, nl, zh_CN.")]
+LangOpt = Annotated[str, typer.Option("--lang", metavar="LANG", help="Report language: en, da, de, nl, zh_CN.")]
 
 
 @guarded
 def history(
     ctx: typer.Context,
-    count: Annotated[int, typer.Option("-n", "--count", min=1, help="How many runs (newest first).")] = 20,
-    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    count: Annotated[int, typer.Option("-n", "--count", min=1, metavar="N", help="How many runs (newest first).")] = 20,
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="table or json.")] = "table",
 ) -> None:
     """Past runs from the audit store, newest first.
 
@@ -50,7 +50,7 @@ def history(
 def show(
     ctx: typer.Context,
     run: Annotated[str, typer.Argument(help="Run id, a unique prefix, or 'latest'.")] = "latest",
-    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    fmt: Annotated[str, typer.Option("--format", metavar="FORMAT", help="table or json.")] = "table",
 ) -> None:
     """One run from the audit store: options, events, per-host results and every executed action.
 
@@ -82,9 +82,9 @@ def report(
     run: Annotated[str, typer.Argument(help="Run id, a unique prefix, 'latest', or 'fleet' (each host's latest "
                                             "known state, as `kbfix status`).")] = "latest",
     fmt: Annotated[str | None, typer.Option(
-        "--format", help="json, html, md, csv, junit, hdf (Heimdall) or pdf (default: from -o).")] = None,
+        "--format", metavar="FORMAT", help="json, html, md, csv, junit, hdf (Heimdall) or pdf (default: from -o).")] = None,
     lang: LangOpt = "en",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", metavar="FILE", help="File to write (default: stdout).")] = None,
     waivers: WaiversOpt = None,
 ) -> None:
     """Render a stored run as a report (re-rendering the same run gives the same bytes); the
@@ -135,7 +135,7 @@ UNLOCK_EXIT_HELP = "Exit codes: 0 the lock was released; 2 the host holds no loc
 def unlock(
     ctx: typer.Context,
     host: Annotated[str, typer.Argument(help="The locked host (inventory name).")],
-    run: Annotated[str, typer.Option("--run", help="The run that holds the lock (id, prefix or 'latest').")],
+    run: Annotated[str, typer.Option("--run", metavar="RUN", help="The run that holds the lock (id, prefix or 'latest').")],
 ) -> None:
     """Release a host's apply lock left by a run that is gone (a crash on another machine or container).
 

@@ -1,19 +1,26 @@
 """What the operator sees while a run runs.
 
 `RichProgress` (a terminal): a live bar per batch and one overall, with host counts by status.
-`PlainProgress` (not a TTY, `-q`, CI logs): one line per finished host, `host  status  detail`,
-plus a line per batch, so a log reads top to bottom. `make_progress` picks one. Both print
-to stderr so stdout stays clean for `--format json`.
+`PlainProgress` (not a TTY, CI logs): one line per finished host, `host  status  detail`,
+plus a line per batch, so a log reads top to bottom; with `-q` it prints nothing (the command
+prints its one summary line). `make_progress` picks one. Both print to stderr so stdout stays
+clean for `--format json`. Hosts a stop leaves unstarted are reported after their batch under
+"not started", never counted into the batch that ran: a batch counter never exceeds its size.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from collections import Counter
-from typing import IO
+from typing import IO, Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 
 from kbfix.terminal import safe_markup, safe_text
 from playbooks.model import HostResult, Status
@@ -49,28 +56,48 @@ class PlainProgress:
         self.quiet = quiet
         self.counts: Counter[Status] = Counter()
         self.total = 0
+        self._batch_left = 0
+        self._outside = False
+
+    def _print(self, line: str) -> None:
+        if not self.quiet:
+            print(line, file=self.stream, flush=True)
 
     def start(self, kind: str, total: int, batches: int) -> None:
         """Print the run header (not with -q)."""
         self.total = total
-        if not self.quiet:
-            print(f"{kind}: {total} host(s) in {batches} batch(es)", file=self.stream, flush=True)
+        self._print(f"{kind}: {total} host(s) in {batches} batch(es)")
 
     def batch(self, index: int, hosts: int) -> None:
         """Print the batch header (not with -q)."""
-        if not self.quiet:
-            print(f"batch {index + 1}: {hosts} host(s)", file=self.stream, flush=True)
+        self._batch_left = hosts
+        self._outside = False
+        self._print(f"batch {index + 1}: {hosts} host(s)")
 
     def host_done(self, result: HostResult) -> None:
-        """One line: host, status, detail."""
+        """One line: host, status, detail (not with -q). A host beyond the running batch's size
+        (left unstarted by a stop) comes under a "not started" header."""
         self.counts[result.status] += 1
-        print(f"{safe_text(result.host)}\t{result.status.value}\t{safe_text(host_detail(result))}", file=self.stream,
-              flush=True)
+        if self._batch_left > 0:
+            self._batch_left -= 1
+        elif not self._outside:
+            self._outside = True
+            self._print("not started (the run stopped before their batch):")
+        self._print(f"{safe_text(result.host)}\t{result.status.value}\t{safe_text(host_detail(result))}")
 
     def stop(self) -> None:
         """Print the totals (not with -q)."""
-        if not self.quiet:
-            print(f"done: {counts_text(self.counts)}", file=self.stream, flush=True)
+        self._print(f"done: {counts_text(self.counts)}")
+
+    def stopping(self, reason: str, grace_s: float, running: int | None = None) -> None:
+        """Acknowledge a stop request at once (a line, even with -q: the operator pressed a key)."""
+        print(f"stopping ({reason}): no new hosts start; waiting up to {grace_s:g} s for the running hosts",
+              file=self.stream, flush=True)
+
+    def abandon(self) -> None:
+        """A second Ctrl-C: say what is abandoned."""
+        print("abandoning the running hosts: their outcome will read unknown; "
+              "`kbfix apply --resume latest` re-reads them and repeats no installer", file=self.stream, flush=True)
 
 
 class RichProgress:
@@ -85,6 +112,7 @@ class RichProgress:
         )
         self._overall: TaskID | None = None
         self._batch: TaskID | None = None
+        self._batch_left = 0
 
     def start(self, kind: str, total: int, batches: int) -> None:
         """Show the overall bar."""
@@ -97,6 +125,7 @@ class RichProgress:
         if self._batch is not None:
             self._progress.remove_task(self._batch)
         self._batch = self._progress.add_task(f"batch {index + 1}/{self._batches}", total=hosts)
+        self._batch_left = hosts
 
     def host_done(self, result: HostResult) -> None:
         """Advance both bars; print the host's line above them."""
@@ -110,7 +139,8 @@ class RichProgress:
         if self._overall is not None:
             self._progress.update(self._overall, advance=1)
             self._progress.update(self._overall, description=counts_text(self.counts))
-        if self._batch is not None:
+        if self._batch is not None and self._batch_left > 0:  # hosts a stop left unstarted are not this batch's
+            self._batch_left -= 1
             self._progress.update(self._batch, advance=1)
 
     def stop(self) -> None:
@@ -118,9 +148,101 @@ class RichProgress:
         self._progress.stop()
 
 
-def make_progress(*, quiet: bool = False, no_color: bool = False, stream: IO[str] | None = None) -> PlainProgress | RichProgress:
-    """Rich bars on a terminal (without colour for --no-color); plain lines when not a TTY or -q."""
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m:02d}:{s:02d}"
+
+
+class LiveProgress:
+    """A rich Live view on a terminal: one line per running host with its current step and how
+    long it has been on it (`WSUS-DK  KB954960 install_package 1/1  00:42`), a status line with the
+    batch (`batch 2/3  1/3`), hosts done and left, counts by status and elapsed time; finished hosts
+    scroll above. Ctrl-C is acknowledged at once (`stopping`), a second one says what it abandons."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.counts: Counter[Status] = Counter()
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[str, float]] = {}
+        self._kind = ""
+        self._total = self._done = self._batches = self._batch_index = self._batch_size = self._batch_done = 0
+        self._t0 = time.monotonic()
+        self._stopping: str | None = None
+        self._live = Live(console=self.console, refresh_per_second=4, transient=True, get_renderable=self._render)
+
+    def start(self, kind: str, total: int, batches: int) -> None:
+        """Start the live view."""
+        self._kind, self._total, self._batches = kind, total, batches
+        self._t0 = time.monotonic()
+        self._live.start()
+
+    def batch(self, index: int, hosts: int) -> None:
+        """A batch starts."""
+        with self._lock:
+            self._batch_index, self._batch_size, self._batch_done = index, hosts, 0
+
+    def host_step(self, host: str, step: str) -> None:
+        """`host` starts `step` (shown with the time spent on it)."""
+        with self._lock:
+            self._running[host] = (step, time.monotonic())
+
+    def host_done(self, result: HostResult) -> None:
+        """Print the host's line above the view; count it (into its batch only while the batch
+        has room: hosts a stop left unstarted are not the running batch's)."""
+        with self._lock:
+            self._running.pop(result.host, None)
+            self.counts[result.status] += 1
+            self._done += 1
+            if self._batch_done < self._batch_size:
+                self._batch_done += 1
+        style = _STYLE.get(result.status, "")
+        self.console.print(
+            f"{safe_markup(result.host)}  [{style}]{result.status.value}[/{style}]  {safe_markup(host_detail(result))}",
+            markup=True, highlight=False, soft_wrap=True)
+
+    def stopping(self, reason: str, grace_s: float, running: int | None = None) -> None:
+        """Acknowledge a stop at once: a line above the view, and the view says it too."""
+        with self._lock:
+            n = len(self._running) if running is None else running
+            self._stopping = f"stopping ({reason}): waiting up to {grace_s:g} s for {n} running host(s)"
+        self.console.print(self._stopping, markup=False, highlight=False)
+
+    def abandon(self) -> None:
+        """A second Ctrl-C: name the hosts abandoned."""
+        with self._lock:
+            names = ", ".join(sorted(self._running)) or "none"
+        self.console.print(f"abandoning running host(s): {safe_text(names)}; their outcome will read unknown; "
+                           "`kbfix apply --resume latest` re-reads them and repeats no installer",
+                           markup=False, highlight=False)
+        self._live.stop()
+
+    def stop(self) -> None:
+        """End the view and print the totals."""
+        self._live.stop()
+        self.console.print(f"done: {counts_text(self.counts)}", markup=False, highlight=False)
+
+    def _render(self) -> Group:
+        now = time.monotonic()
+        with self._lock:
+            running = sorted(self._running.items(), key=lambda kv: kv[1][1])
+            status = (f"{self._kind}  batch {self._batch_index + 1}/{self._batches}  {self._batch_done}/{self._batch_size}"
+                      f"  ·  done {self._done}/{self._total}  left {self._total - self._done}"
+                      f"  ·  {counts_text(self.counts) or 'no results yet'}  ·  {_clock(now - self._t0)}")
+            stopping = self._stopping
+        table = Table.grid(padding=(0, 2))
+        for _ in range(3):
+            table.add_column()
+        for host, (step, since) in running:
+            table.add_row(Text(safe_text(host)), Text(step), Text(_clock(now - since)))
+        parts: list[Any] = [table, Text(status)]
+        if stopping:
+            parts.append(Text(stopping, style="yellow"))
+        return Group(*parts)
+
+
+def make_progress(*, quiet: bool = False, no_color: bool = False, stream: IO[str] | None = None) -> PlainProgress | LiveProgress:
+    """The live view on a terminal (without colour for --no-color); plain lines when not a TTY or -q."""
     out = stream or sys.stderr
     if quiet or not out.isatty():
         return PlainProgress(out, quiet=quiet)
-    return RichProgress(Console(file=out, no_color=no_color))
+    return LiveProgress(Console(file=out, no_color=no_color))

@@ -84,6 +84,24 @@ def batches(items: Sequence[T], steps: Sequence[SerialStep]) -> list[list[T]]:
     return out
 
 
+def batches_by_layout(items: Sequence[T], layout: Sequence[Sequence[str]], name: Callable[[T], str]) -> list[list[T]]:
+    """Split `items` by a recorded layout (names per batch, as `batches` made them for an earlier
+    run): each batch keeps the layout's order and only the items present; empty batches drop
+    out; items the layout does not name form one last batch."""
+    by_name = {name(i): i for i in items}
+    out: list[list[T]] = []
+    placed: set[str] = set()
+    for names in layout:
+        group = [by_name[n] for n in names if n in by_name and n not in placed]
+        placed.update(name(i) for i in group)
+        if group:
+            out.append(group)
+    rest = [i for i in items if name(i) not in placed]
+    if rest:
+        out.append(rest)
+    return out
+
+
 def batch_failed(failed: int, size: int, max_fail_percent: float | None) -> bool:
     """True when `failed` of `size` hosts exceeds `max_fail_percent` (None: never stop).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from rich.console import Console
 
@@ -34,7 +35,38 @@ def test_plain_progress_is_one_line_per_host() -> None:
     q.start("check", 1, 1)
     q.host_done(_results()[0])
     q.stop()
-    assert quiet.getvalue() == "wsus01\tremediated\tKB954960: remediated\n"
+    assert quiet.getvalue() == ""  # -q: the command prints its one summary line, progress nothing
+
+
+def test_hosts_a_stop_left_unstarted_are_not_counted_into_the_batch() -> None:
+    """Issue 14: `batch 2/3 … 49/5` after a max-fail stop. The scheduler reports the hosts of the
+    batches it never started after the last batch that ran; neither display counts them into it."""
+    ok, down = _results()
+    skipped = [HostResult(host=f"h{i}", status=Status.SKIPPED) for i in range(7)]
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=120, no_color=True)
+    p = RichProgress(console)
+    p.start("apply", 9, 2)
+    p.batch(0, 2)
+    p.host_done(ok)
+    p.host_done(down)
+    for r in skipped:
+        p.host_done(r)
+    p.stop()
+    counters = re.findall(r"batch \d+/\d+\D*?(\d+)/(\d+)", buf.getvalue())
+    assert counters and ("2", "2") in counters, buf.getvalue()
+    for done, size in counters:
+        assert int(done) <= int(size), buf.getvalue()
+    assert "9/9" in buf.getvalue()  # the overall bar counts every host
+    out = io.StringIO()
+    plain = PlainProgress(out)
+    plain.start("apply", 9, 2)
+    plain.batch(0, 2)
+    for r in [ok, down, *skipped]:
+        plain.host_done(r)
+    lines = out.getvalue().splitlines()
+    assert lines[2:4] == ["wsus01\tremediated\tKB954960: remediated", "wsus[02]\tunreachable\tunreachable: refused"]
+    assert lines[4].startswith("not started") and lines[5].startswith("h0\tskipped")
 
 
 def test_rich_progress_counts_by_status_and_escapes_markup() -> None:

@@ -79,12 +79,13 @@ def test_bad_inventory_names_file(tmp_path: Path) -> None:
 
 def test_inventory_from_environment_and_named_window(inv: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
-    cfg.write_text('windows:\n  past: "2020-01-01T00:00:00Z/PT1H"\n', encoding="utf-8")
+    cfg.write_text('windows:\n  past: "2020-01-01T00:00:00Z/PT1H"\n  open: "2020-01-01T00:00:00Z/2120-01-01T00:00:00Z"\n',
+                   encoding="utf-8")
     env = {"KBFIX_INVENTORY": str(inv), "KBFIX_STATE": str(tmp_path / "s"), "KBFIX_CONFIG": str(cfg)}
     # A hand-written plan (no inventory digest, never recorded by a plan run of this store) is refused.
     (tmp_path / "forged.json").write_text(
         '{"run_id": "r", "created": "2026-01-01T00:00:00Z", "kbfix_version": "0", "hosts": []}', encoding="utf-8")
-    code, out = _run("-q", "apply", "--plan", str(tmp_path / "forged.json"), "--window", "past", env=env)
+    code, out = _run("-q", "apply", "--plan", str(tmp_path / "forged.json"), "--window", "open", env=env)
     assert code == 2 and "not a plan recorded in the audit store" in out, out
     # An empty plan made by a plan run of this store (over no hosts).
     with AuditStore.in_dir(tmp_path / "s") as store:
@@ -92,10 +93,12 @@ def test_inventory_from_environment_and_named_window(inv: Path, tmp_path: Path) 
     assert made.plan is not None
     made.plan.write(tmp_path / "plan.json")
     code, out = _run("-q", "apply", "--plan", str(tmp_path / "plan.json"), "--window", "past", env=env)
+    assert code == 2 and "ended" in out, out  # a window entirely in the past: refused before anything runs
+    code, out = _run("-q", "apply", "--plan", str(tmp_path / "plan.json"), "--window", "open", env=env)
     assert code == 3, out  # WSUS01 is not in the (empty) plan: skipped, nothing contacted
     code, out = _run("-q", "apply", "--plan", str(tmp_path / "plan.json"), "--window", "future", env=env)
     assert code == 2 and "past" in out  # unknown name: the known ones are listed
     code, out = _run("history", "--format", "json", env=env)
-    assert code == 0 and '"kind": "apply"' in out and '"window": "2020-01-01T00:00:00Z/2020-01-01T01:00:00Z"' in out
+    assert code == 0 and '"kind": "apply"' in out and '"window": "2020-01-01T00:00:00Z/2120-01-01T00:00:00Z"' in out
     code, out = _run("show", "latest", env=env)
     assert code == 3 and "not_in_plan" in out

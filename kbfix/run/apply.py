@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from kbfix.planfile import PlanDocument, PlanRefusedError
 from kbfix.reboot import restart_and_verify, restart_budget
+from kbfix.rollout import SerialStep, batches
 from kbfix.run.check import gather
 from kbfix.run.options import RunControl, RunOptions, RunOutcome
 from kbfix.run.protocols import Engine, HostLike, Progress
@@ -25,7 +27,7 @@ from kbfix.run.sources import PlanSource, ResumeSource, WorkSource
 from kbfix.store import AuditStore, HostLockedError, StoreError
 from kbfix.store.history import use_store_history
 from kbfix.window import ChangeWindow
-from playbooks.model import HostResult, SkipReason, Status, utc_now
+from playbooks.model import ExecutedAction, HostResult, PlannedAction, SkipReason, Status, utc_now
 
 
 class HostApply:
@@ -75,6 +77,7 @@ class HostApply:
     def _apply(self, host: HostLike) -> HostResult:
         store, run_id = self.run.store, self.run.id
         with self.engine.session(host, check_mode=False) as s:
+            self.run.step(host.name, "gather")
             fresh = gather(self.engine, s, host)
             store.record_host(run_id, fresh, phase="assess", facts=fresh.facts)
             work = self.source.planned(host, fresh)
@@ -97,12 +100,36 @@ class HostApply:
             if self.window is not None and not self.window.can_start(self.clock(), expected):
                 return skipped_result(host, SkipReason.WINDOW, f"change window {self.window} no longer leaves "
                                       f"{expected:g} s for this host's planned work", work.findings)
-            applied = self.engine.apply(s, host, work, store.journal(run_id), self.should_stop)
+            journal = _StepJournal(store.journal(run_id), lambda text: self.run.step(host.name, text), len(actions))
+            applied = self.engine.apply(s, host, work, journal, self.should_stop)
             store.record_host(run_id, work.with_findings(applied, ended=utc_now()), phase="apply")
             # reboot (issue 21): restart when --reboot says so and the window allows, then verify
+            self.run.step(host.name, "verify")
             verified = restart_and_verify(self.engine, host, s, applied, self.run.options.reboot, store.journal(run_id),
                                           window=self.window, clock=self.clock)
             return work.with_findings(verified, ended=utc_now())
+
+
+class _StepJournal:
+    """The store's journal, telling the display which action a host starts (its intent is written
+    before anything is sent, so the step shows from the first byte of the action)."""
+
+    def __init__(self, journal: Any, step: Callable[[str], None], total: int) -> None:
+        self._journal = journal
+        self._step = step
+        self._total = total
+        self._n = 0
+
+    def intent(self, host: str, action: PlannedAction) -> None:
+        self._n += 1
+        self._step(f"{action.advisory} {action.kind.value} {self._n}/{self._total}")
+        self._journal.intent(host, action)
+
+    def result(self, host: str, action: PlannedAction, executed: ExecutedAction) -> None:
+        self._journal.result(host, action, executed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._journal, name)
 
 
 def _check_plan(store: AuditStore, plan: PlanDocument) -> None:
@@ -152,6 +179,12 @@ def run_apply(
         _check_plan(store, plan)
     if resume is not None and store.run_is_live(resume):
         raise StoreError(f"run {resume} is still running in another kbfix process; let it finish or stop it first")
+    if options.batches is None and plan is not None:
+        # The batch layout this rollout uses, recorded so `--resume` continues in the same batches.
+        options.batches = [[h.name for h in group] for group in
+                           batches(list(hosts), options.serial or [SerialStep(100.0, percent=True)])]
+    if options.batches is not None:
+        options.recorded["batches"] = options.batches
     run = RunSchedule("apply", store, options, control, progress, resumes=resume)
     use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
     source: WorkSource

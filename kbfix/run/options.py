@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,9 @@ class RunOptions:
     and verify (apply adds twice the plan's estimate); serial: batch steps (None: one batch);
     max_fail_percent: stop before the next batch when a batch's failures (failed, unreachable,
     unknown — not non-compliant hosts) exceed it; max_per_site: hosts in flight per site;
-    window: the change window (apply only); grace_s: how long running hosts may finish after a
+    window: the change window (apply only); batches: a fixed batch layout, host names per batch
+    (apply records the one it used; `--resume` hands the interrupted run's back so the rollout
+    continues in the same batches; it wins over serial); grace_s: how long running hosts may finish after a
     stop request; inventory_hash: the inventory digest to record; recorded: the options to record
     in the run (no secrets; the store redacts secret-looking keys anyway); reboot: when and how
     apply restarts hosts (playbooks.reboot.RebootOptions; default never).
@@ -43,6 +45,7 @@ class RunOptions:
     max_fail_percent: float | None = None
     max_per_site: int | None = None
     window: ChangeWindow | None = None
+    batches: list[list[str]] | None = None
     grace_s: float = 60.0
     inventory_hash: str | None = None
     recorded: dict[str, Any] = field(default_factory=dict)
@@ -60,12 +63,26 @@ class RunControl:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason: str | None = None
+        self._on_stop: list[Callable[[str], None]] = []
+        self._on_abandon: list[Callable[[], None]] = []
+
+    def listen(self, on_stop: Callable[[str], None] | None = None, on_abandon: Callable[[], None] | None = None) -> None:
+        """Call `on_stop(reason)` when the first stop is requested (the display acknowledges it at
+        once), and `on_abandon()` when a second Ctrl-C interrupts the running hosts."""
+        if on_stop is not None:
+            self._on_stop.append(on_stop)
+        if on_abandon is not None:
+            self._on_abandon.append(on_abandon)
 
     def request_stop(self, reason: str) -> None:
         """Ask the run to stop starting new work."""
+        first = not self._event.is_set()
         if self.reason is None:
             self.reason = reason
         self._event.set()
+        if first:
+            for callback in self._on_stop:
+                callback(reason)
 
     @property
     def stopped(self) -> bool:
@@ -83,6 +100,8 @@ class RunControl:
         def handler(signum: int, _frame: object) -> None:
             name = signal.Signals(signum).name
             if self.stopped and signum == signal.SIGINT:
+                for callback in self._on_abandon:
+                    callback()
                 raise KeyboardInterrupt
             self.request_stop(name)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from kbfix.gctune import tune_for_fleet
 from kbfix.planfile import PlanDocument
-from kbfix.rollout import SerialStep, batch_failed, batches, run_concurrently
+from kbfix.rollout import SerialStep, batch_failed, batches, batches_by_layout, run_concurrently
 from kbfix.run.options import RunControl, RunOptions, RunOutcome, kbfix_version
 from kbfix.run.protocols import Engine, HostLike, NoProgress, Progress
 from kbfix.run.results import address_of, error_result, inventory_result, skipped_result, timeout_result
@@ -85,7 +85,8 @@ class RunSchedule:
         findings a host that is never started keeps (as `skipped`). Returns results in host order.
         """
         opts = self.options
-        groups = batches(list(hosts), opts.serial or [SerialStep(100.0, percent=True)])
+        groups = (batches_by_layout(list(hosts), opts.batches, lambda h: h.name) if opts.batches is not None
+                  else batches(list(hosts), opts.serial or [SerialStep(100.0, percent=True)]))
         self.progress.start(self.info.kind, len(hosts), len(groups))
         by_name: dict[str, HostResult] = {}
         stopped_for: SkipReason | None = None
@@ -98,7 +99,7 @@ class RunSchedule:
             self.progress.batch(index, len(group))
             results = run_concurrently(
                 group,
-                lambda h: inventory_result(h) or work(h),
+                lambda h: inventory_result(h) or self._started(h, work),
                 forks=opts.forks,
                 site_of=lambda h: h.site,
                 max_per_site=opts.max_per_site,
@@ -124,6 +125,17 @@ class RunSchedule:
                 self.store.note(self.info.id, self._max_fail_detail)
         self.progress.stop()
         return [by_name[h.name] for h in hosts]
+
+    def step(self, host: str, text: str) -> None:
+        """Tell the display what `host` is doing now (`gather`, `KB954960 install_package 1/2`,
+        `verify`); a display without `host_step` ignores it."""
+        report = getattr(self.progress, "host_step", None)
+        if report is not None:
+            report(host, text)
+
+    def _started(self, host: HostLike, work: Work) -> HostResult:
+        self.step(host.name, "connect")
+        return work(host)
 
     def _stop_detail(self, reason: SkipReason) -> str:
         if reason is SkipReason.MAX_FAIL:
