@@ -84,8 +84,6 @@ app.add_typer(lab_app, name="lab")
 app.add_typer(inventory_app, name="inventory")
 cli_contact.register(app, lab_app)  # doctor, offline, lab fixture-from-trace/answer (issue 17)
 app.add_typer(audit_app, name="audit")  # evidence (issue 15)
-cli_contact.register(app, lab_app)  # doctor, offline, lab fixture-from-trace/answer (issue 17)
-app.add_typer(audit_app, name="audit")  # evidence (issue 15)
 app.command(name="worker")(sites_worker)  # sites (issue 18): per-site Celery worker, kbfix/sites/cli.py
 
 log = logging.getLogger("kbfix")
@@ -250,7 +248,7 @@ def check(
     report: ReportOpt = None,
     lang: LangOpt = "en",
     trace: TraceOpt = None,
-    answers: Annotated[Path | None, typer.Option("--answers", help=ANSWERS_HELP)] = None,
+    answers: Annotated[Path | None, typer.Option("--answers", metavar="DIR", help=ANSWERS_HELP)] = None,
     operator: OperatorOpt = None,
     change_ticket: TicketOpt = None,
     approved_by: ApproverOpt = None,
@@ -517,9 +515,6 @@ def demo(
         typer.echo(f"kbfix demo: re-check mutations {outcome.recheck_mutations}, shells left open "
                    f"{outcome.shells_left_open}", err=True)
     raise typer.Exit(0 if outcome.ok else int(ExitCode.INTERNAL))
-
-
-app.command("status", epilog=EXIT_HELP)(guarded(status))  # evidence (issue 15)
 
 
 for _command in (cli_store.history, cli_store.show, cli_store.report):

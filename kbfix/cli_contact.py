@@ -50,11 +50,12 @@ def fixture_from_trace(
 def register(app: typer.Typer, lab_app: typer.Typer) -> None:
     """Add the first-contact commands to the kbfix CLI."""
     lab_app.command("fixture-from-trace")(fixture_from_trace)
+    from kbfix.cli_common import with_globals
     from kbfix.doctor.cli import doctor
 
-    app.command(epilog="Exit codes: 0 every host can run a check; 4 some host cannot; 2 usage error.")(doctor)
+    app.command(epilog="Exit codes: 0 every host can run a check; 4 some host cannot; 2 usage error.")(with_globals(doctor))
     from kbfix.offline.cli import answer, export
 
-    offline_app.command("export")(export)
+    offline_app.command("export")(with_globals(export))
     lab_app.command("answer")(answer)
     app.add_typer(offline_app, name="offline")

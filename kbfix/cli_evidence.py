@@ -25,13 +25,13 @@ from kbfix.store import STORE_FILE, AuditStore, StoreError
 from kbfix.waivers import WaiverError, WaiverFile, load_waivers
 
 TicketOpt = Annotated[str | None, typer.Option(
-    "--change-ticket", help="The change ticket this run belongs to (recorded in the store and every report).")]
+    "--change-ticket", metavar="TICKET", help="The change ticket this run belongs to (recorded in the store and every report).")]
 ApproverOpt = Annotated[str | None, typer.Option(
-    "--approved-by", help="Who approved the change (recorded in the store and every report).")]
+    "--approved-by", metavar="NAME", help="Who approved the change (recorded in the store and every report).")]
 OperatorOpt = Annotated[str | None, typer.Option(
-    "--operator", help="Who runs kbfix (recorded); default user@machine.")]
+    "--operator", metavar="NAME", help="Who runs kbfix (recorded); default user@machine.")]
 WaiversOpt = Annotated[Path | None, typer.Option(
-    "--waivers", help="Waiver file (YAML: host, advisory, justification, approved_by, expires); waived findings "
+    "--waivers", metavar="FILE", help="Waiver file (YAML: host, advisory, justification, approved_by, expires); waived findings "
                       "are reported as `waived`. See docs/reports.md.")]
 
 

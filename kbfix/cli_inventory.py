@@ -50,11 +50,11 @@ InventoryOpt = Annotated[
 ]
 VaultIdOpt = Annotated[
     list[str] | None,
-    typer.Option("--vault-id", help="Vault secret as LABEL@SOURCE (SOURCE: a password file, an executable, or prompt); repeatable."),
+    typer.Option("--vault-id", metavar="LABEL@SOURCE", help="Vault secret as LABEL@SOURCE (SOURCE: a password file, an executable, or prompt); repeatable."),
 ]
 VaultFileOpt = Annotated[
     list[Path] | None,
-    typer.Option("--vault-password-file", "--vault-pass-file",
+    typer.Option("--vault-password-file", "--vault-pass-file", metavar="FILE",
                  help="File holding the vault password, or an executable that prints it; repeatable."),
 ]
 AskVaultOpt = Annotated[bool, typer.Option("--ask-vault-pass", "-J", help="Ask for the vault password.")]

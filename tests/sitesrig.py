@@ -112,7 +112,7 @@ def start_worker(broker: str, site: str, inventory: Path, ns: str, signing: Sign
     env = {**os.environ, ENV_KEY: str(signing.key), ENV_CERT: str(signing.cert), ENV_STORE: signing.store,
            **(extra_env or {})}
     log = folder / f"worker-{site}-{uuid.uuid4().hex[:6]}.log"
-    args = [sys.executable, "-c", "from kbfix.argv import run; run()", "worker", "--broker", broker, "--site", site,
+    args = [sys.executable, "-c", "from kbfix.cli import app; app()", "worker", "--broker", broker, "--site", site,
             "-i", str(inventory), "--namespace", ns, "--concurrency", str(concurrency)]
     with log.open("wb") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -245,11 +245,18 @@ def test_a_server_that_accepts_but_never_answers_is_named_as_such(tmp_path: Path
     assert steps["authenticate"]["status"] == "skip"
 
 
-def test_global_options_may_follow_doctor_and_offline() -> None:
-    from kbfix.argv import hoist_globals
+def test_global_options_may_follow_doctor_and_offline(tmp_path: Path) -> None:
+    """`-i` typed after `doctor` / `offline export` is the global option (click-defined, no argv rewriting)."""
+    from typer.testing import CliRunner
 
-    assert hoist_globals(["doctor", "--limit", "dmz", "--format", "json"]) == ["--limit", "dmz", "doctor", "--format", "json"]
-    assert hoist_globals(["offline", "export", "-i", "site.yml", "-o", "off"]) == ["-i", "site.yml", "offline", "export", "-o", "off"]
+    from kbfix.cli import app
+
+    missing = tmp_path / "nowhere.yml"
+    for argv in (["doctor", "--format", "json", "-i", str(missing)],
+                 ["offline", "export", "-o", str(tmp_path / "off"), "-i", str(missing)]):
+        res = CliRunner().invoke(app, ["--state", str(tmp_path / "state"), *argv], env={"KBFIX_INVENTORY": ""})
+        assert res.exit_code == 2, res.output
+        assert "nowhere.yml" in res.output
 
 
 def test_an_agent_that_never_finishes_fails_the_agent_step_within_the_doctor_deadline(tmp_path: Path) -> None:

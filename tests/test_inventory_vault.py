@@ -311,8 +311,24 @@ def test_connection_settings_from_an_encrypted_file_are_usable(tmp_path: Path) -
     assert isinstance(host.vars["ansible_winrm_transport"][0], Secret)
 
 
-def test_vault_options_may_follow_the_command() -> None:
-    from kbfix.argv import hoist_globals
+def test_vault_options_may_follow_the_command(tmp_path: Path) -> None:
+    """--vault-password-file typed after the command is the global option: a wrong one fails the
+    decryption (exit 2, the vault named), the right one decrypts (the run goes on to the host)."""
+    secret = _encrypt(b"pw", b"kbfix-test-vault", os.urandom(32), None)
+    inv = tmp_path / "inv.yml"
+    inv.write_text("all:\n  hosts:\n    H1:\n      ansible_host: 127.0.0.1\n      ansible_port: 1\n"
+                   "      ansible_connection: winrm\n      ansible_user: u\n      ansible_password: !vault |\n"
+                   + "".join(f"        {line}\n" for line in secret.splitlines()), encoding="utf-8")
+    wrong = tmp_path / "wrong-pass"
+    wrong.write_text("not-it\n", encoding="utf-8")
 
-    assert hoist_globals(["ping", "--vault-id", "prod@f", "--vault-password-file", "p", "-J", "-i", "x"]) == [
-        "--vault-id", "prod@f", "--vault-password-file", "p", "-J", "-i", "x", "ping"]
+    def ping(pass_file: Path) -> object:
+        return CliRunner().invoke(app, ["--state", str(tmp_path / "state"), "ping", "-i", str(inv),
+                                        "--vault-password-file", str(pass_file), "--host-timeout", "5"],
+                                  env={"KBFIX_INVENTORY": "", "ANSIBLE_VAULT_PASSWORD_FILE": ""})
+
+    bad = ping(wrong)
+    assert bad.exit_code == 2 and "vault" in bad.output.lower(), bad.output  # type: ignore[attr-defined]
+    good = ping(DATA / "vault-pass.txt")
+    assert good.exit_code != 2, good.output  # type: ignore[attr-defined]
+
