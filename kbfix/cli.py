@@ -20,7 +20,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from kbfix import __version__, cli_contact, cli_store
+from kbfix import __version__, cli_contact, cli_demo, cli_store
 from kbfix import cli_common as common
 from kbfix import cli_render as render
 from kbfix.cli_common import Globals, fail, globals_of, guarded, open_store, with_globals
@@ -475,51 +475,10 @@ def apply(
     raise typer.Exit(int(exit_code(outcome.results)))
 
 
-@app.command(epilog="Exit codes: 0 every host ended as its fixture intends; 1 otherwise (mismatches listed).")
-@with_globals
-@guarded
-def demo(
-    ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder for the reports, the plan and the audit store.")] = Path(
-        "kbfix-demo"),
-    lang: LangOpt = "en",
-) -> None:
-    """Run the whole job on the embedded lab: a newcomer's first command.
-
-    Starts winlab in this process with the demo site: 13 emulated servers
-    and clients (WSUS 3.0 RTM/SP1 with and without KB954960, ConfigMgr 2007
-    with and without KB954474, Danish/German/Dutch/Chinese servers, one host
-    that refuses connections, one that rejects the credentials). Then, over
-    real WinRM (HTTPS with a generated CA, NTLM), it runs check, plan, apply
-    (with verify) and a final check, and writes report.html/.json/.md/.csv,
-    plan.json and the audit store into --out.
-
-    Example: `kbfix demo`, then open ./kbfix-demo/report.html.
-    """
-    from kbfix.demo import run_demo
-
-    g = globals_of(ctx)
-    check_outputs((), lang)
-    outcome = run_demo(out, lang=lang, forks=g.forks, echo=typer.echo)
-    width = max(len(h) for h in outcome.statuses)
-    typer.echo(f"\n{'host':<{width}}  {'first check':<15} after apply")
-    for host, (first, final) in outcome.statuses.items():
-        typer.echo(f"{host:<{width}}  {first:<15} {final}")
-    typer.echo(f"\nplan:        {outcome.plan_path}")
-    for fmt, path in outcome.reports.items():
-        typer.echo(f"report:      {path}" + ("   <- open this one" if fmt == "html" else ""))
-    typer.echo(f"audit store: {outcome.out_dir / 'state'}   ({outcome.seconds:.1f} s)")
-    for problem in outcome.mismatches:
-        typer.echo(f"kbfix demo: unexpected: {problem}", err=True)
-    if outcome.recheck_mutations or outcome.shells_left_open:
-        typer.echo(f"kbfix demo: re-check mutations {outcome.recheck_mutations}, shells left open "
-                   f"{outcome.shells_left_open}", err=True)
-    raise typer.Exit(0 if outcome.ok else int(ExitCode.INTERNAL))
-
-
 for _command in (cli_store.history, cli_store.show, cli_store.report):
     app.command(epilog=EXIT_HELP)(with_globals(_command))
 app.command(epilog=cli_store.UNLOCK_EXIT_HELP)(with_globals(cli_store.unlock))
 app.command("status", epilog=EXIT_HELP)(with_globals(guarded(status)))  # evidence (issue 15)
+app.command(epilog=cli_demo.DEMO_EXIT_HELP)(with_globals(cli_demo.demo))
 
 __all__ = ["Globals", "app", "main"]
