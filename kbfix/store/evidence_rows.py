@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from kbfix.store import chain
+from kbfix.store.core import StoreCore
 from kbfix.store.diskguard import reason
 from kbfix.store.errors import StoreError
 from kbfix.store.rows import (
@@ -23,18 +22,9 @@ from playbooks.model import HostResult, utc_now
 _dumps = dumps_json
 
 
-class EvidenceStore:
+class EvidenceStore(StoreCore):
     """Mixin of `AuditStore`: reports, chain, states."""
 
-    if TYPE_CHECKING:  # provided by AuditStore
-        path: Path
-        _lock: threading.RLock
-        _db: sqlite3.Connection
-        disk_full: bool
-
-        def _tx(self) -> AbstractContextManager[Any]: ...
-
-        def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
 
     # ---- evidence: reports written, chain, state across runs (issue 15) ------------------------------
 

@@ -4,14 +4,11 @@ a result row after its answer, and the queries over them (open intents, outcomes
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from kbfix.store.core import StoreCore
 from kbfix.store.errors import DiskFullError, StoreError
 from kbfix.store.rows import (
     ActionOutcome,
@@ -24,18 +21,9 @@ from remoting.redaction import redact
 _dumps = dumps_json
 
 
-class JournalStore:
+class JournalStore(StoreCore):
     """Mixin of `AuditStore`: intents and results."""
 
-    if TYPE_CHECKING:  # provided by AuditStore
-        path: Path
-        _lock: threading.RLock
-        _db: sqlite3.Connection
-        disk_full: bool
-
-        def _tx(self) -> AbstractContextManager[Any]: ...
-
-        def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
 
     # ---- the journal: intents and results -------------------------------------------------------
 

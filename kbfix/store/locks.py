@@ -7,12 +7,11 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from kbfix.store.core import StoreCore
 from kbfix.store.errors import HostLockedError, StoreError
 from kbfix.store.rows import (
     LockHolder,
@@ -24,18 +23,10 @@ from playbooks.model import utc_now
 _dumps = dumps_json
 
 
-class HostLockStore:
+class HostLockStore(StoreCore):
     """Mixin of `AuditStore`: host locks and their leases."""
 
     if TYPE_CHECKING:  # provided by AuditStore
-        path: Path
-        _lock: threading.RLock
-        _db: sqlite3.Connection
-        disk_full: bool
-
-        def _tx(self) -> AbstractContextManager[Any]: ...
-
-        def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
         lock_lease_s: float
         _heartbeat: threading.Thread | None
         _heartbeat_stop: threading.Event
