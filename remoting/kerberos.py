@@ -20,6 +20,19 @@ encryption is done by using the GSS-API security context") with the 2.2.9.1.1.2.
 [RFC4121]"): pywinrm's `winrm/encryption.py` builds the multipart body and calls
 `wrap_winrm`/`unwrap_winrm` on the session's auth object, implemented here with pyspnego's
 `ContextProxy.wrap_winrm`/`unwrap_winrm`.
+
+Over HTTPS the token carries a TLS channel binding (RFC 5929 section 4 `tls-server-end-point`:
+the hash of the server certificate the client saw, in the GSS channel bindings' application
+data), so a man in the middle that terminates TLS with its own certificate cannot relay the
+token: Windows compares the binding with its own certificate. WinRM's `CbtHardeningLevel`
+(`winrm get winrm/config/service`, MS docs "Installation and configuration for Windows Remote
+Management": "Relaxed" by default; "Strict" refuses a request without channel binding, "None"
+ignores it; the levels are HTTP.sys's HTTP_AUTHENTICATION_HARDENING_LEVELS). The certificate must
+come from the connection the token is sent on, and requests prepares the Authorization header
+before it connects, so over HTTPS the first request goes without a token, the 401 answer's
+socket gives the certificate and the request is sent again, bound, on that same connection: the
+flow of requests-kerberos (pywinrm's vendored `_get_channel_bindings_application_data`) and
+requests-ntlm (`_get_server_cert`). Over HTTP the token is sent at once (no channel to bind).
 """
 
 from __future__ import annotations
@@ -34,7 +47,11 @@ import threading
 from typing import Any
 
 import requests
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 from requests.auth import AuthBase
+from spnego.channel_bindings import GssChannelBindings
 from spnego.exceptions import NoCredentialError
 
 from remoting.endpoint import Endpoint
@@ -129,6 +146,48 @@ def explain(exc: BaseException, endpoint: Endpoint) -> KerberosError:
     return KerberosError(f"Kerberos failed: {type(exc).__name__}: {_first_line(text)}", host=host, reason="other")
 
 
+def certificate_hash(certificate_der: bytes) -> bytes | None:
+    """RFC 5929 section 4.1 `tls-server-end-point` hash of a DER certificate, or None when undefined.
+
+    The hash is the certificate's signature hash, except MD5 and SHA-1, which become SHA-256; a
+    signature with no single hash (Ed25519, Ed448) leaves the binding undefined (None). Raises
+    ValueError for bytes that are not a DER certificate.
+    """
+    cert = x509.load_der_x509_certificate(certificate_der)
+    try:
+        algorithm = cert.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return None
+    if algorithm is None:
+        return None
+    if algorithm.name in ("md5", "sha1"):
+        algorithm = hashes.SHA256()
+    digest = hashes.Hash(algorithm)
+    digest.update(certificate_der)
+    return digest.finalize()
+
+
+def tls_channel_bindings(certificate_der: bytes) -> GssChannelBindings | None:
+    """The GSS channel bindings for a server certificate (application data
+    `tls-server-end-point:` + `certificate_hash`), or None when RFC 5929 leaves them undefined."""
+    digest = certificate_hash(certificate_der)
+    return None if digest is None else GssChannelBindings(application_data=b"tls-server-end-point:" + digest)
+
+
+def peer_certificate(response: requests.Response) -> bytes | None:
+    """The DER certificate the server presented on the connection `response` came on (urllib3
+    backend, body not yet read), or None when it was not TLS or the socket is out of reach."""
+    raw = response.raw
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is None:  # urllib3 released the connection: reach the socket through the body's file
+        sock = getattr(getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None), "_sock", None)
+    getpeercert = getattr(sock, "getpeercert", None)
+    if getpeercert is None:
+        return None
+    der = getpeercert(binary_form=True)
+    return bytes(der) if der else None
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:300] if text.strip() else ""
 
@@ -147,7 +206,7 @@ class KerberosAuth(AuthBase):
         self.endpoint = endpoint
         self._ctx: Any = None
 
-    def _context(self) -> Any:
+    def _context(self, bindings: GssChannelBindings | None = None) -> Any:
         import spnego
 
         ep = self.endpoint
@@ -170,6 +229,7 @@ class KerberosAuth(AuthBase):
                 service=ep.service,
                 context_req=req,
                 protocol="kerberos",
+                channel_bindings=bindings,
             )
         except Exception as exc:
             raise self._explained(exc) from None
@@ -185,15 +245,48 @@ class KerberosAuth(AuthBase):
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if self._ctx is None or not self._ctx.complete:
-            self._ctx = self._context()
-            try:
-                token = self._ctx.step()
-            except Exception as exc:  # gssapi/krb5 raise their own types: KDC, clock, SPN, password
-                self._ctx = None
-                raise self._explained(exc) from None
-            request.headers["Authorization"] = "Negotiate " + base64.b64encode(token or b"").decode("ascii")
+            if self.endpoint.scheme == "https":
+                # The token waits for the 401: the certificate of that connection binds it.
+                request.register_hook("response", self._on_challenge)
+                return request
+            self._authorize(request, None)
             request.register_hook("response", self._on_response)
         return request
+
+    def _authorize(self, request: requests.PreparedRequest, bindings: GssChannelBindings | None) -> None:
+        """A new context's first token into `request`'s Authorization header. Raises KerberosError."""
+        self._ctx = self._context(bindings)
+        try:
+            token = self._ctx.step()
+        except Exception as exc:  # gssapi/krb5 raise their own types: KDC, clock, SPN, password
+            self._ctx = None
+            raise self._explained(exc) from None
+        request.headers["Authorization"] = "Negotiate " + base64.b64encode(token or b"").decode("ascii")
+
+    def _on_challenge(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        """HTTPS: answer the host's 401 with a token bound to the certificate of this connection
+        (RFC 5929 `tls-server-end-point`) and send the request again on it. Raises KerberosError
+        when the certificate cannot be read (no binding would reach a Strict host) or Kerberos fails."""
+        if response.status_code != 401 or (self._ctx is not None and self._ctx.complete):
+            return response
+        der = peer_certificate(response)
+        if der is None:
+            raise KerberosError("Kerberos over HTTPS: the server certificate could not be read for channel binding",
+                                host=self.endpoint.host, reason="other")
+        # None for a certificate whose binding RFC 5929 leaves undefined (Ed25519): sent unbound.
+        bindings = tls_channel_bindings(der)
+        _ = response.content  # drain the 401 so the connection can carry the retry
+        response.raw.release_conn()
+        retry = response.request.copy()
+        retry.hooks = requests.hooks.default_hooks()
+        self._authorize(retry, bindings)
+        if response.connection is None:  # requests always sets it; a custom adapter might not
+            raise KerberosError("Kerberos over HTTPS: no connection to answer the challenge on",
+                                host=self.endpoint.host, reason="other")
+        answer: requests.Response = response.connection.send(retry, **kwargs)
+        answer.history.append(response)
+        answer.request = retry
+        return self._on_response(answer)
 
     def _on_response(self, response: requests.Response, **_: Any) -> requests.Response:
         """Complete mutual authentication with the service's AP-REP (on the answer that accepted us)."""

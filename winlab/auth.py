@@ -27,8 +27,10 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import spnego
+from spnego.channel_bindings import GssChannelBindings
 
 #: What Windows lists on a 401 from WinRM over HTTP with Basic enabled (Negotiate first; Kerberos
 #: is negotiated inside it). Source: WinRM service responses, `winrm get winrm/config/service/auth`.
@@ -173,6 +175,27 @@ def ntlm_user_file(path: Path, accounts: Iterable[tuple[str, str]]) -> Iterator[
 
 # ----------------------------------------------------------------------- per-connection state
 
+#: WinRM's `CbtHardeningLevel` (`winrm get winrm/config/service`; default Relaxed, MS docs
+#: "Installation and configuration for Windows Remote Management"): None ignores channel binding,
+#: Relaxed checks it when the client sends one, Strict refuses a client that sends none.
+CbtLevel = Literal["None", "Relaxed", "Strict"]
+#: The DER prefix of an RFC 2743 InitialContextToken for the Kerberos mechanism
+#: (APPLICATION 0, then OID 1.2.840.113554.1.2.2), as pyspnego's Kerberos client sends it.
+_KRB5_OID = bytes.fromhex("06092a864886f712010202")
+
+
+def _is_kerberos_token(token: bytes) -> bool:
+    """True for a raw Kerberos GSS token (not NTLM, not SPNEGO)."""
+    return token[:1] == b"\x60" and _KRB5_OID in token[:16]
+
+
+def _channel_bound(ctx: spnego.ContextProxy) -> bool:
+    """GSS_C_CHANNEL_BOUND_FLAG (MIT krb5 1.19+): the initiator's bindings matched the acceptor's."""
+    inner = getattr(ctx, "_context", ctx)  # NegotiateProxy wraps the Kerberos (GSSAPIProxy) context
+    flags = getattr(getattr(inner, "_context", None), "actual_flags", None)
+    return flags is not None and bool(int(flags) & 0x800)
+
+
 
 @dataclass
 class NtlmStep:
@@ -190,16 +213,22 @@ class ConnectionAuth:
     bodies on this connection are sealed with the NTLM context.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, end_point: bytes | None = None, cbt_level: CbtLevel = "Relaxed") -> None:
         self._ctx: spnego.ContextProxy | None = None
         self.scheme: str = ""
         self.user: str | None = None
+        #: The connection's TLS channel binding data (`tls-server-end-point:<hash>`), None over HTTP.
+        self.end_point = end_point
+        self.cbt_level: CbtLevel = cbt_level
+        #: True once a Kerberos context completed with the client's bindings matching `end_point`.
+        self.channel_bound = False
 
     def reset(self) -> None:
         """Forget the connection's security context (a new handshake starts over)."""
         self._ctx = None
         self.user = None
         self.scheme = ""
+        self.channel_bound = False
 
     def ntlm_step(self, scheme: str, token_b64: str) -> NtlmStep:
         """Feed one `Negotiate`/`NTLM` token. Raises AuthError for a bad token or wrong password."""
@@ -212,16 +241,35 @@ class ConnectionAuth:
             if self._ctx is None or self._ctx.complete:
                 # "negotiate" accepts both raw NTLM tokens (what requests_ntlm/pywinrm send under the
                 # Negotiate scheme) and SPNEGO-wrapped NTLM (pypsrp, Windows clients).
-                self._ctx = spnego.server(protocol="negotiate", service="http")
+                self._ctx = spnego.server(protocol="negotiate", service="http", channel_bindings=self._bindings(token))
                 self.user = None
             out = self._ctx.step(token)
         except Exception as exc:  # hostile tokens make pyspnego raise many kinds (struct, index, value…)
             self.reset()
             raise AuthError(f"NTLM: {type(exc).__name__}") from exc
+        if self._ctx.complete and self.negotiated_kerberos:
+            self.channel_bound = _channel_bound(self._ctx)
+            if self.cbt_level == "Strict" and self.end_point is not None and not self.channel_bound:
+                # HTTP.sys Strict hardening: "Only clients that supported CBT are serviced."
+                self.reset()
+                raise AuthError("Kerberos: no channel binding (CbtHardeningLevel Strict)")
         if self._ctx.complete:
             self.user = self._ctx.client_principal or ""
             return NtlmStep(out, self.user)
         return NtlmStep(out, None)
+
+    def _bindings(self, token: bytes) -> GssChannelBindings | None:
+        """What the acceptor checks the client's bindings against: the connection's end point for
+        a Kerberos token over TLS unless the level is None. An NTLM token gets none (the lab's NTLM
+        acceptor does not emulate CBT hardening: pyspnego's would refuse an NTLM client without
+        bindings at any level, which is Strict, not WinRM's default Relaxed)."""
+        if self.end_point is None or self.cbt_level == "None" or not _is_kerberos_token(token):
+            return None
+        return GssChannelBindings(application_data=self.end_point)
+
+    @property
+    def negotiated_kerberos(self) -> bool:
+        return self._ctx is not None and self._ctx.complete and self._ctx.negotiated_protocol == "kerberos"
 
     @property
     def kerberos(self) -> bool:

@@ -158,6 +158,8 @@ class WsmanModel(_Model):
     max_envelope_kb: int = Field(default=500, ge=1)
     max_shells_per_user: int = Field(default=30, ge=1)
     idle_timeout_s: float = Field(default=7200.0, gt=0)
+    #: WinRM service CbtHardeningLevel (MS docs "Installation and configuration for Windows Remote Management").
+    cbt_hardening_level: Literal["None", "Relaxed", "Strict"] = "Relaxed"
 
 
 def _faults_model() -> type[BaseModel]:

@@ -72,6 +72,7 @@ class EmulatedHost:
         self.max_envelope_kb: int = template.max_envelope_kb
         self.max_shells_per_user: int = template.max_shells_per_user
         self.idle_timeout_s: float = template.idle_timeout_s
+        self.cbt_hardening_level: str = template.cbt_hardening_level  # read by winlab.server (issue 16)
         self.time_scale: float = template.time_scale
         self.records = HostRecords()
         self.state: HostState = template.state.copy(self.name.upper())

@@ -107,8 +107,10 @@ class Lab:
                 self.ca_path = pki.ca_path
                 ssl_context = pki.server_context()
                 server.ssl_context = ssl_context
+                server.tls_end_points[ssl_context] = pki.end_point()
                 if any(getattr(h.faults, "certificate", "ok") == "expired" for h in self.hosts):
                     server.expired_ssl_context = pki.server_context(expired=True)
+                    server.tls_end_points[server.expired_ssl_context] = pki.end_point(expired=True)
             server.start()
             self._server = server
             self._stack.callback(server.stop)

@@ -78,7 +78,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.conn_auth = auth.ConnectionAuth()
+        # Over TLS the acceptor knows its certificate's channel binding data (issue 16).
+        context = getattr(self.connection, "context", None)
+        end_point = self.server.lab.tls_end_points.get(context) if context is not None else None
+        self.conn_auth = auth.ConnectionAuth(end_point, getattr(self.server.host, "cbt_hardening_level", "Relaxed"))
         self.final_auth_header = ""  # a last SPNEGO token, sent with the answer that completes auth
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -285,6 +288,8 @@ class LabServer:
         self.ssl_context = ssl_context
         #: Served instead of `ssl_context` to hosts with fault `certificate: expired` (set by winlab.lab).
         self.expired_ssl_context: ssl.SSLContext | None = None
+        #: Each TLS context's RFC 5929 channel binding data, `tls-server-end-point:<hash>` (set by winlab.lab).
+        self.tls_end_points: dict[ssl.SSLContext, bytes] = {}
         self.stop_event = threading.Event()
         self.listeners: dict[str, HostListener] = {}
         self._ntlm_passwords = ntlm_passwords or {}

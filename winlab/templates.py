@@ -181,6 +181,7 @@ class HostTemplate:
     max_shells_per_user: int
     idle_timeout_s: float
     time_scale: float
+    cbt_hardening_level: str = "Relaxed"
     source: str = ""
     boot: BootSpec = field(default_factory=BootSpec)
 
@@ -238,6 +239,7 @@ def _build_template(hm: HostModel, ctx: _Ctx, loc: tuple[Any, ...]) -> HostTempl
         max_shells_per_user=hm.wsman.max_shells_per_user,
         idle_timeout_s=hm.wsman.idle_timeout_s,
         time_scale=hm.time_scale,
+        cbt_hardening_level=hm.wsman.cbt_hardening_level,
         source=ctx.source,
         boot=BootSpec(hm.boot.last_boot if hm.boot.last_boot.tzinfo else hm.boot.last_boot.replace(tzinfo=timezone.utc),
                       hm.boot.reboot_seconds, hm.boot.shutdown_seconds, hm.boot.comes_back),

@@ -9,6 +9,7 @@ host name the lab serves in its subjectAltName, and `localhost`.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 import ssl
 from collections.abc import Iterable
@@ -38,6 +39,25 @@ class LabPki:
         cert = self.expired_cert_path if expired and self.expired_cert_path is not None else self.cert_path
         ctx.load_cert_chain(cert, self.key_path)
         return ctx
+
+    def end_point(self, *, expired: bool = False) -> bytes:
+        """The RFC 5929 `tls-server-end-point` channel binding data of the server certificate (or
+        its expired twin): `tls-server-end-point:` + its hash (see `end_point_hash`)."""
+        path = self.expired_cert_path if expired and self.expired_cert_path is not None else self.cert_path
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        return b"tls-server-end-point:" + end_point_hash(cert)
+
+
+def end_point_hash(cert: x509.Certificate) -> bytes:
+    """RFC 5929 section 4.1: the certificate's DER hashed with its signature's hash function, SHA-256
+    when that is MD5 or SHA-1. Raises ValueError for a signature without one hash (Ed25519), for
+    which the RFC leaves the binding undefined. (The lab's own copy, as a Windows host computes it
+    on its side; kbfix's is `remoting.kerberos.certificate_hash`.)"""
+    algorithm = cert.signature_hash_algorithm
+    if algorithm is None:
+        raise ValueError("tls-server-end-point is undefined for this certificate's signature algorithm")
+    name = "sha256" if algorithm.name in ("md5", "sha1") else algorithm.name
+    return hashlib.new(name, cert.public_bytes(serialization.Encoding.DER)).digest()
 
 
 def _name(common_name: str) -> x509.Name:
