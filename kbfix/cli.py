@@ -45,6 +45,7 @@ from kbfix.offline.cli import ANSWERS_HELP, check_engine, offline_inventory
 from kbfix.planfile import PlanDocument
 from kbfix.preflight import check_outputs, check_window, wait_for_window
 from kbfix.progress import make_progress
+from kbfix.reboot import check_host_reboot_vars
 from kbfix.resume import ResumeSettings, resume_settings
 from kbfix.rollout import parse_serial
 from kbfix.run import (
@@ -172,9 +173,11 @@ def _with_who(opts: RunOptions, operator: str | None, ticket: str | None, approv
     return opts
 
 
-def _reboot_options(*layers: RebootSettings | None) -> RebootOptions:
-    """reboot (issue 21): the apply's RebootOptions (first layer wins); a bad value exits 2."""
+def _reboot_options(*layers: RebootSettings | None, hosts: Sequence[Any] = ()) -> RebootOptions:
+    """reboot (issue 21): the apply's RebootOptions (first layer wins); a bad value, or a host's bad
+    kbfix_post_reboot_delay, exits 2."""
     try:
+        check_host_reboot_vars(hosts)
         return resolve_reboot_options(*layers)
     except RebootOptionError as exc:
         raise fail(str(exc), ExitCode.USAGE) from exc
@@ -182,7 +185,8 @@ def _reboot_options(*layers: RebootSettings | None) -> RebootOptions:
 
 def _reboot_recorded(o: RebootOptions) -> dict[str, Any]:
     """The reboot options as recorded in the run (no secrets in them)."""
-    return {"policy": o.policy, "timeout": o.timeout_s, "pre_reboot_delay": o.pre_reboot_delay, "message": o.message}
+    return {"policy": o.policy, "timeout": o.timeout_s, "pre_reboot_delay": o.pre_reboot_delay, "message": o.message,
+            "post_reboot_delay": o.post_reboot_delay}
 
 
 
@@ -371,6 +375,8 @@ def apply(
         "--reboot-message", metavar="TEXT", help="Message shown to logged-on users (shutdown.exe /c, at most 127 characters).")] = None,
     pre_reboot_delay: Annotated[int | None, typer.Option(
         "--pre-reboot-delay", metavar="SECONDS", help="Seconds Windows waits before restarting (shutdown.exe /t, 0-600, default 2).")] = None,
+    post_reboot_delay: Annotated[int | None, typer.Option("--post-reboot-delay", metavar="SECONDS", help="Seconds to let a restarted host "
+        "settle once it is back, before the readiness check and verify (0-3600, default 0; kbfix_post_reboot_delay per host).")] = None,
     report: ReportOpt = None,
     lang: LangOpt = "en",
     operator: OperatorOpt = None,
@@ -405,7 +411,7 @@ def apply(
         packages = Path(v["packages"]) if v["packages"] else None
     try:  # reboot (issue 21): command line first, then the plan, then the config file
         cli_reboot = RebootSettings(policy=reboot, timeout=reboot_timeout, message=reboot_message,  # type: ignore[arg-type]
-                                    pre_reboot_delay=pre_reboot_delay)
+                                    pre_reboot_delay=pre_reboot_delay, post_reboot_delay=post_reboot_delay)
     except ValidationError as exc:
         raise fail(f"--reboot: {exc.errors()[0]['msg']}", ExitCode.USAGE) from exc
     config = load_config()
@@ -416,6 +422,7 @@ def apply(
     wait_s = check_window(win, wait=wait) if win is not None else 0.0
     steps = parse_serial(serial) if serial else None
     hosts, digest = _hosts(g, broker)
+    _reboot_options(hosts=hosts)  # reboot (issue 21): a bad kbfix_post_reboot_delay exits 2 before contact
     engine = _engine(packages, broker=broker)  # reads and checks the packages manifest
     the_plan = PlanDocument.read(plan_file) if plan_file is not None else None
     if wait_s > 0 and win is not None:

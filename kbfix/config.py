@@ -11,6 +11,7 @@ reboot:                       # apply's restart defaults (the plan and the comma
   policy: if-needed           # never | if-needed | always
   timeout: 900                # seconds the host has to answer again with a new boot time
   pre_reboot_delay: 2         # shutdown.exe /t
+  post_reboot_delay: 30       # seconds to let a host settle once back, before verify (0-3600, default 0)
   message: "kbfix change window"
 broker: redis://broker.corp:6379/0   # sites (issue 18): default for --broker / KBFIX_BROKER
 require_change_ticket: true   # `kbfix apply` refuses to start without --change-ticket (default false)

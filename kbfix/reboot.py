@@ -9,21 +9,28 @@ fresh session after the restart. A host that does not come back is `failed` with
 (no verify: it does not answer), which counts toward max-fail like any failure. Hosts run in
 their own forks, so the others of the batch go on meanwhile.
 
+A host's inventory variable `kbfix_post_reboot_delay` (whole seconds, 0-3600) overrides the
+run's post_reboot_delay for that host (`options_for`); `check_host_reboot_vars` refuses a bad
+one before any host is contacted.
+
 This module is the only place the runner learns about restarts (hook marked `reboot (issue 21)`
 in kbfix/runner.py); the sequence itself lives in playbooks/reboot.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from kbfix.window import ChangeWindow
 from playbooks.model import Finding, Status
 from playbooks.reboot import (
+    POST_REBOOT_DELAY_VAR,
     RebootOptions,
     attach_reboot,
+    check_post_reboot_delay,
     note_not_rebooted,
     read_reboot_state,
     reboot_and_wait,
@@ -47,9 +54,28 @@ def pending_after_resume(findings: Sequence[Finding], facts: Mapping[str, Any]) 
             for f in findings]
 
 
-def restart_budget(options: RebootOptions) -> float:
-    """Seconds a host's run may additionally take for a restart (0 with policy `never`)."""
-    return 0.0 if options.policy == "never" else options.budget_s
+def options_for(options: RebootOptions, host: Any) -> RebootOptions:
+    """The run's options with the host's own `kbfix_post_reboot_delay`, when it has one.
+    Raises RebootOptionError (naming the host and variable) for a value out of 0..3600."""
+    raw = (getattr(host, "vars", None) or {}).get(POST_REBOOT_DELAY_VAR)
+    if raw is None:
+        return options
+    delay = check_post_reboot_delay(raw, f"{getattr(host, 'name', '?')}: {POST_REBOOT_DELAY_VAR}")
+    return dataclasses.replace(options, post_reboot_delay=delay)
+
+
+def check_host_reboot_vars(hosts: Iterable[Any]) -> None:
+    """Refuse, before contact, a host whose `kbfix_post_reboot_delay` is out of range (RebootOptionError)."""
+    for host in hosts:
+        options_for(RebootOptions(), host)
+
+
+def restart_budget(options: RebootOptions, host: Any = None) -> float:
+    """Seconds a host's run may additionally take for a restart (0 with policy `never`); with
+    `host`, its own post_reboot_delay counts."""
+    if options.policy == "never":
+        return 0.0
+    return (options_for(options, host) if host is not None else options).budget_s
 
 
 def restart_and_verify(
@@ -67,6 +93,7 @@ def restart_and_verify(
     docstring). `engine` is the runner's Engine (`session(host, check_mode=)`, `verify(...)`);
     `session` the host's open apply session. Raises remoting errors from the verify gather only."""
     findings = list(applied)
+    options = options_for(options, host)
     state: RebootState | None = None
     if options.policy != "never":
         try:
@@ -83,7 +110,7 @@ def restart_and_verify(
         verified = engine.verify(session, host, findings)
         return note_not_rebooted(verified, f"the change window {window} does not leave {options.budget_s:g} s "
                                            f"for a restart (pre-reboot delay {options.pre_reboot_delay} s + timeout "
-                                           f"{options.timeout_s:g} s)")
+                                           f"{options.timeout_s:g} s + post-reboot delay {options.post_reboot_delay} s)")
 
     def probe() -> RebootState | None:
         with engine.session(host, check_mode=True) as s:

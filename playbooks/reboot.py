@@ -11,11 +11,22 @@ the boot time before the restart and treats the host as back once a read of it d
 2. Poll with fresh sessions every `poll_s`: a refused/failed connection marks the host `down`
    (first time seen); an answer whose `LastBootUpTime` differs from the one before marks it
    `up`. Bounded by `pre_reboot_delay + timeout_s` from the request.
-3. `journal.result`: `success` (down/up times, old/new boot time) or `failed` ("did not come
-   back within N s"). A lost answer to `system.reboot` is not re-sent: the wait decides.
+3. Once back, wait `post_reboot_delay` seconds (win_reboot's option: "Seconds to wait after
+   the reboot command was successful before attempting to validate the system rebooted
+   successfully. This is useful if you want wait for something to settle despite your
+   connection already working"; kbfix counts it from the host being back, as win_reboot 2.4
+   documented it, so a slow restart does not eat the settling time), then the readiness check,
+   win_reboot's `test_command`: a fresh session must run the agent again (PowerShell starts,
+   the logon works) and still report the new boot time; a host that restarted once more in the
+   meantime (servicing that needs two restarts) is waited for again. Bounded, with the wait,
+   by `pre_reboot_delay + timeout_s + post_reboot_delay` from the request.
+4. `journal.result`: `success` (down/up/ready times, old/new boot time) or `failed` ("did not
+   come back within N s"). A lost answer to `system.reboot` is not re-sent: the wait decides.
 
-Defaults are win_reboot's: pre_reboot_delay 2 s, reboot_timeout 600 s, msg "Reboot initiated
-by …". The message is limited to what shutdown.exe accepts on Server 2003 (127 characters).
+Defaults are win_reboot's: pre_reboot_delay 2 s, reboot_timeout 600 s, post_reboot_delay 0 s,
+msg "Reboot initiated by …". The message is limited to what shutdown.exe accepts on Server 2003
+(127 characters). An arbitrary test_command is not offered: the agent runs only its own ops
+(arguments are data, never PowerShell source), and its answering is the readiness test.
 """
 
 from __future__ import annotations
@@ -49,14 +60,16 @@ class RebootOptions:
     reboot_required or Windows reports a restart pending), `always` (every host that had work);
     timeout_s: seconds the host has to answer again with a new boot time (win_reboot's
     reboot_timeout, default 600); message: shutdown.exe /c (≤127 printable chars, no `"`);
-    pre_reboot_delay: shutdown.exe /t seconds (0-600, default 2); poll_s: seconds between probes.
-    Raises RebootOptionError when out of range."""
+    pre_reboot_delay: shutdown.exe /t seconds (0-600, default 2); post_reboot_delay: seconds to
+    let the host settle once it is back, before the readiness check and verify (0-3600, default 0);
+    poll_s: seconds between probes. Raises RebootOptionError when out of range."""
 
     policy: RebootPolicy = "never"
     timeout_s: float = 600.0
     message: str = DEFAULT_MESSAGE
     pre_reboot_delay: int = 2
     poll_s: float = 2.0
+    post_reboot_delay: int = 0
 
     def __post_init__(self) -> None:
         if self.policy not in REBOOT_POLICIES:
@@ -68,18 +81,35 @@ class RebootOptions:
         if len(self.message) > 127 or re.search(r'["\x00-\x1f\x7f]', self.message) or not self.message.strip():
             raise RebootOptionError("reboot message: 1 to 127 printable characters without a double quote "
                                     "(shutdown.exe /c on Server 2003)")
+        check_post_reboot_delay(self.post_reboot_delay)
         if not 0 < self.poll_s <= 60:
             raise RebootOptionError(f"reboot poll interval: {self.poll_s:g} s is not in (0, 60]")
 
     @property
     def budget_s(self) -> float:
-        """The seconds a restart may take, for window planning: pre-reboot delay + timeout."""
-        return float(self.pre_reboot_delay) + self.timeout_s
+        """The seconds a restart may take, for window planning: pre-reboot delay + timeout +
+        post-reboot delay."""
+        return float(self.pre_reboot_delay) + self.timeout_s + float(self.post_reboot_delay)
+
+
+#: The longest post_reboot_delay accepted (seconds): an hour of settling is already a change-window matter.
+MAX_POST_REBOOT_DELAY = 3600
+#: The inventory variable that sets a host's own post_reboot_delay (a slow site server), over the run's.
+POST_REBOOT_DELAY_VAR = "kbfix_post_reboot_delay"
+
+
+def check_post_reboot_delay(value: object, where: str = "post_reboot_delay") -> int:
+    """`value` as whole seconds in 0..MAX_POST_REBOOT_DELAY (an int, or a string of digits as INI
+    inventories give it). Raises RebootOptionError naming `where`."""
+    seconds = int(value) if isinstance(value, str) and value.strip().isdigit() else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= MAX_POST_REBOOT_DELAY:
+        raise RebootOptionError(f"{where}: {value!r} is not whole seconds in 0..{MAX_POST_REBOOT_DELAY}")
+    return seconds
 
 
 class RebootSettings(BaseModel):
     """Reboot settings as a config file or a plan spells them (every field optional; unknown
-    keys refused): policy, timeout (s), message, pre_reboot_delay (s)."""
+    keys refused): policy, timeout (s), message, pre_reboot_delay (s), post_reboot_delay (s)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -87,6 +117,7 @@ class RebootSettings(BaseModel):
     timeout: float | None = None
     message: str | None = None
     pre_reboot_delay: int | None = None
+    post_reboot_delay: int | None = None
 
 
 def resolve_reboot_options(*layers: RebootSettings | None, poll_s: float | None = None) -> RebootOptions:
@@ -106,17 +137,20 @@ def resolve_reboot_options(*layers: RebootSettings | None, poll_s: float | None 
         poll_s = min(2.0, max(0.2, timeout / 50))
     return RebootOptions(policy=pick("policy", "never"), timeout_s=timeout,  # type: ignore[arg-type]
                          message=str(pick("message", DEFAULT_MESSAGE)),
-                         pre_reboot_delay=int(pick("pre_reboot_delay", 2)), poll_s=poll_s)  # type: ignore[call-overload]
+                         pre_reboot_delay=int(pick("pre_reboot_delay", 2)), poll_s=poll_s,  # type: ignore[call-overload]
+                         post_reboot_delay=int(pick("post_reboot_delay", 0)))  # type: ignore[call-overload]
 
 
 class RebootRecord(BaseModel):
-    """One restart as the report shows it: requested/down/up times (UTC; down None when no
-    refused connection was seen), boot times before/after, outcome (`success`, `failed`,
+    """One restart as the report shows it: requested/down/up/ready times (UTC; down None when no
+    refused connection was seen; ready: the readiness check after post_reboot_delay passed),
+    boot times before/after, outcome (`success`, `failed`,
     `unknown`), duration in seconds (request → up, or → giving up) and a detail sentence."""
 
     requested: datetime
     down: datetime | None = None
     up: datetime | None = None
+    ready: datetime | None = None
     boot_before: datetime | None = None
     boot_after: datetime | None = None
     outcome: str = "unknown"
@@ -231,13 +265,45 @@ def reboot_and_wait(
         if back and state is not None:
             record.up = clock()
             record.boot_after = state.last_boot
-            return _finish(journal, host, action, record, "success", "", clock, start, monotonic)
+            return _settle(probe, journal, host, action, record, options, deadline,
+                           clock=clock, start=start, monotonic=monotonic, sleep=sleep)
         if monotonic() >= deadline:
             seen = (f"down since {record.down.isoformat()}" if record.down
                     else "it never stopped answering with the old boot time")
             return _finish(journal, host, action, record, "failed",
                            f"the host did not come back within {options.budget_s:g} s of the restart request ({seen})",
                            clock, start, monotonic)
+
+
+def _settle(probe: Callable[[], RebootState | None], journal: Journal, host: str, action: PlannedAction,
+            record: RebootRecord, options: RebootOptions, deadline: float, *, clock: Callable[[], datetime],
+            start: float, monotonic: Callable[[], float], sleep: Callable[[float], None]) -> tuple[RebootRecord, ExecutedAction]:
+    """The host is back: wait post_reboot_delay, then the readiness check (see module docstring).
+    With no delay the answer that showed the new boot time is the readiness check."""
+    if options.post_reboot_delay <= 0:
+        record.ready = record.up
+        return _finish(journal, host, action, record, "success", "", clock, start, monotonic)
+    sleep(float(options.post_reboot_delay))
+    while True:
+        try:
+            state = probe()
+        except RemotingError:
+            state = None  # restarting once more, or not ready to take a logon yet
+        if state is not None and state.last_boot is not None and state.last_boot == record.boot_after:
+            record.ready = clock()
+            return _finish(journal, host, action, record, "success", "", clock, start, monotonic)
+        if state is not None and state.last_boot is not None and monotonic() < deadline:
+            # It restarted again while settling (servicing that needs two restarts): settle again.
+            record.boot_after = state.last_boot
+            record.up = clock()
+            sleep(float(options.post_reboot_delay))
+            continue
+        if monotonic() >= deadline:
+            return _finish(journal, host, action, record, "failed",
+                           f"the host came back at {record.up.isoformat() if record.up else '?'} but did not answer "
+                           f"again after the post-reboot delay of {options.post_reboot_delay} s (readiness check) "
+                           f"within {options.budget_s:g} s of the restart request", clock, start, monotonic)
+        sleep(options.poll_s)
 
 
 def _finish(journal: Journal, host: str, action: PlannedAction, record: RebootRecord, outcome: str, why: str,
@@ -247,7 +313,9 @@ def _finish(journal: Journal, host: str, action: PlannedAction, record: RebootRe
     if outcome == "success":
         record.detail = (f"restart requested {record.requested.isoformat()}, down "
                          f"{record.down.isoformat() if record.down else '(not seen)'}, up "
-                         f"{record.up.isoformat() if record.up else '?'}, {record.duration_s:g} s; boot time "
+                         f"{record.up.isoformat() if record.up else '?'}"
+                         + (f", ready {record.ready.isoformat()}" if record.ready and record.ready != record.up else "")
+                         + f", {record.duration_s:g} s; boot time "
                          f"{record.boot_before.isoformat() if record.boot_before else '?'} → "
                          f"{record.boot_after.isoformat() if record.boot_after else '?'}")
     else:

@@ -126,12 +126,14 @@ class InstallerModel(_Model):
 
 class BootModel(_Model):
     """`boot:` of a host: last boot time, how long a restart keeps it down (seconds, scaled by
-    time_scale), seconds from the restart's start until WinRM stops, whether it comes back."""
+    time_scale), seconds from the restart's start until WinRM stops, whether it comes back, seconds
+    after the boot until delayed-start services clear Windows Update's RebootRequired key."""
 
     last_boot: datetime = datetime(2008, 8, 1, 6, 0, 0, tzinfo=timezone.utc)
     reboot_seconds: float = Field(default=60.0, ge=0)
     shutdown_seconds: float = Field(default=5.0, ge=0)
     comes_back: bool = True
+    delayed_start_seconds: float = Field(default=0.0, ge=0)
 
 
 class ApprovalModel(_Model):

@@ -25,6 +25,16 @@ host goes down (the server closes its listener: connection refused, and drops it
 connections); after `reboot_seconds` more it comes back with a new boot time, its at-boot
 changes applied (an installer's `at_boot:`, the file renames) and the indicators cleared. All
 durations are multiplied by the host's `time_scale`. A host with `comes_back: false` stays down.
+
+Settling after the boot (why `post_reboot_delay` exists, issue 21): a delayed auto-start
+service "is started after other autostart services are started plus a short delay of
+approximately two minutes" ([MS-SCMR] 2.2.33 SERVICE_DELAYED_AUTO_START_INFO; Vista/Server 2008
+and later). On those systems the Windows Update service (wuauserv) starts that way, and the
+`Auto Update\\RebootRequired` key is the Windows Update agent's own, removed when the agent
+runs after the restart (the lab's model of it). WinRM (an ordinary automatic service) answers
+before that, so a verify right after the boot still reads a restart pending. A fixture's
+`boot.delayed_start_seconds` keeps that key for so long after the host is back (default 0:
+cleared at the boot).
 """
 
 from __future__ import annotations
@@ -50,12 +60,14 @@ MIN_SHUTDOWN_S = 0.2
 @dataclass(frozen=True)
 class BootSpec:
     """A fixture's `boot:`: last boot time (UTC), seconds the restart keeps the host down,
-    seconds from the restart's start to WinRM stopping, and whether it comes back at all."""
+    seconds from the restart's start to WinRM stopping, whether it comes back at all, and seconds
+    after the boot until the delayed-start services (Windows Update) run (module docstring)."""
 
     last_boot: datetime = DEFAULT_LAST_BOOT
     reboot_seconds: float = 60.0
     shutdown_seconds: float = 5.0
     comes_back: bool = True
+    delayed_start_seconds: float = 0.0
 
 
 def reboot_indicators(state: HostState) -> dict[str, object]:
@@ -161,13 +173,21 @@ class PowerState:
             if key is not None:
                 key.values.pop(PENDING_RENAMES.lower(), None)
             self.state.delete_key(CBS_REBOOT_PENDING)
-            self.state.delete_key(WU_REBOOT_REQUIRED)
+            if self.spec.delayed_start_seconds <= 0:
+                self.state.delete_key(WU_REBOOT_REQUIRED)
         with self._lock:
             self.boot_time = datetime.now(timezone.utc).replace(microsecond=0)
             self.restarts += 1
             self.up = True
             self._scheduled = False
         self._notify(True)
+        if self.spec.delayed_start_seconds > 0:
+            self._start_timer(self.spec.delayed_start_seconds * self.time_scale, self._delayed_services_start)
+
+    def _delayed_services_start(self) -> None:
+        """wuauserv starts (delayed auto-start) and clears its RebootRequired key."""
+        with self.state.lock:
+            self.state.delete_key(WU_REBOOT_REQUIRED)
 
     def cancel(self) -> None:
         """Stop pending timers (lab shutdown)."""

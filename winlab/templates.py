@@ -242,7 +242,8 @@ def _build_template(hm: HostModel, ctx: _Ctx, loc: tuple[Any, ...]) -> HostTempl
         cbt_hardening_level=hm.wsman.cbt_hardening_level,
         source=ctx.source,
         boot=BootSpec(hm.boot.last_boot if hm.boot.last_boot.tzinfo else hm.boot.last_boot.replace(tzinfo=timezone.utc),
-                      hm.boot.reboot_seconds, hm.boot.shutdown_seconds, hm.boot.comes_back),
+                      hm.boot.reboot_seconds, hm.boot.shutdown_seconds, hm.boot.comes_back,
+                      hm.boot.delayed_start_seconds),
     )
 
 

@@ -53,7 +53,7 @@ class HostApply:
 
     def deadline(self, host: HostLike) -> float | None:
         """The host's deadline: the run's plus twice the planned estimate plus a restart's budget."""
-        return self.run.deadline(self.source.expected_seconds(host) * 2 + restart_budget(self.run.options.reboot))
+        return self.run.deadline(self.source.expected_seconds(host) * 2 + restart_budget(self.run.options.reboot, host))
 
     def should_stop(self) -> SkipReason | None:
         """Before each action: interrupted when a stop was requested, window when it closed."""
