@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import IO, Any
 
 from rich.console import Console, Group
@@ -22,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
+from kbfix.eta import clock_text, eta_text, remaining_seconds, throughput
 from kbfix.terminal import safe_markup, safe_text
 from playbooks.model import HostResult, Status
 
@@ -149,42 +151,47 @@ class RichProgress:
 
 
 def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m:02d}:{s:02d}"
+    return clock_text(int(seconds))  # elapsed time: whole seconds passed
 
 
 class LiveProgress:
     """A rich Live view on a terminal: one line per running host with its current step and how
     long it has been on it (`WSUS-DK  KB954960 install_package 1/1  00:42`), a status line with the
-    batch (`batch 2/3  1/3`), hosts done and left, counts by status and elapsed time; finished hosts
-    scroll above. Ctrl-C is acknowledged at once (`stopping`), a second one says what it abandons."""
+    batch (`batch 2/3  1/3`), hosts done and left, counts by status, elapsed time and the time left
+    (kbfix.eta: `time left: estimating…` until enough hosts finished, then `about 03:20 left`;
+    hidden once stopping); finished hosts scroll above. Ctrl-C is acknowledged at once
+    (`stopping`), a second one says what it abandons. `clock`: monotonic seconds (tests)."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.console = console or Console(stderr=True)
         self.counts: Counter[Status] = Counter()
         self._lock = threading.Lock()
         self._running: dict[str, tuple[str, float]] = {}
         self._kind = ""
         self._total = self._done = self._batches = self._batch_index = self._batch_size = self._batch_done = 0
-        self._t0 = time.monotonic()
+        self._clock = clock
+        self._t0 = self._batch_t0 = clock()
+        self._prior_rate: float | None = None  # the last batch's throughput with enough hosts (kbfix.eta)
         self._stopping: str | None = None
         self._live = Live(console=self.console, refresh_per_second=4, transient=True, get_renderable=self._render)
 
     def start(self, kind: str, total: int, batches: int) -> None:
         """Start the live view."""
         self._kind, self._total, self._batches = kind, total, batches
-        self._t0 = time.monotonic()
+        self._t0 = self._batch_t0 = self._clock()
         self._live.start()
 
     def batch(self, index: int, hosts: int) -> None:
         """A batch starts."""
         with self._lock:
-            self._batch_index, self._batch_size, self._batch_done = index, hosts, 0
+            now = self._clock()
+            self._prior_rate = throughput(self._batch_done, now - self._batch_t0) or self._prior_rate
+            self._batch_index, self._batch_size, self._batch_done, self._batch_t0 = index, hosts, 0, now
 
     def host_step(self, host: str, step: str) -> None:
         """`host` starts `step` (shown with the time spent on it)."""
         with self._lock:
-            self._running[host] = (step, time.monotonic())
+            self._running[host] = (step, self._clock())
 
     def host_done(self, result: HostResult) -> None:
         """Print the host's line above the view; count it (into its batch only while the batch
@@ -221,13 +228,22 @@ class LiveProgress:
         self._live.stop()
         self.console.print(f"done: {counts_text(self.counts)}", markup=False, highlight=False)
 
+    def eta(self) -> str | None:
+        """The time-left words for the status line (kbfix.eta.eta_text), None when hidden."""
+        with self._lock:
+            left = self._total - self._done
+            rate = throughput(self._batch_done, self._clock() - self._batch_t0) or self._prior_rate
+            return eta_text(left, remaining_seconds(left, rate), stopping=self._stopping is not None)
+
     def _render(self) -> Group:
-        now = time.monotonic()
+        now = self._clock()
+        eta = self.eta()
         with self._lock:
             running = sorted(self._running.items(), key=lambda kv: kv[1][1])
             status = (f"{self._kind}  batch {self._batch_index + 1}/{self._batches}  {self._batch_done}/{self._batch_size}"
                       f"  ·  done {self._done}/{self._total}  left {self._total - self._done}"
-                      f"  ·  {counts_text(self.counts) or 'no results yet'}  ·  {_clock(now - self._t0)}")
+                      f"  ·  {counts_text(self.counts) or 'no results yet'}  ·  {_clock(now - self._t0)}"
+                      + (f"  ·  {eta}" if eta else ""))
             stopping = self._stopping
         table = Table.grid(padding=(0, 2))
         for _ in range(3):
