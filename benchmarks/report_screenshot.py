@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,20 +25,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from kbfix.report import build_document, write_report  # noqa: E402
+from kbfix.report.pdf import HEADLESS_FLAGS, PdfUnavailableError, find_chromium, html_to_pdf  # noqa: E402
 from kbfix.report.sample import ADVISORIES, hosts, run_info  # noqa: E402
 
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-BASE_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-default-apps",
-    "--hide-scrollbars",
-)
+BASE_FLAGS = (*HEADLESS_FLAGS, "--hide-scrollbars")  # kbfix's own Chromium flags (kbfix.report.pdf)
 TIMEOUT_SECONDS = 90.0
 # Chromium prints page console messages to stderr as `[pid:tid:time:INFO:CONSOLE:<line>] "<text>", source: <url> (<line>)`.
 _CONSOLE = re.compile(r":CONSOLE[:(]\d+|Refused to|Uncaught ", re.IGNORECASE)
@@ -58,14 +47,6 @@ class BrowserCheck:
     def ok(self) -> bool:
         """No console messages, script ran, a non-empty screenshot exists."""
         return not self.console and self.script_ran and self.screenshot_bytes > 0
-
-
-def find_chromium() -> str | None:
-    """The Chromium binary path, or None when it is not installed."""
-    for cand in CHROMIUM_CANDIDATES:
-        if Path(cand).is_file():
-            return cand
-    return shutil.which("chromium")
 
 
 def _run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
@@ -94,12 +75,14 @@ def check_html(html: Path, png: Path, chromium: str, *, width: int = 1280, heigh
 
 
 def print_pdf(html: Path, pdf: Path, chromium: str) -> bytes:
-    """Print `html` to `pdf` with Chromium's print path (the print CSS applies); returns the PDF bytes
-    (empty when printing failed). Raises subprocess.TimeoutExpired after TIMEOUT_SECONDS."""
-    with tempfile.TemporaryDirectory(prefix="kbfix-chromium-") as profile:
-        _run([chromium, *BASE_FLAGS, f"--user-data-dir={profile}", f"--print-to-pdf={pdf}",
-              "--no-pdf-header-footer", html.resolve().as_uri()])
-    return pdf.read_bytes() if pdf.is_file() else b""
+    """Print `html` to `pdf` the way `kbfix report --format pdf` does (kbfix.report.pdf.html_to_pdf:
+    Chromium's print path, the print CSS applies); returns the PDF bytes (empty when printing failed)."""
+    try:
+        data = html_to_pdf(html.read_bytes(), chromium=chromium)
+    except PdfUnavailableError:
+        return b""
+    pdf.write_bytes(data)
+    return data
 
 
 def main(argv: list[str] | None = None) -> int:

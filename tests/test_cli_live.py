@@ -4,8 +4,6 @@ hosts, and the running installs are not cut off."""
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -13,14 +11,11 @@ import pexpect
 import pytest
 
 from inventory import load_inventory
-from kbfix.run import RunOptions, run_plan
-from kbfix.run.playbook_engine import PlaybookEngine
-from kbfix.store import AuditStore
+from tests.helpers import child_env, kbfix_argv, write_plan
 from tests.test_run_lab import demo_text, make_packages
 from winlab.fixtures import DEMO_SITE, load_host_fixture_text
 from winlab.lab import Lab
 
-REPO = Path(__file__).resolve().parents[1]
 HOSTS = ["WSUS-SP1", "WSUS-DK"]
 SCALE = 4.0  # the fixture's 2 s KB954960 installer takes 8 s
 
@@ -33,15 +28,12 @@ def test_live_view_shows_steps_and_acknowledges_ctrl_c_at_once(tmp_path: Path, s
     with Lab(load_host_fixture_text(demo_text(time_scale=SCALE), "demo", DEMO_SITE.parent)) as lab:
         inv = lab.write_inventory(tmp_path / "inventory.yaml")
         hosts = [h for h in load_inventory([inv]).select(None) if h.name in HOSTS]
-        with AuditStore.in_dir(state) as store:
-            plan = run_plan(hosts, PlaybookEngine(packages_dir=packages), store, RunOptions()).plan
-        assert plan is not None
-        plan.write(tmp_path / "plan.json")
-        exe = str(Path(sys.executable).parent / "kbfix")
+        write_plan(hosts, packages, state, tmp_path / "plan.json")
+        exe, *_ = kbfix_argv()
         child = pexpect.spawn(
             exe, ["-i", str(inv), "--state", str(state), "--limit", ",".join(HOSTS), "--no-color", "apply",
                   "--plan", str(tmp_path / "plan.json"), "--packages", str(packages), "--grace", "90"],
-            cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm", "COLUMNS": "160"},
+            cwd=str(tmp_path), env=child_env(TERM="xterm", COLUMNS="160"),
             encoding="utf-8", timeout=60, dimensions=(40, 160))
         try:
             # A running host's step line: host, step (the action it is in), time on it.

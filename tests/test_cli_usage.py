@@ -12,26 +12,13 @@ from kbfix.cli import app
 from kbfix.run import RunOptions, run_plan
 from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.store import AuditStore
+from tests.helpers import unreachable_inventory
 
 COMMANDS = ["ping", "check", "plan", "apply", "history", "show", "report"]
 
-INVENTORY = """\
-kbfix_inventory: 1
-defaults:
-  scheme: http
-  transport: ntlm
-  username: LAB\\\\kbfix
-  password: Secret-1
-hosts:
-  WSUS01: {address: 127.0.0.1, port: 9}
-"""
-
-
 @pytest.fixture
 def inv(tmp_path: Path) -> Path:
-    p = tmp_path / "inventory.yaml"
-    p.write_text(INVENTORY, encoding="utf-8")
-    return p
+    return unreachable_inventory(tmp_path / "inventory.yaml")
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:

@@ -17,6 +17,7 @@ from kbfix.cli import app
 from kbfix.offline.answers import AnswerRefused, parse_answer, verify_answer
 from kbfix.offline.keystore import load_export
 from kbfix.offline.script import TEMPLATE_PATH
+from tests.helpers import unreachable_inventory
 from tests.test_agent_ps1_syntax import problems
 from winlab.fixtures import demo_site
 from winlab.lab import Lab
@@ -210,9 +211,7 @@ def test_cli_lab_answer_writes_answer_files(site: dict[str, Any], tmp_path: Path
 def test_offline_check_needs_no_connection_and_no_credentials(site: dict[str, Any], tmp_path: Path) -> None:
     # The DMZ case: the inventory knows the hosts but nothing listens (port 9 on loopback) and no
     # credentials are configured; the answers alone give the online statuses.
-    inv = tmp_path / "dmz.yaml"
-    inv.write_text("kbfix_inventory: 1\nhosts:\n  WSUS-SP1: {address: 127.0.0.1, port: 9}\n"
-                   "  CM07-OK: {address: 127.0.0.1, port: 9}\n", encoding="utf-8")
+    inv = unreachable_inventory(tmp_path / "dmz.yaml", ["WSUS-SP1", "CM07-OK"], credentials=False)
     res = _cli("-i", str(inv), "--state", site["state"], "-q", "check", "--answers", str(site["tmp"] / "answers"),
                "--format", "json")
     assert _statuses(res.stdout) == {"WSUS-SP1": site["online"]["WSUS-SP1"], "CM07-OK": site["online"]["CM07-OK"]}

@@ -110,12 +110,8 @@ def test_the_hash_of_the_lab_certificate(tmp_path: Path) -> None:
 def kdc() -> Iterator[LabKdc]:
     if _missing:
         pytest.skip(f"Kerberos lab needs {', '.join(_missing)}")
-    realm = kdc_for(fixtures_mod.demo_site()[:HOSTS])
-    realm.start()
-    try:
+    with kdc_for(fixtures_mod.demo_site()[:HOSTS]) as realm:
         yield realm
-    finally:
-        realm.stop()
 
 
 @pytest.fixture()

@@ -36,12 +36,8 @@ HOSTS = 2
 
 @pytest.fixture(scope="module")
 def kdc() -> Iterator[LabKdc]:
-    realm = kdc_for(fixtures_mod.demo_site()[:HOSTS])
-    realm.start()
-    try:
+    with kdc_for(fixtures_mod.demo_site()[:HOSTS]) as realm:
         yield realm
-    finally:
-        realm.stop()
 
 
 @pytest.fixture(scope="module", params=["http", "https"])

@@ -6,13 +6,15 @@ LastBootUpTime, its at-boot renames done and its pending indicators cleared (win
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,11 +29,11 @@ from playbooks.reboot import RebootOptions
 from remoting.agent_protocol import op
 from remoting.errors import CheckModeViolation
 from remoting.session import AgentSession
+from tests.helpers import child_env, kbfix_argv, write_plan
 from tests.test_run_lab import make_packages
 from winlab.fixtures import load_host_fixture_text
 from winlab.lab import Lab
 
-REPO = Path(__file__).resolve().parents[1]
 DLL = r"C:\Program Files\Update Services\WebServices\ClientWebService\bin\Microsoft.UpdateServices.WebServices.Client.dll"
 
 SITE = r"""
@@ -79,6 +81,18 @@ def _hosts(lab: Lab, tmp_path: Path, names: list[str]) -> list:
     return [by[n] for n in names]
 
 
+@contextlib.contextmanager
+def _planned(tmp_path: Path, names: list[str], **site: float) -> Iterator[tuple[Lab, AuditStore, list, PlaybookEngine, Any]]:
+    """The reboot site in a lab, `names` selected, a store, the engine with packages, and their plan."""
+    packages = make_packages(tmp_path / "pkgs")
+    with Lab(load_host_fixture_text(_site(**site), "reboot-site")) as lab, AuditStore.in_dir(tmp_path / "state") as store:
+        hosts = _hosts(lab, tmp_path, names)
+        engine = PlaybookEngine(packages_dir=packages)
+        plan = run_plan(hosts, engine, store, RunOptions()).plan
+        assert plan is not None
+        yield lab, store, hosts, engine, plan
+
+
 def _ops(lab: Lab, name: str) -> list[str]:
     return [m.op for m in lab.records(name).mutations]
 
@@ -95,12 +109,7 @@ FAST = RebootOptions(policy="if-needed", timeout_s=20, pre_reboot_delay=0, poll_
 
 
 def test_installer_3010_then_restart_then_verify_is_remediated(tmp_path: Path) -> None:
-    packages = make_packages(tmp_path / "pkgs")
-    with Lab(load_host_fixture_text(_site(), "reboot-site")) as lab, AuditStore.in_dir(tmp_path / "state") as store:
-        hosts = _hosts(lab, tmp_path, ["WSUS-3010", "WSUS-OK"])
-        engine = PlaybookEngine(packages_dir=packages)
-        plan = run_plan(hosts, engine, store, RunOptions()).plan
-        assert plan is not None
+    with _planned(tmp_path, ["WSUS-3010", "WSUS-OK"]) as (lab, store, hosts, engine, plan):
         boot_before = _host(lab, "WSUS-3010").power.boot_time
         out = run_apply(hosts, engine, store, RunOptions(reboot=FAST), plan=plan)
         by = {r.host: r for r in out.results}
@@ -130,11 +139,7 @@ def test_installer_3010_then_restart_then_verify_is_remediated(tmp_path: Path) -
 
 
 def test_reboot_never_leaves_pending_reboot_with_the_indicator_as_evidence(tmp_path: Path) -> None:
-    packages = make_packages(tmp_path / "pkgs")
-    with Lab(load_host_fixture_text(_site(), "reboot-site")) as lab, AuditStore.in_dir(tmp_path / "state") as store:
-        hosts = _hosts(lab, tmp_path, ["WSUS-3010"])
-        engine = PlaybookEngine(packages_dir=packages)
-        plan = run_plan(hosts, engine, store, RunOptions()).plan
+    with _planned(tmp_path, ["WSUS-3010"]) as (lab, store, hosts, engine, plan):
         out = run_apply(hosts, engine, store, RunOptions(), plan=plan)  # default: --reboot never
         (r,) = out.results
         f = _kb(r)
@@ -148,12 +153,8 @@ def test_reboot_never_leaves_pending_reboot_with_the_indicator_as_evidence(tmp_p
 
 
 def test_a_host_that_never_comes_back_fails_after_the_timeout_while_the_batch_goes_on(tmp_path: Path) -> None:
-    packages = make_packages(tmp_path / "pkgs")
     # WSUS-OK's installer takes 2 s (scale 0.02 × 100): it finishes while WSUS-GONE's restart is awaited.
-    with Lab(load_host_fixture_text(_site(ok_s=100), "reboot-site")) as lab, AuditStore.in_dir(tmp_path / "state") as store:
-        hosts = _hosts(lab, tmp_path, ["WSUS-GONE", "WSUS-OK", "WSUS-LATE"])
-        engine = PlaybookEngine(packages_dir=packages)
-        plan = run_plan(hosts, engine, store, RunOptions()).plan
+    with _planned(tmp_path, ["WSUS-GONE", "WSUS-OK", "WSUS-LATE"], ok_s=100) as (_lab, store, hosts, engine, plan):
         opts = RunOptions(forks=2, serial=[], reboot=RebootOptions(policy="if-needed", timeout_s=4, pre_reboot_delay=0,
                                                                     poll_s=0.2), max_fail_percent=0)
         from kbfix.rollout import parse_serial
@@ -176,12 +177,7 @@ def test_a_host_that_never_comes_back_fails_after_the_timeout_while_the_batch_go
 
 
 def test_a_window_too_short_for_the_restart_does_not_restart(tmp_path: Path) -> None:
-    packages = make_packages(tmp_path / "pkgs")
-    with Lab(load_host_fixture_text(_site(), "reboot-site")) as lab, AuditStore.in_dir(tmp_path / "state") as store:
-        hosts = _hosts(lab, tmp_path, ["WSUS-3010"])
-        engine = PlaybookEngine(packages_dir=packages)
-        plan = run_plan(hosts, engine, store, RunOptions()).plan
-        assert plan is not None
+    with _planned(tmp_path, ["WSUS-3010"]) as (lab, store, hosts, engine, plan):
         now = datetime.now(timezone.utc)
         estimate = plan.host("WSUS-3010").estimated_seconds  # type: ignore[union-attr]
         window = ChangeWindow(now - timedelta(seconds=1), now + timedelta(seconds=estimate + 30))
@@ -221,10 +217,6 @@ def test_check_mode_refuses_the_restart_before_sending_it(tmp_path: Path) -> Non
         assert _host(lab, "WSUS-3010").power.restarts == 0
 
 
-def _kbfix(*args: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "kbfix"), *args]
-
-
 @pytest.mark.slow
 def test_sigkill_during_the_wait_then_resume_rereads_and_does_not_restart_twice(tmp_path: Path) -> None:
     packages = make_packages(tmp_path / "pkgs")
@@ -233,14 +225,11 @@ def test_sigkill_during_the_wait_then_resume_rereads_and_does_not_restart_twice(
     with Lab(load_host_fixture_text(_site(scale=1, down=4), "reboot-site")) as lab:
         inv_path = lab.write_inventory(tmp_path / "inventory.yaml")
         hosts = _hosts(lab, tmp_path, ["WSUS-3010"])
-        with AuditStore.in_dir(state) as store:
-            plan = run_plan(hosts, PlaybookEngine(packages_dir=packages), store, RunOptions()).plan
-        assert plan is not None
-        plan.write(tmp_path / "plan.json")
+        write_plan(hosts, packages, state, tmp_path / "plan.json")
         common = ["-q", "-i", str(inv_path), "--state", str(state), "--limit", "WSUS-3010"]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = child_env()
         proc = subprocess.Popen(
-            _kbfix(*common, "apply", "--plan", str(tmp_path / "plan.json"), "--packages", str(packages),
+            kbfix_argv(*common, "apply", "--plan", str(tmp_path / "plan.json"), "--packages", str(packages),
                    "--reboot", "if-needed", "--pre-reboot-delay", "0", "--reboot-timeout", "60"),
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
@@ -259,7 +248,7 @@ def test_sigkill_during_the_wait_then_resume_rereads_and_does_not_restart_twice(
         deadline = time.monotonic() + 30
         while power.restarts == 0 and time.monotonic() < deadline:
             time.sleep(0.1)  # the host finishes its restart on its own
-        res = subprocess.run(_kbfix(*common, "apply", "--resume", "latest", "--packages", str(packages),
+        res = subprocess.run(kbfix_argv(*common, "apply", "--resume", "latest", "--packages", str(packages),
                                     "--reboot", "if-needed", "--pre-reboot-delay", "0", "--reboot-timeout", "60"),
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stdout + res.stderr
@@ -299,11 +288,7 @@ def test_the_plan_carries_the_restart_policy_to_apply(tmp_path: Path) -> None:
 
 
 def test_resume_restarts_a_host_that_is_still_pending_once_and_not_again(tmp_path: Path) -> None:
-    packages = make_packages(tmp_path / "pkgs")
-    with Lab(load_host_fixture_text(_site(), "reboot-site")) as lab, AuditStore.in_dir(tmp_path / "state") as store:
-        hosts = _hosts(lab, tmp_path, ["WSUS-3010"])
-        engine = PlaybookEngine(packages_dir=packages)
-        plan = run_plan(hosts, engine, store, RunOptions()).plan
+    with _planned(tmp_path, ["WSUS-3010"]) as (lab, store, hosts, engine, plan):
         first = run_apply(hosts, engine, store, RunOptions(), plan=plan)  # --reboot never: left pending
         assert first.results[0].status is Status.PENDING_REBOOT
         second = run_apply(hosts, engine, store, RunOptions(reboot=FAST), resume=first.info.id)

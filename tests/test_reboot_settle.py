@@ -30,6 +30,7 @@ from playbooks.reboot import (
 )
 from playbooks.reboot_facts import parse_reboot_state
 from remoting.errors import UnreachableError
+from tests.helpers import unreachable_inventory
 from tests.test_reboot_units import _Journal, _ReplaySession, _timeline
 from tests.test_run_lab import make_packages
 from winlab.fixtures import load_host_fixture_text
@@ -163,13 +164,10 @@ def test_a_host_that_is_not_ready_after_the_delay_fails_at_the_deadline() -> Non
 
 
 def test_cli_refuses_a_bad_post_reboot_delay_before_contact(tmp_path: Path) -> None:
-    inv = tmp_path / "inventory.yaml"
-    inv.write_text("kbfix_inventory: 1\ndefaults: {scheme: http, transport: ntlm, username: 'LAB\\\\kbfix', "
-                   "password: Secret-1}\nhosts:\n  WSUS01: {address: 127.0.0.1, port: 9, "
-                   "vars: {kbfix_post_reboot_delay: 7200}}\n", encoding="utf-8")
+    inv = unreachable_inventory(tmp_path / "inventory.yaml", host_vars={"WSUS01": {"kbfix_post_reboot_delay": 7200}})
     r = CliRunner().invoke(app, ["-i", str(inv), "--state", str(tmp_path / "state"), "apply", "--yes"])
     assert r.exit_code == 2 and "WSUS01: kbfix_post_reboot_delay" in r.output, r.output
-    inv.write_text(inv.read_text(encoding="utf-8").replace(", vars: {kbfix_post_reboot_delay: 7200}", ""), encoding="utf-8")
+    unreachable_inventory(inv)
     r = CliRunner().invoke(app, ["-i", str(inv), "--state", str(tmp_path / "state"), "apply", "--yes",
                                  "--post-reboot-delay", "4000"])
     assert r.exit_code == 2 and "0..3600" in r.output, r.output

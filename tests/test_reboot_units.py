@@ -27,6 +27,7 @@ from playbooks.reboot import (
 from playbooks.reboot_facts import parse_reboot_state
 from remoting.endpoint import Endpoint, Secret, Timeouts
 from remoting.session import AgentSession
+from tests.helpers import unreachable_inventory
 from winlab.fixtures import load_host_fixture_text
 from winlab.lab import Lab
 
@@ -95,10 +96,7 @@ def test_config_file_reboot_section_is_validated(tmp_path: Path) -> None:
     (["--reboot", "always", "--pre-reboot-delay", "900"], "0..600"),
 ])
 def test_cli_refuses_bad_reboot_options_before_contacting_anything(tmp_path: Path, args: list[str], words: str) -> None:
-    inv = tmp_path / "inventory.yaml"
-    # port 9 (discard) on loopback: nothing listens there, so a contact attempt would show as unreachable
-    inv.write_text("kbfix_inventory: 1\ndefaults: {scheme: http, transport: ntlm, username: 'LAB\\\\kbfix', "
-                   "password: Secret-1}\nhosts:\n  WSUS01: {address: 127.0.0.1, port: 9}\n", encoding="utf-8")
+    inv = unreachable_inventory(tmp_path / "inventory.yaml")  # a contact attempt would show as unreachable
     r = CliRunner().invoke(app, ["-i", str(inv), "--state", str(tmp_path / "state"), "apply", "--yes", *args])
     assert r.exit_code == 2, r.output
     assert words in r.output

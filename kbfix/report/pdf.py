@@ -16,7 +16,8 @@ from pathlib import Path
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 PRINT_TIMEOUT_SECONDS = 120.0
-_FLAGS = (
+#: How kbfix starts headless Chromium for any page (the PDF here, the benchmark's screenshot).
+HEADLESS_FLAGS = (
     "--headless",
     "--no-sandbox",  # kbfix may run as root in CI containers, where Chromium's sandbox cannot start
     "--disable-gpu",
@@ -25,8 +26,8 @@ _FLAGS = (
     "--disable-sync",
     "--no-first-run",
     "--disable-default-apps",
-    "--no-pdf-header-footer",
 )
+_PRINT_FLAGS = (*HEADLESS_FLAGS, "--no-pdf-header-footer")
 
 
 class PdfUnavailableError(RuntimeError):
@@ -54,7 +55,7 @@ def html_to_pdf(html: bytes, *, chromium: str | None = None) -> bytes:
         src.write_bytes(html)
         try:
             proc = subprocess.run(
-                [exe, *_FLAGS, f"--user-data-dir={Path(tmp) / 'profile'}", f"--print-to-pdf={out}", src.as_uri()],
+                [exe, *_PRINT_FLAGS, f"--user-data-dir={Path(tmp) / 'profile'}", f"--print-to-pdf={out}", src.as_uri()],
                 capture_output=True, timeout=PRINT_TIMEOUT_SECONDS, check=False,
             )
         except subprocess.TimeoutExpired:
@@ -69,4 +70,4 @@ def html_to_pdf(html: bytes, *, chromium: str | None = None) -> bytes:
         return data
 
 
-__all__ = ["PdfUnavailableError", "find_chromium", "html_to_pdf"]
+__all__ = ["HEADLESS_FLAGS", "PdfUnavailableError", "find_chromium", "html_to_pdf"]
