@@ -54,6 +54,11 @@ def pg_url(url: str) -> sa.URL:
     return parsed.set(drivername="postgresql+psycopg")
 
 
+def store_label(store: Path | str) -> str:
+    """A store location as it may be shown in output and errors (a URL's password hidden)."""
+    return safe_url(store) if isinstance(store, str) and is_store_url(store) else str(store)
+
+
 def safe_url(url: str) -> str:
     """The URL as it may be shown (logs, errors, reports): its password replaced by `***`.
     Passwords belong in PGPASSWORD or ~/.pgpass, which libpq reads; never on the command line."""
