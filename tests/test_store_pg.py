@@ -217,3 +217,18 @@ def test_check_history_show_through_a_state_url_against_the_lab(tmp_path: Path) 
                                 timeout=60, check=False)
         assert verify.returncode == 0 and "chain intact" in verify.stdout, verify.stdout + verify.stderr
         assert not (tmp_path / "home1" / "audit.sqlite3").exists()
+
+
+def test_a_nul_in_host_text_is_stored_not_fatal() -> None:
+    """PostgreSQL text cannot hold NUL (SQLite's can): a hostile answer's NUL becomes U+FFFD, the write goes through."""
+    from playbooks.model import Finding, HostResult, Status
+
+    with fresh_database() as url, AuditStore(url) as store:
+        store.begin_run(_run("r1"))
+        bad = Finding(advisory="KB954960", status=Status.NON_COMPLIANT, reason="dll\x00version")
+        store.record_host("r1", HostResult.from_findings("h1", [bad]), facts={"k": "v\x00w"})
+        assert store.facts("r1", "h1")[0]["facts"] == {"k": "v\x00w"}  # JSON keeps it exactly
+        assert store.host_results("r1")[0].findings[0].reason == "dll\x00version"
+        with raw(url) as db:
+            assert db.exec_driver_sql("SELECT reason FROM findings").scalar() == "dll\ufffdversion"
+        assert store.verify_chain().ok

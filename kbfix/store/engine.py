@@ -173,7 +173,7 @@ def check_not_newer(conn: sa.Connection) -> None:
     if version > LATEST:
         raise SchemaTooNewError(f"audit store schema v{version} is newer than this kbfix (v{LATEST}); upgrade kbfix")
     rev = alembic_revision(conn)
-    if rev is not None and rev not in _known_revisions():
+    if rev is not None and rev != HEAD_REVISION and rev not in _known_revisions():
         raise SchemaTooNewError(f"audit store schema revision {rev} is newer than this kbfix "
                                 f"({HEAD_REVISION}); upgrade kbfix")
 

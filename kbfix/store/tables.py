@@ -16,9 +16,26 @@ column of that name out of the row hash.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
+
+
+class StoredText(sa.types.TypeDecorator[str]):
+    """TEXT. PostgreSQL's text cannot hold a NUL character (SQLite's can): there a NUL, which only a
+    hostile or broken host answer puts in a reason or name, is stored as U+FFFD instead of failing
+    the write (JSON columns are unaffected: JSON escapes it as \\u0000)."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if isinstance(value, str) and dialect.name == "postgresql" and "\x00" in value:
+            return value.replace("\x00", "\ufffd")
+        return value
+
 
 #: The integer key of a sequence table: the SQLite rowid alias, a 64-bit identity on PostgreSQL.
 SeqKey = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -42,88 +59,88 @@ def _seq() -> sa.Column[int]:
 
 runs = sa.Table(
     "runs", metadata,
-    sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("kind", sa.Text, nullable=False),
-    sa.Column("started", sa.Text, nullable=False),
-    sa.Column("operator", sa.Text, nullable=False),
-    sa.Column("kbfix_version", sa.Text, nullable=False),
-    sa.Column("inventory_hash", sa.Text),
-    sa.Column("window", sa.Text),
-    sa.Column("options", sa.Text, nullable=False),  # JSON, secrets redacted
-    sa.Column("resumes", sa.Text, sa.ForeignKey("runs.id")),  # the interrupted run this one resumes
+    sa.Column("id", StoredText, primary_key=True),
+    sa.Column("kind", StoredText, nullable=False),
+    sa.Column("started", StoredText, nullable=False),
+    sa.Column("operator", StoredText, nullable=False),
+    sa.Column("kbfix_version", StoredText, nullable=False),
+    sa.Column("inventory_hash", StoredText),
+    sa.Column("window", StoredText),
+    sa.Column("options", StoredText, nullable=False),  # JSON, secrets redacted
+    sa.Column("resumes", StoredText, sa.ForeignKey("runs.id")),  # the interrupted run this one resumes
     sa.Column("pid", Int64),
-    sa.Column("machine", sa.Text),
-    sa.Column("change_ticket", sa.Text),
-    sa.Column("approved_by", sa.Text),
+    sa.Column("machine", StoredText),
+    sa.Column("change_ticket", StoredText),
+    sa.Column("approved_by", StoredText),
 )
 
 run_events = sa.Table(
     "run_events", metadata, _seq(),
-    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), nullable=False),
-    sa.Column("at", sa.Text, nullable=False),
-    sa.Column("state", sa.Text, nullable=False),  # running | completed | interrupted | note
-    sa.Column("detail", sa.Text),
+    sa.Column("run_id", StoredText, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("at", StoredText, nullable=False),
+    sa.Column("state", StoredText, nullable=False),  # running | completed | interrupted | note
+    sa.Column("detail", StoredText),
     sqlite_autoincrement=True,
 )
 
 host_results = sa.Table(
     "host_results", metadata, _seq(),
-    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), nullable=False),
-    sa.Column("host", sa.Text, nullable=False),
-    sa.Column("phase", sa.Text, nullable=False),  # assess | apply | verify | final
-    sa.Column("status", sa.Text, nullable=False),
-    sa.Column("facts_digest", sa.Text),
-    sa.Column("result", sa.Text, nullable=False),  # HostResult JSON
-    sa.Column("at", sa.Text, nullable=False),
+    sa.Column("run_id", StoredText, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("host", StoredText, nullable=False),
+    sa.Column("phase", StoredText, nullable=False),  # assess | apply | verify | final
+    sa.Column("status", StoredText, nullable=False),
+    sa.Column("facts_digest", StoredText),
+    sa.Column("result", StoredText, nullable=False),  # HostResult JSON
+    sa.Column("at", StoredText, nullable=False),
     sa.Index("host_results_run", "run_id", "host"),
     sqlite_autoincrement=True,
 )
 
 facts = sa.Table(
     "facts", metadata, _seq(),
-    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), nullable=False),
-    sa.Column("host", sa.Text, nullable=False),
-    sa.Column("phase", sa.Text, nullable=False),
-    sa.Column("digest", sa.Text),
-    sa.Column("facts", sa.Text, nullable=False),  # JSON
-    sa.Column("at", sa.Text, nullable=False),
+    sa.Column("run_id", StoredText, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("host", StoredText, nullable=False),
+    sa.Column("phase", StoredText, nullable=False),
+    sa.Column("digest", StoredText),
+    sa.Column("facts", StoredText, nullable=False),  # JSON
+    sa.Column("at", StoredText, nullable=False),
     sqlite_autoincrement=True,
 )
 
 findings = sa.Table(
     "findings", metadata, _seq(),
     sa.Column("host_result_seq", SeqKey, sa.ForeignKey("host_results.seq"), nullable=False),
-    sa.Column("run_id", sa.Text, nullable=False),
-    sa.Column("host", sa.Text, nullable=False),
-    sa.Column("advisory", sa.Text, nullable=False),
-    sa.Column("status", sa.Text, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("evidence", sa.Text, nullable=False),  # JSON list of Evidence
+    sa.Column("run_id", StoredText, nullable=False),
+    sa.Column("host", StoredText, nullable=False),
+    sa.Column("advisory", StoredText, nullable=False),
+    sa.Column("status", StoredText, nullable=False),
+    sa.Column("reason", StoredText, nullable=False),
+    sa.Column("evidence", StoredText, nullable=False),  # JSON list of Evidence
     sqlite_autoincrement=True,
 )
 
 planned_actions = sa.Table(
     "planned_actions", metadata, _seq(),
-    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), nullable=False),
-    sa.Column("host", sa.Text, nullable=False),
-    sa.Column("action_id", sa.Text, nullable=False),
-    sa.Column("advisory", sa.Text, nullable=False),
-    sa.Column("kind", sa.Text, nullable=False),
-    sa.Column("facts_digest", sa.Text),
-    sa.Column("action", sa.Text, nullable=False),  # PlannedAction JSON
-    sa.Column("at", sa.Text, nullable=False),
+    sa.Column("run_id", StoredText, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("host", StoredText, nullable=False),
+    sa.Column("action_id", StoredText, nullable=False),
+    sa.Column("advisory", StoredText, nullable=False),
+    sa.Column("kind", StoredText, nullable=False),
+    sa.Column("facts_digest", StoredText),
+    sa.Column("action", StoredText, nullable=False),  # PlannedAction JSON
+    sa.Column("at", StoredText, nullable=False),
     sqlite_autoincrement=True,
 )
 
 intents = sa.Table(
     "intents", metadata, _seq(),
-    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), nullable=False),
-    sa.Column("host", sa.Text, nullable=False),
-    sa.Column("action_id", sa.Text, nullable=False),
-    sa.Column("advisory", sa.Text, nullable=False),
-    sa.Column("kind", sa.Text, nullable=False),
-    sa.Column("action", sa.Text, nullable=False),  # PlannedAction JSON, as about to be sent
-    sa.Column("at", sa.Text, nullable=False),
+    sa.Column("run_id", StoredText, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("host", StoredText, nullable=False),
+    sa.Column("action_id", StoredText, nullable=False),
+    sa.Column("advisory", StoredText, nullable=False),
+    sa.Column("kind", StoredText, nullable=False),
+    sa.Column("action", StoredText, nullable=False),  # PlannedAction JSON, as about to be sent
+    sa.Column("at", StoredText, nullable=False),
     sa.Index("intents_run", "run_id", "host"),
     sqlite_autoincrement=True,
 )
@@ -131,55 +148,55 @@ intents = sa.Table(
 results = sa.Table(
     "results", metadata, _seq(),
     sa.Column("intent_seq", SeqKey, sa.ForeignKey("intents.seq"), nullable=False, unique=True),
-    sa.Column("run_id", sa.Text, nullable=False),
-    sa.Column("host", sa.Text, nullable=False),
-    sa.Column("action_id", sa.Text, nullable=False),
-    sa.Column("outcome", sa.Text, nullable=False),  # success | reboot_required | failed | unknown
+    sa.Column("run_id", StoredText, nullable=False),
+    sa.Column("host", StoredText, nullable=False),
+    sa.Column("action_id", StoredText, nullable=False),
+    sa.Column("outcome", StoredText, nullable=False),  # success | reboot_required | failed | unknown
     sa.Column("exit_code", Int64),  # Windows exit codes and HRESULTs are unsigned 32-bit
-    sa.Column("executed", sa.Text, nullable=False),  # ExecutedAction JSON
-    sa.Column("at", sa.Text, nullable=False),
+    sa.Column("executed", StoredText, nullable=False),  # ExecutedAction JSON
+    sa.Column("at", StoredText, nullable=False),
     sqlite_autoincrement=True,
 )
 
 host_locks = sa.Table(
     "host_locks", metadata,
-    sa.Column("host", sa.Text, primary_key=True),
-    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("host", StoredText, primary_key=True),
+    sa.Column("run_id", StoredText, nullable=False),
     sa.Column("pid", Int64, nullable=False),
-    sa.Column("machine", sa.Text, nullable=False),
-    sa.Column("acquired", sa.Text, nullable=False),
-    sa.Column("lease_until", sa.Text),  # UTC ISO text; NULL: a lock from before leases
+    sa.Column("machine", StoredText, nullable=False),
+    sa.Column("acquired", StoredText, nullable=False),
+    sa.Column("lease_until", StoredText),  # UTC ISO text; NULL: a lock from before leases
 )
 
 plan_documents = sa.Table(
     "plan_documents", metadata, _seq(),
-    sa.Column("digest", sa.Text, nullable=False),  # SHA-256 of the canonical plan JSON (PlanDocument.digest)
-    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), nullable=False),
-    sa.Column("at", sa.Text, nullable=False),
+    sa.Column("digest", StoredText, nullable=False),  # SHA-256 of the canonical plan JSON (PlanDocument.digest)
+    sa.Column("run_id", StoredText, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("at", StoredText, nullable=False),
     sa.Index("plan_documents_digest", "digest"),
     sqlite_autoincrement=True,
 )
 
 reports = sa.Table(
     "reports", metadata, _seq(),
-    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.id"), nullable=False),
-    sa.Column("path", sa.Text, nullable=False),  # as given when written (absolute)
-    sa.Column("format", sa.Text, nullable=False),
-    sa.Column("lang", sa.Text, nullable=False),
-    sa.Column("sha256", sa.Text, nullable=False),  # of the bytes written
+    sa.Column("run_id", StoredText, sa.ForeignKey("runs.id"), nullable=False),
+    sa.Column("path", StoredText, nullable=False),  # as given when written (absolute)
+    sa.Column("format", StoredText, nullable=False),
+    sa.Column("lang", StoredText, nullable=False),
+    sa.Column("sha256", StoredText, nullable=False),  # of the bytes written
     sa.Column("size", Int64, nullable=False),
-    sa.Column("at", sa.Text, nullable=False),
+    sa.Column("at", StoredText, nullable=False),
     sa.Index("reports_sha256", "sha256"),
     sqlite_autoincrement=True,
 )
 
 chain = sa.Table(
     "chain", metadata, _seq(),
-    sa.Column("tbl", sa.Text, nullable=False),
+    sa.Column("tbl", StoredText, nullable=False),
     sa.Column("row_id", Int64, nullable=False),
-    sa.Column("row_hash", sa.Text, nullable=False),
-    sa.Column("hash", sa.Text, nullable=False),  # covers the previous entry's hash
-    sa.Column("at", sa.Text, nullable=False),
+    sa.Column("row_hash", StoredText, nullable=False),
+    sa.Column("hash", StoredText, nullable=False),  # covers the previous entry's hash
+    sa.Column("at", StoredText, nullable=False),
     sa.UniqueConstraint("tbl", "row_id"),
     sqlite_autoincrement=True,
 )
@@ -187,7 +204,7 @@ chain = sa.Table(
 schema_version = sa.Table(
     "schema_version", metadata,
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("applied", sa.Text, nullable=False),
+    sa.Column("applied", StoredText, nullable=False),
 )
 """One row per hand-written migration (kbfix/store/schema.py); the baseline writes v4's row, so a
 store's `MAX(version)` says the same on both engines and a store from a newer kbfix is refused."""
