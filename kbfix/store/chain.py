@@ -96,21 +96,43 @@ def head(db: Db) -> tuple[int, str]:
     return (0, GENESIS) if not rows else (int(rows[0][0]), str(rows[0][1]))
 
 
+def _pending(db: Db) -> tuple[str, dict[str, int | None]]:
+    """(the head hash, table → its last chained rowid) for the CHAINED tables holding rows above
+    that rowid, in one statement of index lookups: a write transaction touches one to three tables,
+    and on PostgreSQL every statement is a round trip to the server."""
+    parts = ["(SELECT hash FROM chain ORDER BY seq DESC LIMIT 1)"]
+    for table in CHAINED:  # fixed names, no input
+        parts.append(f"(SELECT MAX(row_id) FROM chain WHERE tbl='{table}')")  # noqa: S608
+        parts.append(f"(SELECT MAX({ROWID_COLUMN.get(table, 'seq')}) FROM {table})")  # noqa: S608
+    values = _exec(db, "SELECT " + ", ".join(parts))[1][0]
+    pending: dict[str, int | None] = {}
+    for i, table in enumerate(CHAINED):
+        last, top = values[1 + 2 * i], values[2 + 2 * i]
+        if top is not None and (last is None or int(top) > int(last)):
+            pending[table] = None if last is None else int(last)
+    return (GENESIS if values[0] is None else str(values[0])), pending
+
+
 def append_pending(db: Db) -> int:
     """Chain every row of CHAINED tables not chained yet (rowid above the table's last chained
     rowid); must run inside the write transaction that inserted them. Returns how many were chained."""
-    _n, prev = head(db)
+    prev, pending = _pending(db)
     now = datetime.now(timezone.utc).isoformat()
-    added = 0
+    entries: list[dict[str, Any]] = []
     for table in CHAINED:
-        last = _exec(db, "SELECT MAX(row_id) FROM chain WHERE tbl=:t", {"t": table})[1][0][0]
-        for rid, row in _rows(db, table, None if last is None else int(last)):
+        if table not in pending:
+            continue
+        for rid, row in _rows(db, table, pending[table]):
             rh = row_hash(table, row)
             prev = link_hash(prev, table, rid, rh)
-            _exec(db, "INSERT INTO chain(tbl, row_id, row_hash, hash, at) VALUES (:t, :r, :rh, :h, :at)",
-                  {"t": table, "r": rid, "rh": rh, "h": prev, "at": now})
-            added += 1
-    return added
+            entries.append({"t": table, "r": rid, "rh": rh, "h": prev, "at": now})
+    if entries:
+        sql = "INSERT INTO chain(tbl, row_id, row_hash, hash, at) VALUES (:t, :r, :rh, :h, :at)"
+        if isinstance(db, sqlite3.Connection):
+            db.executemany(sql, entries)
+        else:
+            db.execute(sa.text(sql), entries)
+    return len(entries)
 
 
 @dataclass(frozen=True)
