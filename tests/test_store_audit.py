@@ -206,3 +206,26 @@ def test_one_host_cannot_pass_its_store_budget_in_a_run(store_at: str) -> None:
         small = {"v": "y" * 20_000}
         store.record_host("r1", result.model_copy(update={"host": "h2"}), phase="assess", facts=small)
         assert store.facts("r1", "h2")[0]["facts"]["v"].endswith("[11808 more characters not stored]")
+
+
+def test_a_v4_store_from_before_alembic_is_stamped_not_rebuilt(tmp_path: Path) -> None:
+    """A store written by a kbfix with the hand-written migrations only (v4, no alembic_version):
+    opened, it is stamped with the baseline revision, its rows and chain kept."""
+    from kbfix.store.engine import HEAD_REVISION
+    from kbfix.store.schema import migrate
+
+    path = tmp_path / "audit.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db)
+    db.execute("INSERT INTO runs(id, kind, started, operator, kbfix_version, options) VALUES "
+               "('old-run', 'check', '2026-01-01T00:00:00+00:00', 'ops', '0.0.9', '{}')")
+    db.close()
+    with AuditStore(path) as store:
+        assert [r.id for r in store.list_runs()] == ["old-run"]
+        store.note("old-run", "after the upgrade")
+        chain = store.verify_chain()  # the row written before and the note, chained at the first write
+        assert chain.ok and chain.entries == 2
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD_REVISION
+    assert db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()

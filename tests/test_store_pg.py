@@ -232,3 +232,30 @@ def test_a_nul_in_host_text_is_stored_not_fatal() -> None:
         with raw(url) as db:
             assert db.exec_driver_sql("SELECT reason FROM findings").scalar() == "dll\ufffdversion"
         assert store.verify_chain().ok
+
+
+def test_an_operator_with_only_select_reads_history_show_and_report(tmp_path: Path) -> None:
+    """Across operators: a role that may only SELECT (an auditor) reads the shared store; reading
+    never writes (history, show, report open it read-only)."""
+    role = f"kbfix_reader_{os.getpid()}"
+    with fresh_database() as url:
+        with AuditStore(url) as store:
+            store.begin_run(_run("20261127T100000Z-0000aaaa"))
+            store.end_run("20261127T100000Z-0000aaaa", "completed")
+        with raw(url) as db:
+            db.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+            db.exec_driver_sql(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+        reader = sa.make_url(url).set(username=role).render_as_string(False)
+        try:
+            for args in (["history"], ["show", "latest"], ["report", "latest", "--format", "csv"], ["audit", "verify"]):
+                out = subprocess.run([str(KBFIX), "--state", reader, *args], capture_output=True, text=True,
+                                     timeout=60, check=False, cwd=tmp_path)
+                assert out.returncode in (0, 3, 4) and "error" not in out.stderr, (args, out.stderr)
+            assert "20261127T100000Z" in subprocess.run([str(KBFIX), "history", "--state", reader], capture_output=True,
+                                                        text=True, timeout=60, check=False).stdout
+            with pytest.raises(StoreError, match="permission denied"):  # and it cannot write
+                AuditStore(reader).note("20261127T100000Z-0000aaaa", "x")
+        finally:
+            with raw(url) as db:
+                db.exec_driver_sql(f'DROP OWNED BY "{role}"')
+                db.exec_driver_sql(f'DROP ROLE "{role}"')
