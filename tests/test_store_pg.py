@@ -148,10 +148,10 @@ _WRITER = textwrap.dedent(
 
 
 def test_concurrent_writers_keep_one_intact_chain() -> None:
-    """Two controllers writing at once: every row is chained once, in one order (the writer lock)."""
+    """Three controllers opening an empty database and writing at once: the schema is created once,
+    every row is chained once, in one order (the writer lock)."""
     n = 150
     with fresh_database() as url:
-        AuditStore(url).close()
         procs = [subprocess.Popen([sys.executable, "-c", _WRITER, url, name, str(n)], cwd=REPO,
                                   stderr=subprocess.PIPE, text=True) for name in ("a", "b", "c")]
         errs = [p.communicate(timeout=120)[1] for p in procs]
