@@ -61,9 +61,10 @@ class TxRecorder:
         transaction, replaying the transaction on a full disk."""
         if isinstance(stmt, str):
             stmt = sa.text(stmt)
-        text = str(stmt)
-        is_read = text.lstrip()[:6].upper() == "SELECT"
-        self.read = self.read or (is_read and "host_locks" in text)
+        # Not str(stmt): that compiles a Core statement afresh on every call.
+        text = stmt.text if isinstance(stmt, sa.TextClause) else ""
+        is_read = isinstance(stmt, sa.Select) or text.lstrip()[:6].upper() == "SELECT"
+        self.read = self.read or (is_read and "host_locks" in text)  # the lock reads are SQL text
         if not is_read:
             self.writes.append((stmt, params))
         try:
