@@ -254,13 +254,13 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
     def begin_run(self, info: RunInfo, *, resumes: str | None = None) -> None:
         """Record a new run (options redacted) and its `running` event."""
         with self._tx() as db:
-            db.execute(t.runs.insert().values(
+            db.execute(t.runs.insert(), dict(
                 id=info.id, kind=info.kind, started=info.started.isoformat(), operator=info.operator,
                 kbfix_version=info.kbfix_version, inventory_hash=info.inventory_hash, window=info.window,
                 options=_dumps(redact(info.options)), resumes=resumes, pid=os.getpid(), machine=socket.gethostname(),
                 change_ticket=info.change_ticket, approved_by=info.approved_by,
             ))
-            db.execute(t.run_events.insert().values(run_id=info.id, at=info.started.isoformat(), state="running",
+            db.execute(t.run_events.insert(), dict(run_id=info.id, at=info.started.isoformat(), state="running",
                                                     detail=None))
 
     def end_run(self, run_id: str, state: str, detail: str | None = None, *, at: datetime | None = None) -> None:
@@ -279,7 +279,7 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
 
     def _event(self, run_id: str, state: str, detail: str | None, at: datetime | None) -> None:
         with self._tx() as db:
-            db.execute(t.run_events.insert().values(run_id=run_id, at=(at or utc_now()).isoformat(), state=state,
+            db.execute(t.run_events.insert(), dict(run_id=run_id, at=(at or utc_now()).isoformat(), state=state,
                                                     detail=detail))
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
@@ -380,7 +380,7 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
     def record_plan_document(self, run_id: str, digest: str) -> None:
         """Record the SHA-256 digest of the plan document a plan run produced."""
         with self._tx() as db:
-            db.execute(t.plan_documents.insert().values(digest=digest, run_id=run_id, at=utc_now().isoformat()))
+            db.execute(t.plan_documents.insert(), dict(digest=digest, run_id=run_id, at=utc_now().isoformat()))
 
     def plan_document_run(self, digest: str) -> str | None:
         """The plan run that recorded this plan digest, or None (not a plan of this store)."""
@@ -419,16 +419,16 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
             self._host_bytes[budget_key] = used + size  # (the findings rows repeat the evidence: ≤ 2× this)
             evidence = [_dumps(f.get("evidence", [])) for f in dumped.get("findings", [])]
             with self._tx() as db:
-                cur = db.execute(t.host_results.insert().values(
+                cur = db.execute(t.host_results.insert(), dict(
                     run_id=run_id, host=result.host, phase=phase, status=result.status.value,
                     facts_digest=result.facts_digest, result=result_json, at=now))
                 seq = int(cur.inserted_primary_key[0] or 0)  # type: ignore[index]
                 for f, ev in zip(result.findings, evidence, strict=True):
-                    db.execute(t.findings.insert().values(
+                    db.execute(t.findings.insert(), dict(
                         host_result_seq=seq, run_id=run_id, host=result.host, advisory=f.advisory,
                         status=f.status.value, reason=f.reason, evidence=ev))
                 if facts_json is not None:
-                    db.execute(t.facts.insert().values(run_id=run_id, host=result.host, phase=phase,
+                    db.execute(t.facts.insert(), dict(run_id=run_id, host=result.host, phase=phase,
                                                        digest=result.facts_digest, facts=facts_json, at=now))
         return seq
 
@@ -437,7 +437,7 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
         now = utc_now().isoformat()
         with self._tx() as db:
             for a in actions:
-                db.execute(t.planned_actions.insert().values(
+                db.execute(t.planned_actions.insert(), dict(
                     run_id=run_id, host=host, action_id=a.id, advisory=a.advisory, kind=a.kind,
                     facts_digest=facts_digest, action=_dumps(redact(a.model_dump(mode="json"))), at=now))
 

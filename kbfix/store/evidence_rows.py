@@ -34,7 +34,7 @@ class EvidenceStore(StoreCore):
     def record_report(self, run_id: str, path: Path | str, fmt: str, lang: str, sha256: str, size: int) -> int:
         """Append the SHA-256 (hex) and size (bytes) of a report file written for `run_id`; returns its seq."""
         with self._tx() as db:
-            cur = db.execute(t.reports.insert().values(
+            cur = db.execute(t.reports.insert(), dict(
                 run_id=run_id, path=str(Path(path).resolve()), format=fmt, lang=lang, sha256=sha256, size=size,
                 at=utc_now().isoformat()))
             return int(cur.inserted_primary_key[0] or 0)  # type: ignore[index]

@@ -34,7 +34,7 @@ class JournalStore(StoreCore):
         if self.disk_full:
             raise DiskFullError(f"{self.path}: the disk is full: no new change is started")
         with self._tx() as db:
-            cur = db.execute(t.intents.insert().values(
+            cur = db.execute(t.intents.insert(), dict(
                 run_id=run_id, host=host, action_id=action.id, advisory=action.advisory, kind=action.kind,
                 action=_dumps(redact(action.model_dump(mode="json"))), at=utc_now().isoformat()))
             return int(cur.inserted_primary_key[0] or 0)  # type: ignore[index]
@@ -53,7 +53,7 @@ class JournalStore(StoreCore):
             ).fetchone()
             if row is None:
                 raise StoreError(f"{host}: result for action {action_id} without an open intent in run {run_id}")
-            cur = db.execute(t.results.insert().values(
+            cur = db.execute(t.results.insert(), dict(
                 intent_seq=row[0], run_id=run_id, host=host, action_id=action_id, outcome=executed.outcome,
                 exit_code=executed.exit_code, executed=_dumps(redact(executed.model_dump(mode="json"))),
                 at=utc_now().isoformat()))

@@ -118,7 +118,7 @@ class HostLockStore(StoreCore):
             if holder.run_id != run_id:
                 raise StoreError(f"host {host} is locked by run {holder.run_id}, not {run_id}: nothing released")
             db.execute("DELETE FROM host_locks WHERE host=:h AND run_id=:r", {"h": host, "r": run_id})
-            db.execute(t.run_events.insert().values(
+            db.execute(t.run_events.insert(), dict(
                 run_id=run_id, at=utc_now().isoformat(), state="note",
                 detail=f"host lock on {host} released by operator {operator} with kbfix unlock (holder pid "
                        f"{holder.pid} on {holder.machine}, acquired {holder.acquired}, lease until {holder.lease_until})"))
