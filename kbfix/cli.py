@@ -38,7 +38,7 @@ from kbfix.cli_evidence import (  # evidence (issue 15): who/why, waivers, recor
 from kbfix.cli_evidence import write_reports as _write_recorded_reports
 from kbfix.cli_inventory import inventory_app
 from kbfix.cli_lab import lab_app
-from kbfix.config import default_state_dir, load_config
+from kbfix.config import load_config
 from kbfix.exitcodes import HELP as EXIT_HELP
 from kbfix.exitcodes import ExitCode
 from kbfix.offline.cli import ANSWERS_HELP, check_engine, offline_inventory
@@ -99,8 +99,8 @@ def main(
         "-i", "--inventory", envvar="KBFIX_INVENTORY", metavar="FILE", help=common.INVENTORY_HELP)] = None,
     limit: Annotated[str | None, typer.Option("--limit", "-l", metavar="PATTERN", help=common.LIMIT_HELP)] = None,
     forks: Annotated[int, typer.Option("--forks", "-f", min=1, metavar="N", show_default=False, help=common.FORKS_HELP)] = 20,
-    state: Annotated[Path | None, typer.Option("--state", envvar="KBFIX_STATE", metavar="DIR",
-                                               help=common.STATE_HELP)] = None,
+    state: Annotated[str | None, typer.Option("--state", envvar="KBFIX_STATE", metavar="DIR|URL",
+                                              help=common.STATE_HELP)] = None,
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, show_default=False, help=common.VERBOSE_HELP)] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help=common.QUIET_HELP)] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help=common.NO_COLOR_HELP)] = False,
@@ -121,8 +121,10 @@ def main(
         typer.echo(ctx.get_help())
         raise typer.Exit(0)
     common.configure_logging(verbose)
-    ctx.obj = Globals(list(inventory or []), limit, forks, state or default_state_dir(), verbose, quiet, no_color,
-                      host_timeout, list(vault_id or []), list(vault_password_file or []), ask_vault_pass)
+    state_dir, store_url = common.resolve_state(state)
+    ctx.obj = Globals(list(inventory or []), limit, forks, state_dir, verbose, quiet, no_color,
+                      host_timeout, list(vault_id or []), list(vault_password_file or []), ask_vault_pass,
+                      store_url=store_url)
 
 
 def _hosts(g: Globals, broker: str | None = None) -> tuple[list[Any], str | None]:
@@ -194,7 +196,7 @@ def _reboot_recorded(o: RebootOptions) -> dict[str, Any]:
 def _write_reports(g: Globals, outcome: RunOutcome, engine: Any, reports: Sequence[Path], lang: str,
                    waivers: Any = None) -> None:
     # evidence (issue 15): rendered from the store (last known states, stop banner, waivers), SHA-256 recorded
-    _write_recorded_reports(g.state, outcome.info.id, engine.advisories(), reports, lang, waivers=waivers,
+    _write_recorded_reports(g.store, outcome.info.id, engine.advisories(), reports, lang, waivers=waivers,
                             quiet=g.quiet)
 
 

@@ -15,6 +15,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import sqlalchemy.exc
 import typer
 from rich.console import Console
 
@@ -24,6 +25,8 @@ from kbfix.planfile import PlanError
 from kbfix.preflight import PreflightError
 from kbfix.rollout import RolloutError
 from kbfix.store import AuditStore, HostLockedError, StoreError
+from kbfix.store.diskguard import reason
+from kbfix.store.engine import is_store_url, store_label
 from kbfix.terminal import SanitizingFilter, safe_text
 from kbfix.window import WindowError
 
@@ -43,6 +46,17 @@ class Globals:
     vault_ids: list[str] = field(default_factory=list)
     vault_password_files: list[Path] = field(default_factory=list)
     ask_vault_pass: bool = False
+    store_url: str | None = None  # --state postgresql://…: the shared audit store (state then = local dir)
+
+    @property
+    def store(self) -> Path | str:
+        """Where the audit store is: the state directory, or the PostgreSQL URL given as --state."""
+        return self.store_url or self.state
+
+    @property
+    def store_label(self) -> str:
+        """The store's location as it may be shown (a URL without its password)."""
+        return store_label(self.store)
 
     def console(self, *, stderr: bool = False) -> Console:
         """A console honouring --no-color (and plain when not a terminal)."""
@@ -97,10 +111,11 @@ def guarded(fn: F) -> F:
             raise
         except usage_errors() as exc:
             raise fail(str(exc), ExitCode.USAGE) from None
-        except sqlite3.DatabaseError as exc:
-            # The store's file is damaged, read-only or on a full disk (the store names its file
-            # for errors at open; later ones are mapped here): input, not a kbfix bug.
-            raise fail(f"audit store: {exc}", ExitCode.USAGE) from None
+        except (sqlite3.DatabaseError, sqlalchemy.exc.DBAPIError) as exc:
+            # The store's file is damaged, read-only or on a full disk, or its database server
+            # refused (the store names itself for errors at open; later ones are mapped here):
+            # input, not a kbfix bug. `reason` gives the driver's words, not SQLAlchemy's SQL echo.
+            raise fail(f"audit store: {reason(exc)}", ExitCode.USAGE) from None
         except Exception as exc:
             ctx = kwargs.get("ctx", args[0] if args else None)  # every command takes ctx first
             # click hands the command a click Context (not typer's subclass): duck-type it.
@@ -129,7 +144,8 @@ def globals_of(ctx: typer.Context) -> Globals:
 INVENTORY_HELP = "Inventory file (kbfix YAML, Ansible INI/YAML); repeat for several."
 LIMIT_HELP = "Ansible-style host pattern, e.g. 'site_aarhus:&wsus' or 'wsus0[1:3]'."
 FORKS_HELP = "Hosts worked on in parallel (default 20)."
-STATE_HELP = "Audit store directory (default: the platform user data dir)."
+STATE_HELP = ("Audit store directory (default: the platform user data dir), or a postgresql://USER@HOST/DB URL "
+              "for a store shared by several controllers (password: PGPASSWORD or ~/.pgpass, not the URL).")
 VERBOSE_HELP = "More detail (-vv: debug log)."
 QUIET_HELP = "Only the summary: no progress display, no per-host lines."
 NO_COLOR_HELP = "No colour in the output."
@@ -152,7 +168,7 @@ def _global_parameters() -> list[inspect.Parameter]:
             "-i", "--inventory", metavar="FILE", help=INVENTORY_HELP)]),
         param("g_limit", Annotated[str | None, typer.Option("--limit", "-l", metavar="PATTERN", help=LIMIT_HELP)]),
         param("g_forks", Annotated[int | None, typer.Option("--forks", "-f", min=1, metavar="N", show_default=False, help=FORKS_HELP)]),
-        param("g_state", Annotated[Path | None, typer.Option("--state", metavar="DIR", help=STATE_HELP)]),
+        param("g_state", Annotated[str | None, typer.Option("--state", metavar="DIR|URL", help=STATE_HELP)]),
         param("g_verbose", Annotated[int, typer.Option("-v", "--verbose", count=True, show_default=False, help=VERBOSE_HELP)], 0),
         param("g_quiet", Annotated[bool, typer.Option("-q", "--quiet", help=QUIET_HELP)], False),
         param("g_no_color", Annotated[bool, typer.Option("--no-color", help=NO_COLOR_HELP)], False),
@@ -192,7 +208,7 @@ def merge_globals(ctx: Any, given: dict[str, Any]) -> Globals:
     if given.get("g_forks") is not None:
         g.forks = given["g_forks"]
     if given.get("g_state") is not None:
-        g.state = given["g_state"]
+        g.state, g.store_url = resolve_state(given["g_state"])
     if given.get("g_host_timeout") is not None:
         g.host_timeout = given["g_host_timeout"]
     if given.get("g_vault_id"):
@@ -232,10 +248,23 @@ def with_globals(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def resolve_state(text: str | Path | None) -> tuple[Path, str | None]:
+    """--state / KBFIX_STATE → (local state directory, store URL or None).
+
+    A directory holds the SQLite store and the files kbfix keeps beside it (offline export key and
+    records, the disk-full reserve). A `postgresql://…` URL puts the audit store in that database;
+    the local files then live in the platform user data dir (`kbfix.config.default_state_dir`)."""
+    if text is None or str(text) == "":
+        return default_state_dir(), None
+    if isinstance(text, str) and is_store_url(text):
+        return default_state_dir(), text
+    return Path(text), None
+
+
 def open_store(g: Globals, *, readonly: bool = False) -> AuditStore:
-    """The audit store in the --state directory (created on first use); reading commands
-    (history, show, report) open it read-only, so a store on a read-only mount or owned by
-    another user can be read (and is never changed by reading)."""
-    return AuditStore.in_dir(g.state, readonly=readonly)
+    """The audit store in the --state directory or database (created on first use); reading
+    commands (history, show, report) open it read-only, so a store on a read-only mount or owned
+    by another user can be read (and is never changed by reading)."""
+    return AuditStore.in_dir(g.store, readonly=readonly)
 
 

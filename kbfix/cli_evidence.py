@@ -22,6 +22,7 @@ import typer
 from kbfix.config import default_state_dir
 from kbfix.exitcodes import ExitCode
 from kbfix.store import STORE_FILE, AuditStore, StoreError
+from kbfix.store.engine import is_store_url, store_label
 from kbfix.waivers import WaiverError, WaiverFile, load_waivers
 
 TicketOpt = Annotated[str | None, typer.Option(
@@ -69,7 +70,7 @@ def warn_waivers(waivers: WaiverFile | None) -> None:
 
 
 def write_reports(
-    state: Path, run_id: str, advisories: Mapping[str, Mapping[str, Any]], reports: Sequence[Path], lang: str,
+    state: Path | str, run_id: str, advisories: Mapping[str, Mapping[str, Any]], reports: Sequence[Path], lang: str,
     *, waivers: WaiverFile | None = None, quiet: bool = False,
 ) -> dict[str, Any] | None:
     """Build the stored run's document (last known states, stop banner, waivers) and write each
@@ -89,13 +90,19 @@ def write_reports(
     return doc
 
 
-def _state(ctx: typer.Context) -> Path:
-    return Path(getattr(ctx.obj, "state", None) or default_state_dir())
+def _state(ctx: typer.Context) -> Path | str:
+    """The audit store's location: the --state directory, or its PostgreSQL URL."""
+    return getattr(ctx.obj, "store", None) or default_state_dir()
 
 
-def _open_existing(state: Path) -> AuditStore:
+def _label(state: Path | str) -> str:
+    """The store as messages name it: its file, or its URL without the password."""
+    return store_label(state) if isinstance(state, str) and is_store_url(state) else str(Path(state) / STORE_FILE)
+
+
+def _open_existing(state: Path | str) -> AuditStore:
     """The store in `state`, read-only (verify and status never change it); exit 2 when absent."""
-    if not (state / STORE_FILE).is_file():
+    if not (isinstance(state, str) and is_store_url(state)) and not (Path(state) / STORE_FILE).is_file():
         typer.echo(f"kbfix: error: no audit store in {state} (pass --state DIR)", err=True)
         raise typer.Exit(int(ExitCode.USAGE))
     try:
@@ -139,10 +146,10 @@ def audit_verify(
                 raise typer.Exit(int(ExitCode.USAGE)) from None
     bad = False
     if chain.ok:
-        typer.echo(f"audit store {state / STORE_FILE}: chain intact, {chain.entries} rows, head {chain.head}")
+        typer.echo(f"audit store {_label(state)}: chain intact, {chain.entries} rows, head {chain.head}")
     else:
         bad = True
-        typer.echo(f"audit store {state / STORE_FILE}: CHAIN BROKEN at {chain.broken} "
+        typer.echo(f"audit store {_label(state)}: CHAIN BROKEN at {chain.broken} "
                    f"({chain.entries - 1} rows verified before it)")
     if file is not None and ident is not None:
         if ident.known:

@@ -43,7 +43,7 @@ def history(
         typer.echo(json.dumps([{**r.model_dump(mode="json"), "hosts": {s.value: n for s, n in c.items()}}
                                for r, c in rows], indent=2))
         return
-    g.console().print(render.history_table(rows, f"kbfix runs in {g.state}"))
+    g.console().print(render.history_table(rows, f"kbfix runs in {g.store_label}"))
 
 
 @guarded

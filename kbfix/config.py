@@ -40,9 +40,12 @@ class ConfigError(ValueError):
 
 
 def default_state_dir() -> Path:
-    """`$KBFIX_STATE` or the platform user data dir for kbfix."""
+    """`$KBFIX_STATE` or the platform user data dir for kbfix (also when KBFIX_STATE is a
+    `postgresql://…` store URL: the files kbfix keeps beside its store then live there)."""
     env = os.environ.get("KBFIX_STATE")
-    return Path(env) if env else Path(platformdirs.user_data_dir(APP, appauthor=False))
+    if env and not env.lower().startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
+        return Path(env)
+    return Path(platformdirs.user_data_dir(APP, appauthor=False))
 
 
 def default_config_path() -> Path:

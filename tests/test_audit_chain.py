@@ -8,10 +8,12 @@ a one-byte edit of a report file makes `kbfix audit verify FILE` say it is not a
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -23,12 +25,21 @@ from kbfix.runinfo import RunInfo
 from kbfix.store import AuditStore
 from kbfix.store.chain import CHAINED, GENESIS, link_hash, row_hash
 from kbfix.store.chain import verify as chain_verify
+from kbfix.store.engine import is_store_url
 from kbfix.store.schema import MIGRATIONS
+from tests.pgdb import ENGINES, drop_append_only, raw, store_location
 
 runner = CliRunner()
 
 
-def _fill(state: Path) -> str:
+@pytest.fixture(params=ENGINES)
+def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """`--state` of each engine: an SQLite state directory, a fresh PostgreSQL database's URL."""
+    with store_location(request.param, tmp_path) as where:
+        yield where
+
+
+def _fill(state: Path | str) -> str:
     info = run_info()
     with AuditStore.in_dir(state) as store:
         store.begin_run(info)
@@ -39,38 +50,34 @@ def _fill(state: Path) -> str:
     return info.id
 
 
-def _verify(state: Path, *extra: str) -> tuple[int, str]:
+def _verify(state: Path | str, *extra: str) -> tuple[int, str]:
     r = runner.invoke(app, ["--state", str(state), "audit", "verify", *extra])
     return r.exit_code, r.output
 
 
-def test_intact_chain_verifies_and_covers_every_row(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def test_intact_chain_verifies_and_covers_every_row(store_at: str) -> None:
+    state = store_at
     _fill(state)
-    with AuditStore.in_dir(state) as store:
+    with AuditStore.in_dir(state) as store, raw(state) as db:
         rep = store.verify_chain()
-        db = sqlite3.connect(state / "audit.sqlite3")
-        rows = sum(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in CHAINED)  # noqa: S608
+        rows = sum(db.exec_driver_sql(f"SELECT COUNT(*) FROM {t}").scalar() or 0 for t in CHAINED)  # noqa: S608
         # recompute the head by hand from the chain table: every entry links to the previous one
         prev = GENESIS
-        for tbl, rid, rh, h in db.execute("SELECT tbl, row_id, row_hash, hash FROM chain ORDER BY seq"):
+        for tbl, rid, rh, h in db.exec_driver_sql("SELECT tbl, row_id, row_hash, hash FROM chain ORDER BY seq"):
             assert h == link_hash(prev, tbl, rid, rh)
             prev = h
-        db.close()
     assert rep.ok and rep.entries == rows > 10 and rep.head == prev
     code, out = _verify(state)
     assert code == 0 and "chain intact" in out and rep.head in out
 
 
-def test_sql_edit_of_a_row_is_named(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def test_sql_edit_of_a_row_is_named(store_at: str) -> None:
+    state = store_at
     _fill(state)
-    db = sqlite3.connect(state / "audit.sqlite3")
-    db.execute("DROP TRIGGER findings_no_update")  # what someone editing the evidence has to do first
-    seq = db.execute("SELECT seq FROM findings WHERE status='non_compliant' ORDER BY seq LIMIT 1").fetchone()[0]
-    db.execute("UPDATE findings SET status='compliant' WHERE seq=?", (seq,))
-    db.commit()
-    db.close()
+    with raw(state) as db:
+        drop_append_only(db, "findings", "UPDATE")  # what someone editing the evidence has to do first
+        seq = db.exec_driver_sql("SELECT seq FROM findings WHERE status='non_compliant' ORDER BY seq LIMIT 1").scalar()
+        db.execute(sa.text("UPDATE findings SET status='compliant' WHERE seq=:s"), {"s": seq})
     code, out = _verify(state)
     assert code == 4, out
     assert f"findings row seq={seq}" in out and "row changed" in out
@@ -91,24 +98,21 @@ def test_one_byte_flip_in_the_file_is_found(tmp_path: Path) -> None:
     assert "CHAIN BROKEN" in out and "row changed since it was written" in out
 
 
-def test_deleted_and_foreign_rows_are_found(tmp_path: Path) -> None:
-    state = tmp_path / "state"
+def test_deleted_and_foreign_rows_are_found(store_at: str, tmp_path: Path) -> None:
+    state = store_at
     run_id = _fill(state)
-    db = sqlite3.connect(state / "audit.sqlite3")
-    db.execute("DROP TRIGGER run_events_no_delete")
-    db.execute("DELETE FROM run_events WHERE state='note'")
-    db.commit()
-    db.close()
+    with raw(state) as db:
+        drop_append_only(db, "run_events", "DELETE")
+        db.exec_driver_sql("DELETE FROM run_events WHERE state='note'")
     code, out = _verify(state)
     assert code == 4 and "row deleted" in out and "run_events" in out
-    # a row slipped in below the chained rowids is outside the chain
-    state2 = tmp_path / "state2"
-    _fill(state2)
-    db = sqlite3.connect(state2 / "audit.sqlite3")
-    db.execute("INSERT INTO run_events(seq, run_id, at, state, detail) VALUES (0, ?, 'x', 'note', 'forged')", (run_id,))
-    db.commit()
-    db.close()
-    code, out = _verify(state2)
+    # a row slipped in below the chained rowids is outside the chain (a second store, same engine)
+    with store_location("postgresql" if is_store_url(store_at) else "sqlite", tmp_path / "second") as state2:
+        _fill(state2)
+        with raw(state2) as db:
+            db.execute(sa.text("INSERT INTO run_events(seq, run_id, at, state, detail)"
+                               " VALUES (0, :r, 'x', 'note', 'forged')"), {"r": run_id})
+        code, out = _verify(state2)
     assert code == 4 and "not in the chain" in out
 
 

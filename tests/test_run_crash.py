@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from kbfix.run import RunOptions, run_apply, run_plan
 from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.store import AuditStore
 from playbooks.model import Status
+from tests.pgdb import ENGINES, store_location
 from tests.test_run_lab import demo_text, make_packages
 from winlab.fixtures import DEMO_SITE, load_host_fixture_text
 from winlab.lab import Lab
@@ -25,6 +27,13 @@ from winlab.lab import Lab
 REPO = Path(__file__).resolve().parents[1]
 HOSTS = ["WSUS-SP1", "WSUS-DK", "WSUS-DE"]
 SCALE = 1.5  # the fixture's 2 s KB954960 installer takes 3 s
+
+
+@pytest.fixture(params=ENGINES)
+def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """`--state` of each engine (issue 18): an SQLite state directory, a fresh PostgreSQL database's URL."""
+    with store_location(request.param, tmp_path) as where:
+        yield where
 
 
 def _kbfix(*args: str) -> list[str]:
@@ -37,9 +46,9 @@ def _installs(lab: Lab, name: str) -> list[float]:
 
 
 @pytest.mark.slow
-def test_sigkill_during_install_then_resume_runs_no_installer_twice(tmp_path: Path) -> None:
+def test_sigkill_during_install_then_resume_runs_no_installer_twice(store_at: str, tmp_path: Path) -> None:
     packages = make_packages(tmp_path / "pkgs")
-    state = tmp_path / "state"
+    state = store_at
     lab_hosts = load_host_fixture_text(demo_text(time_scale=SCALE), "demo", DEMO_SITE.parent)
     with Lab(lab_hosts) as lab:
         inv_path = lab.write_inventory(tmp_path / "inventory.yaml")
@@ -114,9 +123,9 @@ def test_sigkill_during_install_then_resume_runs_no_installer_twice(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_sigint_lets_running_install_finish_closes_shells_and_marks_interrupted(tmp_path: Path) -> None:
+def test_sigint_lets_running_install_finish_closes_shells_and_marks_interrupted(store_at: str, tmp_path: Path) -> None:
     packages = make_packages(tmp_path / "pkgs")
-    state = tmp_path / "state"
+    state = store_at
     lab_hosts = load_host_fixture_text(demo_text(time_scale=SCALE), "demo", DEMO_SITE.parent)
     with Lab(lab_hosts) as lab:
         inv_path = lab.write_inventory(tmp_path / "inventory.yaml")
@@ -158,9 +167,9 @@ def test_sigint_lets_running_install_finish_closes_shells_and_marks_interrupted(
 
 
 @pytest.mark.slow
-def test_second_apply_on_a_host_being_applied_is_refused_naming_the_holder(tmp_path: Path) -> None:
+def test_second_apply_on_a_host_being_applied_is_refused_naming_the_holder(store_at: str, tmp_path: Path) -> None:
     packages = make_packages(tmp_path / "pkgs")
-    state = tmp_path / "state"
+    state = store_at
     lab_hosts = load_host_fixture_text(demo_text(time_scale=SCALE), "demo", DEMO_SITE.parent)
     with Lab(lab_hosts) as lab:
         inv_path = lab.write_inventory(tmp_path / "inventory.yaml")

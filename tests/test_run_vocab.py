@@ -69,7 +69,7 @@ def test_v2_migration_moves_liveness_into_columns(tmp_path: Path) -> None:
     dead = _v1_store_with_a_running_run(tmp_path / "b.sqlite3", 2**22 + 12345)  # above Linux's pid_max default
     with AuditStore(tmp_path / "a.sqlite3") as a, AuditStore(tmp_path / "b.sqlite3") as b:
         assert a.run_is_live(live) and not b.run_is_live(dead)
-        row = a._query("SELECT pid, machine FROM runs WHERE id=?", (live,))[0]
+        row = a._query("SELECT pid, machine FROM runs WHERE id=:r", {"r": live})[0]
         assert row == {"pid": os.getpid(), "machine": socket.gethostname()}
         info = RunInfo(id=new_run_id(), kind="check", started=datetime.now(timezone.utc), operator="op",
                        kbfix_version="0.2.0")

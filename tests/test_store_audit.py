@@ -7,10 +7,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from kbfix.runinfo import RunInfo
 from kbfix.store import SCHEMA_VERSION, AuditStore, HostLockedError, StoreError, new_run_id
@@ -23,8 +25,16 @@ from playbooks.model import (
     PlannedAction,
     Status,
 )
+from tests.pgdb import ENGINES, raw, store_location
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(params=ENGINES)
+def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """`--state` of each engine: an SQLite state directory, a fresh PostgreSQL database's URL."""
+    with store_location(request.param, tmp_path) as where:
+        yield where
 
 
 def _run(kind: str = "apply", **options: object) -> RunInfo:
@@ -74,8 +84,8 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         AuditStore(path)
 
 
-def test_run_lifecycle_results_and_redaction(tmp_path: Path) -> None:
-    with AuditStore.in_dir(tmp_path) as store:
+def test_run_lifecycle_results_and_redaction(store_at: str) -> None:
+    with AuditStore.in_dir(store_at) as store:
         info = _run(password="hunter2", forks=5)
         store.begin_run(info)
         assert store.run_info(info.id).state == "running"
@@ -93,8 +103,13 @@ def test_run_lifecycle_results_and_redaction(tmp_path: Path) -> None:
         assert store.resolve_run(info.id[:12]) == info.id
         with pytest.raises(StoreError):
             store.resolve_run("nope")
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("audit.sqlite3*"))
-    assert b"hunter2" not in raw
+    if store.dialect == "sqlite":
+        stored = b"".join(p.read_bytes() for p in Path(store_at).glob("audit.sqlite3*"))
+    else:
+        with raw(store_at) as db:
+            stored = "".join(str(r) for t in ("runs", "facts") for r in db.execute(sa.text(f"SELECT * FROM {t}"))).encode()  # noqa: S608
+        assert b"forks" in stored
+    assert b"hunter2" not in stored
 
 
 def test_audit_tables_are_append_only(tmp_path: Path) -> None:
@@ -110,8 +125,8 @@ def test_audit_tables_are_append_only(tmp_path: Path) -> None:
     db.close()
 
 
-def test_journal_intents_without_results(tmp_path: Path) -> None:
-    with AuditStore.in_dir(tmp_path) as store:
+def test_journal_intents_without_results(store_at: str) -> None:
+    with AuditStore.in_dir(store_at) as store:
         info = _run()
         store.begin_run(info)
         journal = store.journal(info.id)
@@ -134,7 +149,7 @@ _HOLDER = textwrap.dedent(
     """
     import sys, time
     from kbfix.store import AuditStore
-    store = AuditStore(sys.argv[1])
+    store = AuditStore.in_dir(sys.argv[1])
     store.lock_hosts("run-holder", ["wsus01", "sccm01"])
     print("locked", flush=True)
     time.sleep(60)
@@ -142,13 +157,12 @@ _HOLDER = textwrap.dedent(
 )
 
 
-def test_lock_contention_names_holder_and_stale_lock_is_reclaimed(tmp_path: Path) -> None:
-    path = tmp_path / "audit.sqlite3"
-    AuditStore(path).close()
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+def test_lock_contention_names_holder_and_stale_lock_is_reclaimed(store_at: str) -> None:
+    AuditStore.in_dir(store_at).close()
+    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, store_at], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
-        with AuditStore(path) as store:
+        with AuditStore.in_dir(store_at) as store:
             with pytest.raises(HostLockedError) as err:
                 store.lock_hosts("run-second", ["sccm01"])
             assert err.value.holder.pid == proc.pid
@@ -172,14 +186,14 @@ def test_lock_contention_names_holder_and_stale_lock_is_reclaimed(tmp_path: Path
         proc.wait(timeout=10)
 
 
-def test_one_host_cannot_pass_its_store_budget_in_a_run(tmp_path: Path) -> None:
+def test_one_host_cannot_pass_its_store_budget_in_a_run(store_at: str) -> None:
     """Issue 20 finding 6: past `host_run_budget` bytes the facts become a note; the verdict stays."""
     from datetime import datetime, timezone
 
     from kbfix.runinfo import RunInfo
     from playbooks.model import HostResult, Status
 
-    with AuditStore.in_dir(tmp_path) as store:
+    with AuditStore.in_dir(store_at) as store:
         store.host_run_budget = 1_000_000
         store.begin_run(RunInfo(id="r1", kind="check", started=datetime.now(timezone.utc), operator="o",
                                 kbfix_version="0"))
@@ -192,3 +206,26 @@ def test_one_host_cannot_pass_its_store_budget_in_a_run(tmp_path: Path) -> None:
         small = {"v": "y" * 20_000}
         store.record_host("r1", result.model_copy(update={"host": "h2"}), phase="assess", facts=small)
         assert store.facts("r1", "h2")[0]["facts"]["v"].endswith("[11808 more characters not stored]")
+
+
+def test_a_v4_store_from_before_alembic_is_stamped_not_rebuilt(tmp_path: Path) -> None:
+    """A store written by a kbfix with the hand-written migrations only (v4, no alembic_version):
+    opened, it is stamped with the baseline revision, its rows and chain kept."""
+    from kbfix.store.engine import HEAD_REVISION
+    from kbfix.store.schema import migrate
+
+    path = tmp_path / "audit.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    migrate(db)
+    db.execute("INSERT INTO runs(id, kind, started, operator, kbfix_version, options) VALUES "
+               "('old-run', 'check', '2026-01-01T00:00:00+00:00', 'ops', '0.0.9', '{}')")
+    db.close()
+    with AuditStore(path) as store:
+        assert [r.id for r in store.list_runs()] == ["old-run"]
+        store.note("old-run", "after the upgrade")
+        chain = store.verify_chain()  # the row written before and the note, chained at the first write
+        assert chain.ok and chain.entries == 2
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD_REVISION
+    assert db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()

@@ -11,13 +11,16 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from kbfix.runinfo import RunInfo
 from kbfix.store import STORE_FILE, AuditStore, HostLockedError, operator_name
+from tests.pgdb import ENGINES, raw, store_location
 from winlab.fixtures import demo_site
 from winlab.lab import Lab
 from winlab.standin_packages import write_standin_packages
@@ -26,12 +29,19 @@ KBFIX = Path(sys.executable).with_name("kbfix")
 HOST = "WSUS-SP1"
 
 
+@pytest.fixture(params=ENGINES)
+def store_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """`--state` of each engine: an SQLite state directory, a fresh PostgreSQL database's URL."""
+    with store_location(request.param, tmp_path) as where:
+        yield where
+
+
 def _packages(folder: Path) -> Path:
     """The lab's stand-in packages and manifest (winlab/standin_packages.py)."""
     return write_standin_packages(folder)
 
 
-def _crashed_run_elsewhere(state: Path, *, lease_left_s: float) -> str:
+def _crashed_run_elsewhere(state: str, *, lease_left_s: float) -> str:
     """A run that took HOST's lock on another machine (a container) and died there: the row as
     that process wrote it, with `lease_left_s` seconds of lease left (negative: lapsed)."""
     run_id = "20261127T100000Z-deadbeef"
@@ -39,20 +49,21 @@ def _crashed_run_elsewhere(state: Path, *, lease_left_s: float) -> str:
         store.begin_run(RunInfo(id=run_id, kind="apply", started=datetime.now(timezone.utc), operator="ops1",
                                 kbfix_version="0"))
     now = datetime.now(timezone.utc)
-    with sqlite3.connect(state / STORE_FILE) as db:
-        db.execute("INSERT INTO host_locks(host, run_id, pid, machine, acquired, lease_until) VALUES (?,?,?,?,?,?)",
-                   (HOST, run_id, 4242, "container-7f3a", now.isoformat(),
-                    (now + timedelta(seconds=lease_left_s)).isoformat()))
+    with raw(state) as db:
+        db.execute(sa.text("INSERT INTO host_locks(host, run_id, pid, machine, acquired, lease_until)"
+                           " VALUES (:h, :r, 4242, 'container-7f3a', :a, :u)"),
+                   {"h": HOST, "r": run_id, "a": now.isoformat(), "u": (now + timedelta(seconds=lease_left_s)).isoformat()})
     return run_id
 
 
-def _apply(inv: Path, state: Path, pkgs: Path) -> subprocess.CompletedProcess[str]:
+def _apply(inv: Path, state: str, pkgs: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(KBFIX), "-i", str(inv), "--state", str(state), "--limit", HOST, "apply", "--yes",
                            "--packages", str(pkgs)], capture_output=True, text=True, timeout=180, check=False)
 
 
-def test_unlock_releases_a_lock_left_by_a_crash_elsewhere_and_journals_the_operator(tmp_path: Path) -> None:
-    state, pkgs = tmp_path / "state", _packages(tmp_path / "pkgs")
+def test_unlock_releases_a_lock_left_by_a_crash_elsewhere_and_journals_the_operator(store_at: str,
+                                                                                   tmp_path: Path) -> None:
+    state, pkgs = store_at, _packages(tmp_path / "pkgs")
     dead = _crashed_run_elsewhere(state, lease_left_s=3600)
     with Lab(demo_site()) as lab:
         inv = lab.write_inventory(tmp_path / "inv.yaml")
@@ -75,8 +86,8 @@ def test_unlock_releases_a_lock_left_by_a_crash_elsewhere_and_journals_the_opera
     assert again.returncode == 2 and "holds no lock" in again.stderr
 
 
-def test_a_lapsed_lease_is_taken_over(tmp_path: Path) -> None:
-    state, pkgs = tmp_path / "state", _packages(tmp_path / "pkgs")
+def test_a_lapsed_lease_is_taken_over(store_at: str, tmp_path: Path) -> None:
+    state, pkgs = store_at, _packages(tmp_path / "pkgs")
     _crashed_run_elsewhere(state, lease_left_s=-1)
     with Lab(demo_site()) as lab:
         inv = lab.write_inventory(tmp_path / "inv.yaml")
@@ -85,15 +96,15 @@ def test_a_lapsed_lease_is_taken_over(tmp_path: Path) -> None:
         assert lab.records(HOST).mutations
 
 
-def test_a_live_holder_renews_its_lease(tmp_path: Path) -> None:
-    with AuditStore.in_dir(tmp_path) as store:
+def test_a_live_holder_renews_its_lease(store_at: str) -> None:
+    with AuditStore.in_dir(store_at) as store:
         store.lock_lease_s = 0.3
         store.lock_hosts("run-a", ["h1"])
         first = store.lock_holder("h1")
         time.sleep(0.8)  # past the first lease: only renewal keeps it
         renewed = store.lock_holder("h1")
         assert first is not None and renewed is not None and renewed.lease_until > first.lease_until  # type: ignore[operator]
-        with AuditStore.in_dir(tmp_path) as other:
+        with AuditStore.in_dir(store_at) as other:
             other.lock_lease_s = 0.3
             with pytest.raises(HostLockedError):
                 other.lock_hosts("run-b", ["h1"], pid=1)

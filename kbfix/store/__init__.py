@@ -1,7 +1,9 @@
 """The audit store: runs, hosts, facts, findings, planned and executed actions, host locks.
 
-SQLite in WAL mode with versioned migrations (`kbfix.store.schema`); the API is `AuditStore`
-(`kbfix.store.audit`).
+An SQLite file in WAL mode (the default, in the state directory) or a shared PostgreSQL database
+(`--state postgresql://…`), one schema for both (`kbfix.store.tables`, SQLAlchemy Core) brought up
+to date by Alembic (`kbfix/store/migrations`; SQLite stores from before it by `kbfix.store.schema`
+first). Connections and transactions: `kbfix.store.engine`; the API is `AuditStore` (`kbfix.store.audit`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
-"""The audit store: one SQLite file (WAL) holding every run, what was seen and what was done.
+"""The audit store: every run, what was seen and what was done, in one SQLite file (WAL) in the
+state directory, or in a PostgreSQL database shared by several operators and controllers
+(`--state postgresql://…`); one schema for both (kbfix/store/tables.py, Alembic migrations).
 
 `AuditStore` is safe to share between the runner's worker threads (one connection, one lock)
-and between processes (SQLite file locking, `busy_timeout`). Every write is its own committed
+and between processes (SQLite file locking with `busy_timeout`; on PostgreSQL an advisory lock
+taken by every write transaction, see kbfix/store/engine.py). Every write is its own committed
 transaction, so a `kill -9` loses at most the row being written: an intent row is committed
 before its op is sent, its result row after the answer. Audit rows are append-only (the
 schema's triggers refuse UPDATE/DELETE); the current state of a run or host is its latest row.
@@ -20,8 +23,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from kbfix.runinfo import RunInfo
-from kbfix.store import chain
+from kbfix.store import chain, engine
+from kbfix.store import tables as t
 from kbfix.store.bounds import HOST_RUN_BUDGET, bound_strings, without_lines
 from kbfix.store.diskguard import RESERVE_FILE, TxRecorder, is_disk_full, make_reserve, reason
 from kbfix.store.errors import DiskFullError, HostLockedError, StoreError  # noqa: F401  (re-exported)
@@ -34,24 +40,26 @@ from kbfix.store.rows import (
     pid_alive,
 )
 from kbfix.store.rows import dumps_json as _dumps
-from kbfix.store.schema import LATEST, migrate
 from playbooks.model import HostResult, PlannedAction, Status, utc_now
 from remoting.redaction import redact
 
 STORE_FILE = "audit.sqlite3"
-
-
+_DB_ERRORS = (sa.exc.SQLAlchemyError, sqlite3.Error)
 
 
 class AuditStore(JournalStore, HostLockStore, EvidenceStore):
-    """The audit store at `path` (created and migrated on open).
+    """The audit store at `path`: an SQLite file, or a `postgresql://…` URL (the database must
+    exist; its tables are created on first open). Created and migrated on open.
 
-    Raises StoreError when the file cannot be opened or its schema is newer than this kbfix.
+    `path` is the file, or the URL without its password (what messages show); `url` the URL.
+    Raises StoreError when the store cannot be opened or its schema is newer than this kbfix.
     Use as a context manager or call `close()`.
     """
 
     def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
-        self.path = Path(path)
+        self.url: str | None = path if isinstance(path, str) and engine.is_store_url(path) else None
+        self.file: Path | None = None if self.url else Path(path)
+        self.path: Path | str = engine.safe_url(self.url) if self.url else Path(path)
         self.readonly = readonly
         self._lock = threading.RLock()
         self.lock_lease_s = DEFAULT_LOCK_LEASE_S
@@ -63,73 +71,104 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
         if readonly:
             self._db = self._open_readonly()
             return
+        db: sa.Connection | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: autocommit; transactions are explicit BEGIN IMMEDIATE.
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: an intent row must be on disk before the op it announces is sent.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            migrate(self._db)
-        except (sqlite3.Error, RuntimeError, OSError) as exc:
-            raise StoreError(f"{self.path}: cannot open the audit store: {reason(exc)}") from exc
-        make_reserve(self.path)
+            if self.url is not None:
+                db = engine.connect_postgresql(self.url)
+            else:
+                assert self.file is not None
+                self.file.parent.mkdir(parents=True, exist_ok=True)
+                db = engine.connect_sqlite(self.file)
+            engine.prepare(db)
+        except (*_DB_ERRORS, RuntimeError, OSError, ValueError) as exc:
+            if db is not None:
+                db.close()
+            raise StoreError(f"{self.path}: cannot open the audit store: {self._reason(exc)}") from exc
+        self._db = db
+        if self.file is not None:
+            make_reserve(self.file)
 
-    def _open_readonly(self) -> sqlite3.Connection:
+    @property
+    def dialect(self) -> str:
+        """`sqlite` or `postgresql`."""
+        return "postgresql" if self.url else "sqlite"
+
+    def _reason(self, exc: BaseException | None) -> str:
+        text = reason(exc)
+        return engine.scrub(text, self.url) if self.url else text
+
+    def _open_readonly(self) -> sa.Connection:
         """Open for reading only (history, show, report): nothing is created, migrated or
-        written, so a store on a read-only mount or owned by another user can still be read.
+        written, so a store on a read-only mount or owned by another user can still be read
+        (PostgreSQL: a session whose transactions are READ ONLY).
         Raises StoreError when there is no store or its schema is newer than this kbfix."""
-        if not self.path.is_file():
+        if self.url is not None:
+            try:
+                db = engine.connect_postgresql(self.url, readonly=True)
+            except _DB_ERRORS as exc:
+                raise StoreError(f"{self.path}: cannot open the audit store for reading: {self._reason(exc)}") from exc
+            return self._check_readable(db)
+        assert self.file is not None
+        if not self.file.is_file():
             raise StoreError(f"{self.path}: no audit store here yet (run `kbfix check` first)")
-        uri = self.path.resolve().as_uri()
+        uri = self.file.resolve().as_uri()
         last: BaseException | None = None
         # mode=ro reads the WAL too but needs its -shm; a read-only folder without one can only be
         # opened immutable (a store closed cleanly has its WAL checkpointed into the file).
         for query in ("?mode=ro", "?mode=ro&immutable=1"):
             try:
-                db = sqlite3.connect(uri + query, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0)
-                db.execute("PRAGMA busy_timeout=30000")
-                row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            except sqlite3.Error as exc:
+                db = engine.connect_sqlite_readonly(uri + query)
+                db.execute(sa.text("SELECT MAX(version) FROM schema_version")).scalar()
+            except _DB_ERRORS as exc:
                 last = exc
                 continue
-            version = int(row[0] or 0)
-            if version > LATEST:
-                db.close()
-                raise StoreError(f"{self.path}: audit store schema v{version} is newer than this kbfix "
-                                 f"(v{LATEST}); upgrade kbfix")
-            return db
-        raise StoreError(f"{self.path}: cannot open the audit store for reading: {reason(last)}")
+            return self._check_readable(db)
+        raise StoreError(f"{self.path}: cannot open the audit store for reading: {self._reason(last)}")
 
-    def _replay_after_full(self, tx: TxRecorder, exc: BaseException) -> sqlite3.Cursor:
+    def _check_readable(self, db: sa.Connection) -> sa.Connection:
+        try:
+            engine.check_not_newer(db)
+            if engine.schema_version(db) == 0:
+                raise StoreError(f"{self.path}: no audit store here yet (run `kbfix check` first)")
+        except engine.SchemaTooNewError as exc:
+            db.close()
+            raise StoreError(f"{self.path}: {exc}") from None
+        except StoreError:
+            db.close()
+            raise
+        except _DB_ERRORS as exc:
+            db.close()
+            raise StoreError(f"{self.path}: cannot open the audit store for reading: {self._reason(exc)}") from exc
+        return db
+
+    def _replay_after_full(self, tx: TxRecorder, exc: BaseException) -> sa.CursorResult[Any]:
         """The disk filled inside a write transaction: roll back, free the reserve, replay the
-        transaction's writes and return the last one's cursor. From now on `disk_full` is set:
+        transaction's writes and return the last one's result. From now on `disk_full` is set:
         no new intent is accepted (`record_intent` raises DiskFullError) and `end_run` closes
-        the run as interrupted. Raises DiskFullError when there is no reserve left or the
-        transaction had read before writing."""
-        if self._db.in_transaction:  # SQLITE_FULL may have rolled the transaction back already
-            self._db.execute("ROLLBACK")
-        reserve = self.path.with_name(RESERVE_FILE)
-        freed = reserve.exists() and not tx.read
+        the run as interrupted. Raises DiskFullError when there is no reserve left (always on
+        PostgreSQL: its disk is the server's) or the transaction had read before writing."""
+        engine.end(self._db, commit=False)  # SQLITE_FULL may have rolled the transaction back already
+        reserve = self.file.with_name(RESERVE_FILE) if self.file is not None else None
+        freed = reserve is not None and reserve.exists() and not tx.read
         self.disk_full = True
-        if freed:
+        if freed and reserve is not None:
             reserve.unlink()
+        engine.begin_write(self._db)  # when not freed, the caller's _tx rolls this back
         if not freed:
-            self._db.execute("BEGIN IMMEDIATE")  # the caller's _tx rolls this back
-            raise DiskFullError(f"{self.path}: the disk is full ({reason(exc)}); free space, then resume") from exc
-        self._db.execute("BEGIN IMMEDIATE")
-        cur: sqlite3.Cursor | None = None
-        for sql, args in tx.writes:
-            cur = self._db.execute(sql, args)
+            raise DiskFullError(f"{self.path}: the disk is full ({self._reason(exc)}); free space, then resume") from exc
+        cur: sa.CursorResult[Any] | None = None
+        for stmt, params in tx.writes:
+            cur = self._db.execute(stmt, dict(params) if params is not None else None)
         assert cur is not None
         return cur
 
     @classmethod
-    def in_dir(cls, state_dir: Path | str, *, readonly: bool = False) -> AuditStore:
-        """Open `<state_dir>/audit.sqlite3` (read-only: see `_open_readonly`)."""
-        return cls(Path(state_dir) / STORE_FILE, readonly=readonly)
+    def in_dir(cls, state: Path | str, *, readonly: bool = False) -> AuditStore:
+        """Open `<state>/audit.sqlite3`, or the database when `state` is a `postgresql://…` URL
+        (read-only: see `_open_readonly`)."""
+        if isinstance(state, str) and engine.is_store_url(state):
+            return cls(state, readonly=readonly)
+        return cls(Path(state) / STORE_FILE, readonly=readonly)
 
     def close(self) -> None:
         """Stop renewing lock leases and close the connection (idempotent)."""
@@ -139,6 +178,7 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
             beat.join(timeout=5)
         with self._lock:
             self._db.close()
+            self._db.engine.dispose()
 
     def __enter__(self) -> AuditStore:
         return self
@@ -148,17 +188,18 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
 
     @contextmanager
     def _tx(self) -> Iterator[TxRecorder]:
-        """One committed write transaction (IMMEDIATE: takes the write lock up front).
+        """One committed write transaction, holding the store's write lock from its start
+        (SQLite BEGIN IMMEDIATE; PostgreSQL the advisory lock of kbfix/store/engine.py).
 
-        SQLite errors become StoreError naming the file (DiskFullError for a full disk after the
-        reserve is used up); a full disk at COMMIT replays the transaction once the reserve is freed.
+        Database errors become StoreError naming the store (DiskFullError for a full disk after
+        the reserve is used up); a full disk at COMMIT replays the transaction once the reserve is freed.
         """
         if self.readonly:
             raise StoreError(f"{self.path}: opened read-only")
         with self._lock:
             tx = TxRecorder(self._db, self._replay_after_full)
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                engine.begin_write(self._db)
                 try:
                     yield tx
                     # evidence (issue 15): rows and their chain entries commit together. Not through
@@ -166,68 +207,61 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
                     # replayed (their rowids may differ), never replayed.
                     try:
                         chain.append_pending(self._db)
-                    except sqlite3.OperationalError as exc:
+                    except sa.exc.OperationalError as exc:
                         if not is_disk_full(exc):
                             raise
                         self._replay_after_full(tx, exc)
                         chain.append_pending(self._db)
                     try:
-                        self._db.execute("COMMIT")
-                    except sqlite3.OperationalError as exc:
+                        engine.end(self._db, commit=True)
+                    except sa.exc.OperationalError as exc:
                         if not is_disk_full(exc):
                             raise
                         self._replay_after_full(tx, exc)
                         chain.append_pending(self._db)
-                        self._db.execute("COMMIT")
+                        engine.end(self._db, commit=True)
                 except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
+                    try:
+                        engine.end(self._db, commit=False)
+                    except _DB_ERRORS:
+                        pass  # the connection is gone: so is its transaction
                     raise
             except DiskFullError:
                 raise
-            except sqlite3.Error as exc:
+            except _DB_ERRORS as exc:
                 if is_disk_full(exc):
                     self.disk_full = True
-                    raise DiskFullError(f"{self.path}: the disk is full ({reason(exc)})") from exc
-                raise StoreError(f"{self.path}: {reason(exc)}") from exc
+                    raise DiskFullError(f"{self.path}: the disk is full ({self._reason(exc)})") from exc
+                raise StoreError(f"{self.path}: {self._reason(exc)}") from exc
 
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def _query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Rows of one read (SQL text with `:name` parameters) as dicts. Raises StoreError."""
         with self._lock:
             try:
-                cur = self._db.execute(sql, args)
-                cols = [d[0] for d in cur.description]
-                return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: {reason(exc)}") from exc
+                return [dict(r._mapping) for r in self._db.execute(sa.text(sql), dict(params or {}))]
+            except _DB_ERRORS as exc:
+                raise StoreError(f"{self.path}: {self._reason(exc)}") from exc
+
+    def _in(self, name: str) -> str:
+        """SQL for `IN (…)` over the JSON list in parameter `name` (any length: not one
+        parameter per item, which SQLite caps)."""
+        if self.dialect == "sqlite":
+            return f"(SELECT value FROM json_each(:{name}))"  # noqa: S608
+        return f"(SELECT json_array_elements_text(CAST(:{name} AS json)))"
 
     # ---- runs -------------------------------------------------------------------------------
 
     def begin_run(self, info: RunInfo, *, resumes: str | None = None) -> None:
         """Record a new run (options redacted) and its `running` event."""
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO runs(id, kind, started, operator, kbfix_version, inventory_hash, window, options, resumes,"
-                " pid, machine, change_ticket, approved_by) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    info.id,
-                    info.kind,
-                    info.started.isoformat(),
-                    info.operator,
-                    info.kbfix_version,
-                    info.inventory_hash,
-                    info.window,
-                    _dumps(redact(info.options)),
-                    resumes,
-                    os.getpid(),
-                    socket.gethostname(),
-                    info.change_ticket,
-                    info.approved_by,
-                ),
-            )
-            db.execute(
-                "INSERT INTO run_events(run_id, at, state, detail) VALUES (?,?,?,?)",
-                (info.id, info.started.isoformat(), "running", None),
-            )
+            db.execute(t.runs.insert(), dict(
+                id=info.id, kind=info.kind, started=info.started.isoformat(), operator=info.operator,
+                kbfix_version=info.kbfix_version, inventory_hash=info.inventory_hash, window=info.window,
+                options=_dumps(redact(info.options)), resumes=resumes, pid=os.getpid(), machine=socket.gethostname(),
+                change_ticket=info.change_ticket, approved_by=info.approved_by,
+            ))
+            db.execute(t.run_events.insert(), dict(run_id=info.id, at=info.started.isoformat(), state="running",
+                                                    detail=None))
 
     def end_run(self, run_id: str, state: str, detail: str | None = None, *, at: datetime | None = None) -> None:
         """Append the run's final event: `completed` or `interrupted` (with a reason)."""
@@ -245,26 +279,24 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
 
     def _event(self, run_id: str, state: str, detail: str | None, at: datetime | None) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO run_events(run_id, at, state, detail) VALUES (?,?,?,?)",
-                (run_id, (at or utc_now()).isoformat(), state, detail),
-            )
+            db.execute(t.run_events.insert(), dict(run_id=run_id, at=(at or utc_now()).isoformat(), state=state,
+                                                    detail=detail))
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
         """The run's events in order: dicts with seq, at, state, detail."""
-        return self._query("SELECT seq, at, state, detail FROM run_events WHERE run_id=? ORDER BY seq", (run_id,))
+        return self._query("SELECT seq, at, state, detail FROM run_events WHERE run_id=:r ORDER BY seq", {"r": run_id})
 
     def run_info(self, run_id: str) -> RunInfo:
         """The stored RunInfo; `state`/`ended` come from its latest state event. Raises StoreError."""
-        rows = self._query("SELECT * FROM runs WHERE id=?", (run_id,))
+        rows = self._query("SELECT * FROM runs WHERE id=:r", {"r": run_id})
         if not rows:
             raise StoreError(f"no run {run_id!r} in {self.path}")
         return self._run_from_row(rows[0])
 
     def _run_from_row(self, row: Mapping[str, Any]) -> RunInfo:
         last = self._query(
-            "SELECT at, state FROM run_events WHERE run_id=? AND state!='note' ORDER BY seq DESC LIMIT 1",
-            (row["id"],),
+            "SELECT at, state FROM run_events WHERE run_id=:r AND state!='note' ORDER BY seq DESC LIMIT 1",
+            {"r": row["id"]},
         )
         state = last[0]["state"] if last else "running"
         return RunInfo(
@@ -287,7 +319,7 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
         (on another machine: assumed live, since it cannot be checked from here)."""
         if self.run_info(run_id).state != "running":
             return False
-        rows = self._query("SELECT pid, machine FROM runs WHERE id=?", (run_id,))
+        rows = self._query("SELECT pid, machine FROM runs WHERE id=:r", {"r": run_id})
         if not rows or rows[0]["pid"] is None:
             return False
         if rows[0]["machine"] != socket.gethostname():
@@ -296,13 +328,13 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
 
     def list_runs(self, limit: int = 50) -> list[RunInfo]:
         """The newest `limit` runs, newest first."""
-        rows = self._query("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT ?", (limit,))
+        rows = self._query("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT :n", {"n": limit})
         return [self._run_from_row(r) for r in rows]
 
     def latest_run_id(self, kind: str | None = None) -> str | None:
         """The newest run's id (of `kind` when given), or None for an empty store."""
         if kind:
-            rows = self._query("SELECT id FROM runs WHERE kind=? ORDER BY started DESC, id DESC LIMIT 1", (kind,))
+            rows = self._query("SELECT id FROM runs WHERE kind=:k ORDER BY started DESC, id DESC LIMIT 1", {"k": kind})
         else:
             rows = self._query("SELECT id FROM runs ORDER BY started DESC, id DESC LIMIT 1")
         return rows[0]["id"] if rows else None
@@ -314,7 +346,7 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
             if rid is None:
                 raise StoreError(f"no runs in {self.path}")
             return rid
-        rows = self._query("SELECT id FROM runs WHERE id=? OR id LIKE ? ESCAPE '\\'", (ref, _like_prefix(ref)))
+        rows = self._query("SELECT id FROM runs WHERE id=:r OR id LIKE :p ESCAPE '\\'", {"r": ref, "p": _like_prefix(ref)})
         ids = sorted({r["id"] for r in rows})
         if ref in ids:
             return ref
@@ -324,19 +356,19 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
 
     def resumed_by(self, run_id: str) -> list[str]:
         """Ids of runs that resumed `run_id`, oldest first."""
-        return [r["id"] for r in self._query("SELECT id FROM runs WHERE resumes=? ORDER BY started", (run_id,))]
+        return [r["id"] for r in self._query("SELECT id FROM runs WHERE resumes=:r ORDER BY started", {"r": run_id})]
 
     def resumes(self, run_id: str) -> str | None:
         """The run that `run_id` resumed, or None."""
-        rows = self._query("SELECT resumes FROM runs WHERE id=?", (run_id,))
+        rows = self._query("SELECT resumes FROM runs WHERE id=:r", {"r": run_id})
         return rows[0]["resumes"] if rows else None
 
     def resume_chain(self, run_id: str) -> list[str]:
         """`run_id`, the run it resumed, the run that one resumed, … (newest first, no repeats)."""
         rows = self._query(
-            "WITH RECURSIVE chain(id, depth) AS (SELECT ?, 0 UNION SELECT r.resumes, c.depth + 1 FROM runs r"
-            " JOIN chain c ON r.id = c.id WHERE r.resumes IS NOT NULL AND c.depth < 10000)"
-            " SELECT id FROM chain ORDER BY depth", (run_id,))
+            "WITH RECURSIVE back(id, depth) AS (SELECT CAST(:r AS TEXT), 0 UNION SELECT r.resumes, b.depth + 1"
+            " FROM runs r JOIN back b ON r.id = b.id WHERE r.resumes IS NOT NULL AND b.depth < 10000)"
+            " SELECT id FROM back ORDER BY depth", {"r": run_id})
         out: list[str] = []
         for r in rows:
             if r["id"] not in out:
@@ -348,13 +380,12 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
     def record_plan_document(self, run_id: str, digest: str) -> None:
         """Record the SHA-256 digest of the plan document a plan run produced."""
         with self._tx() as db:
-            db.execute("INSERT INTO plan_documents(digest, run_id, at) VALUES (?,?,?)",
-                       (digest, run_id, utc_now().isoformat()))
+            db.execute(t.plan_documents.insert(), dict(digest=digest, run_id=run_id, at=utc_now().isoformat()))
 
     def plan_document_run(self, digest: str) -> str | None:
         """The plan run that recorded this plan digest, or None (not a plan of this store)."""
         rows = self._query("SELECT p.run_id FROM plan_documents p JOIN runs r ON r.id = p.run_id"
-                           " WHERE p.digest=? AND r.kind='plan' ORDER BY p.seq LIMIT 1", (digest,))
+                           " WHERE p.digest=:d AND r.kind='plan' ORDER BY p.seq LIMIT 1", {"d": digest})
         return rows[0]["run_id"] if rows else None
 
     # ---- hosts, facts, findings, plans --------------------------------------------------------
@@ -388,22 +419,17 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
             self._host_bytes[budget_key] = used + size  # (the findings rows repeat the evidence: ≤ 2× this)
             evidence = [_dumps(f.get("evidence", [])) for f in dumped.get("findings", [])]
             with self._tx() as db:
-                cur = db.execute(
-                    "INSERT INTO host_results(run_id, host, phase, status, facts_digest, result, at) VALUES (?,?,?,?,?,?,?)",
-                    (run_id, result.host, phase, result.status.value, result.facts_digest, result_json, now),
-                )
-                seq = int(cur.lastrowid or 0)
+                cur = db.execute(t.host_results.insert(), dict(
+                    run_id=run_id, host=result.host, phase=phase, status=result.status.value,
+                    facts_digest=result.facts_digest, result=result_json, at=now))
+                seq = int(cur.inserted_primary_key[0] or 0)  # type: ignore[index]
                 for f, ev in zip(result.findings, evidence, strict=True):
-                    db.execute(
-                        "INSERT INTO findings(host_result_seq, run_id, host, advisory, status, reason, evidence)"
-                        " VALUES (?,?,?,?,?,?,?)",
-                        (seq, run_id, result.host, f.advisory, f.status.value, f.reason, ev),
-                    )
+                    db.execute(t.findings.insert(), dict(
+                        host_result_seq=seq, run_id=run_id, host=result.host, advisory=f.advisory,
+                        status=f.status.value, reason=f.reason, evidence=ev))
                 if facts_json is not None:
-                    db.execute(
-                        "INSERT INTO facts(run_id, host, phase, digest, facts, at) VALUES (?,?,?,?,?,?)",
-                        (run_id, result.host, phase, result.facts_digest, facts_json, now),
-                    )
+                    db.execute(t.facts.insert(), dict(run_id=run_id, host=result.host, phase=phase,
+                                                       digest=result.facts_digest, facts=facts_json, at=now))
         return seq
 
     def record_plan(self, run_id: str, host: str, actions: Iterable[PlannedAction], facts_digest: str | None) -> None:
@@ -411,48 +437,46 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
         now = utc_now().isoformat()
         with self._tx() as db:
             for a in actions:
-                db.execute(
-                    "INSERT INTO planned_actions(run_id, host, action_id, advisory, kind, facts_digest, action, at)"
-                    " VALUES (?,?,?,?,?,?,?,?)",
-                    (run_id, host, a.id, a.advisory, a.kind, facts_digest, _dumps(redact(a.model_dump(mode="json"))), now),
-                )
+                db.execute(t.planned_actions.insert(), dict(
+                    run_id=run_id, host=host, action_id=a.id, advisory=a.advisory, kind=a.kind,
+                    facts_digest=facts_digest, action=_dumps(redact(a.model_dump(mode="json"))), at=now))
 
     def host_results(self, run_id: str, phase: str = "final") -> list[HostResult]:
         """Each host's latest result of `phase` in the run, sorted by host name."""
         rows = self._query(
             "SELECT h.result FROM host_results h JOIN ("
-            " SELECT host, MAX(seq) AS seq FROM host_results WHERE run_id=? AND phase=? GROUP BY host"
+            " SELECT host, MAX(seq) AS seq FROM host_results WHERE run_id=:r AND phase=:p GROUP BY host"
             ") last ON h.seq = last.seq ORDER BY h.host",
-            (run_id, phase),
+            {"r": run_id, "p": phase},
         )
         return [HostResult.model_validate_json(r["result"]) for r in rows]
 
     def latest_statuses(self, run_ids: Sequence[str]) -> dict[str, Status]:
         """Host → status of its latest `final` row over the given runs (the newest row wins)."""
         rows = self._query(
-            "SELECT h.host, h.status FROM host_results h JOIN ("
-            " SELECT host, MAX(seq) AS seq FROM host_results WHERE run_id IN (SELECT value FROM json_each(?))"
-            " AND phase='final' GROUP BY host) last ON h.seq = last.seq", (json.dumps(list(run_ids)),))
+            "SELECT h.host, h.status FROM host_results h JOIN ("  # noqa: S608
+            f" SELECT host, MAX(seq) AS seq FROM host_results WHERE run_id IN {self._in('ids')}"
+            " AND phase='final' GROUP BY host) last ON h.seq = last.seq", {"ids": json.dumps(list(run_ids))})
         return {r["host"]: Status(r["status"]) for r in rows}
 
     def planned_hosts(self, run_ids: Sequence[str]) -> set[str]:
         """The hosts with planned actions in any of the given runs."""
-        rows = self._query("SELECT DISTINCT host FROM planned_actions WHERE run_id IN (SELECT value FROM json_each(?))",
-                           (json.dumps(list(run_ids)),))
+        rows = self._query(f"SELECT DISTINCT host FROM planned_actions WHERE run_id IN {self._in('ids')}",  # noqa: S608
+                           {"ids": json.dumps(list(run_ids))})
         return {r["host"] for r in rows}
 
     def facts(self, run_id: str, host: str) -> list[dict[str, Any]]:
         """The host's stored fact sets in the run, oldest first: dicts with phase, digest, facts, at."""
-        rows = self._query("SELECT phase, digest, facts, at FROM facts WHERE run_id=? AND host=? ORDER BY seq", (run_id, host))
+        rows = self._query("SELECT phase, digest, facts, at FROM facts WHERE run_id=:r AND host=:h ORDER BY seq",
+                           {"r": run_id, "h": host})
         return [{**r, "facts": json.loads(r["facts"])} for r in rows]
 
     def planned(self, run_id: str, host: str | None = None) -> list[tuple[str, PlannedAction, str | None]]:
         """(host, action, facts_digest) for the run's planned actions, in plan order."""
-        sql = "SELECT host, action, facts_digest FROM planned_actions WHERE run_id=?"
-        args: list[Any] = [run_id]
+        sql = "SELECT host, action, facts_digest FROM planned_actions WHERE run_id=:r"
+        params: dict[str, Any] = {"r": run_id}
         if host is not None:
-            sql += " AND host=?"
-            args.append(host)
-        rows = self._query(sql + " ORDER BY seq", args)
+            sql += " AND host=:h"
+            params["h"] = host
+        rows = self._query(sql + " ORDER BY seq", params)
         return [(r["host"], PlannedAction.model_validate_json(r["action"]), r["facts_digest"]) for r in rows]
-

@@ -21,9 +21,18 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+import sqlalchemy as sa
+
+from kbfix.store.tables import ROWID_COLUMN
+
+#: The store's SQLAlchemy connection, or a raw sqlite3 one (the legacy migration to v4 chains the
+#: rows already in a store through it).
+Db = sa.Connection | sqlite3.Connection
 
 CHAINED: tuple[str, ...] = (
     "runs", "run_events", "host_results", "facts", "findings", "planned_actions", "intents", "results", "reports",
@@ -51,41 +60,79 @@ def link_hash(prev: str, table: str, rowid: int, rhash: str) -> str:
     return hashlib.sha256(f"{prev}\n{table}\n{rowid}\n{rhash}".encode("ascii")).hexdigest()
 
 
-def _rows(db: sqlite3.Connection, table: str, after: int | None) -> list[tuple[int, dict[str, Any]]]:
-    """(rowid, columns) of a table's rows with rowid above `after` (all rows for None), by rowid."""
-    if after is None:
-        cur = db.execute(f"SELECT rowid AS _rowid_, * FROM {table} ORDER BY rowid")  # noqa: S608 - table from CHAINED
-    else:
-        cur = db.execute(f"SELECT rowid AS _rowid_, * FROM {table} WHERE rowid > ? ORDER BY rowid", (after,))  # noqa: S608
-    cols = [d[0] for d in cur.description]
+def _exec(db: Db, sql: str, params: Mapping[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """(column names, rows) of one statement with `:name` parameters, on either kind of connection."""
+    if isinstance(db, sqlite3.Connection):
+        cur = db.execute(sql, dict(params or {}))
+        return ([d[0] for d in cur.description] if cur.description else []), cur.fetchall()
+    res = db.execute(sa.text(sql), dict(params or {}))
+    if not res.returns_rows:
+        return [], []
+    return list(res.keys()), [tuple(r) for r in res.fetchall()]
+
+
+def _rows(db: Db, table: str, after: int | None) -> list[tuple[int, dict[str, Any]]]:
+    """(rowid, columns) of a table's rows with rowid above `after` (all rows for None), by rowid.
+
+    The rowid is `seq` (SQLite's rowid alias) or ROWID_COLUMN's column (`runs`: SQLite's implicit
+    rowid; on PostgreSQL an identity column, left out of the row's columns so the hash is the same)."""
+    key = ROWID_COLUMN.get(table, "seq")
+    where = "" if after is None else f" WHERE {key} > :after"
+    cols, values = _exec(db, f"SELECT {key} AS _rowid_, * FROM {table}{where} ORDER BY {key}",  # noqa: S608 - table from CHAINED
+                         {} if after is None else {"after": after})
     out = []
-    for values in cur.fetchall():
-        row = dict(zip(cols, values, strict=True))
+    for value in values:
+        row = dict(zip(cols, value, strict=True))
         rid = int(row.pop("_rowid_"))
+        if key != "seq":
+            row.pop(key, None)
         out.append((rid, row))
     return out
 
 
-def head(db: sqlite3.Connection) -> tuple[int, str]:
+def head(db: Db) -> tuple[int, str]:
     """(number of chain entries, hash of the last one or GENESIS)."""
-    row = db.execute("SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1").fetchone()
-    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+    _cols, rows = _exec(db, "SELECT seq, hash FROM chain ORDER BY seq DESC LIMIT 1")
+    return (0, GENESIS) if not rows else (int(rows[0][0]), str(rows[0][1]))
 
 
-def append_pending(db: sqlite3.Connection) -> int:
+def _pending(db: Db) -> tuple[str, dict[str, int | None]]:
+    """(the head hash, table → its last chained rowid) for the CHAINED tables holding rows above
+    that rowid, in one statement of index lookups: a write transaction touches one to three tables,
+    and on PostgreSQL every statement is a round trip to the server."""
+    parts = ["(SELECT hash FROM chain ORDER BY seq DESC LIMIT 1)"]
+    for table in CHAINED:  # fixed names, no input
+        parts.append(f"(SELECT MAX(row_id) FROM chain WHERE tbl='{table}')")  # noqa: S608
+        parts.append(f"(SELECT MAX({ROWID_COLUMN.get(table, 'seq')}) FROM {table})")  # noqa: S608
+    values = _exec(db, "SELECT " + ", ".join(parts))[1][0]
+    pending: dict[str, int | None] = {}
+    for i, table in enumerate(CHAINED):
+        last, top = values[1 + 2 * i], values[2 + 2 * i]
+        if top is not None and (last is None or int(top) > int(last)):
+            pending[table] = None if last is None else int(last)
+    return (GENESIS if values[0] is None else str(values[0])), pending
+
+
+def append_pending(db: Db) -> int:
     """Chain every row of CHAINED tables not chained yet (rowid above the table's last chained
     rowid); must run inside the write transaction that inserted them. Returns how many were chained."""
-    _n, prev = head(db)
+    prev, pending = _pending(db)
     now = datetime.now(timezone.utc).isoformat()
-    added = 0
+    entries: list[dict[str, Any]] = []
     for table in CHAINED:
-        last = db.execute("SELECT MAX(row_id) FROM chain WHERE tbl=?", (table,)).fetchone()[0]
-        for rid, row in _rows(db, table, None if last is None else int(last)):
+        if table not in pending:
+            continue
+        for rid, row in _rows(db, table, pending[table]):
             rh = row_hash(table, row)
             prev = link_hash(prev, table, rid, rh)
-            db.execute("INSERT INTO chain(tbl, row_id, row_hash, hash, at) VALUES (?,?,?,?,?)", (table, rid, rh, prev, now))
-            added += 1
-    return added
+            entries.append({"t": table, "r": rid, "rh": rh, "h": prev, "at": now})
+    if entries:
+        sql = "INSERT INTO chain(tbl, row_id, row_hash, hash, at) VALUES (:t, :r, :rh, :h, :at)"
+        if isinstance(db, sqlite3.Connection):
+            db.executemany(sql, entries)
+        else:
+            db.execute(sa.text(sql), entries)
+    return len(entries)
 
 
 @dataclass(frozen=True)
@@ -127,7 +174,7 @@ def _key(row: dict[str, Any] | None, rowid: int) -> str:
     return f"rowid={rowid}"
 
 
-def verify(db: sqlite3.Connection) -> ChainReport:
+def verify(db: Db) -> ChainReport:
     """Recompute the chain from the rows: every entry's row hash from its row as stored now, every
     link from the previous hash; then look for rows no entry covers (inserted outside kbfix).
     Returns at the first break (chain order; then table order for unchained rows)."""
@@ -135,9 +182,7 @@ def verify(db: sqlite3.Connection) -> ChainReport:
     prev = GENESIS
     entries = 0
     covered: dict[str, set[int]] = {t: set() for t in CHAINED}
-    for seq, table, rid, stored_row, stored_hash in db.execute(
-        "SELECT seq, tbl, row_id, row_hash, hash FROM chain ORDER BY seq"
-    ).fetchall():
+    for seq, table, rid, stored_row, stored_hash in _exec(db, "SELECT seq, tbl, row_id, row_hash, hash FROM chain ORDER BY seq")[1]:
         entries += 1
         rows = tables.get(table)
         row = None if rows is None else rows.get(int(rid))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from kbfix.store.diskguard import TxRecorder
 
 
 class StoreCore:
@@ -15,11 +19,13 @@ class StoreCore:
     `AuditStore` itself; they are declared here only for the type checker."""
 
     if TYPE_CHECKING:  # provided by AuditStore
-        path: Path
+        path: Path | str
         _lock: threading.RLock
-        _db: sqlite3.Connection
+        _db: sa.Connection
         disk_full: bool
 
-        def _tx(self) -> AbstractContextManager[Any]: ...
+        def _tx(self) -> AbstractContextManager[TxRecorder]: ...
 
-        def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+        def _query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]: ...
+
+        def _in(self, name: str) -> str: ...

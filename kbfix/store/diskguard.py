@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
 
 #: A file of this many bytes is kept next to the store and deleted when the disk fills, so that
 #: the rows in flight (results of ops already sent, the final host rows, the run's end event)
@@ -22,8 +24,17 @@ RESERVE_FILE = "audit.reserve"
 RESERVE_BYTES = 2 * 1024 * 1024
 
 
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver's own exception inside SQLAlchemy's wrapper (`DBAPIError.orig`), else `exc`."""
+    orig = getattr(exc, "orig", None)
+    return orig if isinstance(exc, sa.exc.DBAPIError) and isinstance(orig, BaseException) else exc
+
+
 def is_disk_full(exc: BaseException) -> bool:
-    """True for SQLite's SQLITE_FULL ("database or disk is full")."""
+    """True for SQLite's SQLITE_FULL ("database or disk is full") and PostgreSQL's disk_full (53100)."""
+    exc = driver_error(exc)
+    if getattr(exc, "sqlstate", None) == "53100":
+        return True
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(exc, sqlite3.OperationalError) and (code == sqlite3.SQLITE_FULL or "is full" in str(exc))
 
@@ -34,26 +45,31 @@ class TxRecorder:
     host locks is not replayed (another process may have taken the lock meanwhile); the other
     reads (a result's open intent) are stable while this process holds the host's lock.
 
-    db: the store's connection; on_full(recorder, exc): called on SQLITE_FULL, replays the
-    writes and returns the last cursor, or raises.
+    db: the store's connection; on_full(recorder, exc): called on a full disk, replays the
+    writes and returns the last result, or raises.
     """
 
-    def __init__(self, db: sqlite3.Connection,
-                 on_full: Callable[[TxRecorder, BaseException], sqlite3.Cursor]) -> None:
+    def __init__(self, db: sa.Connection,
+                 on_full: Callable[[TxRecorder, BaseException], sa.CursorResult[Any]]) -> None:
         self.db = db
         self.on_full = on_full
-        self.writes: list[tuple[str, Sequence[Any]]] = []
+        self.writes: list[tuple[sa.Executable, Mapping[str, Any] | None]] = []
         self.read = False
 
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
-        """Execute one statement in the transaction (replaying the transaction on a full disk)."""
-        is_read = sql.lstrip()[:6].upper() == "SELECT"
-        self.read = self.read or (is_read and "host_locks" in sql)
+    def execute(self, stmt: sa.Executable | str, params: Mapping[str, Any] | None = None) -> sa.CursorResult[Any]:
+        """Execute one statement (SQL text with `:name` parameters, or a Core statement) in the
+        transaction, replaying the transaction on a full disk."""
+        if isinstance(stmt, str):
+            stmt = sa.text(stmt)
+        # Not str(stmt): that compiles a Core statement afresh on every call.
+        text = stmt.text if isinstance(stmt, sa.TextClause) else ""
+        is_read = isinstance(stmt, sa.Select) or text.lstrip()[:6].upper() == "SELECT"
+        self.read = self.read or (is_read and "host_locks" in text)  # the lock reads are SQL text
         if not is_read:
-            self.writes.append((sql, args))
+            self.writes.append((stmt, params))
         try:
-            return self.db.execute(sql, args)
-        except sqlite3.OperationalError as exc:
+            return self.db.execute(stmt, dict(params) if params is not None else None)
+        except sa.exc.OperationalError as exc:
             if not is_disk_full(exc):
                 raise
             return self.on_full(self, exc)
@@ -77,8 +93,9 @@ def make_reserve(store_path: Path) -> None:
 
 
 def reason(exc: BaseException | None) -> str:
-    """An operator's words for an SQLite/OS error (the damaged-file case says so)."""
-    text = str(exc) if exc is not None else "unknown error"
+    """An operator's words for an SQLite/PostgreSQL/OS error (the damaged-file case says so); never
+    the SQL statement or its parameters SQLAlchemy adds to its own message."""
+    text = str(driver_error(exc)).strip() if exc is not None else "unknown error"
     if "malformed" in text or "not a database" in text:
         return f"{text}: the file is damaged (restore it from a backup, or move it away to start a new store)"
     if "readonly" in text or "read-only" in text:

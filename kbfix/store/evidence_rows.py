@@ -10,7 +10,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kbfix.store import chain
+import sqlalchemy as sa
+
+from kbfix.store import chain, engine
+from kbfix.store import tables as t
 from kbfix.store.core import StoreCore
 from kbfix.store.diskguard import reason
 from kbfix.store.errors import StoreError
@@ -31,19 +34,18 @@ class EvidenceStore(StoreCore):
     def record_report(self, run_id: str, path: Path | str, fmt: str, lang: str, sha256: str, size: int) -> int:
         """Append the SHA-256 (hex) and size (bytes) of a report file written for `run_id`; returns its seq."""
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO reports(run_id, path, format, lang, sha256, size, at) VALUES (?,?,?,?,?,?,?)",
-                (run_id, str(Path(path).resolve()), fmt, lang, sha256, size, utc_now().isoformat()),
-            )
-            return int(cur.lastrowid or 0)
+            cur = db.execute(t.reports.insert(), dict(
+                run_id=run_id, path=str(Path(path).resolve()), format=fmt, lang=lang, sha256=sha256, size=size,
+                at=utc_now().isoformat()))
+            return int(cur.inserted_primary_key[0] or 0)  # type: ignore[index]
 
     def reports_with_hash(self, sha256: str) -> list[dict[str, Any]]:
         """Report rows (seq, run_id, path, format, lang, sha256, size, at) with this SHA-256, oldest first."""
-        return self._query("SELECT * FROM reports WHERE sha256=? ORDER BY seq", (sha256.lower(),))
+        return self._query("SELECT * FROM reports WHERE sha256=:h ORDER BY seq", {"h": sha256.lower()})
 
     def reports(self, run_id: str) -> list[dict[str, Any]]:
         """The report rows of one run, oldest first."""
-        return self._query("SELECT * FROM reports WHERE run_id=? ORDER BY seq", (run_id,))
+        return self._query("SELECT * FROM reports WHERE run_id=:r ORDER BY seq", {"r": run_id})
 
     def verify_chain(self) -> chain.ChainReport:
         """Recompute the hash chain over every audit row (see kbfix/store/chain.py). Raises
@@ -51,15 +53,15 @@ class EvidenceStore(StoreCore):
         the evidence migration and not opened for writing since)."""
         with self._lock:
             try:
-                if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='chain'").fetchone():
+                if not sa.inspect(self._db).has_table("chain"):
                     raise StoreError(f"{self.path}: no hash chain yet (a store from an older kbfix); "
                                      "any writing kbfix command upgrades it and chains its rows")
-                self._db.execute("BEGIN")  # one read snapshot for the whole check
+                engine.begin_snapshot(self._db)  # one read snapshot for the whole check
                 try:
                     return chain.verify(self._db)
                 finally:
-                    self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
+                    engine.end(self._db, commit=True)
+            except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
                 raise StoreError(f"{self.path}: {reason(exc)}") from exc
 
     def latest_states(
@@ -74,16 +76,16 @@ class EvidenceStore(StoreCore):
             " SELECT x.host, MAX(x.seq) AS seq FROM host_results x JOIN runs r ON r.id = x.run_id"
             " WHERE x.phase='final' AND x.status != 'skipped'"
         )
-        args: list[Any] = []
+        params: dict[str, Any] = {}
         if before_run is not None:
-            sql += " AND x.run_id != ? AND r.started <= (SELECT started FROM runs WHERE id=?)"
-            args += [before_run, before_run]
+            sql += " AND x.run_id != :b AND r.started <= (SELECT started FROM runs WHERE id=:b)"
+            params["b"] = before_run
         if hosts is not None:
-            sql += " AND x.host IN (SELECT value FROM json_each(?))"
-            args.append(json.dumps(list(hosts)))
+            sql += f" AND x.host IN {self._in('hosts')}"
+            params["hosts"] = json.dumps(list(hosts))
         sql += " GROUP BY x.host) last ON h.seq = last.seq ORDER BY h.host"
         return {
             r["host"]: (r["run_id"], datetime.fromisoformat(r["at"]), HostResult.model_validate_json(r["result"]))
-            for r in self._query(sql, args)
+            for r in self._query(sql, params)
         }
 

@@ -19,7 +19,7 @@ RUNS_LOOKED_AT = 500  # newest runs searched for a host's past results: years of
 
 class StoreHistory:
     """Callable host name → HostHistory, from the store's result rows (newest RUNS_LOOKED_AT runs).
-    Reads only; raises the store's errors (sqlite3) when the database cannot be read."""
+    Reads only; raises StoreError when the database cannot be read."""
 
     def __init__(self, store: AuditStore) -> None:
         self.store = store

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from kbfix.store import tables as t
 from kbfix.store.core import StoreCore
 from kbfix.store.errors import DiskFullError, StoreError
 from kbfix.store.rows import (
@@ -33,12 +34,10 @@ class JournalStore(StoreCore):
         if self.disk_full:
             raise DiskFullError(f"{self.path}: the disk is full: no new change is started")
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO intents(run_id, host, action_id, advisory, kind, action, at) VALUES (?,?,?,?,?,?,?)",
-                (run_id, host, action.id, action.advisory, action.kind,
-                 _dumps(redact(action.model_dump(mode="json"))), utc_now().isoformat()),
-            )
-            return int(cur.lastrowid or 0)
+            cur = db.execute(t.intents.insert(), dict(
+                run_id=run_id, host=host, action_id=action.id, advisory=action.advisory, kind=action.kind,
+                action=_dumps(redact(action.model_dump(mode="json"))), at=utc_now().isoformat()))
+            return int(cur.inserted_primary_key[0] or 0)  # type: ignore[index]
 
     def record_result(self, run_id: str, host: str, action_id: str, executed: ExecutedAction) -> int:
         """Append the result of the newest open intent of (run, host, action); returns its seq.
@@ -49,26 +48,24 @@ class JournalStore(StoreCore):
         with self._tx() as db:
             row = db.execute(
                 "SELECT i.seq FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq"
-                " WHERE i.run_id=? AND i.host=? AND i.action_id=? AND r.seq IS NULL ORDER BY i.seq DESC LIMIT 1",
-                (run_id, host, action_id),
+                " WHERE i.run_id=:r AND i.host=:h AND i.action_id=:a AND r.seq IS NULL ORDER BY i.seq DESC LIMIT 1",
+                {"r": run_id, "h": host, "a": action_id},
             ).fetchone()
             if row is None:
                 raise StoreError(f"{host}: result for action {action_id} without an open intent in run {run_id}")
-            cur = db.execute(
-                "INSERT INTO results(intent_seq, run_id, host, action_id, outcome, exit_code, executed, at)"
-                " VALUES (?,?,?,?,?,?,?,?)",
-                (row[0], run_id, host, action_id, executed.outcome, executed.exit_code,
-                 _dumps(redact(executed.model_dump(mode="json"))), utc_now().isoformat()),
-            )
-            return int(cur.lastrowid or 0)
+            cur = db.execute(t.results.insert(), dict(
+                intent_seq=row[0], run_id=run_id, host=host, action_id=action_id, outcome=executed.outcome,
+                exit_code=executed.exit_code, executed=_dumps(redact(executed.model_dump(mode="json"))),
+                at=utc_now().isoformat()))
+            return int(cur.inserted_primary_key[0] or 0)  # type: ignore[index]
 
     def open_intents(self, run_ids: Iterable[str] | str) -> list[OpenIntent]:
         """Intent rows without a result in the given run(s): ops whose outcome is unknown."""
         ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
         rows = self._query(
-            "SELECT i.seq, i.run_id, i.host, i.action, i.at FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq"
-            " WHERE i.run_id IN (SELECT value FROM json_each(?)) AND r.seq IS NULL ORDER BY i.seq",
-            (json.dumps(ids),),
+            "SELECT i.seq, i.run_id, i.host, i.action, i.at FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq"  # noqa: S608
+            f" WHERE i.run_id IN {self._in('ids')} AND r.seq IS NULL ORDER BY i.seq",
+            {"ids": json.dumps(ids)},
         )
         return [OpenIntent(r["seq"], r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
                            datetime.fromisoformat(r["at"]))
@@ -77,9 +74,9 @@ class JournalStore(StoreCore):
     def open_intents_for_hosts(self, hosts: Iterable[str]) -> list[OpenIntent]:
         """Intent rows without a result for these hosts, in any run (a crashed earlier run)."""
         rows = self._query(
-            "SELECT i.seq, i.run_id, i.host, i.action, i.at FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq"
-            " WHERE i.host IN (SELECT value FROM json_each(?)) AND r.seq IS NULL ORDER BY i.seq",
-            (json.dumps(list(hosts)),),
+            "SELECT i.seq, i.run_id, i.host, i.action, i.at FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq"  # noqa: S608
+            f" WHERE i.host IN {self._in('hosts')} AND r.seq IS NULL ORDER BY i.seq",
+            {"hosts": json.dumps(list(hosts))},
         )
         return [OpenIntent(r["seq"], r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
                            datetime.fromisoformat(r["at"]))
@@ -89,14 +86,14 @@ class JournalStore(StoreCore):
         """Every result row of the given run(s) (optionally one host), oldest first."""
         ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
         sql = (
-            "SELECT r.run_id, r.host, i.action, r.executed FROM results r JOIN intents i ON i.seq = r.intent_seq"
-            " WHERE r.run_id IN (SELECT value FROM json_each(?))"
+            "SELECT r.run_id, r.host, i.action, r.executed FROM results r JOIN intents i ON i.seq = r.intent_seq"  # noqa: S608
+            f" WHERE r.run_id IN {self._in('ids')}"
         )
-        args: list[Any] = [json.dumps(ids)]
+        params: dict[str, Any] = {"ids": json.dumps(ids)}
         if host is not None:
-            sql += " AND r.host=?"
-            args.append(host)
-        rows = self._query(sql + " ORDER BY r.seq", args)
+            sql += " AND r.host=:h"
+            params["h"] = host
+        rows = self._query(sql + " ORDER BY r.seq", params)
         return [ActionOutcome(r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
                               ExecutedAction.model_validate_json(r["executed"])) for r in rows]
 
@@ -104,8 +101,8 @@ class JournalStore(StoreCore):
         """All intent rows of a run with their result outcome (None when open), in order."""
         return self._query(
             "SELECT i.seq, i.host, i.action_id, i.kind, i.at, r.outcome, r.exit_code, r.at AS result_at"
-            " FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq WHERE i.run_id=? ORDER BY i.seq",
-            (run_id,),
+            " FROM intents i LEFT JOIN results r ON r.intent_seq = i.seq WHERE i.run_id=:r ORDER BY i.seq",
+            {"r": run_id},
         )
 
     def journal(self, run_id: str) -> StoreJournal:

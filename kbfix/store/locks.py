@@ -9,8 +9,13 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from kbfix.store import tables as t
 from kbfix.store.core import StoreCore
 from kbfix.store.errors import HostLockedError, StoreError
 from kbfix.store.rows import (
@@ -49,18 +54,16 @@ class HostLockStore(StoreCore):
         lease = timedelta(seconds=self.lock_lease_s if lease_s is None else lease_s)
         with self._tx() as db:
             for host in hosts:
-                row = db.execute("SELECT run_id, pid, machine, acquired, lease_until FROM host_locks WHERE host=?",
-                                 (host,)).fetchone()
+                row = db.execute("SELECT run_id, pid, machine, acquired, lease_until FROM host_locks WHERE host=:h",
+                                 {"h": host}).fetchone()
                 if row is not None:
-                    holder = LockHolder(*row)
+                    holder = LockHolder(*tuple(row))
                     mine = holder.run_id == run_id and holder.pid == pid
                     if not (mine or _lock_is_stale(holder, machine, now)):
                         raise HostLockedError(host, holder)
-                db.execute(
-                    "INSERT OR REPLACE INTO host_locks(host, run_id, pid, machine, acquired, lease_until)"
-                    " VALUES (?,?,?,?,?,?)",
-                    (host, run_id, pid, machine, now.isoformat(), (now + lease).isoformat()),
-                )
+                db.execute(_upsert_lock(self._db.dialect.name, dict(
+                    host=host, run_id=run_id, pid=pid, machine=machine, acquired=now.isoformat(),
+                    lease_until=(now + lease).isoformat())))
         if pid == os.getpid():
             self._start_heartbeat()
 
@@ -69,9 +72,9 @@ class HostLockStore(StoreCore):
         `self.lock_lease_s`) past now; returns how many locks were renewed."""
         until = utc_now() + timedelta(seconds=self.lock_lease_s if lease_s is None else lease_s)
         with self._tx() as db:
-            cur = db.execute("UPDATE host_locks SET lease_until=? WHERE pid=? AND machine=?",
-                             (until.isoformat(), os.getpid(), socket.gethostname()))
-            return cur.rowcount
+            cur = db.execute("UPDATE host_locks SET lease_until=:u WHERE pid=:p AND machine=:m",
+                             {"u": until.isoformat(), "p": os.getpid(), "m": socket.gethostname()})
+            return int(cur.rowcount)
 
     def _start_heartbeat(self) -> None:
         with self._lock:
@@ -87,17 +90,17 @@ class HostLockStore(StoreCore):
             try:
                 if self.renew_locks() == 0:
                     return
-            except (sqlite3.Error, StoreError):
+            except (sa.exc.SQLAlchemyError, sqlite3.Error, StoreError):
                 return  # the store is closing or gone: the lease then lapses, as designed
 
     def unlock_hosts(self, run_id: str, hosts: Iterable[str] | None = None) -> None:
         """Release the run's locks (all of them, or those of `hosts`)."""
         with self._tx() as db:
             if hosts is None:
-                db.execute("DELETE FROM host_locks WHERE run_id=?", (run_id,))
+                db.execute("DELETE FROM host_locks WHERE run_id=:r", {"r": run_id})
             else:
                 for host in hosts:
-                    db.execute("DELETE FROM host_locks WHERE run_id=? AND host=?", (run_id, host))
+                    db.execute("DELETE FROM host_locks WHERE run_id=:r AND host=:h", {"r": run_id, "h": host})
 
     def force_unlock(self, host: str, run_id: str, operator: str) -> LockHolder:
         """An operator releases `host`'s lock held by run `run_id` (`kbfix unlock HOST --run RUN`).
@@ -107,25 +110,23 @@ class HostLockStore(StoreCore):
         of another run (nothing changed).
         """
         with self._tx() as db:
-            row = db.execute("SELECT run_id, pid, machine, acquired, lease_until FROM host_locks WHERE host=?",
-                             (host,)).fetchone()
+            row = db.execute("SELECT run_id, pid, machine, acquired, lease_until FROM host_locks WHERE host=:h",
+                             {"h": host}).fetchone()
             if row is None:
                 raise StoreError(f"host {host} holds no lock: nothing to release")
-            holder = LockHolder(*row)
+            holder = LockHolder(*tuple(row))
             if holder.run_id != run_id:
                 raise StoreError(f"host {host} is locked by run {holder.run_id}, not {run_id}: nothing released")
-            db.execute("DELETE FROM host_locks WHERE host=? AND run_id=?", (host, run_id))
-            db.execute(
-                "INSERT INTO run_events(run_id, at, state, detail) VALUES (?,?,?,?)",
-                (run_id, utc_now().isoformat(), "note",
-                 f"host lock on {host} released by operator {operator} with kbfix unlock (holder pid "
-                 f"{holder.pid} on {holder.machine}, acquired {holder.acquired}, lease until {holder.lease_until})"),
-            )
+            db.execute("DELETE FROM host_locks WHERE host=:h AND run_id=:r", {"h": host, "r": run_id})
+            db.execute(t.run_events.insert(), dict(
+                run_id=run_id, at=utc_now().isoformat(), state="note",
+                detail=f"host lock on {host} released by operator {operator} with kbfix unlock (holder pid "
+                       f"{holder.pid} on {holder.machine}, acquired {holder.acquired}, lease until {holder.lease_until})"))
         return holder
 
     def lock_holder(self, host: str) -> LockHolder | None:
         """The current holder of a host's lock, or None."""
-        rows = self._query("SELECT run_id, pid, machine, acquired, lease_until FROM host_locks WHERE host=?", (host,))
+        rows = self._query("SELECT run_id, pid, machine, acquired, lease_until FROM host_locks WHERE host=:h", {"h": host})
         return LockHolder(**rows[0]) if rows else None
 
 
@@ -144,3 +145,9 @@ def _lock_is_stale(holder: LockHolder, machine: str, now: datetime) -> bool:
     return until <= now
 
 
+def _upsert_lock(dialect: str, row: dict[str, Any]) -> sa.Insert:
+    """INSERT the lock row, or replace the one of its host (SQLite and PostgreSQL share
+    `ON CONFLICT … DO UPDATE`; the caller checked the holder inside the same write transaction)."""
+    ins = (pg_dialect.insert if dialect == "postgresql" else sqlite_dialect.insert)(t.host_locks).values(**row)
+    return ins.on_conflict_do_update(index_elements=["host"],
+                                     set_={k: ins.excluded[k] for k in row if k != "host"})

@@ -1,4 +1,9 @@
-"""The audit store's SQLite schema and its ordered migrations.
+"""The audit store's hand-written SQLite migrations v1–v4, kept for stores written before Alembic.
+
+New stores (SQLite or PostgreSQL) get v4 from the Alembic baseline (kbfix/store/tables.py,
+kbfix/store/migrations); an SQLite store at v1–v3 is brought to v4 here, then stamped with that
+baseline (kbfix/store/engine.py `prepare`). New schema changes are Alembic revisions, not entries
+of MIGRATIONS; `schema_version` keeps v4 as its last row on both engines.
 
 `schema_version` holds one row per applied migration (version, UTC time). `migrate()` applies
 every migration newer than the highest recorded version, each in its own transaction, so a

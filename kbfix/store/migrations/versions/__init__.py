@@ -1,0 +1,1 @@
+"""Alembic revisions of the audit store, oldest first (0001: the v4 baseline)."""
