@@ -110,7 +110,8 @@ def main(
     vault_password_file: Annotated[list[Path] | None, typer.Option(
         "--vault-password-file", "--vault-pass-file", metavar="FILE", help=common.VAULT_FILE_HELP)] = None,
     ask_vault_pass: Annotated[bool, typer.Option("--ask-vault-pass", "-J", help=common.ASK_VAULT_HELP)] = False,
-    procs: Annotated[int, typer.Option("--procs", min=1, metavar="N", show_default=False, help=common.PROCS_HELP)] = 0,
+    procs: Annotated[int | None, typer.Option("--procs", min=1, metavar="N", show_default=False,
+                                              help=common.PROCS_HELP)] = None,
 ) -> None:
     """Global options, before the command (`kbfix -i site.yml --limit wsus check`) or after it
     (`kbfix check -i site.yml`: kbfix.cli_common.with_globals); after it wins."""
@@ -122,7 +123,7 @@ def main(
         raise typer.Exit(0)
     common.configure_logging(verbose)
     ctx.obj = Globals(list(inventory or []), limit, forks, state or default_state_dir(), verbose, quiet, no_color,
-                      host_timeout, list(vault_id or []), list(vault_password_file or []), ask_vault_pass, procs)
+                      host_timeout, list(vault_id or []), list(vault_password_file or []), ask_vault_pass, procs or 0)
 
 
 def _hosts(g: Globals, broker: str | None = None) -> tuple[list[Any], str | None]:

@@ -3,7 +3,7 @@ CPU (one core under the GIL) long before 100 forks run out of network.
 
 Design (the simplest that keeps every guarantee of a single process):
 
-- N child processes (`spawn`: no locks or threads inherited) each load the inventory
+- N child processes (forked from a clean `forkserver`: no locks or threads inherited) each load the inventory
   THEMSELVES from `InventorySpec` (inventory paths and vault options: file paths and vault ids,
   never a resolved credential; a password that must be typed cannot be passed, so
   `procs_for` keeps such runs in one process). What crosses the process boundary: the spec,
@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import pickle
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -46,6 +47,8 @@ from playbooks.model import HostResult
 from remoting.errors import RemotingError
 
 log = logging.getLogger(__name__)
+
+_CPU = "cpu"  # the task id of a child's last message: its CPU seconds
 
 #: Fewest hosts per process worth a process: starting one costs ~0.5 s of CPU (imports).
 HOSTS_PER_PROC = 25
@@ -138,6 +141,8 @@ def child_main(conn: Any, spec: InventorySpec, threads: int) -> None:
             if msg is None:
                 break
             pool.submit(one, *msg)
+    with send_lock:  # last word: this process's CPU seconds (benchmarks/fleet.py adds them up)
+        conn.send_bytes(_dumps((_CPU, time.process_time())))
 
 
 # ------------------------------------------------------------------------------ the parent side
@@ -152,6 +157,7 @@ class _Child:
         self.process.start()
         child_conn.close()
         self.pending: set[int] = set()
+        self.cpu_s = 0.0  # the child's CPU seconds, reported when it stops
         self._send_lock = threading.Lock()
         self._on_answer, self._on_lost = on_answer, on_lost
         self.reader = threading.Thread(target=self._read, name="kbfix-contact-reader", daemon=True)
@@ -169,6 +175,9 @@ class _Child:
             except (EOFError, OSError):
                 self._on_lost(self)
                 return
+            if task == _CPU:
+                self.cpu_s = float(answer)
+                continue
             self._on_answer(task, answer)
 
 
@@ -184,10 +193,14 @@ class ContactPool:
         self._futures: dict[int, tuple[_Child, Future[HostResult]]] = {}
         self._lock = threading.Lock()
         self._children: list[_Child] = []
+        self.children_cpu_s = 0.0  # CPU seconds the children reported (after close)
 
     def __enter__(self) -> ContactPool:
         _dumps(self.spec)  # what the spawn hands each child: through the tap like every message
-        ctx = multiprocessing.get_context("spawn")
+        # forkserver: one clean single-threaded server process imports kbfix once and forks each
+        # child from it (no locks or threads of this process inherited, no import per child).
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload([__name__, "inventory.configured"])
         self._children = [_Child(ctx, self.spec, self.threads, self._answer, self._lost) for _ in range(self.procs)]
         return self
 
@@ -206,6 +219,8 @@ class ContactPool:
             if c.process.is_alive():
                 c.process.terminate()
                 c.process.join(timeout=5)
+            c.reader.join(timeout=5)
+            self.children_cpu_s += c.cpu_s
             c.conn.close()
         self._children = []
 
