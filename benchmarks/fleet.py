@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ps-start-ms", type=float, default=300.0)
     ap.add_argument("--transport", choices=TRANSPORTS, default="basic")
     ap.add_argument("--procs", type=int, default=0,
-                    help="contact processes (kbfix --procs; default 0: the machine's cores, at least 25 hosts each)")
+                    help="contact processes (kbfix --procs; default 0: the machine's cores, at least 200 hosts each)")
     ap.add_argument("--scale", help="comma-separated host counts: print how the cost grows")
     ap.add_argument("--transports", type=int, metavar="N",
                     help="also measure every transport on N hosts (requests, KiB and CPU per host)")

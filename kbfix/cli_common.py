@@ -139,7 +139,7 @@ VAULT_FILE_HELP = ("Ansible Vault password file, or an executable that prints it
                    "Env: ANSIBLE_VAULT_PASSWORD_FILE; ansible.cfg vault_password_file.")
 ASK_VAULT_HELP = "Ask for the Ansible Vault password."
 PROCS_HELP = ("Processes the forks are spread over for the read-only contact work of check and plan (default: "
-              "the machine's cores; at least 25 hosts per process; apply stays in one process).")
+              "the machine's cores; at least 200 hosts per process; apply stays in one process).")
 HOST_TIMEOUT_HELP = ("Seconds one host may take (default 600; apply adds twice the plan's estimate); past it the "
                      "host is reported unreachable and the others go on.")
 

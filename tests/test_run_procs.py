@@ -91,8 +91,8 @@ def test_no_secret_crosses_the_process_boundary(lab_inventory: tuple[Path, Lab],
 
 def test_procs_for_keeps_small_runs_and_typed_secrets_in_one_process() -> None:
     assert procs_for(2, 1000, 100) == 2
-    assert procs_for(8, 60, 100) == 2  # at least 25 hosts per process
-    assert procs_for(2, 10, 100) == 1
+    assert procs_for(8, 450, 100) == 2  # at least 200 hosts per process
+    assert procs_for(2, 150, 100) == 1
     assert procs_for(4, 1000, 3) == 3  # never more processes than forks
     assert procs_for(2, 1000, 100, interactive_secrets=True) == 1
 

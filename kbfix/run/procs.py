@@ -50,8 +50,9 @@ log = logging.getLogger(__name__)
 
 _CPU = "cpu"  # the task id of a child's last message: its CPU seconds
 
-#: Fewest hosts per process worth a process: starting one costs ~0.5 s of CPU (imports).
-HOSTS_PER_PROC = 25
+#: Fewest hosts per process worth a process: the forkserver's imports cost ~1 s of CPU and
+#: every answer is pickled twice, so a small run is cheaper in one process.
+HOSTS_PER_PROC = 200
 
 # Every message that crosses the boundary goes through these two (tests tap them).
 _dumps: Callable[[Any], bytes] = pickle.dumps
