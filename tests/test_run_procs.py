@@ -89,6 +89,17 @@ def test_no_secret_crosses_the_process_boundary(lab_inventory: tuple[Path, Lab],
     assert leaked == []
 
 
+def test_a_contact_process_that_cannot_start_fails_its_hosts_not_the_run(lab_inventory: tuple[Path, Lab],
+                                                                         tmp_path: Path) -> None:
+    inv_path, _lab = lab_inventory
+    hosts = list(load_inventory([inv_path]).select(None))[:3]
+    with AuditStore.in_dir(tmp_path / "state") as store, \
+            ContactPool(InventorySpec((str(tmp_path / "missing.yaml"),)), 2, 4) as pool:
+        out = run_check(hosts, ProcsEngine(pool, PlaybookEngine()), store, RunOptions(forks=4, host_deadline_s=60))
+    assert [r.status.value for r in out.results] == ["unreachable"] * 3
+    assert all("contact process" in (r.error.message if r.error else "") for r in out.results)
+
+
 def test_procs_for_keeps_small_runs_and_typed_secrets_in_one_process() -> None:
     assert procs_for(2, 1000, 100) == 2
     assert procs_for(8, 450, 100) == 2  # at least 200 hosts per process

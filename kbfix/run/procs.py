@@ -159,6 +159,8 @@ class _Child:
         child_conn.close()
         self.pending: set[int] = set()
         self.cpu_s = 0.0  # the child's CPU seconds, reported when it stops
+        self.alive = True
+        self.closing = False
         self._send_lock = threading.Lock()
         self._on_answer, self._on_lost = on_answer, on_lost
         self.reader = threading.Thread(target=self._read, name="kbfix-contact-reader", daemon=True)
@@ -211,6 +213,7 @@ class ContactPool:
     def close(self) -> None:
         """Ask every child to finish its hosts and stop; wait for them (bounded)."""
         for c in self._children:
+            c.closing = True
             try:
                 c.send(None)
             except OSError:
@@ -228,13 +231,21 @@ class ContactPool:
     def assess(self, name: str, history: HostHistory) -> HostResult:
         """The host's check-mode gather and assessment, done by a child. Raises the remoting error
         the child met (same type and fields), or UnreachableError if the child died."""
+        from remoting.errors import UnreachableError
+
         future: Future[HostResult] = Future()
         with self._lock:
-            child = min(self._children, key=lambda c: len(c.pending))  # the least busy child
+            alive = [c for c in self._children if c.alive]
+            if not alive:
+                raise UnreachableError("no contact process is running (see the log for why they stopped)", host=name)
+            child = min(alive, key=lambda c: len(c.pending))  # the least busy child
             task = next(self._ids)
             child.pending.add(task)
             self._futures[task] = (child, future)
-        child.send((task, name, dict(history.last_success)))  # (a MappingProxyType does not pickle)
+        try:
+            child.send((task, name, dict(history.last_success)))  # (a MappingProxyType does not pickle)
+        except OSError:
+            self._lost(child)  # the child is gone: fails this host's future (and its others)
         return future.result()
 
     def _answer(self, task: int, answer: tuple[str, Any]) -> None:
@@ -250,6 +261,9 @@ class ContactPool:
     def _lost(self, child: _Child) -> None:
         from remoting.errors import UnreachableError
 
+        if child.alive and not child.closing:
+            log.warning("contact process %s stopped (exit code %s)", child.process.pid, child.process.exitcode)
+        child.alive = False
         with self._lock:
             lost = [(t, self._futures.pop(t)[1]) for t in list(child.pending) if t in self._futures]
             child.pending.clear()
