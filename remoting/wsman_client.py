@@ -265,8 +265,9 @@ class WsmanClient:
         proto.stats = stats
         # requests takes (connect, read) separately; pywinrm passes this value straight through.
         proto.transport.read_timeout_sec = (t.connect, t.read)  # type: ignore[assignment]
-        # Every (re)built requests session gets the bounded adapter: a byte cap per answer and a
-        # total time per request (requests' read timeout bounds each socket read, not an answer).
+        # Every (re)built requests session gets a bounded adapter: a byte cap per answer and a
+        # total time per request (requests' read timeout bounds each socket read, not an answer);
+        # the lean path's (Basic, NTLM) also skips urllib3 (remoting.direct_http).
         # The adapter goes on before pywinrm's first (authenticating) request when it sets up
         # message encryption: an NTLM context belongs to the TCP connection it was made on.
         lean = endpoint.transport in LEAN_TRANSPORTS
