@@ -19,7 +19,9 @@ only, as in DESIGN.md's measurements), `ntlm` (NTLM over HTTP with message encry
 Printed per run: wall seconds; the latency limit ceil(N/forks) × (requests per host × latency +
 powershell start + agent work); the lab's own CPU bound (the lab is one Python process: its CPU
 seconds); the target 1.5 × max(limit, lab bound) and wall's ratio to max(limit, lab bound)
-(target ≤ 1.5); controller CPU ms per host, process time (target ≤ 5) and the lab's; controller
+(target ≤ 1.5); controller CPU ms per host (target ≤ 5): process time of the controller plus its
+contact processes (`--procs`, default the machine's cores; `parent_cpu_ms_per_host` is the
+controller process alone), and the lab's; controller
 peak RSS and RSS growth per 1000 hosts; HTTP requests and KiB per host (from the lab's records:
 every HTTP request, authentication legs included; bodies in and out); shells left open; the
 statuses (identical for every transport and size). Note: on a shared machine wall time includes
@@ -151,6 +153,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     from kbfix.rollout import parse_serial
     from kbfix.run import RunOptions, run_apply, run_check, run_plan
     from kbfix.run.playbook_engine import PlaybookEngine
+    from kbfix.run.procs import InventorySpec, ProcsEngine, spread
     from kbfix.store import AuditStore
     from winlab.standin_packages import write_standin_packages
 
@@ -170,8 +173,16 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
                     agent_work.append(time.perf_counter() - t)
                 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the fleet run
                 cpu0, t0 = time.process_time(), time.perf_counter()
-                out = run_check(hosts, engine, store, opts)
-                wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+                # --procs: the contact processes start and stop inside the measured span
+                with spread(engine, len(hosts), procs=args.procs, forks=args.forks,
+                            spec=InventorySpec((str(lab.inventory),))) as contact:
+                    out = run_check(hosts, contact, store, opts)
+                    pool = contact.pool if isinstance(contact, ProcsEngine) else None
+                wall, parent_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+                # the children's own CPU, and the forkserver's they were forked from (its imports)
+                kids_cpu = (pool.children_cpu_s + _forkserver_cpu()) if pool is not None else 0.0
+                procs_used = pool.procs if pool is not None else 1
+                cpu = parent_cpu + kids_cpu
                 apply_fig: dict[str, Any] = {}
                 if args.apply:
                     plan = run_plan(hosts, engine, store, opts)
@@ -193,7 +204,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     # What 2 cores allow: the controller is one Python process (one core under the GIL) and the
     # lab another; the run cannot be faster than the busier of the two, nor than the cores allow.
     lab_cpu = float(records["__lab_cpu_s__"])
-    cpu_bound = max(cpu, lab_cpu, (cpu + lab_cpu) / (os.cpu_count() or 1))
+    cpu_bound = max(parent_cpu, lab_cpu, (cpu + lab_cpu) / (os.cpu_count() or 1))
     floor = max(limit, lab_cpu)  # the issue's yardstick: the latency limit or the lab's own CPU bound
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
@@ -206,7 +217,9 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "target_s": round(1.5 * floor, 2),
         "ratio": round(wall / floor, 2),
         "agent_work_ms": round(work * 1000, 1),
+        "procs": procs_used,
         "cpu_ms_per_host": round(cpu / n * 1000, 2),
+        "parent_cpu_ms_per_host": round(parent_cpu / n * 1000, 2),
         "lab_cpu_ms_per_host": round(lab_cpu / n * 1000, 2),
         "cpu_bound_s": round(cpu_bound, 2),
         "peak_rss_mib": round(peak, 1),
@@ -217,6 +230,19 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "statuses": _counts(out.results),
         **apply_fig,
     }
+
+
+def _forkserver_cpu() -> float:
+    """CPU seconds (user + system) of multiprocessing's forkserver process so far (Linux /proc;
+    0 when there is none)."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def _counts(results: list[Any]) -> dict[str, int]:
@@ -243,6 +269,7 @@ _TRANSPORT_TEXT = {"basic": "Basic over HTTP", "ntlm": "NTLM over HTTP, sealed",
 def measure_in_child(n: int, args: argparse.Namespace, transport: str) -> dict[str, Any]:
     """`measure(n)` in a fresh Python process (its own peak RSS), returning its figures."""
     cmd = [sys.executable, __file__, "--measure-one", str(n), "--transport", transport, "--forks", str(args.forks),
+           "--procs", str(args.procs),
            "--latency-ms", str(args.latency_ms), "--ps-start-ms", str(args.ps_start_ms),
            "--time-scale", str(args.time_scale), "--serial", args.serial, *(["--apply"] if args.apply else [])]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
@@ -257,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-ms", type=float, default=20.0)
     ap.add_argument("--ps-start-ms", type=float, default=300.0)
     ap.add_argument("--transport", choices=TRANSPORTS, default="basic")
+    ap.add_argument("--procs", type=int, default=0,
+                    help="contact processes (kbfix --procs; default 0: the machine's cores, at least 200 hosts each)")
     ap.add_argument("--scale", help="comma-separated host counts: print how the cost grows")
     ap.add_argument("--transports", type=int, metavar="N",
                     help="also measure every transport on N hosts (requests, KiB and CPU per host)")
@@ -284,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"forks {args.forks}, latency {args.latency_ms:g} ms/request, powershell start {args.ps_start_ms:g} ms, "
           f"{_TRANSPORT_TEXT[args.transport]}, {os.cpu_count()} cores (lab and each run in their own process)")
-    head = ["hosts", "wall_s", "limit_s", "lab_bound_s", "target_s", "ratio", "agent_work_ms", "cpu_ms_per_host",
-            "lab_cpu_ms_per_host", "peak_rss_mib", "rss_mib_per_1000", "requests_per_host", "kib_per_host",
+    head = ["hosts", "procs", "wall_s", "limit_s", "lab_bound_s", "target_s", "ratio", "agent_work_ms", "cpu_ms_per_host",
+            "parent_cpu_ms_per_host", "lab_cpu_ms_per_host", "peak_rss_mib", "rss_mib_per_1000", "requests_per_host", "kib_per_host",
             "shells_left_open"]
     header, *lines = table_lines(head, rows)
     print(header)
@@ -296,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  apply: {r['apply_wall_s']} s in batches (hosts, s) {r['apply_batches']}; {r['apply_statuses']}")
     if by_transport:
         print(f"per transport, {args.transports} hosts:")
-        print("\n".join(table_lines(["transport", "requests_per_host", "kib_per_host", "cpu_ms_per_host",
+        print("\n".join(table_lines(["transport", "procs", "requests_per_host", "kib_per_host", "cpu_ms_per_host",
                                      "lab_cpu_ms_per_host", "wall_s", "shells_left_open"], by_transport)))
         for r in by_transport:
             print(f"  {r['transport']}: {r['statuses']}")

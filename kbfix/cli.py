@@ -111,6 +111,8 @@ def main(
     vault_password_file: Annotated[list[Path] | None, typer.Option(
         "--vault-password-file", "--vault-pass-file", metavar="FILE", help=common.VAULT_FILE_HELP)] = None,
     ask_vault_pass: Annotated[bool, typer.Option("--ask-vault-pass", "-J", help=common.ASK_VAULT_HELP)] = False,
+    procs: Annotated[int | None, typer.Option("--procs", min=1, metavar="N", show_default=False,
+                                              help=common.PROCS_HELP)] = None,
 ) -> None:
     """Global options, before the command (`kbfix -i site.yml --limit wsus check`) or after it
     (`kbfix check -i site.yml`: kbfix.cli_common.with_globals); after it wins."""
@@ -124,7 +126,7 @@ def main(
     state_dir, store_url = common.resolve_state(state)
     ctx.obj = Globals(list(inventory or []), limit, forks, state_dir, verbose, quiet, no_color,
                       host_timeout, list(vault_id or []), list(vault_password_file or []), ask_vault_pass,
-                      store_url=store_url)
+                      procs or 0, store_url=store_url)
 
 
 def _hosts(g: Globals, broker: str | None = None) -> tuple[list[Any], str | None]:
@@ -149,6 +151,17 @@ def _engine(packages: Path | None = None, playbook_dirs: Sequence[Path] = (), br
     from kbfix.run.playbook_engine import PlaybookEngine
 
     return PlaybookEngine(extra_dirs=playbook_dirs, packages_dir=packages)
+
+
+def _spread(g: Globals, engine: Any, hosts: Sequence[Any]) -> Any:
+    """cost (issue 19): `engine` with check-mode contact work over --procs processes
+    (kbfix.run.procs.spread; children load the inventory themselves; no typed secret is passed)."""
+    from kbfix.run.procs import InventorySpec, spread
+
+    typed = g.ask_vault_pass or any(v == "prompt" or v.endswith("@prompt") for v in g.vault_ids)
+    spec = InventorySpec(tuple(str(p) for p in g.inventory), tuple(g.vault_ids),
+                         tuple(str(p) for p in g.vault_password_files))
+    return spread(engine, len(hosts), procs=g.procs, forks=g.forks, spec=spec, interactive_secrets=typed)
 
 
 def _options(g: Globals, digest: str | None, run: RunOptions | None = None, **recorded: Any) -> RunOptions:
@@ -278,9 +291,9 @@ def check(
                               waivers=str(waivers) if waivers else None,
                               waivers_sha256=wv.sha256 if wv else None), operator, change_ticket, approved_by)
     progress = make_progress(quiet=g.quiet or fmt == "json", no_color=g.no_color)
-    with open_store(g) as store:
+    with open_store(g) as store, _spread(g, engine, hosts) as contact:
         outcome = _run_with_signals(lambda c: run_check(
-            hosts, engine, store, opts, control=c, progress=progress), progress)
+            hosts, contact, store, opts, control=c, progress=progress), progress)
         if fmt == "json":
             from kbfix.report.record import document_for_run
 
@@ -330,9 +343,9 @@ def plan(
     hosts, digest = _hosts(g, broker)
     engine = with_trace(_engine(packages, broker=broker), trace, "plan")
     progress = make_progress(quiet=g.quiet, no_color=g.no_color)
-    with open_store(g) as store:
+    with open_store(g) as store, _spread(g, engine, hosts) as contact:
         outcome = _run_with_signals(lambda c: run_plan(
-            hosts, engine, store, _with_who(_options(g, digest, packages=str(packages) if packages else None,
+            hosts, contact, store, _with_who(_options(g, digest, packages=str(packages) if packages else None,
                                                      output=str(output)), operator, change_ticket, approved_by),
             reboot=plan_reboot if reboot is not None or reboot_timeout is not None else None, control=c,
             progress=progress), progress)

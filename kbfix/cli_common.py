@@ -46,6 +46,7 @@ class Globals:
     vault_ids: list[str] = field(default_factory=list)
     vault_password_files: list[Path] = field(default_factory=list)
     ask_vault_pass: bool = False
+    procs: int = 0  # --procs (issue 19); 0 = the machine's cores
     store_url: str | None = None  # --state postgresql://…: the shared audit store (state then = local dir)
 
     @property
@@ -153,6 +154,8 @@ VAULT_ID_HELP = "Ansible Vault secret LABEL@SOURCE (a password file, an executab
 VAULT_FILE_HELP = ("Ansible Vault password file, or an executable that prints it; repeatable. "
                    "Env: ANSIBLE_VAULT_PASSWORD_FILE; ansible.cfg vault_password_file.")
 ASK_VAULT_HELP = "Ask for the Ansible Vault password."
+PROCS_HELP = ("Processes the forks are spread over for the read-only contact work of check and plan (default: "
+              "the machine's cores; at least 200 hosts per process; apply stays in one process).")
 HOST_TIMEOUT_HELP = ("Seconds one host may take (default 600; apply adds twice the plan's estimate); past it the "
                      "host is reported unreachable and the others go on.")
 
@@ -179,6 +182,8 @@ def _global_parameters() -> list[inspect.Parameter]:
         param("g_vault_password_file", Annotated[list[Path] | None, typer.Option(
             "--vault-password-file", "--vault-pass-file", metavar="FILE", help=VAULT_FILE_HELP)]),
         param("g_ask_vault_pass", Annotated[bool, typer.Option("--ask-vault-pass", "-J", help=ASK_VAULT_HELP)], False),
+        param("g_procs", Annotated[int | None, typer.Option(
+            "--procs", min=1, metavar="N", show_default=False, help=PROCS_HELP)]),
     ]
 
 
@@ -209,6 +214,8 @@ def merge_globals(ctx: Any, given: dict[str, Any]) -> Globals:
         g.forks = given["g_forks"]
     if given.get("g_state") is not None:
         g.state, g.store_url = resolve_state(given["g_state"])
+    if given.get("g_procs") is not None:
+        g.procs = given["g_procs"]
     if given.get("g_host_timeout") is not None:
         g.host_timeout = given["g_host_timeout"]
     if given.get("g_vault_id"):

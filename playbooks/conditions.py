@@ -17,6 +17,7 @@ from typing import Any
 
 from jinja2 import ChainableUndefined, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import consume
 
 from playbooks.version import Version, VersionRange
 
@@ -85,12 +86,32 @@ def compile_check(expr: str) -> None:
     _compiled(expr)
 
 
+@lru_cache(maxsize=1)
+def _globals() -> dict[str, Any]:
+    return dict(_env().globals)
+
+
+def _call(expr: str, context: Mapping[str, Any]) -> Any:
+    """What `TemplateExpression.__call__(**context)` returns, without its per-call copy of the
+    template's globals (a ChainMap walked on every call: most of the ~0.1 ms an evaluation
+    cost; a host evaluates ~40 expressions): the globals and `context` merged into one fresh dict
+    that the render context uses as its parent (`shared=True`; the render writes only to its
+    own `vars`)."""
+    compiled = _compiled(expr)
+    template = getattr(compiled, "_template", None)
+    if template is None:  # another Jinja2 layout: the public call
+        return compiled(**context)
+    render_context = template.new_context({**_globals(), **context}, shared=True)
+    consume(template.root_render_func(render_context))
+    return render_context.vars["result"]
+
+
 def evaluate(expr: str, context: Mapping[str, Any]) -> Any:
     """Evaluate a Jinja2 expression against `context`; undefined results become None.
 
     Raises ConditionError when evaluation fails (type errors, sandbox violations)."""
     try:
-        value = _compiled(expr)(**context)
+        value = _call(expr, context)
     except ConditionError:
         raise
     except Exception as exc:  # any failure inside a condition is a playbook data error

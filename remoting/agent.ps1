@@ -829,13 +829,26 @@ function Invoke-LogScan($op, $ctx) {
 
 # ------------------------------------------------------------------------------ products, services
 
-function Invoke-ProductsList($op, $ctx) {
+function Get-NamePatterns($op) {
+    # The op's `pattern` arguments as case-insensitive wildcards (products.list, products.patches).
+    # Only * and ? are wildcards: escape the brackets WildcardPattern would also interpret.
     $pats = New-Object System.Collections.ArrayList
     foreach ($p in (Get-ArgTexts $op 'pattern')) {
-        # only * and ? are wildcards: escape the brackets WildcardPattern would also interpret
         $escaped = $p.Replace('`', '``').Replace('[', '`[').Replace(']', '`]')
         [void]$pats.Add((New-Object System.Management.Automation.WildcardPattern($escaped, [System.Management.Automation.WildcardOptions]::IgnoreCase)))
     }
+    return ,$pats  # the comma keeps PowerShell from unrolling the list (an empty one would become $null)
+}
+
+function Test-NameMatch($pats, [string]$name) {
+    # True when no pattern was given or one of them matches `name`.
+    if ($pats.Count -eq 0) { return $true }
+    foreach ($wp in $pats) { if ($wp.IsMatch($name)) { return $true } }
+    return $false
+}
+
+function Invoke-ProductsList($op, $ctx) {
+    $pats = Get-NamePatterns $op
     $parts = Split-RegKey 'HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall'
     $views = @('64', '32')
     if (-not (Test-Os64)) { $views = @('32') }  # an x86 OS has one view: do not list it twice
@@ -851,11 +864,7 @@ function Invoke-ProductsList($op, $ctx) {
                 try {
                     $name = [string]$sub.GetValue('DisplayName', $null)
                     if ($name.Length -eq 0) { continue }
-                    if ($pats.Count -gt 0) {
-                        $hit = $false
-                        foreach ($wp in $pats) { if ($wp.IsMatch($name)) { $hit = $true; break } }
-                        if (-not $hit) { continue }
-                    }
+                    if (-not (Test-NameMatch $pats $name)) { continue }
                     $pr = New-Map
                     $pr['name'] = $name
                     $pr['version'] = $sub.GetValue('DisplayVersion', $null)
@@ -880,11 +889,7 @@ function Invoke-ProductsPatches($op, $ctx) {
     # code>, values DisplayName and State (1 applied, 2 superseded, 4 obsoleted) - what Installer.
     # PatchesEx / Patch.PatchProperty report (MS docs "Patch.PatchProperty method"). The key is not
     # redirected by WOW64, so the native (64) view is read.
-    $pats = New-Object System.Collections.ArrayList
-    foreach ($p in (Get-ArgTexts $op 'pattern')) {
-        $escaped = $p.Replace('`', '``').Replace('[', '`[').Replace(']', '`]')
-        [void]$pats.Add((New-Object System.Management.Automation.WildcardPattern($escaped, [System.Management.Automation.WildcardOptions]::IgnoreCase)))
-    }
+    $pats = Get-NamePatterns $op
     $parts = Split-RegKey 'HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Installer\UserData\S-1-5-18\Products'
     $view = '64'
     if (-not (Test-Os64)) { $view = '32' }
@@ -903,11 +908,7 @@ function Invoke-ProductsPatches($op, $ctx) {
                         try {
                             $name = [string]$sub.GetValue('DisplayName', $null)
                             if ($name.Length -eq 0) { continue }
-                            if ($pats.Count -gt 0) {
-                                $hit = $false
-                                foreach ($wp in $pats) { if ($wp.IsMatch($name)) { $hit = $true; break } }
-                                if (-not $hit) { continue }
-                            }
+                            if (-not (Test-NameMatch $pats $name)) { continue }
                             $pr = New-Map
                             $pr['name'] = $name
                             $st = $sub.GetValue('State', $null)
@@ -942,12 +943,6 @@ function Get-ServiceState($sc) {
     try { $sc.Refresh(); return [string]$sc.Status } catch { return $null }
 }
 
-function Wait-ServiceStatus($sc, [string]$want, [string]$name) {
-    $limit = New-Object System.TimeSpan(0, 2, 0)
-    try { $sc.WaitForStatus([System.ServiceProcess.ServiceControllerStatus]$want, $limit) }
-    catch { Stop-Op 'timeout' ($name + ' did not reach ' + $want + ' within 120 s') }
-}
-
 function Invoke-ServiceStatus($op, $ctx) {
     $modes = Get-StartModes
     $out = New-Map
@@ -968,24 +963,6 @@ function Invoke-ServiceStatus($op, $ctx) {
     $d = New-Map
     $d['services'] = $out
     return $d
-}
-
-function Invoke-ServiceRestart($op, $ctx) {
-    $name = Get-ArgText $op 'name' ''
-    $sc = New-Object System.ServiceProcess.ServiceController($name)
-    try {
-        $status = Get-ServiceState $sc
-        if ($null -eq $status) { Stop-Op 'not_found' ('no service named ' + $name) }
-        if ($status -ne 'Stopped') {
-            $sc.Stop()  # also stops the services that depend on it (ServiceController.Stop)
-            Wait-ServiceStatus $sc 'Stopped' $name
-        }
-        $sc.Start()
-        Wait-ServiceStatus $sc 'Running' $name
-        $d = New-Map
-        $d['status'] = Get-ServiceState $sc
-        return $d
-    } finally { $sc.Close() }
 }
 
 # ------------------------------------------------------------------------------ WSUS admin API
@@ -1009,13 +986,6 @@ function Get-Approvals($update) {
         [void]$list.Add($ap)
     }
     return ,$list
-}
-
-function Get-WsusUpdate($server, [string]$id) {
-    $g = $null
-    try { $g = New-Object System.Guid($id) } catch { Stop-Op 'invalid_args' "argument 'id' is not a GUID" }
-    try { return $server.GetUpdate((New-Object Microsoft.UpdateServices.Administration.UpdateRevisionId($g))) }
-    catch { Stop-Op 'not_found' ('no update with id ' + $id + ' on this WSUS server') }
 }
 
 function Test-WsusReplica($server) {
@@ -1059,6 +1029,161 @@ function Invoke-WsusFind($op, $ctx) {
     $d['replica'] = Test-WsusReplica $server
     foreach ($u in (Find-WsusUpdates $server $title)) { [void]$updates.Add((New-WsusUpdateEntry $u)) }
     return $d
+}
+
+# ============================================================================== sent only with ops: host.environment
+# ------------------------------------------------------------------------------ host.environment
+# Read-only facts `kbfix doctor` needs before a check can be trusted (issue 17). Self-contained:
+# reads only process facts and documented registry values, each in its own guard so one
+# unreadable fact answers null instead of failing the op. Sources: PowerShell engine key and
+# .NET "NET Framework Setup\NDP" keys (MS docs "How to determine which .NET Framework versions
+# are installed"); code pages HKLM\SYSTEM\CurrentControlSet\Control\Nls\CodePage ACP/OEMCP;
+# FIPS policy Lsa\FIPSAlgorithmPolicy (XP/2003) and Lsa\FipsAlgorithmPolicy\Enabled (Vista+)
+# (MS docs "System cryptography: Use FIPS compliant algorithms ..."); UAC remote restrictions
+# Policies\System\LocalAccountTokenFilterPolicy (KB951016).
+
+function Get-EnvRegValue([string]$sub, [string]$name) {
+    $k = $null
+    try {
+        $k = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey($sub)
+        if ($null -eq $k) { return $null }
+        return $k.GetValue($name)
+    } catch { return $null } finally { if ($null -ne $k) { $k.Close() } }
+}
+
+function Get-DotNetVersions {
+    $out = New-Object System.Collections.ArrayList
+    $ndp = $null
+    try {
+        $ndp = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey('SOFTWARE\Microsoft\NET Framework Setup\NDP')
+        if ($null -eq $ndp) { return ,$out }
+        foreach ($name in $ndp.GetSubKeyNames()) {
+            if (-not $name.StartsWith('v')) { continue }
+            $sub = 'SOFTWARE\Microsoft\NET Framework Setup\NDP\' + $name
+            $inst = Get-EnvRegValue $sub 'Install'
+            if ($null -eq $inst) { $inst = Get-EnvRegValue ($sub + '\Full') 'Install' }
+            if ($null -ne $inst -and [int]$inst -eq 1) { [void]$out.Add($name.Substring(1)) }
+        }
+    } catch { } finally { if ($null -ne $ndp) { $ndp.Close() } }
+    return ,$out
+}
+
+function Invoke-HostEnvironment($op, $ctx) {
+    $d = New-Map
+    $psv = $PSVersionTable.PSVersion
+    $d['ps_version'] = ('{0}.{1}' -f $psv.Major, $psv.Minor)
+    $d['clr_version'] = [Environment]::Version.ToString()
+    $d['dotnet'] = Get-DotNetVersions
+    $d['culture'] = [Globalization.CultureInfo]::CurrentCulture.Name
+    $d['os_language'] = [Globalization.CultureInfo]::InstalledUICulture.Name
+    $nls = 'SYSTEM\CurrentControlSet\Control\Nls\CodePage'
+    $acp = Get-EnvRegValue $nls 'ACP'
+    $oem = Get-EnvRegValue $nls 'OEMCP'
+    $d['ansi_codepage'] = $null
+    $d['oem_codepage'] = $null
+    if ($null -ne $acp) { $d['ansi_codepage'] = [int]$acp } else { $d['ansi_codepage'] = [Text.Encoding]::Default.CodePage }
+    if ($null -ne $oem) { $d['oem_codepage'] = [int]$oem }
+    $d['process_64bit'] = ([IntPtr]::Size -eq 8)
+    $d['os_64bit'] = (Test-Os64)
+    $fips = Get-EnvRegValue 'SYSTEM\CurrentControlSet\Control\Lsa\FipsAlgorithmPolicy' 'Enabled'
+    if ($null -eq $fips) { $fips = Get-EnvRegValue 'SYSTEM\CurrentControlSet\Control\Lsa' 'FIPSAlgorithmPolicy' }
+    $d['fips_policy'] = ($null -ne $fips -and [int]$fips -ne 0)
+    $id = [Security.Principal.WindowsIdentity]::GetCurrent()
+    $principal = New-Object Security.Principal.WindowsPrincipal($id)
+    $d['user'] = $id.Name
+    $d['elevated'] = $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)
+    $domain = $id.Name.Split([char[]]'\')[0]
+    $d['local_account'] = ($domain -ieq [Environment]::MachineName)
+    $latfp = Get-EnvRegValue 'SOFTWARE\Microsoft\Windows\CurrentVersion\Policies\System' 'LocalAccountTokenFilterPolicy'
+    $d['local_account_token_filter_policy'] = $null
+    if ($null -ne $latfp) { $d['local_account_token_filter_policy'] = [int]$latfp }
+    return $d
+}
+
+# ============================================================================== end of section
+
+# ------------------------------------------------------------------------------ reboots
+
+function Get-LastBootUtc {
+    # Win32_OperatingSystem.LastBootUpTime (CIM datetime, local time with UTC offset; MS docs
+    # "Win32_OperatingSystem class"), as ISO-8601 UTC. Get-WmiObject exists in PowerShell 2.0.
+    $os = Get-WmiObject -Class Win32_OperatingSystem
+    $t = [System.Management.ManagementDateTimeConverter]::ToDateTime([string]$os.LastBootUpTime)
+    return $t.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', $inv)
+}
+
+function Test-RegKey([string]$key) {
+    $opened = Open-RegView (Split-RegKey $key) '64'
+    if ($null -eq $opened['key']) { return $false }
+    $opened['key'].Close()
+    return $true
+}
+
+function Invoke-RebootState($op, $ctx) {
+    # The documented pending-reboot indicators (remoting/PROTOCOL.md, "system.reboot_state"):
+    # CBS RebootPending (Vista/2008 and later), Windows Update RebootRequired, and Session
+    # Manager PendingFileRenameOperations (what MoveFileEx MOVEFILE_DELAY_UNTIL_REBOOT writes).
+    $d = New-Map
+    $d['cbs_reboot_pending'] = Test-RegKey 'HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending'
+    $d['wu_reboot_required'] = Test-RegKey 'HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired'
+    $renames = New-Object System.Collections.ArrayList
+    $count = 0
+    $opened = Open-RegView (Split-RegKey 'HKLM\SYSTEM\CurrentControlSet\Control\Session Manager') '64'
+    if ($null -ne $opened['key']) {
+        try {
+            $raw = $opened['key'].GetValue('PendingFileRenameOperations', $null)
+            if ($null -ne $raw) {
+                foreach ($s in @($raw)) {
+                    $count++
+                    if ($renames.Count -lt 64) { [void]$renames.Add([string]$s) }
+                }
+            }
+        } finally { $opened['key'].Close() }
+    }
+    $d['pending_file_renames'] = $renames
+    $d['pending_file_renames_count'] = $count
+    $d['last_boot'] = $null
+    $d['last_boot_error'] = $null
+    try { $d['last_boot'] = Get-LastBootUtc } catch { $d['last_boot_error'] = [string]$_.Exception.Message }
+    return $d
+}
+
+# ============================================================================== sent only with ops: mutating
+# From here to `end of section`: the functions only the mutating ops (remoting/ops.py) call. A
+# request that names none of them travels with the agent without this section
+# (remoting/agent_protocol.py `agent_for_ops`): smaller on the wire, and a check run's agent
+# carries no code that changes a host. Nothing outside the section calls into it except the
+# dispatch arms of its ops in Invoke-Op (tests/test_agent_ps1_syntax.py checks both).
+
+function Wait-ServiceStatus($sc, [string]$want, [string]$name) {
+    $limit = New-Object System.TimeSpan(0, 2, 0)
+    try { $sc.WaitForStatus([System.ServiceProcess.ServiceControllerStatus]$want, $limit) }
+    catch { Stop-Op 'timeout' ($name + ' did not reach ' + $want + ' within 120 s') }
+}
+
+function Invoke-ServiceRestart($op, $ctx) {
+    $name = Get-ArgText $op 'name' ''
+    $sc = New-Object System.ServiceProcess.ServiceController($name)
+    try {
+        $status = Get-ServiceState $sc
+        if ($null -eq $status) { Stop-Op 'not_found' ('no service named ' + $name) }
+        if ($status -ne 'Stopped') {
+            $sc.Stop()  # also stops the services that depend on it (ServiceController.Stop)
+            Wait-ServiceStatus $sc 'Stopped' $name
+        }
+        $sc.Start()
+        Wait-ServiceStatus $sc 'Running' $name
+        $d = New-Map
+        $d['status'] = Get-ServiceState $sc
+        return $d
+    } finally { $sc.Close() }
+}
+
+function Get-WsusUpdate($server, [string]$id) {
+    $g = $null
+    try { $g = New-Object System.Guid($id) } catch { Stop-Op 'invalid_args' "argument 'id' is not a GUID" }
+    try { return $server.GetUpdate((New-Object Microsoft.UpdateServices.Administration.UpdateRevisionId($g))) }
+    catch { Stop-Op 'not_found' ('no update with id ' + $id + ' on this WSUS server') }
 }
 
 function Invoke-WsusDecline($op, $ctx) {
@@ -1146,8 +1271,6 @@ function Invoke-WsusWorkaround($op, $ctx) {
     $d['updates'] = $out
     return $d
 }
-
-# ------------------------------------------------------------------------------ upload, installer
 
 function Invoke-FileUpload($op, $ctx) {
     $path = Get-PathArg $op 'path' $ctx
@@ -1277,120 +1400,6 @@ function Invoke-InstallerRun($op, $ctx) {
     return $d
 }
 
-# ------------------------------------------------------------------------------ host.environment
-# Read-only facts `kbfix doctor` needs before a check can be trusted (issue 17). Self-contained:
-# reads only process facts and documented registry values, each in its own guard so one
-# unreadable fact answers null instead of failing the op. Sources: PowerShell engine key and
-# .NET "NET Framework Setup\NDP" keys (MS docs "How to determine which .NET Framework versions
-# are installed"); code pages HKLM\SYSTEM\CurrentControlSet\Control\Nls\CodePage ACP/OEMCP;
-# FIPS policy Lsa\FIPSAlgorithmPolicy (XP/2003) and Lsa\FipsAlgorithmPolicy\Enabled (Vista+)
-# (MS docs "System cryptography: Use FIPS compliant algorithms ..."); UAC remote restrictions
-# Policies\System\LocalAccountTokenFilterPolicy (KB951016).
-
-function Get-EnvRegValue([string]$sub, [string]$name) {
-    $k = $null
-    try {
-        $k = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey($sub)
-        if ($null -eq $k) { return $null }
-        return $k.GetValue($name)
-    } catch { return $null } finally { if ($null -ne $k) { $k.Close() } }
-}
-
-function Get-DotNetVersions {
-    $out = New-Object System.Collections.ArrayList
-    $ndp = $null
-    try {
-        $ndp = [Microsoft.Win32.Registry]::LocalMachine.OpenSubKey('SOFTWARE\Microsoft\NET Framework Setup\NDP')
-        if ($null -eq $ndp) { return ,$out }
-        foreach ($name in $ndp.GetSubKeyNames()) {
-            if (-not $name.StartsWith('v')) { continue }
-            $sub = 'SOFTWARE\Microsoft\NET Framework Setup\NDP\' + $name
-            $inst = Get-EnvRegValue $sub 'Install'
-            if ($null -eq $inst) { $inst = Get-EnvRegValue ($sub + '\Full') 'Install' }
-            if ($null -ne $inst -and [int]$inst -eq 1) { [void]$out.Add($name.Substring(1)) }
-        }
-    } catch { } finally { if ($null -ne $ndp) { $ndp.Close() } }
-    return ,$out
-}
-
-function Invoke-HostEnvironment($op, $ctx) {
-    $d = New-Map
-    $psv = $PSVersionTable.PSVersion
-    $d['ps_version'] = ('{0}.{1}' -f $psv.Major, $psv.Minor)
-    $d['clr_version'] = [Environment]::Version.ToString()
-    $d['dotnet'] = Get-DotNetVersions
-    $d['culture'] = [Globalization.CultureInfo]::CurrentCulture.Name
-    $d['os_language'] = [Globalization.CultureInfo]::InstalledUICulture.Name
-    $nls = 'SYSTEM\CurrentControlSet\Control\Nls\CodePage'
-    $acp = Get-EnvRegValue $nls 'ACP'
-    $oem = Get-EnvRegValue $nls 'OEMCP'
-    $d['ansi_codepage'] = $null
-    $d['oem_codepage'] = $null
-    if ($null -ne $acp) { $d['ansi_codepage'] = [int]$acp } else { $d['ansi_codepage'] = [Text.Encoding]::Default.CodePage }
-    if ($null -ne $oem) { $d['oem_codepage'] = [int]$oem }
-    $d['process_64bit'] = ([IntPtr]::Size -eq 8)
-    $d['os_64bit'] = (Test-Os64)
-    $fips = Get-EnvRegValue 'SYSTEM\CurrentControlSet\Control\Lsa\FipsAlgorithmPolicy' 'Enabled'
-    if ($null -eq $fips) { $fips = Get-EnvRegValue 'SYSTEM\CurrentControlSet\Control\Lsa' 'FIPSAlgorithmPolicy' }
-    $d['fips_policy'] = ($null -ne $fips -and [int]$fips -ne 0)
-    $id = [Security.Principal.WindowsIdentity]::GetCurrent()
-    $principal = New-Object Security.Principal.WindowsPrincipal($id)
-    $d['user'] = $id.Name
-    $d['elevated'] = $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)
-    $domain = $id.Name.Split([char[]]'\')[0]
-    $d['local_account'] = ($domain -ieq [Environment]::MachineName)
-    $latfp = Get-EnvRegValue 'SOFTWARE\Microsoft\Windows\CurrentVersion\Policies\System' 'LocalAccountTokenFilterPolicy'
-    $d['local_account_token_filter_policy'] = $null
-    if ($null -ne $latfp) { $d['local_account_token_filter_policy'] = [int]$latfp }
-    return $d
-}
-
-# ------------------------------------------------------------------------------ reboots
-
-function Get-LastBootUtc {
-    # Win32_OperatingSystem.LastBootUpTime (CIM datetime, local time with UTC offset; MS docs
-    # "Win32_OperatingSystem class"), as ISO-8601 UTC. Get-WmiObject exists in PowerShell 2.0.
-    $os = Get-WmiObject -Class Win32_OperatingSystem
-    $t = [System.Management.ManagementDateTimeConverter]::ToDateTime([string]$os.LastBootUpTime)
-    return $t.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', $inv)
-}
-
-function Test-RegKey([string]$key) {
-    $opened = Open-RegView (Split-RegKey $key) '64'
-    if ($null -eq $opened['key']) { return $false }
-    $opened['key'].Close()
-    return $true
-}
-
-function Invoke-RebootState($op, $ctx) {
-    # The documented pending-reboot indicators (remoting/PROTOCOL.md, "system.reboot_state"):
-    # CBS RebootPending (Vista/2008 and later), Windows Update RebootRequired, and Session
-    # Manager PendingFileRenameOperations (what MoveFileEx MOVEFILE_DELAY_UNTIL_REBOOT writes).
-    $d = New-Map
-    $d['cbs_reboot_pending'] = Test-RegKey 'HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending'
-    $d['wu_reboot_required'] = Test-RegKey 'HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired'
-    $renames = New-Object System.Collections.ArrayList
-    $count = 0
-    $opened = Open-RegView (Split-RegKey 'HKLM\SYSTEM\CurrentControlSet\Control\Session Manager') '64'
-    if ($null -ne $opened['key']) {
-        try {
-            $raw = $opened['key'].GetValue('PendingFileRenameOperations', $null)
-            if ($null -ne $raw) {
-                foreach ($s in @($raw)) {
-                    $count++
-                    if ($renames.Count -lt 64) { [void]$renames.Add([string]$s) }
-                }
-            }
-        } finally { $opened['key'].Close() }
-    }
-    $d['pending_file_renames'] = $renames
-    $d['pending_file_renames_count'] = $count
-    $d['last_boot'] = $null
-    $d['last_boot_error'] = $null
-    try { $d['last_boot'] = Get-LastBootUtc } catch { $d['last_boot_error'] = [string]$_.Exception.Message }
-    return $d
-}
-
 function Invoke-Reboot($op, $ctx) {
     # shutdown.exe /r /t N /c "comment" /d p:2:17 (restart, planned, Operating System: Hot fix):
     # documented on Server 2003 (/t 0-600, /c at most 127 characters) and later. It returns at
@@ -1417,6 +1426,8 @@ function Invoke-Reboot($op, $ctx) {
     $d['exit_code'] = [long]$proc.ExitCode
     return $d
 }
+
+# ============================================================================== end of section
 
 # ------------------------------------------------------------------------------ dispatch
 

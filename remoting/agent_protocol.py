@@ -215,16 +215,79 @@ def minify_agent(source: bytes) -> bytes:
     return b"\n".join(out) + b"\n"
 
 
+#: The lines that open and close a section of agent.ps1 that only some ops use:
+#: `# ==== sent only with ops: <op>, <op> …` (or `mutating`: every mutating op of remoting/ops.py)
+#: … `# ==== end of section`.
+_SECTION_BEGIN = re.compile(rb"^# =+ sent only with ops: ([a-z_., ]+?)[ \t\r]*$", re.M)
+_SECTION_END = re.compile(rb"^# =+ end of section[ \t\r]*(?:\n|\Z)", re.M)
+
+
+def _section_serves(spec: str, op_name: str) -> bool:
+    # Case-insensitive, as agent.ps1's op table (a hashtable) and dispatch (a switch) match names.
+    name = op_name.lower()  # (callers pass lower-cased names)
+    if spec == "mutating":  # an op the table does not know counts as mutating (OpRequest.mutating)
+        known = next((s for n, s in OPS.items() if n.lower() == name), None)
+        return known is None or known.mutating
+    return name in spec.split(",")
+
+
+@functools.lru_cache(maxsize=4)
+def _specs(source: bytes) -> tuple[str, ...]:
+    # Cached: scanning the 75 KB source for section lines costs ~0.5 ms, once per agent file.
+    return tuple(m.group(1).decode("ascii").replace(" ", "") for m in _SECTION_BEGIN.finditer(source))
+
+
+def _sections_used(source: bytes, op_names: Iterable[str] | None) -> tuple[bool, ...]:
+    names = None if op_names is None else {n.lower() for n in op_names}
+    return tuple(names is None or any(_section_serves(s, n) for n in names) for s in _specs(source))
+
+
+def agent_for_ops(source: bytes, op_names: Iterable[str] | None) -> bytes:
+    """`source` (agent.ps1) without the sections none of `op_names` uses (None: every section
+    stays). A section runs from a `# ==== sent only with ops: a.b, c.d` line (or `…: mutating`,
+    every mutating op) to the next `# ==== end of section` line, both included, and holds only
+    functions its ops' dispatch arms call (tests/test_agent_ps1_syntax.py checks that nothing
+    else calls into it). A check run's agent so carries no code that changes a host, and is
+    ~25% smaller compressed. Raises ValueError for unbalanced or nested section lines."""
+    return _strip_sections(source, _sections_used(source, op_names))
+
+
+def _strip_sections(source: bytes, used: tuple[bool, ...]) -> bytes:
+    begins, ends = list(_SECTION_BEGIN.finditer(source)), list(_SECTION_END.finditer(source))
+    if len(begins) != len(ends) or len(begins) != len(used):
+        raise ValueError("agent.ps1: every `sent only with ops` line needs its `end of section` line")
+    out, pos = [], 0
+    for begin, end, keep in zip(begins, ends, used, strict=True):
+        if not pos <= begin.start() < end.start():
+            raise ValueError("agent.ps1: sections must not nest or overlap")
+        out.append(source[pos : end.end()] if keep else source[pos : begin.start()])
+        pos = end.end()
+    out.append(source[pos:])
+    return b"".join(out)
+
+
 @functools.lru_cache(maxsize=2)
-def _wire_agent(path: str, mtime_ns: int, size: int) -> bytes:
-    # Keyed on the file's identity, so an edited agent (or a test's stand-in) is read again.
-    return minify_agent(Path(path).read_bytes())
+def _agent_source(path: str, mtime_ns: int, size: int) -> bytes:
+    return Path(path).read_bytes()
 
 
-def read_agent_bytes() -> bytes:
-    """The shipped agent script as sent on the wire (`minify_agent` of agent.ps1, UTF-8, LF)."""
+@functools.lru_cache(maxsize=8)
+def _wire_agent(path: str, mtime_ns: int, size: int, used: tuple[bool, ...]) -> bytes:
+    # Keyed on the file's identity, so an edited agent (or a test's stand-in) is read again, and
+    # on which sections stay: a fleet's requests need only a few variants.
+    return minify_agent(_strip_sections(_agent_source(path, mtime_ns, size), used))
+
+
+def _identity() -> tuple[str, int, int]:
     st = AGENT_PATH.stat()
-    return _wire_agent(str(AGENT_PATH), st.st_mtime_ns, st.st_size)
+    return str(AGENT_PATH), st.st_mtime_ns, st.st_size
+
+
+def read_agent_bytes(ops: Iterable[str] | None = None) -> bytes:
+    """The shipped agent script as sent on the wire (`minify_agent` of agent.ps1, UTF-8, LF),
+    with only the sections the op names `ops` use (`agent_for_ops`; None: the whole agent)."""
+    ident = _identity()
+    return _wire_agent(*ident, _sections_used(_agent_source(*ident), ops))
 
 
 def compress_agent(agent: bytes) -> bytes:
@@ -244,12 +307,12 @@ def compress_agent(agent: bytes) -> bytes:
 _AGENT_LINE_LOCK = threading.Lock()
 
 
-@functools.lru_cache(maxsize=2)
-def _agent_line(path: str, mtime_ns: int, size: int) -> bytes:
+@functools.lru_cache(maxsize=8)
+def _agent_line(path: str, mtime_ns: int, size: int, used: tuple[bool, ...]) -> bytes:
     # The arguments only key the cache on the file's identity, so an edited agent (or a test's
     # stand-in) is read again; compressing and base64-encoding 55 KB for every host would cost
     # about 3 ms of CPU.
-    return _AGENT_PREFIX + base64.b64encode(compress_agent(read_agent_bytes())) + b"\n"
+    return _AGENT_PREFIX + base64.b64encode(compress_agent(_wire_agent(path, mtime_ns, size, used))) + b"\n"
 
 
 def _gunzip(data: bytes, cap: int, what: str) -> bytes:
@@ -280,30 +343,31 @@ def read_bootstrap_text() -> str:
     return BOOTSTRAP_PATH.read_text(encoding="utf-8").replace("\r\n", "\n")
 
 
+@functools.lru_cache(maxsize=4)
+def _command_line(text: str | None, mtime_ns: int) -> tuple[str, tuple[str, ...]]:
+    # Cached (keyed on the bootstrap file's mtime): a fleet sends the same command to every host.
+    text = read_bootstrap_text() if text is None else text
+    encoded = base64.b64encode(text.encode("utf-16-le")).decode("ascii")
+    return "powershell.exe", ("-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand", encoded)
+
+
 def command_line(bootstrap_text: str | None = None) -> tuple[str, list[str]]:
     """The WS-Man Command for one agent invocation: ("powershell.exe", [args...]).
     The bootstrap is passed with -EncodedCommand (base64 of UTF-16LE), as PowerShell documents."""
-    text = read_bootstrap_text() if bootstrap_text is None else bootstrap_text
-    encoded = base64.b64encode(text.encode("utf-16-le")).decode("ascii")
-    return "powershell.exe", [
-        "-NoProfile",
-        "-NonInteractive",
-        "-ExecutionPolicy",
-        "Bypass",
-        "-EncodedCommand",
-        encoded,
-    ]
+    program, args = _command_line(bootstrap_text, BOOTSTRAP_PATH.stat().st_mtime_ns if bootstrap_text is None else 0)
+    return program, list(args)
 
 
-def build_stdin(request_doc: bytes, agent: bytes | None = None) -> bytes:
+def build_stdin(request_doc: bytes, agent: bytes | None = None, *, ops: Iterable[str] | None = None) -> bytes:
     """The ASCII stdin stream for the bootstrap: the gzip'd agent line then the gzip'd request line.
-    `agent`: the agent script bytes (default: the shipped agent.ps1)."""
+    `agent`: the agent script bytes (default: the shipped agent.ps1 with the sections the op
+    names `ops` use, `read_agent_bytes(ops)`; None: the whole agent)."""
     if agent is None:
-        st = AGENT_PATH.stat()
+        ident = _identity()
         # One thread computes the line; the others (a fleet's first wave of forks) wait for it
         # instead of each compressing the agent too (lru_cache does not hold concurrent misses).
         with _AGENT_LINE_LOCK:
-            agent_line = _agent_line(str(AGENT_PATH), st.st_mtime_ns, st.st_size)
+            agent_line = _agent_line(*ident, _sections_used(_agent_source(*ident), ops))
     else:
         agent_line = _AGENT_PREFIX + base64.b64encode(compress_agent(agent)) + b"\n"
     return agent_line + _REQUEST_PREFIX + base64.b64encode(gzip.compress(request_doc, compresslevel=9, mtime=0)) + b"\n"
@@ -392,7 +456,9 @@ def encode_response(document: Mapping[str, Any]) -> bytes:
     """Frame a response document as the agent writes it to stdout: base64 of the gzip of the UTF-8
     JSON, in CRLF-separated 76-char lines between the nonce markers."""
     nonce = document["nonce"]
-    packed = gzip.compress(json.dumps(document, ensure_ascii=False).encode("utf-8"), compresslevel=6, mtime=0)
+    # Compact separators, as agent.ps1's JSON writer (ConvertTo-AgentJson) writes them.
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    packed = gzip.compress(text.encode("utf-8"), compresslevel=6, mtime=0)
     payload = base64.b64encode(packed).decode("ascii")
     body = "\r\n".join(payload[i : i + 76] for i in range(0, len(payload), 76))
     return f"KBFIX-BEGIN-{nonce}\r\n{body}\r\nKBFIX-END-{nonce}\r\n".encode("ascii")

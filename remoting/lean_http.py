@@ -82,7 +82,7 @@ class LeanSender:
         validation is off; Basic or requests_ntlm auth; pywinrm's default headers), except that
         nothing is read from the environment (`trust_env` off: pywinrm's own lookup of proxy
         variables cost ~1 ms per host) and NTLM is left to `send_message`. `on_session` (the
-        bounded adapter) is applied before the session's first request."""
+        direct, bounded adapter: remoting.direct_http) is applied before the session's first request."""
         t = self.transport
         if t.session is not None:
             return t.session
@@ -132,7 +132,7 @@ class LeanSender:
         return prepared
 
     def _post(self, session: requests.Session, prepared: requests.PreparedRequest, *, stream: bool = False) -> requests.Response:
-        """POST through the session's transport adapter (the bounded one), as `Session.send`
+        """POST through the session's transport adapter (remoting.direct_http: bounded, one kept-alive connection), as `Session.send`
         would, minus what a WinRM conversation never uses: response hooks (the NTLM legs are
         sent explicitly), cookie extraction (several URL parses per answer) and redirects (a
         WinRM service never redirects, and credentials must not follow one)."""

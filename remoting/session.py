@@ -190,7 +190,8 @@ class AgentSession:
     ) -> AgentResponse:
         assert self._shell_id is not None
         started = time.monotonic()
-        chunks = split_stdin(build_stdin(doc), self.max_envelope_size)
+        # The agent travels with only the sections this request's ops use (a check's has no change ops).
+        chunks = split_stdin(build_stdin(doc, ops=[o.name for o in request.ops]), self.max_envelope_size)
         command, args = command_line()
         self._command_id = self._client.run_command(self._shell_id, command, args)
         self.stats.commands += 1

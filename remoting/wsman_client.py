@@ -27,7 +27,7 @@ import winrm.exceptions as wexc
 import winrm.transport
 from winrm.protocol import Protocol
 
-from remoting import bounded_http, kerberos
+from remoting import bounded_http, direct_http, kerberos
 from remoting import wsman_messages as wsm
 from remoting.endpoint import Endpoint
 from remoting.errors import (
@@ -265,15 +265,16 @@ class WsmanClient:
         proto.stats = stats
         # requests takes (connect, read) separately; pywinrm passes this value straight through.
         proto.transport.read_timeout_sec = (t.connect, t.read)  # type: ignore[assignment]
-        # Every (re)built requests session gets the bounded adapter: a byte cap per answer and a
-        # total time per request (requests' read timeout bounds each socket read, not an answer).
+        # Every (re)built requests session gets a bounded adapter: a byte cap per answer and a
+        # total time per request (requests' read timeout bounds each socket read, not an answer);
+        # the lean path's (Basic, NTLM) also skips urllib3 (remoting.direct_http).
         # The adapter goes on before pywinrm's first (authenticating) request when it sets up
         # message encryption: an NTLM context belongs to the TCP connection it was made on.
         lean = endpoint.transport in LEAN_TRANSPORTS
         if lean:
             password = endpoint.password.reveal() if endpoint.password is not None else None
             LeanSender(proto.transport, endpoint.username, password,
-                       on_session=lambda session: bounded_http.install(session, total_s=t.connect + t.read)).install()
+                       on_session=lambda session: direct_http.install(session, total_s=t.connect + t.read)).install()
         else:
             build, setup = proto.transport.build_session, proto.transport.setup_encryption
 

@@ -123,3 +123,76 @@ def test_agent_knows_exactly_the_ops_of_the_table_with_their_required_args() -> 
     assert required == {name: spec.required for name, spec in OPS.items()}
     dispatch = text[text.index("function Invoke-Op") : text.index("function New-LimitResult")]
     assert set(re.findall(r"^\s+'([a-z]+\.[a-z_]+)' \{", dispatch, re.M)) == set(OPS)
+
+
+# ------------------------------------------------------------------- the sections only some ops use
+
+
+def _defined_and_called(source: bytes) -> tuple[set[str], set[str]]:
+    """(function names defined, command names called) in `source`, lower-cased."""
+    defined: set[str] = set()
+    called: set[str] = set()
+    for n in _walk(_parser().parse(source).root_node):
+        text = source[n.start_byte : n.end_byte].decode("ascii").lower()
+        if n.type == "function_name":
+            defined.add(text)
+        elif n.type == "command_name":
+            called.add(text)
+    return defined, called
+
+
+def _dispatch_arms(source: bytes) -> dict[str, set[str]]:
+    """Invoke-Op's switch: op name -> the commands its arm calls (lower-cased)."""
+    import re
+
+    text = source.decode("ascii")
+    dispatch = text[text.index("function Invoke-Op") : text.index("function New-LimitResult")]
+    return {name: {c.lower() for c in re.findall(r"\b([A-Z][a-z]+-[A-Za-z]+)\b", arm)}
+            for name, arm in re.findall(r"^\s+'([a-z]+\.[a-z_]+)' \{(.*)\}\s*$", dispatch, re.M)}
+
+
+@pytest.mark.parametrize("op_names", [
+    [],
+    ["registry.values", "log.scan", "file.info", "products.list", "products.patches", "service.status",
+     "wsus.find_update", "system.reboot_state"],  # what a check sends
+    ["host.environment"],  # what kbfix doctor sends
+    ["file.upload"],
+    ["installer.run", "registry.values"],
+], ids=["none", "check", "doctor", "upload", "apply"])
+def test_every_op_the_cut_agent_dispatches_to_has_its_functions(op_names: list[str]) -> None:
+    # The lab runs the agent's ops in Python, so a function left out of the agent sent for these
+    # ops would only show on Windows: check the call graph of the text actually sent instead.
+    from remoting.agent_protocol import agent_for_ops
+    from remoting.ops import OPS
+
+    source = AGENT_PATH.read_bytes()
+    cut = agent_for_ops(source, op_names)
+    all_defined, _ = _defined_and_called(source)
+    defined, called = _defined_and_called(cut)
+    missing = (called & all_defined) - defined
+    arms = _dispatch_arms(source)
+    assert set(arms) == set(OPS)
+    for name in op_names:
+        assert not (arms[name] & missing), f"{name}: the cut agent lacks {sorted(arms[name] & missing)}"
+    # What is left out is called only from the dispatch arms of ops this request does not name.
+    other_arms = set().union(*(calls for name, calls in arms.items() if name not in op_names))
+    assert missing <= other_arms, sorted(missing - other_arms)
+    assert problems(cut) == []
+    if "file.upload" not in op_names and "installer.run" not in op_names:
+        # A read-only request's agent carries none of the mutating ops' handlers.
+        assert {"invoke-fileupload", "invoke-installerrun", "invoke-wsusworkaround", "invoke-reboot"} <= missing
+
+
+def test_sections_cut_only_between_their_lines() -> None:
+    from remoting.agent_protocol import agent_for_ops
+
+    src = (b"a\n# ==== sent only with ops: host.environment\nb\n# ==== end of section\nc\n"
+           b"# ==== sent only with ops: mutating\nd\n# ==== end of section\ne\n")
+    assert agent_for_ops(src, ["registry.values"]) == b"a\nc\ne\n"
+    # matched case-insensitively, as the agent's switch matches op names
+    assert agent_for_ops(src, ["Host.Environment"]) == b"a\n# ==== sent only with ops: host.environment\nb\n# ==== end of section\nc\ne\n"
+    assert b"\nd\n" in agent_for_ops(src, ["file.upload"]) and b"\nb\n" not in agent_for_ops(src, ["file.upload"])
+    assert b"\nd\n" in agent_for_ops(src, ["no.such_op"])  # unknown ops count as mutating
+    assert agent_for_ops(src, None) == src
+    with pytest.raises(ValueError):
+        agent_for_ops(b"# ==== sent only with ops: host.environment\nb\n", ["host.environment"])

@@ -62,6 +62,23 @@ def test_tampered_agent_is_refused(site: dict[str, EmulatedHost]) -> None:
     assert res.exit_code == 1 and AGENT_MISMATCH.encode() in res.stderr and res.stdout == b""
 
 
+def test_agent_cut_to_the_request_runs_and_a_cut_that_lacks_an_op_is_refused(site: dict[str, EmulatedHost]) -> None:
+    # The session sends only the agent sections the request's ops use (agent_for_ops): the lab
+    # runs exactly that cut, and refuses a cut without the section a named op needs.
+    host = site["WSUS-SP1"]
+    cmd, args = command_line()
+    read = AgentRequest((op("e", "env.expand", text="x"),))
+    cut = agent_protocol.read_agent_bytes(["env.expand"])
+    assert len(cut) < len(agent_protocol.read_agent_bytes()) * 0.85
+    res = host.execute(cmd, args, build_stdin(encode_request(read), ops=["env.expand"]), {}, 437, threading.Event())
+    assert res.exit_code == 0 and agent_protocol.decode_response(res.stdout, read.nonce).by_id()["e"].ok
+    for needs in (op("h", "host.environment"), op("r", "system.reboot")):
+        req = AgentRequest((needs,))
+        res = host.execute(cmd, args, build_stdin(encode_request(req), agent=cut), {}, 437, threading.Event())
+        assert res.exit_code == 1 and AGENT_MISMATCH.encode() in res.stderr and res.stdout == b""
+    assert host.records.snapshot()["mutations"] == []
+
+
 def test_other_bootstrap_or_command_is_not_run(site: dict[str, EmulatedHost]) -> None:
     host = site["WSUS-SP1"]
     before = host.records.processes_started

@@ -173,12 +173,17 @@ class EmulatedHost:
             agent, doc = parse_stdin(stdin)
         except RequestFormatError as exc:
             return ProcessResult(b"", f"kbfix bootstrap: agent or request missing on stdin ({exc})\r\n".encode(), 1)
-        if agent.replace(b"\r\n", b"\n") != agent_protocol.read_agent_bytes():
-            return ProcessResult(b"", (AGENT_MISMATCH + "\r\n").encode(), 1)
         try:
             parsed = parse_like_agent(doc)  # as agent.ps1 reads it: a bad line fails its op only
         except RequestFormatError as exc:
             return ProcessResult(b"", f"kbfix agent: {exc}\r\n".encode(), 1)
+        # The whole agent, or exactly the sections this request's ops use (agent_for_ops). On
+        # Windows an agent missing a section would answer its ops CommandNotFoundException;
+        # kbfix never sends one, so the lab refuses it as it refuses any other script.
+        agent = agent.replace(b"\r\n", b"\n")
+        names = [o.name for o in parsed.request.ops]
+        if agent != agent_protocol.read_agent_bytes() and agent != agent_protocol.read_agent_bytes(names):
+            return ProcessResult(b"", (AGENT_MISMATCH + "\r\n").encode(), 1)
         ctx = AgentContext(
             state=self.state,
             installers=self.template.installers,

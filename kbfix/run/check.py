@@ -53,14 +53,16 @@ def gather(engine: Engine, session: Session, host: HostLike) -> HostResult:
 
 
 def assess_host(engine: Engine, store: AuditStore, run_id: str, host: HostLike, *, planning: bool) -> HostResult:
-    """Open a check-mode session, gather, assess (and plan), and store the `assess` row with its
-    facts (and the planned actions). Raises remoting errors (the schedule makes them results)."""
+    """Open a check-mode session, gather, assess (and plan); when planning, store the `assess`
+    row with its facts and the planned actions (a check's facts go with its `final` row:
+    `RunSchedule.facts_in_final`). Raises remoting errors (the schedule makes them results)."""
     with engine.session(host, check_mode=True) as s:
         result = gather(engine, s, host)
-    if planning:
-        result = engine.plan(host, result)
+    if not planning:
+        return result
+    result = engine.plan(host, result)
     store.record_host(run_id, result, phase="assess", facts=result.facts)
-    if planning and result.planned:
+    if result.planned:
         store.record_plan(run_id, host.name, result.planned, result.facts_digest)
     return result
 
@@ -77,6 +79,7 @@ def run_check(
     """Read-only: gather, assess and store every host (sessions opened in check mode), then
     link WSUS clients to their servers."""
     run = RunSchedule("check", store, options, control, progress)
+    run.facts_in_final = True
     use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
     results = run.rollout(hosts, lambda h: assess_host(engine, store, run.id, h, planning=False))
     return run.finish(run.link(engine, hosts, results))

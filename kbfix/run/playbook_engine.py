@@ -40,11 +40,14 @@ class PlaybookEngine:
         # store; kbfix.store.history.use_store_history sets it for a run). None = nothing known.
         self.history_for: Callable[[str], HostHistory] | None = None
 
-    def context(self, host: HostLike) -> pb.HostContext:
-        """The playbooks' view of an inventory host."""
-        history = self.history_for(host.name) if self.history_for is not None else HostHistory()
+    def history(self, name: str) -> HostHistory:
+        """The host's past remedies (from `history_for`; empty when nothing is known)."""
+        return self.history_for(name) if self.history_for is not None else HostHistory()
+
+    def context(self, host: HostLike, history: HostHistory | None = None) -> pb.HostContext:
+        """The playbooks' view of an inventory host (`history`: default `self.history(host.name)`)."""
         return pb.HostContext(name=host.name, roles=tuple(host.roles or ()), site=host.site, vars=dict(host.vars or {}),
-                              history=history)
+                              history=self.history(host.name) if history is None else history)
 
     def session(self, host: HostLike, *, check_mode: bool) -> AbstractContextManager[Session]:
         """One AgentSession (one shell) to the host; use as a context manager."""
@@ -57,7 +60,11 @@ class PlaybookEngine:
 
     def assess(self, session: Session, host: HostLike) -> HostResult:
         """Gather every probe in one request and assess (playbooks.assess)."""
-        ctx = self.context(host)
+        return self.assess_in(session, host, self.history(host.name))
+
+    def assess_in(self, session: Session, host: HostLike, history: HostHistory) -> HostResult:
+        """`assess` with the host's history given (a contact process has no store: kbfix.run.procs)."""
+        ctx = self.context(host, history)
         return pb.assess(self.playbooks, ctx, session.run(pb.gather_ops(self.playbooks, ctx)))
 
     def plan(self, host: HostLike, result: HostResult) -> HostResult:

@@ -42,6 +42,9 @@ class RunSchedule:
     ) -> None:
         self.store = store
         self.options = options
+        # cost (issue 19): a check stores each host's facts with its `final` row (one write per
+        # host instead of an `assess` row with the facts and then the same result as `final`).
+        self.facts_in_final = False
         self._max_fail_detail = ""
         self.control = control or RunControl()
         self.progress: Progress = progress or NoProgress()
@@ -143,7 +146,8 @@ class RunSchedule:
         return f"run interrupted ({self.control.reason or 'stop requested'}) before this host started"
 
     def _record(self, result: HostResult) -> None:
-        self.store.record_host(self.info.id, result, phase="final")
+        facts = result.facts if self.facts_in_final and result.facts else None
+        self.store.record_host(self.info.id, result, phase="final", facts=facts)
         self.progress.host_done(result)
 
     def _done(self, result: HostResult) -> HostResult:
