@@ -40,3 +40,8 @@ def test_mistyped_store_url_exits_2_before_any_host_is_contacted(
     assert seen == 0  # stopped before any connection
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml"]  # no folder named after the URL
 
+
+def test_unreachable_server_reads_as_one_line(tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["history", "--state", "postgresql://postgres@127.0.0.1:1/kbfix"])
+    assert r.exit_code == 2, r.output
+    assert "127.0.0.1" in r.output and "\\n" not in r.output and "\\t" not in r.output, r.output
