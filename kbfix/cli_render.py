@@ -61,15 +61,25 @@ def product_version(r: HostResult) -> str:
     return ""
 
 
+#: Terminal width (columns) below which the host table leaves out Role and OS.
+NARROW = 110
+
+
 def print_table(console: Console, results: Sequence[HostResult], title: str) -> None:
     """One row per host (status, roles, product version, OS, evidence) and the status counts."""
     table = Table(title=title, show_lines=False)
-    for col in ("Host", "Status", "Role", "Version", "OS", "Evidence"):
-        table.add_column(col, overflow="fold")
+    # Host, status and version are never folded: `3.1.6001.6` / `5` reads as another build than the
+    # one the verdict rests on. Below NARROW columns (an 80-column tmux or ssh window) Role and OS
+    # give way, so Evidence keeps room to be read (`kbfix show RUN` on a wider terminal has them).
+    wide = console.width >= NARROW
+    columns = ("Host", "Status", "Role", "Version", "OS", "Evidence") if wide else ("Host", "Status", "Version", "Evidence")
+    for col in columns:
+        table.add_column(col, overflow="fold", no_wrap=col in ("Host", "Status", "Version"))
     for r in results:
         osv = str(r.os.get("os_version") or r.os.get("version") or "")
-        table.add_row(cell(r.host), r.status.value, cell(", ".join(r.roles)), cell(product_version(r)),
-                      cell(osv), cell(finding_summary(r)))
+        row = {"Host": cell(r.host), "Status": r.status.value, "Role": cell(", ".join(r.roles)),
+               "Version": cell(product_version(r)), "OS": cell(osv), "Evidence": cell(finding_summary(r))}
+        table.add_row(*(row[c] for c in columns))
     console.print(table)
     counts = Counter(r.status for r in results)
     console.print(counts_text(counts) or "no hosts")
