@@ -1,0 +1,34 @@
+"""A host kbfix could not assess (unreachable, credentials refused) is unknown for every advisory:
+the report's per-advisory rows must count it, not show `100 %, 0 failures` for an advisory while
+two servers were never read (what the auditor's "By advisory" table said before)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from kbfix.cli import app
+from winlab.fixtures import demo_site
+from winlab.lab import Lab
+
+HOSTS = ["WSUS-SP1-OK", "CM07-OK", "WSUS-DOWN", "WSUS-LOCKED"]  # compliant, compliant, unreachable, 401
+
+
+def test_unassessed_hosts_count_under_every_advisory(tmp_path: Path) -> None:
+    with Lab([h for h in demo_site() if h.name in HOSTS]) as lab:
+        inv = lab.write_inventory(tmp_path / "inventory.yaml")
+        report = tmp_path / "check.json"
+        r = CliRunner().invoke(app, ["-i", str(inv), "--state", str(tmp_path / "state"), "check", "-r", str(report)])
+    assert r.exit_code == 4, r.output  # some host unreachable or failed
+    summary = json.loads(report.read_text(encoding="utf-8"))["summary"]
+    per = {a["id"]: a for a in summary["per_advisory"]}
+    assert set(per) == {"KB954474", "KB954960"}
+    for adv in per.values():
+        assert adv["by_status"]["unreachable"] == 1 and adv["by_status"]["failed"] == 1, adv
+        assert adv["failures"] == 2, adv
+        assert adv["compliance_percent"] == round(100 / 3, 2), adv  # 1 compliant of 3 counted: the other two unknown
+    # the overall figure keeps its documented unit: such a host counts once, not once per advisory
+    assert summary["by_status"]["unreachable"] == 1 and summary["by_status"]["failed"] == 1
+    assert summary["failures"] == 2
