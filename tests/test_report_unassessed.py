@@ -32,3 +32,20 @@ def test_unassessed_hosts_count_under_every_advisory(tmp_path: Path) -> None:
     # the overall figure keeps its documented unit: such a host counts once, not once per advisory
     assert summary["by_status"]["unreachable"] == 1 and summary["by_status"]["failed"] == 1
     assert summary["failures"] == 2
+
+
+def test_source_links_keep_their_closing_parenthesis(tmp_path: Path) -> None:
+    """learn.microsoft.com URLs end in `(v=vs.85)`: the link must keep the `)` and its label must
+    not carry the leftover `<)` (the HTML and Markdown reports showed `IUpdate.Decline <)`)."""
+    with Lab([h for h in demo_site() if h.name == "WSUS-SP1-OK"]) as lab:
+        inv = lab.write_inventory(tmp_path / "inventory.yaml")
+        args = ["-i", str(inv), "--state", str(tmp_path / "state"), "check"]
+        r = CliRunner().invoke(app, [*args, "-r", str(tmp_path / "r.html"), "-r", str(tmp_path / "r.md")])
+    assert r.exit_code == 0, r.output
+    decline = "https://learn.microsoft.com/previous-versions/windows/desktop/ms747138(v=vs.85)"
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    md = (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert f'href="{decline}"' in html, html
+    assert "IUpdate.Decline</a>" in html
+    assert f"IUpdate.Decline: {decline}" in md
+    assert "&lt;)" not in html + md and "<)" not in html + md
