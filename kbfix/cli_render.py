@@ -141,13 +141,25 @@ def print_plan(console: Console, plan: PlanDocument) -> int:
     return total
 
 
-def history_table(rows: Sequence[tuple[RunInfo, Counter[Status]]], title: str) -> Table:
-    """Past runs: id, kind, state, start, operator, host status counts."""
+#: The state shown for a run without an end event whose process no longer exists.
+GONE = "process gone, not ended"
+
+
+def state_text(info: RunInfo, gone: bool) -> str:
+    """A run's state as shown: `running` only while its process lives (AuditStore.run_is_live);
+    a run left without an end event by SIGKILL, a lost session or a second Ctrl-C reads GONE."""
+    return GONE if gone and info.state == "running" else info.state
+
+
+def history_table(rows: Sequence[tuple[RunInfo, Counter[Status]]], title: str,
+                  gone: frozenset[str] = frozenset()) -> Table:
+    """Past runs: id, kind, state (GONE for the ids in `gone`), start, operator, host status counts."""
     table = Table(title=title)
     for col in ("Run", "Kind", "State", "Started (UTC)", "Operator", "Hosts"):
         table.add_column(col, overflow="fold")
     for r, c in rows:
-        table.add_row(cell(r.id), r.kind, r.state, f"{r.started:%Y-%m-%d %H:%M:%S}", cell(r.operator), counts_text(c))
+        table.add_row(cell(r.id), r.kind, state_text(r, r.id in gone), f"{r.started:%Y-%m-%d %H:%M:%S}",
+                      cell(r.operator), counts_text(c))
     return table
 
 
@@ -159,9 +171,16 @@ def print_run(
     results: Sequence[HostResult],
     planned: Sequence[tuple[str, PlannedAction, str | None]],
     intents: Sequence[Mapping[str, Any]],
+    *,
+    gone: bool = False,
 ) -> None:
-    """One stored run: identity, options, events, host table, planned or executed actions."""
-    console.print(cell(f"run {info.id}  {info.kind}  {info.state}  by {info.operator}  kbfix {info.kbfix_version}"))
+    """One stored run: identity, options, events, host table, planned or executed actions.
+    `gone`: the run has no end event and its process no longer exists (state_text)."""
+    console.print(cell(f"run {info.id}  {info.kind}  {state_text(info, gone)}  by {info.operator}  kbfix {info.kbfix_version}"))
+    if gone and info.state == "running":
+        finish = f"`kbfix apply --resume {info.id}` finishes it" if info.kind == "apply" else "run it again"
+        console.print(cell(f"its process is gone (killed, crashed or abandoned by a second Ctrl-C) and it never "
+                           f"ended: {finish}"))
     if info.change_ticket or info.approved_by:  # evidence (issue 15)
         console.print(cell(f"change ticket {info.change_ticket or '-'}  approved by {info.approved_by or '-'}"))
     console.print(cell(f"started {info.started.isoformat()}  ended {info.ended.isoformat() if info.ended else '-'}"
