@@ -49,3 +49,17 @@ def test_source_links_keep_their_closing_parenthesis(tmp_path: Path) -> None:
     assert "IUpdate.Decline</a>" in html
     assert f"IUpdate.Decline: {decline}" in md
     assert "&lt;)" not in html + md and "<)" not in html + md
+
+
+def test_html_host_row_of_an_unassessed_host_fills_every_advisory_cell(tmp_path: Path) -> None:
+    """The hosts table: an unreachable host's advisory cells read `Unreachable`, not blank (a blank
+    cell beside `KB954960` read as "nothing to report")."""
+    with Lab([h for h in demo_site() if h.name in ("WSUS-SP1-OK", "WSUS-DOWN")]) as lab:
+        inv = lab.write_inventory(tmp_path / "inventory.yaml")
+        r = CliRunner().invoke(app, ["-i", str(inv), "--state", str(tmp_path / "state"), "check",
+                                     "-r", str(tmp_path / "r.html")])
+    assert r.exit_code == 4, r.output
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    row = next(line for line in html.splitlines() if line.startswith('<tr data-s="unreachable">'))
+    cells = row.split("<td")[7:]  # after host, address, site, roles, OS, status
+    assert len(cells) == 2 and all('<span class="s s-unreachable">' in c for c in cells), row
