@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import sqlite3
 import sys
 import traceback
@@ -26,7 +27,7 @@ from kbfix.preflight import PreflightError
 from kbfix.rollout import RolloutError
 from kbfix.store import AuditStore, HostLockedError, StoreError
 from kbfix.store.diskguard import reason
-from kbfix.store.engine import is_store_url, store_label
+from kbfix.store.engine import is_store_url, pg_url, safe_url, store_label
 from kbfix.terminal import SanitizingFilter, safe_text
 from kbfix.window import WindowError
 
@@ -145,8 +146,13 @@ def globals_of(ctx: typer.Context) -> Globals:
 INVENTORY_HELP = "Inventory file (kbfix YAML, Ansible INI/YAML); repeat for several."
 LIMIT_HELP = "Ansible-style host pattern, e.g. 'site_aarhus:&wsus' or 'wsus0[1:3]'."
 FORKS_HELP = "Hosts worked on in parallel (default 20)."
-STATE_HELP = ("Audit store directory (default: the platform user data dir), or a postgresql://USER@HOST/DB URL "
-              "for a store shared by several controllers (password: PGPASSWORD or ~/.pgpass, not the URL).")
+STORE_URL_FORM = "postgresql://USER@HOST[:PORT]/DB"
+#: `scheme:/…` (two or more letters, so a Windows drive `C:/…` stays a directory).
+_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+STATE_HELP = ("Where the audit store is: a directory (SQLite; default: the platform user data dir), e.g. "
+              "--state ./audit, or a PostgreSQL database shared by several controllers, "
+              f"{STORE_URL_FORM}, e.g. --state postgresql://kbfix@db01:5432/kbfix (the database must exist; "
+              "password: PGPASSWORD or ~/.pgpass, not the URL).")
 VERBOSE_HELP = "More detail (-vv: debug log)."
 QUIET_HELP = "Only the summary: no progress display, no per-host lines."
 NO_COLOR_HELP = "No colour in the output."
@@ -264,8 +270,28 @@ def resolve_state(text: str | Path | None) -> tuple[Path, str | None]:
     if text is None or str(text) == "":
         return default_state_dir(), None
     if isinstance(text, str) and is_store_url(text):
+        _check_store_url(text)
         return default_state_dir(), text
+    if isinstance(text, str) and _URL_LIKE.match(text):
+        # Not a folder: a mistyped URL would otherwise become a local SQLite store named after it,
+        # and the operator would believe the run went to the shared store.
+        raise typer.BadParameter(f"{safe_url(text)} is neither a directory nor a "
+                                 f"{STORE_URL_FORM} URL", param_hint="'--state' / KBFIX_STATE")
     return Path(text), None
+
+
+def _check_store_url(url: str) -> None:
+    """Refuse a PostgreSQL URL that names no database: libpq would then use the database named
+    like the user (`postgres`, the server's maintenance database) and put the audit tables there.
+    Raises typer.BadParameter (exit 2)."""
+    hint = "'--state' / KBFIX_STATE"
+    try:
+        database = pg_url(url).database
+    except ValueError as exc:
+        raise typer.BadParameter(f"{exc} (expected {STORE_URL_FORM})", param_hint=hint) from None
+    if not database:
+        raise typer.BadParameter(f"{safe_url(url)} names no database (expected {STORE_URL_FORM}; "
+                                 "create it first: createdb DB)", param_hint=hint)
 
 
 def open_store(g: Globals, *, readonly: bool = False) -> AuditStore:

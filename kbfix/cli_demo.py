@@ -10,6 +10,7 @@ import typer
 from kbfix.cli_common import globals_of, guarded
 from kbfix.exitcodes import ExitCode
 from kbfix.preflight import check_outputs
+from playbooks.model import Status
 
 DEMO_EXIT_HELP = "Exit codes: 0 every host ended as its fixture intends; 1 otherwise (mismatches listed)."
 LangOpt = Annotated[str, typer.Option("--lang", metavar="LANG", help="Report language: en, da, de, nl, zh_CN.")]
@@ -47,6 +48,12 @@ def demo(
     for fmt, path in outcome.reports.items():
         typer.echo(f"report:      {path}" + ("   <- open this one" if fmt == "html" else ""))
     typer.echo(f"audit store: {outcome.out_dir / 'state'}   ({outcome.seconds:.1f} s)")
+    if outcome.ok:
+        # A newcomer sees `failed` and `unreachable` next to exit 0: say that they are built so.
+        failing = [f"{h} ({final})" for h, (_first, final) in outcome.statuses.items()
+                   if Status(final).is_failure or Status(final).is_vulnerable]
+        typer.echo("\nas intended: every host ended as its fixture was built to (winlab/fixtures/demo-expected.yaml)"
+                   + (f"; {', '.join(failing)} fail on purpose, to show how kbfix reports them" if failing else ""))
     for problem in outcome.mismatches:
         typer.echo(f"kbfix demo: unexpected: {problem}", err=True)
     if outcome.recheck_mutations or outcome.shells_left_open:

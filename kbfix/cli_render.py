@@ -61,15 +61,25 @@ def product_version(r: HostResult) -> str:
     return ""
 
 
+#: Terminal width (columns) below which the host table leaves out Role and OS.
+NARROW = 110
+
+
 def print_table(console: Console, results: Sequence[HostResult], title: str) -> None:
     """One row per host (status, roles, product version, OS, evidence) and the status counts."""
     table = Table(title=title, show_lines=False)
-    for col in ("Host", "Status", "Role", "Version", "OS", "Evidence"):
-        table.add_column(col, overflow="fold")
+    # Host, status and version are never folded: `3.1.6001.6` / `5` reads as another build than the
+    # one the verdict rests on. Below NARROW columns (an 80-column tmux or ssh window) Role and OS
+    # give way, so Evidence keeps room to be read (`kbfix show RUN` on a wider terminal has them).
+    wide = console.width >= NARROW
+    columns = ("Host", "Status", "Role", "Version", "OS", "Evidence") if wide else ("Host", "Status", "Version", "Evidence")
+    for col in columns:
+        table.add_column(col, overflow="fold", no_wrap=col in ("Host", "Status", "Version"))
     for r in results:
         osv = str(r.os.get("os_version") or r.os.get("version") or "")
-        table.add_row(cell(r.host), r.status.value, cell(", ".join(r.roles)), cell(product_version(r)),
-                      cell(osv), cell(finding_summary(r)))
+        row = {"Host": cell(r.host), "Status": r.status.value, "Role": cell(", ".join(r.roles)),
+               "Version": cell(product_version(r)), "OS": cell(osv), "Evidence": cell(finding_summary(r))}
+        table.add_row(*(row[c] for c in columns))
     console.print(table)
     counts = Counter(r.status for r in results)
     console.print(counts_text(counts) or "no hosts")
@@ -131,13 +141,25 @@ def print_plan(console: Console, plan: PlanDocument) -> int:
     return total
 
 
-def history_table(rows: Sequence[tuple[RunInfo, Counter[Status]]], title: str) -> Table:
-    """Past runs: id, kind, state, start, operator, host status counts."""
+#: The state shown for a run without an end event whose process no longer exists.
+GONE = "process gone, not ended"
+
+
+def state_text(info: RunInfo, gone: bool) -> str:
+    """A run's state as shown: `running` only while its process lives (AuditStore.run_is_live);
+    a run left without an end event by SIGKILL, a lost session or a second Ctrl-C reads GONE."""
+    return GONE if gone and info.state == "running" else info.state
+
+
+def history_table(rows: Sequence[tuple[RunInfo, Counter[Status]]], title: str,
+                  gone: frozenset[str] = frozenset()) -> Table:
+    """Past runs: id, kind, state (GONE for the ids in `gone`), start, operator, host status counts."""
     table = Table(title=title)
     for col in ("Run", "Kind", "State", "Started (UTC)", "Operator", "Hosts"):
         table.add_column(col, overflow="fold")
     for r, c in rows:
-        table.add_row(cell(r.id), r.kind, r.state, f"{r.started:%Y-%m-%d %H:%M:%S}", cell(r.operator), counts_text(c))
+        table.add_row(cell(r.id), r.kind, state_text(r, r.id in gone), f"{r.started:%Y-%m-%d %H:%M:%S}",
+                      cell(r.operator), counts_text(c))
     return table
 
 
@@ -149,9 +171,16 @@ def print_run(
     results: Sequence[HostResult],
     planned: Sequence[tuple[str, PlannedAction, str | None]],
     intents: Sequence[Mapping[str, Any]],
+    *,
+    gone: bool = False,
 ) -> None:
-    """One stored run: identity, options, events, host table, planned or executed actions."""
-    console.print(cell(f"run {info.id}  {info.kind}  {info.state}  by {info.operator}  kbfix {info.kbfix_version}"))
+    """One stored run: identity, options, events, host table, planned or executed actions.
+    `gone`: the run has no end event and its process no longer exists (state_text)."""
+    console.print(cell(f"run {info.id}  {info.kind}  {state_text(info, gone)}  by {info.operator}  kbfix {info.kbfix_version}"))
+    if gone and info.state == "running":
+        finish = f"`kbfix apply --resume {info.id}` finishes it" if info.kind == "apply" else "run it again"
+        console.print(cell(f"its process is gone (killed, crashed or abandoned by a second Ctrl-C) and it never "
+                           f"ended: {finish}"))
     if info.change_ticket or info.approved_by:  # evidence (issue 15)
         console.print(cell(f"change ticket {info.change_ticket or '-'}  approved by {info.approved_by or '-'}"))
     console.print(cell(f"started {info.started.isoformat()}  ended {info.ended.isoformat() if info.ended else '-'}"

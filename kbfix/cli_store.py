@@ -39,11 +39,12 @@ def history(
         for r in runs:
             counts = Counter(h.status for h in store.host_results(r.id))
             rows.append((r, counts))
+        gone = frozenset(r.id for r in runs if r.state == "running" and not store.run_is_live(r.id))
     if fmt == "json":
-        typer.echo(json.dumps([{**r.model_dump(mode="json"), "hosts": {s.value: n for s, n in c.items()}}
-                               for r, c in rows], indent=2))
+        typer.echo(json.dumps([{**r.model_dump(mode="json"), "process_gone": r.id in gone,
+                                "hosts": {s.value: n for s, n in c.items()}} for r, c in rows], indent=2))
         return
-    g.console().print(render.history_table(rows, f"kbfix runs in {g.store_label}"))
+    g.console().print(render.history_table(rows, f"kbfix runs in {g.store_label}", gone))
 
 
 @guarded
@@ -65,14 +66,15 @@ def show(
         intents = store.intents(run_id)
         planned = store.planned(run_id)
         resumed_by = store.resumed_by(run_id)
+        gone = info.state == "running" and not store.run_is_live(run_id)
     if fmt == "json":
-        typer.echo(json.dumps({"run": info.model_dump(mode="json"), "events": events,
+        typer.echo(json.dumps({"run": info.model_dump(mode="json"), "process_gone": gone, "events": events,
                                "hosts": [r.model_dump(mode="json") for r in results], "actions": intents,
                                "planned": [{"host": h, "facts_digest": d, **a.model_dump(mode="json")}
                                            for h, a, d in planned],
                                "resumed_by": resumed_by}, indent=2, ensure_ascii=False))
         raise typer.Exit(int(exit_code(results)))
-    render.print_run(g.console(), info, events, resumed_by, results, planned, intents)
+    render.print_run(g.console(), info, events, resumed_by, results, planned, intents, gone=gone)
     raise typer.Exit(int(exit_code(results)))
 
 

@@ -46,7 +46,9 @@ class ResumeSettings:
             origin = "from the command line" if name in self.overridden else "carried"
             parts.append(f"{_FLAG[name]} {value} ({origin})")
         if self.batches is not None:
-            parts.append(f"same {len(self.batches)} batch(es): {', '.join(str(len(b)) for b in self.batches)} host(s)")
+            # Not "same 3 batch(es): 1, 2, 10 host(s)" alone: that read as if all 13 hosts ran again.
+            parts.append(f"same {len(self.batches)} batch(es) as that run ({', '.join(str(len(b)) for b in self.batches)} "
+                         "host(s)), holding only the hosts it left unfinished")
         return f"resuming apply run {self.run_id}: " + ("; ".join(parts) or "no rollout settings recorded")
 
     def recorded(self) -> dict[str, Any]:

@@ -87,7 +87,8 @@ def test_max_fail_stop_then_resume_keeps_the_same_rollout(tmp_path: Path) -> Non
         assert r.exit_code == 4, r.output
         assert "resuming apply run" in r.output and "--max-fail-percent 10.0 (carried)" in r.output, r.output
         assert "--serial 1,3,100% (carried)" in r.output and f"--packages {pkgs} (carried)" in r.output
-        assert "same 3 batch(es)" in r.output
+        # the batches are the first run's, but only its unfinished hosts run (not all 7 again)
+        assert "same 3 batch(es) as that run (1, 3, 3 host(s)), holding only the hosts it left unfinished" in r.output
         assert _batches(r.output) == [["WSUS-DK"]], r.output  # stopped again after DK's batch
         again = _statuses(r.output)
         assert again["WSUS-DK"] == "failed"

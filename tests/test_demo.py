@@ -19,6 +19,9 @@ def test_demo_runs_the_whole_job_and_every_host_ends_as_intended(tmp_path: Path)
     for host, want in expected.items():
         line = next(ln for ln in result.output.splitlines() if ln.startswith(host + " "))
         assert line.split()[1:] == [want["check"], want["final"]]
+    # A newcomer sees `failed` and `unreachable` next to exit 0: the output says they are built so.
+    verdict = next(ln for ln in result.output.splitlines() if ln.startswith("as intended:"))
+    assert "WSUS-DOWN (unreachable)" in verdict and "WSUS-LOCKED (failed)" in verdict, verdict
     doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert {h["name"] for h in doc["hosts"]} == set(expected)
     assert doc["run"]["kind"] == "apply"

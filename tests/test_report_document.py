@@ -48,10 +48,12 @@ def test_not_applicable_and_skipped_never_failures(doc: dict) -> None:
     # against compliance (it still needed work when the run skipped it)
     assert doc["summary"]["compliance_percent"] == 33.33
     kb60 = next(a for a in doc["summary"]["per_advisory"] if a["id"] == "KB954960")
-    # KB954960: compliant, remediated, mitigated / (those + pending_reboot + failed + skipped) = 3/6
-    assert kb60["compliance_percent"] == 50.0
+    # KB954960: compliant, remediated, mitigated / (those + pending_reboot + failed + skipped
+    # + the unreachable host, assessed for no advisory) = 3/7
+    assert kb60["compliance_percent"] == 42.86
     assert kb60["by_status"]["not_applicable"] == 2
-    assert kb60["failures"] == 1
+    assert kb60["by_status"]["unreachable"] == 1
+    assert kb60["failures"] == 2
 
 
 def test_compliance_percent_rules() -> None:

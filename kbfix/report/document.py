@@ -7,7 +7,8 @@ way). Option values whose key looks like a secret are replaced before they enter
 
 Compliance arithmetic (also stated in schema-v2.json and docs/reports.md): the unit is one
 host × one advisory; a host without any finding (e.g. unreachable before gathering) counts as one
-unit with its own status. `compliance_percent` = compliant units / counted units × 100, where
+unit with its own status in the totals and per site, and under every advisory in `per_advisory`
+(it was assessed for none of them). `compliance_percent` = compliant units / counted units × 100, where
 compliant units are `compliant`, `remediated`, `mitigated`; counted units are all units except
 `not_applicable`, `waived` (counted apart) and hosts the inventory takes out of scope. A unit the
 run skipped (window, drift, max-fail, interrupt, lock, not in the plan) is counted and is not
@@ -276,6 +277,7 @@ def summarize(
     per_adv: dict[str, dict[str, int]] = {}
     oos_total = 0
     oos_adv: dict[str, int] = {}
+    unassessed: list[tuple[str, int]] = []  # (status, out of scope) of hosts without findings
     for host in hosts:
         host_counts[host["status"]] += 1
         site_key = host["site"] or ""
@@ -291,6 +293,15 @@ def summarize(
             if adv_id is not None:
                 per_adv.setdefault(adv_id, empty_counts())[status] += 1
                 oos_adv[adv_id] = oos_adv.get(adv_id, 0) + oos
+            else:
+                unassessed.append((status, oos))
+    # A host never assessed (unreachable, refused) is unknown for every advisory: without this an
+    # advisory read "100 %, 0 failures" while servers it may concern were never read.
+    for adv_id in {*per_adv, *advisories}:
+        counts = per_adv.setdefault(adv_id, empty_counts())
+        for status, oos in unassessed:
+            counts[status] += 1
+            oos_adv[adv_id] = oos_adv.get(adv_id, 0) + oos
     findings = sum(len(h["advisories"]) for h in hosts)
     untouched = sum(1 for h in hosts if h["skip_reason"] in STOP_REASONS)
     return {

@@ -41,7 +41,11 @@ def source_parts(text: object) -> dict[str, str | None]:
     m = _URL.search(s)
     if m is None:
         return {"label": s, "url": None}
-    url = m.group(0).rstrip(".,;)")
+    url = m.group(0).rstrip(".,;")
+    # A `)` closes the URL's own `(` (learn.microsoft.com's `…(v=vs.85)`) unless unbalanced, as
+    # GitHub's autolinks treat it; stripping it broke the link and left `<)` in the label.
+    while url.endswith(")") and url.count(")") > url.count("("):
+        url = url[:-1].rstrip(".,;")
     label = (s[: m.start()] + s[m.start() + len(url) :]).replace("<>", "").strip(" <>,.;:-")
     return {"label": label or url, "url": url}
 

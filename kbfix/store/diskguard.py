@@ -95,7 +95,9 @@ def make_reserve(store_path: Path) -> None:
 def reason(exc: BaseException | None) -> str:
     """An operator's words for an SQLite/PostgreSQL/OS error (the damaged-file case says so); never
     the SQL statement or its parameters SQLAlchemy adds to its own message."""
-    text = str(driver_error(exc)).strip() if exc is not None else "unknown error"
+    # libpq's messages span lines ("Connection refused\n\tIs the server running…"): one line, so
+    # the terminal sanitiser does not show them as literal \n\t.
+    text = " ".join(str(driver_error(exc)).split()) if exc is not None else "unknown error"
     if "malformed" in text or "not a database" in text:
         return f"{text}: the file is damaged (restore it from a backup, or move it away to start a new store)"
     if "readonly" in text or "read-only" in text:
