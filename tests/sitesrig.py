@@ -108,13 +108,15 @@ class WorkerProc:
 
 
 def start_worker(broker: str, site: str, inventory: Path, ns: str, signing: Signing, folder: Path,
-                 *, concurrency: int = 4, extra_env: Mapping[str, str] | None = None) -> WorkerProc:
+                 *, concurrency: int = 4, extra_env: Mapping[str, str] | None = None,
+                 loglevel: str = "INFO") -> WorkerProc:
     """Start `kbfix worker` (the real CLI, Celery's own worker) for `site` in a subprocess."""
     env = {**os.environ, ENV_KEY: str(signing.key), ENV_CERT: str(signing.cert), ENV_STORE: signing.store,
            **(extra_env or {})}
     log = folder / f"worker-{site}-{uuid.uuid4().hex[:6]}.log"
     args = [sys.executable, "-c", "from kbfix.cli import app; app()", "worker", "--broker", broker, "--site", site,
-            "-i", str(inventory), "--namespace", ns, "--concurrency", str(concurrency)]
+            "-i", str(inventory), "--namespace", ns, "--concurrency", str(concurrency),
+            "--loglevel", loglevel]
     with log.open("wb") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
     return WorkerProc(site, proc, log)
