@@ -128,3 +128,65 @@ def test_a_broker_that_stays_down_is_unreachable_in_bounded_time(tmp_path: Path)
             assert dispatcher.published == 0
         finally:
             sitesrig.stop_workers(workers)
+
+
+@pytest.mark.parametrize("down_s", [DOWN_S, 20.0])
+def test_broker_crash_during_an_install_never_reruns_it(tmp_path: Path, down_s: float) -> None:
+    """The broker crashes (and comes back) while a worker runs an installer: the mutating request
+    is never sent again. After a short outage the worker's answer survives (the result store
+    retries about 10 s); after 20 s it is lost and the journal records the outcome `unknown`; the
+    host then reads `remediated` if the verify re-read reached it, else `unknown`, and `apply
+    --resume` completes it. Either way the installer ran once."""
+    from kbfix.run import run_apply, run_plan
+    from playbooks.model import Status
+    from tests.test_run_lab import demo_text, make_packages
+    from winlab.fixtures import DEMO_SITE, load_host_fixture_text
+
+    host = "WSUS-SP1"  # site HQ; one KB954960 install in the plan; the fixture's 2 s installer takes 5 s
+    ids = sitesrig.identities(tmp_path)
+    ns = sitesrig.namespace()
+    packages = make_packages(tmp_path / "pkgs")
+    lab_hosts = load_host_fixture_text(demo_text(time_scale=2.5), "demo", DEMO_SITE.parent)
+
+    def installs() -> int:
+        return len([m for m in lab.records(host).mutations if m.op == "installer.run"])
+
+    with sitesrig.PrivateRedis(tmp_path / "redis") as broker, Lab(lab_hosts) as lab:
+        inventory = lab.write_inventory(tmp_path / "inventory.yaml")
+        hosts = [h for h in load_inventory([inventory]).select(None) if h.name == host]
+        dispatcher = sitesrig.controller_dispatcher(broker.url, ids, ns, ping_s=1.0, liveness_ttl_s=2.0)
+        engine = BrokerEngine(dispatcher, packages_dir=packages)
+        workers = [sitesrig.start_worker(broker.url, "HQ", inventory, ns, ids.worker, tmp_path)]
+        try:
+            sitesrig.wait_for_sites(dispatcher, ["HQ"], workers)
+            with AuditStore.in_dir(tmp_path / "state") as store:
+                plan = run_plan(hosts, engine, store, RunOptions()).plan
+                assert plan is not None
+                outcome: list[Any] = []
+                run = threading.Thread(target=lambda: outcome.append(
+                    run_apply(hosts, engine, store, RunOptions(), plan=plan)))
+                run.start()
+                end = time.monotonic() + 60
+                while not installs():
+                    assert time.monotonic() < end, "the installer did not start: " + workers[0].output()[-2000:]
+                    time.sleep(0.02)
+                broker.crash()
+                time.sleep(down_s)
+                broker.start()
+                run.join(180)
+                assert not run.is_alive(), "apply hung after the broker came back"
+                [first] = outcome[0].results
+                assert first.status in (Status.UNKNOWN, Status.REMEDIATED), first
+                if down_s > 15:  # the worker's answer was lost: the journal says so; only a re-read tells
+                    assert [r["outcome"] for r in store.intents(outcome[0].info.id)] == ["unknown"]
+                time.sleep(8)  # a redelivered copy of the install, if there were one, would run by now
+                assert installs() == 1
+                if first.status is Status.UNKNOWN:
+                    sitesrig.wait_for_sites(dispatcher, ["HQ"], workers)
+                    resumed = run_apply(hosts, engine, store, RunOptions(), resume=outcome[0].info.id)
+                    [final] = resumed.results
+                    assert final.status in (Status.REMEDIATED, Status.COMPLIANT), final
+                assert installs() == 1  # at most once
+                assert workers[0].proc.poll() is None, workers[0].output()[-3000:]
+        finally:
+            sitesrig.stop_workers(workers)
