@@ -204,3 +204,4 @@ class PrivateRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.crash()
+

@@ -1,8 +1,11 @@
-"""The broker crashes in the middle of a check (a private `redis-server`, SIGKILLed: every queued
-message, binding, unacked message and stored result is gone) and comes back on the same port
-a few seconds later; the real site workers and the controller reconnect, read-only requests lost
-in the outage are sent again, and the check completes with the embedded run's verdicts for every
-host, in bounded time. The machine's shared Redis is never touched."""
+"""The broker goes away in the middle of a run and comes back a few seconds later: a private
+`redis-server` SIGKILLed and restarted on the same port (every queued message, binding, unacked
+message and stored result is gone). The real site workers and the controller reconnect; read-only
+requests lost in the outage are sent again and the check completes with the embedded run's
+verdicts for every host, in bounded time; a mutating request is never sent again. The machine's
+shared Redis is never touched. No RabbitMQ outage test yet: the machine's RabbitMQ is shared and
+not restarted, and a link cut through a TCP proxy showed Celery 5.7 workers whose stale acks
+close the new connection and answers delayed for minutes (bounded, but too slow to test)."""
 
 from __future__ import annotations
 
@@ -68,12 +71,13 @@ def test_broker_crash_mid_check_completes_the_run(tmp_path: Path) -> None:
     ids = sitesrig.identities(tmp_path)
     ns = sitesrig.namespace()
     with sitesrig.PrivateRedis(tmp_path / "redis") as broker, Lab(_lab_hosts()) as lab:
+        url = broker.url
         inventory = lab.write_inventory(tmp_path / "inventory.yaml")
         hosts = load_inventory([inventory]).select(None)
         with AuditStore.in_dir(tmp_path / "state-embedded") as store:
             embedded = run_check(hosts, PlaybookEngine(), store, RunOptions(forks=20)).results
-        dispatcher = sitesrig.controller_dispatcher(broker.url, ids, ns, ping_s=1.0, liveness_ttl_s=2.0)
-        workers = [sitesrig.start_worker(broker.url, s, inventory, ns, ids.worker, tmp_path) for s in SITES]
+        dispatcher = sitesrig.controller_dispatcher(url, ids, ns, ping_s=1.0, liveness_ttl_s=2.0)
+        workers = [sitesrig.start_worker(url, s, inventory, ns, ids.worker, tmp_path) for s in SITES]
         try:
             sitesrig.wait_for_sites(dispatcher, SITES, workers)
             counter = DoneCounter()
@@ -101,7 +105,9 @@ def test_broker_crash_mid_check_completes_the_run(tmp_path: Path) -> None:
                      if _verdicts([r])[r.host] != want[r.host]}
             assert not wrong, wrong
             assert all(w.proc.poll() is None for w in workers), logs  # the workers survived the outage
-            assert dispatcher.watch.state().epoch == 1  # the controller saw one comeback
+            # The controller saw the comeback (connection errors it meets afterwards on stale
+            # connections count as further losses: reads are sent again, which is harmless).
+            assert dispatcher.watch.state().epoch >= 1
             assert dispatcher.resent > 0  # requests lost with the broker's queues were sent again
             assert took < 180, took
         finally:

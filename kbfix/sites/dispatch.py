@@ -138,18 +138,19 @@ class Dispatcher:
         broker is awaited `outage_s`, a site's workers `rejoin_s` after the broker's return."""
         until = time.monotonic() + self.times.outage_s
         while True:
-            state = self._broker_up(host, until)
+            self._broker_up(host, until)
             try:
                 served = self.served_queues(fresh=fresh)
             except BrokerDownError as exc:
                 if not self.watch.state().seen_up or time.monotonic() >= until:
                     raise UnreachableError(str(exc), host=host) from exc
                 continue
-            if queue_name(site, self.namespace) in served:
+            name = queue_name(site, self.namespace)
+            if name in served:
                 return
-            if not self._rejoining(state):
+            if not self._rejoining(self.watch.state()):  # looked at after the roll call, which may wait
                 raise UnreachableError(f"no worker for site {site_of(site)}", host=host)
-            time.sleep(self.times.probe_s)
+            time.sleep(self.times.probe_s)  # the broker is back since moments: its workers may still reconnect
             fresh = True
 
     def send(self, host: str, site: str | None, ops: Sequence[OpRequest], *, check_mode: bool,
@@ -285,6 +286,9 @@ class Dispatcher:
                 served = self.served_queues()
             except BrokerDownError:
                 continue
+            state = self.watch.state()  # look again: the roll call may have waited for another's
+            if state.up and state.epoch != epoch:
+                return _RESEND
             if queue_name(site, self.namespace) not in served and not self._rejoining(state):
                 raise UnreachableError(f"site {site_of(site)}: no worker for the site is left", host=host)
         return _RESEND
