@@ -81,7 +81,8 @@ class Dispatcher:
         self.namespace = namespace
         self.times = times or DispatchTimes()
         self.watch = BrokerWatch(str(app.conf.broker_url), probe_s=self.times.probe_s,
-                                 timeout_s=max(1.0, self.times.ping_s))
+                                 timeout_s=max(1.0, self.times.ping_s),
+                                 connect=lambda: app.connection_for_write(heartbeat=0))
         self._lock = threading.Lock()
         self._served: frozenset[str] = frozenset()
         self._checked_at: float | None = None

@@ -9,16 +9,18 @@ found to be a different incarnation. A read-only request sent in an older epoch 
 lost and is sent again (reading twice is harmless); a mutating one never is (its host becomes
 `unknown`).
 
-How the incarnation is read: Redis (`redis://`, `rediss://`): `INFO server` → `run_id`, which a
-restarted server draws afresh (https://redis.io/docs/latest/commands/info/). AMQP: one
-long-lived connection of the watch's own; a broker restart or a cut link closes it, and the
-next probe finds a new connection (RabbitMQ has no server incarnation id in its handshake).
+How the incarnation is read, on one long-lived kombu connection of the watch's own: Redis
+(`redis://`, `rediss://`): `INFO server` → `run_id`, which a restarted server draws afresh
+(https://redis.io/docs/latest/commands/info/). AMQP: the connection itself; a broker restart or
+a cut link closes it, and the next probe opens a new one (RabbitMQ has no server incarnation id
+in its handshake).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,8 +43,12 @@ class BrokerWatch:
     """Probes the broker at `url` at most once per `probe_s` seconds (each probe bounded by
     `timeout_s`); thread-safe: every waiting host shares the one cached look."""
 
-    def __init__(self, url: str, *, probe_s: float = 1.0, timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, *, probe_s: float = 1.0, timeout_s: float = 2.0,
+                 connect: Callable[[], Any] | None = None) -> None:
         self.url = url
+        # The watch's own kombu connection: the app's (`app.connection_for_write(heartbeat=0)`), so
+        # TLS (`broker_use_ssl`) and transport options are the ones Celery uses; else a plain one.
+        self._connect = connect or (lambda: _plain_connection(url, timeout_s))
         self.probe_s = probe_s
         self.timeout_s = timeout_s
         self._redis = urlsplit(url).scheme.lower() in ("redis", "rediss")
@@ -51,8 +57,8 @@ class BrokerWatch:
         self._probed_at: float | None = None
         self._identity: str | None = None
         self._lost = False
-        self._client: Any = None  # redis.Redis or kombu.Connection, opened on first probe
-        self._serial = 0  # AMQP: how many watch connections were opened
+        self._client: Any = None  # a kombu Connection, opened on first probe
+        self._serial = 0  # how many watch connections were opened (AMQP: the incarnation)
 
     def lost(self) -> None:
         """A caller saw a broker connection error: probe afresh next time, and count the next
@@ -88,24 +94,16 @@ class BrokerWatch:
             self._close()
 
     def _probe(self) -> str:
-        if self._redis:
-            if self._client is None:
-                import redis
-
-                self._client = redis.Redis.from_url(self.url, socket_connect_timeout=self.timeout_s,
-                                                    socket_timeout=self.timeout_s)
-            return str(self._client.info("server")["run_id"])
         if self._client is None:
-            from kombu import Connection
-
-            conn = Connection(self.url, connect_timeout=self.timeout_s, heartbeat=0)
-            conn.connect()
+            conn = self._connect()
+            conn.ensure_connection(max_retries=0, timeout=self.timeout_s)  # one attempt: the caller polls
             self._client, self._serial = conn, self._serial + 1
-        else:
-            try:  # nothing is consumed on this connection: a timeout means it is alive
-                self._client.drain_events(timeout=0.01)
-            except TimeoutError:
-                pass
+        if self._redis:  # the Redis client of the kombu channel (honours broker_use_ssl)
+            return str(self._client.default_channel.client.info("server")["run_id"])
+        try:  # nothing is consumed on this connection: a timeout means it is alive
+            self._client.drain_events(timeout=0.01)
+        except TimeoutError:
+            pass
         return f"amqp-connection-{self._serial}"
 
     def _close(self) -> None:
@@ -115,3 +113,9 @@ class BrokerWatch:
                 client.close()
             except Exception:  # noqa: S110 - closing a connection that is already broken
                 pass
+
+
+def _plain_connection(url: str, timeout_s: float) -> Any:
+    from kombu import Connection
+
+    return Connection(url, connect_timeout=timeout_s, heartbeat=0)
