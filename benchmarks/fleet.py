@@ -294,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-scale", type=float, default=1.0, help="scale the lab installers' simulated seconds")
     ap.add_argument("--naive", action="store_true", help="also run the naive peer on --hosts hosts and print the speed-up")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--workers", type=int, metavar="K", help="across sites: embedded, then 1..K workers per site (benchmarks/fleet_sites.py)")
     ap.add_argument("--serve-lab", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--measure-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--inventory-out", help=argparse.SUPPRESS)
@@ -304,6 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure_one is not None:
         print(json.dumps(measure(args.measure_one, args)))
         return 0
+    if args.workers is not None:
+        from benchmarks.fleet_sites import run as run_sites
+
+        return run_sites(args)
     sizes = [int(x) for x in args.scale.split(",")] if args.scale else [args.hosts]
     rows = [measure_in_child(n, args, args.transport) for n in sizes]
     by_transport = [measure_in_child(args.transports, args, t) for t in TRANSPORTS] if args.transports else []

@@ -26,6 +26,7 @@ from kbfix.sites.dispatch import Dispatcher
 from kbfix.sites.signing import ENV_CERT, ENV_KEY, ENV_STORE, Signing, generate_identity
 
 REDIS = ("127.0.0.1", 6379)
+REDIS_SERVER = "redis-server"  # Debian package redis-server
 AMQP = ("127.0.0.1", 5672)
 
 
@@ -107,13 +108,15 @@ class WorkerProc:
 
 
 def start_worker(broker: str, site: str, inventory: Path, ns: str, signing: Signing, folder: Path,
-                 *, concurrency: int = 4, extra_env: Mapping[str, str] | None = None) -> WorkerProc:
+                 *, concurrency: int = 4, extra_env: Mapping[str, str] | None = None,
+                 loglevel: str = "INFO") -> WorkerProc:
     """Start `kbfix worker` (the real CLI, Celery's own worker) for `site` in a subprocess."""
     env = {**os.environ, ENV_KEY: str(signing.key), ENV_CERT: str(signing.cert), ENV_STORE: signing.store,
            **(extra_env or {})}
     log = folder / f"worker-{site}-{uuid.uuid4().hex[:6]}.log"
     args = [sys.executable, "-c", "from kbfix.cli import app; app()", "worker", "--broker", broker, "--site", site,
-            "-i", str(inventory), "--namespace", ns, "--concurrency", str(concurrency)]
+            "-i", str(inventory), "--namespace", ns, "--concurrency", str(concurrency),
+            "--loglevel", loglevel]
     with log.open("wb") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
     return WorkerProc(site, proc, log)
@@ -152,3 +155,53 @@ def controller_dispatcher(broker: str, ids: Identities, ns: str, **times: float)
     from kbfix.sites.dispatch import DispatchTimes
 
     return Dispatcher(make_app(broker, ids.controller, namespace=ns), namespace=ns, times=DispatchTimes(**times))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    """A `redis-server` of the test's own on a free loopback port, without persistence, so that
+    `crash()` (SIGKILL) loses every queue, binding, unacked message and result in it, as a broker
+    crash does; `start()` brings a fresh one back on the same port (the same URL). The machine's
+    shared Redis is never touched. Use as a context manager (killed on exit)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        """Start the server and wait until it accepts connections (AssertionError otherwise)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        log = (self.folder / f"redis-{self.starts}.log").open("wb")
+        self.proc = subprocess.Popen([REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.folder)], stdout=log,
+                                     stderr=subprocess.STDOUT)
+        log.close()
+        end = time.monotonic() + timeout_s
+        while not service_up(("127.0.0.1", self.port)):
+            if self.proc.poll() is not None or time.monotonic() > end:
+                raise AssertionError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def crash(self) -> None:
+        """SIGKILL the server (no shutdown, nothing saved)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def __enter__(self) -> PrivateRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.crash()
+

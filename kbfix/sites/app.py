@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from celery import Celery
 
 from kbfix.config import ConfigError
+from kbfix.sites.redis_transport import TRANSPORT as REDIS_TRANSPORT
 from kbfix.sites.signing import Signing
 
 READ_TASK = "kbfix.sites.read"
@@ -65,6 +66,7 @@ def make_app(broker: str, signing: Signing, *, namespace: str = DEFAULT_NAMESPAC
     (missing files) and Celery's ImproperlyConfigured. `app.setup_security()` registers the
     `auth` serializer process-wide (kombu's registry is global): one identity per process."""
     signing.check()
+    redis = urlsplit(broker).scheme.lower() in ("redis", "rediss")
     app = Celery(namespace, broker=broker, backend=result_backend_for(broker), set_as_current=False)
     app.conf.update(
         task_serializer="auth",
@@ -80,6 +82,19 @@ def make_app(broker: str, signing: Signing, *, namespace: str = DEFAULT_NAMESPAC
         worker_prefetch_multiplier=1,
         task_acks_late=False,
         broker_connection_retry_on_startup=True,
+        # Surviving a broker outage (tests/test_sites_outage.py): keep reconnecting (the worker's
+        # consumer retries 2, 4, 6 … s apart), store and fetch results through a short (~10 s) outage
+        # (the result backend's `ensure` retry policy), and bound every socket wait so a cut link is
+        # an error, not a hang. What a crash loses anyway, the controller sends again (dispatch.py).
+        broker_connection_retry=True,
+        broker_connection_timeout=5,
+        broker_transport_options={"socket_timeout": 30, "socket_connect_timeout": 5} if redis else {},
+        broker_transport=REDIS_TRANSPORT if redis else None,  # a worker that survives the outage
+        result_backend_transport_options={
+            "retry_policy": {"max_retries": 12, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+        },
+        redis_socket_timeout=30,
+        redis_socket_connect_timeout=5,
         result_expires=3600,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

@@ -10,6 +10,11 @@ Bounded waits, never a hang:
 - an answer is awaited at most the agent command deadline (`remoting.session.deadline_for`) plus
   `margin_s`, in 1 s slices; a site whose workers all vanish meanwhile ends the wait early (noticed
   within `liveness_ttl_s` + `ping_s`: one roll call serves every waiting host).
+A broker that was reached and then lost (crash, restart, cut link; `kbfix.sites.watch`): requests
+wait up to `outage_s` for it to come back, and a site's workers get `rejoin_s` after its return to
+consume again before "no worker" is concluded. A read-only request sent before the broker was
+lost, or unanswered within its deadline, is sent again (at most `read_sends` copies; the first
+answer of any copy wins): reading twice is harmless. A broker never reached fails at once.
 At most once for mutating requests: published once (no publish retry), `expires` = `pickup_s`,
 and any lost publish, answer or worker raises OutcomeUnknownError (the host is `unknown`, the
 journal holds the intent, `apply --resume` re-reads). Check mode: a mutating op in a check-mode
@@ -26,12 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.sites.app import CHANGE_TASK, ENV_NAMESPACE, READ_TASK, queue_name, site_of
+from kbfix.sites.watch import BrokerState, BrokerWatch
 from kbfix.sites.wire import request_doc, response_of
 from remoting.agent_protocol import AgentResponse, OpRequest
 from remoting.endpoint import Timeouts
@@ -47,12 +54,22 @@ class BrokerDownError(Exception):
 class DispatchTimes:
     """Seconds: `ping_s` to wait for workers' queue lists; `liveness_ttl_s` to trust them;
     `pickup_s` a mutating request may wait in its queue before it expires unrun; `margin_s`
-    added to the agent's command deadline for the answer's way back."""
+    added to the agent's command deadline for the answer's way back; `probe_s` between looks at
+    the broker; `outage_s` a request waits for a lost broker to come back; `rejoin_s` a site's
+    workers may take to consume again after the broker's return (Celery's worker reconnects
+    after 2, 4, 6 … s, at most 30 s apart); `read_sends`: copies of a read-only request at most."""
 
     ping_s: float = 2.0
     liveness_ttl_s: float = 10.0
     pickup_s: float = 60.0
     margin_s: float = 30.0
+    probe_s: float = 1.0
+    outage_s: float = 60.0
+    rejoin_s: float = 45.0
+    read_sends: int = 3
+
+
+_RESEND = object()  # _await_read's "send it again"
 
 
 class Dispatcher:
@@ -63,10 +80,14 @@ class Dispatcher:
         self.app = app
         self.namespace = namespace
         self.times = times or DispatchTimes()
+        self.watch = BrokerWatch(str(app.conf.broker_url), probe_s=self.times.probe_s,
+                                 timeout_s=max(1.0, self.times.ping_s),
+                                 connect=lambda: app.connection_for_write(heartbeat=0))
         self._lock = threading.Lock()
         self._served: frozenset[str] = frozenset()
         self._checked_at: float | None = None
         self.published = 0  # tasks sent (for benchmarks and tests)
+        self.resent = 0  # read-only copies sent again after an outage or a missing answer
 
     def served_queues(self, *, fresh: bool = False) -> frozenset[str]:
         """The queues live workers consume (one broadcast per `liveness_ttl_s` at most).
@@ -74,12 +95,19 @@ class Dispatcher:
         with self._lock:
             now = time.monotonic()
             if fresh or self._checked_at is None or now - self._checked_at > self.times.liveness_ttl_s:
+                before = self.watch.state()
                 try:
                     replies = self.app.control.inspect(timeout=self.times.ping_s).active_queues() or {}
                 except Exception as exc:  # the broker itself: no answer says anything about workers
                     self._checked_at = None
+                    self.watch.lost()
                     raise BrokerDownError(f"the broker did not take the workers' roll call: {type(exc).__name__}: "
                                           f"{exc}") from exc
+                after = self.watch.state()
+                if not (before.up and after.up and before.epoch == after.epoch):
+                    # The broker was lost during the roll call: silence says nothing about workers.
+                    self._checked_at = None
+                    raise BrokerDownError("the broker was lost during the workers' roll call")
                 self._served = frozenset(
                     str(q["name"]) for queues in replies.values() for q in (queues or [])
                     if isinstance(q, dict) and q.get("name")
@@ -87,70 +115,106 @@ class Dispatcher:
                 self._checked_at = time.monotonic()
             return self._served
 
+    def _broker_up(self, host: str, until: float) -> BrokerState:
+        """The broker's state once it is up, waiting (in `probe_s` steps) while a broker that was
+        reached before is down, until `until` (monotonic). Raises UnreachableError for a broker
+        never reached, or still down at `until`."""
+        while True:
+            state = self.watch.state()
+            if state.up:
+                return state
+            if not state.seen_up:
+                raise UnreachableError(f"the broker did not answer at {_safe_url(self.watch.url)}", host=host)
+            if time.monotonic() >= until:
+                raise UnreachableError(f"the broker has been unreachable for over {self.times.outage_s:g} s", host=host)
+            time.sleep(self.times.probe_s)
+
+    def _rejoining(self, state: BrokerState) -> bool:
+        """True while the broker came back less than `rejoin_s` ago (workers may still reconnect)."""
+        return state.back_since is not None and time.monotonic() - state.back_since < self.times.rejoin_s
+
     def require_worker(self, site: str | None, *, host: str, fresh: bool = False) -> None:
         """Raise UnreachableError "no worker for site X" unless a live worker consumes the site's
-        queue (UnreachableError naming the broker when it cannot be asked)."""
-        try:
-            served = self.served_queues(fresh=fresh)
-        except BrokerDownError as exc:
-            raise UnreachableError(str(exc), host=host) from exc
-        if queue_name(site, self.namespace) not in served:
-            raise UnreachableError(f"no worker for site {site_of(site)}", host=host)
+        queue (UnreachableError naming the broker when it cannot be asked). Bounded: a lost
+        broker is awaited `outage_s`, a site's workers `rejoin_s` after the broker's return."""
+        until = time.monotonic() + self.times.outage_s
+        while True:
+            self._broker_up(host, until)
+            try:
+                served = self.served_queues(fresh=fresh)
+            except BrokerDownError as exc:
+                if not self.watch.state().seen_up or time.monotonic() >= until:
+                    raise UnreachableError(str(exc), host=host) from exc
+                continue
+            name = queue_name(site, self.namespace)
+            if name in served:
+                return
+            if not self._rejoining(self.watch.state()):  # looked at after the roll call, which may wait
+                raise UnreachableError(f"no worker for site {site_of(site)}", host=host)
+            time.sleep(self.times.probe_s)  # the broker is back since moments: its workers may still reconnect
+            fresh = True
 
     def send(self, host: str, site: str | None, ops: Sequence[OpRequest], *, check_mode: bool,
              command_s: float) -> AgentResponse:
         """One agent request for `host` through its site's worker; the decoded response.
 
         Raises CheckModeViolation (nothing published), UnreachableError (no worker, broker down,
-        no answer to a read-only request in time), OutcomeUnknownError (a mutating request whose
-        publish, answer or worker was lost), and every remoting error the worker reports."""
+        no answer to a read-only request after `read_sends` copies), OutcomeUnknownError (a
+        mutating request whose publish, answer or worker was lost), and every remoting error the
+        worker reports."""
         mutating = tuple(o.id for o in ops if o.mutating)
         if mutating and check_mode:
             raise CheckModeViolation(
                 f"check mode: refusing to dispatch mutating op(s) {', '.join(mutating)}; nothing was sent", host=host)
         doc = request_doc(ops)  # ValueError on duplicate ids, before anything is sent
         wait_s = deadline_for(ops, command_s) + self.times.margin_s
+        if mutating:
+            answer = self._send_change(host, site, doc, mutating, check_mode, wait_s)
+        else:
+            answer = self._send_read(host, site, doc, wait_s)
+        return response_of(answer, host=host)
+
+    def _publish(self, task: str, host: str, site: str | None, doc: str, check_mode: bool, *, mutating: bool,
+                 expires: float) -> Any:
+        result = self.app.send_task(
+            task, args=[host, check_mode, doc], queue=queue_name(site, self.namespace), expires=expires,
+            retry=not mutating,  # a mutating message is published once: a retried publish could run twice
+        )
+        self.published += 1
+        return result
+
+    def _send_change(self, host: str, site: str | None, doc: str, mutating: tuple[str, ...], check_mode: bool,
+                     wait_s: float) -> Any:
         site_name = site_of(site)
 
         def lost(why: str) -> Exception:
-            if mutating:
-                return OutcomeUnknownError(
-                    f"the request carrying {', '.join(mutating)} went to site {site_name}'s queue and {why}; "
-                    "re-read the host's state to learn the outcome", host=host, op_ids=mutating)
-            return UnreachableError(f"site {site_name}: {why}", host=host)
+            return OutcomeUnknownError(
+                f"the request carrying {', '.join(mutating)} went to site {site_name}'s queue and {why}; "
+                "re-read the host's state to learn the outcome", host=host, op_ids=mutating)
 
+        self._broker_up(host, time.monotonic() + self.times.outage_s)  # nothing sent yet: waiting is safe
         try:
-            result = self.app.send_task(
-                CHANGE_TASK if mutating else READ_TASK,
-                args=[host, check_mode, doc],
-                queue=queue_name(site, self.namespace),
-                expires=self.times.pickup_s if mutating else wait_s,
-                retry=not mutating,  # a mutating message is published once: a retried publish could run twice
-            )
-            self.published += 1
+            result = self._publish(CHANGE_TASK, host, site, doc, check_mode, mutating=True,
+                                   expires=self.times.pickup_s)
         except Exception as exc:
             raise lost(f"the broker failed: {type(exc).__name__}: {exc}") from exc
         try:
-            answer = self._wait(result, host, site, wait_s, lost)
+            return self._wait_change(result, site, wait_s, lost)
         finally:
-            try:
-                result.forget()
-            except Exception:  # noqa: S110 - only tidying the result backend
-                pass
-        return response_of(answer, host=host)
+            _forget(result)
 
-    def _wait(self, result: Any, host: str, site: str | None, wait_s: float, lost: Any) -> Any:
+    def _wait_change(self, result: Any, site: str | None, wait_s: float, lost: Any) -> Any:
         end = time.monotonic() + wait_s
-        step = 1.0
         while True:
             left = end - time.monotonic()
             if left <= 0:
                 raise lost(f"no answer came within {wait_s:g} s")
             try:
-                return result.get(timeout=min(step, left), propagate=False, disable_sync_subtasks=False)
+                return result.get(timeout=min(1.0, left), propagate=False, disable_sync_subtasks=False)
             except CeleryTimeoutError:
                 pass
             except Exception as exc:
+                self.watch.lost()
                 raise lost(f"its answer was lost: {type(exc).__name__}: {exc}") from exc
             try:
                 served = self.served_queues()  # cached: one roll call per liveness_ttl_s for every waiting host
@@ -158,6 +222,93 @@ class Dispatcher:
                 continue  # a broker blip says nothing about the worker: wait on, up to the deadline
             if queue_name(site, self.namespace) not in served:
                 raise lost("no worker for the site is left")
+
+    def _send_read(self, host: str, site: str | None, doc: str, wait_s: float) -> Any:
+        """Send a read-only request (again after an outage or a missing answer) until an answer
+        comes; bounded by `read_sends` × (`wait_s` + `outage_s`)."""
+        copies: list[Any] = []
+        why = ""
+        try:
+            for _ in range(max(1, self.times.read_sends)):
+                epoch = self._publish_read(host, site, doc, wait_s, copies)
+                answer = self._await_read(host, site, copies, wait_s, epoch)
+                if answer is not _RESEND:
+                    return answer
+                why = "the broker was lost" if self.watch.state().epoch != epoch else f"no answer within {wait_s:g} s"
+            raise UnreachableError(f"site {site_of(site)}: {why} ({len(copies)} copies of the request sent)",
+                                   host=host)
+        finally:
+            for result in copies:
+                _forget(result)
+
+    def _publish_read(self, host: str, site: str | None, doc: str, wait_s: float, copies: list[Any]) -> int:
+        """Publish one copy (appended to `copies`); the broker epoch it went out in."""
+        until = time.monotonic() + self.times.outage_s
+        while True:
+            state = self._broker_up(host, until)
+            try:
+                copies.append(self._publish(READ_TASK, host, site, doc, True, mutating=False, expires=wait_s))
+            except Exception as exc:
+                self.watch.lost()  # the next look probes afresh: a broker still down ends in _broker_up
+                if time.monotonic() >= until and self.watch.state().up:
+                    raise UnreachableError(f"site {site_of(site)}: the broker failed: {type(exc).__name__}: {exc}",
+                                           host=host) from exc
+                time.sleep(self.times.probe_s)
+                continue
+            if len(copies) > 1:
+                self.resent += 1
+            return state.epoch
+
+    def _await_read(self, host: str, site: str | None, copies: list[Any], wait_s: float, epoch: int) -> Any:
+        """The first answer of any copy, or _RESEND when the broker was lost since `epoch` (and
+        is back) or `wait_s` passed. Raises UnreachableError when the site's workers are gone."""
+        end = time.monotonic() + wait_s
+        while time.monotonic() < end:
+            for result in copies[:-1]:  # an older copy may still answer
+                try:
+                    if result.ready():
+                        return result.get(timeout=1.0, propagate=False, disable_sync_subtasks=False)
+                except Exception:
+                    self.watch.lost()
+            try:
+                return copies[-1].get(timeout=max(0.05, min(1.0, end - time.monotonic())), propagate=False,
+                                      disable_sync_subtasks=False)
+            except CeleryTimeoutError:
+                pass
+            except Exception:  # the result backend's connection: the answer may be lost
+                self.watch.lost()
+                time.sleep(min(self.times.probe_s, 1.0))
+            state = self.watch.state()
+            if not state.up:
+                continue  # the broker is away: wait on (the publish of the next copy waits for it)
+            if state.epoch != epoch:
+                return _RESEND  # the broker was lost after this copy went out: it may be gone with it
+            try:
+                served = self.served_queues()
+            except BrokerDownError:
+                continue
+            state = self.watch.state()  # look again: the roll call may have waited for another's
+            if state.up and state.epoch != epoch:
+                return _RESEND
+            if queue_name(site, self.namespace) not in served and not self._rejoining(state):
+                raise UnreachableError(f"site {site_of(site)}: no worker for the site is left", host=host)
+        return _RESEND
+
+
+def _forget(result: Any) -> None:
+    try:
+        result.forget()
+    except Exception:  # noqa: S110 - only tidying the result backend
+        pass
+
+
+def _safe_url(url: str) -> str:
+    """`url` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
 
 
 class BrokerSession:
