@@ -45,6 +45,23 @@ def host_detail(result: HostResult) -> str:
     return "; ".join(parts)
 
 
+RELINKED_HEADER = "linked to their WSUS server after their line (the status the final table shows):"
+"""The plain output's header above hosts whose status changed when the run linked clients to servers."""
+
+
+def relink_detail(result: HostResult, before: Status | None) -> str:
+    """Why a host's status changed after it finished: `was non_compliant; linked to WSUS server ...`."""
+    notes = [n for f in result.findings for n in f.notes[-1:] if f.linked_host]
+    was = f"was {before.value}; " if before is not None else "relinked by this run; "
+    return was + ("; ".join(notes) or host_detail(result))
+
+
+def _move(counts: Counter[Status], status: Status, before: Status | None) -> None:
+    if before is not None and counts[before] > 0:
+        counts[before] -= 1
+    counts[status] += 1
+
+
 def counts_text(counts: Counter[Status]) -> str:
     """`compliant 3 · non_compliant 1` in status order (best first)."""
     return " · ".join(f"{s.value} {counts[s]}" for s in Status if counts[s])
@@ -60,6 +77,7 @@ class PlainProgress:
         self.total = 0
         self._batch_left = 0
         self._outside = False
+        self._relinked = False
 
     def _print(self, line: str) -> None:
         if not self.quiet:
@@ -86,6 +104,15 @@ class PlainProgress:
             self._outside = True
             self._print("not started (the run stopped before their batch):")
         self._print(f"{safe_text(result.host)}\t{result.status.value}\t{safe_text(host_detail(result))}")
+
+    def host_relinked(self, result: HostResult, before: Status | None) -> None:
+        """A host's status changed after its line (a WSUS client following its server's verdict):
+        move its count from `before` (None: not counted in this run yet) and say why."""
+        _move(self.counts, result.status, before)
+        if not self._relinked:
+            self._relinked = True
+            self._print(RELINKED_HEADER)
+        self._print(f"{safe_text(result.host)}\t{result.status.value}\t{safe_text(relink_detail(result, before))}")
 
     def stop(self) -> None:
         """Print the totals (not with -q)."""
@@ -144,6 +171,16 @@ class RichProgress:
         if self._batch is not None and self._batch_left > 0:  # hosts a stop left unstarted are not this batch's
             self._batch_left -= 1
             self._progress.update(self._batch, advance=1)
+
+    def host_relinked(self, result: HostResult, before: Status | None) -> None:
+        """A host's status changed after its line: move its count and print the new line."""
+        _move(self.counts, result.status, before)
+        style = _STYLE.get(result.status, "")
+        self._progress.console.print(
+            f"{safe_markup(result.host)}  [{style}]{result.status.value}[/{style}]  "
+            f"{safe_markup(relink_detail(result, before))}", markup=True, highlight=False, soft_wrap=True)
+        if self._overall is not None:
+            self._progress.update(self._overall, description=counts_text(self.counts))
 
     def stop(self) -> None:
         """Stop the live display (the bars stay printed)."""
@@ -206,6 +243,16 @@ class LiveProgress:
         self.console.print(
             f"{safe_markup(result.host)}  [{style}]{result.status.value}[/{style}]  {safe_markup(host_detail(result))}",
             markup=True, highlight=False, soft_wrap=True)
+
+    def host_relinked(self, result: HostResult, before: Status | None) -> None:
+        """A host's status changed after its line (a WSUS client following its server): move its
+        count from `before` (None: a host of an earlier run, not counted here) and print why."""
+        with self._lock:
+            _move(self.counts, result.status, before)
+        style = _STYLE.get(result.status, "")
+        self.console.print(
+            f"{safe_markup(result.host)}  [{style}]{result.status.value}[/{style}]  "
+            f"{safe_markup(relink_detail(result, before))}", markup=True, highlight=False, soft_wrap=True)
 
     def stopping(self, reason: str, grace_s: float, running: int | None = None) -> None:
         """Acknowledge a stop at once: a line above the view, and the view says it too."""
