@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from kbfix.eta import clock_text, eta_text, remaining_seconds, throughput
+from kbfix.eta import clock_text, eta_text, host_weight, remaining_work_seconds, throughput
 from kbfix.terminal import safe_markup, safe_text
 from playbooks.model import HostResult, Status
 
@@ -195,8 +195,9 @@ class LiveProgress:
     """A rich Live view on a terminal: one line per running host with its current step and how
     long it has been on it (`WSUS-DK  KB954960 install_package 1/1  00:42`), a status line with the
     batch (`batch 2/3  1/3`), hosts done and left, counts by status, elapsed time and the time left
-    (kbfix.eta: `time left: estimating…` until enough hosts finished, then `about 03:20 left`;
-    hidden once stopping); finished hosts scroll above. Ctrl-C is acknowledged at once
+    (kbfix.eta: `time left: estimating…` until enough hosts finished, then a rounded `about 03:20
+    left` weighted by the plan's per-host estimates when `plan_estimates` gave them; hidden once
+    stopping); finished hosts scroll above. Ctrl-C is acknowledged at once
     (`stopping`), a second one says what it abandons. `clock`: monotonic seconds (tests)."""
 
     def __init__(self, console: Console | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -208,7 +209,12 @@ class LiveProgress:
         self._total = self._done = self._batches = self._batch_index = self._batch_size = self._batch_done = 0
         self._clock = clock
         self._t0 = self._batch_t0 = clock()
-        self._prior_rate: float | None = None  # the last batch's throughput with enough hosts (kbfix.eta)
+        self._prior_rate: float | None = None  # the last batch's weight throughput with enough hosts (kbfix.eta)
+        self._estimates: dict[str, float] = {}  # host → the plan's estimated seconds (apply)
+        self._started: dict[str, float] = {}  # host → when its first step began
+        self._finished: set[str] = set()
+        self._done_weight = self._batch_weight = 0.0
+        self._batch_last = self._t0  # when the running batch's last host finished
         self._stopping: str | None = None
         self._live = Live(console=self.console, refresh_per_second=4, transient=True, get_renderable=self._render)
 
@@ -218,17 +224,26 @@ class LiveProgress:
         self._t0 = self._batch_t0 = self._clock()
         self._live.start()
 
+    def plan_estimates(self, estimates: dict[str, float]) -> None:
+        """The plan's estimated seconds of each host's actions (0: nothing to install), to weight
+        the time left by (kbfix.eta.host_weight); without them every host weighs the same."""
+        with self._lock:
+            self._estimates = dict(estimates)
+
     def batch(self, index: int, hosts: int) -> None:
         """A batch starts."""
         with self._lock:
             now = self._clock()
-            self._prior_rate = throughput(self._batch_done, now - self._batch_t0) or self._prior_rate
+            self._prior_rate = self._batch_rate() or self._prior_rate
             self._batch_index, self._batch_size, self._batch_done, self._batch_t0 = index, hosts, 0, now
+            self._batch_weight, self._batch_last = 0.0, now
 
     def host_step(self, host: str, step: str) -> None:
         """`host` starts `step` (shown with the time spent on it)."""
         with self._lock:
-            self._running[host] = (step, self._clock())
+            now = self._clock()
+            self._running[host] = (step, now)
+            self._started.setdefault(host, now)
 
     def host_done(self, result: HostResult) -> None:
         """Print the host's line above the view; count it (into its batch only while the batch
@@ -237,8 +252,13 @@ class LiveProgress:
             self._running.pop(result.host, None)
             self.counts[result.status] += 1
             self._done += 1
+            weight = host_weight(self._estimates.get(result.host))
+            self._finished.add(result.host)
+            self._done_weight += weight
             if self._batch_done < self._batch_size:
                 self._batch_done += 1
+                self._batch_weight += weight
+                self._batch_last = self._clock()
         style = _STYLE.get(result.status, "")
         self.console.print(
             f"{safe_markup(result.host)}  [{style}]{result.status.value}[/{style}]  {safe_markup(host_detail(result))}",
@@ -275,12 +295,29 @@ class LiveProgress:
         self._live.stop()
         self.console.print(f"done: {counts_text(self.counts)}", markup=False, highlight=False)
 
+    def _batch_rate(self) -> float | None:
+        """Weight per second of the running batch up to its last finished host (None: too few)."""
+        elapsed = self._batch_last - self._batch_t0
+        if throughput(self._batch_done, elapsed) is None:
+            return None
+        return self._batch_weight / elapsed
+
     def eta(self) -> str | None:
-        """The time-left words for the status line (kbfix.eta.eta_text), None when hidden."""
+        """The time-left words for the status line (kbfix.eta.eta_text), None when hidden: a
+        rounded estimate (see kbfix.eta), the weight left over the batch's weight throughput."""
         with self._lock:
+            now = self._clock()
             left = self._total - self._done
-            rate = throughput(self._batch_done, self._clock() - self._batch_t0) or self._prior_rate
-            return eta_text(left, remaining_seconds(left, rate), stopping=self._stopping is not None)
+            known = sum(host_weight(e) for e in self._estimates.values())
+            total = known + host_weight(None) * max(0, self._total - len(self._estimates))
+            rate = self._batch_rate()
+            since = now - self._batch_last
+            if rate is None:
+                rate, since = self._prior_rate, now - self._batch_t0
+            floor = max((host_weight(e) - (now - self._started[h] if h in self._started else 0.0)
+                         for h, e in self._estimates.items() if h not in self._finished), default=0.0)
+            seconds = remaining_work_seconds(total - self._done_weight, rate, since, floor)
+            return eta_text(left, seconds, stopping=self._stopping is not None)
 
     def _render(self) -> Group:
         now = self._clock()

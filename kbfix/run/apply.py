@@ -205,6 +205,7 @@ def run_apply(
         earlier = earlier_results(store, recovery.runs, [h.name for h in hosts if h.name not in unfinished])
         work_on = [h for h in hosts if h.name in unfinished]
     worker = HostApply(run, engine, source, clock)
+    run.estimates({h.name: source.expected_seconds(h) for h in work_on})  # the display's time left (kbfix.eta)
     # The links run inside the rollout (before the display's totals), also after a stop; a resume
     # relinks the earlier run's clients whose server it completes.
     results = run.rollout(work_on, worker, gate=worker.gate, deadline_of=worker.deadline,

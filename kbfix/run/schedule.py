@@ -145,6 +145,13 @@ class RunSchedule:
         if report is not None:
             report(host, text)
 
+    def estimates(self, seconds: dict[str, float]) -> None:
+        """Tell the display the plan's estimated seconds per host (to weight its time left); a
+        display without `plan_estimates` ignores them."""
+        report = getattr(self.progress, "plan_estimates", None)
+        if report is not None:
+            report(seconds)
+
     def _started(self, host: HostLike, work: Work) -> HostResult:
         self.step(host.name, "connect")
         return work(host)
