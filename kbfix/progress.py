@@ -62,6 +62,24 @@ def _move(counts: Counter[Status], status: Status, before: Status | None) -> Non
     counts[status] += 1
 
 
+def host_line(host: str, status: Status, detail: str, width: int) -> Text:
+    """`host  status  detail` fitted to `width` terminal cells: only the detail is cut, with an
+    ellipsis (`…`); the host name and status are always whole, even when they alone overflow
+    (then the detail is left out). Control characters are shown escaped (kbfix.terminal)."""
+    line = Text(safe_text(host))
+    line.append("  ")
+    line.append(status.value, style=_STYLE.get(status, ""))
+    room = width - line.cell_len - 2
+    tail = Text(safe_text(detail))
+    if not tail.plain or room < 2:  # no room for even one character and the ellipsis
+        return line
+    if tail.cell_len > room:
+        tail.truncate(room, overflow="ellipsis")
+    line.append("  ")
+    line.append_text(tail)
+    return line
+
+
 def counts_text(counts: Counter[Status]) -> str:
     """`compliant 3 · non_compliant 1` in status order (best first)."""
     return " · ".join(f"{s.value} {counts[s]}" for s in Status if counts[s])
@@ -259,20 +277,17 @@ class LiveProgress:
                 self._batch_done += 1
                 self._batch_weight += weight
                 self._batch_last = self._clock()
-        style = _STYLE.get(result.status, "")
-        self.console.print(
-            f"{safe_markup(result.host)}  [{style}]{result.status.value}[/{style}]  {safe_markup(host_detail(result))}",
-            markup=True, highlight=False, soft_wrap=True)
+        # fitted to the console: a wrapped line breaks mid-word and pushes the live view around
+        self.console.print(host_line(result.host, result.status, host_detail(result), self.console.width),
+                           highlight=False, soft_wrap=True)
 
     def host_relinked(self, result: HostResult, before: Status | None) -> None:
         """A host's status changed after its line (a WSUS client following its server): move its
         count from `before` (None: a host of an earlier run, not counted here) and print why."""
         with self._lock:
             _move(self.counts, result.status, before)
-        style = _STYLE.get(result.status, "")
-        self.console.print(
-            f"{safe_markup(result.host)}  [{style}]{result.status.value}[/{style}]  "
-            f"{safe_markup(relink_detail(result, before))}", markup=True, highlight=False, soft_wrap=True)
+        self.console.print(host_line(result.host, result.status, relink_detail(result, before), self.console.width),
+                           highlight=False, soft_wrap=True)
 
     def stopping(self, reason: str, grace_s: float, running: int | None = None) -> None:
         """Acknowledge a stop at once: a line above the view, and the view says it too."""

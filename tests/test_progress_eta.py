@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -21,7 +22,7 @@ from kbfix.eta import (
     throughput,
 )
 from kbfix.progress import LiveProgress
-from playbooks.model import Finding, HostResult, Status
+from playbooks.model import ErrorKind, Finding, HostError, HostResult, Status
 
 _elapsed = st.floats(min_value=-10, max_value=1e7) | st.sampled_from([math.nan, math.inf, 0.0])
 
@@ -157,3 +158,23 @@ def test_the_time_left_weighs_hosts_by_the_plans_estimates_and_never_rises_while
 def _seconds(text: str) -> int:
     m, s = text.removeprefix("about ").removesuffix(" left").split(":")[-2:]
     return int(m) * 60 + int(s)
+
+
+def test_finished_host_lines_fit_the_console_cutting_only_the_reason() -> None:
+    """QA: lines longer than 80 columns broke mid-word in the live view."""
+    out = io.StringIO()
+    p = LiveProgress(Console(file=out, width=80, force_terminal=True, no_color=True), clock=_Clock())
+    p.start("apply", 2, 1)
+    p.batch(0, 2)
+    long_host = "WSUS-FRANKFURT-PRIMARY-SITE-SERVER-01.corp.example.com"
+    message = "installer KB954960 exit code 1603 (ERROR_INSTALL_FAILURE): see the Windows Installer log " * 3
+    p.host_done(HostResult(host=long_host, status=Status.FAILED, error=HostError(kind=ErrorKind.INTERNAL, message=message)))
+    p.host_done(HostResult.from_findings("H" * 85, [Finding(advisory="KB954960", status=Status.FAILED, reason="r")]))
+    p._live.stop()
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())  # the terminal's control sequences
+    lines = [line for line in shown.splitlines() if long_host in line]
+    assert len(lines) == 1
+    line = lines[0]
+    assert len(line) <= 80, line
+    assert line.startswith(f"{long_host}  failed  internal: inst") and line.endswith("…"), line
+    assert f"{'H' * 85}  failed" in shown  # a name longer than the console is never cut
