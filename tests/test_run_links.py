@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from inventory import load_inventory
+from kbfix.fleet import fleet_state
 from kbfix.progress import PlainProgress
 from kbfix.run import RunControl, RunOptions, run_apply, run_plan
 from kbfix.run.playbook_engine import PlaybookEngine
@@ -98,4 +99,6 @@ def test_resume_relinks_the_clients_of_the_server_it_completes(tmp_path: Path, s
     assert _status(second.results, "WSUS-SP1") is Status.REMEDIATED
     assert _status(second.results, "OFFICE-CL01") is Status.REMEDIATED
     assert store.latest_statuses([first.info.id, second.info.id])["OFFICE-CL01"] is Status.REMEDIATED
+    status = {s.host: (s.status, s.run_id) for s in fleet_state(store)}  # what `kbfix status` shows
+    assert status["OFFICE-CL01"] == ("remediated", second.info.id)
     assert shown.getvalue().splitlines()[-1] == "done: remediated 2"
