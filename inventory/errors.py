@@ -54,7 +54,36 @@ def _rebuild(message: str, file: Path | None, line: int | None, field: str | Non
     return InventoryError(message, file=file, line=line, field=field)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """Return ` (did you mean 'x'?)` for the closest of `choices` to `word`, or an empty string."""
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+#: Groups every inventory has (Ansible's implicit groups): offered only to a word very close to them.
+IMPLICIT_GROUPS = frozenset({"all", "ungrouped"})
+
+#: difflib ratio a choice needs to be offered: a close match only (a typo), never "something".
+CLOSE = 0.75
+
+#: The ratio an implicit group needs (`groups` is not a typo of `ungrouped`; `ungroup` is).
+VERY_CLOSE = 0.85
+
+
+def did_you_mean(word: str, choices: Iterable[str], *, implicit: Iterable[str] = IMPLICIT_GROUPS) -> str:
+    """Return ` (did you mean 'x'?)` for the closest of `choices` to `word`, or an empty string.
+
+    Only close matches (difflib ratio ≥ `CLOSE`, case-insensitive; the choice is shown as spelt)
+    are offered, and `implicit` names (`all`, `ungrouped`) only at ≥ `VERY_CLOSE`: they are in
+    every inventory, so a loose match with them says nothing about what was meant.
+    """
+    special = {str(c).lower() for c in implicit}
+    spelt: dict[str, str] = {}
+    for c in choices:
+        spelt.setdefault(str(c).lower(), str(c))
+    target = str(word).lower()
+    best, best_ratio = None, 0.0
+    matcher = difflib.SequenceMatcher()
+    matcher.set_seq2(target)
+    for low, original in spelt.items():
+        matcher.set_seq1(low)
+        if matcher.real_quick_ratio() < CLOSE or matcher.quick_ratio() < CLOSE:
+            continue
+        ratio = matcher.ratio()
+        if ratio >= (VERY_CLOSE if low in special else CLOSE) and ratio > best_ratio:
+            best, best_ratio = original, ratio
+    return f" (did you mean {best!r}?)" if best is not None else ""

@@ -53,6 +53,7 @@ from kbfix.run import (
     RunOptions,
     RunOutcome,
     exit_code,
+    finish_code,
     run_apply,
     run_check,
     run_ping,
@@ -306,7 +307,7 @@ def check(
     else:
         render.print_table(g.console(), outcome.results, f"kbfix check {outcome.info.id}")
     _write_reports(g, outcome, engine, report or [], lang, wv)
-    raise typer.Exit(int(exit_code(outcome.results)))
+    raise typer.Exit(finish_code(outcome.results, lambda m: typer.echo(m, err=True)))  # says 'no host in scope'
 
 
 @app.command(epilog=EXIT_HELP)
@@ -357,7 +358,7 @@ def plan(
         render.print_plan(g.console(), outcome.plan)
         typer.echo(f"plan written: {output} (run {outcome.info.id})", err=True)
     _write_reports(g, outcome, engine, report or [], lang)
-    raise typer.Exit(int(exit_code(outcome.results)))
+    raise typer.Exit(finish_code(outcome.results, lambda m: typer.echo(m, err=True)))  # says 'no host in scope'
 
 
 @app.command(epilog=EXIT_HELP)
@@ -494,7 +495,7 @@ def apply(
     else:
         render.print_table(g.console(), outcome.results, title)
     _write_reports(g, outcome, engine, report or [], lang, wv)
-    raise typer.Exit(int(exit_code(outcome.results)))
+    raise typer.Exit(finish_code(outcome.results, lambda m: typer.echo(m, err=True)))  # says 'no host in scope'
 
 
 for _command in (cli_store.history, cli_store.show, cli_store.report):

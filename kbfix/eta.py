@@ -1,13 +1,18 @@
 """How long the rest of a run will take, as the live view says it (issue 14): pure functions.
 
-The estimate is the observed throughput (hosts finished per second) of the running batch applied
-to the hosts left in the whole run; before the running batch has `MIN_DONE` finished hosts, the
-throughput of the last batch that had that many stands in (a serial rollout of small batches);
-before any, there is no estimate and the view says "estimating…". Throughput, not mean host time,
-because it already carries the parallelism (forks, batch size) the hosts actually ran with.
-Later batches may be larger and so faster: the figure is an estimate from what was seen, never
-a promise, and it is never negative. When nothing meaningful can be said (no hosts left, the run
-stopping) the text is hidden.
+What the figure is: a rounded estimate, never a promise. Each host weighs `host_weight(its
+planned seconds)`: `HOST_BASE_S` (connect, gather, verify) plus the plan's per-action estimates
+(apply with a plan; a check, a plan or a resume has none, so every host weighs the same and this
+is the host rate). The observed throughput (weight finished per second, measured up to the last
+host that finished, so it does not decay while hosts are busy) of the running batch is applied to
+the weight left in the whole run, minus the time since that last host finished; before the
+running batch has `MIN_DONE` finished hosts, the throughput of the last batch that had that many
+stands in; before any, the view says "estimating…". It is never less than the longest planned
+remainder of a host still to finish (one host's installer does not run faster because others
+were quick). Throughput, not mean host time, because it carries the parallelism the hosts ran
+with. The figure is rounded up (`rounded_seconds`: 10 s steps under 10 minutes, then minutes);
+once the estimate is used up while hosts still run, the view says so instead of a number. When
+nothing meaningful can be said (no hosts left, the run stopping) the text is hidden.
 """
 
 from __future__ import annotations
@@ -16,6 +21,41 @@ import math
 
 #: Finished hosts needed before a throughput is trusted (one or two hosts say little about a fleet).
 MIN_DONE = 3
+
+#: Seconds a host weighs beyond its planned actions (connect, gather, verify): a host with nothing
+#: to install is not free, but it is far lighter than an installer (a rough, documented constant).
+HOST_BASE_S = 5.0
+
+#: The text when the estimate is used up while hosts are still running.
+PAST_ESTIMATE = "time left: past the estimate, hosts still running"
+
+
+def host_weight(estimated_s: float | None) -> float:
+    """A host's weight in estimated seconds: `HOST_BASE_S` plus its planned seconds (None/negative: 0)."""
+    extra = estimated_s if estimated_s is not None and math.isfinite(estimated_s) and estimated_s > 0 else 0.0
+    return HOST_BASE_S + extra
+
+
+def rounded_seconds(seconds: float) -> float:
+    """Round an estimate UP to what it can claim: 10 s steps under 10 minutes, whole minutes above."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        return 0.0
+    step = 10 if seconds < 600 else 60
+    return float(math.ceil(seconds / step) * step)
+
+
+def remaining_work_seconds(left_weight: float, rate: float | None, since_last_s: float = 0.0,
+                           floor_s: float = 0.0) -> float | None:
+    """Seconds for `left_weight` at `rate` (weight per second) minus `since_last_s` (time since the
+    rate was last measured), never under `floor_s` (the longest planned remainder of a host left);
+    0 when no weight is left, None when the rate is unknown. Negative means the estimate is used up.
+    """
+    if left_weight <= 0:
+        return 0.0
+    if rate is None or not rate > 0 or not math.isfinite(rate):
+        return None
+    raw = left_weight / rate - max(0.0, since_last_s)
+    return max(raw, floor_s) if floor_s > 0 else raw
 
 
 def throughput(done: int, elapsed_s: float, *, min_done: int = MIN_DONE) -> float | None:
@@ -38,13 +78,16 @@ def remaining_seconds(left: int, rate: float | None) -> float | None:
 
 
 def eta_text(left: int, seconds: float | None, *, stopping: bool = False) -> str | None:
-    """The live view's words: `about 03:20 left`, `time left: estimating…` while no rate is known,
-    or None (hidden) when no hosts are left or the run is stopping (the old figure no longer holds)."""
+    """The live view's words: `about 03:20 left` (rounded up, `rounded_seconds`), `time left:
+    estimating…` while no rate is known, `PAST_ESTIMATE` when the estimate is used up (seconds ≤ 0)
+    while hosts are left, or None (hidden) when no hosts are left or the run is stopping."""
     if stopping or left <= 0:
         return None
     if seconds is None:
         return "time left: estimating…"
-    return f"about {clock_text(seconds)} left"
+    if seconds <= 0:
+        return PAST_ESTIMATE
+    return f"about {clock_text(rounded_seconds(seconds))} left"
 
 
 def clock_text(seconds: float) -> str:

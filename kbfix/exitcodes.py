@@ -5,7 +5,8 @@
 1  internal error (a bug: please report it with the traceback)
 2  usage or configuration error (bad option, inventory, plan file, window; a held lock)
 3  some host is still non-compliant or pending a reboot, or this run skipped it (window, drift,
-   max-fail stop, interruption, host locked by another run)
+   max-fail stop, interruption, host locked by another run), or no host was in scope (every
+   selected host is disabled by the inventory, e.g. not WinRM: nothing was done)
 4  some host was unreachable, failed, or its outcome is unknown
 """
 
@@ -26,7 +27,8 @@ class ExitCode(IntEnum):
 
 HELP = (
     "Exit codes: 0 all hosts in scope compliant, remediated, mitigated or not applicable; "
-    "3 some host still non-compliant, pending reboot or skipped by this run (window, drift, max-fail, interrupted); "
+    "3 some host still non-compliant, pending reboot or skipped by this run (window, drift, max-fail, interrupted), "
+    "or no host in scope (all selected hosts disabled by the inventory, e.g. not WinRM: nothing done); "
     "4 some host unreachable, failed or unknown; 2 usage or configuration error; 1 internal error."
 )
 """One-paragraph summary for `--help` texts."""

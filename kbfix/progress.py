@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from kbfix.eta import clock_text, eta_text, remaining_seconds, throughput
+from kbfix.eta import clock_text, eta_text, host_weight, remaining_work_seconds, throughput
 from kbfix.terminal import safe_markup, safe_text
 from playbooks.model import HostResult, Status
 
@@ -45,6 +45,41 @@ def host_detail(result: HostResult) -> str:
     return "; ".join(parts)
 
 
+RELINKED_HEADER = "linked to their WSUS server after their line (the status the final table shows):"
+"""The plain output's header above hosts whose status changed when the run linked clients to servers."""
+
+
+def relink_detail(result: HostResult, before: Status | None) -> str:
+    """Why a host's status changed after it finished: `was non_compliant; linked to WSUS server ...`."""
+    notes = [n for f in result.findings for n in f.notes[-1:] if f.linked_host]
+    was = f"was {before.value}; " if before is not None else "relinked by this run; "
+    return was + ("; ".join(notes) or host_detail(result))
+
+
+def _move(counts: Counter[Status], status: Status, before: Status | None) -> None:
+    if before is not None and counts[before] > 0:
+        counts[before] -= 1
+    counts[status] += 1
+
+
+def host_line(host: str, status: Status, detail: str, width: int) -> Text:
+    """`host  status  detail` fitted to `width` terminal cells: only the detail is cut, with an
+    ellipsis (`…`); the host name and status are always whole, even when they alone overflow
+    (then the detail is left out). Control characters are shown escaped (kbfix.terminal)."""
+    line = Text(safe_text(host))
+    line.append("  ")
+    line.append(status.value, style=_STYLE.get(status, ""))
+    room = width - line.cell_len - 2
+    tail = Text(safe_text(detail))
+    if not tail.plain or room < 2:  # no room for even one character and the ellipsis
+        return line
+    if tail.cell_len > room:
+        tail.truncate(room, overflow="ellipsis")
+    line.append("  ")
+    line.append_text(tail)
+    return line
+
+
 def counts_text(counts: Counter[Status]) -> str:
     """`compliant 3 · non_compliant 1` in status order (best first)."""
     return " · ".join(f"{s.value} {counts[s]}" for s in Status if counts[s])
@@ -60,6 +95,7 @@ class PlainProgress:
         self.total = 0
         self._batch_left = 0
         self._outside = False
+        self._relinked = False
 
     def _print(self, line: str) -> None:
         if not self.quiet:
@@ -86,6 +122,15 @@ class PlainProgress:
             self._outside = True
             self._print("not started (the run stopped before their batch):")
         self._print(f"{safe_text(result.host)}\t{result.status.value}\t{safe_text(host_detail(result))}")
+
+    def host_relinked(self, result: HostResult, before: Status | None) -> None:
+        """A host's status changed after its line (a WSUS client following its server's verdict):
+        move its count from `before` (None: not counted in this run yet) and say why."""
+        _move(self.counts, result.status, before)
+        if not self._relinked:
+            self._relinked = True
+            self._print(RELINKED_HEADER)
+        self._print(f"{safe_text(result.host)}\t{result.status.value}\t{safe_text(relink_detail(result, before))}")
 
     def stop(self) -> None:
         """Print the totals (not with -q)."""
@@ -145,6 +190,16 @@ class RichProgress:
             self._batch_left -= 1
             self._progress.update(self._batch, advance=1)
 
+    def host_relinked(self, result: HostResult, before: Status | None) -> None:
+        """A host's status changed after its line: move its count and print the new line."""
+        _move(self.counts, result.status, before)
+        style = _STYLE.get(result.status, "")
+        self._progress.console.print(
+            f"{safe_markup(result.host)}  [{style}]{result.status.value}[/{style}]  "
+            f"{safe_markup(relink_detail(result, before))}", markup=True, highlight=False, soft_wrap=True)
+        if self._overall is not None:
+            self._progress.update(self._overall, description=counts_text(self.counts))
+
     def stop(self) -> None:
         """Stop the live display (the bars stay printed)."""
         self._progress.stop()
@@ -158,8 +213,9 @@ class LiveProgress:
     """A rich Live view on a terminal: one line per running host with its current step and how
     long it has been on it (`WSUS-DK  KB954960 install_package 1/1  00:42`), a status line with the
     batch (`batch 2/3  1/3`), hosts done and left, counts by status, elapsed time and the time left
-    (kbfix.eta: `time left: estimating…` until enough hosts finished, then `about 03:20 left`;
-    hidden once stopping); finished hosts scroll above. Ctrl-C is acknowledged at once
+    (kbfix.eta: `time left: estimating…` until enough hosts finished, then a rounded `about 03:20
+    left` weighted by the plan's per-host estimates when `plan_estimates` gave them; hidden once
+    stopping); finished hosts scroll above. Ctrl-C is acknowledged at once
     (`stopping`), a second one says what it abandons. `clock`: monotonic seconds (tests)."""
 
     def __init__(self, console: Console | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -171,7 +227,12 @@ class LiveProgress:
         self._total = self._done = self._batches = self._batch_index = self._batch_size = self._batch_done = 0
         self._clock = clock
         self._t0 = self._batch_t0 = clock()
-        self._prior_rate: float | None = None  # the last batch's throughput with enough hosts (kbfix.eta)
+        self._prior_rate: float | None = None  # the last batch's weight throughput with enough hosts (kbfix.eta)
+        self._estimates: dict[str, float] = {}  # host → the plan's estimated seconds (apply)
+        self._started: dict[str, float] = {}  # host → when its first step began
+        self._finished: set[str] = set()
+        self._done_weight = self._batch_weight = 0.0
+        self._batch_last = self._t0  # when the running batch's last host finished
         self._stopping: str | None = None
         self._live = Live(console=self.console, refresh_per_second=4, transient=True, get_renderable=self._render)
 
@@ -181,17 +242,26 @@ class LiveProgress:
         self._t0 = self._batch_t0 = self._clock()
         self._live.start()
 
+    def plan_estimates(self, estimates: dict[str, float]) -> None:
+        """The plan's estimated seconds of each host's actions (0: nothing to install), to weight
+        the time left by (kbfix.eta.host_weight); without them every host weighs the same."""
+        with self._lock:
+            self._estimates = dict(estimates)
+
     def batch(self, index: int, hosts: int) -> None:
         """A batch starts."""
         with self._lock:
             now = self._clock()
-            self._prior_rate = throughput(self._batch_done, now - self._batch_t0) or self._prior_rate
+            self._prior_rate = self._batch_rate() or self._prior_rate
             self._batch_index, self._batch_size, self._batch_done, self._batch_t0 = index, hosts, 0, now
+            self._batch_weight, self._batch_last = 0.0, now
 
     def host_step(self, host: str, step: str) -> None:
         """`host` starts `step` (shown with the time spent on it)."""
         with self._lock:
-            self._running[host] = (step, self._clock())
+            now = self._clock()
+            self._running[host] = (step, now)
+            self._started.setdefault(host, now)
 
     def host_done(self, result: HostResult) -> None:
         """Print the host's line above the view; count it (into its batch only while the batch
@@ -200,12 +270,24 @@ class LiveProgress:
             self._running.pop(result.host, None)
             self.counts[result.status] += 1
             self._done += 1
+            weight = host_weight(self._estimates.get(result.host))
+            self._finished.add(result.host)
+            self._done_weight += weight
             if self._batch_done < self._batch_size:
                 self._batch_done += 1
-        style = _STYLE.get(result.status, "")
-        self.console.print(
-            f"{safe_markup(result.host)}  [{style}]{result.status.value}[/{style}]  {safe_markup(host_detail(result))}",
-            markup=True, highlight=False, soft_wrap=True)
+                self._batch_weight += weight
+                self._batch_last = self._clock()
+        # fitted to the console: a wrapped line breaks mid-word and pushes the live view around
+        self.console.print(host_line(result.host, result.status, host_detail(result), self.console.width),
+                           highlight=False, soft_wrap=True)
+
+    def host_relinked(self, result: HostResult, before: Status | None) -> None:
+        """A host's status changed after its line (a WSUS client following its server): move its
+        count from `before` (None: a host of an earlier run, not counted here) and print why."""
+        with self._lock:
+            _move(self.counts, result.status, before)
+        self.console.print(host_line(result.host, result.status, relink_detail(result, before), self.console.width),
+                           highlight=False, soft_wrap=True)
 
     def stopping(self, reason: str, grace_s: float, running: int | None = None) -> None:
         """Acknowledge a stop at once: a line above the view, and the view says it too."""
@@ -228,12 +310,29 @@ class LiveProgress:
         self._live.stop()
         self.console.print(f"done: {counts_text(self.counts)}", markup=False, highlight=False)
 
+    def _batch_rate(self) -> float | None:
+        """Weight per second of the running batch up to its last finished host (None: too few)."""
+        elapsed = self._batch_last - self._batch_t0
+        if throughput(self._batch_done, elapsed) is None:
+            return None
+        return self._batch_weight / elapsed
+
     def eta(self) -> str | None:
-        """The time-left words for the status line (kbfix.eta.eta_text), None when hidden."""
+        """The time-left words for the status line (kbfix.eta.eta_text), None when hidden: a
+        rounded estimate (see kbfix.eta), the weight left over the batch's weight throughput."""
         with self._lock:
+            now = self._clock()
             left = self._total - self._done
-            rate = throughput(self._batch_done, self._clock() - self._batch_t0) or self._prior_rate
-            return eta_text(left, remaining_seconds(left, rate), stopping=self._stopping is not None)
+            known = sum(host_weight(e) for e in self._estimates.values())
+            total = known + host_weight(None) * max(0, self._total - len(self._estimates))
+            rate = self._batch_rate()
+            since = now - self._batch_last
+            if rate is None:
+                rate, since = self._prior_rate, now - self._batch_t0
+            floor = max((host_weight(e) - (now - self._started[h] if h in self._started else 0.0)
+                         for h, e in self._estimates.items() if h not in self._finished), default=0.0)
+            seconds = remaining_work_seconds(total - self._done_weight, rate, since, floor)
+            return eta_text(left, seconds, stopping=self._stopping is not None)
 
     def _render(self) -> Group:
         now = self._clock()

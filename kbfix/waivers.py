@@ -23,7 +23,10 @@ WAIVABLE and that an unexpired waiver matches into status `waived`, keeping the 
 (`waiver.waived_status`) and the waiver's words; the first matching waiver in file order wins.
 Expiry is judged at the run's start, so re-rendering an old run gives the same report. An
 expired waiver is ignored and named in `warnings`. Operational faults (failed, unreachable,
-unknown) are never waived: they are not a risk someone accepted, they are a run to repeat.
+unknown) are never waived: they are not a risk someone accepted, they are a run to repeat. A live
+waiver that covers nothing while its host pattern names hosts the run could not assess (status
+failed, unreachable or unknown) is named in `warnings` too: it is unused, not because the risk
+went away, but because nobody looked.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ anything is built (the composer is recursive: 5,000 `[` would overflow Python's 
 
 WAIVABLE = frozenset({"non_compliant", "pending_reboot", "skipped"})
 """Finding statuses a waiver can cover: the advisory is known not to be fixed on the host."""
+
+UNASSESSED = frozenset({"failed", "unreachable", "unknown"})
+"""Host statuses with no verdict on the advisory: a waiver naming only such hosts is unused unseen."""
 
 _FIELDS = ("host", "advisory", "justification", "approved_by", "expires")
 
@@ -82,7 +88,8 @@ class Waiver:
 @dataclass
 class WaiverFile:
     """The waivers of one file, its path and SHA-256 (hex) of its bytes; `warnings` collects the
-    expired waivers met by `apply`."""
+    expired waivers met by `apply`, and the live ones left unused because their hosts were not
+    assessed."""
 
     path: str
     sha256: str
@@ -97,7 +104,9 @@ class WaiverFile:
         """Mark waived findings in the document's `hosts` (in place) as judged at `at` (the run's
         start); recompute each changed host's status (worst of its findings, document order).
         Returns the document's `waivers` section: file, sha256, evaluated_at, and per waiver its
-        fields, `expired` and how many findings it `matched`. Expired waivers go to `warnings`."""
+        fields, `expired` and how many findings it `matched`. Expired waivers go to `warnings`, and
+        so does a live waiver that matched nothing while hosts its pattern names were not assessed
+        (status in `UNASSESSED`, with no assessed finding for its advisory)."""
         from kbfix.report.document import STATUSES, iso_utc
 
         rank = {s: i for i, s in enumerate(STATUSES)}
@@ -130,6 +139,15 @@ class WaiverFile:
                 changed = True
             if changed:
                 host["status"] = max((a["status"] for a in host["advisories"]), key=rank.__getitem__)
+        for i, w in live:
+            if used[i]:
+                continue
+            blind = [f"{h['name']} ({h['status']})" for h in hosts if _unassessed_for(h, w)]
+            if blind:
+                self.warnings.append(
+                    f"waiver {self.where(w)} (host {w.host}, {w.advisory}, approved by {w.approved_by}) matched no "
+                    f"finding: {', '.join(blind[:5])}{' and more' if len(blind) > 5 else ''} not assessed in this "
+                    "run; it covers nothing until they are")
         return {
             "file": self.path,
             "sha256": self.sha256,
@@ -149,6 +167,14 @@ class WaiverFile:
             ],
             "warnings": list(self.warnings),
         }
+
+
+def _unassessed_for(host: Mapping[str, Any], w: Waiver) -> bool:
+    """True when `w`'s pattern names the document host and the run has no verdict on `w.advisory`
+    there (the host's status is in UNASSESSED and no advisory of it says otherwise)."""
+    if not w.matches(str(host["name"]), w.advisory) or host["status"] not in UNASSESSED:
+        return False
+    return all(a["status"] in UNASSESSED for a in host["advisories"] if a["id"] == w.advisory)
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -257,7 +257,7 @@ def test_resume_never_reruns_an_action_that_may_have_run(store: AuditStore) -> N
     assert [r["outcome"] for r in store.intents(first.info.id) if r["host"] == "h01"] == ["unknown"]
     by = {r.host: r for r in resumed.results}
     assert set(by) == {"h01"}  # h00 and h02 finished in the first run
-    assert by["h01"].status is Status.COMPLIANT  # re-read: the installer had run
+    assert by["h01"].status is Status.REMEDIATED  # re-read: the interrupted installer had run (fixed by it)
     assert engine.machines["h01"].installs == 1 and engine.machines["h00"].installs == 1
     assert store.resumes(resumed.info.id) == first.info.id
 

@@ -190,3 +190,30 @@ def test_cli_check_over_the_lab_reports_waived(tmp_path: Path) -> None:
     assert doc["run"]["options"]["waivers_sha256"] == hashlib.sha256(wfile.read_bytes()).hexdigest()
     assert doc["run"]["change_ticket"] == "CHG-1"
     assert r.exit_code == 3  # exit codes follow the hosts' own state; a waiver is a reporting decision
+
+
+def test_a_waiver_naming_only_an_unassessed_host_warns(tmp_path: Path) -> None:
+    """QA: a waiver for an unreachable host was silently unused (lab: WSUS-DOWN refuses connections)."""
+    import json
+
+    from winlab.fixtures import demo_site
+    from winlab.lab import Lab
+
+    wfile = tmp_path / "waivers.yml"
+    wfile.write_bytes(b"waivers:\n  - {host: wsus-down, advisory: KB954960, justification: 'decommissioned in Q1',"
+                      b" approved_by: CAB-9, expires: 2099-12-31}\n"
+                      b"  - {host: wsus-sp1, advisory: KB954960, justification: 'replaced in Q1',"
+                      b" approved_by: CAB-9, expires: 2099-12-31}\n")
+    state = tmp_path / "state"
+    with Lab([h for h in demo_site() if h.name in ("WSUS-DOWN", "WSUS-SP1")]) as lab:
+        inv = lab.write_inventory(tmp_path / "inventory.yaml")
+        r = CliRunner().invoke(app, ["-q", "-i", str(inv), "--state", str(state), "check"])
+        assert r.exit_code == 4, r.output
+    r = CliRunner().invoke(app, ["--state", str(state), "report", "latest", "--waivers", str(wfile), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    warning = (f"waiver {wfile}:2 (host wsus-down, KB954960, approved by CAB-9) matched no finding: "
+               "WSUS-DOWN (unreachable) not assessed in this run")
+    assert f"kbfix: warning: {warning}" in r.output  # stderr
+    doc = json.loads(r.output[r.output.index("{"):r.output.rindex("}") + 1])
+    assert any(w.startswith(warning) for w in doc["waivers"]["warnings"])  # the report's waiver section
+    assert not any(f"{wfile}:4" in w for w in doc["waivers"]["warnings"])  # the used one is not named

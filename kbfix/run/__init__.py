@@ -19,7 +19,7 @@ from kbfix.run.check import run_check, run_ping
 from kbfix.run.options import RunControl, RunOptions, RunOutcome, kbfix_version
 from kbfix.run.plan import run_plan
 from kbfix.run.protocols import Engine, HostLike, Progress
-from kbfix.run.results import error_result, exit_code, skip_reason, skipped_result
+from kbfix.run.results import error_result, exit_code, finish_code, skip_reason, skipped_result
 
 __all__ = [
     "Engine",
@@ -30,6 +30,7 @@ __all__ = [
     "RunOutcome",
     "error_result",
     "exit_code",
+    "finish_code",
     "kbfix_version",
     "run_apply",
     "run_check",

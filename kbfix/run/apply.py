@@ -20,7 +20,7 @@ from kbfix.rollout import SerialStep, batches
 from kbfix.run.check import gather
 from kbfix.run.options import RunControl, RunOptions, RunOutcome
 from kbfix.run.protocols import Engine, HostLike, Progress
-from kbfix.run.recovery import recover_chain, recover_crashed, unfinished_hosts
+from kbfix.run.recovery import earlier_results, recover_chain, recover_crashed, unfinished_hosts
 from kbfix.run.results import skipped_result
 from kbfix.run.schedule import RunSchedule
 from kbfix.run.sources import PlanSource, ResumeSource, WorkSource
@@ -188,6 +188,8 @@ def run_apply(
     run = RunSchedule("apply", store, options, control, progress, resumes=resume)
     use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
     source: WorkSource
+    work_on: list[HostLike] = list(hosts)
+    earlier: list[HostResult] = []
     if plan is not None:
         source = PlanSource(plan, engine, recover_crashed(store, [h.name for h in hosts], run.id))
         scope = {h.name for h in hosts}
@@ -200,8 +202,12 @@ def run_apply(
         recovery = recover_chain(store, resume, run.id)
         source = ResumeSource(engine, recovery)
         unfinished = unfinished_hosts(store, recovery)
-        hosts = [h for h in hosts if h.name in unfinished]
+        earlier = earlier_results(store, recovery.runs, [h.name for h in hosts if h.name not in unfinished])
+        work_on = [h for h in hosts if h.name in unfinished]
     worker = HostApply(run, engine, source, clock)
-    results = run.rollout(hosts, worker, gate=worker.gate, deadline_of=worker.deadline,
-                          findings_of=source.findings_before)
-    return run.finish(run.link(engine, hosts, results), plan)
+    run.estimates({h.name: source.expected_seconds(h) for h in work_on})  # the display's time left (kbfix.eta)
+    # The links run inside the rollout (before the display's totals), also after a stop; a resume
+    # relinks the earlier run's clients whose server it completes.
+    results = run.rollout(work_on, worker, gate=worker.gate, deadline_of=worker.deadline,
+                          findings_of=source.findings_before, link=engine, link_scope=hosts, earlier=earlier)
+    return run.finish(results, plan)

@@ -81,5 +81,5 @@ def run_check(
     run = RunSchedule("check", store, options, control, progress)
     run.facts_in_final = True
     use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
-    results = run.rollout(hosts, lambda h: assess_host(engine, store, run.id, h, planning=False))
-    return run.finish(run.link(engine, hosts, results))
+    results = run.rollout(hosts, lambda h: assess_host(engine, store, run.id, h, planning=False), link=engine)
+    return run.finish(results)

@@ -37,8 +37,7 @@ def run_plan(
     verdict and no actions."""
     run = RunSchedule("plan", store, options, control, progress)
     use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
-    results = run.rollout(hosts, lambda h: assess_host(engine, store, run.id, h, planning=True))
-    results = run.link(engine, hosts, results)
+    results = run.rollout(hosts, lambda h: assess_host(engine, store, run.id, h, planning=True), link=engine)
     plan = PlanDocument(
         run_id=run.id,
         created=run.info.started,

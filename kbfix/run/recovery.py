@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kbfix.store import AuditStore, OpenIntent
-from playbooks.model import ExecutedAction, Finding, Outcome, Status, utc_now
+from playbooks.model import Evidence, ExecutedAction, Finding, HostResult, Outcome, Status, utc_now
 
 ActionKey = tuple[str, str | None]
 """`PlannedAction.key`: the action id and the package SHA-256."""
@@ -18,11 +18,13 @@ ActionKey = tuple[str, str | None]
 @dataclass(frozen=True)
 class Recovery:
     """Per host, the keys of actions that succeeded and of actions whose outcome is unknown in
-    `runs` (the runs read, newest first)."""
+    `runs` (the runs read, newest first), and the advisories those actions were for
+    (`attempted`: host → advisories with an intent journalled in `runs`)."""
 
     runs: list[str]
     succeeded: dict[str, set[ActionKey]] = field(default_factory=dict)
     unknown: dict[str, set[ActionKey]] = field(default_factory=dict)
+    attempted: dict[str, set[str]] = field(default_factory=dict)
 
     def concerns(self, host: str) -> bool:
         """True when an earlier run left something to say about this host's actions."""
@@ -30,11 +32,20 @@ class Recovery:
 
     def filter(self, host: str, findings: Sequence[Finding]) -> list[Finding]:
         """Drop planned actions that already succeeded (or may have run); the finding then says
-        why nothing was re-run and is `failed` (succeeded, yet not fixed) or `unknown`."""
+        why nothing was re-run and is `failed` (succeeded, yet not fixed) or `unknown`.
+
+        A finding the fresh re-read shows `compliant` for an advisory whose action was journalled
+        in `runs` becomes `remediated`: the host was fixed by that interrupted change, not found
+        fine (its evidence says the outcome was confirmed by re-reading after the interruption).
+        """
         done = self.succeeded.get(host, set())
         maybe = self.unknown.get(host, set()) - done
+        attempted = self.attempted.get(host, set())
         out: list[Finding] = []
         for f in findings:
+            if f.status is Status.COMPLIANT and f.advisory in attempted:
+                out.append(self._confirmed(f))
+                continue
             keep = [p for p in f.planned if p.key not in done and p.key not in maybe]
             dropped = [p for p in f.planned if p not in keep]
             if not dropped:
@@ -51,6 +62,19 @@ class Recovery:
             out.append(f.model_copy(update={"planned": keep, "status": status if not keep else f.status,
                                             "reason": f"{f.reason}; " + "; ".join(notes)}))
         return out
+
+
+    def _confirmed(self, f: Finding) -> Finding:
+        runs = ", ".join(self.runs)
+        note = (f"an action for {f.advisory} was journalled in interrupted run(s) {runs}; its outcome was "
+                "confirmed by re-reading the host after the interruption: fixed")
+        return f.model_copy(update={
+            "status": Status.REMEDIATED,
+            "reason": f"Remediated by run(s) {runs} (confirmed by re-reading after the interruption); {f.reason}",
+            "evidence": [*f.evidence, Evidence(probe=f"audit journal {runs}", value="intent recorded",
+                                               rule="recovery.confirmed_after_interruption", note=note)],
+            "notes": [*f.notes, note],
+        })
 
 
 def close_open_intents(store: AuditStore, opens: Sequence[OpenIntent], new_run: str) -> dict[str, set[ActionKey]]:
@@ -76,12 +100,17 @@ def recover_chain(store: AuditStore, run_id: str, new_run: str) -> Recovery:
     for rid in chain:
         if store.run_info(rid).state == "running":
             store.end_run(rid, "interrupted", f"the kbfix process ended without closing this run; resumed by {new_run}")
-    unknown = close_open_intents(store, store.open_intents(chain), new_run)
+    opens = store.open_intents(chain)
+    unknown = close_open_intents(store, opens, new_run)
     succeeded: dict[str, set[ActionKey]] = {}
+    attempted: dict[str, set[str]] = {}
+    for oi in opens:
+        attempted.setdefault(oi.host, set()).add(oi.action.advisory)
     for o in store.outcomes(chain):
         if o.executed.outcome.done:
             succeeded.setdefault(o.host, set()).add(o.action.key)
-    return Recovery(chain, succeeded, unknown)
+            attempted.setdefault(o.host, set()).add(o.action.advisory)
+    return Recovery(chain, succeeded, unknown, attempted)
 
 
 def recover_crashed(store: AuditStore, hosts: Sequence[str], new_run: str) -> Recovery:
@@ -99,3 +128,20 @@ def unfinished_hosts(store: AuditStore, recovery: Recovery) -> set[str]:
     latest = store.latest_statuses(recovery.runs)
     done = (Status.REMEDIATED, Status.COMPLIANT, Status.NOT_APPLICABLE, Status.MITIGATED)
     return {h for h in planned if latest.get(h) not in done}
+
+
+def earlier_results(store: AuditStore, runs: Sequence[str], hosts: Sequence[str]) -> list[HostResult]:
+    """For `apply --resume`: each of `hosts`' latest `final` result in `runs` (newest first, as
+    `Recovery.runs`), with the facts last stored for it in that run, so the resume can relink a
+    WSUS client to the server it completes. Hosts without a result or without facts there (never
+    started) are left out. Read-only."""
+    wanted = set(hosts)
+    out: dict[str, HostResult] = {}
+    for rid in runs:
+        for r in store.host_results(rid):
+            if r.host not in wanted or r.host in out:
+                continue
+            facts = store.facts(rid, r.host)
+            if facts and isinstance(facts[-1]["facts"], dict):
+                out[r.host] = r.model_copy(update={"facts": facts[-1]["facts"]})
+    return [out[h] for h in hosts if h in out]

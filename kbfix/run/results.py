@@ -7,7 +7,7 @@ cannot reach (`inventory_result`), a deadline (`timeout_result`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from kbfix.exitcodes import ExitCode
@@ -89,14 +89,36 @@ def skip_reason(result: HostResult) -> SkipReason | None:
     return result.run_skip
 
 
+def nothing_in_scope(results: Sequence[HostResult]) -> str | None:
+    """A sentence when the run had hosts but none in scope (every one disabled by the inventory,
+    e.g. not WinRM): nothing was done; None otherwise (also for no results at all)."""
+    if not results or any(r.skip_reason is not SkipReason.DISABLED for r in results):
+        return None
+    names = ", ".join(r.host for r in results[:5]) + (f" and {len(results) - 5} more" if len(results) > 5 else "")
+    return (f"kbfix: no host in scope: the selected host(s) ({names}) are disabled by the inventory "
+            "(e.g. not WinRM); nothing was done (exit code 3)")
+
+
+def finish_code(results: Sequence[HostResult], say: Callable[[str], None]) -> int:
+    """`exit_code(results)`, first telling `say` (stderr in the CLI) when no host was in scope."""
+    message = nothing_in_scope(results)
+    if message is not None:
+        say(message)
+    return int(exit_code(results))
+
+
 def exit_code(results: Sequence[HostResult]) -> int:
     """The CLI exit code of a run's results.
 
     4: some host unreachable, failed or unknown; else 3: some host needs work (non-compliant,
     pending a reboot) or was skipped by this run (window, drift, max-fail, interrupted, locked,
-    not in the plan); else 0 (all compliant, remediated, mitigated — a documented workaround
-    counts as compliant — or not applicable; hosts the inventory disables are out of scope).
+    not in the plan), or no host was in scope at all (every selected host disabled by the
+    inventory: nothing was done, `nothing_in_scope`); else 0 (all compliant, remediated,
+    mitigated — a documented workaround counts as compliant — or not applicable; hosts the
+    inventory disables are out of scope when others are in it).
     """
+    if nothing_in_scope(results) is not None:
+        return ExitCode.NON_COMPLIANT
     if any(r.status.is_failure for r in results):
         return ExitCode.FAILED
     if any(r.status.needs_work for r in results):

@@ -81,11 +81,17 @@ class RunSchedule:
         gate: Gate = lambda _h: None,
         deadline_of: Callable[[HostLike], float | None] | None = None,
         findings_of: Callable[[HostLike], Sequence[Finding]] = lambda _h: (),
+        link: Engine | None = None,
+        link_scope: Sequence[HostLike] | None = None,
+        earlier: Sequence[HostResult] = (),
     ) -> list[HostResult]:
         """Run `work` over hosts in serial batches with forks, caps and the max-fail stop.
 
         gate: a result for a host without contacting it (or None to go on); findings_of: the
-        findings a host that is never started keeps (as `skipped`). Returns results in host order.
+        findings a host that is never started keeps (as `skipped`). link: when given, the
+        engine's cross-host links run (`self.link`) before the display's totals, so the live
+        counts and the final table agree, also after a stop; link_scope and earlier go to
+        `self.link`. Returns results in host order, followed by any `earlier` host relinked.
         """
         opts = self.options
         groups = (batches_by_layout(list(hosts), opts.batches, lambda h: h.name) if opts.batches is not None
@@ -126,8 +132,11 @@ class RunSchedule:
                     f"more than --max-fail-percent {opts.max_fail_percent:g}"
                 )
                 self.store.note(self.info.id, self._max_fail_detail)
+        out = [by_name[h.name] for h in hosts]
+        if link is not None:
+            out = self.link(link, link_scope or hosts, out, earlier=earlier)
         self.progress.stop()
-        return [by_name[h.name] for h in hosts]
+        return out
 
     def step(self, host: str, text: str) -> None:
         """Tell the display what `host` is doing now (`gather`, `KB954960 install_package 1/2`,
@@ -135,6 +144,13 @@ class RunSchedule:
         report = getattr(self.progress, "host_step", None)
         if report is not None:
             report(host, text)
+
+    def estimates(self, seconds: dict[str, float]) -> None:
+        """Tell the display the plan's estimated seconds per host (to weight its time left); a
+        display without `plan_estimates` ignores them."""
+        report = getattr(self.progress, "plan_estimates", None)
+        if report is not None:
+            report(seconds)
 
     def _started(self, host: HostLike, work: Work) -> HostResult:
         self.step(host.name, "connect")
@@ -154,25 +170,44 @@ class RunSchedule:
         self._record(result)
         return result
 
-    def link(self, engine: Engine, hosts: Sequence[HostLike], results: list[HostResult]) -> list[HostResult]:
+    def link(self, engine: Engine, hosts: Sequence[HostLike], results: list[HostResult],
+             *, earlier: Sequence[HostResult] = ()) -> list[HostResult]:
         """Apply the engine's cross-host links over the results that carry facts; a changed
-        host gets a new `final` row (the latest row wins, nothing is updated in place)."""
-        if self.control.stopped:
-            return results
+        host gets a new `final` row (the latest row wins, nothing is updated in place) and the
+        display is told (`host_relinked`), so its counts match the final table.
+
+        Runs after a stop too, over the hosts that finished (a host never started has no facts).
+        hosts: every inventory host of the run (addresses). earlier: results with facts from the
+        runs a resume continues, for hosts this run did not work on; one whose link now points
+        at a host this run worked on and whose findings change is recorded in this run and
+        appended to the returned list (resume relinks the clients of the servers it completes).
+        """
         seen = Counter(address_of(h) for h in hosts)
         # An address shared by several inventory hosts (a lab, NAT) cannot identify one of them.
         addresses = {h.name: a for h in hosts if (a := address_of(h)) and seen[a] == 1}
-        linked = engine.link({r.host: r for r in results if r.facts and r.findings}, addresses)
+        mine = {r.host for r in results}
+        older = [r for r in earlier if r.host not in mine and r.facts and r.findings]
+        linked = engine.link({r.host: r for r in [*older, *results] if r.facts and r.findings}, addresses)
         out: list[HostResult] = []
         for old in results:
             new = linked.get(old.host, old)
             if new.findings != old.findings:
-                new = old.with_findings(new.findings, ended=old.ended)
-                self.store.record_host(self.info.id, new, phase="final")
-                out.append(new)
-            else:
-                out.append(old)
+                new = self._relinked(old, new, counted=True)
+            out.append(new)
+        for old in older:
+            new = linked.get(old.host, old)
+            to_mine = any(f.linked_host in mine for f in new.findings)
+            if to_mine and [f.status for f in new.findings] != [f.status for f in old.findings]:
+                out.append(self._relinked(old, new, counted=False))
         return out
+
+    def _relinked(self, old: HostResult, new: HostResult, *, counted: bool) -> HostResult:
+        new = old.with_findings(new.findings, ended=old.ended)
+        self.store.record_host(self.info.id, new, phase="final")
+        report = getattr(self.progress, "host_relinked", None)
+        if report is not None and (new.status is not old.status or not counted):  # a note alone is not news
+            report(new, old.status if counted else None)
+        return new
 
     def finish(self, results: list[HostResult], plan: PlanDocument | None = None) -> RunOutcome:
         """End the run (`interrupted` after a stop request, else `completed`) and return it."""
