@@ -19,9 +19,19 @@ MAX_STORED_STRING = 8 * 1024
 HOST_RUN_BUDGET = 4 * 1024 * 1024
 
 
+_LEAVES = frozenset({int, float, bool, type(None)})
+
+
 def bound_strings(value: Any, limit: int = MAX_STORED_STRING) -> Any:
     """A JSON-ready copy of `value` with every string longer than `limit` characters cut, ending
     in `…[N more characters not stored]`. Keys are kept whole (they are names, not data)."""
+    kind = type(value)
+    if kind is dict:  # cost (issue 19): exact JSON types first; the Mapping ABC check is slow
+        return {k: bound_strings(v, limit) for k, v in value.items()}
+    if kind is list:
+        return [bound_strings(v, limit) for v in value]
+    if kind in _LEAVES:
+        return value
     if isinstance(value, str):
         return value if len(value) <= limit else f"{value[:limit]}…[{len(value) - limit} more characters not stored]"
     if isinstance(value, Mapping):
