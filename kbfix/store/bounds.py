@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from remoting.redaction import REDACTED, is_secret_key, redact
+
 #: Longest string kept in stored facts and evidence, characters; the rest is replaced by a note.
 MAX_STORED_STRING = 8 * 1024
 #: Bytes of facts, results and evidence one host may add to the store in one run. A host that
@@ -39,6 +41,24 @@ def bound_strings(value: Any, limit: int = MAX_STORED_STRING) -> Any:
     if isinstance(value, (list, tuple)):
         return [bound_strings(v, limit) for v in value]
     return value
+
+
+def redacted_bounded(value: Any, limit: int = MAX_STORED_STRING) -> Any:
+    """`bound_strings(redact(value))` in one walk (cost, issue 19: a host's facts were copied
+    twice per stored row). Same result: secret-looking keys' values become REDACTED, keys become
+    str, plain JSON containers and strings are walked here, and every other value goes through
+    `redact` then `bound_strings` (datetimes, paths, str subclasses, sets, other objects)."""
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= limit else f"{value[:limit]}…[{len(value) - limit} more characters not stored]"
+    if kind in _LEAVES:
+        return value
+    if kind is dict:
+        hidden = bound_strings(REDACTED, limit)
+        return {str(k): (hidden if is_secret_key(str(k)) else redacted_bounded(v, limit)) for k, v in value.items()}
+    if kind is list:
+        return [redacted_bounded(v, limit) for v in value]
+    return bound_strings(redact(value), limit)
 
 
 def without_lines(result: dict[str, Any], note: str) -> dict[str, Any]:
