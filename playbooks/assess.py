@@ -115,8 +115,13 @@ _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def _jsonable(value: Any) -> Any:
-    if type(value) in _PLAIN:  # most leaves: skip the isinstance chain (perf, same result)
+    kind = type(value)
+    if kind in _PLAIN:  # most leaves: skip the isinstance chain (perf, same result)
         return value
+    if kind is dict:  # the containers of facts next (cost, issue 19: same result, fewer checks)
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if kind is list:
+        return [_jsonable(v) for v in value]
     if isinstance(value, Version):
         return str(value)
     if isinstance(value, dict):

@@ -135,11 +135,21 @@ class AgentRequest:
         return any(o.mutating for o in self.ops)
 
 
-def encode_request(request: AgentRequest) -> bytes:
-    """Serialize a request to the v1 request document (UTF-8 bytes). Raises ValueError on duplicate ids."""
+#: (ops tuple, its encoded op lines): the last ops encoded. A check sends the same tuple of
+#: frozen ops to every host (kbfix.run.playbook_engine builds it once), so its lines are encoded
+#: once (cost, issue 19). The tuple is held, so its id cannot be reused while it is cached;
+#: a tuple assignment is atomic, so threads only ever see a matching pair.
+_LAST_OPS: tuple[tuple[OpRequest, ...], str] | None = None
+
+
+def _op_lines(ops: tuple[OpRequest, ...]) -> str:
+    global _LAST_OPS
+    last = _LAST_OPS
+    if last is not None and last[0] is ops:
+        return last[1]
     seen: set[str] = set()
-    lines = [f"kbfix-agent-request\t{PROTOCOL_VERSION}", f"nonce\t{request.nonce}", f"limit\t{request.limit}"]
-    for o in request.ops:
+    lines: list[str] = []
+    for o in ops:
         if o.id in seen:
             raise ValueError(f"duplicate op id {o.id!r}")
         seen.add(o.id)
@@ -147,7 +157,15 @@ def encode_request(request: AgentRequest) -> bytes:
         for key, values in o.args.items():
             for v in values:
                 lines.append(f"arg\t{key}\t{base64.b64encode(v).decode('ascii')}")
-    return ("\n".join(lines) + "\n").encode("utf-8")
+    text = "".join(f"{line}\n" for line in lines)
+    _LAST_OPS = (ops, text)
+    return text
+
+
+def encode_request(request: AgentRequest) -> bytes:
+    """Serialize a request to the v1 request document (UTF-8 bytes). Raises ValueError on duplicate ids."""
+    head = f"kbfix-agent-request\t{PROTOCOL_VERSION}\nnonce\t{request.nonce}\nlimit\t{request.limit}\n"
+    return (head + _op_lines(request.ops)).encode("utf-8")
 
 
 def decode_request(doc: bytes) -> AgentRequest:

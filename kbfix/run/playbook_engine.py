@@ -16,7 +16,7 @@ import playbooks as pb
 from kbfix.run.protocols import HostLike, Journal, Session, StopCheck
 from playbooks.history import HostHistory
 from playbooks.model import Finding, HostResult
-from remoting.agent_protocol import op
+from remoting.agent_protocol import OpRequest, op
 from remoting.session import AgentSession
 
 
@@ -39,6 +39,10 @@ class PlaybookEngine:
         # windows (issue 13): host name → HostHistory (past successful remedies, from the audit
         # store; kbfix.store.history.use_store_history sets it for a run). None = nothing known.
         self.history_for: Callable[[str], HostHistory] | None = None
+        # cost (issue 19): the gather request's ops, built once. `pb.gather_ops` selects the same
+        # probes for every host (its ctx argument is unused today, see its docstring); if it ever
+        # selects per host, drop this cache. Frozen OpRequests in a tuple: safe to share.
+        self._gather_ops: tuple[OpRequest, ...] | None = None
 
     def history(self, name: str) -> HostHistory:
         """The host's past remedies (from `history_for`; empty when nothing is known)."""
@@ -65,7 +69,9 @@ class PlaybookEngine:
     def assess_in(self, session: Session, host: HostLike, history: HostHistory) -> HostResult:
         """`assess` with the host's history given (a contact process has no store: kbfix.run.procs)."""
         ctx = self.context(host, history)
-        return pb.assess(self.playbooks, ctx, session.run(pb.gather_ops(self.playbooks, ctx)))
+        if self._gather_ops is None:
+            self._gather_ops = tuple(pb.gather_ops(self.playbooks, ctx))
+        return pb.assess(self.playbooks, ctx, session.run(self._gather_ops))
 
     def plan(self, host: HostLike, result: HostResult) -> HostResult:
         """Plan the remedies from the playbooks, the package manifest and the result's facts."""

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from kbfix.runinfo import RunInfo
 from kbfix.store import chain, engine
 from kbfix.store import tables as t
-from kbfix.store.bounds import HOST_RUN_BUDGET, bound_strings, without_lines
+from kbfix.store.bounds import HOST_RUN_BUDGET, bound_strings, redacted_bounded, without_lines
 from kbfix.store.diskguard import RESERVE_FILE, TxRecorder, is_disk_full, make_reserve, reason
 from kbfix.store.errors import DiskFullError, HostLockedError, StoreError  # noqa: F401  (re-exported)
 from kbfix.store.evidence_rows import EvidenceStore
@@ -406,7 +406,7 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
             used = self._host_bytes.get(budget_key, 0)
             dumped = bound_strings(result.model_dump(mode="json", exclude={"facts", "vars"}))  # facts: `facts` table
             result_json = _dumps(dumped)
-            facts_json = _dumps(bound_strings(redact(facts))) if facts is not None else None
+            facts_json = _dumps(redacted_bounded(facts)) if facts is not None else None
             size = len(result_json) + len(facts_json or "")
             if used + size > self.host_run_budget or (self.disk_full and facts_json is not None):
                 note = (f"not stored: this host passed its {self.host_run_budget} byte store budget "

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from remoting.redaction import REDACTED, is_secret_key, redact
+
 #: Longest string kept in stored facts and evidence, characters; the rest is replaced by a note.
 MAX_STORED_STRING = 8 * 1024
 #: Bytes of facts, results and evidence one host may add to the store in one run. A host that
@@ -19,9 +21,19 @@ MAX_STORED_STRING = 8 * 1024
 HOST_RUN_BUDGET = 4 * 1024 * 1024
 
 
+_LEAVES = frozenset({int, float, bool, type(None)})
+
+
 def bound_strings(value: Any, limit: int = MAX_STORED_STRING) -> Any:
     """A JSON-ready copy of `value` with every string longer than `limit` characters cut, ending
     in `…[N more characters not stored]`. Keys are kept whole (they are names, not data)."""
+    kind = type(value)
+    if kind is dict:  # cost (issue 19): exact JSON types first; the Mapping ABC check is slow
+        return {k: bound_strings(v, limit) for k, v in value.items()}
+    if kind is list:
+        return [bound_strings(v, limit) for v in value]
+    if kind in _LEAVES:
+        return value
     if isinstance(value, str):
         return value if len(value) <= limit else f"{value[:limit]}…[{len(value) - limit} more characters not stored]"
     if isinstance(value, Mapping):
@@ -29,6 +41,24 @@ def bound_strings(value: Any, limit: int = MAX_STORED_STRING) -> Any:
     if isinstance(value, (list, tuple)):
         return [bound_strings(v, limit) for v in value]
     return value
+
+
+def redacted_bounded(value: Any, limit: int = MAX_STORED_STRING) -> Any:
+    """`bound_strings(redact(value))` in one walk (cost, issue 19: a host's facts were copied
+    twice per stored row). Same result: secret-looking keys' values become REDACTED, keys become
+    str, plain JSON containers and strings are walked here, and every other value goes through
+    `redact` then `bound_strings` (datetimes, paths, str subclasses, sets, other objects)."""
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= limit else f"{value[:limit]}…[{len(value) - limit} more characters not stored]"
+    if kind in _LEAVES:
+        return value
+    if kind is dict:
+        hidden = bound_strings(REDACTED, limit)
+        return {str(k): (hidden if is_secret_key(str(k)) else redacted_bounded(v, limit)) for k, v in value.items()}
+    if kind is list:
+        return [redacted_bounded(v, limit) for v in value]
+    return bound_strings(redact(value), limit)
 
 
 def without_lines(result: dict[str, Any], note: str) -> dict[str, Any]:

@@ -61,7 +61,14 @@ def link_hash(prev: str, table: str, rowid: int, rhash: str) -> str:
 
 
 def _exec(db: Db, sql: str, params: Mapping[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """(column names, rows) of one statement with `:name` parameters, on either kind of connection."""
+    """(column names, rows) of one statement with `:name` parameters, on either kind of connection.
+    On SQLite a read goes to the driver's connection itself (the same connection, so the same
+    transaction): SQLAlchemy's statement and result layers cost more CPU than the read does, and
+    the chain reads back every row a write transaction added (cost, issue 19)."""
+    if isinstance(db, sa.Connection) and db.dialect.name == "sqlite" and sql.lstrip()[:6].upper() == "SELECT":
+        raw = db.connection.driver_connection
+        if isinstance(raw, sqlite3.Connection):
+            db = raw
     if isinstance(db, sqlite3.Connection):
         cur = db.execute(sql, dict(params or {}))
         return ([d[0] for d in cur.description] if cur.description else []), cur.fetchall()

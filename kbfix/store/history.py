@@ -25,10 +25,9 @@ class StoreHistory:
         self.store = store
 
     def __call__(self, host: str) -> HostHistory:
-        runs = [r.id for r in self.store.list_runs(RUNS_LOOKED_AT)]
-        if not runs:
+        rows = self.store.recent_outcomes(host, RUNS_LOOKED_AT)
+        if not rows:
             return HostHistory()
-        rows = self.store.outcomes(runs, host)
         return HostHistory.from_events((o.action.kind, o.executed.outcome, o.executed.ended or o.executed.started)
                                        for o in rows)
 
