@@ -3,9 +3,12 @@
 message and stored result is gone). The real site workers and the controller reconnect; read-only
 requests lost in the outage are sent again and the check completes with the embedded run's
 verdicts for every host, in bounded time; a mutating request is never sent again. The machine's
-shared Redis is never touched. No RabbitMQ outage test yet: the machine's RabbitMQ is shared and
-not restarted, and a link cut through a TCP proxy showed Celery 5.7 workers whose stale acks
-close the new connection and answers delayed for minutes (bounded, but too slow to test)."""
+shared Redis is never touched. No RabbitMQ outage test of the run yet: with a private node
+(`sitesrig.PrivateRabbit`, tested below) SIGKILLed and restarted mid-check, Celery 5.7's workers
+reconnect and the roll call sees them again, but the controller's run does not complete reliably
+(answers never arriving through the `rpc://` result consumer after the restart; a worker's
+answer stored as an OperationalError; a site's roll call missed past `rejoin_s`): see the
+`rabbit` branch report."""
 
 from __future__ import annotations
 
@@ -196,3 +199,29 @@ def test_broker_crash_during_an_install_never_reruns_it(tmp_path: Path, down_s: 
                 assert workers[0].proc.poll() is None, workers[0].output()[-3000:]
         finally:
             sitesrig.stop_workers(workers)
+
+
+def test_private_rabbit_node_crashes_and_restarts_on_the_same_port(tmp_path: Path) -> None:
+    """The rig for a RabbitMQ outage: a node of the test's own, SIGKILLed (its port refuses at
+    once) and booted again on the same port and database (a durable queue's persistent message
+    survives, as after an operator's restart). The machine's node on 5672 is never touched."""
+    from kombu import Connection, Exchange, Queue
+
+    if not Path(sitesrig.RABBITMQ_SERVER).exists():
+        pytest.skip(f"rabbitmq-server is not installed ({sitesrig.RABBITMQ_SERVER}; .ci/run installs it)")
+    queue = Queue("kbfix-rig", Exchange("kbfix-rig", type="direct"), routing_key="rig", durable=True)
+    with sitesrig.PrivateRabbit(tmp_path / "rabbitmq") as node:
+        assert node.port != sitesrig.AMQP[1]
+        # confirm_publish: RabbitMQ confirms a persistent message once it is on disk
+        with Connection(node.url, connect_timeout=5, transport_options={"confirm_publish": True}) as conn:
+            conn.Producer().publish({"n": 1}, exchange=queue.exchange, routing_key="rig", declare=[queue],
+                                    delivery_mode=2)
+        node.crash()
+        assert not sitesrig.service_up(("127.0.0.1", node.port))
+        started = time.monotonic()
+        node.start()
+        assert time.monotonic() - started < 60
+        with Connection(node.url, connect_timeout=5) as conn:
+            message = conn.SimpleQueue(queue, accept=["json"]).get(timeout=10)  # tests before may have set "auth" only
+            assert message.payload == {"n": 1}
+            message.ack()
