@@ -1,7 +1,8 @@
 """Helpers the CLI tests share: running the installed `kbfix` script as an operator would, and an
 inventory whose hosts nothing answers for (so any contact attempt would show as unreachable).
 
-Also the plan file a `kbfix apply --plan` child reads (`write_plan`).
+Also the plan file a `kbfix apply --plan` child reads (`write_plan`), and `sigkill_when` for the
+crash tests (kill -9 of a child at a chosen moment).
 Used by the reboot, doctor/offline, usage and live-view tests; a test module imports what it needs
 (`from tests.helpers import kbfix_argv, child_env, unreachable_inventory`).
 """
@@ -9,8 +10,11 @@ Used by the reboot, doctor/offline, usage and live-view tests; a test module imp
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +65,25 @@ def unreachable_inventory(path: Path, hosts: Sequence[str] = ("WSUS01",), *, cre
                     for name in hosts}
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     return path
+
+
+def sigkill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], *, within_s: float = 30.0,
+                 what: str = "the child did not reach the moment to kill it", settle_s: float = 0.0) -> None:
+    """SIGKILL `proc` as soon as `ready()` holds (polled every 20 ms), `settle_s` seconds after it, and
+    reap it. Fails the test (AssertionError naming `what`, with the child's stderr when piped) if the
+    child exits first or `within_s` seconds pass; the child is killed and reaped in every case."""
+    try:
+        deadline = time.monotonic() + within_s
+        while not ready():
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise AssertionError(f"{what}: the child exited with {proc.returncode} first. {err}")
+            assert time.monotonic() < deadline, what
+            time.sleep(0.02)
+        time.sleep(settle_s)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -5,9 +5,7 @@ fear a second controller), but say its process is gone and how to finish it."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -17,7 +15,7 @@ from kbfix.cli import app
 from kbfix.run import RunOptions, run_plan
 from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.store import AuditStore
-from tests.helpers import REPO, kbfix_argv
+from tests.helpers import REPO, kbfix_argv, sigkill_when
 from tests.test_run_lab import demo_text, make_packages
 from winlab.fixtures import DEMO_SITE, load_host_fixture_text
 from winlab.lab import Lab
@@ -40,17 +38,8 @@ def test_history_and_show_say_a_killed_apply_is_not_running(tmp_path: Path) -> N
                        "--plan", str(tmp_path / "plan.json"), "--packages", str(packages)),
             cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while not [m for m in lab.records(HOST).mutations if m.op == "installer.run"]:
-                assert proc.poll() is None and time.monotonic() < deadline, "the installer did not start"
-                time.sleep(0.02)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+        sigkill_when(proc, lambda: any(m.op == "installer.run" for m in lab.records(HOST).mutations),
+                     what="the installer did not start")
     with AuditStore.in_dir(state) as store:
         killed = store.latest_run_id("apply")
         assert killed is not None and store.run_info(killed).state == "running"  # nobody closed it

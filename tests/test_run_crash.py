@@ -19,6 +19,7 @@ from kbfix.run import RunOptions, run_apply, run_plan
 from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.store import AuditStore
 from playbooks.model import Status
+from tests.helpers import sigkill_when
 from tests.pgdb import ENGINES, store_location
 from tests.test_run_lab import demo_text, make_packages
 from winlab.fixtures import DEMO_SITE, load_host_fixture_text
@@ -65,20 +66,9 @@ def test_sigkill_during_install_then_resume_runs_no_installer_twice(store_at: st
             _kbfix(*common, "--forks", "2", "apply", "--plan", str(tmp_path / "plan.json"), "--packages", str(packages)),
             cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
-        try:
-            deadline = time.monotonic() + 30
-            # Both forks busy installing (the third host waits): kill inside the 3 s installs.
-            while sum(1 for h in HOSTS if _installs(lab, h)) < 2:
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                assert time.monotonic() < deadline, "installers did not start"
-                time.sleep(0.02)
-            time.sleep(0.2)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+        # Both forks busy installing (the third host waits): kill inside the 3 s installs.
+        sigkill_when(proc, lambda: sum(1 for h in HOSTS if _installs(lab, h)) >= 2,
+                     what="installers did not start", settle_s=0.2)
         started = {h: len(_installs(lab, h)) for h in HOSTS}
         assert sum(started.values()) == 2
 
