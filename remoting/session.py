@@ -22,13 +22,12 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
+from remoting.agent_delivery import build_stdin, command_line
 from remoting.agent_protocol import (
     DEFAULT_RESPONSE_LIMIT,
     AgentRequest,
     AgentResponse,
     OpRequest,
-    build_stdin,
-    command_line,
     decode_response,
     encode_request,
 )

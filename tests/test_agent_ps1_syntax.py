@@ -9,7 +9,7 @@ import pytest
 import tree_sitter
 import tree_sitter_powershell
 
-from remoting.agent_protocol import AGENT_PATH, BOOTSTRAP_PATH
+from remoting.agent_delivery import AGENT_PATH, BOOTSTRAP_PATH
 
 # Cmdlets that PowerShell 2.0 does not have (3.0+), as command names.
 PS3_COMMANDS = {
@@ -162,7 +162,7 @@ def _dispatch_arms(source: bytes) -> dict[str, set[str]]:
 def test_every_op_the_cut_agent_dispatches_to_has_its_functions(op_names: list[str]) -> None:
     # The lab runs the agent's ops in Python, so a function left out of the agent sent for these
     # ops would only show on Windows: check the call graph of the text actually sent instead.
-    from remoting.agent_protocol import agent_for_ops
+    from remoting.agent_delivery import agent_for_ops
     from remoting.ops import OPS
 
     source = AGENT_PATH.read_bytes()
@@ -184,7 +184,7 @@ def test_every_op_the_cut_agent_dispatches_to_has_its_functions(op_names: list[s
 
 
 def test_sections_cut_only_between_their_lines() -> None:
-    from remoting.agent_protocol import agent_for_ops
+    from remoting.agent_delivery import agent_for_ops
 
     src = (b"a\n# ==== sent only with ops: host.environment\nb\n# ==== end of section\nc\n"
            b"# ==== sent only with ops: mutating\nd\n# ==== end of section\ne\n")

@@ -1,7 +1,7 @@
 """The agent emulator through `EmulatedHost.execute`, with the exact bytes the client sends.
 
-Every request here is built by `remoting.agent_protocol` (command_line, build_stdin,
-encode_request) and every answer decoded by it, so these tests exercise the wire format too.
+Every request here is built by `remoting.agent_delivery` (command_line, build_stdin) and
+`remoting.agent_protocol` (encode_request), and every answer decoded by the latter, so these tests exercise the wire format too.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from remoting import agent_protocol
-from remoting.agent_protocol import AgentRequest, OpRequest, build_stdin, command_line, encode_request, op
+from remoting import agent_delivery, agent_protocol
+from remoting.agent_delivery import build_stdin, command_line
+from remoting.agent_protocol import AgentRequest, OpRequest, encode_request, op
 from winlab.fixtures import demo_site, load_host_fixture_text
 from winlab.host import AGENT_MISMATCH, CMD_NOT_FOUND_EXIT, EmulatedHost, run_agent_request
 from winlab.hoststate import pack_guid
@@ -57,7 +58,7 @@ def test_tampered_agent_is_refused(site: dict[str, EmulatedHost]) -> None:
     host = site["WSUS-SP1"]
     req = AgentRequest((op("e", "env.expand", text="x"),))
     cmd, args = command_line()
-    tampered = agent_protocol.read_agent_bytes() + b"\n# extra line\n"
+    tampered = agent_delivery.read_agent_bytes() + b"\n# extra line\n"
     res = host.execute(cmd, args, build_stdin(encode_request(req), agent=tampered), {}, 437, threading.Event())
     assert res.exit_code == 1 and AGENT_MISMATCH.encode() in res.stderr and res.stdout == b""
 
@@ -68,8 +69,8 @@ def test_agent_cut_to_the_request_runs_and_a_cut_that_lacks_an_op_is_refused(sit
     host = site["WSUS-SP1"]
     cmd, args = command_line()
     read = AgentRequest((op("e", "env.expand", text="x"),))
-    cut = agent_protocol.read_agent_bytes(["env.expand"])
-    assert len(cut) < len(agent_protocol.read_agent_bytes()) * 0.85
+    cut = agent_delivery.read_agent_bytes(["env.expand"])
+    assert len(cut) < len(agent_delivery.read_agent_bytes()) * 0.85
     res = host.execute(cmd, args, build_stdin(encode_request(read), ops=["env.expand"]), {}, 437, threading.Event())
     assert res.exit_code == 0 and agent_protocol.decode_response(res.stdout, read.nonce).by_id()["e"].ok
     for needs in (op("h", "host.environment"), op("r", "system.reboot")):

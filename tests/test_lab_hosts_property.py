@@ -9,7 +9,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from remoting.agent_protocol import AgentRequest, OpRequest, build_stdin, command_line, decode_response
+from remoting.agent_delivery import build_stdin, command_line
+from remoting.agent_protocol import AgentRequest, OpRequest, decode_response
 from remoting.ops import OPS
 from winlab.fixtures import FixtureError, demo_site, load_host_fixture_text
 from winlab.host import EmulatedHost, run_agent_request

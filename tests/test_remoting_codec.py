@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from remoting import agent_delivery as ad
 from remoting import agent_protocol as ap
 from remoting import wsman_messages as wsm
 from remoting.chunking import DEFAULT_MAX_ENVELOPE_SIZE, max_chunk_bytes, split_stdin
@@ -36,7 +37,7 @@ def test_chunks_rebuild_the_stream_and_each_envelope_fits(size: int, envelope: i
 
 
 def test_default_chunk_holds_agent_and_a_gather_request_in_one_send() -> None:
-    stdin = ap.build_stdin(ap.encode_request(ap.AgentRequest((ap.op("1", "env.expand", text="%windir%"),))))
+    stdin = ad.build_stdin(ap.encode_request(ap.AgentRequest((ap.op("1", "env.expand", text="%windir%"),))))
     assert len(split_stdin(stdin)) == 1
     assert max_chunk_bytes(DEFAULT_MAX_ENVELOPE_SIZE) > 100_000
     with pytest.raises(ValueError, match="no room"):
@@ -59,7 +60,7 @@ def test_request_document_round_trips(ops: list[tuple[str, dict[str, list[object
     doc.decode("ascii")  # values travel as base64: the document is plain ASCII
     back = ap.decode_request(doc)
     assert back == req
-    agent, again = ap.parse_stdin(ap.build_stdin(doc, b"agent bytes"))
+    agent, again = ad.parse_stdin(ad.build_stdin(doc, b"agent bytes"))
     assert (agent, again) == (b"agent bytes", doc)
 
 

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from remoting import agent_delivery as ad
 from remoting import agent_protocol as ap
 from remoting import wsman_messages as wsm
 from winlab import soap
@@ -107,20 +108,20 @@ def _stdin_with_agent_payload(payload: bytes) -> bytes:
 
 
 def test_agent_travels_gzipped_and_small() -> None:
-    stdin = ap.build_stdin(b"doc")
+    stdin = ad.build_stdin(b"doc")
     agent_line = stdin.split(b"\n")[0]
     assert agent_line.startswith(b"KBFIX/1 AGENT-GZIP ")
-    raw = ap.read_agent_bytes()
+    raw = ad.read_agent_bytes()
     assert gzip.decompress(base64.b64decode(agent_line[19:])) == raw
     assert len(agent_line) < len(raw) // 2  # base64 of gzip: well under half the script
-    assert ap.parse_stdin(stdin) == (raw, b"doc")
+    assert ad.parse_stdin(stdin) == (raw, b"doc")
 
 
 def test_decompression_bomb_is_refused_at_the_cap() -> None:
-    bomb = gzip.compress(b"\0" * (ap.MAX_AGENT_BYTES + 1), mtime=0)
+    bomb = gzip.compress(b"\0" * (ad.MAX_AGENT_BYTES + 1), mtime=0)
     assert len(bomb) < 10_000
     with pytest.raises(ap.RequestFormatError, match="inflates past"):
-        ap.parse_stdin(_stdin_with_agent_payload(bomb))
+        ad.parse_stdin(_stdin_with_agent_payload(bomb))
 
 
 @pytest.mark.parametrize("payload", [
@@ -132,13 +133,13 @@ def test_decompression_bomb_is_refused_at_the_cap() -> None:
 ], ids=["junk", "truncated", "trailing", "two-members", "zlib"])
 def test_agent_line_must_be_exactly_one_gzip_member(payload: bytes) -> None:
     with pytest.raises(ap.RequestFormatError):
-        ap.parse_stdin(_stdin_with_agent_payload(payload))
+        ad.parse_stdin(_stdin_with_agent_payload(payload))
 
 
 def test_uncompressed_agent_line_is_not_understood() -> None:
-    plain = b"KBFIX/1 AGENT " + base64.b64encode(ap.read_agent_bytes()) + b"\nKBFIX/1 REQUEST " + base64.b64encode(b"d") + b"\n"
+    plain = b"KBFIX/1 AGENT " + base64.b64encode(ad.read_agent_bytes()) + b"\nKBFIX/1 REQUEST " + base64.b64encode(b"d") + b"\n"
     with pytest.raises(ap.RequestFormatError, match="lacks the agent"):
-        ap.parse_stdin(plain)
+        ad.parse_stdin(plain)
 
 
 def _tokens(source: bytes) -> list[tuple[str, bytes]]:
@@ -162,9 +163,9 @@ def _tokens(source: bytes) -> list[tuple[str, bytes]]:
 
 
 def test_minified_agent_has_exactly_the_tokens_of_agent_ps1() -> None:
-    source = ap.AGENT_PATH.read_bytes()
-    wire = ap.read_agent_bytes()
-    assert wire == ap.minify_agent(source) and len(wire) < len(source) * 0.9
+    source = ad.AGENT_PATH.read_bytes()
+    wire = ad.read_agent_bytes()
+    assert wire == ad.minify_agent(source) and len(wire) < len(source) * 0.9
     assert _tokens(wire) == _tokens(source)
 
 
@@ -174,7 +175,7 @@ def test_minified_agent_has_exactly_the_tokens_of_agent_ps1() -> None:
 ], ids=["multi-line-string", "here-string"])
 def test_token_check_catches_what_minifying_would_break(script: bytes) -> None:
     # Why agent.ps1 must have no multi-line strings: minifying them changes their text.
-    assert _tokens(ap.minify_agent(script)) != _tokens(script)
+    assert _tokens(ad.minify_agent(script)) != _tokens(script)
 
 
 # --------------------------------------------------------------------------- the gzip'd response
@@ -214,22 +215,22 @@ def test_a_fleets_first_wave_compresses_the_agent_once(monkeypatch: pytest.Monke
     import time
 
     calls: list[int] = []
-    real = ap.compress_agent
+    real = ad.compress_agent
 
     def slow_compress(agent: bytes) -> bytes:
         calls.append(1)
         time.sleep(0.05)  # widen the window in which other threads would miss the cache
         return real(agent)
 
-    monkeypatch.setattr(ap, "compress_agent", slow_compress)
-    ap._agent_line.cache_clear()
+    monkeypatch.setattr(ad, "compress_agent", slow_compress)
+    ad._agent_line.cache_clear()
     try:
         lines: list[bytes] = []
-        threads = [threading.Thread(target=lambda: lines.append(ap.build_stdin(b"doc"))) for _ in range(8)]
+        threads = [threading.Thread(target=lambda: lines.append(ad.build_stdin(b"doc"))) for _ in range(8)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         assert len(calls) == 1 and len(set(lines)) == 1 and len(lines) == 8
     finally:
-        ap._agent_line.cache_clear()
+        ad._agent_line.cache_clear()

@@ -27,14 +27,8 @@ from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.store import AuditStore
 from playbooks import HostContext, assess, gather_ops, load_packages, load_playbooks, plan
 from playbooks.model import Status
-from remoting.agent_protocol import (
-    AgentRequest,
-    build_stdin,
-    command_line,
-    decode_response,
-    encode_request,
-    op,
-)
+from remoting.agent_delivery import build_stdin, command_line
+from remoting.agent_protocol import AgentRequest, decode_response, encode_request, op
 from remoting.endpoint import Endpoint, Secret, Timeouts
 from remoting.session import AgentSession
 from winlab.fixtures import load_host_fixture_text

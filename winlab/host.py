@@ -1,7 +1,7 @@
 """`EmulatedHost`: one emulated Windows host as the WS-Man server sees it (`winlab.hostapi.LabHost`).
 
 It decides what a Command runs:
-- the kbfix agent: the command line is exactly `remoting.agent_protocol.command_line()` and the
+- the kbfix agent: the command line is exactly `remoting.agent_delivery.command_line()` and the
   agent bytes on stdin are exactly the shipped `remoting/agent.ps1` (read at run time) → the
   request runs in `winlab.agent_emulator`; other agent bytes → an error, exit 1;
 - one of the naive peer's scripts (`winlab.naive_probes`), sent as `powershell -encodedcommand`;
@@ -17,16 +17,15 @@ import shlex
 import threading
 from collections.abc import Mapping
 
-from remoting import agent_protocol
+from remoting import agent_delivery
+from remoting.agent_delivery import build_stdin, parse_stdin
 from remoting.agent_protocol import (
     AgentRequest,
     AgentResponse,
     RequestFormatError,
-    build_stdin,
     decode_response,
     encode_request,
     encode_response,
-    parse_stdin,
 )
 from winlab import hostile
 from winlab.agent_emulator import AgentContext, run_request
@@ -147,7 +146,7 @@ class EmulatedHost:
         codepage: int,
         cancel: threading.Event,
     ) -> ProcessResult:
-        agent_cmd, agent_args = agent_protocol.command_line()
+        agent_cmd, agent_args = agent_delivery.command_line()
         if command.lower() == agent_cmd.lower() and list(args) == agent_args:
             return self._agent(stdin, env, cancel)
         script = _encoded_command(argv)
@@ -182,7 +181,7 @@ class EmulatedHost:
         # kbfix never sends one, so the lab refuses it as it refuses any other script.
         agent = agent.replace(b"\r\n", b"\n")
         names = [o.name for o in parsed.request.ops]
-        if agent != agent_protocol.read_agent_bytes() and agent != agent_protocol.read_agent_bytes(names):
+        if agent != agent_delivery.read_agent_bytes() and agent != agent_delivery.read_agent_bytes(names):
             return ProcessResult(b"", (AGENT_MISMATCH + "\r\n").encode(), 1)
         ctx = AgentContext(
             state=self.state,
@@ -236,7 +235,7 @@ def run_agent_request(
     """Send `request` to `host` as the client does (the real command line and stdin bytes),
     without HTTP: for unit tests and benchmarks of the emulator. Returns the process result and
     the decoded response (None when the process did not answer with one)."""
-    cmd, args = agent_protocol.command_line()
+    cmd, args = agent_delivery.command_line()
     result = host.execute(cmd, args, build_stdin(encode_request(request)), env or {}, CLIENT_CODEPAGE,
                           cancel or threading.Event())
     if result.exit_code != 0:

@@ -20,7 +20,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-from remoting import agent_protocol
+from remoting import agent_delivery, agent_protocol
 from winlab.host import EmulatedHost, run_agent_request
 
 _ASSIGN = re.compile(r"^\$kbfix(Host|Computer|Nonce|Created|KeyHex|RequestB64) = '([^']*)'\r?$", re.M)
@@ -53,7 +53,7 @@ def answer_script(text: str, host: EmulatedHost, *, collected: datetime | None =
         raise ScriptError(f"kbfix: this script is for computer {v['computer']} (inventory host {v['host']}), "
                           f"not {host.state.computer_name}: run it on {v['computer']}; nothing was collected")
     agent = base64.b64decode(v["agent"])
-    if agent.replace(b"\r\n", b"\n") != agent_protocol.read_agent_bytes():
+    if agent.replace(b"\r\n", b"\n") != agent_delivery.read_agent_bytes():
         raise ScriptError("the script's embedded agent is not the shipped remoting/agent.ps1")
     request_doc = base64.b64decode(v["requestb64"])
     request = agent_protocol.decode_request(request_doc)

@@ -11,7 +11,7 @@ import base64
 import re
 from pathlib import Path
 
-from remoting.agent_protocol import read_agent_bytes
+from remoting.agent_delivery import read_agent_bytes
 from remoting.ops import OPS
 
 TEMPLATE_PATH = Path(__file__).with_name("collect.ps1")
