@@ -199,14 +199,6 @@ def _reboot_options(*layers: RebootSettings | None, hosts: Sequence[Any] = ()) -
         raise fail(str(exc), ExitCode.USAGE) from exc
 
 
-def _reboot_recorded(o: RebootOptions) -> dict[str, Any]:
-    """The reboot options as recorded in the run (no secrets in them)."""
-    return {"policy": o.policy, "timeout": o.timeout_s, "pre_reboot_delay": o.pre_reboot_delay, "message": o.message,
-            "post_reboot_delay": o.post_reboot_delay}
-
-
-
-
 def _write_reports(g: Globals, outcome: RunOutcome, engine: Any, reports: Sequence[Path], lang: str,
                    waivers: Any = None) -> None:
     # evidence (issue 15): rendered from the store (last known states, stop banner, waivers), SHA-256 recorded
@@ -464,7 +456,7 @@ def apply(
                 typer.echo(resumed.describe(), err=True)
             run_id = resumed.run_id
             opts.reboot = _reboot_options(cli_reboot, None, config.reboot)
-            opts.recorded["reboot"] = _reboot_recorded(opts.reboot)
+            opts.recorded["reboot"] = opts.reboot.recorded()
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, resume=run_id, control=c,
                                                             progress=progress), progress, grace)
         else:
@@ -486,7 +478,7 @@ def apply(
                 if not yes and not typer.confirm("Apply this plan?", default=False):
                     raise fail("not confirmed; nothing was changed", ExitCode.USAGE)
             opts.reboot = _reboot_options(cli_reboot, the_plan.reboot, config.reboot)
-            opts.recorded["reboot"] = _reboot_recorded(opts.reboot)
+            opts.recorded["reboot"] = opts.reboot.recorded()
             outcome = _run_with_signals(lambda c: run_apply(hosts, engine, store, opts, plan=the_plan, control=c,
                                                             progress=progress), progress, grace)
     title = f"kbfix apply {outcome.info.id} ({outcome.info.state})"

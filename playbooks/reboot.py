@@ -91,6 +91,11 @@ class RebootOptions:
         post-reboot delay."""
         return float(self.pre_reboot_delay) + self.timeout_s + float(self.post_reboot_delay)
 
+    def recorded(self) -> dict[str, object]:
+        """The options as the run records them (RunOptions.recorded["reboot"]; nothing secret in them)."""
+        return {"policy": self.policy, "timeout": self.timeout_s, "pre_reboot_delay": self.pre_reboot_delay,
+                "message": self.message, "post_reboot_delay": self.post_reboot_delay}
+
 
 #: The longest post_reboot_delay accepted (seconds): an hour of settling is already a change-window matter.
 MAX_POST_REBOOT_DELAY = 3600
