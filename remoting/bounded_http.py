@@ -24,11 +24,11 @@ import itertools
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.response import is_fp_closed
@@ -256,16 +256,18 @@ class BoundedAdapter(HTTPAdapter):
         super().close()
 
 
-def install(session: requests.Session, *, max_body: int = DEFAULT_MAX_BODY, total_s: float) -> None:
-    """Mount a BoundedAdapter for http:// and https:// on `session` and stop it reading
-    settings from the environment (idempotent)."""
+def install(session: requests.Session, *, max_body: int = DEFAULT_MAX_BODY, total_s: float,
+            adapter_class: Callable[..., BaseAdapter] | None = None) -> None:
+    """Mount a BoundedAdapter (or `adapter_class`, built with the same `max_body` bytes and
+    `total_s` seconds, e.g. direct_http.DirectAdapter) for http:// and https:// on `session` and
+    stop it reading settings from the environment (idempotent)."""
     if getattr(session, "_kbfix_bounded", False):
         return
     # pywinrm sets proxies, CA and credentials explicitly; with trust_env requests would also
     # read the process environment on every request (proxies, REQUESTS_CA_BUNDLE, .netrc):
     # about 1 ms of CPU per host, and settings kbfix did not choose.
     session.trust_env = False
-    adapter = BoundedAdapter(max_body=max_body, total_s=total_s)
+    adapter = (adapter_class or BoundedAdapter)(max_body=max_body, total_s=total_s)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session._kbfix_bounded = True  # type: ignore[attr-defined]

@@ -34,6 +34,7 @@ from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import NewConnectionError
 
+from remoting import bounded_http
 from remoting.bounded_http import _WATCHDOG, DEFAULT_MAX_BODY, AnswerTooLargeError, _current, _Watch
 
 _READ_CHUNK = 64 * 1024
@@ -223,11 +224,5 @@ def _tls_context(verify: Any) -> ssl.SSLContext:
 
 def install(session: requests.Session, *, max_body: int = DEFAULT_MAX_BODY, total_s: float) -> None:
     """Mount a DirectAdapter for http:// and https:// on `session` (idempotent); the session
-    reads nothing from the environment."""
-    if getattr(session, "_kbfix_bounded", False):
-        return
-    session.trust_env = False
-    adapter = DirectAdapter(max_body=max_body, total_s=total_s)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session._kbfix_bounded = True  # type: ignore[attr-defined]
+    reads nothing from the environment (`bounded_http.install`)."""
+    bounded_http.install(session, max_body=max_body, total_s=total_s, adapter_class=DirectAdapter)
