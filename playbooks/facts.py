@@ -238,7 +238,9 @@ def _wsus_update(probe: Probe, r: OpResult | None) -> dict[str, Any]:
 
 def extract_facts(probes: Sequence[Probe], response: AgentResponse) -> dict[str, dict[str, Any]]:
     """One JSON-ready fact dict per probe id from the agent's answers (missing answers become
-    facts with `error.kind == "missing"`)."""
+    facts with `error.kind == "missing"`). JSON-ready as returned: only dicts with str keys,
+    lists, str, int, float, bool and None (the answers' `data` is decoded JSON), so `assess`
+    stores them without another copy; keep it so (tests/test_assess_facts_plain.py)."""
     results = response.by_id()
     facts: dict[str, dict[str, Any]] = {}
     for p in probes:
