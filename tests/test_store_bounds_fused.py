@@ -24,3 +24,21 @@ _TREE = st.recursive(_LEAF, lambda c: st.one_of(st.lists(c, max_size=4), st.tupl
 @given(_TREE, st.integers(min_value=0, max_value=20))
 def test_redacted_bounded_is_bound_strings_of_redact(value: object, limit: int) -> None:
     assert redacted_bounded(value, limit) == bound_strings(redact(value), limit)
+
+
+def _reference_bound(value: object, limit: int) -> object:
+    """The rule stated plainly (the shape bound_strings had before its loops were inlined)."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}…[{len(value) - limit} more characters not stored]"
+    if isinstance(value, dict):
+        return {k: _reference_bound(v, limit) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_reference_bound(v, limit) for v in value]
+    return value
+
+
+@settings(max_examples=500)
+@given(_TREE, st.integers(min_value=0, max_value=20))
+def test_bound_strings_follows_the_plain_rule(value: object, limit: int) -> None:
+    assert bound_strings(value, limit) == _reference_bound(value, limit)
+    assert redacted_bounded(value, limit) == _reference_bound(redact(value), limit)

@@ -29,18 +29,53 @@ def bound_strings(value: Any, limit: int = MAX_STORED_STRING) -> Any:
     in `…[N more characters not stored]`. Keys are kept whole (they are names, not data)."""
     kind = type(value)
     if kind is dict:  # cost (issue 19): exact JSON types first; the Mapping ABC check is slow
-        return {k: bound_strings(v, limit) for k, v in value.items()}
+        return _bound_dict(value, limit)
     if kind is list:
-        return [bound_strings(v, limit) for v in value]
+        return _bound_list(value, limit)
     if kind in _LEAVES:
         return value
     if isinstance(value, str):
-        return value if len(value) <= limit else f"{value[:limit]}…[{len(value) - limit} more characters not stored]"
+        return value if len(value) <= limit else _cut(value, limit)
     if isinstance(value, Mapping):
         return {k: bound_strings(v, limit) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [bound_strings(v, limit) for v in value]
     return value
+
+
+def _bound_dict(value: dict[Any, Any], limit: int) -> dict[Any, Any]:
+    # Plain leaves inline (cost, issue 19: a loop instead of a call per value, as below).
+    out: dict[Any, Any] = {}
+    for k, v in value.items():
+        kind = type(v)
+        if kind is str:
+            out[k] = v if len(v) <= limit else _cut(v, limit)
+        elif kind is dict:
+            out[k] = _bound_dict(v, limit)
+        elif kind in _LEAVES:
+            out[k] = v
+        else:
+            out[k] = bound_strings(v, limit)
+    return out
+
+
+def _bound_list(value: list[Any], limit: int) -> list[Any]:
+    out: list[Any] = []
+    for v in value:
+        kind = type(v)
+        if kind is str:
+            out.append(v if len(v) <= limit else _cut(v, limit))
+        elif kind is dict:
+            out.append(_bound_dict(v, limit))
+        elif kind in _LEAVES:
+            out.append(v)
+        else:
+            out.append(bound_strings(v, limit))
+    return out
+
+
+def _cut(text: str, limit: int) -> str:
+    return f"{text[:limit]}…[{len(text) - limit} more characters not stored]"
 
 
 def redacted_bounded(value: Any, limit: int = MAX_STORED_STRING) -> Any:
@@ -49,16 +84,54 @@ def redacted_bounded(value: Any, limit: int = MAX_STORED_STRING) -> Any:
     str, plain JSON containers and strings are walked here, and every other value goes through
     `redact` then `bound_strings` (datetimes, paths, str subclasses, sets, other objects)."""
     kind = type(value)
+    if kind is dict:
+        return _redacted_bounded_dict(value, limit)
+    if kind is list:
+        return _redacted_bounded_list(value, limit)
     if kind is str:
-        return value if len(value) <= limit else f"{value[:limit]}…[{len(value) - limit} more characters not stored]"
+        return value if len(value) <= limit else _cut(value, limit)
     if kind in _LEAVES:
         return value
-    if kind is dict:
-        hidden = bound_strings(REDACTED, limit)
-        return {str(k): (hidden if is_secret_key(str(k)) else redacted_bounded(v, limit)) for k, v in value.items()}
-    if kind is list:
-        return [redacted_bounded(v, limit) for v in value]
     return bound_strings(redact(value), limit)
+
+
+def _redacted_bounded_dict(value: dict[Any, Any], limit: int) -> dict[str, Any]:
+    # The leaves of facts inline (a loop, not a call per value: ~2x faster on a host's ~350 nodes).
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        key = k if type(k) is str else str(k)
+        if is_secret_key(key):
+            out[key] = REDACTED if len(REDACTED) <= limit else _cut(REDACTED, limit)
+            continue
+        kind = type(v)
+        if kind is str:
+            out[key] = v if len(v) <= limit else _cut(v, limit)
+        elif kind is dict:
+            out[key] = _redacted_bounded_dict(v, limit)
+        elif kind is list:
+            out[key] = _redacted_bounded_list(v, limit)
+        elif kind in _LEAVES:
+            out[key] = v
+        else:
+            out[key] = bound_strings(redact(v), limit)
+    return out
+
+
+def _redacted_bounded_list(value: list[Any], limit: int) -> list[Any]:
+    out: list[Any] = []
+    for v in value:
+        kind = type(v)
+        if kind is str:
+            out.append(v if len(v) <= limit else _cut(v, limit))
+        elif kind is dict:
+            out.append(_redacted_bounded_dict(v, limit))
+        elif kind is list:
+            out.append(_redacted_bounded_list(v, limit))
+        elif kind in _LEAVES:
+            out.append(v)
+        else:
+            out.append(bound_strings(redact(v), limit))
+    return out
 
 
 def without_lines(result: dict[str, Any], note: str) -> dict[str, Any]:
