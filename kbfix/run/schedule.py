@@ -113,7 +113,7 @@ class RunSchedule:
                 site_of=lambda h: h.site,
                 max_per_site=opts.max_per_site,
                 deadline_of=deadline_of or (lambda _h: self.deadline()),
-                should_stop=lambda: self.control.stopped,
+                should_stop=self._poll,
                 gate=gate,
                 on_error=lambda h, exc: error_result(h, exc),
                 on_timeout=lambda h: timeout_result(h, stopping=self.control.stopped, grace_s=opts.grace_s),
@@ -161,9 +161,18 @@ class RunSchedule:
             return self._max_fail_detail
         return f"run interrupted ({self.control.reason or 'stop requested'}) before this host started"
 
+    def _poll(self) -> bool:
+        """The rollout loop's `should_stop` (asked every poll, ≤ 50 ms): also writes the
+        deferred final rows of a check that have waited long enough (`AuditStore.flush_due`)."""
+        self.store.flush_due()
+        return self.control.stopped
+
     def _record(self, result: HostResult) -> None:
         facts = result.facts if self.facts_in_final and result.facts else None
-        self.store.record_host(self.info.id, result, phase="final", facts=facts)
+        # cost (issue 19): a check's final rows are written in groups (AuditStore.record_host
+        # `defer`): a check changes nothing on its hosts, so a crash loses only verdicts that a
+        # re-run gives back; apply's rows stay one transaction each (they are the run's truth).
+        self.store.record_host(self.info.id, result, phase="final", facts=facts, defer=self.facts_in_final)
         self.progress.host_done(result)
 
     def _done(self, result: HostResult) -> HostResult:

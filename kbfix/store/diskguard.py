@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,19 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and (code == sqlite3.SQLITE_FULL or "is full" in str(exc))
 
 
+Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+"""A statement's parameters: one row's mapping, a list of rows' mappings, or none."""
+
+
+def copy_params(params: Params) -> dict[str, Any] | list[dict[str, Any]] | None:
+    """`params` as SQLAlchemy's `Connection.execute` takes them (fresh dicts: a replay reuses them)."""
+    if params is None:
+        return None
+    if isinstance(params, Mapping):
+        return dict(params)
+    return [dict(p) for p in params]
+
+
 class TxRecorder:
     """The connection as one write transaction sees it: statements are remembered so that, when
     the disk fills, the store can free its reserve and replay them. A transaction that read the
@@ -53,12 +66,13 @@ class TxRecorder:
                  on_full: Callable[[TxRecorder, BaseException], sa.CursorResult[Any]]) -> None:
         self.db = db
         self.on_full = on_full
-        self.writes: list[tuple[sa.Executable, Mapping[str, Any] | None]] = []
+        self.writes: list[tuple[sa.Executable, Params]] = []
         self.read = False
 
-    def execute(self, stmt: sa.Executable | str, params: Mapping[str, Any] | None = None) -> sa.CursorResult[Any]:
+    def execute(self, stmt: sa.Executable | str, params: Params = None) -> sa.CursorResult[Any]:
         """Execute one statement (SQL text with `:name` parameters, or a Core statement) in the
-        transaction, replaying the transaction on a full disk."""
+        transaction, replaying the transaction on a full disk. `params`: one row's mapping, or a
+        list of them (one statement for many rows)."""
         if isinstance(stmt, str):
             stmt = sa.text(stmt)
         # Not str(stmt): that compiles a Core statement afresh on every call.
@@ -68,7 +82,7 @@ class TxRecorder:
         if not is_read:
             self.writes.append((stmt, params))
         try:
-            return self.db.execute(stmt, dict(params) if params is not None else None)
+            return self.db.execute(stmt, copy_params(params))
         except sa.exc.OperationalError as exc:
             if not is_disk_full(exc):
                 raise

@@ -52,6 +52,7 @@ class EvidenceStore(StoreCore):
         StoreError when the store cannot be read or has no chain yet (written by a kbfix before
         the evidence migration and not opened for writing since)."""
         with self._lock:
+            self.flush()  # deferred host rows are part of what is verified
             try:
                 if not sa.inspect(self._db).has_table("chain"):
                     raise StoreError(f"{self.path}: no hash chain yet (a store from an older kbfix); "
