@@ -264,10 +264,12 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
                     raise DiskFullError(f"{self.path}: the disk is full ({self._reason(exc)})") from exc
                 raise StoreError(f"{self.path}: {self._reason(exc)}") from exc
 
-    def _query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Rows of one read (SQL text with `:name` parameters) as dicts. Raises StoreError."""
+    def _query(self, sql: str, params: Mapping[str, Any] | None = None, *, deferred: bool = True) -> list[dict[str, Any]]:
+        """Rows of one read (SQL text with `:name` parameters) as dicts. Raises StoreError.
+        deferred: the read may touch host_results, findings or facts, so the deferred host rows
+        are written first (False for reads of other tables only: they leave the group whole)."""
         with self._lock:
-            if self._deferred:  # a read sees every row recorded before it
+            if deferred and self._deferred:  # a read sees every row recorded before it
                 self.flush()
             try:
                 return [dict(r._mapping) for r in self._db.execute(sa.text(sql), dict(params or {}))]

@@ -104,7 +104,7 @@ class JournalStore(StoreCore):
         rows = self._query(
             "SELECT r.run_id, r.host, i.action, r.executed FROM results r JOIN intents i ON i.seq = r.intent_seq"
             " WHERE r.host=:h AND r.run_id IN (SELECT id FROM runs ORDER BY started DESC, id DESC LIMIT :n)"
-            " ORDER BY r.seq", {"h": host, "n": runs})
+            " ORDER BY r.seq", {"h": host, "n": runs}, deferred=False)  # results, intents, runs: no deferred rows
         return [ActionOutcome(r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
                               ExecutedAction.model_validate_json(r["executed"])) for r in rows]
 
