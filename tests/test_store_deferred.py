@@ -100,3 +100,21 @@ def test_a_group_that_cannot_be_written_stays_deferred(tmp_path: Path) -> None:
     store.record_host(info.id, results[1], defer=True)
     store.close()
     assert [h for h, _n in _rows(location)] == [r.host for r in results]
+
+
+def test_a_check_run_stores_its_final_rows_in_groups_and_all_of_them(tmp_path: Path) -> None:
+    from kbfix.run import RunOptions, run_check
+    from tests.test_run_runner import _setup
+
+    hosts, engine = _setup(120)
+    location = str(tmp_path / "state")
+    with AuditStore.in_dir(location) as store:
+        out = run_check(hosts, engine, store, RunOptions(forks=8))
+        assert len(store.host_results(out.info.id)) == 120
+        assert store.verify_chain().ok
+    with raw(location) as db:
+        # one chain append per transaction: its entries share one `at`
+        commits = db.exec_driver_sql("SELECT COUNT(DISTINCT at) FROM chain WHERE tbl='host_results'").scalar()
+        facts = db.exec_driver_sql("SELECT COUNT(*) FROM facts").scalar()
+    assert facts == 120
+    assert commits is not None and commits <= 120 // 2

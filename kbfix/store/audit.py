@@ -6,7 +6,10 @@ state directory, or in a PostgreSQL database shared by several operators and con
 and between processes (SQLite file locking with `busy_timeout`; on PostgreSQL an advisory lock
 taken by every write transaction, see kbfix/store/engine.py). Every write is its own committed
 transaction, so a `kill -9` loses at most the row being written: an intent row is committed
-before its op is sent, its result row after the answer. Audit rows are append-only (the
+before its op is sent, its result row after the answer. The one exception is a check's final
+host rows (`record_host(defer=True)`): they are written in groups of up to DEFER_MAX_HOSTS hosts
+or DEFER_MAX_AGE_S seconds, so a `kill -9` of a check loses at most that group's verdicts (a
+check changes nothing on its hosts: running it again gives them back). Audit rows are append-only (the
 schema's triggers refuse UPDATE/DELETE); the current state of a run or host is its latest row.
 """
 
