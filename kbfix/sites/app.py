@@ -26,6 +26,7 @@ from celery import Celery
 
 from kbfix.config import ConfigError
 from kbfix.sites.redis_transport import TRANSPORT as REDIS_TRANSPORT
+from kbfix.sites.replies import BACKEND as REPLY_BACKEND
 from kbfix.sites.signing import Signing
 
 READ_TASK = "kbfix.sites.read"
@@ -50,13 +51,13 @@ def queue_name(site: str | None, namespace: str = DEFAULT_NAMESPACE) -> str:
 
 
 def result_backend_for(broker: str) -> str:
-    """`redis://…` and `rediss://…`: the same URL; `amqp://`/`pyamqp://`/`amqps://`: `rpc://`.
-    Raises BrokerURLError for any other scheme."""
+    """`redis://…` and `rediss://…`: the same URL; `amqp://`/`pyamqp://`/`amqps://`: Celery's
+    rpc backend as `kbfix.sites.replies.ReplyBackend`. Raises BrokerURLError for any other scheme."""
     scheme = urlsplit(broker).scheme.lower()
     if scheme in ("redis", "rediss"):
         return broker
     if scheme in ("amqp", "amqps", "pyamqp"):
-        return "rpc://"
+        return REPLY_BACKEND
     raise BrokerURLError(f"broker URL scheme {scheme or '(none)'!r}: use redis://, rediss://, amqp:// or amqps://")
 
 
@@ -80,6 +81,13 @@ def make_app(broker: str, signing: Signing, *, namespace: str = DEFAULT_NAMESPAC
         task_default_queue=f"{namespace}.default",
         control_exchange=f"{namespace}.control",
         worker_prefetch_multiplier=1,
+        # No "reduce the prefetch count after a reconnect, restore it as tasks finish" (Celery 5.3,
+        # celery/celery#7350): with the threads pool the restoring `basic.qos` runs in the pool
+        # thread that acked, on the connection the event loop reads from; py-amqp connections are
+        # not thread-safe (celery/celery#6414), and after a RabbitMQ restart the worker's event loop
+        # span in a half-read frame, consuming nothing and answering no roll call (seen in
+        # tests/test_sites_outage.py). Off, the full prefetch (concurrency × 1) applies at once.
+        worker_enable_prefetch_count_reduction=False,
         task_acks_late=False,
         broker_connection_retry_on_startup=True,
         # Surviving a broker outage (tests/test_sites_outage.py): keep reconnecting (the worker's
