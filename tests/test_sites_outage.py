@@ -1,14 +1,13 @@
 """The broker goes away in the middle of a run and comes back a few seconds later: a private
 `redis-server` SIGKILLed and restarted on the same port (every queued message, binding, unacked
-message and stored result is gone). The real site workers and the controller reconnect; read-only
-requests lost in the outage are sent again and the check completes with the embedded run's
-verdicts for every host, in bounded time; a mutating request is never sent again. The machine's
-shared Redis is never touched. No RabbitMQ outage test of the run yet: with a private node
-(`sitesrig.PrivateRabbit`, tested below) SIGKILLed and restarted mid-check, Celery 5.7's workers
-reconnect and the roll call sees them again, but the controller's run does not complete reliably
-(answers never arriving through the `rpc://` result consumer after the restart; a worker's
-answer stored as an OperationalError; a site's roll call missed past `rejoin_s`): see the
-`rabbit` branch report."""
+message and stored result is gone), and a private RabbitMQ node (`sitesrig.PrivateRabbit`)
+SIGKILLed and booted again on the same port and database (durable queues and persistent task
+messages survive, unacknowledged ones back in their queue; answers in flight and every
+connection do not). The
+real site workers and the controller reconnect; read-only requests lost in the outage (or whose
+worker could not return the answer) are sent again and the check completes with the embedded
+run's verdicts for every host, in bounded time; a mutating request is never sent again. The
+machine's shared Redis and RabbitMQ are never touched."""
 
 from __future__ import annotations
 

@@ -11,8 +11,12 @@ tasks, both carrying `(host name, check_mode, agent request document)`:
   short expiry so a copy that surfaces late (a prefetched message restored after a worker died)
   is discarded, not run after the controller has already reported the host `unknown`.
 
-Result backend: the broker itself for Redis (`redis://…`), Celery's `rpc://` (replies as AMQP
-messages) for RabbitMQ. Every message is signed (`kbfix.sites.signing`).
+Result backend: the broker itself for Redis (`redis://…`). For RabbitMQ, answers travel as AMQP
+messages: the worker publishes with Celery's `rpc://` backend (`kbfix.sites.replies.ReplyBackend`,
+the same less its per-thread reply queue) to the task's `reply_to`, which is the controller's own
+reply queue, consumed by one thread that declares it again after a broker restart
+(`kbfix.sites.replies`; Celery's own rpc consumer does not survive one). Every message is
+signed (`kbfix.sites.signing`).
 Sources: Celery docs "Tasks" → acks_late / reject_on_worker_lost / expires
 (https://docs.celeryq.dev/en/stable/userguide/tasks.html), "Configuration" → task_serializer,
 accept_content, result_accept_content, security_* settings.

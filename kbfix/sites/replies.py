@@ -94,21 +94,27 @@ class Reply:
 
 class ReplyQueue(ConsumerMixin):
     """The reply queue `name` on `app`'s broker and the thread that consumes it (started by
-    `start()`, stopped by `close()`). `on_lost()` is called whenever the consumer's connection
-    fails (answers may have been lost with it). Thread-safe."""
+    `start()`, before each publish; stopped by `close()`, or of itself once nothing was awaited
+    for `idle_s` seconds, so a controller that never calls close() leaves no thread polling the
+    broker). `on_lost()` is called whenever the consumer's connection fails (answers may have
+    been lost with it); `retry_s` between connection attempts. Thread-safe."""
 
     def __init__(self, app: Celery, name: str, *, on_lost: Callable[[], None] = lambda: None,
-                 retry_s: float = 0.5) -> None:
+                 retry_s: float = 0.5, idle_s: float = 60.0) -> None:
         self.app = app
         self.name = name
         self.on_lost = on_lost
         self.retry_s = retry_s
+        self.idle_s = idle_s
         self.queue = Queue(name, Exchange(""), routing_key=name, durable=True, auto_delete=True,
                            expires=float(app.conf.result_expires or 3600))
         self.connection: Connection = app.connection_for_read()
         self._lock = threading.Lock()
         self._waiting: dict[str, Reply] = {}
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None  # the consuming thread (None: none, or retiring)
+        self._retired: threading.Thread | None = None  # the last thread told to stop when idle
+        self._closed = False
+        self._used_at = time.monotonic()  # last expect/answer/forget: the idle clock
         self.consuming = threading.Event()  # set while the consumer is subscribed
         self.revivals = 0  # connections the consumer opened (tests: > 1 after an outage)
         self.dropped = 0  # replies that no one waited for, or that failed to decode
@@ -120,12 +126,14 @@ class ReplyQueue(ConsumerMixin):
         reply = Reply(task_id, self)
         with self._lock:
             self._waiting[task_id] = reply
+            self._used_at = time.monotonic()
         return reply
 
     def discard(self, task_id: str) -> None:
         """Forget `task_id` (a late answer is dropped)."""
         with self._lock:
             self._waiting.pop(task_id, None)
+            self._used_at = time.monotonic()
 
     def declare(self, producer: Any) -> None:
         """Declare the reply queue on `producer`'s connection (a few retries; the producer is
@@ -139,19 +147,55 @@ class ReplyQueue(ConsumerMixin):
 
     # -- the consuming thread ---------------------------------------------------------------
 
+    @property
+    def should_stop(self) -> bool:  # type: ignore[override]
+        """ConsumerMixin's stop flag (polled about once a second): true in any thread but the
+        current consuming one, so a retired thread winds down while a new one consumes."""
+        return self._closed or threading.current_thread() is not self._thread
+
+    def running(self) -> bool:
+        """True while a consuming thread is designated (it may still be connecting)."""
+        with self._lock:
+            return self._thread is not None
+
     def start(self) -> None:
-        """Start the consumer thread (once; a daemon: a controller that exits does not wait)."""
+        """Make sure a consumer thread runs (a daemon: a controller that exits does not wait).
+        A thread that retired when idle is joined first: its consumer's cancel would delete the
+        auto-delete queue under a new one's declaration. Raises RuntimeError after close()."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"reply queue {self.name} is closed")
+            if self._thread is not None:
+                return
+            retired, self._retired = self._retired, None
+        if retired is not None:
+            retired.join(10)
         with self._lock:
             if self._thread is None:
+                self._used_at = time.monotonic()
                 self._thread = threading.Thread(target=self._run, name=f"kbfix-replies-{self.name}", daemon=True)
                 self._thread.start()
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop consuming (the queue, auto-delete, goes with the consumer) and join the thread."""
-        self.should_stop = True
-        thread = self._thread
-        if thread is not None:
+        with self._lock:
+            self._closed = True
+            threads = [t for t in (self._thread, self._retired) if t is not None]
+            self._thread = None
+        for thread in threads:
             thread.join(timeout_s)
+
+    def _retire_if_idle(self) -> None:
+        """Called by the consuming thread: stop when nothing was awaited for `idle_s` seconds."""
+        with self._lock:
+            if (self._thread is threading.current_thread() and not self._waiting
+                    and time.monotonic() - self._used_at >= self.idle_s):
+                self._retired, self._thread = self._thread, None
+                log.debug("reply consumer %s: idle for %g s; stopping", self.name, self.idle_s)
+
+    def on_iteration(self) -> None:
+        """Each consume loop turn (about once a second): retire when idle."""
+        self._retire_if_idle()
 
     def _run(self) -> None:
         while not self.should_stop:
@@ -176,7 +220,8 @@ class ReplyQueue(ConsumerMixin):
         return _established(self)
 
     def on_connection_error(self, exc: Exception, interval: float) -> None:
-        """Called for each failed connection attempt: stop when closing, else retry quietly."""
+        """Called for each failed connection attempt: stop when closing or idle, else retry quietly."""
+        self._retire_if_idle()
         if self.should_stop:
             raise _Stopped()
         log.debug("reply consumer %s: broker unreachable (%s); retrying", self.name, exc)
@@ -218,6 +263,7 @@ class ReplyQueue(ConsumerMixin):
             return  # STARTED, RETRY …: not the answer
         with self._lock:
             reply = self._waiting.pop(str(task_id), None)
+            self._used_at = time.monotonic()
         if reply is None:
             self.dropped += 1  # a copy already answered, or forgotten
             log.debug("reply consumer %s: reply to %s (%s) dropped: no one waits for it", self.name, task_id, status)
@@ -244,6 +290,9 @@ class _established:
         self.conn: Connection | None = None
 
     def __enter__(self) -> Connection:
+        self.owner._retire_if_idle()  # every (re)connection passes here, even one refused at once
+        if self.owner.should_stop:
+            raise _Stopped()
         self.conn = self.owner.connection.clone()
         step = self.owner.retry_s
         self.conn.ensure_connection(self.owner.on_connection_error, None, interval_start=step, interval_step=0,
