@@ -110,6 +110,7 @@ class ReplyQueue(ConsumerMixin):
                            expires=float(app.conf.result_expires or 3600))
         self.connection: Connection = app.connection_for_read()
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()  # one start() at a time: the retired thread is joined once
         self._waiting: dict[str, Reply] = {}
         self._thread: threading.Thread | None = None  # the consuming thread (None: none, or retiring)
         self._retired: threading.Thread | None = None  # the last thread told to stop when idle
@@ -162,16 +163,16 @@ class ReplyQueue(ConsumerMixin):
         """Make sure a consumer thread runs (a daemon: a controller that exits does not wait).
         A thread that retired when idle is joined first: its consumer's cancel would delete the
         auto-delete queue under a new one's declaration. Raises RuntimeError after close()."""
-        with self._lock:
-            if self._closed:
-                raise RuntimeError(f"reply queue {self.name} is closed")
-            if self._thread is not None:
-                return
-            retired, self._retired = self._retired, None
-        if retired is not None:
-            retired.join(10)
-        with self._lock:
-            if self._thread is None:
+        with self._start_lock:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError(f"reply queue {self.name} is closed")
+                if self._thread is not None:
+                    return
+                retired, self._retired = self._retired, None
+            if retired is not None:
+                retired.join(10)
+            with self._lock:
                 self._used_at = time.monotonic()
                 self._thread = threading.Thread(target=self._run, name=f"kbfix-replies-{self.name}", daemon=True)
                 self._thread.start()
@@ -238,6 +239,10 @@ class ReplyQueue(ConsumerMixin):
     def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
         """Subscribed: answers flow again."""
         self.consuming.set()
+
+    def on_consume_end(self, connection: Any, channel: Any) -> None:
+        """Unsubscribed (closing or retiring)."""
+        self.consuming.clear()
 
     def consume(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         """ConsumerMixin.consume, reporting a lost connection to `on_lost` before reconnecting."""
