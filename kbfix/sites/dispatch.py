@@ -13,11 +13,15 @@ Bounded waits, never a hang:
 A broker that was reached and then lost (crash, restart, cut link; `kbfix.sites.watch`): requests
 wait up to `outage_s` for it to come back, and a site's workers get `rejoin_s` after its return to
 consume again before "no worker" is concluded. A read-only request sent before the broker was
-lost, or unanswered within its deadline, is sent again (at most `read_sends` copies; the first
-answer of any copy wins): reading twice is harmless. A broker never reached fails at once.
+lost, unanswered within its deadline, or whose worker could not return its answer (the task
+comes back failed, e.g. an OperationalError from storing it during the outage) is sent again
+(at most `read_sends` copies; the first answer of any copy wins): reading twice is harmless. A
+broker never reached fails at once. Answers come through Celery's result backend on Redis and
+through the Dispatcher's own reply queue on RabbitMQ (`kbfix.sites.replies`).
 At most once for mutating requests: published once (no publish retry), `expires` = `pickup_s`,
-and any lost publish, answer or worker raises OutcomeUnknownError (the host is `unknown`, the
-journal holds the intent, `apply --resume` re-reads). Check mode: a mutating op in a check-mode
+and any lost publish, answer or worker (a failed task included) raises OutcomeUnknownError (the
+host is `unknown`, the journal holds the intent, `apply --resume` re-reads); a broker that
+fails before the publish (declaring the reply queue) is UnreachableError: nothing was sent. Check mode: a mutating op in a check-mode
 session raises CheckModeViolation before anything is published.
 """
 
