@@ -217,8 +217,8 @@ class PrivateRabbit:
     its database and logs in `folder`; the machine's shared node on 5672 is never touched.
     `crash()` SIGKILLs the node's whole process group (beam.smp and its helpers: no shutdown, the
     clients' connections drop at once); `start()` boots it again on the same port and database,
-    as an operator's restart does (durable queues and persistent messages survive, the `rpc://`
-    reply queues and every unacked delivery's channel do not). Boot takes ~5-15 s on a loaded
+    as an operator's restart does (durable queues and persistent messages survive, unacknowledged
+    ones back in their queue; transient answers in flight and every connection do not). Boot takes ~5-15 s on a loaded
     2-core machine. Use as a context manager (killed on exit)."""
 
     def __init__(self, folder: Path) -> None:

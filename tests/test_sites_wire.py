@@ -109,7 +109,7 @@ def test_controller_refuses_mutating_ops_in_check_mode_before_publishing(tmp_pat
 
 def test_broker_settings() -> None:
     assert result_backend_for("redis://h:6379/3") == "redis://h:6379/3"
-    assert result_backend_for("amqp://guest@h//") == "rpc://"
+    assert result_backend_for("amqp://guest@h//") == "kbfix.sites.replies:ReplyBackend"
     assert queue_name(None) == "kbfix.site.default" and queue_name("HQ", "t") == "t.site.HQ"
     with pytest.raises(BrokerURLError, match="'http'"):
         result_backend_for("http://h/")

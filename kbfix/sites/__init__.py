@@ -8,7 +8,9 @@ own inventory, keyring or environment, opens a real `remoting.session.AgentSessi
 
 Modules: `app` (the Celery app, queues and task options), `signing` (X.509 message signing),
 `wire` (what a task carries and answers), `worker` (the worker side), `dispatch` (the
-controller side: `BrokerSession`, `BrokerEngine`), `cli` (`kbfix worker`).
+controller side: `BrokerSession`, `BrokerEngine`), `watch` (is the broker up; has it been lost
+since?), `replies` (the controller's reply queue on RabbitMQ), `redis_transport` (kombu's Redis
+transport that survives an outage), `cli` (`kbfix worker`).
 """
 
 from __future__ import annotations

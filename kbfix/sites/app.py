@@ -11,8 +11,12 @@ tasks, both carrying `(host name, check_mode, agent request document)`:
   short expiry so a copy that surfaces late (a prefetched message restored after a worker died)
   is discarded, not run after the controller has already reported the host `unknown`.
 
-Result backend: the broker itself for Redis (`redis://…`), Celery's `rpc://` (replies as AMQP
-messages) for RabbitMQ. Every message is signed (`kbfix.sites.signing`).
+Result backend: the broker itself for Redis (`redis://…`). For RabbitMQ, answers travel as AMQP
+messages: the worker publishes with Celery's `rpc://` backend (`kbfix.sites.replies.ReplyBackend`,
+the same less its per-thread reply queue) to the task's `reply_to`, which is the controller's own
+reply queue, consumed by one thread that declares it again after a broker restart
+(`kbfix.sites.replies`; Celery's own rpc consumer does not survive one). Every message is
+signed (`kbfix.sites.signing`).
 Sources: Celery docs "Tasks" → acks_late / reject_on_worker_lost / expires
 (https://docs.celeryq.dev/en/stable/userguide/tasks.html), "Configuration" → task_serializer,
 accept_content, result_accept_content, security_* settings.
@@ -26,6 +30,7 @@ from celery import Celery
 
 from kbfix.config import ConfigError
 from kbfix.sites.redis_transport import TRANSPORT as REDIS_TRANSPORT
+from kbfix.sites.replies import BACKEND as REPLY_BACKEND
 from kbfix.sites.signing import Signing
 
 READ_TASK = "kbfix.sites.read"
@@ -50,13 +55,13 @@ def queue_name(site: str | None, namespace: str = DEFAULT_NAMESPACE) -> str:
 
 
 def result_backend_for(broker: str) -> str:
-    """`redis://…` and `rediss://…`: the same URL; `amqp://`/`pyamqp://`/`amqps://`: `rpc://`.
-    Raises BrokerURLError for any other scheme."""
+    """`redis://…` and `rediss://…`: the same URL; `amqp://`/`pyamqp://`/`amqps://`: Celery's
+    rpc backend as `kbfix.sites.replies.ReplyBackend`. Raises BrokerURLError for any other scheme."""
     scheme = urlsplit(broker).scheme.lower()
     if scheme in ("redis", "rediss"):
         return broker
     if scheme in ("amqp", "amqps", "pyamqp"):
-        return "rpc://"
+        return REPLY_BACKEND
     raise BrokerURLError(f"broker URL scheme {scheme or '(none)'!r}: use redis://, rediss://, amqp:// or amqps://")
 
 
@@ -80,6 +85,13 @@ def make_app(broker: str, signing: Signing, *, namespace: str = DEFAULT_NAMESPAC
         task_default_queue=f"{namespace}.default",
         control_exchange=f"{namespace}.control",
         worker_prefetch_multiplier=1,
+        # No "reduce the prefetch count after a reconnect, restore it as tasks finish" (Celery 5.3,
+        # celery/celery#7350): with the threads pool the restoring `basic.qos` runs in the pool
+        # thread that acked, on the connection the event loop reads from; py-amqp connections are
+        # not thread-safe (celery/celery#6414), and after a RabbitMQ restart the worker's event loop
+        # span in a half-read frame, consuming nothing and answering no roll call (seen in
+        # tests/test_sites_outage.py). Off, the full prefetch (concurrency × 1) applies at once.
+        worker_enable_prefetch_count_reduction=False,
         task_acks_late=False,
         broker_connection_retry_on_startup=True,
         # Surviving a broker outage (tests/test_sites_outage.py): keep reconnecting (the worker's

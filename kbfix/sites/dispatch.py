@@ -13,19 +13,25 @@ Bounded waits, never a hang:
 A broker that was reached and then lost (crash, restart, cut link; `kbfix.sites.watch`): requests
 wait up to `outage_s` for it to come back, and a site's workers get `rejoin_s` after its return to
 consume again before "no worker" is concluded. A read-only request sent before the broker was
-lost, or unanswered within its deadline, is sent again (at most `read_sends` copies; the first
-answer of any copy wins): reading twice is harmless. A broker never reached fails at once.
+lost, unanswered within its deadline, or whose worker could not return its answer (the task
+comes back failed, e.g. an OperationalError from storing it during the outage) is sent again
+(at most `read_sends` copies; the first answer of any copy wins): reading twice is harmless. A
+broker never reached fails at once. Answers come through Celery's result backend on Redis and
+through the Dispatcher's own reply queue on RabbitMQ (`kbfix.sites.replies`).
 At most once for mutating requests: published once (no publish retry), `expires` = `pickup_s`,
-and any lost publish, answer or worker raises OutcomeUnknownError (the host is `unknown`, the
-journal holds the intent, `apply --resume` re-reads). Check mode: a mutating op in a check-mode
+and any lost publish, answer or worker (a failed task included) raises OutcomeUnknownError (the
+host is `unknown`, the journal holds the intent, `apply --resume` re-reads); a broker that
+fails before the publish (declaring the reply queue) is UnreachableError: nothing was sent. Check mode: a mutating op in a check-mode
 session raises CheckModeViolation before anything is published.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,16 +44,23 @@ from celery.exceptions import TimeoutError as CeleryTimeoutError
 
 from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.sites.app import CHANGE_TASK, ENV_NAMESPACE, READ_TASK, queue_name, site_of
+from kbfix.sites.replies import ReplyQueue
 from kbfix.sites.watch import BrokerState, BrokerWatch
-from kbfix.sites.wire import request_doc, response_of
+from kbfix.sites.wire import is_answer, request_doc, response_of
 from remoting.agent_protocol import AgentResponse, OpRequest
 from remoting.endpoint import Timeouts
 from remoting.errors import CheckModeViolation, OutcomeUnknownError, UnreachableError
 from remoting.session import deadline_for
 
+log = logging.getLogger(__name__)
+
 
 class BrokerDownError(Exception):
     """The broker could not be reached for the workers' roll call (internal to this module)."""
+
+
+class NotSentError(Exception):
+    """The broker failed before a task was published: nothing was sent (internal to this module)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,18 @@ class Dispatcher:
         self._checked_at: float | None = None
         self.published = 0  # tasks sent (for benchmarks and tests)
         self.resent = 0  # read-only copies sent again after an outage or a missing answer
+        # AMQP: answers come back on one reply queue of this dispatcher's own (kbfix.sites.replies:
+        # Celery's per-thread rpc:// consumer does not survive a broker restart); Redis: Celery's
+        # result backend in the broker (AsyncResult), which does.
+        self.replies: ReplyQueue | None = None
+        if urlsplit(str(app.conf.broker_url)).scheme.lower() in ("amqp", "amqps", "pyamqp"):
+            self.replies = ReplyQueue(app, f"{namespace}.reply.{uuid.uuid4().hex}", on_lost=self.watch.lost)
+
+    def close(self) -> None:
+        """Stop the reply consumer (AMQP) and close the broker watch's connection."""
+        if self.replies is not None:
+            self.replies.close()
+        self.watch.close()
 
     def served_queues(self, *, fresh: bool = False) -> frozenset[str]:
         """The queues live workers consume (one broadcast per `liveness_ttl_s` at most).
@@ -176,12 +201,32 @@ class Dispatcher:
 
     def _publish(self, task: str, host: str, site: str | None, doc: str, check_mode: bool, *, mutating: bool,
                  expires: float) -> Any:
-        result = self.app.send_task(
-            task, args=[host, check_mode, doc], queue=queue_name(site, self.namespace), expires=expires,
+        """Publish one task; its awaited result (Celery's AsyncResult, or a `replies.Reply` on AMQP).
+        Raises NotSentError when the broker failed before the publish (AMQP: declaring the reply
+        queue), and the broker's errors from the publish itself."""
+        options: dict[str, Any] = dict(
+            args=[host, check_mode, doc], queue=queue_name(site, self.namespace), expires=expires,
             retry=not mutating,  # a mutating message is published once: a retried publish could run twice
         )
+        if self.replies is None:
+            result = self.app.send_task(task, **options)
+            self.published += 1
+            return result
+        self.replies.start()
+        task_id = str(uuid.uuid4())
+        reply = self.replies.expect(task_id)  # before the publish: an answer may come at once
+        try:
+            with self.app.producer_or_acquire() as producer:
+                try:  # the queue the worker answers to must exist when it answers (it is gone after a restart)
+                    self.replies.declare(producer)
+                except Exception as exc:
+                    raise NotSentError(f"{type(exc).__name__}: {exc}") from exc
+                self.app.send_task(task, task_id=task_id, reply_to=self.replies.name, producer=producer, **options)
+        except BaseException:
+            reply.forget()
+            raise
         self.published += 1
-        return result
+        return reply
 
     def _send_change(self, host: str, site: str | None, doc: str, mutating: tuple[str, ...], check_mode: bool,
                      wait_s: float) -> Any:
@@ -196,6 +241,10 @@ class Dispatcher:
         try:
             result = self._publish(CHANGE_TASK, host, site, doc, check_mode, mutating=True,
                                    expires=self.times.pickup_s)
+        except NotSentError as exc:
+            self.watch.lost()
+            raise UnreachableError(f"site {site_name}: the broker failed before the request was sent ({exc}); "
+                                   "nothing was sent", host=host) from exc
         except Exception as exc:
             raise lost(f"the broker failed: {type(exc).__name__}: {exc}") from exc
         try:
@@ -210,12 +259,16 @@ class Dispatcher:
             if left <= 0:
                 raise lost(f"no answer came within {wait_s:g} s")
             try:
-                return result.get(timeout=min(1.0, left), propagate=False, disable_sync_subtasks=False)
+                answer = result.get(timeout=min(1.0, left), propagate=False, disable_sync_subtasks=False)
             except CeleryTimeoutError:
                 pass
             except Exception as exc:
                 self.watch.lost()
                 raise lost(f"its answer was lost: {type(exc).__name__}: {exc}") from exc
+            else:
+                if not is_answer(answer):  # e.g. the worker could not store its answer: the change may have run
+                    raise lost(f"its answer was lost ({_what(answer)})")
+                return answer
             try:
                 served = self.served_queues()  # cached: one roll call per liveness_ttl_s for every waiting host
             except BrokerDownError:
@@ -224,21 +277,31 @@ class Dispatcher:
                 raise lost("no worker for the site is left")
 
     def _send_read(self, host: str, site: str | None, doc: str, wait_s: float) -> Any:
-        """Send a read-only request (again after an outage or a missing answer) until an answer
-        comes; bounded by `read_sends` × (`wait_s` + `outage_s`)."""
-        copies: list[Any] = []
+        """Send a read-only request (again after an outage, a missing answer or a copy whose
+        answer was lost) until an answer comes; bounded by `read_sends` × (`wait_s` + `outage_s`)."""
+        copies: list[Any] = []  # copies that may still answer, oldest first
+        spent: list[Any] = []  # copies whose answer was lost (a failed task: nothing more will come)
         why = ""
         try:
-            for _ in range(max(1, self.times.read_sends)):
+            for sent in range(max(1, self.times.read_sends)):
                 epoch = self._publish_read(host, site, doc, wait_s, copies)
-                answer = self._await_read(host, site, copies, wait_s, epoch)
-                if answer is not _RESEND:
+                if sent:
+                    self.resent += 1
+                answer = self._await_read(host, site, copies, spent, wait_s, epoch)
+                if is_answer(answer):
                     return answer
-                why = "the broker was lost" if self.watch.state().epoch != epoch else f"no answer within {wait_s:g} s"
-            raise UnreachableError(f"site {site_of(site)}: {why} ({len(copies)} copies of the request sent)",
-                                   host=host)
+                log.debug("%s: read copy %d: %s", host, len(copies) + len(spent),
+                          "resend" if answer is _RESEND else _what(answer))
+                if answer is not _RESEND:
+                    why = f"a worker's answer was lost ({_what(answer)})"
+                elif self.watch.state().epoch != epoch:
+                    why = "the broker was lost"
+                else:
+                    why = f"no answer within {wait_s:g} s"
+            raise UnreachableError(f"site {site_of(site)}: {why} ({len(copies) + len(spent)} copies of the request "
+                                   "sent)", host=host)
         finally:
-            for result in copies:
+            for result in copies + spent:
                 _forget(result)
 
     def _publish_read(self, host: str, site: str | None, doc: str, wait_s: float, copies: list[Any]) -> int:
@@ -255,29 +318,39 @@ class Dispatcher:
                                            host=host) from exc
                 time.sleep(self.times.probe_s)
                 continue
-            if len(copies) > 1:
-                self.resent += 1
+            log.debug("%s: read copy %d published as %s (epoch %d)", host, len(copies), copies[-1].id, state.epoch)
             return state.epoch
 
-    def _await_read(self, host: str, site: str | None, copies: list[Any], wait_s: float, epoch: int) -> Any:
-        """The first answer of any copy, or _RESEND when the broker was lost since `epoch` (and
-        is back) or `wait_s` passed. Raises UnreachableError when the site's workers are gone."""
+    def _await_read(self, host: str, site: str | None, copies: list[Any], spent: list[Any], wait_s: float,
+                    epoch: int) -> Any:
+        """The first kbfix answer of any copy; else the value of the newest copy when it is not
+        one (its answer was lost: the copy moves to `spent`), or _RESEND when the broker was lost
+        since `epoch` (and is back) or `wait_s` passed. Raises UnreachableError when the site's
+        workers are gone."""
         end = time.monotonic() + wait_s
         while time.monotonic() < end:
             for result in copies[:-1]:  # an older copy may still answer
                 try:
                     if result.ready():
-                        return result.get(timeout=1.0, propagate=False, disable_sync_subtasks=False)
+                        value = result.get(timeout=1.0, propagate=False, disable_sync_subtasks=False)
+                        if is_answer(value):
+                            return value
+                        copies.remove(result)
+                        spent.append(result)
                 except Exception:
                     self.watch.lost()
             try:
-                return copies[-1].get(timeout=max(0.05, min(1.0, end - time.monotonic())), propagate=False,
-                                      disable_sync_subtasks=False)
+                value = copies[-1].get(timeout=max(0.05, min(1.0, end - time.monotonic())), propagate=False,
+                                       disable_sync_subtasks=False)
             except CeleryTimeoutError:
                 pass
             except Exception:  # the result backend's connection: the answer may be lost
                 self.watch.lost()
                 time.sleep(min(self.times.probe_s, 1.0))
+            else:
+                if not is_answer(value):  # e.g. the worker could not store its answer in the outage
+                    spent.append(copies.pop())
+                return value
             state = self.watch.state()
             if not state.up:
                 continue  # the broker is away: wait on (the publish of the next copy waits for it)
@@ -293,6 +366,13 @@ class Dispatcher:
             if queue_name(site, self.namespace) not in served and not self._rejoining(state):
                 raise UnreachableError(f"site {site_of(site)}: no worker for the site is left", host=host)
         return _RESEND
+
+
+def _what(value: object) -> str:
+    """A short description of a task value that is not a kbfix answer (a failed task's exception)."""
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"[:300]
+    return f"a {type(value).__name__}, not a kbfix answer"
 
 
 def _forget(result: Any) -> None:

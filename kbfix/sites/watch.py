@@ -18,12 +18,15 @@ in its handshake).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,9 @@ class BrokerWatch:
                 return self._state
             try:
                 identity = self._probe()
-            except Exception:  # any failure to reach the broker is an outage
+            except Exception as exc:  # any failure to reach the broker is an outage
+                if self._state.up:
+                    log.debug("broker lost: %s: %s", type(exc).__name__, exc)
                 self._close()
                 self._lost = True
                 self._state = BrokerState(False, self._state.seen_up, self._state.epoch, self._state.back_since)
@@ -83,6 +88,7 @@ class BrokerWatch:
                 epoch, back = self._state.epoch, self._state.back_since
                 if self._identity is not None and (self._lost or identity != self._identity):
                     epoch, back = epoch + 1, time.monotonic()
+                    log.debug("broker back (%s): epoch %d", identity, epoch)
                 self._identity, self._lost = identity, False
                 self._state = BrokerState(True, True, epoch, back)
             self._probed_at = time.monotonic()

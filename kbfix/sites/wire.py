@@ -12,7 +12,7 @@ class name (only classes of `remoting.errors`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import remoting.errors as errs
 from remoting.agent_protocol import (
@@ -65,11 +65,17 @@ def _error_class(name: object) -> type[errs.RemotingError]:
     return errs.AgentError
 
 
+def is_answer(value: object) -> TypeGuard[Mapping[str, Any]]:
+    """True for a value of one of the two answer shapes (`{"ok": bool, …}`); False for anything
+    else, e.g. the exception of a task whose answer the worker could not store."""
+    return isinstance(value, Mapping) and isinstance(value.get("ok"), bool)
+
+
 def response_of(answer: object, *, host: str) -> AgentResponse:
     """The AgentResponse in a worker's answer, or raise the remoting error it carries.
 
     Raises AgentError for an answer that is not one of the two shapes above."""
-    if not isinstance(answer, Mapping) or not isinstance(answer.get("ok"), bool):
+    if not is_answer(answer):
         raise errs.AgentError("the worker's answer is not a kbfix answer", host=host)
     if answer["ok"]:
         doc = answer.get("response")
