@@ -31,6 +31,7 @@ import base64
 import binascii
 import hashlib
 import threading
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import requests
@@ -106,7 +107,7 @@ class LeanSender:
             session.auth = requests.auth.HTTPBasicAuth(username=self._username or "", password=self._password or "")
         session.headers.update(t.default_headers)
         self._adapter = direct_http.install(session, total_s=self._total_s)
-        self._fields = _static_fields(session, self._endpoint, basic=not self.ntlm)
+        self._fields = _static_fields(session, basic=not self.ntlm)
         t.encryption = None  # a new session has no NTLM context yet: send_message authenticates
         t.session = session
         return session
@@ -219,17 +220,21 @@ def _ntlm_credential(username: str, password: str) -> spnego.NTLMHash:
     return spnego.NTLMHash(username=username, nt_hash=nt)
 
 
-def _static_fields(session: requests.Session, url: str, *, basic: bool) -> bytes:
+def _static_fields(session: requests.Session, *, basic: bool) -> bytes:
     """The header fields every message of `session` carries, as `Name: value\\r\\n` bytes: the
-    session's headers (requests' and pywinrm's defaults) and, for Basic, the Authorization field
-    requests' HTTPBasicAuth makes, with `Connection: Keep-Alive` (NTLM authenticates the
-    connection); Content-Type and Content-Length are per message (`LeanSender._post`)."""
-    prepared = requests.PreparedRequest()
-    prepared.prepare(method="POST", url=url, headers=dict(session.headers), data=b"", auth=session.auth if basic else None)
-    prepared.headers["Connection"] = "Keep-Alive"
+    session's headers (requests' and pywinrm's defaults) with `Connection: Keep-Alive` (NTLM
+    authenticates the connection) and, for Basic, the Authorization field the session's
+    HTTPBasicAuth writes; Content-Type and Content-Length are per message (`LeanSender._post`).
+    (A PreparedRequest built for this cost ~0.13 ms per host.)"""
+    headers = dict(session.headers)
+    headers["Connection"] = "Keep-Alive"
+    if basic and session.auth is not None:
+        carrier = SimpleNamespace(headers={})  # what HTTPBasicAuth.__call__ reads and writes of a request
+        session.auth(carrier)  # type: ignore[arg-type,operator]
+        headers.update(carrier.headers)
     skip = ("content-type", "content-length", "host")
     return b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v if isinstance(v, bytes) else v.encode("latin-1"))
-                    for k, v in prepared.headers.items() if k.lower() not in skip)
+                    for k, v in headers.items() if k.lower() not in skip)
 
 
 def _challenge(header: str) -> bytes | None:
