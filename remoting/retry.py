@@ -75,7 +75,13 @@ def call_with_retry(
         nonlocal first
         if first is not None:
             failed, first = first, None
-            raise failed
+            try:
+                raise failed
+            finally:
+                # No reference from this frame to the exception (whose traceback holds this
+                # frame): the failed attempt's frames are freed when tenacity drops the
+                # outcome, as when tenacity made the call, not at the next garbage collection.
+                del failed
         return fn()
 
     def _before_sleep(state: tenacity.RetryCallState) -> None:
