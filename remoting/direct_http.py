@@ -29,6 +29,7 @@ off. The answer is always read whole (bounded) before `post`/`send` returns.
 
 from __future__ import annotations
 
+import datetime
 import errno
 import http.client
 import select
@@ -51,6 +52,7 @@ from remoting import bounded_http
 from remoting.bounded_http import _WATCHDOG, DEFAULT_MAX_BODY, AnswerTooLargeError, _current, _Watch
 
 _READ_CHUNK = 64 * 1024
+_NOT_MEASURED = datetime.timedelta(0)
 # An answer's status line and headers, bytes. A WinRM answer's are under 1 KiB (an NTLM challenge
 # adds a few hundred bytes); http.client allowed 100 lines of 64 KiB each.
 MAX_HEAD = 256 * 1024
@@ -96,7 +98,7 @@ class DirectResponse(requests.Response):
         self.encoding = None
         self.history = []
         self.reason = reason
-        self.elapsed = None  # type: ignore[assignment]  # not measured
+        self.elapsed = _NOT_MEASURED
         self.request = request
 
     def __getattr__(self, name: str) -> Any:
@@ -143,7 +145,8 @@ class _Answer:
             self.chunks.append(data)
 
     def on_message_complete(self) -> None:
-        if 100 <= self.parser.get_status_code() < 200:  # an interim answer (100 Continue): the real one follows
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:  # an interim answer (100 Continue): the real one follows
             self.reason, self.fields, self.head_done = b"", [], False
             return
         self.done = True
