@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime
 import errno
 import http.client
+import re
 import select
 import socket
 import ssl
@@ -55,6 +56,7 @@ from remoting.bounded_http import _WATCHDOG, DEFAULT_MAX_BODY, AnswerTooLargeErr
 # buffer while it waits (64 KiB buffers added ~6 MiB to the peak RSS); most answers fit anyway.
 _READ_CHUNK = 16 * 1024
 _NOT_MEASURED = datetime.timedelta(0)
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")  # http.client's disallowed URL characters
 # An answer's status line and headers, bytes. A WinRM answer's are under 1 KiB (an NTLM challenge
 # adds a few hundred bytes); http.client allowed 100 lines of 64 KiB each.
 MAX_HEAD = 256 * 1024
@@ -221,6 +223,9 @@ class DirectAdapter(BaseAdapter):
             u = urlsplit(url)
             scheme = u.scheme.lower()
             target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+            if _CONTROL.search(target) or _CONTROL.search(u.hostname or ""):
+                # Written raw into the request head: refused as http.client refuses them.
+                raise http.client.InvalidURL(f"URL can't contain control characters: {url!r}")
             parts = self._urls[url] = (scheme, u.hostname or "", u.port or (443 if scheme == "https" else 80),
                                        target.encode("ascii"))
         return parts

@@ -145,3 +145,11 @@ def test_refused_and_silent_endpoints_raise_what_http_adapter_raises(adapter: Di
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/wsman"
         with pytest.raises(requests.exceptions.ReadTimeout):
             adapter.post(url, FIELDS + b"Content-Length: 0\r\n", b"", timeout=(1, 0.5), verify=True)
+
+
+def test_control_characters_in_the_url_are_refused_before_any_byte(adapter: DirectAdapter) -> None:
+    with CannedService([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]) as svc:
+        with pytest.raises(http.client.InvalidURL):
+            post(adapter, svc.url + "\r\nX-Injected: 1")
+        assert svc.requests == []
+        assert post(adapter, svc.url).status_code == 200
