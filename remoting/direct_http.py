@@ -1,25 +1,38 @@
-"""A requests transport adapter that speaks HTTP/1.1 over one kept-alive `http.client`
-connection, for the lean WinRM path (`remoting.lean_http`: Basic and NTLM, HTTP and HTTPS).
+"""A requests transport adapter that speaks HTTP/1.1 over one kept-alive socket, for the lean
+WinRM path (`remoting.lean_http`: Basic and NTLM, HTTP and HTTPS).
 
 requests' HTTPAdapter goes through urllib3's pool manager, connection pool, retry object and
-response wrapper for every message: ~0.3 ms of CPU per WS-Man request on top of http.client's
-own ~0.1 ms, and a host costs 5-6 requests. A WinRM session talks to one endpoint over one
-connection (NTLM authenticates the connection itself), so this adapter keeps exactly one
-`http.client.HTTP(S)Connection` and nothing else. It keeps `remoting.bounded_http`'s two bounds
-(its `_Watch` and watchdog): a byte cap per answer (`AnswerTooLargeError`) and a total time per
+response wrapper for every message, and `http.client` itself builds each request with a
+`putheader` call per header and parses each answer's header block with the `email` package
+(about 0.2 ms of CPU per WS-Man answer, the largest cost of a request; a host costs 5-6). A WinRM
+session talks to one endpoint over one connection (NTLM authenticates the connection itself), so
+this adapter keeps one socket and
+
+- writes each request as one buffer: the request line and Host, then the caller's header block
+  (`post`: lean_http keeps the unchanging headers as bytes per session) and the body;
+- parses the answer with llhttp (the C parser of Node.js, through `httptools`): status, headers,
+  Content-Length or chunked bodies, keep-alive.
+
+It keeps `remoting.bounded_http`'s two bounds (its `_Watch` and watchdog): a byte cap per answer
+body (`AnswerTooLargeError`; the header block has its own cap, `MAX_HEAD`) and a total time per
 request and answer (`bounded_http.timed_out()` tells why a read failed), and raises the
 exceptions HTTPAdapter raises for the same failures, so `remoting.wsman_client.map_exception`
 reads them the same way: `ConnectTimeout`, `ReadTimeout`, `SSLError`, `ConnectionError` (with
-the OS error, e.g. ConnectionRefusedError or socket.gaierror, as its cause and first argument).
+the OS error, e.g. ConnectionRefusedError or socket.gaierror, as its cause and first argument; a
+malformed, cut or oversized-header answer carries an `http.client.HTTPException` as http.client
+would raise it).
 
 TLS: the certificate is verified against `verify` (a CA bundle path, or certifi's bundle for
 True, as requests does with trust_env off) with host name checking; `verify=False` turns both
-off. The answer is always read whole (bounded) before `send` returns.
+off. The answer is always read whole (bounded) before `post`/`send` returns.
 """
 
 from __future__ import annotations
 
+import datetime
+import errno
 import http.client
+import re
 import select
 import socket
 import ssl
@@ -29,15 +42,24 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import certifi
+import httptools
 import requests
 from requests.adapters import BaseAdapter
+from requests.cookies import cookiejar_from_dict
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import NewConnectionError
 
 from remoting import bounded_http
 from remoting.bounded_http import _WATCHDOG, DEFAULT_MAX_BODY, AnswerTooLargeError, _current, _Watch
 
-_READ_CHUNK = 64 * 1024
+# Bytes per socket read. Small on purpose: a fleet has ~100 requests in flight, each holding its
+# buffer while it waits (64 KiB buffers added ~6 MiB to the peak RSS); most answers fit anyway.
+_READ_CHUNK = 16 * 1024
+_NOT_MEASURED = datetime.timedelta(0)
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")  # http.client's disallowed URL characters
+# An answer's status line and headers, bytes. A WinRM answer's are under 1 KiB (an NTLM challenge
+# adds a few hundred bytes); http.client allowed 100 lines of 64 KiB each.
+MAX_HEAD = 256 * 1024
 
 
 class _Raw:
@@ -49,6 +71,127 @@ class _Raw:
         self.sock = sock
 
 
+class _Request:
+    """What pywinrm's `Encryption.parse_encrypted_response` reads of `response.request`: its URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+class DirectResponse(requests.Response):
+    """A requests Response filled directly (status, headers, body read whole), without
+    `Response.__init__`'s cookie jar and header dict that a WinRM answer never uses; the jar is
+    made on first use. Duplicate header fields are joined with ", " (as urllib3 joins them)."""
+
+    def __init__(self, status: int, reason: str, fields: list[tuple[str, str]], content: bytes, raw: _Raw,
+                 request: Any, url: str) -> None:
+        # Deliberately not super().__init__(): every attribute it sets is set here, the jar lazily.
+        self._content = content
+        self._content_consumed = True
+        self._next = None
+        self.status_code = status
+        headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
+        store = headers._store  # type: ignore[attr-defined]  # (lower name -> (name, value)), requests' own layout
+        for name, value in fields:
+            key = name.lower()
+            old = store.get(key)
+            store[key] = (name, value) if old is None else (old[0], f"{old[1]}, {value}")
+        self.headers = headers
+        self.raw = raw
+        self.url = url
+        self.encoding = None
+        self.history = []
+        self.reason = reason
+        self.elapsed = _NOT_MEASURED
+        self.request = request
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "cookies":  # a WinRM service sets none: the empty jar only when someone asks
+            self.cookies = cookiejar_from_dict({})
+            return self.cookies
+        raise AttributeError(name)
+
+
+class _Answer:
+    """llhttp's callbacks for one answer: status, reason, header fields, body chunks (capped).
+
+    The answer and its parser refer to each other (the parser calls the answer's methods, which
+    ask the parser): `release()` breaks that cycle once the answer is read, or every answer's
+    body would wait for the garbage collector (under a flood of 150 KB answers the RSS grew
+    ~3x as much: tests/test_hostile_hosts.py)."""
+
+    __slots__ = ("chunks", "done", "fields", "head_done", "keep_alive", "max_body", "parser", "reason", "size", "status",
+                 "too_large")
+
+    def __init__(self, max_body: int) -> None:
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self.max_body = max_body
+        self.reason = b""
+        self.fields: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.size = self.status = 0
+        self.head_done = self.done = self.too_large = self.keep_alive = False
+
+    def feed(self, data: memoryview) -> None:
+        assert self.parser is not None, "feed after release"
+        self.parser.feed_data(data)
+
+    def release(self) -> None:
+        self.parser = None
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields.append((name.decode("iso-8859-1"), value.decode("iso-8859-1")))
+
+    def on_headers_complete(self) -> None:
+        assert self.parser is not None
+        self.head_done = True
+        self.status = self.parser.get_status_code()
+        # Asked now: llhttp forgets the message's flags once it is complete. False for HTTP/1.0
+        # without keep-alive, `Connection: close`, or a body that runs to the end of the connection.
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_body(self, data: bytes) -> None:
+        if self.too_large:
+            return
+        self.size += len(data)
+        if self.size > self.max_body:
+            self.too_large = True  # raised by the reader: an exception here would be wrapped by httptools
+            self.chunks.clear()
+        else:
+            self.chunks.append(data)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self.status < 200 and self.status != 101:  # an interim answer (100 Continue): the real one follows
+            self.reason, self.fields, self.head_done = b"", [], False
+            return
+        self.done = True
+
+    def ends_at_eof(self) -> bool:
+        """True when the answer's body runs to the end of the connection (no length, not chunked)."""
+        names = {name.lower() for name, _v in self.fields}
+        return self.head_done and "content-length" not in names and "transfer-encoding" not in names
+
+
+class _Conn:
+    """One TCP (then TLS) connection: `sock` is None until connected and after `close()`."""
+
+    __slots__ = ("host", "host_field", "port", "sock")
+
+    def __init__(self, host: str, port: int, default_port: int) -> None:
+        self.host, self.port = host, port
+        self.sock: socket.socket | None = None
+        name = f"[{host}]" if ":" in host else host
+        self.host_field = (name if port == default_port else f"{name}:{port}").encode("idna")
+
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+
+
 class DirectAdapter(BaseAdapter):
     """One kept-alive connection to one endpoint; answers capped at `max_body` bytes and cut
     after `total_s` seconds (request and answer)."""
@@ -57,23 +200,22 @@ class DirectAdapter(BaseAdapter):
         super().__init__()
         self.max_body = max_body
         self.total_s = total_s
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: _Conn | None = None
         self._key: tuple[str, str, int, str] | None = None
         self._tls: ssl.SSLContext | None = None
         self._lock = threading.Lock()  # one request at a time on the one connection
+        self._urls: dict[str, tuple[str, str, int, bytes]] = {}  # url -> (scheme, host, port, target)
 
     # ------------------------------------------------------------------ the connection
 
-    def _connection(self, scheme: str, host: str, port: int, verify: Any, connect_s: float | None) -> http.client.HTTPConnection:
+    def _connection(self, scheme: str, host: str, port: int, verify: Any) -> _Conn:
         key = (scheme, host, port, str(verify))
         if self._conn is not None and self._key == key:
             if self._conn.sock is None or not _dropped(self._conn.sock):
                 return self._conn
             # The service closed the idle connection (as urllib3 checks before reusing one).
         self._drop()
-        # A plain connection object for both schemes: for https the socket is wrapped here after
-        # the TCP connect (see _connect), so the two phases time out with their own errors.
-        conn = http.client.HTTPConnection(host, port, timeout=connect_s)
+        conn = _Conn(host, port, 443 if scheme == "https" else 80)
         self._conn, self._key = conn, key
         self._tls = _tls_context(verify) if scheme == "https" else None
         return conn
@@ -89,45 +231,72 @@ class DirectAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ sending
 
-    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
-             verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
-        """POST `request` and return its answer, read whole. Raises the requests exceptions
-        HTTPAdapter raises for the same failures, or AnswerTooLargeError."""
-        if cert is not None or proxies:
-            raise ValueError("DirectAdapter sends without client certificates or proxies")
+    def _target(self, url: str) -> tuple[str, str, int, bytes]:
+        parts = self._urls.get(url)
+        if parts is None:
+            u = urlsplit(url)
+            scheme = u.scheme.lower()
+            target = (u.path or "/") + (f"?{u.query}" if u.query else "")
+            if _CONTROL.search(target) or _CONTROL.search(u.hostname or ""):
+                # Written raw into the request head: refused as http.client refuses them.
+                raise http.client.InvalidURL(f"URL can't contain control characters: {url!r}")
+            parts = self._urls[url] = (scheme, u.hostname or "", u.port or (443 if scheme == "https" else 80),
+                                       target.encode("ascii"))
+        return parts
+
+    def post(self, url: str, fields: bytes, body: bytes, *, timeout: Any, verify: Any,
+             request: Any = None) -> DirectResponse:
+        """POST `body` to `url` with the header block `fields` (`Name: value\\r\\n` lines, Content-Length
+        included; Host is added here) and return the answer, read whole. `timeout`: seconds, or
+        (connect, read) seconds; `verify` as in requests. Raises the requests exceptions HTTPAdapter
+        raises for the same failures (`request` goes into them), or AnswerTooLargeError."""
         connect_s, read_s = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        url = urlsplit(request.url or "")
-        scheme = url.scheme.lower()
-        port = url.port or (443 if scheme == "https" else 80)
-        path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        scheme, host, port, target = self._target(url)
         watch = _Watch(time.monotonic() + self.total_s)
         _current.watch = _current.last = watch
         _WATCHDOG.add(watch)
         with self._lock:
             try:
-                conn = self._connection(scheme, url.hostname or "", port, verify, connect_s)
+                conn = self._connection(scheme, host, port, verify)
                 watch.attach(conn)  # type: ignore[arg-type]  # anything with .sock
                 if conn.sock is None:
-                    self._connect(conn, request, read_s)
-                assert conn.sock is not None
-                conn.sock.settimeout(read_s)
-                answer, body, sock = self._exchange(conn, request, path, watch)
+                    self._connect(conn, request, connect_s, read_s)
+                sock = conn.sock
+                assert sock is not None
+                sock.settimeout(read_s)
+                head = b"POST %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (target, conn.host_field, fields)
+                answer = self._exchange(sock, head + body, request)
             except BaseException:
                 self._drop()
                 raise
             finally:
                 watch.finish()
                 _current.watch = None
-            if answer.will_close:
+            if not answer.keep_alive:
                 self._drop()
-        return self._response(request, answer, body, sock)
+        return DirectResponse(answer.status, answer.reason.decode("iso-8859-1"), answer.fields,
+                              b"".join(answer.chunks), _Raw(sock), request if request is not None else _Request(url), url)
 
-    def _connect(self, conn: http.client.HTTPConnection, request: requests.PreparedRequest, read_s: float | None) -> None:
+    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
+             verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
+        """The requests adapter interface: POST `request` (its headers and body) through `post`."""
+        if cert is not None or proxies:
+            raise ValueError("DirectAdapter sends without client certificates or proxies")
+        if (request.method or "POST") != "POST":
+            raise ValueError("DirectAdapter sends POST requests only (WS-Management)")
+        body = request.body if isinstance(request.body, (bytes, str)) or request.body is None else b"".join(request.body)  # type: ignore[arg-type]
+        data = body.encode("utf-8") if isinstance(body, str) else (body or b"")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        fields = b"".join(b"%s: %s\r\n" % (_latin1(k), _latin1(v)) for k, v in headers.items())
+        fields += b"Content-Length: %d\r\n" % len(data)
+        return self.post(request.url or "", fields, data, timeout=timeout, verify=verify, request=request)
+
+    def _connect(self, conn: _Conn, request: Any, connect_s: float | None, read_s: float | None) -> None:
         """TCP connect (its errors as HTTPAdapter raises them), then for https the TLS handshake
         under the read timeout: a listener that accepts and never answers is a read timeout, as
         with urllib3."""
         try:
-            conn.connect()
+            sock = socket.create_connection((conn.host, conn.port), connect_s)
         except socket.gaierror as exc:
             raise requests.exceptions.ConnectionError(exc, request=request) from exc
         except TimeoutError as exc:
@@ -137,12 +306,18 @@ class DirectAdapter(BaseAdapter):
         except OSError as exc:
             cause = NewConnectionError(conn, f"failed to establish a new connection: {exc}")  # type: ignore[arg-type]
             raise requests.exceptions.ConnectionError(cause, request=request) from exc
+        try:  # requests are written whole: no Nagle delay (as http.client sets it)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            if exc.errno != errno.ENOPROTOOPT:
+                sock.close()
+                raise requests.exceptions.ConnectionError(exc, request=request) from exc
+        conn.sock = sock
         if self._tls is None:
             return
-        assert conn.sock is not None
         try:
-            conn.sock.settimeout(read_s)
-            conn.sock = self._tls.wrap_socket(conn.sock, server_hostname=conn.host)
+            sock.settimeout(read_s)
+            conn.sock = self._tls.wrap_socket(sock, server_hostname=conn.host)
         except ssl.SSLError as exc:
             raise requests.exceptions.SSLError(exc, request=request) from exc
         except TimeoutError as exc:
@@ -150,23 +325,29 @@ class DirectAdapter(BaseAdapter):
         except OSError as exc:
             raise requests.exceptions.ConnectionError(exc, request=request) from exc
 
-    def _exchange(self, conn: http.client.HTTPConnection, request: requests.PreparedRequest, path: str,
-                  watch: _Watch) -> tuple[http.client.HTTPResponse, bytes, Any]:
+    def _exchange(self, sock: socket.socket, data: bytes, request: Any) -> _Answer:
+        """Write the request, then read and parse one answer (bounded)."""
+        answer = _Answer(self.max_body)
         try:
-            body = request.body if isinstance(request.body, (bytes, str)) or request.body is None else b"".join(request.body)  # type: ignore[arg-type]
-            conn.request(request.method or "POST", path, body=body, headers=dict(request.headers))
-            answer = conn.getresponse()
-            sock = conn.sock
-            chunks: list[bytes] = []
+            sock.sendall(data)
+            buf = bytearray(_READ_CHUNK)
+            view = memoryview(buf)
             seen = 0
-            while True:
-                data = answer.read(_READ_CHUNK)
-                if not data:
+            while not answer.done:
+                n = sock.recv_into(buf)
+                if n == 0:
+                    if seen == 0:
+                        raise http.client.RemoteDisconnected("Remote end closed connection without response")
+                    if not answer.ends_at_eof():
+                        raise http.client.IncompleteRead(b"")
+                    answer.done = True
                     break
-                seen += len(data)
-                if seen > self.max_body:
+                seen += n
+                answer.feed(view[:n])
+                if answer.too_large:
                     raise AnswerTooLargeError(f"answer larger than {self.max_body} bytes")
-                chunks.append(data)
+                if not answer.head_done and seen > MAX_HEAD:
+                    raise http.client.LineTooLong(f"header block (over {MAX_HEAD} bytes)")
         except AnswerTooLargeError:
             raise
         except ssl.SSLError as exc:
@@ -175,21 +356,16 @@ class DirectAdapter(BaseAdapter):
             raise requests.exceptions.ReadTimeout(exc, request=request) from exc
         except (http.client.HTTPException, OSError) as exc:
             raise requests.exceptions.ConnectionError(exc, request=request) from exc
-        return answer, b"".join(chunks), sock
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            bad = http.client.BadStatusLine(f"malformed HTTP answer: {exc}")
+            raise requests.exceptions.ConnectionError(bad, request=request) from exc
+        finally:
+            answer.release()
+        return answer
 
-    def _response(self, request: requests.PreparedRequest, answer: http.client.HTTPResponse, body: bytes,
-                  sock: Any) -> requests.Response:
-        response = requests.Response()
-        response.status_code = answer.status
-        response.headers = CaseInsensitiveDict(answer.getheaders())
-        response.reason = answer.reason
-        response.raw = _Raw(sock)
-        response._content = body
-        response._content_consumed = True  # type: ignore[attr-defined]
-        response.url = request.url or ""
-        response.request = request
-        response.connection = self  # type: ignore[assignment]  # (requests declares an HTTPAdapter)
-        return response
+
+def _latin1(text: str | bytes) -> bytes:
+    return text if isinstance(text, bytes) else text.encode("iso-8859-1")
 
 
 def _dropped(sock: socket.socket) -> bool:
@@ -222,7 +398,11 @@ def _tls_context(verify: Any) -> ssl.SSLContext:
         return ctx
 
 
-def install(session: requests.Session, *, max_body: int = DEFAULT_MAX_BODY, total_s: float) -> None:
-    """Mount a DirectAdapter for http:// and https:// on `session` (idempotent); the session
-    reads nothing from the environment (`bounded_http.install`)."""
+def install(session: requests.Session, *, max_body: int = DEFAULT_MAX_BODY, total_s: float) -> DirectAdapter:
+    """Mount a DirectAdapter for http:// and https:// on `session` (idempotent) and return the
+    mounted one; the session reads nothing from the environment (`bounded_http.install`)."""
     bounded_http.install(session, max_body=max_body, total_s=total_s, adapter_class=DirectAdapter)
+    adapter = session.get_adapter("http://")
+    if not isinstance(adapter, DirectAdapter):
+        raise TypeError(f"the session already has another bounded adapter ({type(adapter).__name__})")
+    return adapter

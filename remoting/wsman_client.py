@@ -27,7 +27,7 @@ import winrm.exceptions as wexc
 import winrm.transport
 from winrm.protocol import Protocol
 
-from remoting import bounded_http, direct_http, kerberos
+from remoting import bounded_http, kerberos
 from remoting import wsman_messages as wsm
 from remoting.endpoint import Endpoint
 from remoting.errors import (
@@ -273,8 +273,7 @@ class WsmanClient:
         lean = endpoint.transport in LEAN_TRANSPORTS
         if lean:
             password = endpoint.password.reveal() if endpoint.password is not None else None
-            LeanSender(proto.transport, endpoint.username, password,
-                       on_session=lambda session: direct_http.install(session, total_s=t.connect + t.read)).install()
+            LeanSender(proto.transport, endpoint.username, password, total_s=t.connect + t.read).install()
         else:
             build, setup = proto.transport.build_session, proto.transport.setup_encryption
 

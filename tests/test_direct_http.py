@@ -1,0 +1,155 @@
+"""remoting.direct_http on the wire: answers framed every way HTTP/1.1 allows are read whole,
+kept-alive connections are reused, and malformed, cut, oversized or slow answers fail as the
+requests exceptions HTTPAdapter raises (which remoting.wsman_client maps).
+
+The "service" is a raw TCP listener on 127.0.0.1 that sends canned bytes, so each framing and
+each fault is exact; the full WinRM conversation is covered by tests/test_remoting_lab.py.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from remoting.bounded_http import AnswerTooLargeError
+from remoting.direct_http import MAX_HEAD, DirectAdapter
+
+FIELDS = b"Content-Type: application/soap+xml;charset=UTF-8\r\n"
+
+
+class CannedService:
+    """Accepts connections; for each request (head plus Content-Length body) sends the next
+    canned answer; a `None` answer closes the connection without a word."""
+
+    def __init__(self, answers: list[bytes | None]) -> None:
+        self.answers = list(answers)
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/wsman"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> CannedService:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._listener.close()
+        self._thread.join(5)
+
+    def _serve(self) -> None:
+        while self.answers:
+            try:
+                conn, _addr = self._listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                self._talk(conn)
+
+    def _talk(self, conn: socket.socket) -> None:
+        data = b""
+        while self.answers:
+            while b"\r\n\r\n" not in data:
+                more = conn.recv(65536)
+                if not more:
+                    return
+                data += more
+            head, _, data = data.partition(b"\r\n\r\n")
+            length = int(next((ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")), b"0"))
+            while len(data) < length:
+                data += conn.recv(65536)
+            self.requests.append(head + b"\r\n\r\n" + data[:length])
+            data = data[length:]
+            answer = self.answers.pop(0)
+            if answer is None:
+                return
+            conn.sendall(answer)
+            if b"connection: close" in answer.lower():
+                return
+
+
+def post(adapter: DirectAdapter, url: str, body: bytes = b"<x/>") -> requests.Response:
+    return adapter.post(url, FIELDS + b"Content-Length: %d\r\n" % len(body), body, timeout=(2, 2), verify=True)
+
+
+@pytest.fixture
+def adapter() -> Iterator[DirectAdapter]:
+    a = DirectAdapter(max_body=1024, total_s=5)
+    yield a
+    a.close()
+
+
+def test_length_chunked_and_eof_framed_answers_are_read_whole(adapter: DirectAdapter) -> None:
+    answers: list[bytes | None] = [
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        b"HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\nto the end",
+    ]
+    with CannedService(answers) as svc:
+        first = post(adapter, svc.url)
+        assert (first.status_code, first.reason, first.content) == (200, "OK", b"hello")
+        assert first.headers["x-A"] == "1, 2"  # duplicate fields joined, names case-insensitive
+        second = post(adapter, svc.url)
+        assert second.content == b"abcde"
+        third = post(adapter, svc.url)
+        assert (third.status_code, third.content) == (500, b"to the end")
+    assert svc.connections == 1  # kept alive until the service closed it
+    head = svc.requests[0].split(b"\r\n")
+    assert head[0] == b"POST /wsman HTTP/1.1" and head[1].startswith(b"Host: 127.0.0.1:")
+    assert svc.requests[0].endswith(b"Content-Length: 4\r\n\r\n<x/>")
+
+
+def test_a_closed_idle_connection_is_replaced(adapter: DirectAdapter) -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    with CannedService([ok, None, ok]) as svc:
+        assert post(adapter, svc.url).content == b"ok"
+        with pytest.raises(requests.exceptions.ConnectionError) as info:
+            post(adapter, svc.url)  # the service hangs up on this request without an answer
+        assert isinstance(info.value.args[0], http.client.RemoteDisconnected)
+        assert post(adapter, svc.url).content == b"ok"
+    assert svc.connections == 2
+
+
+@pytest.mark.parametrize(("answer", "cause"), [
+    (b"garbage\r\n\r\n", http.client.BadStatusLine),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 10\r\n\r\nshort", http.client.IncompleteRead),
+    (b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (MAX_HEAD + 10), http.client.LineTooLong),
+])
+def test_malformed_cut_and_oversized_heads_are_connection_errors(adapter: DirectAdapter, answer: bytes,
+                                                                 cause: type[Exception]) -> None:
+    with CannedService([answer, None]) as svc, pytest.raises(requests.exceptions.ConnectionError) as info:
+        post(adapter, svc.url)
+    assert isinstance(info.value.args[0], cause), info.value.args
+
+
+def test_a_body_past_the_cap_is_refused(adapter: DirectAdapter) -> None:
+    chunk = b"200\r\n" + b"z" * 512 + b"\r\n"  # 512 bytes; the cap is 1024
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 3 + b"0\r\n\r\n"
+    with CannedService([answer]) as svc, pytest.raises(AnswerTooLargeError):
+        post(adapter, svc.url)
+
+
+def test_refused_and_silent_endpoints_raise_what_http_adapter_raises(adapter: DirectAdapter) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    with pytest.raises(requests.exceptions.ConnectionError) as info:
+        post(adapter, f"http://127.0.0.1:{port}/wsman")
+    assert isinstance(info.value.args[0], ConnectionRefusedError)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (backlog), never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/wsman"
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            adapter.post(url, FIELDS + b"Content-Length: 0\r\n", b"", timeout=(1, 0.5), verify=True)
+
+
+def test_control_characters_in_the_url_are_refused_before_any_byte(adapter: DirectAdapter) -> None:
+    with CannedService([b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]) as svc:
+        with pytest.raises(http.client.InvalidURL):
+            post(adapter, svc.url + "\r\nX-Injected: 1")
+        assert svc.requests == []
+        assert post(adapter, svc.url).status_code == 200
