@@ -38,6 +38,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -286,8 +287,7 @@ class DirectAdapter(BaseAdapter):
             raise ValueError("DirectAdapter sends POST requests only (WS-Management)")
         body = request.body if isinstance(request.body, (bytes, str)) or request.body is None else b"".join(request.body)  # type: ignore[arg-type]
         data = body.encode("utf-8") if isinstance(body, str) else (body or b"")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
-        fields = b"".join(b"%s: %s\r\n" % (_latin1(k), _latin1(v)) for k, v in headers.items())
+        fields = header_fields(request.headers, skip=("host", "content-length"))
         fields += b"Content-Length: %d\r\n" % len(data)
         return self.post(request.url or "", fields, data, timeout=timeout, verify=verify, request=request)
 
@@ -362,6 +362,13 @@ class DirectAdapter(BaseAdapter):
         finally:
             answer.release()
         return answer
+
+
+def header_fields(headers: Mapping[str, str | bytes], *, skip: Iterable[str] = ()) -> bytes:
+    """`headers` as a request's header block (`Name: value\r\n` lines, ISO-8859-1 as HTTP/1.1
+    field values are), leaving out the names in `skip` (lower case)."""
+    left_out = frozenset(skip)
+    return b"".join(b"%s: %s\r\n" % (_latin1(k), _latin1(v)) for k, v in headers.items() if k.lower() not in left_out)
 
 
 def _latin1(text: str | bytes) -> bytes:

@@ -232,9 +232,7 @@ def _static_fields(session: requests.Session, *, basic: bool) -> bytes:
         carrier = SimpleNamespace(headers={})  # what HTTPBasicAuth.__call__ reads and writes of a request
         session.auth(carrier)  # type: ignore[arg-type,operator]
         headers.update(carrier.headers)
-    skip = ("content-type", "content-length", "host")
-    return b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v if isinstance(v, bytes) else v.encode("latin-1"))
-                    for k, v in headers.items() if k.lower() not in skip)
+    return direct_http.header_fields(headers, skip=("content-type", "content-length", "host"))
 
 
 def _challenge(header: str) -> bytes | None:
