@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import kbfix.store.audit as audit
+import kbfix.store.host_rows as host_rows
 from kbfix.report.sample import fleet, run_info
 from kbfix.store import AuditStore, StoreError, new_run_id
 from remoting.redaction import REDACTED
@@ -49,7 +49,7 @@ def test_deferred_rows_read_verify_and_link_like_rows_written_one_by_one(engine:
 
 
 def test_a_full_group_is_written_and_an_old_one_on_flush_due(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audit, "DEFER_MAX_HOSTS", 3)
+    monkeypatch.setattr(host_rows, "DEFER_MAX_HOSTS", 3)
     results = fleet(4, 1)
     location = str(tmp_path / "state")
     with AuditStore.in_dir(location) as store:
@@ -61,7 +61,7 @@ def test_a_full_group_is_written_and_an_old_one_on_flush_due(tmp_path: Path, mon
         store.record_host(info.id, results[3], defer=True)
         store.flush_due()
         assert len(_rows(location)) == 3  # not old yet
-        monkeypatch.setattr(audit, "DEFER_MAX_AGE_S", 0.0)
+        monkeypatch.setattr(host_rows, "DEFER_MAX_AGE_S", 0.0)
         time.sleep(0.01)
         store.flush_due()
         assert len(_rows(location)) == 4

@@ -7,7 +7,7 @@ and between processes (SQLite file locking with `busy_timeout`; on PostgreSQL an
 taken by every write transaction, see kbfix/store/engine.py). Every write is its own committed
 transaction, so a `kill -9` loses at most the row being written: an intent row is committed
 before its op is sent, its result row after the answer. The one exception is a check's final
-host rows (`record_host(defer=True)`): they are written in groups of up to DEFER_MAX_HOSTS hosts
+host rows (`record_host(defer=True)`, kbfix/store/host_rows.py): they are written in groups of up to DEFER_MAX_HOSTS hosts
 or DEFER_MAX_AGE_S seconds, so a `kill -9` of a check loses at most that group's verdicts (a
 check changes nothing on its hosts: running it again gives them back). Audit rows are append-only (the
 schema's triggers refuse UPDATE/DELETE); the current state of a run or host is its latest row.
@@ -20,10 +20,8 @@ import os
 import socket
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,10 +31,11 @@ import sqlalchemy as sa
 from kbfix.runinfo import RunInfo
 from kbfix.store import chain, engine
 from kbfix.store import tables as t
-from kbfix.store.bounds import HOST_RUN_BUDGET, bound_strings, redacted_bounded, without_lines
+from kbfix.store.bounds import HOST_RUN_BUDGET
 from kbfix.store.diskguard import RESERVE_FILE, TxRecorder, copy_params, is_disk_full, make_reserve, reason
 from kbfix.store.errors import DiskFullError, HostLockedError, StoreError  # noqa: F401  (re-exported)
 from kbfix.store.evidence_rows import EvidenceStore
+from kbfix.store.host_rows import HostRowStore, _HostRows
 from kbfix.store.journal import JournalStore, StoreJournal  # noqa: F401  (re-exported)
 from kbfix.store.locks import HostLockStore
 from kbfix.store.rows import (
@@ -50,26 +49,9 @@ from remoting.redaction import redact
 
 STORE_FILE = "audit.sqlite3"
 _DB_ERRORS = (sa.exc.SQLAlchemyError, sqlite3.Error)
-#: Deferred host rows (`record_host(defer=True)`, a check's final rows) are written together once
-#: this many are waiting, or by `flush_due` once the oldest has waited DEFER_MAX_AGE_S seconds, and
-#: before any other write or read of this store object (cost, issue 19: one transaction, one chain
-#: append and one fsync per group instead of per host). A crash loses at most these verdicts; a
-#: check changes nothing on the hosts, so running it again recovers them.
-DEFER_MAX_HOSTS = 50
-DEFER_MAX_AGE_S = 0.2
 
 
-@dataclass(frozen=True)
-class _HostRows:
-    """The rows of one `record_host`, ready to insert: the host_results row's columns, its
-    findings' (advisory, status, reason, evidence JSON) and the facts JSON (None: no facts row)."""
-
-    result_row: dict[str, Any]
-    findings: list[tuple[str, str, str, str]]
-    facts_json: str | None
-
-
-class AuditStore(JournalStore, HostLockStore, EvidenceStore):
+class AuditStore(HostRowStore, JournalStore, HostLockStore, EvidenceStore):
     """The audit store at `path`: an SQLite file, or a `postgresql://…` URL (the database must
     exist; its tables are created on first open). Created and migrated on open.
 
@@ -426,104 +408,6 @@ class AuditStore(JournalStore, HostLockStore, EvidenceStore):
         return rows[0]["run_id"] if rows else None
 
     # ---- hosts, facts, findings, plans --------------------------------------------------------
-
-    def record_host(
-        self, run_id: str, result: HostResult, *, phase: str = "final", facts: Mapping[str, Any] | None = None,
-        defer: bool = False,
-    ) -> int | None:
-        """Append one host's result (and its findings, and facts when given); returns its seq.
-
-        phase: `assess`, `apply`, `verify` or `final`; the latest `final` row is the host's
-        result for the run (what reports render). Every string is cut to `MAX_STORED_STRING`
-        characters, and once the host has added `host_run_budget` bytes in this run its facts
-        and evidence log lines are replaced by a note (status, reasons and versions are kept).
-
-        defer: keep the rows to write with others (see DEFER_MAX_HOSTS; for rows whose loss in a
-        crash costs only a re-run: a check's final rows) and return None.
-        """
-        now = utc_now().isoformat()
-        with self._lock:
-            rows = self._host_rows(run_id, result, phase, facts, now)
-            if defer:
-                if self._deferred_since is None:
-                    self._deferred_since = time.monotonic()
-                self._deferred.append(rows)
-                if len(self._deferred) >= DEFER_MAX_HOSTS:
-                    self.flush()
-                return None
-            with self._tx() as db:
-                return self._insert_host_rows(db, [rows])[0]
-
-    def flush(self) -> None:
-        """Write the deferred host rows now, in one transaction (nothing when none wait).
-        Raises StoreError; the rows then stay deferred."""
-        with self._lock:
-            if not self._deferred:
-                return
-            rows, since = self._deferred, self._deferred_since
-            self._deferred, self._deferred_since = [], None
-            try:
-                with self._tx() as db:
-                    self._insert_host_rows(db, rows)
-            except BaseException:
-                self._deferred[:0] = rows
-                self._deferred_since = since
-                raise
-
-    def flush_due(self) -> None:
-        """`flush` when the oldest deferred row has waited DEFER_MAX_AGE_S seconds (a run's poll
-        loop calls this, so a verdict is stored soon after it arrives). Raises StoreError."""
-        since = self._deferred_since
-        if since is not None and time.monotonic() - since >= DEFER_MAX_AGE_S:
-            self.flush()
-
-    def _host_rows(self, run_id: str, result: HostResult, phase: str, facts: Mapping[str, Any] | None,
-                   now: str) -> _HostRows:
-        """The stored form of one host result (redacted, bounded, within the host's budget);
-        counts its bytes against the budget. Call with the lock held."""
-        budget_key = (run_id, result.host)
-        used = self._host_bytes.get(budget_key, 0)
-        dumped = bound_strings(result.model_dump(mode="json", exclude={"facts", "vars"}))  # facts: `facts` table
-        result_json = _dumps(dumped)
-        facts_json = _dumps(redacted_bounded(facts)) if facts is not None else None
-        size = len(result_json) + len(facts_json or "")
-        if used + size > self.host_run_budget or (self.disk_full and facts_json is not None):
-            note = (f"not stored: this host passed its {self.host_run_budget} byte store budget "
-                    f"for run {run_id}")
-            if facts_json is not None:
-                facts_json = _dumps({"_not_stored": f"{len(facts_json)} bytes of facts {note}"})
-            result_json = _dumps(without_lines(dumped, f"log lines {note}"))
-            dumped = json.loads(result_json)
-            size = len(result_json) + len(facts_json or "")
-        self._host_bytes[budget_key] = used + size  # (the findings rows repeat the evidence: ≤ 2× this)
-        evidence = [_dumps(f.get("evidence", [])) for f in dumped.get("findings", [])]
-        return _HostRows(
-            result_row=dict(run_id=run_id, host=result.host, phase=phase, status=result.status.value,
-                            facts_digest=result.facts_digest, result=result_json, at=now),
-            findings=[(f.advisory, f.status.value, f.reason, ev) for f, ev in zip(result.findings, evidence, strict=True)],
-            facts_json=facts_json,
-        )
-
-    def _insert_host_rows(self, db: TxRecorder, batch: Sequence[_HostRows]) -> list[int]:
-        """Insert the rows of `batch` in the open transaction; returns the host_results seqs.
-        Several hosts: one multi-row statement per table (findings and facts after their hosts)."""
-        if len(batch) == 1:
-            cur = db.execute(t.host_results.insert(), batch[0].result_row)
-            seqs = [int(cur.inserted_primary_key[0] or 0)]  # type: ignore[index]
-        else:
-            stmt = t.host_results.insert().returning(t.host_results.c.seq, sort_by_parameter_order=True)
-            seqs = [int(r[0]) for r in db.execute(stmt, [b.result_row for b in batch])]
-        findings = [dict(host_result_seq=seq, run_id=b.result_row["run_id"], host=b.result_row["host"], advisory=adv,
-                         status=status, reason=reason, evidence=ev)
-                    for b, seq in zip(batch, seqs, strict=True) for adv, status, reason, ev in b.findings]
-        facts = [dict(run_id=b.result_row["run_id"], host=b.result_row["host"], phase=b.result_row["phase"],
-                      digest=b.result_row["facts_digest"], facts=b.facts_json, at=b.result_row["at"])
-                 for b in batch if b.facts_json is not None]
-        if findings:
-            db.execute(t.findings.insert(), findings if len(findings) > 1 else findings[0])
-        if facts:
-            db.execute(t.facts.insert(), facts if len(facts) > 1 else facts[0])
-        return seqs
 
     def record_plan(self, run_id: str, host: str, actions: Iterable[PlannedAction], facts_digest: str | None) -> None:
         """Append the planned actions of one host, with the facts digest they were planned on."""

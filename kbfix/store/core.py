@@ -1,4 +1,4 @@
-"""What the store's mixins (journal, locks, evidence rows) may use of `AuditStore`: declared once."""
+"""What the store's mixins (host rows, journal, locks, evidence rows) may use of `AuditStore`: declared once."""
 
 from __future__ import annotations
 
