@@ -171,8 +171,8 @@ class RunSchedule:
         facts = result.facts if self.facts_in_final and result.facts else None
         # cost (issue 19): a check's final rows are written in groups (AuditStore.record_host
         # `defer`): a check changes nothing on its hosts, so a crash loses only verdicts that a
-        # re-run gives back; apply's rows stay one transaction each (they are the run's truth).
-        self.store.record_host(self.info.id, result, phase="final", facts=facts, defer=self.facts_in_final)
+        # re-run gives back; plan's and apply's rows stay one transaction each (they are the run's truth).
+        self.store.record_host(self.info.id, result, phase="final", facts=facts, defer=self.info.kind == "check")
         self.progress.host_done(result)
 
     def _done(self, result: HostResult) -> HostResult:
