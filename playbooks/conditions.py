@@ -91,15 +91,18 @@ def _globals() -> dict[str, Any]:
     return dict(_env().globals)
 
 
-def _render_context(template: Any, parent: dict[str, Any]) -> Any:
-    """A render context over `parent` (used as is: `shared=True`) for one of our templates.
+def _render_context(template: Any, context: Mapping[str, Any]) -> Any:
+    """A render context for one of our templates over the helpers (`_globals`) and `context`,
+    merged into one fresh dict that the context uses as its parent (the render writes only to
+    its own `vars`).
 
-    What `template.new_context(parent, shared=True)` makes, without passing the template's
-    globals: `Context.__init__` copies their keys into `globals_keys` (a walk of a ChainMap,
-    about half an evaluation's cost; issue 19), and Jinja reads `globals_keys` only when a
-    template is made into a module (imports, `Template.module`), never for a render. The
-    globals' VALUES are in `parent` (see `_call`), the sandbox is the environment's."""
-    return template.environment.context_class(template.environment, parent, template.name, template.blocks)
+    What `template.new_context({**globals, **context}, shared=True)` makes, without passing the
+    template's globals: `Context.__init__` copies their keys into `globals_keys` (a walk of a
+    ChainMap, about half an evaluation's cost; issue 19), and Jinja reads `globals_keys` only
+    when a template is made into a module (imports, `Template.module`), never for a render. The
+    globals' VALUES are in the parent; the sandbox is the environment's."""
+    env = template.environment
+    return env.context_class(env, {**_globals(), **context}, template.name, template.blocks)
 
 
 def _call(expr: str, context: Mapping[str, Any]) -> Any:
@@ -112,7 +115,7 @@ def _call(expr: str, context: Mapping[str, Any]) -> Any:
     template = getattr(compiled, "_template", None)
     if template is None:  # another Jinja2 layout: the public call
         return compiled(**context)
-    render_context = _render_context(template, {**_globals(), **context})
+    render_context = _render_context(template, context)
     consume(template.root_render_func(render_context))
     return render_context.vars["result"]
 
@@ -147,6 +150,6 @@ def render(template: str, context: Mapping[str, Any]) -> str:
         compiled = _template(template)
         # `Template.render(**context)` less its globals walk (see `_render_context`); the same
         # context (globals, then the names) and output.
-        return compiled.environment.concat(compiled.root_render_func(_render_context(compiled, {**_globals(), **context})))
+        return compiled.environment.concat(compiled.root_render_func(_render_context(compiled, context)))
     except Exception as exc:  # a broken message template must name itself
         raise ConditionError(f"template {template!r} failed: {exc}") from exc
