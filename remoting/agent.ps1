@@ -541,7 +541,9 @@ function Skip-QuietBlock($buf, [int]$avail, $det, $opt, $counts, $before) {
     $unit = [int]$det['unit']
     $last = Find-LastNewline $buf $avail $unit ($det['name'] -eq 'utf-16be')
     if ($last -lt 0) { return 0 }
-    $text = $det['enc'].GetString($buf, 0, $last + $unit)
+    $whole = $det['enc'].GetString($buf, 0, $last + $unit)
+    $text = $whole
+    # searched without CRs (`x$` must see LF ends); context lines below come from $whole, as read
     if ($text.IndexOf([char]13) -ge 0) { $text = $text.Replace([string][char]13, '') }
     $texts = @($text)
     if ($det['mixed']) {
@@ -580,10 +582,11 @@ function Skip-QuietBlock($buf, [int]$avail, $det, $opt, $counts, $before) {
     }
     elseif ($k -gt 0) {
         $tail = New-Object System.Collections.ArrayList
-        $pos = $text.Length - 1  # the final line feed
+        $pos = $whole.Length - 1  # the final line feed
         while ($tail.Count -lt $k -and $pos -gt 0) {
-            $prev = $text.LastIndexOf([char]10, $pos - 1)
-            $line = $text.Substring($prev + 1, $pos - $prev - 1)
+            $prev = $whole.LastIndexOf([char]10, $pos - 1)
+            $line = $whole.Substring($prev + 1, $pos - $prev - 1)
+            if ($line.EndsWith("`r")) { $line = $line.Substring(0, $line.Length - 1) }
             if ($line.Length -gt [int]$opt['max_line_chars']) { $line = $line.Substring(0, [int]$opt['max_line_chars']) }
             [void]$tail.Insert(0, $line)
             if ($prev -lt 0) { break }

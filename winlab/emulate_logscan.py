@@ -237,6 +237,7 @@ def _scan(
         if prefilter and not pending:
             # A mixed (8-bit, no BOM) block is searched in both readings: a line matches in one.
             texts = [raw.decode(c, "replace") for c in (("utf-8", mixed) if mixed else (codec,))]
+            whole = texts[0]  # as read: context lines keep a CR inside a line, as the line-by-line path does
             if needs_lf:
                 # Every CR goes, as agent.ps1's Skip-QuietBlock drops them: a last line that ends
                 # in CR without LF (end of file) must still let `x$` through to the line match.
@@ -252,16 +253,14 @@ def _scan(
                     # (agent.ps1 walks back from the last LF one LF at a time).
                     body = raw[:-1] if raw.endswith(b"\n") else raw
                     last = body.rsplit(b"\n", spec.context)[-spec.context:]
-                    before.extend(cut(decode(t).rstrip("\r")) for t in last)
+                    before.extend(cut(_without_cr(decode(t))) for t in last)
                 elif spec.context:
-                    tail = text[:-1] if text.endswith("\n") else text
+                    tail = whole[:-1] if whole.endswith("\n") else whole
                     for t in tail.rsplit("\n", spec.context)[-spec.context:]:
-                        before.append(cut(t.rstrip("\r")))
+                        before.append(cut(_without_cr(t)))
                 continue
         for rel, raw_line in _split_lines(raw, unit, nl):
-            line = decode(raw_line)
-            if line.endswith("\r"):
-                line = line[:-1]
+            line = _without_cr(decode(raw_line))
             shown = cut(line)
             if pending:
                 still = []
@@ -300,3 +299,8 @@ def _scan(
         "matches": matches,
         "patterns_full": full,
     }
+
+
+def _without_cr(line: str) -> str:
+    """A line without the CR of its CRLF end (one CR: any other CR is part of the line's text)."""
+    return line[:-1] if line.endswith("\r") else line
