@@ -113,3 +113,37 @@ def test_procs_is_a_global_option_with_help() -> None:
     for args in (["--help"], ["check", "--help"]):
         text = re.sub(r"\x1b\[[0-9;]*m", "", runner.invoke(app, args, terminal_width=200).output)
         assert "--procs" in text and "apply stays in one process" in " ".join(text.split())
+
+
+def test_the_forkserver_warm_up_leaves_every_playbook_expression_compiled() -> None:
+    """What the contact children inherit from the forkserver (kbfix.run.contact_warmup): after it
+    is imported, building the engine a child builds compiles no expression again. Run in a fresh
+    interpreter, as the forkserver is one."""
+    import subprocess
+    import sys
+
+    code = (
+        "import kbfix.run.contact_warmup as w\n"
+        "from playbooks import conditions as c\n"
+        "from kbfix.run.playbook_engine import PlaybookEngine\n"
+        "warm = c._compiled.cache_info()\n"
+        "PlaybookEngine()\n"
+        "after = c._compiled.cache_info()\n"
+        "print(w.WARMED, warm.currsize, after.misses - warm.misses)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout.split()
+    assert out[0] == "True"
+    assert int(out[1]) > 20  # the built-in playbooks' and roles' conditions
+    assert out[2] == "0"
+
+
+def test_the_forkserver_preloads_the_cli_only_for_a_run_the_cli_started() -> None:
+    """Children re-run the parent's main script (multiprocessing's preparation): for the `kbfix`
+    console script that imports kbfix.cli, so the forkserver imports it first, once."""
+    assert procs_mod.forkserver_preload({}) == list(procs_mod.PRELOAD)
+    with_cli = procs_mod.forkserver_preload({"kbfix.cli": object()})
+    assert with_cli[-1] == "kbfix.cli" and with_cli[:-1] == list(procs_mod.PRELOAD)
+    import importlib
+
+    for name in with_cli:  # every name is a module that imports
+        importlib.import_module(name)
