@@ -72,6 +72,7 @@ class AuditStore(HostRowStore, JournalStore, HostLockStore, EvidenceStore):
         self._host_bytes: dict[tuple[str, str], int] = {}
         self._deferred: list[_HostRows] = []
         self._deferred_since: float | None = None  # time.monotonic() of the oldest deferred row
+        self._result_writes: dict[str, int] = {}
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
         if readonly:
