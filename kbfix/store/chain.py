@@ -19,7 +19,6 @@ was chained. What it cannot show on its own: someone with write access rebuildin
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kbfix.store.jsontext import dumps_canonical
 from kbfix.store.tables import ROWID_COLUMN
 
 #: The store's SQLAlchemy connection, or a raw sqlite3 one (the legacy migration to v4 chains the
@@ -48,10 +48,17 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+_PLAIN_COLUMN = frozenset({str, int})  # what SQLite and psycopg give for the chained tables' columns
+
+
 def row_hash(table: str, row: dict[str, Any]) -> str:
-    """SHA-256 (hex) of one row: its table and its non-NULL columns (name → SQLite value)."""
+    """SHA-256 (hex) of one row: its table and its non-NULL columns (name → SQLite value).
+    The text hashed is `json.dumps([table, body], sort_keys=True, ensure_ascii=False,
+    separators=(",", ":"))`; rows of text and integers only are written by ujson (cost, issue 19:
+    the same text, kbfix/store/jsontext.py)."""
     body = {k: _jsonable(v) for k, v in row.items() if v is not None}
-    data = json.dumps([table, body], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    plain = type(table) is str and all(type(k) is str and type(v) in _PLAIN_COLUMN for k, v in body.items())
+    data = dumps_canonical([table, body], plain=plain)
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from kbfix.store import tables as t
-from kbfix.store.bounds import bound_strings, redacted_bounded, without_lines
+from kbfix.store.bounds import bounded_tree, without_lines
 from kbfix.store.core import StoreCore
 from kbfix.store.diskguard import TxRecorder
+from kbfix.store.jsontext import dumps_stored
 from kbfix.store.rows import dumps_json as _dumps
 from playbooks.model import HostResult, utc_now
 
@@ -101,20 +102,26 @@ class HostRowStore(StoreCore):
         counts its bytes against the budget. Call with the lock held."""
         budget_key = (run_id, result.host)
         used = self._host_bytes.get(budget_key, 0)
-        dumped = bound_strings(result.model_dump(mode="json", exclude={"facts", "vars"}))  # facts: `facts` table
-        result_json = _dumps(dumped)
-        facts_json = _dumps(redacted_bounded(facts)) if facts is not None else None
+        # cost (issue 19): the bounded trees share what the bounds leave as it was with the dump and
+        # the facts (copy on write), and plain trees are encoded by ujson (same text, see jsontext).
+        dumped, plain = bounded_tree(result.model_dump(mode="json", exclude={"facts", "vars"}),  # facts: `facts` table
+                                     secrets=False)
+        result_json = dumps_stored(dumped, plain=plain)
+        facts_json = None
+        if facts is not None:
+            facts_tree, facts_plain = bounded_tree(facts, secrets=True)
+            facts_json = dumps_stored(facts_tree, plain=facts_plain)
         size = len(result_json) + len(facts_json or "")
         if used + size > self.host_run_budget or (self.disk_full and facts_json is not None):
             note = (f"not stored: this host passed its {self.host_run_budget} byte store budget "
                     f"for run {run_id}")
             if facts_json is not None:
                 facts_json = _dumps({"_not_stored": f"{len(facts_json)} bytes of facts {note}"})
-            result_json = _dumps(without_lines(dumped, f"log lines {note}"))
-            dumped = json.loads(result_json)
+            result_json = _dumps(without_lines(dumped, f"log lines {note}"))  # (dumped is the dump's: ours to change)
+            dumped, plain = json.loads(result_json), False
             size = len(result_json) + len(facts_json or "")
         self._host_bytes[budget_key] = used + size  # (the findings rows repeat the evidence: ≤ 2× this)
-        evidence = [_dumps(f.get("evidence", [])) for f in dumped.get("findings", [])]
+        evidence = [dumps_stored(f.get("evidence", []), plain=plain) for f in dumped.get("findings", [])]
         return _HostRows(
             result_row=dict(run_id=run_id, host=result.host, phase=phase, status=result.status.value,
                             facts_digest=result.facts_digest, result=result_json, at=now),
