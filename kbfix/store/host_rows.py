@@ -135,6 +135,16 @@ class HostRowStore(StoreCore):
         if len(batch) == 1:
             cur = db.execute(t.host_results.insert(), batch[0].result_row)
             seqs = [int(cur.inserted_primary_key[0] or 0)]  # type: ignore[index]
+        elif self.dialect == "sqlite":
+            # cost (issue 19): SQLAlchemy sends a RETURNING insert one row per statement here; one
+            # executemany and a read of the new keys instead. The transaction holds the write lock
+            # and AUTOINCREMENT gives every new row a larger seq than any before, so the seqs above
+            # the old maximum, in order, are the rows in the order they were sent.
+            before = int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM host_results").scalar_one())
+            db.execute(t.host_results.insert(), [b.result_row for b in batch])
+            seqs = [int(r[0]) for r in db.execute("SELECT seq FROM host_results WHERE seq > :b ORDER BY seq", {"b": before})]
+            if len(seqs) != len(batch):  # pragma: no cover - only another writer inside our lock could do this
+                raise RuntimeError(f"host_results: {len(seqs)} new rows read back for {len(batch)} written")
         else:
             stmt = t.host_results.insert().returning(t.host_results.c.seq, sort_by_parameter_order=True)
             seqs = [int(r[0]) for r in db.execute(stmt, [b.result_row for b in batch])]
