@@ -114,6 +114,19 @@ def _walk_list(value: list[Any], limit: int, *, secrets: bool) -> list[Any]:
 
 
 _PLAIN_LEAVES = frozenset({int, bool, type(None)})  # besides str: ujson writes these as json does
+#: str keys known not to be secret-looking (a set lookup is cheaper than is_secret_key's cache;
+#: a host's facts repeat the same few hundred names). Grows to _PLAIN_KEYS_MAX names at most.
+_PLAIN_KEYS: set[str] = set()
+_PLAIN_KEYS_MAX = 4096
+
+
+def _secret(key: str) -> bool:
+    """is_secret_key(key), remembering a plain key in _PLAIN_KEYS (`key` is an exact str)."""
+    if is_secret_key(key):
+        return True
+    if len(_PLAIN_KEYS) < _PLAIN_KEYS_MAX:
+        _PLAIN_KEYS.add(key)
+    return False
 
 
 def bounded_tree(value: Any, limit: int = MAX_STORED_STRING, *, secrets: bool) -> tuple[Any, bool]:
@@ -149,7 +162,7 @@ def _cow_dict(value: dict[Any, Any], limit: int, secrets: bool, odd: list[bool])
         if type(k) is not str:
             odd.append(True)
             return _walk_dict(value, limit, secrets=secrets)
-        if secrets and is_secret_key(k):
+        if secrets and k not in _PLAIN_KEYS and _secret(k):
             new: Any = REDACTED if len(REDACTED) <= limit else _cut(REDACTED, limit)
         else:
             kind = type(v)
