@@ -171,8 +171,12 @@ def _cow_dict(value: dict[Any, Any], limit: int, secrets: bool, odd: list[bool])
                     continue
                 new = _cut(v, limit)
             elif kind is dict:
+                if not v:  # empty: nothing to bound (many facts are `{}` or `[]`; a call saved)
+                    continue
                 new = _cow_dict(v, limit, secrets, odd)
             elif kind is list:
+                if not v:
+                    continue
                 new = _cow_list(v, limit, secrets, odd)
             elif kind in _PLAIN_LEAVES:
                 continue
@@ -196,8 +200,12 @@ def _cow_list(value: list[Any], limit: int, secrets: bool, odd: list[bool]) -> l
                 continue
             new: Any = _cut(v, limit)
         elif kind is dict:
+            if not v:
+                continue
             new = _cow_dict(v, limit, secrets, odd)
         elif kind is list:
+            if not v:
+                continue
             new = _cow_list(v, limit, secrets, odd)
         elif kind in _PLAIN_LEAVES:
             continue
