@@ -155,3 +155,27 @@ def test_host_rows_text_and_row_hashes_are_the_old_ones() -> None:
     assert chain.row_hash("t", blob) == hashlib.sha256(json.dumps(["t", {"seq": 1, "data": {"blob": "00ff"}, "at": blob["at"]}],
                                                                   sort_keys=True, ensure_ascii=False,
                                                                   separators=(",", ":")).encode()).hexdigest()
+
+
+def test_a_host_past_its_budget_gets_the_old_note_and_keeps_its_lines_in_memory() -> None:
+    from kbfix.store.audit import AuditStore
+    from kbfix.store.bounds import without_lines
+
+    from playbooks.model import LogLine
+
+    store = AuditStore.__new__(AuditStore)
+    store.host_run_budget, store.disk_full, store._host_bytes = 10, False, {}
+    line = LogLine(file="C:\\x.log", offset=7, text="SyncUpdates failure", before=["a"], after=["b"])
+    results = [r.with_findings([f.model_copy(update={"evidence": [ev.model_copy(update={"lines": [line]})
+                                                                   for ev in f.evidence]}) for f in r.findings])
+               for r in fleet(4, 3)]
+    assert any(ev.lines for r in results for f in r.findings for ev in f.evidence)
+    for r in results:
+        lines_before = [ev.lines for f in r.findings for ev in f.evidence]
+        rows = store._host_rows("run", r, "final", {"a": 1}, "2026-11-23T12:00:00+00:00")
+        note = "not stored: this host passed its 10 byte store budget for run run"
+        old = dumps_json(without_lines(bound_strings(r.model_dump(mode="json", exclude={"facts", "vars"})),
+                                       f"log lines {note}"))
+        assert rows.result_row["result"] == old
+        assert [ev for *_, ev in rows.findings] == [dumps_json(x.get("evidence", [])) for x in json.loads(old)["findings"]]
+        assert [ev.lines for f in r.findings for ev in f.evidence] == lines_before  # the result itself is untouched

@@ -4,6 +4,7 @@ run, and a check's final rows written in groups (`defer=True`, `flush`, `flush_d
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -120,7 +121,8 @@ class HostRowStore(StoreCore):
                     f"for run {run_id}")
             if facts_json is not None:
                 facts_json = _dumps({"_not_stored": f"{len(facts_json)} bytes of facts {note}"})
-            result_json = _dumps(without_lines(dumped, f"log lines {note}"))  # (dumped is the dump's: ours to change)
+            # a copy: the bounded tree shares its unchanged parts (rare path: a host past its budget)
+            result_json = _dumps(without_lines(copy.deepcopy(dumped), f"log lines {note}"))
             dumped, plain = json.loads(result_json), False
             size = len(result_json) + len(facts_json or "")
         self._host_bytes[budget_key] = used + size  # (the findings rows repeat the evidence: ≤ 2× this)
