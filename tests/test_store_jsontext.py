@@ -160,7 +160,6 @@ def test_host_rows_text_and_row_hashes_are_the_old_ones() -> None:
 def test_a_host_past_its_budget_gets_the_old_note_and_keeps_its_lines_in_memory() -> None:
     from kbfix.store.audit import AuditStore
     from kbfix.store.bounds import without_lines
-
     from playbooks.model import LogLine
 
     store = AuditStore.__new__(AuditStore)
