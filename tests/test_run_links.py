@@ -13,7 +13,7 @@ import pytest
 from inventory import load_inventory
 from kbfix.fleet import fleet_state
 from kbfix.progress import PlainProgress
-from kbfix.run import RunControl, RunOptions, run_apply, run_plan
+from kbfix.run import RunControl, RunOptions, run_apply, run_check, run_plan
 from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.store import AuditStore
 from playbooks.model import HostResult, Status
@@ -102,3 +102,32 @@ def test_resume_relinks_the_clients_of_the_server_it_completes(tmp_path: Path, s
     status = {s.host: (s.status, s.run_id) for s in fleet_state(store)}  # what `kbfix status` shows
     assert status["OFFICE-CL01"] == ("remediated", second.info.id)
     assert shown.getvalue().splitlines()[-1] == "done: remediated 2"
+
+
+def test_a_checks_relinked_row_is_stored_with_its_group_before_the_end(tmp_path: Path, store: AuditStore) -> None:
+    """A check defers its relinked `final` rows like the others (issue 19): the run's rows as read
+    back are its final table, the relinked row follows the client's first one, the chain holds."""
+    calls: list[tuple[str, bool]] = []
+    record = store.record_host
+
+    def spy(run_id: str, result: HostResult, **kw: object) -> int | None:
+        calls.append((result.host, bool(kw.get("defer"))))
+        return record(run_id, result, **kw)  # type: ignore[arg-type]
+
+    store.record_host = spy  # type: ignore[method-assign]
+    with Lab([h for h in demo_site() if h.name in PAIR]) as lab:
+        hosts = _pair(lab, tmp_path)
+        out = run_check(hosts, PlaybookEngine(), store, RunOptions())
+    assert sorted(calls) == [("OFFICE-CL01", True), ("OFFICE-CL01", True), ("WSUS-SP1", True)]  # the relinked one too
+    client = next(r for r in out.results if r.host == "OFFICE-CL01")
+    assert any(f.linked_host == "WSUS-SP1" for f in client.findings)
+    assert store._deferred == []  # nothing left waiting once the run has ended
+    assert {r.host: r.findings for r in store.host_results(out.info.id)} == {r.host: r.findings for r in out.results}
+    rows = store._query("SELECT host FROM host_results WHERE run_id=:r ORDER BY seq", {"r": out.info.id})
+    assert [r["host"] for r in rows].count("OFFICE-CL01") == 2 and rows[-1]["host"] == "OFFICE-CL01"
+    events = store._query("SELECT seq, state FROM run_events WHERE run_id=:r ORDER BY seq", {"r": out.info.id})
+    assert [e["state"] for e in events] == ["running", "completed"]
+    last_row = store._query("SELECT MAX(c.seq) AS s FROM chain c WHERE c.tbl='host_results'")[0]["s"]
+    end_event = store._query("SELECT seq FROM chain WHERE tbl='run_events' AND row_id=:e", {"e": events[-1]["seq"]})[0]["seq"]
+    assert last_row < end_event  # the relinked row was committed before the run's end event
+    assert store.verify_chain().ok

@@ -156,3 +156,31 @@ def test_disk_full_mid_apply_keeps_the_rows_and_closes_the_run(tmp_path: Path) -
     assert [e["state"] for e in events][-1] == "interrupted" and "disk filled up" in (events[-1]["detail"] or "")
     assert intents and all(i["host"] == "WSUS-SP1" and i["outcome"] is not None for i in intents)
     assert stored == {r.host: r.status for r in out.results}
+
+
+def test_disk_full_while_a_deferred_group_is_written_keeps_the_group(tmp_path: Path) -> None:
+    """A check's deferred group (on SQLite, inserts in the driver's own SQL: kbfix/store/host_rows.py)
+    meets a full disk: the reserve is freed and the group's statements are replayed, so every host
+    row, finding and fact set is stored, each finding on its own host's row, and the chain holds."""
+    from kbfix.report.sample import fleet, run_info
+    from kbfix.store import new_run_id
+
+    results = fleet(10, 3)
+    with _tmpfs(tmp_path / "state", "8m") as state:
+        with AuditStore.in_dir(state) as store:
+            info = run_info("check").model_copy(update={"id": new_run_id()})
+            store.begin_run(info)
+            for r in results:  # ~100 kB of facts each: more than the WAL already holds
+                store.record_host(info.id, r, facts={"lines": [f"{r.host} {i} " + "x" * 7900 for i in range(12)]},
+                                  defer=True)
+            _fill(state)
+            store.flush()
+            assert store.disk_full  # the replay ran
+            store.end_run(info.id, "completed")
+        with AuditStore.in_dir(state, readonly=True) as again:
+            assert sorted(r.host for r in again.host_results(info.id)) == sorted(r.host for r in results)
+            assert all(len(again.facts(info.id, r.host)) == 1 for r in results)
+            rows = again._query("SELECT h.host, f.host AS fhost FROM findings f JOIN host_results h ON h.seq = f.host_result_seq")
+            assert len(rows) == 30 and all(r["host"] == r["fhost"] for r in rows)
+            assert again.verify_chain().ok
+            assert again.run_info(info.id).state == "interrupted"  # a full disk ends it so (end_run)

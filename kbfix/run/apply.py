@@ -186,7 +186,8 @@ def run_apply(
     if options.batches is not None:
         options.recorded["batches"] = options.batches
     run = RunSchedule("apply", store, options, control, progress, resumes=resume)
-    use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
+    # windows (issue 13 item 1): "workaround done" comes from the store (read for all hosts at once)
+    use_store_history(engine, store, [h.name for h in hosts])
     source: WorkSource
     work_on: list[HostLike] = list(hosts)
     earlier: list[HostResult] = []

@@ -80,6 +80,7 @@ def run_check(
     link WSUS clients to their servers."""
     run = RunSchedule("check", store, options, control, progress)
     run.facts_in_final = True
-    use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
+    # windows (issue 13 item 1): "workaround done" comes from the store (read for all hosts at once)
+    use_store_history(engine, store, [h.name for h in hosts])
     results = run.rollout(hosts, lambda h: assess_host(engine, store, run.id, h, planning=False), link=engine)
     return run.finish(results)

@@ -36,7 +36,8 @@ def run_plan(
     inside the digest like everything else a reviewer approves. Hosts unreachable or failed while planning are in the plan with that
     verdict and no actions."""
     run = RunSchedule("plan", store, options, control, progress)
-    use_store_history(engine, store)  # windows (issue 13 item 1): "workaround done" comes from the store
+    # windows (issue 13 item 1): "workaround done" comes from the store (read for all hosts at once)
+    use_store_history(engine, store, [h.name for h in hosts])
     results = run.rollout(hosts, lambda h: assess_host(engine, store, run.id, h, planning=True), link=engine)
     plan = PlanDocument(
         run_id=run.id,

@@ -32,7 +32,8 @@ from kbfix.runinfo import RunInfo
 from kbfix.store import chain, engine
 from kbfix.store import tables as t
 from kbfix.store.bounds import HOST_RUN_BUDGET
-from kbfix.store.diskguard import RESERVE_FILE, TxRecorder, copy_params, is_disk_full, make_reserve, reason
+from kbfix.store.diskguard import RESERVE_FILE, DriverSQL, TxRecorder, is_disk_full, make_reserve, reason
+from kbfix.store.diskguard import run as run_statement
 from kbfix.store.errors import DiskFullError, HostLockedError, StoreError  # noqa: F401  (re-exported)
 from kbfix.store.evidence_rows import EvidenceStore
 from kbfix.store.host_rows import HostRowStore, _HostRows
@@ -72,6 +73,8 @@ class AuditStore(HostRowStore, JournalStore, HostLockStore, EvidenceStore):
         self._host_bytes: dict[tuple[str, str], int] = {}
         self._deferred: list[_HostRows] = []
         self._deferred_since: float | None = None  # time.monotonic() of the oldest deferred row
+        self._result_writes: dict[str, int] = {}
+        self._driver_sql: dict[tuple[str, tuple[str, ...]], DriverSQL] = {}
         self._heartbeat: threading.Thread | None = None
         self._heartbeat_stop = threading.Event()
         if readonly:
@@ -164,7 +167,7 @@ class AuditStore(HostRowStore, JournalStore, HostLockStore, EvidenceStore):
             raise DiskFullError(f"{self.path}: the disk is full ({self._reason(exc)}); free space, then resume") from exc
         cur: sa.CursorResult[Any] | None = None
         for stmt, params in tx.writes:
-            cur = self._db.execute(stmt, copy_params(params))
+            cur = run_statement(self._db, stmt, params)
         assert cur is not None
         return cur
 

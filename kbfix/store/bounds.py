@@ -113,6 +113,112 @@ def _walk_list(value: list[Any], limit: int, *, secrets: bool) -> list[Any]:
     return out
 
 
+_PLAIN_LEAVES = frozenset({int, bool, type(None)})  # besides str: ujson writes these as json does
+#: str keys known not to be secret-looking (a set lookup is cheaper than is_secret_key's cache;
+#: a host's facts repeat the same few hundred names). Grows to _PLAIN_KEYS_MAX names at most.
+_PLAIN_KEYS: set[str] = set()
+_PLAIN_KEYS_MAX = 4096
+
+
+def _secret(key: str) -> bool:
+    """is_secret_key(key), remembering a plain key in _PLAIN_KEYS (`key` is an exact str)."""
+    if is_secret_key(key):
+        return True
+    if len(_PLAIN_KEYS) < _PLAIN_KEYS_MAX:
+        _PLAIN_KEYS.add(key)
+    return False
+
+
+def bounded_tree(value: Any, limit: int = MAX_STORED_STRING, *, secrets: bool) -> tuple[Any, bool]:
+    """(`redacted_bounded(value, limit)` when `secrets`, else `bound_strings(value, limit)`, plain).
+
+    The same value, sharing with `value` every dict and list the rule leaves as it was (copy on
+    write; cost, issue 19: a host's facts were copied whole to be encoded once, though only a
+    secret-looking key or an over-long string changes them). Share the result only for
+    encoding: changing it may change `value`. plain: the result holds only dict with str keys,
+    list, str, int, bool and None, exact types (kbfix/store/jsontext.py may then use ujson)."""
+    odd: list[bool] = []  # a non-plain node was seen (appended to, never read but for emptiness)
+    kind = type(value)
+    out: Any
+    if kind is dict:
+        out = _cow_dict(value, limit, secrets, odd)
+    elif kind is list:
+        out = _cow_list(value, limit, secrets, odd)
+    elif kind is str:
+        return (value if len(value) <= limit else _cut(value, limit)), True
+    elif kind in _PLAIN_LEAVES:
+        return value, True
+    else:
+        return (redacted_bounded(value, limit) if secrets else bound_strings(value, limit)), False
+    return out, not odd
+
+
+def _cow_dict(value: dict[Any, Any], limit: int, secrets: bool, odd: list[bool]) -> dict[Any, Any]:
+    """One dict of `bounded_tree`: `value` itself when nothing in it changes, else a copy (same
+    key order) with the changed values. A key that is not a str: the whole dict the old way
+    (`_walk_dict`: redacted_bounded makes such keys str, which may reorder or merge them)."""
+    out: dict[Any, Any] | None = None
+    for k, v in value.items():
+        if type(k) is not str:
+            odd.append(True)
+            return _walk_dict(value, limit, secrets=secrets)
+        if secrets and k not in _PLAIN_KEYS and _secret(k):
+            new: Any = REDACTED if len(REDACTED) <= limit else _cut(REDACTED, limit)
+        else:
+            kind = type(v)
+            if kind is str:
+                if len(v) <= limit:
+                    continue
+                new = _cut(v, limit)
+            elif kind is dict:
+                if not v:  # empty: nothing to bound (many facts are `{}` or `[]`; a call saved)
+                    continue
+                new = _cow_dict(v, limit, secrets, odd)
+            elif kind is list:
+                if not v:
+                    continue
+                new = _cow_list(v, limit, secrets, odd)
+            elif kind in _PLAIN_LEAVES:
+                continue
+            else:
+                odd.append(True)
+                new = _other(v, limit, secrets)
+        if new is not v:
+            if out is None:
+                out = dict(value)  # same keys in the same order; later values are overwritten in place
+            out[k] = new
+    return value if out is None else out
+
+
+def _cow_list(value: list[Any], limit: int, secrets: bool, odd: list[bool]) -> list[Any]:
+    """One list of `bounded_tree` (see `_cow_dict`)."""
+    out: list[Any] | None = None
+    for i, v in enumerate(value):
+        kind = type(v)
+        if kind is str:
+            if len(v) <= limit:
+                continue
+            new: Any = _cut(v, limit)
+        elif kind is dict:
+            if not v:
+                continue
+            new = _cow_dict(v, limit, secrets, odd)
+        elif kind is list:
+            if not v:
+                continue
+            new = _cow_list(v, limit, secrets, odd)
+        elif kind in _PLAIN_LEAVES:
+            continue
+        else:
+            odd.append(True)
+            new = _other(v, limit, secrets)
+        if new is not v:
+            if out is None:
+                out = list(value)
+            out[i] = new
+    return value if out is None else out
+
+
 def without_lines(result: dict[str, Any], note: str) -> dict[str, Any]:
     """`result` (a HostResult dump) with every evidence's log lines dropped and `note` added."""
     for finding in result.get("findings", []):

@@ -19,7 +19,6 @@ was chained. What it cannot show on its own: someone with write access rebuildin
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kbfix.store.jsontext import dumps_canonical
 from kbfix.store.tables import ROWID_COLUMN
 
 #: The store's SQLAlchemy connection, or a raw sqlite3 one (the legacy migration to v4 chains the
@@ -48,10 +48,25 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+_PLAIN_COLUMN = frozenset({str, int})  # what SQLite and psycopg give for the chained tables' columns
+
+
 def row_hash(table: str, row: dict[str, Any]) -> str:
-    """SHA-256 (hex) of one row: its table and its non-NULL columns (name → SQLite value)."""
-    body = {k: _jsonable(v) for k, v in row.items() if v is not None}
-    data = json.dumps([table, body], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    """SHA-256 (hex) of one row: its table and its non-NULL columns (name → SQLite value).
+    The text hashed is `json.dumps([table, body], sort_keys=True, ensure_ascii=False,
+    separators=(",", ":"))`; rows of text and integers only are written by ujson (cost, issue 19:
+    the same text, kbfix/store/jsontext.py)."""
+    body: dict[str, Any] = {}
+    plain = type(table) is str
+    for k, v in row.items():  # one loop: this runs for every row a transaction adds
+        if v is None:
+            continue
+        if type(v) in _PLAIN_COLUMN and type(k) is str:
+            body[k] = v
+        else:
+            body[k] = _jsonable(v)
+            plain = False
+    data = dumps_canonical([table, body], plain=plain)
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
 
 
@@ -60,15 +75,28 @@ def link_hash(prev: str, table: str, rowid: int, rhash: str) -> str:
     return hashlib.sha256(f"{prev}\n{table}\n{rowid}\n{rhash}".encode("ascii")).hexdigest()
 
 
+def _sqlite(db: Db) -> sqlite3.Connection | None:
+    """The sqlite3 connection under `db` (itself, or the SQLAlchemy connection's driver connection:
+    the same connection, so the same transaction), or None on PostgreSQL. The chain's own reads
+    and its entries go straight to it: SQLAlchemy's statement and result layers cost more CPU than
+    the statements do, and the chain reads back and hashes every row a write transaction added
+    (cost, issue 19). The entries are never replayed by the store's TxRecorder (see AuditStore._tx)."""
+    if isinstance(db, sqlite3.Connection):
+        return db
+    if db.dialect.name == "sqlite":
+        raw = db.connection.driver_connection
+        if isinstance(raw, sqlite3.Connection):
+            return raw
+    return None
+
+
 def _exec(db: Db, sql: str, params: Mapping[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     """(column names, rows) of one statement with `:name` parameters, on either kind of connection.
     On SQLite a read goes to the driver's connection itself (the same connection, so the same
     transaction): SQLAlchemy's statement and result layers cost more CPU than the read does, and
     the chain reads back every row a write transaction added (cost, issue 19)."""
-    if isinstance(db, sa.Connection) and db.dialect.name == "sqlite" and sql.lstrip()[:6].upper() == "SELECT":
-        raw = db.connection.driver_connection
-        if isinstance(raw, sqlite3.Connection):
-            db = raw
+    if sql.lstrip()[:6].upper() == "SELECT":
+        db = _sqlite(db) or db
     if isinstance(db, sqlite3.Connection):
         cur = db.execute(sql, dict(params or {}))
         return ([d[0] for d in cur.description] if cur.description else []), cur.fetchall()
@@ -135,6 +163,7 @@ def append_pending(db: Db) -> int:
             entries.append({"t": table, "r": rid, "rh": rh, "h": prev, "at": now})
     if entries:
         sql = "INSERT INTO chain(tbl, row_id, row_hash, hash, at) VALUES (:t, :r, :rh, :h, :at)"
+        db = _sqlite(db) or db
         if isinstance(db, sqlite3.Connection):
             db.executemany(sql, entries)
         else:

@@ -24,6 +24,9 @@ class StoreCore:
         _db: sa.Connection
         disk_full: bool
 
+        @property
+        def dialect(self) -> str: ...
+
         def _tx(self) -> AbstractContextManager[TxRecorder]: ...
 
         def _query(self, sql: str, params: Mapping[str, Any] | None = None, *, deferred: bool = True) -> list[dict[str, Any]]: ...

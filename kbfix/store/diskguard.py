@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +40,38 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and (code == sqlite3.SQLITE_FULL or "is full" in str(exc))
 
 
-Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
-"""A statement's parameters: one row's mapping, a list of rows' mappings, or none."""
+Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | Sequence[tuple[Any, ...]] | None
+"""A statement's parameters: one row's mapping, a list of rows' mappings (or, for a DriverSQL,
+of rows' tuples), or none."""
 
 
-def copy_params(params: Params) -> dict[str, Any] | list[dict[str, Any]] | None:
+@dataclass(frozen=True)
+class DriverSQL:
+    """A statement in the driver's own SQL (SQLite: `?` placeholders), run for a list of row
+    tuples through `Connection.exec_driver_sql`: no SQLAlchemy compile or per-row parameter
+    processing (cost, issue 19: that cost more CPU than SQLite's inserts of a group of host rows).
+    For values that need no type processing on that driver (kbfix/store/tables.py StoredText)."""
+
+    sql: str
+
+
+Statement = sa.Executable | DriverSQL
+
+
+def copy_params(params: Params) -> Any:
     """`params` as SQLAlchemy's `Connection.execute` takes them (fresh dicts: a replay reuses them)."""
     if params is None:
         return None
     if isinstance(params, Mapping):
         return dict(params)
-    return [dict(p) for p in params]
+    return [p if isinstance(p, tuple) else dict(p) for p in params]
+
+
+def run(db: sa.Connection, stmt: Statement, params: Params) -> sa.CursorResult[Any]:
+    """Execute one recorded statement on `db` (a DriverSQL through `exec_driver_sql`)."""
+    if isinstance(stmt, DriverSQL):
+        return db.exec_driver_sql(stmt.sql, copy_params(params))
+    return db.execute(stmt, copy_params(params))
 
 
 class TxRecorder:
@@ -66,13 +88,13 @@ class TxRecorder:
                  on_full: Callable[[TxRecorder, BaseException], sa.CursorResult[Any]]) -> None:
         self.db = db
         self.on_full = on_full
-        self.writes: list[tuple[sa.Executable, Params]] = []
+        self.writes: list[tuple[Statement, Params]] = []
         self.read = False
 
-    def execute(self, stmt: sa.Executable | str, params: Params = None) -> sa.CursorResult[Any]:
-        """Execute one statement (SQL text with `:name` parameters, or a Core statement) in the
-        transaction, replaying the transaction on a full disk. `params`: one row's mapping, or a
-        list of them (one statement for many rows)."""
+    def execute(self, stmt: Statement | str, params: Params = None) -> sa.CursorResult[Any]:
+        """Execute one statement (SQL text with `:name` parameters, a Core statement, or a
+        DriverSQL write) in the transaction, replaying the transaction on a full disk. `params`:
+        one row's mapping, or a list of them (one statement for many rows)."""
         if isinstance(stmt, str):
             stmt = sa.text(stmt)
         # Not str(stmt): that compiles a Core statement afresh on every call.
@@ -82,7 +104,7 @@ class TxRecorder:
         if not is_read:
             self.writes.append((stmt, params))
         try:
-            return self.db.execute(stmt, copy_params(params))
+            return run(self.db, stmt, params)
         except sa.exc.OperationalError as exc:
             if not is_disk_full(exc):
                 raise

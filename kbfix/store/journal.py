@@ -4,7 +4,7 @@ a result row after its answer, and the queries over them (open intents, outcomes
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,9 +22,16 @@ from remoting.redaction import redact
 _dumps = dumps_json
 
 
-class JournalStore(StoreCore):
-    """Mixin of `AuditStore`: intents and results."""
+#: Hosts per query of `recent_outcomes_by_host` (a run's prefetch of its hosts' history).
+OUTCOME_HOSTS_PER_QUERY = 1000
 
+
+class JournalStore(StoreCore):
+    """Mixin of `AuditStore`: intents and results. `AuditStore.__init__` sets the state below."""
+
+    #: host -> result rows this store object has written (`result_writes`: a history read
+    #: before then is stale for that host).
+    _result_writes: dict[str, int]
 
     # ---- the journal: intents and results -------------------------------------------------------
 
@@ -57,7 +64,14 @@ class JournalStore(StoreCore):
                 intent_seq=row[0], run_id=run_id, host=host, action_id=action_id, outcome=executed.outcome,
                 exit_code=executed.exit_code, executed=_dumps(redact(executed.model_dump(mode="json"))),
                 at=utc_now().isoformat()))
+            # Counted before COMMIT: a transaction that then fails only makes a reader re-query.
+            self._result_writes[host] = self._result_writes.get(host, 0) + 1
             return int(cur.inserted_primary_key[0] or 0)  # type: ignore[index]
+
+    def result_writes(self, host: str) -> int:
+        """How many result rows of `host` this store object has written (or begun writing) so far:
+        a history of the host read when this was lower may lack them (kbfix/store/history.py)."""
+        return self._result_writes.get(host, 0)
 
     def open_intents(self, run_ids: Iterable[str] | str) -> list[OpenIntent]:
         """Intent rows without a result in the given run(s): ops whose outcome is unknown."""
@@ -107,6 +121,25 @@ class JournalStore(StoreCore):
             " ORDER BY r.seq", {"h": host, "n": runs}, deferred=False)  # results, intents, runs: no deferred rows
         return [ActionOutcome(r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
                               ExecutedAction.model_validate_json(r["executed"])) for r in rows]
+
+    def recent_outcomes_by_host(self, hosts: Sequence[str], runs: int) -> dict[str, list[ActionOutcome]]:
+        """`recent_outcomes(host, runs)` for every host of `hosts` (each a key, [] for none), in one
+        query per OUTCOME_HOSTS_PER_QUERY hosts (cost, issue 19: a run asks once for all its hosts
+        instead of once per host)."""
+        out: dict[str, list[ActionOutcome]] = {h: [] for h in hosts}
+        names = list(out)
+        for start in range(0, len(names), OUTCOME_HOSTS_PER_QUERY):
+            rows = self._query(
+                "SELECT r.run_id, r.host, i.action, r.executed FROM results r JOIN intents i ON i.seq = r.intent_seq"  # noqa: S608
+                f" WHERE r.host IN {self._in('hosts')}"
+                " AND r.run_id IN (SELECT id FROM runs ORDER BY started DESC, id DESC LIMIT :n)"
+                " ORDER BY r.seq", {"hosts": json.dumps(names[start:start + OUTCOME_HOSTS_PER_QUERY]), "n": runs},
+                deferred=False)  # results, intents, runs: no deferred rows
+            for r in rows:
+                out.setdefault(r["host"], []).append(ActionOutcome(
+                    r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
+                    ExecutedAction.model_validate_json(r["executed"])))
+        return out
 
     def intents(self, run_id: str) -> list[dict[str, Any]]:
         """All intent rows of a run with their result outcome (None when open), in order."""
