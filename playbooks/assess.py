@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from playbooks.conditions import ConditionError, evaluate, render, truth
+from playbooks.conditions import ConditionError, Scope, evaluate, render, truth
 from playbooks.facts import extract_facts, merge_probes, probe_ops
 from playbooks.history import HostHistory
 from playbooks.model import Evidence, Finding, HostResult, LogLine, Status, utc_now, worst
@@ -143,19 +143,19 @@ def digest_facts(facts: Mapping[str, Any], probes: Sequence[Probe], roles: Seque
 
 def discover_roles(roles_file: RolesFile, facts: Mapping[str, Any]) -> list[str]:
     """The roles whose discovery condition holds on `facts`. Raises ConditionError on a bad rule."""
-    ctx = {"facts": facts, "roles": [], "vars": {}}
+    ctx = Scope({"facts": facts, "roles": [], "vars": {}})
     return [name for name, role in roles_file.roles.items() if truth(role.when, ctx)]
 
 
 def context_for(pb: Playbook, facts: Mapping[str, Any], roles: Sequence[str], os: Mapping[str, Any], hvars: Mapping[str, Any],
-                history: Mapping[str, str] | None = None) -> dict[str, Any]:
+                history: Mapping[str, str] | None = None) -> Scope:
     """The expression context of one playbook on one host: facts, roles, host, vars, history
     (action kind → ISO time of its last success, from the audit store), then each derived name
     in order. Raises ConditionError when a derivation fails."""
-    ctx: dict[str, Any] = {"facts": facts, "roles": list(roles), "host": dict(os), "vars": dict(hvars),
-                           "history": dict(history or {})}
+    ctx = Scope({"facts": facts, "roles": list(roles), "host": dict(os), "vars": dict(hvars),
+                 "history": dict(history or {})})
     for name, expr in pb.derive.items():
-        ctx[name] = evaluate(expr, ctx)
+        ctx.set(name, evaluate(expr, ctx))
     return ctx
 
 

@@ -10,7 +10,7 @@ the key is undefined (falsy) instead of an error. Helpers available in every exp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
@@ -60,9 +60,35 @@ class _FactsEnvironment(SandboxedEnvironment):
     named like a dict method (`values`, `items`, `update`) must not resolve to the method."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, Mapping) and attribute in obj:
+        # cost (issue 19): facts are plain dicts, so test for one before the Mapping ABC check
+        # (an `isinstance` against an ABC costs about as much as the key lookup ~75 times a host)
+        if type(obj) is dict:
+            if attribute in obj:
+                return obj[attribute]
+        elif isinstance(obj, Mapping) and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # Jinja's signature
+        """`SandboxedEnvironment.call`, with a short way for the helpers (`V`, `VR`, `T`, `latest`).
+
+        They are our own plain functions: safe to call, and neither marked unsafe nor taking a
+        Jinja context, so the sandbox's checks and `Context.call`'s look-ups (about a third of
+        an evaluation that calls `V`; issue 19) always end in `__obj(*args, **kwargs)`. What
+        `Context.call` does besides is kept: it drops the loop/block variables Jinja passes
+        inside loops and blocks, and a StopIteration becomes undefined."""
+        if _HELPERS.get(id(__obj)) is __obj:
+            kwargs.pop("_block_vars", None)
+            kwargs.pop("_loop_vars", None)
+            try:
+                return __obj(*args, **kwargs)
+            except StopIteration:
+                return __self.undefined("value was undefined because a callable raised a StopIteration exception")
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+#: The expression helpers by id (`_FactsEnvironment.call` compares identity too).
+_HELPERS: dict[int, Any] = {id(f): f for f in (_v, _vr, _t, _latest)}
 
 
 @lru_cache(maxsize=1)
@@ -86,6 +112,9 @@ def compile_check(expr: str) -> None:
     _compiled(expr)
 
 
+_EMPTY: Mapping[str, Any] = {}
+
+
 @lru_cache(maxsize=1)
 def _globals() -> dict[str, Any]:
     return dict(_env().globals)
@@ -105,19 +134,82 @@ def _render_context(template: Any, context: Mapping[str, Any]) -> Any:
     return env.context_class(env, {**_globals(), **context}, template.name, template.blocks)
 
 
+class Scope(Mapping[str, Any]):
+    """The names of a series of evaluations (one playbook on one host: facts, roles, host, vars,
+    history, then each derived name as it is `set`), read-only as a Mapping, and the one render
+    context its evaluations share. `evaluate`, `truth` and `render` accept it as their context.
+
+    Each evaluation sees what a fresh render context over the same names would (`_render_context`):
+    the parent is the helpers and the names merged once (`set` writes to both, so a name set
+    later shadows a helper as it does in the merge), and the render writes only to the context's
+    `vars` and `exported_vars`, emptied before each use. A context whose render raised is dropped
+    (it may be left half-changed). Templates with blocks get a context of their own. (cost, issue
+    19: the context and the merge cost about a third of a short evaluation, ~40 a host.)
+    Not for sharing between threads."""
+
+    __slots__ = ("_context", "_names", "_parent")
+
+    def __init__(self, names: Mapping[str, Any] = _EMPTY) -> None:
+        self._names: dict[str, Any] = dict(names)
+        self._parent: dict[str, Any] = {**_globals(), **self._names}
+        self._context: Any = None
+
+    def set(self, name: str, value: Any) -> None:
+        """Add or replace one name."""
+        self._names[name] = value
+        self._parent[name] = value
+
+    def __getitem__(self, name: str) -> Any:
+        return self._names[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def _render_context(self, template: Any) -> Any:
+        """The shared render context for `template`, ready for a render (see the class docstring)."""
+        rc = self._context
+        if template.blocks:  # a block template's context holds its blocks: one of its own
+            env = template.environment
+            return env.context_class(env, self._parent, template.name, template.blocks)
+        if rc is None or rc.name != template.name or rc.environment is not template.environment:
+            env = template.environment
+            rc = self._context = env.context_class(env, self._parent, template.name, template.blocks)
+        else:
+            rc.vars.clear()
+            rc.exported_vars.clear()
+        return rc
+
+
+def _run(template: Any, context: Mapping[str, Any]) -> Any:
+    """The render context of `template` after running it over `context` (a Scope's shared one,
+    else a fresh one)."""
+    if type(context) is not Scope:
+        render_context = _render_context(template, context)
+        consume(template.root_render_func(render_context))
+        return render_context
+    render_context = context._render_context(template)
+    try:
+        consume(template.root_render_func(render_context))
+    except BaseException:
+        context._context = None
+        raise
+    return render_context
+
+
 def _call(expr: str, context: Mapping[str, Any]) -> Any:
     """What `TemplateExpression.__call__(**context)` returns, without its per-call copy of the
     template's globals (a ChainMap walked on every call: most of the ~0.1 ms an evaluation
-    cost; a host evaluates ~40 expressions): the globals and `context` merged into one fresh dict
+    cost; a host evaluates ~40 expressions): the globals and `context` merged into one dict
     that the render context uses as its parent (`shared=True`; the render writes only to its
-    own `vars`)."""
+    own `vars`), once per Scope."""
     compiled = _compiled(expr)
     template = getattr(compiled, "_template", None)
     if template is None:  # another Jinja2 layout: the public call
         return compiled(**context)
-    render_context = _render_context(template, context)
-    consume(template.root_render_func(render_context))
-    return render_context.vars["result"]
+    return _run(template, context).vars["result"]
 
 
 def evaluate(expr: str, context: Mapping[str, Any]) -> Any:
@@ -150,6 +242,13 @@ def render(template: str, context: Mapping[str, Any]) -> str:
         compiled = _template(template)
         # `Template.render(**context)` less its globals walk (see `_render_context`); the same
         # context (globals, then the names) and output.
-        return compiled.environment.concat(compiled.root_render_func(_render_context(compiled, context)))
+        if type(context) is not Scope:
+            return compiled.environment.concat(compiled.root_render_func(_render_context(compiled, context)))
+        render_context = context._render_context(compiled)
+        try:
+            return compiled.environment.concat(compiled.root_render_func(render_context))
+        except BaseException:
+            context._context = None
+            raise
     except Exception as exc:  # a broken message template must name itself
         raise ConditionError(f"template {template!r} failed: {exc}") from exc
