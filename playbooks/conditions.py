@@ -77,11 +77,12 @@ class _FactsEnvironment(SandboxedEnvironment):
         an evaluation that calls `V`; issue 19) always end in `__obj(*args, **kwargs)`. What
         `Context.call` does besides is kept: it drops the loop/block variables Jinja passes
         inside loops and blocks, and a StopIteration becomes undefined."""
-        if _HELPERS.get(id(__obj)) is __obj:
+        helper = _HELPERS.get(id(__obj))
+        if helper is not None and helper is __obj:
             kwargs.pop("_block_vars", None)
             kwargs.pop("_loop_vars", None)
             try:
-                return __obj(*args, **kwargs)
+                return helper(*args, **kwargs)
             except StopIteration:
                 return __self.undefined("value was undefined because a callable raised a StopIteration exception")
         return super().call(__context, __obj, *args, **kwargs)
