@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -104,6 +106,36 @@ def all_probes(playbooks: Sequence[Playbook], roles_file: RolesFile | None = Non
     return merge_probes([rf.probes, *[pb.probes for pb in playbooks]])
 
 
+@dataclass(frozen=True)
+class _ProbeSet:
+    """`all_probes` of one playbook selection and roles file, with what `assess` looks up in it
+    for every host: the probes by id and the ids of the log probes (left out of the digest)."""
+
+    books: tuple[Playbook, ...]
+    roles_file: RolesFile
+    probes: tuple[Probe, ...]
+    by_id: Mapping[str, Probe]
+    log_ids: frozenset[str]
+
+
+_PROBE_SETS: list[_ProbeSet] = []  # the latest few; a run assesses every host with the same selection
+
+
+def _probe_set(playbooks: Sequence[Playbook], rf: RolesFile) -> _ProbeSet:
+    """The _ProbeSet of `playbooks` (the same objects, in order) and `rf`, made once (cost, issue
+    19: the merge, the id map and the log ids cost ~15 µs a host). Playbooks and roles files are
+    frozen models loaded once, compared by identity; an entry keeps them alive. Raises
+    PlaybookError as `all_probes` does (nothing is kept then)."""
+    for ps in _PROBE_SETS:
+        if ps.roles_file is rf and len(ps.books) == len(playbooks) and all(a is b for a, b in zip(ps.books, playbooks, strict=True)):
+            return ps
+    probes = tuple(all_probes(playbooks, rf))
+    ps = _ProbeSet(tuple(playbooks), rf, probes, MappingProxyType({p.id: p for p in probes}),
+                   frozenset(p.id for p in probes if p.kind == "log"))
+    _PROBE_SETS[:] = [ps, *_PROBE_SETS[:7]]
+    return ps
+
+
 def gather_ops(playbooks: Sequence[Playbook], ctx: HostContext) -> list[OpRequest]:
     """Every read op the selected playbooks and role discovery need: ONE agent request per host.
     (`ctx` is accepted for per-host probe selection; today every host gets the same probes.)
@@ -136,8 +168,12 @@ def _jsonable(value: Any) -> Any:
 def digest_facts(facts: Mapping[str, Any], probes: Sequence[Probe], roles: Sequence[str], *, jsonable: bool = False) -> str:
     """sha256 hex of the plan-relevant facts (all but log scans) and the roles, canonical JSON.
     `jsonable`: the facts are already `_jsonable` output (skips a second deep copy; perf)."""
-    logs = {p.id for p in probes if p.kind == "log"}
-    basis = {"roles": sorted(roles), "facts": {k: v for k, v in facts.items() if k not in logs}}
+    return _digest(facts, {p.id for p in probes if p.kind == "log"}, roles, jsonable=jsonable)
+
+
+def _digest(facts: Mapping[str, Any], log_ids: AbstractSet[str], roles: Sequence[str], *, jsonable: bool) -> str:
+    """`digest_facts` with the ids of the log probes given."""
+    basis = {"roles": sorted(roles), "facts": {k: v for k, v in facts.items() if k not in log_ids}}
     return hashlib.sha256(json.dumps(basis if jsonable else _jsonable(basis), sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -260,8 +296,8 @@ def assess(
     would be `not_applicable` become `unknown`: an unread key is not proof of absence."""
     at = observed_at or utc_now()
     rf = _roles_file()
-    probes = all_probes(playbooks, rf)
-    facts = extract_facts(probes, response)
+    probe_set = _probe_set(playbooks, rf)
+    facts = extract_facts(probe_set.probes, response)
     declared = bool(ctx.roles)
     roles = list(ctx.roles) if declared else discover_roles(rf, facts)
     role_errors = [
@@ -269,7 +305,7 @@ def assess(
         for p in rf.probes
         if facts.get(p.id, {}).get("error") and facts[p.id]["error"]["kind"] != "not_found"
     ]
-    by_id = {p.id: p for p in probes}
+    by_id = probe_set.by_id
     hist = ctx.history.context()
     findings = []
     for pb in playbooks:
@@ -288,7 +324,7 @@ def assess(
     # None: they are JSON-ready as they are, and `_jsonable` (a deep copy, ~0.15 ms a host) would
     # return an equal tree. Only the top level is ours to extend (the reboot state below).
     jfacts: dict[str, Any] = dict(facts)
-    digest = digest_facts(jfacts, probes, roles, jsonable=True)
+    digest = _digest(jfacts, probe_set.log_ids, roles, jsonable=True)
     if reboot_state is not None:
         jfacts[REBOOT_STATE_ID] = reboot_state.model_dump(mode="json")
     return HostResult(
