@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
+from types import MethodType
 from typing import Any
 
 from jinja2 import ChainableUndefined, TemplateError
@@ -65,20 +66,34 @@ class _FactsEnvironment(SandboxedEnvironment):
         if type(obj) is dict:
             if attribute in obj:
                 return obj[attribute]
+            if attribute not in _DICT_ATTRIBUTES:
+                # What the sandbox gives after two exceptions (no such attribute, no such key),
+                # without them: a missing fact is common (`vars.x`, `history.y`, `data.Path`).
+                return self.undefined(obj=obj, name=attribute)
         elif isinstance(obj, Mapping) and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
 
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        # cost (issue 19): `data['Full Version']` on a dict that has the key, as the sandbox
+        # would read it (its first step), without its try; anything else goes the sandbox's way
+        if type(obj) is dict and type(argument) is str and argument in obj:
+            return obj[argument]
+        return super().getitem(obj, argument)
+
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # Jinja's signature
-        """`SandboxedEnvironment.call`, with a short way for the helpers (`V`, `VR`, `T`, `latest`).
+        """`SandboxedEnvironment.call`, with a short way for the helpers (`V`, `VR`, `T`, `latest`)
+        and the methods of the values they return (`Version`, `VersionRange`: `prefix`, `contains`).
 
         They are our own plain functions: safe to call, and neither marked unsafe nor taking a
         Jinja context, so the sandbox's checks and `Context.call`'s look-ups (about a third of
-        an evaluation that calls `V`; issue 19) always end in `__obj(*args, **kwargs)`. What
+        an evaluation that calls `V`; issue 19) always end in `__obj(*args, **kwargs)`. (A
+        method's name went through the sandbox's attribute check when it was read.) What
         `Context.call` does besides is kept: it drops the loop/block variables Jinja passes
         inside loops and blocks, and a StopIteration becomes undefined."""
         helper = _HELPERS.get(id(__obj))
-        if helper is not None and helper is __obj:
+        if (helper is not None and helper is __obj) or (type(__obj) is MethodType and type(__obj.__self__) in _VALUE_TYPES):
+            helper = __obj
             kwargs.pop("_block_vars", None)
             kwargs.pop("_loop_vars", None)
             try:
@@ -90,6 +105,10 @@ class _FactsEnvironment(SandboxedEnvironment):
 
 #: The expression helpers by id (`_FactsEnvironment.call` compares identity too).
 _HELPERS: dict[int, Any] = {id(f): f for f in (_v, _vr, _t, _latest)}
+#: The types of the helpers' values whose methods `_FactsEnvironment.call` calls directly.
+_VALUE_TYPES = frozenset({Version, VersionRange})
+#: Every attribute a plain dict has (from `dict` and `object`; a dict instance has no others).
+_DICT_ATTRIBUTES = frozenset(dir({}))
 
 
 @lru_cache(maxsize=1)
