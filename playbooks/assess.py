@@ -174,7 +174,12 @@ def digest_facts(facts: Mapping[str, Any], probes: Sequence[Probe], roles: Seque
 def _digest(facts: Mapping[str, Any], log_ids: AbstractSet[str], roles: Sequence[str], *, jsonable: bool) -> str:
     """`digest_facts` with the ids of the log probes given."""
     basis = {"roles": sorted(roles), "facts": {k: v for k, v in facts.items() if k not in log_ids}}
-    return hashlib.sha256(json.dumps(basis if jsonable else _jsonable(basis), sort_keys=True).encode("utf-8")).hexdigest()
+    return hashlib.sha256(_DIGEST_JSON.encode(basis if jsonable else _jsonable(basis)).encode("utf-8")).hexdigest()
+
+
+# `json.dumps(basis, sort_keys=True)`, the same text, with one encoder made once and without the
+# circular-reference bookkeeping (cost, issue 19): facts are trees (decoded JSON, fresh dicts).
+_DIGEST_JSON = json.JSONEncoder(sort_keys=True, check_circular=False)
 
 
 def discover_roles(roles_file: RolesFile, facts: Mapping[str, Any]) -> list[str]:

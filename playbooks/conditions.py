@@ -163,8 +163,9 @@ class Scope(Mapping[str, Any]):
     the parent is the helpers and the names merged once (`set` writes to both, so a name set
     later shadows a helper as it does in the merge), and the render writes only to the context's
     `vars` and `exported_vars`, emptied before each use. A context whose render raised is dropped
-    (it may be left half-changed). Templates with blocks get a context of their own. (cost, issue
-    19: the context and the merge cost about a third of a short evaluation, ~40 a host.)
+    (it may be left half-changed). The shared context is for our environment's unnamed templates
+    without blocks (every expression and reason text); any other gets one of its own. (cost,
+    issue 19: the context and the merge cost about a third of a short evaluation, ~40 a host.)
     Not for sharing between threads."""
 
     __slots__ = ("_context", "_names", "_parent")
@@ -189,34 +190,23 @@ class Scope(Mapping[str, Any]):
         return len(self._names)
 
     def _render_context(self, template: Any) -> Any:
-        """The shared render context for `template`, ready for a render (see the class docstring)."""
-        rc = self._context
-        if template.blocks:  # a block template's context holds its blocks: one of its own
-            env = template.environment
+        """A render context for `template` over these names, ready for a render: the shared one
+        when `template` may use it (see the class docstring), else a fresh one."""
+        env = template.environment
+        if template.name is not None or template.blocks or env is not _env():
             return env.context_class(env, self._parent, template.name, template.blocks)
-        if rc is None or rc.name != template.name or rc.environment is not template.environment:
-            env = template.environment
-            rc = self._context = env.context_class(env, self._parent, template.name, template.blocks)
+        return self._shared()
+
+    def _shared(self) -> Any:
+        """The shared render context (for `_env()`'s unnamed templates without blocks), emptied."""
+        rc = self._context
+        if rc is None:
+            env = _env()
+            rc = self._context = env.context_class(env, self._parent, None, {})
         else:
             rc.vars.clear()
             rc.exported_vars.clear()
         return rc
-
-
-def _run(template: Any, context: Mapping[str, Any]) -> Any:
-    """The render context of `template` after running it over `context` (a Scope's shared one,
-    else a fresh one)."""
-    if type(context) is not Scope:
-        render_context = _render_context(template, context)
-        consume(template.root_render_func(render_context))
-        return render_context
-    render_context = context._render_context(template)
-    try:
-        consume(template.root_render_func(render_context))
-    except BaseException:
-        context._context = None
-        raise
-    return render_context
 
 
 def _call(expr: str, context: Mapping[str, Any]) -> Any:
@@ -225,11 +215,28 @@ def _call(expr: str, context: Mapping[str, Any]) -> Any:
     cost; a host evaluates ~40 expressions): the globals and `context` merged into one dict
     that the render context uses as its parent (`shared=True`; the render writes only to its
     own `vars`), once per Scope."""
-    compiled = _compiled(expr)
-    template = getattr(compiled, "_template", None)
+    template = _expression_template(expr)
     if template is None:  # another Jinja2 layout: the public call
-        return compiled(**context)
-    return _run(template, context).vars["result"]
+        return _compiled(expr)(**context)
+    if type(context) is not Scope:
+        render_context = _render_context(template, context)
+        consume(template.root_render_func(render_context))
+        return render_context.vars["result"]
+    # An expression's template is `_env()`'s, unnamed and without blocks: the shared context.
+    render_context = context._shared()
+    try:
+        for _ in template.root_render_func(render_context):
+            pass
+    except BaseException:
+        context._context = None
+        raise
+    return render_context.vars["result"]
+
+
+@lru_cache(maxsize=512)
+def _expression_template(expr: str) -> Any:
+    """The template inside `_compiled(expr)` (None in another Jinja2 layout). Raises ConditionError."""
+    return getattr(_compiled(expr), "_template", None)
 
 
 def evaluate(expr: str, context: Mapping[str, Any]) -> Any:
