@@ -13,7 +13,7 @@ import pytest
 from inventory import load_inventory
 from kbfix.fleet import fleet_state
 from kbfix.progress import PlainProgress
-from kbfix.run import RunControl, RunOptions, run_apply, run_plan
+from kbfix.run import RunControl, RunOptions, run_apply, run_check, run_plan
 from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.store import AuditStore
 from playbooks.model import HostResult, Status
@@ -102,3 +102,26 @@ def test_resume_relinks_the_clients_of_the_server_it_completes(tmp_path: Path, s
     status = {s.host: (s.status, s.run_id) for s in fleet_state(store)}  # what `kbfix status` shows
     assert status["OFFICE-CL01"] == ("remediated", second.info.id)
     assert shown.getvalue().splitlines()[-1] == "done: remediated 2"
+
+
+def test_a_checks_relinked_rows_wait_with_its_other_final_rows(tmp_path: Path, store: AuditStore,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 19: a check defers its relinked final rows as it does its other final rows (written in
+    # groups); they are still stored after the host's first row, so the linked verdict is the one read.
+    calls: list[tuple[str, bool, str | None]] = []
+    record = store.record_host
+
+    def spy(run_id: str, result: HostResult, **kw: object) -> int | None:
+        calls.append((result.host, bool(kw.get("defer")), next((f.linked_host for f in result.findings if f.linked_host), None)))
+        return record(run_id, result, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "record_host", spy)
+    engine = PlaybookEngine()
+    with Lab([h for h in demo_site() if h.name in PAIR]) as lab:
+        out = run_check(_pair(lab, tmp_path), engine, store, RunOptions())
+    client = [c for c in calls if c[0] == "OFFICE-CL01"]
+    assert client == [("OFFICE-CL01", True, None), ("OFFICE-CL01", True, "WSUS-SP1")]
+    stored = {r.host: r for r in store.host_results(out.info.id)}
+    assert stored["OFFICE-CL01"].finding("KB954960").linked_host == "WSUS-SP1"  # type: ignore[union-attr]
+    assert stored["OFFICE-CL01"].findings == next(r for r in out.results if r.host == "OFFICE-CL01").findings
+    assert store.verify_chain().ok
