@@ -212,24 +212,14 @@ class Scope(Mapping[str, Any]):
 def _call(expr: str, context: Mapping[str, Any]) -> Any:
     """What `TemplateExpression.__call__(**context)` returns, without its per-call copy of the
     template's globals (a ChainMap walked on every call: most of the ~0.1 ms an evaluation
-    cost; a host evaluates ~40 expressions): the globals and `context` merged into one dict
+    cost; a host evaluates ~40 expressions): the globals and `context` merged into one fresh dict
     that the render context uses as its parent (`shared=True`; the render writes only to its
-    own `vars`), once per Scope."""
+    own `vars`). (A Scope's evaluations take `evaluate`'s shorter way.)"""
     template = _expression_template(expr)
     if template is None:  # another Jinja2 layout: the public call
         return _compiled(expr)(**context)
-    if type(context) is not Scope:
-        render_context = _render_context(template, context)
-        consume(template.root_render_func(render_context))
-        return render_context.vars["result"]
-    # An expression's template is `_env()`'s, unnamed and without blocks: the shared context.
-    render_context = context._shared()
-    try:
-        for _ in template.root_render_func(render_context):
-            pass
-    except BaseException:
-        context._context = None
-        raise
+    render_context = _render_context(template, context)
+    consume(template.root_render_func(render_context))
     return render_context.vars["result"]
 
 
@@ -244,7 +234,25 @@ def evaluate(expr: str, context: Mapping[str, Any]) -> Any:
 
     Raises ConditionError when evaluation fails (type errors, sandbox violations)."""
     try:
-        value = _call(expr, context)
+        template = _expression_template(expr)
+        if template is not None and type(context) is Scope:
+            # An expression's template is `_env()`'s, unnamed and without blocks: the Scope's
+            # shared context (`Scope._shared`, inlined: this runs ~40 times a host; issue 19).
+            render_context = context._context
+            if render_context is None:
+                render_context = context._shared()
+            else:
+                render_context.vars.clear()
+                render_context.exported_vars.clear()
+            try:
+                for _ in template.root_render_func(render_context):
+                    pass
+            except BaseException:
+                context._context = None  # it may be left half-changed: the next evaluation gets a new one
+                raise
+            value = render_context.vars["result"]
+        else:
+            value = _call(expr, context)
     except ConditionError:
         raise
     except Exception as exc:  # any failure inside a condition is a playbook data error
