@@ -75,10 +75,14 @@ class _FactsEnvironment(SandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
-        # cost (issue 19): `data['Full Version']` on a dict that has the key, as the sandbox
-        # would read it (its first step), without its try; anything else goes the sandbox's way
-        if type(obj) is dict and type(argument) is str and argument in obj:
-            return obj[argument]
+        # cost (issue 19): `data['Full Version']` on a dict, as the sandbox reads it (the key, else
+        # an attribute of that name, else undefined) without its exceptions; a dict attribute's
+        # name and anything but a dict and a str go the sandbox's way
+        if type(obj) is dict and type(argument) is str:
+            if argument in obj:
+                return obj[argument]
+            if argument not in _DICT_ATTRIBUTES:
+                return self.undefined(obj=obj, name=argument)
         return super().getitem(obj, argument)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # Jinja's signature
