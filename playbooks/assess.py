@@ -11,14 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from playbooks.conditions import ConditionError, evaluate, render, truth
+from playbooks.conditions import ConditionError, Scope, evaluate, render, truth
 from playbooks.facts import extract_facts, merge_probes, probe_ops
 from playbooks.history import HostHistory
 from playbooks.model import Evidence, Finding, HostResult, LogLine, Status, utc_now, worst
@@ -104,6 +106,36 @@ def all_probes(playbooks: Sequence[Playbook], roles_file: RolesFile | None = Non
     return merge_probes([rf.probes, *[pb.probes for pb in playbooks]])
 
 
+@dataclass(frozen=True)
+class _ProbeSet:
+    """`all_probes` of one playbook selection and roles file, with what `assess` looks up in it
+    for every host: the probes by id and the ids of the log probes (left out of the digest)."""
+
+    books: tuple[Playbook, ...]
+    roles_file: RolesFile
+    probes: tuple[Probe, ...]
+    by_id: Mapping[str, Probe]
+    log_ids: frozenset[str]
+
+
+_PROBE_SETS: list[_ProbeSet] = []  # the latest few; a run assesses every host with the same selection
+
+
+def _probe_set(playbooks: Sequence[Playbook], rf: RolesFile) -> _ProbeSet:
+    """The _ProbeSet of `playbooks` (the same objects, in order) and `rf`, made once (cost, issue
+    19: the merge, the id map and the log ids cost ~15 µs a host). Playbooks and roles files are
+    frozen models loaded once, compared by identity; an entry keeps them alive. Raises
+    PlaybookError as `all_probes` does (nothing is kept then)."""
+    for ps in _PROBE_SETS:
+        if ps.roles_file is rf and len(ps.books) == len(playbooks) and all(a is b for a, b in zip(ps.books, playbooks, strict=True)):
+            return ps
+    probes = tuple(all_probes(playbooks, rf))
+    ps = _ProbeSet(tuple(playbooks), rf, probes, MappingProxyType({p.id: p for p in probes}),
+                   frozenset(p.id for p in probes if p.kind == "log"))
+    _PROBE_SETS[:] = [ps, *_PROBE_SETS[:7]]
+    return ps
+
+
 def gather_ops(playbooks: Sequence[Playbook], ctx: HostContext) -> list[OpRequest]:
     """Every read op the selected playbooks and role discovery need: ONE agent request per host.
     (`ctx` is accepted for per-host probe selection; today every host gets the same probes.)
@@ -136,26 +168,51 @@ def _jsonable(value: Any) -> Any:
 def digest_facts(facts: Mapping[str, Any], probes: Sequence[Probe], roles: Sequence[str], *, jsonable: bool = False) -> str:
     """sha256 hex of the plan-relevant facts (all but log scans) and the roles, canonical JSON.
     `jsonable`: the facts are already `_jsonable` output (skips a second deep copy; perf)."""
-    logs = {p.id for p in probes if p.kind == "log"}
-    basis = {"roles": sorted(roles), "facts": {k: v for k, v in facts.items() if k not in logs}}
-    return hashlib.sha256(json.dumps(basis if jsonable else _jsonable(basis), sort_keys=True).encode("utf-8")).hexdigest()
+    return _digest(facts, {p.id for p in probes if p.kind == "log"}, roles, jsonable=jsonable)
+
+
+def _digest(facts: Mapping[str, Any], log_ids: AbstractSet[str], roles: Sequence[str], *, jsonable: bool) -> str:
+    """`digest_facts` with the ids of the log probes given."""
+    basis = {"roles": sorted(roles), "facts": {k: v for k, v in facts.items() if k not in log_ids}}
+    return _sha256_hex(_DIGEST_JSON.encode(basis if jsonable else _jsonable(basis)).encode("utf-8"))
+
+
+#: CPython's hashlib lets go of the GIL while it hashes 2048 bytes or more in one call.
+_HASH_PIECE = 2047
+
+
+def _sha256_hex(data: bytes) -> str:
+    """`hashlib.sha256(data).hexdigest()`, fed in pieces small enough to keep the GIL (cost, issue
+    19): a host's digest text is ~2.5 KB, and letting go of the GIL for ~2 µs of hashing hands the
+    interpreter to one of a fleet run's other threads in the middle of the host's assessment (a
+    thread switch, and the rest of the assessment on cold caches)."""
+    h = hashlib.sha256()
+    view = memoryview(data)
+    for start in range(0, len(view), _HASH_PIECE):
+        h.update(view[start:start + _HASH_PIECE])
+    return h.hexdigest()
+
+
+# `json.dumps(basis, sort_keys=True)`, the same text, with one encoder made once and without the
+# circular-reference bookkeeping (cost, issue 19): facts are trees (decoded JSON, fresh dicts).
+_DIGEST_JSON = json.JSONEncoder(sort_keys=True, check_circular=False)
 
 
 def discover_roles(roles_file: RolesFile, facts: Mapping[str, Any]) -> list[str]:
     """The roles whose discovery condition holds on `facts`. Raises ConditionError on a bad rule."""
-    ctx = {"facts": facts, "roles": [], "vars": {}}
+    ctx = Scope({"facts": facts, "roles": [], "vars": {}})
     return [name for name, role in roles_file.roles.items() if truth(role.when, ctx)]
 
 
 def context_for(pb: Playbook, facts: Mapping[str, Any], roles: Sequence[str], os: Mapping[str, Any], hvars: Mapping[str, Any],
-                history: Mapping[str, str] | None = None) -> dict[str, Any]:
+                history: Mapping[str, str] | None = None) -> Scope:
     """The expression context of one playbook on one host: facts, roles, host, vars, history
     (action kind → ISO time of its last success, from the audit store), then each derived name
     in order. Raises ConditionError when a derivation fails."""
-    ctx: dict[str, Any] = {"facts": facts, "roles": list(roles), "host": dict(os), "vars": dict(hvars),
-                           "history": dict(history or {})}
+    ctx = Scope({"facts": facts, "roles": list(roles), "host": dict(os), "vars": dict(hvars),
+                 "history": dict(history or {})})
     for name, expr in pb.derive.items():
-        ctx[name] = evaluate(expr, ctx)
+        ctx.set(name, evaluate(expr, ctx))
     return ctx
 
 
@@ -260,8 +317,8 @@ def assess(
     would be `not_applicable` become `unknown`: an unread key is not proof of absence."""
     at = observed_at or utc_now()
     rf = _roles_file()
-    probes = all_probes(playbooks, rf)
-    facts = extract_facts(probes, response)
+    probe_set = _probe_set(playbooks, rf)
+    facts = extract_facts(probe_set.probes, response)
     declared = bool(ctx.roles)
     roles = list(ctx.roles) if declared else discover_roles(rf, facts)
     role_errors = [
@@ -269,7 +326,7 @@ def assess(
         for p in rf.probes
         if facts.get(p.id, {}).get("error") and facts[p.id]["error"]["kind"] != "not_found"
     ]
-    by_id = {p.id: p for p in probes}
+    by_id = probe_set.by_id
     hist = ctx.history.context()
     findings = []
     for pb in playbooks:
@@ -288,7 +345,7 @@ def assess(
     # None: they are JSON-ready as they are, and `_jsonable` (a deep copy, ~0.15 ms a host) would
     # return an equal tree. Only the top level is ours to extend (the reboot state below).
     jfacts: dict[str, Any] = dict(facts)
-    digest = digest_facts(jfacts, probes, roles, jsonable=True)
+    digest = _digest(jfacts, probe_set.log_ids, roles, jsonable=True)
     if reboot_state is not None:
         jfacts[REBOOT_STATE_ID] = reboot_state.model_dump(mode="json")
     return HostResult(

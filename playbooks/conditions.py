@@ -10,9 +10,10 @@ the key is undefined (falsy) instead of an error. Helpers available in every exp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
+from types import MethodType
 from typing import Any
 
 from jinja2 import ChainableUndefined, TemplateError
@@ -60,9 +61,58 @@ class _FactsEnvironment(SandboxedEnvironment):
     named like a dict method (`values`, `items`, `update`) must not resolve to the method."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, Mapping) and attribute in obj:
+        # cost (issue 19): facts are plain dicts, so test for one before the Mapping ABC check
+        # (an `isinstance` against an ABC costs about as much as the key lookup ~75 times a host)
+        if type(obj) is dict:
+            if attribute in obj:
+                return obj[attribute]
+            if attribute not in _DICT_ATTRIBUTES:
+                # What the sandbox gives after two exceptions (no such attribute, no such key),
+                # without them: a missing fact is common (`vars.x`, `history.y`, `data.Path`).
+                return self.undefined(obj=obj, name=attribute)
+        elif isinstance(obj, Mapping) and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        # cost (issue 19): `data['Full Version']` on a dict, as the sandbox reads it (the key, else
+        # an attribute of that name, else undefined) without its exceptions; a dict attribute's
+        # name and anything but a dict and a str go the sandbox's way
+        if type(obj) is dict and type(argument) is str:
+            if argument in obj:
+                return obj[argument]
+            if argument not in _DICT_ATTRIBUTES:
+                return self.undefined(obj=obj, name=argument)
+        return super().getitem(obj, argument)
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # Jinja's signature
+        """`SandboxedEnvironment.call`, with a short way for the helpers (`V`, `VR`, `T`, `latest`)
+        and the methods of the values they return (`Version`, `VersionRange`: `prefix`, `contains`).
+
+        They are our own plain functions: safe to call, and neither marked unsafe nor taking a
+        Jinja context, so the sandbox's checks and `Context.call`'s look-ups (about a third of
+        an evaluation that calls `V`; issue 19) always end in `__obj(*args, **kwargs)`. (A
+        method's name went through the sandbox's attribute check when it was read.) What
+        `Context.call` does besides is kept: it drops the loop/block variables Jinja passes
+        inside loops and blocks, and a StopIteration becomes undefined."""
+        helper = _HELPERS.get(id(__obj))
+        if (helper is not None and helper is __obj) or (type(__obj) is MethodType and type(__obj.__self__) in _VALUE_TYPES):
+            helper = __obj
+            kwargs.pop("_block_vars", None)
+            kwargs.pop("_loop_vars", None)
+            try:
+                return helper(*args, **kwargs)
+            except StopIteration:
+                return __self.undefined("value was undefined because a callable raised a StopIteration exception")
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+#: The expression helpers by id (`_FactsEnvironment.call` compares identity too).
+_HELPERS: dict[int, Any] = {id(f): f for f in (_v, _vr, _t, _latest)}
+#: The types of the helpers' values whose methods `_FactsEnvironment.call` calls directly.
+_VALUE_TYPES = frozenset({Version, VersionRange})
+#: Every attribute a plain dict has (from `dict` and `object`; a dict instance has no others).
+_DICT_ATTRIBUTES = frozenset(dir({}))
 
 
 @lru_cache(maxsize=1)
@@ -86,6 +136,9 @@ def compile_check(expr: str) -> None:
     _compiled(expr)
 
 
+_EMPTY: Mapping[str, Any] = {}
+
+
 @lru_cache(maxsize=1)
 def _globals() -> dict[str, Any]:
     return dict(_env().globals)
@@ -105,19 +158,79 @@ def _render_context(template: Any, context: Mapping[str, Any]) -> Any:
     return env.context_class(env, {**_globals(), **context}, template.name, template.blocks)
 
 
+class Scope(Mapping[str, Any]):
+    """The names of a series of evaluations (one playbook on one host: facts, roles, host, vars,
+    history, then each derived name as it is `set`), read-only as a Mapping, and the one render
+    context its evaluations share. `evaluate`, `truth` and `render` accept it as their context.
+
+    Each evaluation sees what a fresh render context over the same names would (`_render_context`):
+    the parent is the helpers and the names merged once (`set` writes to both, so a name set
+    later shadows a helper as it does in the merge), and the render writes only to the context's
+    `vars` and `exported_vars`, emptied before each use. A context whose render raised is dropped
+    (it may be left half-changed). The shared context is for our environment's unnamed templates
+    without blocks (every expression and reason text); any other gets one of its own. (cost,
+    issue 19: the context and the merge cost about a third of a short evaluation, ~40 a host.)
+    Not for sharing between threads."""
+
+    __slots__ = ("_context", "_names", "_parent")
+
+    def __init__(self, names: Mapping[str, Any] = _EMPTY) -> None:
+        self._names: dict[str, Any] = dict(names)
+        self._parent: dict[str, Any] = {**_globals(), **self._names}
+        self._context: Any = None
+
+    def set(self, name: str, value: Any) -> None:
+        """Add or replace one name."""
+        self._names[name] = value
+        self._parent[name] = value
+
+    def __getitem__(self, name: str) -> Any:
+        return self._names[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def _render_context(self, template: Any) -> Any:
+        """A render context for `template` over these names, ready for a render: the shared one
+        when `template` may use it (see the class docstring), else a fresh one."""
+        env = template.environment
+        if template.name is not None or template.blocks or env is not _env():
+            return env.context_class(env, self._parent, template.name, template.blocks)
+        return self._shared()
+
+    def _shared(self) -> Any:
+        """The shared render context (for `_env()`'s unnamed templates without blocks), emptied."""
+        rc = self._context
+        if rc is None:
+            env = _env()
+            rc = self._context = env.context_class(env, self._parent, None, {})
+        else:
+            rc.vars.clear()
+            rc.exported_vars.clear()
+        return rc
+
+
 def _call(expr: str, context: Mapping[str, Any]) -> Any:
     """What `TemplateExpression.__call__(**context)` returns, without its per-call copy of the
     template's globals (a ChainMap walked on every call: most of the ~0.1 ms an evaluation
     cost; a host evaluates ~40 expressions): the globals and `context` merged into one fresh dict
     that the render context uses as its parent (`shared=True`; the render writes only to its
-    own `vars`)."""
-    compiled = _compiled(expr)
-    template = getattr(compiled, "_template", None)
+    own `vars`). (A Scope's evaluations take `evaluate`'s shorter way.)"""
+    template = _expression_template(expr)
     if template is None:  # another Jinja2 layout: the public call
-        return compiled(**context)
+        return _compiled(expr)(**context)
     render_context = _render_context(template, context)
     consume(template.root_render_func(render_context))
     return render_context.vars["result"]
+
+
+@lru_cache(maxsize=512)
+def _expression_template(expr: str) -> Any:
+    """The template inside `_compiled(expr)` (None in another Jinja2 layout). Raises ConditionError."""
+    return getattr(_compiled(expr), "_template", None)
 
 
 def evaluate(expr: str, context: Mapping[str, Any]) -> Any:
@@ -125,7 +238,25 @@ def evaluate(expr: str, context: Mapping[str, Any]) -> Any:
 
     Raises ConditionError when evaluation fails (type errors, sandbox violations)."""
     try:
-        value = _call(expr, context)
+        template = _expression_template(expr)
+        if template is not None and type(context) is Scope:
+            # An expression's template is `_env()`'s, unnamed and without blocks: the Scope's
+            # shared context (`Scope._shared`, inlined: this runs ~40 times a host; issue 19).
+            render_context = context._context
+            if render_context is None:
+                render_context = context._shared()
+            else:
+                render_context.vars.clear()
+                render_context.exported_vars.clear()
+            try:
+                for _ in template.root_render_func(render_context):
+                    pass
+            except BaseException:
+                context._context = None  # it may be left half-changed: the next evaluation gets a new one
+                raise
+            value = render_context.vars["result"]
+        else:
+            value = _call(expr, context)
     except ConditionError:
         raise
     except Exception as exc:  # any failure inside a condition is a playbook data error
@@ -150,6 +281,13 @@ def render(template: str, context: Mapping[str, Any]) -> str:
         compiled = _template(template)
         # `Template.render(**context)` less its globals walk (see `_render_context`); the same
         # context (globals, then the names) and output.
-        return compiled.environment.concat(compiled.root_render_func(_render_context(compiled, context)))
+        if type(context) is not Scope:
+            return compiled.environment.concat(compiled.root_render_func(_render_context(compiled, context)))
+        render_context = context._render_context(compiled)
+        try:
+            return compiled.environment.concat(compiled.root_render_func(render_context))
+        except BaseException:
+            context._context = None
+            raise
     except Exception as exc:  # a broken message template must name itself
         raise ConditionError(f"template {template!r} failed: {exc}") from exc

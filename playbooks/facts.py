@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from playbooks.logformats import parse_timestamp
@@ -129,14 +130,53 @@ def _file(probe: Probe, results: Mapping[str, OpResult]) -> dict[str, Any]:
     return fact
 
 
+_BACKSLASH_RUN = re.compile(r"\\{2,}")
+
+
+@dataclass(frozen=True)
+class _LogShape:
+    """What `_log` needs of a log probe, computed once per probe (cost, issue 19): signature ids
+    in pattern order, and the distinct ids of each kind."""
+
+    ids: tuple[str, ...]
+    token: tuple[str, ...]
+    localized: tuple[str, ...]
+
+
+_LOG_SHAPES: dict[int, tuple[Probe, _LogShape]] = {}  # id(probe) -> (probe, shape): the probe is kept, so its id stays its own
+
+
+def _log_shape(probe: Probe) -> _LogShape:
+    hit = _LOG_SHAPES.get(id(probe))
+    if hit is not None and hit[0] is probe:
+        return hit[1]
+    ids = tuple(s.id for s in probe.signatures)
+    kinds = {s.id: s.kind for s in probe.signatures}  # (a repeated id counts once, with its last kind)
+    unique = tuple(dict.fromkeys(ids))
+    shape = _LogShape(ids, tuple(k for k in unique if kinds[k] == "token"), tuple(k for k in unique if kinds[k] == "localized"))
+    if len(_LOG_SHAPES) >= 256:  # probes come from the loaded playbooks: a handful per process
+        _LOG_SHAPES.clear()
+    _LOG_SHAPES[id(probe)] = (probe, shape)
+    return shape
+
+
+def _file_key(path: str) -> str:
+    """The path with runs of backslashes made one, lower-cased: one file seen under two spellings."""
+    return (_BACKSLASH_RUN.sub(r"\\", path) if "\\\\" in path else path).lower()
+
+
 def _log(probe: Probe, results: Mapping[str, OpResult]) -> dict[str, Any]:
-    ids = [s.id for s in probe.signatures]
+    shape = _log_shape(probe)
+    ids = shape.ids
+    nids = len(ids)
     lines: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    stamps: dict[str, str | None] = dict.fromkeys(ids)  # the latest ISO timestamp per signature
     files: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
-    seen: set[str] = set()
     order: dict[str, int] = {}  # file key → position in scan order (rotated siblings oldest first)
     last_pos: dict[str, list[int]] = {}
+    fmt = probe.log_format
+    full: set[str] = set()
     for i, path in enumerate(probe.paths):
         r = results.get(f"{probe.id}.{i}")
         if r is None or not r.ok:
@@ -145,56 +185,65 @@ def _log(probe: Probe, results: Mapping[str, OpResult]) -> dict[str, Any]:
             if err["kind"] != "not_found":
                 errors.append(err)
             continue
-        if (r.data or {}).get("same_as"):  # the agent scanned this very file for an earlier candidate
+        data = r.data or {}
+        if data.get("same_as"):  # the agent scanned this very file for an earlier candidate
             continue
-        for f in (r.data or {}).get("files", []):
-            key = re.sub(r"\\+", r"\\", str(f.get("path", ""))).lower()
-            if key in seen:  # the %ProgramFiles% fallback is often TargetDir itself: count lines once
+        for f in data.get("files", []):
+            key = _file_key(str(f.get("path", "")))
+            if key in order:  # the %ProgramFiles% fallback is often TargetDir itself: count lines once
                 continue
-            seen.add(key)
-            order[key] = len(order)
+            at = order[key] = len(order)
+            fpath = f.get("path")
+            file_full = [ids[j] for j in f.get("patterns_full", []) if 0 <= j < nids]
+            full.update(file_full)
             files.append(
                 {
-                    "path": f.get("path"),
+                    "path": fpath,
                     "exists": bool(f.get("exists")),
                     "size": f.get("size"),
                     "encoding": f.get("encoding"),
                     "end_offset": f.get("end_offset"),
-                    "full": [ids[j] for j in f.get("patterns_full", []) if 0 <= j < len(ids)],
+                    "full": file_full,
                     "error": None,
                 }
             )
             for m in f.get("matches", []):
                 idx = m.get("pattern")
-                if not isinstance(idx, int) or not 0 <= idx < len(ids):
+                if not isinstance(idx, int) or not 0 <= idx < nids:
                     continue
-                pos = [order[key], int(m.get("offset", 0) or 0)]
-                if pos > last_pos.get(ids[idx], [-1, -1]):
-                    last_pos[ids[idx]] = pos
-                ts = parse_timestamp(m.get("line", ""), probe.log_format)
-                lines[ids[idx]].append(
+                sid = ids[idx]
+                pos = [at, int(m.get("offset", 0) or 0)]
+                cur = last_pos.get(sid)
+                if cur is None or pos > cur:  # (`at` ≥ 0: any position beats none)
+                    last_pos[sid] = pos
+                text = m.get("line", "")
+                ts = parse_timestamp(text, fmt)
+                iso = ts.isoformat() if ts else None
+                if iso:
+                    latest = stamps[sid]
+                    if latest is None or iso > latest:
+                        stamps[sid] = iso
+                lines[sid].append(
                     {
-                        "file": f.get("path"),
+                        "file": fpath,
                         "offset": m.get("offset", 0),
-                        "text": m.get("line", ""),
-                        "timestamp": ts.isoformat() if ts else None,
+                        "text": text,
+                        "timestamp": iso,
                         "before": list(m.get("before", [])),
                         "after": list(m.get("after", [])),
                         "cut": bool(m.get("cut")),
                     }
                 )
     hits = {k: len(v) for k, v in lines.items()}
-    kinds = {s.id: s.kind for s in probe.signatures}
-    stamps = {k: max((ln["timestamp"] for ln in v if ln["timestamp"]), default=None) for k, v in lines.items()}
     return {
         "exists": any(f["exists"] for f in files),
         "files": files,
         "hits": hits,
-        "token_hits": sum(n for k, n in hits.items() if kinds[k] == "token"),
-        "localized_hits": sum(n for k, n in hits.items() if kinds[k] == "localized"),
+        "token_hits": sum(hits[k] for k in shape.token),
+        "localized_hits": sum(hits[k] for k in shape.localized),
         "last": stamps,
         "pos": last_pos,
-        "full": sorted({sid for f in files for sid in f.get("full", [])}),
+        "full": sorted(full),
         "lines": lines,
         "error": errors[0] if errors else None,
     }

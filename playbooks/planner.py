@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import ntpath
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from playbooks.assess import context_for
@@ -96,7 +96,7 @@ def refusal(pkg: Package) -> str | None:
     return None
 
 
-def _install(pb: Playbook, remedy: Remedy, action: Action, n: int, ctx: dict[str, Any], a: HostResult,
+def _install(pb: Playbook, remedy: Remedy, action: Action, n: int, ctx: Mapping[str, Any], a: HostResult,
              packages: PackageCatalog | None) -> tuple[list[PlannedAction], list[str]]:
     kb = action.kb or pb.id
     try:

@@ -12,7 +12,7 @@ import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import total_ordering
+from functools import lru_cache, total_ordering
 from typing import Any
 
 _PART_RE = re.compile(r"^\s*(\d{1,10})(?:\.(\d{1,10})){0,3}\s*$")
@@ -43,6 +43,8 @@ class Version:
         """Parse `a[.b[.c[.d]]]`; a Version passes through. Raises ValueError on anything else."""
         if isinstance(text, Version):
             return text
+        if cls is Version and type(text) is str:
+            return _parse_text(text)
         if not isinstance(text, str) or not _PART_RE.match(text):
             raise ValueError(f"not a Windows version: {text!r}")
         nums = [int(p) for p in text.strip().split(".")]
@@ -85,6 +87,18 @@ class Version:
 
     def __str__(self) -> str:
         return ".".join(str(p) for p in self.parts)
+
+
+@lru_cache(maxsize=4096)
+def _parse_text(text: str) -> Version:
+    """`Version.parse` of a str, remembered (cost, issue 19: the playbooks parse the same few
+    versions on every host, `V('3.1.6001.66')`; a Version is immutable, so one can be shared).
+    Raises ValueError (not remembered)."""
+    if not _PART_RE.match(text):
+        raise ValueError(f"not a Windows version: {text!r}")
+    nums = [int(p) for p in text.strip().split(".")]
+    nums += [0] * (4 - len(nums))
+    return Version((nums[0], nums[1], nums[2], nums[3]))
 
 
 @dataclass(frozen=True)
