@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
-from remoting.agent_delivery import build_stdin, command_line
+from remoting.agent_delivery import command_line, stdin_base64
 from remoting.agent_protocol import (
     DEFAULT_RESPONSE_LIMIT,
     AgentRequest,
@@ -31,7 +31,7 @@ from remoting.agent_protocol import (
     decode_response,
     encode_request,
 )
-from remoting.chunking import DEFAULT_MAX_ENVELOPE_SIZE, split_stdin
+from remoting.chunking import DEFAULT_MAX_ENVELOPE_SIZE, split_base64
 from remoting.endpoint import Endpoint
 from remoting.errors import (
     AgentError,
@@ -189,14 +189,15 @@ class AgentSession:
     ) -> AgentResponse:
         assert self._shell_id is not None
         started = time.monotonic()
-        # The agent travels with only the sections this request's ops use (a check's has no change ops).
-        chunks = split_stdin(build_stdin(doc, ops=[o.name for o in request.ops]), self.max_envelope_size)
+        # The agent travels with only the sections this request's ops use (a check's has no change
+        # ops); the stream goes straight to base64, as the Send envelopes carry it.
+        chunks = split_base64(stdin_base64(doc, ops=[o.name for o in request.ops]), self.max_envelope_size)
         command, args = command_line()
         self._command_id = self._client.run_command(self._shell_id, command, args)
         self.stats.commands += 1
         try:
             for i, chunk in enumerate(chunks):
-                self._client.send(self._shell_id, self._command_id, chunk, end=i == len(chunks) - 1)
+                self._client.send_base64(self._shell_id, self._command_id, chunk, end=i == len(chunks) - 1)
             stdout, stderr, exit_code = self._collect(started + deadline_s, deadline_s)
         except RemotingError as exc:
             if mutating_ids:

@@ -360,6 +360,11 @@ class WsmanClient:
         msg = wsm.send(self._to, self._operation_s, shell_id, command_id, chunk, end=end)
         self._call("Send", self._exchange, "Send", msg)
 
+    def send_base64(self, shell_id: str, command_id: str, data: bytes, *, end: bool) -> None:
+        """`send` of a stdin chunk given as its base64 text (`remoting.chunking.split_base64`)."""
+        msg = wsm.send_base64(self._to, self._operation_s, shell_id, command_id, data, end=end)
+        self._call("Send", self._exchange, "Send", msg)
+
     def receive(self, shell_id: str, command_id: str, wait_s: float) -> ReceiveResult | None:
         """WS-Man Receive, long-polling at most `wait_s` seconds (whole seconds, at least 1).
         Returns None when the poll expired with no output (the expected w:TimedOut)."""

@@ -107,10 +107,19 @@ def command(to: str, timeout_s: int, shell_id: str, program: str, args: list[str
 def send(to: str, timeout_s: int, shell_id: str, command_id: str, chunk: bytes, *, end: bool) -> Message:
     """Send ([MS-WSMV] 3.1.4.13, rsp:Send with one rsp:Stream 2.2.4.40 named stdin): `chunk` as
     base64 (which needs no XML escaping); End="true" closes the command's stdin."""
-    data = base64.b64encode(chunk).decode("ascii")
+    return send_base64(to, timeout_s, shell_id, command_id, base64.b64encode(chunk), end=end)
+
+
+def send_base64(to: str, timeout_s: int, shell_id: str, command_id: str, data: bytes, *, end: bool) -> Message:
+    """`send` of a chunk given as its base64 text `data` (ASCII bytes, as `base64.b64encode`
+    gives it: `remoting.chunking.split_base64`). Raises ValueError for text that could end the
+    Stream element (`<`, `&`) or is not ASCII: the text goes into the envelope unescaped (a full
+    alphabet check of ~30 KB cost more than encoding it)."""
+    if b"<" in data or b"&" in data:
+        raise ValueError("Send data must be base64 text")
     body = (
         f'<rsp:Send><rsp:Stream Name="stdin" CommandId={quoteattr(command_id)} '
-        f'End="{"true" if end else "false"}">{data}</rsp:Stream></rsp:Send>'
+        f'End="{"true" if end else "false"}">{data.decode("ascii")}</rsp:Stream></rsp:Send>'
     )
     return _envelope(to, ACTION_SEND, timeout_s, shell_id, "", body)
 

@@ -3,6 +3,7 @@ codec round trips (property tests), framing robustness, stderr text, and the op 
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from remoting import agent_delivery as ad
 from remoting import agent_protocol as ap
 from remoting import wsman_messages as wsm
-from remoting.chunking import DEFAULT_MAX_ENVELOPE_SIZE, max_chunk_bytes, split_stdin
+from remoting.chunking import DEFAULT_MAX_ENVELOPE_SIZE, max_chunk_bytes, split_base64, split_stdin
 from remoting.errors import AgentError, ResponseTooLargeError
 from remoting.ops import OPS
 from remoting.session import stderr_text
@@ -34,6 +35,33 @@ def test_chunks_rebuild_the_stream_and_each_envelope_fits(size: int, envelope: i
     assert len(chunks) >= 1
     # Every real Send envelope stays within MaxEnvelopeSize (the biggest chunk is the first).
     assert len(_send_envelope(chunks[0], end=len(chunks) == 1)) <= envelope
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(min_value=0, max_value=400_000), envelope=st.sampled_from([153_600, 512_000, 20_000, 9_600]))
+def test_base64_chunks_are_the_base64_of_the_chunks(size: int, envelope: int) -> None:
+    data = bytes(i % 253 for i in range(size))
+    encoded = split_base64(base64.b64encode(data), envelope)
+    assert [base64.b64decode(c) for c in encoded] == split_stdin(data, envelope)
+    assert encoded == [base64.b64encode(c) for c in split_stdin(data, envelope)]
+
+
+@settings(max_examples=30, deadline=None)
+@given(doc=st.binary(max_size=3000), names=st.lists(st.sampled_from(sorted(OPS)), max_size=5, unique=True))
+def test_stdin_base64_is_the_base64_of_the_stdin_stream(doc: bytes, names: list[str]) -> None:
+    # The cached base64 of the agent line's head joined to the rest: the same text, whatever
+    # the line's length modulo 3 (the op sets give agents of different lengths).
+    for ops in (names, None):
+        assert ad.stdin_base64(doc, ops=ops) == base64.b64encode(ad.build_stdin(doc, ops=ops))
+
+
+def test_send_base64_is_send_and_refuses_markup() -> None:
+    args = ("http://127.0.0.1:5985/wsman", 20, "S", "C")
+    a, b = wsm.send(*args, b"\x00stdin\xff", end=True), wsm.send_base64(*args, base64.b64encode(b"\x00stdin\xff"), end=True)
+    assert a.text.replace(a.message_id, "") == b.text.replace(b.message_id, "")
+    for bad in (b"QUJD</rsp:Stream>", b"QUJD&lt;"):
+        with pytest.raises(ValueError, match="base64"):
+            wsm.send_base64(*args, bad, end=False)
 
 
 def test_default_chunk_holds_agent_and_a_gather_request_in_one_send() -> None:
