@@ -323,7 +323,7 @@ class WsmanClient:
         """Send one envelope through pywinrm's Protocol (its transport, authentication, sealing and
         SOAP-fault mapping) and parse the answer; the answer must relate to this request
         (wsa:RelatesTo = our wsa:MessageID, WS-Addressing as [MS-WSMV] uses it)."""
-        raw = self._proto.send_message(message.text)
+        raw = self._proto.send_message(message.text.encode("utf-8"))  # type: ignore[arg-type]  # (bytes pass through)
         answer = wsm.parse_answer(raw)
         if answer.relates_to is not None and answer.relates_to != message.message_id:
             raise MalformedAnswerError(
