@@ -55,6 +55,28 @@ def test_stdin_base64_is_the_base64_of_the_stdin_stream(doc: bytes, names: list[
         assert ad.stdin_base64(doc, ops=ops) == base64.b64encode(ad.build_stdin(doc, ops=ops))
 
 
+@settings(max_examples=80, deadline=None)
+@given(doc=st.one_of(st.binary(max_size=2000),
+                     st.lists(st.binary(max_size=80).map(lambda b: b.replace(b"\n", b"")), max_size=8).map(b"\n".join),
+                     st.binary(min_size=70_000, max_size=70_100)))
+def test_a_request_gzip_member_inflates_to_the_document(doc: bytes) -> None:
+    import gzip
+
+    member = ad.gzip_request(doc)
+    assert gzip.decompress(member) == doc
+    assert ad.gunzip_bounded(member, ad.MAX_REQUEST_BYTES, "request") == doc  # one complete member, as the lab reads it
+
+
+def test_requests_of_a_run_share_their_deflated_ops() -> None:
+    ops = (ap.op("1", "env.expand", text="%windir%"), ap.op("2", "file.info", path=r"C:\x.dll"))
+    one, two = (ap.encode_request(ap.AgentRequest(ops)) for _ in range(2))
+    assert one != two  # fresh nonces
+    a, b = ad.gzip_request(one), ad.gzip_request(two)
+    head = len(b"".join(one.split(b"\n")[:2])) + 2 + 10 + 5  # two lines, gzip header, stored-block header
+    assert a[head:-8] == b[head:-8] and a[-8:] != b[-8:]  # the same deflated tail, each its own CRC
+    assert ad.parse_stdin(ad.build_stdin(one))[1] == one
+
+
 def test_send_base64_is_send_and_refuses_markup() -> None:
     args = ("http://127.0.0.1:5985/wsman", 20, "S", "C")
     a, b = wsm.send(*args, b"\x00stdin\xff", end=True), wsm.send_base64(*args, base64.b64encode(b"\x00stdin\xff"), end=True)
