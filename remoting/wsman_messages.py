@@ -25,6 +25,7 @@ than `MAX_ANSWER_BYTES` is refused unparsed. Only the elements kbfix reads are c
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
 import xml.parsers.expat
 from dataclasses import dataclass, field
@@ -73,15 +74,31 @@ class Message:
     message_id: str
 
 
+@functools.lru_cache(maxsize=256)
+def _head(to: str, action: str, timeout_s: int) -> tuple[str, str]:
+    # The header text before and after the MessageID, per (endpoint, action, timeout): a session
+    # sends the same few, and escaping and formatting them anew cost a few us per message.
+    before, _, after = _HEAD.format(to=escape(to), mid="\x00", timeout=int(timeout_s), action=action).partition(
+        "<a:MessageID>uuid:\x00")
+    return before + "<a:MessageID>uuid:", after
+
+
 def _envelope(to: str, action: str, timeout_s: int, shell_id: str | None, options: str, body: str) -> Message:
     mid = str(uuid.uuid4())
-    head = _HEAD.format(to=escape(to), mid=mid, timeout=int(timeout_s), action=action)
+    before, after = _head(to, action, timeout_s)
     sel = _SELECTOR.format(shell=escape(shell_id)) if shell_id is not None else ""
-    return Message(f"{head}{sel}{options}</env:Header><env:Body>{body}</env:Body></env:Envelope>", "uuid:" + mid)
+    return Message(f"{before}{mid}{after}{sel}{options}</env:Header><env:Body>{body}</env:Body></env:Envelope>", "uuid:" + mid)
 
 
+@functools.lru_cache(maxsize=64)
 def _options(pairs: tuple[tuple[str, str], ...]) -> str:
     return "<w:OptionSet>" + "".join(f"<w:Option Name={quoteattr(k)}>{escape(v)}</w:Option>" for k, v in pairs) + "</w:OptionSet>"
+
+
+@functools.lru_cache(maxsize=16)
+def _arguments(args: tuple[str, ...]) -> str:
+    # Cached: every host gets the same command line (its -EncodedCommand argument is ~1.5 KB to escape).
+    return "".join(f"<rsp:Arguments>{escape(a)}</rsp:Arguments>" for a in args)
 
 
 def create(to: str, timeout_s: int, *, codepage: int, noprofile: bool, idle_timeout_s: int | None) -> Message:
@@ -99,7 +116,7 @@ def command(to: str, timeout_s: int, shell_id: str, program: str, args: list[str
     each argument in its own rsp:Arguments element, started without cmd.exe
     (WINRS_SKIP_CMD_SHELL) with console-mode stdin (WINRS_CONSOLEMODE_STDIN)."""
     opts = _options((("WINRS_CONSOLEMODE_STDIN", "TRUE"), ("WINRS_SKIP_CMD_SHELL", "TRUE")))
-    argx = "".join(f"<rsp:Arguments>{escape(a)}</rsp:Arguments>" for a in args)
+    argx = _arguments(tuple(args))
     body = f"<rsp:CommandLine><rsp:Command>{escape(program)}</rsp:Command>{argx}</rsp:CommandLine>"
     return _envelope(to, ACTION_COMMAND, timeout_s, shell_id, opts, body)
 
