@@ -131,6 +131,62 @@ def test_response_framing_survives_stray_output(data: object, noise: bytes) -> N
     assert resp.results[1].error == ap.OpError("limit", "ø 中", None)
 
 
+_json_value = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=-(10**30), max_value=10**30),
+              st.floats(allow_nan=False), st.floats(allow_nan=True), st.text()),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+    max_leaves=20)
+
+
+def _same_json(a: object, b: object) -> bool:
+    # Equal with the same types all the way down (1 vs 1.0 vs True differ), NaN equal to NaN.
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(_same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and (a == b or (a != a and b != b))  # (NaN is not equal to itself)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=_json_value, ascii_only=st.booleans(), indent=st.sampled_from([None, 1]))
+def test_response_json_reads_as_json_loads_reads_it(value: object, ascii_only: bool, indent: int | None) -> None:
+    import json
+
+    text = json.dumps(value, ensure_ascii=ascii_only, indent=indent).encode("utf-8")
+    assert _same_json(ap._json(text), json.loads(text.decode("utf-8")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.one_of(st.binary(max_size=60),
+                     st.builds(lambda v, cut, junk: __import__("json").dumps(v).encode()[:cut] + junk,
+                               _json_value, st.integers(0, 80), st.binary(max_size=4))))
+def test_anything_the_fast_json_reader_reads_json_loads_reads_the_same(raw: bytes) -> None:
+    # The fast reader may refuse more than json.loads (json then decides), never read otherwise.
+    import json
+
+    from pydantic_core import from_json
+
+    try:
+        fast = from_json(raw)
+    except ValueError:
+        return
+    assert _same_json(fast, json.loads(raw.decode("utf-8")))
+
+
+def test_response_json_errors_are_json_loads_errors() -> None:
+    import json
+
+    for bad in (b"\xef\xbb\xbf{}", b'{"a": 1,}', b"[1, 2", b'["\\ud800"]', b"\xff"):
+        try:
+            expected: object = json.loads(bad.decode("utf-8"))
+        except ValueError as exc:
+            with pytest.raises(type(exc)) as info:
+                ap._json(bad)
+            assert str(info.value) == str(exc)
+        else:
+            assert ap._json(bad) == expected  # (a lone surrogate: json reads it, jiter does not)
+
+
 def test_response_for_another_request_or_garbage_is_an_agent_error() -> None:
     framed = ap.encode_response(ap.response_document("a" * 32, {}, []))
     with pytest.raises(AgentError, match="no framed response"):
