@@ -213,3 +213,26 @@ def test_a_read_timeout_within_the_total_time_is_not_a_cut() -> None:
         adapter.post(svc.url, FIELDS + b"Content-Length: 0\r\n", b"", timeout=(2, 0.3), verify=True)
     assert not bounded_http.timed_out()
     adapter.close()
+
+
+@pytest.mark.parametrize("basic", [True, False])
+def test_lean_header_fields_are_those_a_requests_session_would_send(basic: bool) -> None:
+    # remoting.lean_http writes its unchanging header fields itself: the same names, values and
+    # order as requests prepares for pywinrm's session (Connection: Keep-Alive, as NTLM needs;
+    # Content-Type and Content-Length are per message).
+    import requests.auth
+    import winrm.transport
+
+    from remoting import lean_http
+
+    t = winrm.transport.Transport("http://127.0.0.1:5985/wsman", "user", "pässword", auth_method="basic")
+    session = requests.Session()
+    session.headers.update(t.default_headers)
+    auth = requests.auth.HTTPBasicAuth("user", "pässword") if basic else None
+    session.auth = auth
+    prepared = session.prepare_request(requests.Request("POST", t.endpoint, data=b"<x/>"))
+    expected = {k: v for k, v in prepared.headers.items() if k.lower() not in ("content-type", "content-length")}
+    expected["Connection"] = "Keep-Alive"
+    ours = lean_http._static_fields(tuple(t.default_headers.items()), auth)
+    assert ours == b"".join(b"%s: %s\r\n" % (k.encode(), v.encode("latin-1") if isinstance(v, str) else v)
+                            for k, v in expected.items())
