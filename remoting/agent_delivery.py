@@ -77,7 +77,14 @@ def _specs(source: bytes) -> tuple[str, ...]:
 
 
 def _sections_used(source: bytes, op_names: Iterable[str] | None) -> tuple[bool, ...]:
+    if isinstance(op_names, tuple):  # (a session passes the same tuple of names for every host)
+        return _used_by_names(_specs(source), op_names)
     return _used_by(_specs(source), None if op_names is None else frozenset(n.lower() for n in op_names))
+
+
+@functools.lru_cache(maxsize=64)
+def _used_by_names(specs: tuple[str, ...], names: tuple[str, ...]) -> tuple[bool, ...]:
+    return _used_by(specs, frozenset(n.lower() for n in names))
 
 
 @functools.lru_cache(maxsize=64)
