@@ -74,20 +74,23 @@ class Message:
     message_id: str
 
 
-@functools.lru_cache(maxsize=256)
-def _head(to: str, action: str, timeout_s: int) -> tuple[str, str]:
-    # The header text before and after the MessageID, per (endpoint, action, timeout): a session
-    # sends the same few, and escaping and formatting them anew cost a few us per message.
-    before, _, after = _HEAD.format(to=escape(to), mid="\x00", timeout=int(timeout_s), action=action).partition(
-        "<a:MessageID>uuid:\x00")
-    return before + "<a:MessageID>uuid:", after
+#: `_HEAD` cut at its per-message fields: the text before `to`, between `to` and the MessageID,
+#: and the rest as a template of the timeout and action.
+_HEAD_TO, _, _rest = _HEAD.partition("{to}")
+_HEAD_MID, _, _HEAD_TAIL = _rest.partition("{mid}")
+
+
+@functools.lru_cache(maxsize=64)
+def _head_tail(action: str, timeout_s: int) -> str:
+    # The header text after the MessageID per (action, timeout): formatted once, not per message.
+    return _HEAD_TAIL.format(timeout=int(timeout_s), action=action)
 
 
 def _envelope(to: str, action: str, timeout_s: int, shell_id: str | None, options: str, body: str) -> Message:
     mid = str(uuid.uuid4())
-    before, after = _head(to, action, timeout_s)
     sel = _SELECTOR.format(shell=escape(shell_id)) if shell_id is not None else ""
-    return Message(f"{before}{mid}{after}{sel}{options}</env:Header><env:Body>{body}</env:Body></env:Envelope>", "uuid:" + mid)
+    return Message(f"{_HEAD_TO}{escape(to)}{_HEAD_MID}{mid}{_head_tail(action, timeout_s)}{sel}{options}"
+                   f"</env:Header><env:Body>{body}</env:Body></env:Envelope>", "uuid:" + mid)
 
 
 @functools.lru_cache(maxsize=64)
