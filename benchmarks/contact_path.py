@@ -7,7 +7,7 @@
 One session per host, serially, as a check opens it: `AgentSession` (Create), one read-only run
 of the playbooks' gather request (Command, Send, Receive until Done, decode), Delete. The lab
 runs in a child process with no injected latency, so the controller's process CPU time
-(`os.times`, user + system, every thread: the session's and the shared watchdog's) is the
+(`os.times`, user + system, every thread: the session's and, for Kerberos, the HTTP watchdog's) is the
 contact path's alone: no assess, no store. Printed: CPU ms per session (best and median of
 `--repeat` rounds), the system (kernel: sockets, TLS records are user) part, and HTTP requests
 per session as the lab counted them.

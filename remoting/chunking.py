@@ -36,3 +36,15 @@ def split_stdin(
     if not data:
         return [b""]
     return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def split_base64(data_b64: bytes, max_envelope_size: int = DEFAULT_MAX_ENVELOPE_SIZE,
+                 overhead: int = ENVELOPE_OVERHEAD) -> list[bytes]:
+    """The base64 text of each `split_stdin` chunk, given the base64 text of the whole stream
+    (`remoting.agent_delivery.stdin_base64`): a chunk's size is a multiple of 3 bytes, so its
+    base64 is exactly the matching slice of the stream's (4 characters per 3 bytes, padding only
+    in the last chunk). There is always at least one (possibly empty) chunk."""
+    size = max_chunk_bytes(max_envelope_size, overhead) // 3 * 4
+    if not data_b64:
+        return [b""]
+    return [data_b64[i : i + size] for i in range(0, len(data_b64), size)]

@@ -13,9 +13,13 @@ this adapter keeps one socket and
 - parses the answer with llhttp (the C parser of Node.js, through `httptools`): status, headers,
   Content-Length or chunked bodies, keep-alive.
 
-It keeps `remoting.bounded_http`'s two bounds (its `_Watch` and watchdog): a byte cap per answer
-body (`AnswerTooLargeError`; the header block has its own cap, `MAX_HEAD`) and a total time per
-request and answer (`bounded_http.timed_out()` tells why a read failed), and raises the
+It keeps `remoting.bounded_http`'s two bounds: a byte cap per answer body (`AnswerTooLargeError`;
+the header block has its own cap, `MAX_HEAD`) and a total time per request and answer
+(`bounded_http.timed_out()` tells why a read failed). As the adapter does every blocking call
+itself, the total time is kept without the shared watchdog thread: each connect, send and read
+waits at most the time left before the request's deadline (and at most its own timeout), so a
+service that trickles its answer is cut at the deadline (a lock, a heap entry and a watch per
+request cost ~40 us of CPU per host in the watchdog's bookkeeping). It raises the
 exceptions HTTPAdapter raises for the same failures, so `remoting.wsman_client.map_exception`
 reads them the same way: `ConnectTimeout`, `ReadTimeout`, `SSLError`, `ConnectionError` (with
 the OS error, e.g. ConnectionRefusedError or socket.gaierror, as its cause and first argument; a
@@ -51,7 +55,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import NewConnectionError
 
 from remoting import bounded_http
-from remoting.bounded_http import _WATCHDOG, DEFAULT_MAX_BODY, AnswerTooLargeError, _current, _Watch
+from remoting.bounded_http import DEFAULT_MAX_BODY, AnswerTooLargeError, _current, _Watch
 
 # Bytes per socket read. Small on purpose: a fleet has ~100 requests in flight, each holding its
 # buffer while it waits (64 KiB buffers added ~6 MiB to the peak RSS); most answers fit anyway.
@@ -81,23 +85,18 @@ class _Request:
 
 class DirectResponse(requests.Response):
     """A requests Response filled directly (status, headers, body read whole), without
-    `Response.__init__`'s cookie jar and header dict that a WinRM answer never uses; the jar is
-    made on first use. Duplicate header fields are joined with ", " (as urllib3 joins them)."""
+    `Response.__init__`'s cookie jar and header dict that a WinRM answer never uses; the jar and
+    the header dict are made on first use (a Basic conversation reads neither). Duplicate header
+    fields are joined with ", " (as urllib3 joins them)."""
 
     def __init__(self, status: int, reason: str, fields: list[tuple[str, str]], content: bytes, raw: _Raw,
                  request: Any, url: str) -> None:
-        # Deliberately not super().__init__(): every attribute it sets is set here, the jar lazily.
+        # Deliberately not super().__init__(): every attribute it sets is set here, the jar and headers lazily.
         self._content = content
         self._content_consumed = True
         self._next = None
         self.status_code = status
-        headers: CaseInsensitiveDict[str] = CaseInsensitiveDict()
-        store = headers._store  # type: ignore[attr-defined]  # (lower name -> (name, value)), requests' own layout
-        for name, value in fields:
-            key = name.lower()
-            old = store.get(key)
-            store[key] = (name, value) if old is None else (old[0], f"{old[1]}, {value}")
-        self.headers = headers
+        self._fields = fields
         self.raw = raw
         self.url = url
         self.encoding = None
@@ -105,6 +104,24 @@ class DirectResponse(requests.Response):
         self.reason = reason
         self.elapsed = _NOT_MEASURED
         self.request = request
+
+    @property  # type: ignore[override]
+    def headers(self) -> CaseInsensitiveDict[str]:
+        """The answer's header fields, case-insensitive (built on first use)."""
+        headers = self.__dict__.get("_headers")
+        if headers is None:
+            headers = CaseInsensitiveDict()
+            store = headers._store  # type: ignore[attr-defined]  # (lower name -> (name, value)), requests' own layout
+            for name, value in self._fields:
+                key = name.lower()
+                old = store.get(key)
+                store[key] = (name, value) if old is None else (old[0], f"{old[1]}, {value}")
+            self.__dict__["_headers"] = headers
+        return headers
+
+    @headers.setter
+    def headers(self, value: CaseInsensitiveDict[str]) -> None:
+        self.__dict__["_headers"] = value
 
     def __getattr__(self, name: str) -> Any:
         if name == "cookies":  # a WinRM service sets none: the empty jar only when someone asks
@@ -176,16 +193,38 @@ class _Answer:
         return self.head_done and "content-length" not in names and "transfer-encoding" not in names
 
 
-class _Conn:
-    """One TCP (then TLS) connection: `sock` is None until connected and after `close()`."""
+#: What `bounded_http.timed_out()` reads after a request this module cut at its total deadline.
+_EXPIRED = _Watch(0.0)
+_EXPIRED.fired = True
 
-    __slots__ = ("host", "host_field", "port", "sock")
+
+class _Conn:
+    """One TCP (then TLS) connection: `sock` is None until connected and after `close()`;
+    `timeout` is the socket's current timeout (seconds), kept to set it only when it changes."""
+
+    __slots__ = ("at_deadline", "host", "host_field", "port", "sock", "timeout")
 
     def __init__(self, host: str, port: int, default_port: int) -> None:
         self.host, self.port = host, port
         self.sock: socket.socket | None = None
+        self.timeout: float | None = None
+        self.at_deadline = False  # the socket's timeout ends at the request's deadline
         name = f"[{host}]" if ":" in host else host
         self.host_field = (name if port == default_port else f"{name}:{port}").encode("idna")
+
+    def bound(self, limit_s: float | None, deadline: float) -> None:
+        """Let the next blocking call on `sock` wait at most `limit_s` seconds (None: no limit of
+        its own) and never past `deadline` (monotonic s). Raises TimeoutError at the deadline."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            _current.last = _EXPIRED
+            raise TimeoutError("the request's total time is up")
+        self.at_deadline = limit_s is None or left < limit_s
+        wait = left if self.at_deadline else limit_s
+        if wait != self.timeout:
+            assert self.sock is not None
+            self.sock.settimeout(wait)
+            self.timeout = wait
 
     def close(self) -> None:
         sock, self.sock = self.sock, None
@@ -249,30 +288,25 @@ class DirectAdapter(BaseAdapter):
              request: Any = None) -> DirectResponse:
         """POST `body` to `url` with the header block `fields` (`Name: value\\r\\n` lines, Content-Length
         included; Host is added here) and return the answer, read whole. `timeout`: seconds, or
-        (connect, read) seconds; `verify` as in requests. Raises the requests exceptions HTTPAdapter
-        raises for the same failures (`request` goes into them), or AnswerTooLargeError."""
+        (connect, read) seconds; `verify` as in requests. The request and its answer take at most
+        `total_s` seconds. Raises the requests exceptions HTTPAdapter raises for the same failures
+        (`request` goes into them), or AnswerTooLargeError."""
         connect_s, read_s = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         scheme, host, port, target = self._target(url)
-        watch = _Watch(time.monotonic() + self.total_s)
-        _current.watch = _current.last = watch
-        _WATCHDOG.add(watch)
+        deadline = time.monotonic() + self.total_s
+        _current.last = None  # `timed_out()` tells about this request from here on
         with self._lock:
             try:
                 conn = self._connection(scheme, host, port, verify)
-                watch.attach(conn)  # type: ignore[arg-type]  # anything with .sock
                 if conn.sock is None:
-                    self._connect(conn, request, connect_s, read_s)
+                    self._connect(conn, request, connect_s, read_s, deadline)
                 sock = conn.sock
                 assert sock is not None
-                sock.settimeout(read_s)
                 head = b"POST %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (target, conn.host_field, fields)
-                answer = self._exchange(sock, head + body, request)
+                answer = self._exchange(conn, head + body, request, read_s, deadline)
             except BaseException:
                 self._drop()
                 raise
-            finally:
-                watch.finish()
-                _current.watch = None
             if not answer.keep_alive:
                 self._drop()
         return DirectResponse(answer.status, answer.reason.decode("iso-8859-1"), answer.fields,
@@ -291,15 +325,22 @@ class DirectAdapter(BaseAdapter):
         fields += b"Content-Length: %d\r\n" % len(data)
         return self.post(request.url or "", fields, data, timeout=timeout, verify=verify, request=request)
 
-    def _connect(self, conn: _Conn, request: Any, connect_s: float | None, read_s: float | None) -> None:
+    def _connect(self, conn: _Conn, request: Any, connect_s: float | None, read_s: float | None,
+                 deadline: float) -> None:
         """TCP connect (its errors as HTTPAdapter raises them), then for https the TLS handshake
         under the read timeout: a listener that accepts and never answers is a read timeout, as
-        with urllib3."""
+        with urllib3. Neither waits past `deadline` (monotonic s)."""
+        left = deadline - time.monotonic()
+        at_deadline = left <= 0 or connect_s is None or left < connect_s
         try:
-            sock = socket.create_connection((conn.host, conn.port), connect_s)
+            if left <= 0:
+                raise TimeoutError("the request's total time is up")
+            sock = socket.create_connection((conn.host, conn.port), left if at_deadline else connect_s)
         except socket.gaierror as exc:
             raise requests.exceptions.ConnectionError(exc, request=request) from exc
         except TimeoutError as exc:
+            if at_deadline:
+                _current.last = _EXPIRED
             raise requests.exceptions.ConnectTimeout(exc, request=request) from exc
         except ConnectionRefusedError as exc:
             raise requests.exceptions.ConnectionError(exc, request=request) from exc
@@ -312,28 +353,35 @@ class DirectAdapter(BaseAdapter):
             if exc.errno != errno.ENOPROTOOPT:
                 sock.close()
                 raise requests.exceptions.ConnectionError(exc, request=request) from exc
-        conn.sock = sock
+        conn.sock, conn.timeout = sock, sock.gettimeout()
         if self._tls is None:
             return
         try:
-            sock.settimeout(read_s)
-            conn.sock = self._tls.wrap_socket(sock, server_hostname=conn.host)
+            conn.bound(read_s, deadline)
+            conn.sock = self._tls.wrap_socket(sock, server_hostname=conn.host)  # (keeps the timeout)
         except ssl.SSLError as exc:
             raise requests.exceptions.SSLError(exc, request=request) from exc
         except TimeoutError as exc:
+            if conn.at_deadline:
+                _current.last = _EXPIRED
             raise requests.exceptions.ReadTimeout(exc, request=request) from exc
         except OSError as exc:
             raise requests.exceptions.ConnectionError(exc, request=request) from exc
 
-    def _exchange(self, sock: socket.socket, data: bytes, request: Any) -> _Answer:
-        """Write the request, then read and parse one answer (bounded)."""
+    def _exchange(self, conn: _Conn, data: bytes, request: Any, read_s: float | None, deadline: float) -> _Answer:
+        """Write the request, then read and parse one answer (bounded: each socket call waits at
+        most `read_s` seconds and never past `deadline`)."""
+        sock = conn.sock
+        assert sock is not None
         answer = _Answer(self.max_body)
         try:
+            conn.bound(read_s, deadline)
             sock.sendall(data)
             buf = bytearray(_READ_CHUNK)
             view = memoryview(buf)
             seen = 0
             while not answer.done:
+                conn.bound(read_s, deadline)
                 n = sock.recv_into(buf)
                 if n == 0:
                     if seen == 0:
@@ -353,6 +401,8 @@ class DirectAdapter(BaseAdapter):
         except ssl.SSLError as exc:
             raise requests.exceptions.SSLError(exc, request=request) from exc
         except TimeoutError as exc:
+            if conn.at_deadline:
+                _current.last = _EXPIRED
             raise requests.exceptions.ReadTimeout(exc, request=request) from exc
         except (http.client.HTTPException, OSError) as exc:
             raise requests.exceptions.ConnectionError(exc, request=request) from exc

@@ -1,6 +1,6 @@
-"""A lean send path for pywinrm's `Transport`: the same requests session, authentication and
-message sealing, without rebuilding a request per message, and NTLM authenticated on the first
-real request.
+"""A lean send path for pywinrm's `Transport`: the same settings, authentication and message
+sealing as its requests session, without rebuilding a request per message (nor the requests
+session), and NTLM authenticated on the first real request.
 
 pywinrm prepares every message through `requests.Session.prepare_request` (merging settings,
 cookies and auth for each one; about 0.3 ms of CPU) and, for NTLM over HTTP, sets up the sealing
@@ -9,7 +9,7 @@ context with an empty POST that costs three HTTP requests before the first real 
 and Authenticate legs). `LeanSender` instead
 
 - keeps the header fields that never change (requests' and pywinrm's headers, Basic
-  credentials) as bytes per requests session and posts each message through
+  credentials) as bytes per host session (`LeanSession`) and posts each message through
   `remoting.direct_http` with only Content-Type, Content-Length and an NTLM leg's Authorization
   added (no PreparedRequest per message);
 - authenticates NTLM in two requests that carry the first real message: the Negotiate token on
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import threading
 from types import SimpleNamespace
@@ -36,6 +37,7 @@ from urllib.parse import urlsplit
 
 import requests
 import requests.auth
+import requests.utils
 import spnego
 import winrm.transport
 from requests_ntlm import HttpNtlmAuth
@@ -48,7 +50,6 @@ from winrm.exceptions import InvalidCredentialsError, WinRMTransportError
 from remoting import direct_http
 
 LEAN_TRANSPORTS = frozenset({"basic", "ntlm"})
-_READY = "_kbfix_ntlm_ready"  # attribute set on a requests session once NTLM authenticated it
 
 
 class LeanSender:
@@ -80,36 +81,33 @@ class LeanSender:
 
     def install(self) -> None:
         """Replace the transport's `build_session` and `send_message` with this sender's."""
-        self.transport.build_session = self.build_session  # type: ignore[method-assign]
+        self.transport.build_session = self.build_session  # type: ignore[method-assign,assignment]
         self.transport.send_message = self.send_message  # type: ignore[method-assign]
 
-    def build_session(self) -> requests.Session:
-        """The transport's requests session, built as pywinrm's `build_session` builds it for
-        proxy=None and an explicit CA path (no proxy, verify = CA path or True, or False when
-        validation is off; Basic or requests_ntlm auth; pywinrm's default headers), except that
-        nothing is read from the environment (`trust_env` off: pywinrm's own lookup of proxy
-        variables cost ~1 ms per host), NTLM is left to `send_message`, and the transport adapter
-        is remoting.direct_http's (bounded to `total_s` seconds per request, one kept-alive
-        connection), mounted before the session's first request."""
+    def build_session(self) -> LeanSession:
+        """The transport's session, with the settings pywinrm's `build_session` gives a requests
+        session for proxy=None and an explicit CA path (no proxy, verify = CA path or True, or
+        False when validation is off; Basic or requests_ntlm auth; requests' and pywinrm's default
+        headers), except that nothing is read from the environment (pywinrm's own lookup of proxy
+        variables cost ~1 ms per host) and NTLM is left to `send_message`. Messages go through
+        remoting.direct_http's adapter (bounded to `total_s` seconds per request, one kept-alive
+        connection), so the session is a `LeanSession`, not a requests.Session."""
         t = self.transport
         if t.session is not None:
-            return t.session
-        session = requests.Session()
-        session.trust_env = False
-        session.proxies = {}
+            return t.session  # type: ignore[return-value]  # (a LeanSession, set below)
         verify: bool | str = t.server_cert_validation == "validate"
         if verify and t.ca_trust_path not in (None, "legacy_requests"):
             verify = str(t.ca_trust_path)
-        session.verify = verify
+        auth: requests.auth.AuthBase
         if self.ntlm:
-            session.auth = HttpNtlmAuth(username=self._username, password=self._password, send_cbt=t.send_cbt)
+            auth = HttpNtlmAuth(username=self._username, password=self._password, send_cbt=t.send_cbt)
         else:
-            session.auth = requests.auth.HTTPBasicAuth(username=self._username or "", password=self._password or "")
-        session.headers.update(t.default_headers)
-        self._adapter = direct_http.install(session, total_s=self._total_s)
-        self._fields = _static_fields(session, basic=not self.ntlm)
+            auth = requests.auth.HTTPBasicAuth(username=self._username or "", password=self._password or "")
+        session = LeanSession(verify, auth, direct_http.DirectAdapter(total_s=self._total_s))
+        self._adapter = session.adapter
+        self._fields = _static_fields(tuple(t.default_headers.items()), auth if not self.ntlm else None)
         t.encryption = None  # a new session has no NTLM context yet: send_message authenticates
-        t.session = session
+        t.session = session  # type: ignore[assignment]
         return session
 
     # ------------------------------------------------------------------ sending
@@ -148,15 +146,15 @@ class LeanSender:
 
     def send_message(self, message: str | bytes) -> bytes:
         """Send one WS-Man envelope and return the answer body (decrypted when sealed)."""
-        session = self.transport.build_session()
+        session = self.build_session()
         body = message.encode("utf-8") if isinstance(message, str) else message
-        if self.ntlm and not getattr(session, _READY, False):
+        if self.ntlm and not session.ntlm_ready:
             return self._ntlm_first(session, body)
         return self._checked(self._post(body))
 
     # ------------------------------------------------------------------ NTLM
 
-    def _ntlm_first(self, session: requests.Session, body: bytes) -> bytes:
+    def _ntlm_first(self, session: LeanSession, body: bytes) -> bytes:
         client = spnego.client(
             _ntlm_credential(self._username or "", self._password or ""), hostname=self._host, service="http",
             protocol="ntlm", options=spnego.NegotiateOptions.use_ntlm,
@@ -179,9 +177,9 @@ class LeanSender:
             auth = session.auth
             if isinstance(auth, HttpNtlmAuth):  # pywinrm's Encryption reads the context from here
                 auth.session_security = ShimSessionSecurity(client)
-            self.transport.encryption = Encryption(session, "ntlm")
+            self.transport.encryption = Encryption(session, "ntlm")  # type: ignore[arg-type]  # reads .auth
         answer = self._checked(self._post(body, f"Negotiate {base64.b64encode(authenticate).decode('ascii')}"))
-        setattr(session, _READY, True)
+        session.ntlm_ready = True
         return answer
 
     @staticmethod
@@ -220,19 +218,46 @@ def _ntlm_credential(username: str, password: str) -> spnego.NTLMHash:
     return spnego.NTLMHash(username=username, nt_hash=nt)
 
 
-def _static_fields(session: requests.Session, *, basic: bool) -> bytes:
-    """The header fields every message of `session` carries, as `Name: value\\r\\n` bytes: the
-    session's headers (requests' and pywinrm's defaults) with `Connection: Keep-Alive` (NTLM
-    authenticates the connection) and, for Basic, the Authorization field the session's
-    HTTPBasicAuth writes; Content-Type and Content-Length are per message (`LeanSender._post`).
-    (A PreparedRequest built for this cost ~0.13 ms per host.)"""
-    headers = dict(session.headers)
-    headers["Connection"] = "Keep-Alive"
-    if basic and session.auth is not None:
+def _static_fields(defaults: tuple[tuple[str, str], ...], basic: requests.auth.AuthBase | None) -> bytes:
+    """The header fields every message carries, as `Name: value\\r\\n` bytes: requests' default
+    headers updated with pywinrm's `defaults` (as a requests.Session with them has) with
+    `Connection: Keep-Alive` (NTLM authenticates the connection) and, for Basic, the
+    Authorization field the `basic` auth object writes; Content-Type and Content-Length are per
+    message (`LeanSender._post`). (A PreparedRequest built for this cost ~0.13 ms per host.)"""
+    fields = _common_fields(defaults)
+    if basic is not None:
         carrier = SimpleNamespace(headers={})  # what HTTPBasicAuth.__call__ reads and writes of a request
-        session.auth(carrier)  # type: ignore[arg-type,operator]
-        headers.update(carrier.headers)
+        basic(carrier)  # type: ignore[arg-type]
+        fields += direct_http.header_fields(carrier.headers)
+    return fields
+
+
+@functools.lru_cache(maxsize=8)
+def _common_fields(defaults: tuple[tuple[str, str], ...]) -> bytes:
+    # The fields without credentials, the same for every host (building them cost ~10 us each).
+    headers = requests.utils.default_headers()  # what requests.Session starts from
+    headers.update(defaults)
+    headers["Connection"] = "Keep-Alive"
     return direct_http.header_fields(headers, skip=("content-type", "content-length", "host"))
+
+
+class LeanSession:
+    """What the lean path keeps per host where pywinrm keeps a requests.Session
+    (`Transport.session`): the TLS `verify` setting, the `auth` object (requests_ntlm's
+    HttpNtlmAuth carries the NTLM sealing context that pywinrm's `Encryption` reads as
+    `session.auth.session_security`) and the `adapter` holding the one connection. A
+    requests.Session built only to hold these cost ~25 us per host (two urllib3 pool managers,
+    a cookie jar, hooks) and none of it was used. `close()` drops the connection."""
+
+    def __init__(self, verify: bool | str, auth: requests.auth.AuthBase, adapter: direct_http.DirectAdapter) -> None:
+        self.verify = verify
+        self.auth = auth
+        self.adapter = adapter
+        self.ntlm_ready = False  # NTLM authenticated this session's connection (`LeanSender._ntlm_first`)
+
+    def close(self) -> None:
+        """Close the connection (pywinrm's `Transport.close_session` calls this)."""
+        self.adapter.close()
 
 
 def _challenge(header: str) -> bytes | None:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
-from remoting.agent_delivery import build_stdin, command_line
+from remoting.agent_delivery import command_line, stdin_base64
 from remoting.agent_protocol import (
     DEFAULT_RESPONSE_LIMIT,
     AgentRequest,
@@ -31,7 +31,7 @@ from remoting.agent_protocol import (
     decode_response,
     encode_request,
 )
-from remoting.chunking import DEFAULT_MAX_ENVELOPE_SIZE, split_stdin
+from remoting.chunking import DEFAULT_MAX_ENVELOPE_SIZE, split_base64
 from remoting.endpoint import Endpoint
 from remoting.errors import (
     AgentError,
@@ -163,7 +163,7 @@ class AgentSession:
         transient faults per `self.retry`.
         """
         request = AgentRequest(tuple(ops), limit=self.response_limit)
-        mutating_ids = tuple(o.id for o in request.ops if o.mutating)
+        mutating_ids, names = _facts(request.ops)
         if mutating_ids and self.check_mode:
             # First of all: a check-mode session refuses even before asking whether it is open.
             raise CheckModeViolation(
@@ -173,30 +173,38 @@ class AgentSession:
         doc = encode_request(request)  # raises ValueError on duplicate ids, before any I/O
         if self._shell_id is None:
             raise RuntimeError("AgentSession.run() needs an open session: use `with AgentSession(...) as s`")
-        deadline = deadline_s if deadline_s is not None else deadline_for(request.ops, self.endpoint.timeouts.command)
+        if deadline_s is not None:
+            deadline = deadline_s
+        elif "installer.run" in names:
+            deadline = deadline_for(request.ops, self.endpoint.timeouts.command)
+        else:
+            deadline = self.endpoint.timeouts.command
         if mutating_ids:
-            return self._run_once(request, doc, deadline, mutating_ids)
+            return self._run_once(request, doc, deadline, mutating_ids, names)
 
         def before_retry(exc: BaseException) -> None:
             self.stats.retries += 1
             log.info("%s: retrying read-only agent run after: %s", self.endpoint.host, exc)
             self._abandon_command()
 
-        return call_with_retry(lambda: self._run_once(request, doc, deadline, ()), self.retry, before_retry=before_retry)
+        return call_with_retry(lambda: self._run_once(request, doc, deadline, (), names), self.retry,
+                               before_retry=before_retry)
 
     def _run_once(
-        self, request: AgentRequest, doc: bytes, deadline_s: float, mutating_ids: tuple[str, ...]
+        self, request: AgentRequest, doc: bytes, deadline_s: float, mutating_ids: tuple[str, ...],
+        names: tuple[str, ...],
     ) -> AgentResponse:
         assert self._shell_id is not None
         started = time.monotonic()
-        # The agent travels with only the sections this request's ops use (a check's has no change ops).
-        chunks = split_stdin(build_stdin(doc, ops=[o.name for o in request.ops]), self.max_envelope_size)
+        # The agent travels with only the sections this request's ops use (a check's has no change
+        # ops); the stream goes straight to base64, as the Send envelopes carry it.
+        chunks = split_base64(stdin_base64(doc, ops=names), self.max_envelope_size)
         command, args = command_line()
         self._command_id = self._client.run_command(self._shell_id, command, args)
         self.stats.commands += 1
         try:
             for i, chunk in enumerate(chunks):
-                self._client.send(self._shell_id, self._command_id, chunk, end=i == len(chunks) - 1)
+                self._client.send_base64(self._shell_id, self._command_id, chunk, end=i == len(chunks) - 1)
             stdout, stderr, exit_code = self._collect(started + deadline_s, deadline_s)
         except RemotingError as exc:
             if mutating_ids:
@@ -265,3 +273,21 @@ def deadline_for(ops: Sequence[OpRequest], default_s: float) -> float:
         if o.name == "installer.run":
             longest = max(longest, float(o.integer("timeout", 1800)))
     return max(default_s, math.ceil(longest) + 60) if longest else default_s
+
+
+#: (ops tuple, its facts): the last ops `run` looked at. A check sends the same tuple of frozen
+#: ops to every host (as `agent_protocol._op_lines` notes), so its facts are worked out once.
+#: The tuple is held, so its id cannot be reused while it is cached; a tuple assignment is
+#: atomic, so threads only ever see a matching pair.
+_LAST_FACTS: tuple[tuple[OpRequest, ...], tuple[tuple[str, ...], tuple[str, ...]]] | None = None
+
+
+def _facts(ops: tuple[OpRequest, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(ids of the mutating ops, op names) of `ops`."""
+    global _LAST_FACTS
+    last = _LAST_FACTS
+    if last is not None and last[0] is ops:
+        return last[1]
+    facts = (tuple(o.id for o in ops if o.mutating), tuple(o.name for o in ops))
+    _LAST_FACTS = (ops, facts)
+    return facts

@@ -323,7 +323,7 @@ class WsmanClient:
         """Send one envelope through pywinrm's Protocol (its transport, authentication, sealing and
         SOAP-fault mapping) and parse the answer; the answer must relate to this request
         (wsa:RelatesTo = our wsa:MessageID, WS-Addressing as [MS-WSMV] uses it)."""
-        raw = self._proto.send_message(message.text)
+        raw = self._proto.send_message(message.text.encode("utf-8"))  # type: ignore[arg-type]  # (bytes pass through)
         answer = wsm.parse_answer(raw)
         if answer.relates_to is not None and answer.relates_to != message.message_id:
             raise MalformedAnswerError(
@@ -358,6 +358,11 @@ class WsmanClient:
     def send(self, shell_id: str, command_id: str, chunk: bytes, *, end: bool) -> None:
         """WS-Man Send ([MS-WSMV] 3.1.4.13): one stdin chunk; `end` closes stdin."""
         msg = wsm.send(self._to, self._operation_s, shell_id, command_id, chunk, end=end)
+        self._call("Send", self._exchange, "Send", msg)
+
+    def send_base64(self, shell_id: str, command_id: str, data: bytes, *, end: bool) -> None:
+        """`send` of a stdin chunk given as its base64 text (`remoting.chunking.split_base64`)."""
+        msg = wsm.send_base64(self._to, self._operation_s, shell_id, command_id, data, end=end)
         self._call("Send", self._exchange, "Send", msg)
 
     def receive(self, shell_id: str, command_id: str, wait_s: float) -> ReceiveResult | None:

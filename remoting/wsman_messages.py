@@ -25,6 +25,7 @@ than `MAX_ANSWER_BYTES` is refused unparsed. Only the elements kbfix reads are c
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
 import xml.parsers.expat
 from dataclasses import dataclass, field
@@ -73,15 +74,34 @@ class Message:
     message_id: str
 
 
+#: `_HEAD` cut at its per-message fields: the text before `to`, between `to` and the MessageID,
+#: and the rest as a template of the timeout and action.
+_HEAD_TO, _, _rest = _HEAD.partition("{to}")
+_HEAD_MID, _, _HEAD_TAIL = _rest.partition("{mid}")
+
+
+@functools.lru_cache(maxsize=64)
+def _head_tail(action: str, timeout_s: int) -> str:
+    # The header text after the MessageID per (action, timeout): formatted once, not per message.
+    return _HEAD_TAIL.format(timeout=int(timeout_s), action=action)
+
+
 def _envelope(to: str, action: str, timeout_s: int, shell_id: str | None, options: str, body: str) -> Message:
     mid = str(uuid.uuid4())
-    head = _HEAD.format(to=escape(to), mid=mid, timeout=int(timeout_s), action=action)
     sel = _SELECTOR.format(shell=escape(shell_id)) if shell_id is not None else ""
-    return Message(f"{head}{sel}{options}</env:Header><env:Body>{body}</env:Body></env:Envelope>", "uuid:" + mid)
+    return Message(f"{_HEAD_TO}{escape(to)}{_HEAD_MID}{mid}{_head_tail(action, timeout_s)}{sel}{options}"
+                   f"</env:Header><env:Body>{body}</env:Body></env:Envelope>", "uuid:" + mid)
 
 
+@functools.lru_cache(maxsize=64)
 def _options(pairs: tuple[tuple[str, str], ...]) -> str:
     return "<w:OptionSet>" + "".join(f"<w:Option Name={quoteattr(k)}>{escape(v)}</w:Option>" for k, v in pairs) + "</w:OptionSet>"
+
+
+@functools.lru_cache(maxsize=16)
+def _arguments(args: tuple[str, ...]) -> str:
+    # Cached: every host gets the same command line (its -EncodedCommand argument is ~1.5 KB to escape).
+    return "".join(f"<rsp:Arguments>{escape(a)}</rsp:Arguments>" for a in args)
 
 
 def create(to: str, timeout_s: int, *, codepage: int, noprofile: bool, idle_timeout_s: int | None) -> Message:
@@ -99,7 +119,7 @@ def command(to: str, timeout_s: int, shell_id: str, program: str, args: list[str
     each argument in its own rsp:Arguments element, started without cmd.exe
     (WINRS_SKIP_CMD_SHELL) with console-mode stdin (WINRS_CONSOLEMODE_STDIN)."""
     opts = _options((("WINRS_CONSOLEMODE_STDIN", "TRUE"), ("WINRS_SKIP_CMD_SHELL", "TRUE")))
-    argx = "".join(f"<rsp:Arguments>{escape(a)}</rsp:Arguments>" for a in args)
+    argx = _arguments(tuple(args))
     body = f"<rsp:CommandLine><rsp:Command>{escape(program)}</rsp:Command>{argx}</rsp:CommandLine>"
     return _envelope(to, ACTION_COMMAND, timeout_s, shell_id, opts, body)
 
@@ -107,10 +127,19 @@ def command(to: str, timeout_s: int, shell_id: str, program: str, args: list[str
 def send(to: str, timeout_s: int, shell_id: str, command_id: str, chunk: bytes, *, end: bool) -> Message:
     """Send ([MS-WSMV] 3.1.4.13, rsp:Send with one rsp:Stream 2.2.4.40 named stdin): `chunk` as
     base64 (which needs no XML escaping); End="true" closes the command's stdin."""
-    data = base64.b64encode(chunk).decode("ascii")
+    return send_base64(to, timeout_s, shell_id, command_id, base64.b64encode(chunk), end=end)
+
+
+def send_base64(to: str, timeout_s: int, shell_id: str, command_id: str, data: bytes, *, end: bool) -> Message:
+    """`send` of a chunk given as its base64 text `data` (ASCII bytes, as `base64.b64encode`
+    gives it: `remoting.chunking.split_base64`). Raises ValueError for text that could end the
+    Stream element (`<`, `&`) or is not ASCII: the text goes into the envelope unescaped (a full
+    alphabet check of ~30 KB cost more than encoding it)."""
+    if b"<" in data or b"&" in data:
+        raise ValueError("Send data must be base64 text")
     body = (
         f'<rsp:Send><rsp:Stream Name="stdin" CommandId={quoteattr(command_id)} '
-        f'End="{"true" if end else "false"}">{data}</rsp:Stream></rsp:Send>'
+        f'End="{"true" if end else "false"}">{data.decode("ascii")}</rsp:Stream></rsp:Send>'
     )
     return _envelope(to, ACTION_SEND, timeout_s, shell_id, "", body)
 

@@ -39,3 +39,13 @@ def test_every_type_confused_answer_is_a_protocol_error() -> None:
         with pytest.raises(ProtocolError) as e:
             check_result(item["op"], item["data"], host="WSUS01")
         assert e.value.kind == "protocol" and item["op"] in e.value.message
+
+
+def test_extra_fields_of_any_type_pass() -> None:
+    # A newer agent may add fields (PROTOCOL.md: extra fields ignored), at any level.
+    host_info, results = _answer()
+    check_host({**host_info, "new_field": [1, {"x": None}]})
+    for r in results:
+        data = {**(r.data or {}), "added_by_a_newer_agent": {"any": ["shape", 1, 2.5, None, True]}}
+        check_result(r.op, data)
+    check_result("log.scan", {"files": [{"path": "C:/x.log", "extra": 1, "matches": [{"line": "l", "more": {}}]}]})

@@ -153,3 +153,86 @@ def test_control_characters_in_the_url_are_refused_before_any_byte(adapter: Dire
             post(adapter, svc.url + "\r\nX-Injected: 1")
         assert svc.requests == []
         assert post(adapter, svc.url).status_code == 200
+
+
+class TrickleService:
+    """Accepts one connection, reads the request, then sends an answer one byte every `every_s`
+    seconds (a header that never ends) until told to stop."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/wsman"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> TrickleService:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._listener.close()
+        self._thread.join(5)
+
+    def _serve(self) -> None:
+        conn, _addr = self._listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not self.stop.wait(self.every_s):
+                try:
+                    conn.sendall(b"X")
+                except OSError:
+                    return
+
+
+def test_a_trickled_answer_is_cut_at_the_total_time() -> None:
+    # Every byte comes well within the read timeout; the total time (total_s) still ends it,
+    # and bounded_http.timed_out() says so (remoting.wsman_client maps that to "did not complete").
+    import time
+
+    from remoting import bounded_http
+
+    adapter = DirectAdapter(max_body=1024, total_s=1.0)
+    with TrickleService(every_s=0.1) as svc:
+        started = time.monotonic()
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            adapter.post(svc.url, FIELDS + b"Content-Length: 0\r\n", b"", timeout=(2, 2), verify=True)
+        took = time.monotonic() - started
+    assert 0.9 <= took < 1.6, took
+    assert bounded_http.timed_out()
+    adapter.close()
+
+
+def test_a_read_timeout_within_the_total_time_is_not_a_cut() -> None:
+    from remoting import bounded_http
+
+    adapter = DirectAdapter(max_body=1024, total_s=10.0)
+    with TrickleService(every_s=5.0) as svc, pytest.raises(requests.exceptions.ReadTimeout):
+        adapter.post(svc.url, FIELDS + b"Content-Length: 0\r\n", b"", timeout=(2, 0.3), verify=True)
+    assert not bounded_http.timed_out()
+    adapter.close()
+
+
+@pytest.mark.parametrize("basic", [True, False])
+def test_lean_header_fields_are_those_a_requests_session_would_send(basic: bool) -> None:
+    # remoting.lean_http writes its unchanging header fields itself: the same names, values and
+    # order as requests prepares for pywinrm's session (Connection: Keep-Alive, as NTLM needs;
+    # Content-Type and Content-Length are per message).
+    import requests.auth
+    import winrm.transport
+
+    from remoting import lean_http
+
+    t = winrm.transport.Transport("http://127.0.0.1:5985/wsman", "user", "pässword", auth_method="basic")
+    session = requests.Session()
+    session.headers.update(t.default_headers)
+    auth = requests.auth.HTTPBasicAuth("user", "pässword") if basic else None
+    session.auth = auth
+    prepared = session.prepare_request(requests.Request("POST", t.endpoint, data=b"<x/>"))
+    expected = {k: v for k, v in prepared.headers.items() if k.lower() not in ("content-type", "content-length")}
+    expected["Connection"] = "Keep-Alive"
+    ours = lean_http._static_fields(tuple(t.default_headers.items()), auth)
+    assert ours == b"".join(b"%s: %s\r\n" % (k.encode(), v.encode("latin-1") if isinstance(v, str) else v)
+                            for k, v in expected.items())
