@@ -114,6 +114,7 @@ def _walk_list(value: list[Any], limit: int, *, secrets: bool) -> list[Any]:
 
 
 _PLAIN_LEAVES = frozenset({int, bool, type(None)})  # besides str: ujson writes these as json does
+_CONTAINERS = frozenset({dict, list})  # an empty one has nothing to bound
 #: str keys known not to be secret-looking (a set lookup is cheaper than is_secret_key's cache;
 #: a host's facts repeat the same few hundred names). Grows to _PLAIN_KEYS_MAX names at most.
 _PLAIN_KEYS: set[str] = set()
@@ -170,19 +171,10 @@ def _cow_dict(value: dict[Any, Any], limit: int, secrets: bool, odd: list[bool])
                 if len(v) <= limit:
                     continue
                 new = _cut(v, limit)
-            elif kind is dict:
-                if not v:  # empty: nothing to bound (many facts are `{}` or `[]`; a call saved)
-                    continue
-                new = _cow_dict(v, limit, secrets, odd)
-            elif kind is list:
-                if not v:
-                    continue
-                new = _cow_list(v, limit, secrets, odd)
-            elif kind in _PLAIN_LEAVES:
+            elif kind in _PLAIN_LEAVES or (not v and kind in _CONTAINERS):  # many facts are `{}`/`[]`
                 continue
             else:
-                odd.append(True)
-                new = _other(v, limit, secrets)
+                new = _cow_value(v, kind, limit, secrets, odd)
         if new is not v:
             if out is None:
                 out = dict(value)  # same keys in the same order; later values are overwritten in place
@@ -199,24 +191,26 @@ def _cow_list(value: list[Any], limit: int, secrets: bool, odd: list[bool]) -> l
             if len(v) <= limit:
                 continue
             new: Any = _cut(v, limit)
-        elif kind is dict:
-            if not v:
-                continue
-            new = _cow_dict(v, limit, secrets, odd)
-        elif kind is list:
-            if not v:
-                continue
-            new = _cow_list(v, limit, secrets, odd)
-        elif kind in _PLAIN_LEAVES:
+        elif kind in _PLAIN_LEAVES or (not v and kind in _CONTAINERS):
             continue
         else:
-            odd.append(True)
-            new = _other(v, limit, secrets)
+            new = _cow_value(v, kind, limit, secrets, odd)
         if new is not v:
             if out is None:
                 out = list(value)
             out[i] = new
     return value if out is None else out
+
+
+def _cow_value(v: Any, kind: type, limit: int, secrets: bool, odd: list[bool]) -> Any:
+    """A non-empty container or an odd leaf of `bounded_tree` (strings and plain leaves are
+    handled inline by `_cow_dict`/`_cow_list`, the common case): bounded, or `v` itself."""
+    if kind is dict:
+        return _cow_dict(v, limit, secrets, odd)
+    if kind is list:
+        return _cow_list(v, limit, secrets, odd)
+    odd.append(True)
+    return _other(v, limit, secrets)
 
 
 def without_lines(result: dict[str, Any], note: str) -> dict[str, Any]:
