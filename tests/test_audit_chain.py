@@ -8,6 +8,7 @@ a one-byte edit of a report file makes `kbfix audit verify FILE` say it is not a
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -198,23 +199,29 @@ def template_store(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_one_character_edit_of_any_row_is_named(template_store: bytes, tmp_path: Path, data: st.DataObject) -> None:
-    path = tmp_path / f"s{data.draw(st.integers(0, 10**9))}.sqlite3"
+    # A fresh folder per example, and the connection closed whatever happens: an example that
+    # `assume` rejects used to leave its connection open, and a later one drawing the same file
+    # name then wrote the template under it; the open connection's WAL index could show the later
+    # one an earlier example's edit (seen in CI as a break named in the wrong table).
+    path = Path(tempfile.mkdtemp(dir=tmp_path)) / "store.sqlite3"
     path.write_bytes(template_store)
     db = sqlite3.connect(path)
-    table = data.draw(st.sampled_from([t for t in CHAINED if db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]]))  # noqa: S608
-    cols = [r[1] for r in db.execute(f"PRAGMA table_info({table})") if r[2] == "TEXT"]
-    rowids = [r[0] for r in db.execute(f"SELECT rowid FROM {table}")]  # noqa: S608
-    rid = data.draw(st.sampled_from(rowids))
-    col = data.draw(st.sampled_from(cols))
-    value = db.execute(f"SELECT {col} FROM {table} WHERE rowid=?", (rid,)).fetchone()[0]  # noqa: S608
-    assume(value)
-    i = data.draw(st.integers(0, len(value) - 1))
-    edited = value[:i] + chr(ord(value[i]) ^ 1) + value[i + 1:]
-    for name, in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'").fetchall():
-        db.execute(f'DROP TRIGGER "{name}"')
-    db.execute(f"UPDATE {table} SET {col}=? WHERE rowid=?", (edited, rid))  # noqa: S608
-    db.commit()
-    rep = chain_verify(db)
-    db.close()
+    try:
+        table = data.draw(st.sampled_from([t for t in CHAINED if db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]]))  # noqa: S608
+        cols = [r[1] for r in db.execute(f"PRAGMA table_info({table})") if r[2] == "TEXT"]
+        rowids = [r[0] for r in db.execute(f"SELECT rowid FROM {table}")]  # noqa: S608
+        rid = data.draw(st.sampled_from(rowids))
+        col = data.draw(st.sampled_from(cols))
+        value = db.execute(f"SELECT {col} FROM {table} WHERE rowid=?", (rid,)).fetchone()[0]  # noqa: S608
+        assume(value)
+        i = data.draw(st.integers(0, len(value) - 1))
+        edited = value[:i] + chr(ord(value[i]) ^ 1) + value[i + 1:]
+        for name, in db.execute("SELECT name FROM sqlite_master WHERE type='trigger'").fetchall():
+            db.execute(f'DROP TRIGGER "{name}"')
+        db.execute(f"UPDATE {table} SET {col}=? WHERE rowid=?", (edited, rid))  # noqa: S608
+        db.commit()
+        rep = chain_verify(db)
+    finally:
+        db.close()
     assert not rep.ok and rep.broken is not None
     assert (rep.broken.table, rep.broken.rowid) == (table, rid)
