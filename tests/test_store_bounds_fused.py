@@ -27,7 +27,7 @@ def test_redacted_bounded_is_bound_strings_of_redact(value: object, limit: int) 
 
 
 def _reference_bound(value: object, limit: int) -> object:
-    """The rule stated plainly (the shape bound_strings had before its loops were inlined)."""
+    """The rule stated plainly (written apart from bound_strings, so the property compares two statements of it)."""
     if isinstance(value, str):
         return value if len(value) <= limit else f"{value[:limit]}…[{len(value) - limit} more characters not stored]"
     if isinstance(value, dict):

@@ -21,19 +21,11 @@ MAX_STORED_STRING = 8 * 1024
 HOST_RUN_BUDGET = 4 * 1024 * 1024
 
 
-_LEAVES = frozenset({int, float, bool, type(None)})
-
-
 def bound_strings(value: Any, limit: int = MAX_STORED_STRING) -> Any:
     """A JSON-ready copy of `value` with every string longer than `limit` characters cut, ending
-    in `…[N more characters not stored]`. Keys are kept whole (they are names, not data)."""
-    kind = type(value)
-    if kind is dict:  # cost (issue 19): exact JSON types first; the Mapping ABC check is slow
-        return _walk_dict(value, limit, secrets=False)
-    if kind is list:
-        return _walk_list(value, limit, secrets=False)
-    if kind in _LEAVES:
-        return value
+    in `…[N more characters not stored]`. Keys are kept whole (they are names, not data).
+    (The store's rows go through `bounded_tree`, which shares what this rule leaves unchanged;
+    this plain form is its rule and its fallback for what is not a plain JSON tree.)"""
     if isinstance(value, str):
         return value if len(value) <= limit else _cut(value, limit)
     if isinstance(value, Mapping):
@@ -48,69 +40,13 @@ def _cut(text: str, limit: int) -> str:
 
 
 def redacted_bounded(value: Any, limit: int = MAX_STORED_STRING) -> Any:
-    """`bound_strings(redact(value))` in one walk (cost, issue 19: a host's facts were copied
-    twice per stored row). Same result: secret-looking keys' values become REDACTED, keys become
-    str, plain JSON containers and strings are walked here, and every other value goes through
-    `redact` then `bound_strings` (datetimes, paths, str subclasses, sets, other objects)."""
-    kind = type(value)
-    if kind is dict:
-        return _walk_dict(value, limit, secrets=True)
-    if kind is list:
-        return _walk_list(value, limit, secrets=True)
-    if kind is str:
-        return value if len(value) <= limit else _cut(value, limit)
-    if kind in _LEAVES:
-        return value
+    """`bound_strings(redact(value))`: secret-looking keys' values become REDACTED, keys become
+    str, long strings are cut (remoting.redaction.redact)."""
     return bound_strings(redact(value), limit)
 
 
 def _other(value: Any, limit: int, secrets: bool) -> Any:
-    return bound_strings(redact(value) if secrets else value, limit)
-
-
-def _walk_dict(value: dict[Any, Any], limit: int, *, secrets: bool) -> dict[Any, Any]:
-    """One dict of `bound_strings` (secrets False: keys kept as they are) or of `redacted_bounded`
-    (secrets True: keys become str, secret-looking keys' values REDACTED). The plain leaves are
-    handled inline, in a loop rather than a call per value (cost, issue 19: ~2x faster on a
-    host's ~350 nodes of facts)."""
-    out: dict[Any, Any] = {}
-    for k, v in value.items():
-        key = k
-        if secrets:
-            key = k if type(k) is str else str(k)
-            if is_secret_key(key):
-                out[key] = REDACTED if len(REDACTED) <= limit else _cut(REDACTED, limit)
-                continue
-        kind = type(v)
-        if kind is str:
-            out[key] = v if len(v) <= limit else _cut(v, limit)
-        elif kind is dict:
-            out[key] = _walk_dict(v, limit, secrets=secrets)
-        elif kind is list:
-            out[key] = _walk_list(v, limit, secrets=secrets)
-        elif kind in _LEAVES:
-            out[key] = v
-        else:
-            out[key] = _other(v, limit, secrets)
-    return out
-
-
-def _walk_list(value: list[Any], limit: int, *, secrets: bool) -> list[Any]:
-    """One list of `bound_strings` or `redacted_bounded` (see `_walk_dict`)."""
-    out: list[Any] = []
-    for v in value:
-        kind = type(v)
-        if kind is str:
-            out.append(v if len(v) <= limit else _cut(v, limit))
-        elif kind is dict:
-            out.append(_walk_dict(v, limit, secrets=secrets))
-        elif kind is list:
-            out.append(_walk_list(v, limit, secrets=secrets))
-        elif kind in _LEAVES:
-            out.append(v)
-        else:
-            out.append(_other(v, limit, secrets))
-    return out
+    return redacted_bounded(value, limit) if secrets else bound_strings(value, limit)
 
 
 _PLAIN_LEAVES = frozenset({int, bool, type(None)})  # besides str: ujson writes these as json does
@@ -150,19 +86,19 @@ def bounded_tree(value: Any, limit: int = MAX_STORED_STRING, *, secrets: bool) -
     elif kind in _PLAIN_LEAVES:
         return value, True
     else:
-        return (redacted_bounded(value, limit) if secrets else bound_strings(value, limit)), False
+        return _other(value, limit, secrets), False
     return out, not odd
 
 
 def _cow_dict(value: dict[Any, Any], limit: int, secrets: bool, odd: list[bool]) -> dict[Any, Any]:
     """One dict of `bounded_tree`: `value` itself when nothing in it changes, else a copy (same
-    key order) with the changed values. A key that is not a str: the whole dict the old way
-    (`_walk_dict`: redacted_bounded makes such keys str, which may reorder or merge them)."""
+    key order) with the changed values. A key that is not a str: the whole dict by the plain rule
+    (`_other`: redacted_bounded makes such keys str, which may reorder or merge them)."""
     out: dict[Any, Any] | None = None
     for k, v in value.items():
         if type(k) is not str:
             odd.append(True)
-            return _walk_dict(value, limit, secrets=secrets)
+            return _other(value, limit, secrets)
         if secrets and k not in _PLAIN_KEYS and _secret(k):
             new: Any = REDACTED if len(REDACTED) <= limit else _cut(REDACTED, limit)
         else:
