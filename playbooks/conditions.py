@@ -241,13 +241,8 @@ def evaluate(expr: str, context: Mapping[str, Any]) -> Any:
         template = _expression_template(expr)
         if template is not None and type(context) is Scope:
             # An expression's template is `_env()`'s, unnamed and without blocks: the Scope's
-            # shared context (`Scope._shared`, inlined: this runs ~40 times a host; issue 19).
-            render_context = context._context
-            if render_context is None:
-                render_context = context._shared()
-            else:
-                render_context.vars.clear()
-                render_context.exported_vars.clear()
+            # shared context may serve (see Scope).
+            render_context = context._shared()
             try:
                 for _ in template.root_render_func(render_context):
                     pass
