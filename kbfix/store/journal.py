@@ -113,14 +113,8 @@ class JournalStore(StoreCore):
 
     def recent_outcomes(self, host: str, runs: int) -> list[ActionOutcome]:
         """Every result row of `host` in the newest `runs` runs (newest by start, as `list_runs`),
-        oldest first: `outcomes(list_runs(runs) ids, host)` in ONE query (cost, issue 19: the
-        runner asks this once per host; the two-step form read every listed run's events)."""
-        rows = self._query(
-            "SELECT r.run_id, r.host, i.action, r.executed FROM results r JOIN intents i ON i.seq = r.intent_seq"
-            " WHERE r.host=:h AND r.run_id IN (SELECT id FROM runs ORDER BY started DESC, id DESC LIMIT :n)"
-            " ORDER BY r.seq", {"h": host, "n": runs}, deferred=False)  # results, intents, runs: no deferred rows
-        return [ActionOutcome(r["run_id"], r["host"], PlannedAction.model_validate_json(r["action"]),
-                              ExecutedAction.model_validate_json(r["executed"])) for r in rows]
+        oldest first: `outcomes(list_runs(runs) ids, host)` in ONE query (`recent_outcomes_by_host`)."""
+        return self.recent_outcomes_by_host([host], runs)[host]
 
     def recent_outcomes_by_host(self, hosts: Sequence[str], runs: int) -> dict[str, list[ActionOutcome]]:
         """`recent_outcomes(host, runs)` for every host of `hosts` (each a key, [] for none), in one
