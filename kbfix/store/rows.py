@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import secrets
 import socket
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from kbfix.store.jsontext import dumps_stored
 from playbooks.model import ExecutedAction, PlannedAction, utc_now
 
 
@@ -84,8 +84,9 @@ class ActionOutcome:
 
 
 def dumps_json(value: Any) -> str:
-    """The stored JSON text of a value: sorted keys, UTF-8 kept, unknown objects as their text."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    """The stored JSON text of a value: sorted keys, UTF-8 kept, unknown objects as their text
+    (kbfix/store/jsontext.py `dumps_stored`, its one statement)."""
+    return dumps_stored(value)
 
 
 
