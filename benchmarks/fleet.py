@@ -20,7 +20,8 @@ Printed per run: wall seconds; the latency limit ceil(N/forks) × (requests per 
 powershell start + agent work); the lab's own CPU bound (the lab is one Python process: its CPU
 seconds); the target 1.5 × max(limit, lab bound) and wall's ratio to max(limit, lab bound)
 (target ≤ 1.5); controller CPU ms per host (target ≤ 5): process time of the controller plus its
-contact processes (`--procs`, default the machine's cores; `parent_cpu_ms_per_host` is the
+contact processes (`--procs`, default left to kbfix: one until it is CPU-bound with a core idle,
+kbfix/run/procs_auto.py; `procs` is how many it used; `parent_cpu_ms_per_host` is the
 controller process alone), and the lab's; controller
 peak RSS and RSS growth per 1000 hosts; HTTP requests and KiB per host (from the lab's records:
 every HTTP request, authentication legs included; bodies in and out); shells left open; the
@@ -154,6 +155,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
     from kbfix.run import RunOptions, run_apply, run_check, run_plan
     from kbfix.run.playbook_engine import PlaybookEngine
     from kbfix.run.procs import InventorySpec, ProcsEngine, spread
+    from kbfix.run.procs_auto import AdaptiveEngine
     from kbfix.store import AuditStore
     from winlab.standin_packages import write_standin_packages
 
@@ -177,7 +179,8 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 with spread(engine, len(hosts), procs=args.procs, forks=args.forks,
                             spec=InventorySpec((str(lab.inventory),))) as contact:
                     out = run_check(hosts, contact, store, opts)
-                    pool = contact.pool if isinstance(contact, ProcsEngine) else None
+                # (left to kbfix, --procs 0: an AdaptiveEngine, whose pool exists only if it spread)
+                pool = contact.pool if isinstance(contact, (ProcsEngine, AdaptiveEngine)) else None
                 wall, parent_cpu = time.perf_counter() - t0, time.process_time() - cpu0
                 # the children's own CPU, and the forkserver's they were forked from (its imports)
                 kids_cpu = (pool.children_cpu_s + _forkserver_cpu()) if pool is not None else 0.0
@@ -285,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ps-start-ms", type=float, default=300.0)
     ap.add_argument("--transport", choices=TRANSPORTS, default="basic")
     ap.add_argument("--procs", type=int, default=0,
-                    help="contact processes (kbfix --procs; default 0: the machine's cores, at least 200 hosts each)")
+                    help="contact processes (kbfix --procs; default 0: left to kbfix, one until it is CPU-bound "
+                         "with a core idle, then the cores, at least 200 hosts each: kbfix/run/procs_auto.py)")
     ap.add_argument("--scale", help="comma-separated host counts: print how the cost grows")
     ap.add_argument("--transports", type=int, metavar="N",
                     help="also measure every transport on N hosts (requests, KiB and CPU per host)")

@@ -47,7 +47,7 @@ class Globals:
     vault_ids: list[str] = field(default_factory=list)
     vault_password_files: list[Path] = field(default_factory=list)
     ask_vault_pass: bool = False
-    procs: int = 0  # --procs (issue 19); 0 = the machine's cores
+    procs: int = 0  # --procs (issue 19); 0 = left to kbfix (kbfix/run/procs_auto.py)
     store_url: str | None = None  # --state postgresql://…: the shared audit store (state then = local dir)
 
     @property
@@ -161,7 +161,8 @@ VAULT_FILE_HELP = ("Ansible Vault password file, or an executable that prints it
                    "Env: ANSIBLE_VAULT_PASSWORD_FILE; ansible.cfg vault_password_file.")
 ASK_VAULT_HELP = "Ask for the Ansible Vault password."
 PROCS_HELP = ("Processes the forks are spread over for the read-only contact work of check and plan (default: "
-              "the machine's cores; at least 200 hosts per process; apply stays in one process).")
+              "one, and the machine's cores once that one is CPU-bound while a core is idle; at least 200 hosts "
+              "per process; apply stays in one process).")
 HOST_TIMEOUT_HELP = ("Seconds one host may take (default 600; apply adds twice the plan's estimate); past it the "
                      "host is reported unreachable and the others go on.")
 

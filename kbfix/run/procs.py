@@ -338,12 +338,24 @@ def spread(engine: Any, hosts: int, *, procs: int, forks: int, spec: InventorySp
            interactive_secrets: bool = False) -> Iterator[Any]:
     """`engine` with its check-mode contact work spread over `procs_for(...)` processes for the
     run's duration, or `engine` itself when one process is used or it is not a plain
-    PlaybookEngine over AgentSession (a broker's, an offline answers', a traced one)."""
+    PlaybookEngine over AgentSession (a broker's, an offline answers', a traced one).
+    procs 0 (the default, left to kbfix): an `AdaptiveEngine` that starts in this process and
+    spreads over the cores only once this process is CPU-bound with a core idle
+    (kbfix/run/procs_auto.py says why); procs N ≥ 1: N processes from the start."""
     from remoting.session import AgentSession
 
     n = procs_for(procs, hosts, forks, interactive_secrets=interactive_secrets)
     if n <= 1 or type(engine) is not PlaybookEngine or engine._session_factory is not AgentSession or not spec.paths:
         yield engine
+        return
+    if procs == 0:  # left to kbfix: one process until it is the bottleneck (kbfix.run.procs_auto)
+        from kbfix.run.procs_auto import AdaptiveEngine
+
+        adaptive = AdaptiveEngine(engine, spec, hosts=hosts, forks=forks)
+        try:
+            yield adaptive
+        finally:
+            adaptive.close()
         return
     with ContactPool(spec, n, forks) as pool:
         yield ProcsEngine(pool, engine)
