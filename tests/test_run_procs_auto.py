@@ -156,3 +156,23 @@ def test_a_pool_started_in_the_background_serves_the_rest_and_is_stopped(lab_inv
     assert engine.pool is not None  # started (perhaps after the last host was opened) and closed
     assert all(not c.process.is_alive() for c in engine.pool._children) and engine.pool._children == []
     assert _summary(out.results) == _summary(one.results)
+
+
+def test_hosts_go_on_in_this_process_when_the_contact_processes_stop(lab_inventory: Path, tmp_path: Path) -> None:
+    hosts = list(load_inventory([lab_inventory]).select(None))
+    contacted = [h for h in hosts if h.endpoint is not None]
+    meter = FixedMeter(LoadSample(busy=1.0, idle_cores=1.0))
+    # children that cannot load their inventory stop at once: the hosts sent to them before that
+    # is seen are unreachable; every later one is judged here as without processes
+    with AuditStore.in_dir(tmp_path / "state") as store:
+        one = run_check(hosts, PlaybookEngine(), store, RunOptions(forks=1))
+        engine = AdaptiveEngine(PlaybookEngine(), InventorySpec((str(tmp_path / "missing.yaml"),)), hosts=len(hosts),
+                                forks=1, meter=meter, background=False, min_hosts_left=0, procs=2)
+        try:
+            out = run_check(hosts, engine, store, RunOptions(forks=1, host_deadline_s=60))
+        finally:
+            engine.close()
+    lost = [r.host for r in out.results if r.error and "contact process" in r.error.message]
+    assert len(lost) == engine.in_children and len(lost) < len(contacted) - 1
+    rest = [s for s in _summary(out.results) if s[0] not in lost]
+    assert rest == [s for s in _summary(one.results) if s[0] not in lost]

@@ -250,6 +250,11 @@ class ContactPool:
             c.conn.close()
         self._children = []
 
+    @property
+    def alive(self) -> bool:
+        """Whether any child still runs (a lost child is marked when its pipe closes)."""
+        return any(c.alive for c in self._children)
+
     def assess(self, name: str, history: HostHistory) -> HostResult:
         """The host's check-mode gather and assessment, done by a child. Raises the remoting error
         the child met (same type and fields), or UnreachableError if the child died."""

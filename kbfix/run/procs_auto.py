@@ -16,7 +16,8 @@ second (from `time.process_time`) and the machine's idle cores (from Linux's /pr
 `cpu` line: proc(5)). Once this process has been CPU-bound for `SATURATED_WINDOWS` windows in a
 row while at least `IDLE_CORES` cores were idle, and enough hosts are left to pay for the start,
 it starts a `ContactPool` in the background; from then on, check-mode sessions go to the pool
-(sessions already open finish here). `--procs N` still forces N processes from the start, and
+(sessions already open finish here; if the pool cannot start or its children stop, the hosts
+not yet sent go on in this process). `--procs N` still forces N processes from the start, and
 `--procs 1` one.
 """
 
@@ -183,10 +184,10 @@ class AdaptiveEngine(PlaybookEngine):
     def _route(self) -> ContactPool | None:
         with self._route_lock:
             self.hosts_left -= 1
-            if self.pool is not None:
+            if self.pool is not None and self.pool.alive:
                 self.in_children += 1
                 return self.pool
-            if self._decided:
+            if self._decided:  # started, being started, or its children are gone: this process goes on
                 return None
             sample = self.meter.sample()
             if sample is None:
@@ -205,8 +206,9 @@ class AdaptiveEngine(PlaybookEngine):
                      "?" if sample.idle_cores is None else f"{sample.idle_cores:.1f}")
             if not self.background:
                 self._start(procs)
-                if self.pool is not None:
-                    self.in_children += 1
+                if self.pool is None:
+                    return None
+                self.in_children += 1
                 return self.pool
             self._starting = threading.Thread(target=self._start, args=(procs,), name="kbfix-procs-start", daemon=True)
             self._starting.start()
