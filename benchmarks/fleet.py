@@ -269,6 +269,30 @@ TRANSPORTS = ("basic", "ntlm", "ntlm-https")
 _TRANSPORT_TEXT = {"basic": "Basic over HTTP", "ntlm": "NTLM over HTTP, sealed", "ntlm-https": "NTLM over HTTPS"}
 
 
+def reference_cpu_ms(rounds: int = 9) -> float:
+    """CPU milliseconds (median of `rounds`) of a fixed pure-Python workload much like the
+    controller's per-host work (a JSON tree encoded sorted and read back, a regular expression over
+    its text, its SHA-256): the same code on the same Python, so it moves only with the machine.
+    The VM this runs on drifts by up to 40 % between sessions and within one; ms-per-host figures
+    from two runs compare only next to their reference figures."""
+    import hashlib
+    import re
+
+    tree = {f"key{i}": {"lines": [f"2008-07-{i % 28 + 1:02d} 10:00:00 line {j} é" for j in range(8)],
+                        "version": [3, 0, 6000, i], "ok": i % 3 == 0, "none": None} for i in range(60)}
+    pattern = re.compile(r"line (\d+) é")
+    times = []
+    for _ in range(rounds):
+        t = time.process_time()
+        for _ in range(100):
+            text = json.dumps(tree, sort_keys=True, ensure_ascii=False)
+            json.loads(text)
+            sum(1 for _m in pattern.finditer(text))
+            hashlib.sha256(text.encode("utf-8")).hexdigest()
+        times.append(time.process_time() - t)
+    return round(statistics.median(times) * 1000, 1)
+
+
 def measure_in_child(n: int, args: argparse.Namespace, transport: str) -> dict[str, Any]:
     """`measure(n)` in a fresh Python process (its own peak RSS), returning its figures."""
     cmd = [sys.executable, __file__, "--measure-one", str(n), "--transport", transport, "--forks", str(args.forks),
@@ -314,14 +338,19 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_sites(args)
     sizes = [int(x) for x in args.scale.split(",")] if args.scale else [args.hosts]
+    reference = [reference_cpu_ms()]
     rows = [measure_in_child(n, args, args.transport) for n in sizes]
     by_transport = [measure_in_child(args.transports, args, t) for t in TRANSPORTS] if args.transports else []
     naive = run_naive(args.hosts, args) if args.naive else None
+    reference.append(reference_cpu_ms())
     if args.json:
-        print(json.dumps({"rows": rows, "transports": by_transport, "naive": naive, "settings": vars(args)}, indent=2))
+        print(json.dumps({"rows": rows, "transports": by_transport, "naive": naive, "settings": vars(args),
+                          "reference_cpu_ms": reference}, indent=2))
         return 0
     print(f"forks {args.forks}, latency {args.latency_ms:g} ms/request, powershell start {args.ps_start_ms:g} ms, "
           f"{_TRANSPORT_TEXT[args.transport]}, {os.cpu_count()} cores (lab and each run in their own process)")
+    print(f"this machine's reference workload (reference_cpu_ms: smaller is faster; ms/host figures compare "
+          f"across runs only next to it): {reference[0]} ms before the runs, {reference[1]} ms after")
     head = ["hosts", "procs", "wall_s", "limit_s", "lab_bound_s", "target_s", "ratio", "agent_work_ms", "cpu_ms_per_host",
             "parent_cpu_ms_per_host", "lab_cpu_ms_per_host", "peak_rss_mib", "rss_mib_per_1000", "requests_per_host", "kib_per_host",
             "shells_left_open"]
