@@ -174,3 +174,35 @@ def test_scheduler_respects_forks_and_site_caps(sites: list[str], forks: int, ca
     assert out == list(range(len(items)))
     assert peak_total <= forks
     assert all(v <= (cap or forks) for v in peak_site.values())
+
+
+def test_workers_are_reused_and_a_stuck_one_is_replaced() -> None:
+    stuck = threading.Event()
+    names: dict[int, str] = {}
+    lock = threading.Lock()
+    active = [0, 0]  # now, most at once (besides the stuck item)
+
+    def work(i: int) -> str:
+        names[i] = threading.current_thread().name
+        if i == 0:
+            stuck.wait(10)
+            return "late"
+        with lock:
+            active[0] += 1
+            active[1] = max(active[1], active[0])
+        time.sleep(0.03)
+        with lock:
+            active[0] -= 1
+        return f"ok{i}"
+
+    out = run_concurrently(list(range(30)), work, forks=3, deadline_of=lambda i: 0.05 if i == 0 else None,
+                           on_error=lambda i, e: "error", on_timeout=lambda i: "timeout", on_skip=lambda i: "skip",
+                           poll_seconds=0.01)
+    assert out == ["timeout", *(f"ok{i}" for i in range(1, 30))]
+    assert len(set(names.values())) <= 4  # 3 workers, and one more in place of the stuck one
+    assert active[1] == 3  # once item 0 timed out, three others ran at once: forks still held
+    stuck.set()
+    end = time.monotonic() + 5
+    while any(t.name.startswith("kbfix-fork-") for t in threading.enumerate()) and time.monotonic() < end:
+        time.sleep(0.01)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("kbfix-fork-")]  # every worker stopped
