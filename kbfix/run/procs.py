@@ -103,7 +103,6 @@ def forkserver_preload(loaded: Mapping[str, object]) -> list[str]:
     return [*PRELOAD, *([CLI_MODULE] if CLI_MODULE in loaded else [])]
 
 
-
 def _load_hosts(spec: InventorySpec) -> dict[str, Any]:
     from inventory.configured import InventoryRequest, load_configured
 
@@ -317,12 +316,27 @@ class ProcsSession:
         raise NotImplementedError("a ProcsSession runs whole assessments in its child process")
 
 
-class ProcsEngine(PlaybookEngine):
+class SpreadEngine(PlaybookEngine):
+    """`base`'s playbooks, packages, history and session factory (a copy of base, not a fresh
+    load), whose ProcsSessions are assessed by their pool's children; the base of `ProcsEngine`
+    and of kbfix.run.procs_auto's `AdaptiveEngine`, which decide which sessions those are."""
+
+    def __init__(self, base: PlaybookEngine) -> None:  # a copy of base, not super().__init__
+        self.__dict__.update(vars(base))  # the same loaded playbooks, packages and session factory
+
+    def assess(self, session: Any, host: HostLike) -> HostResult:
+        """In a child for a ProcsSession (with this host's history from the store), else here."""
+        if isinstance(session, ProcsSession):
+            return session.pool.assess(host.name, self.history(host.name))
+        return super().assess(session, host)
+
+
+class ProcsEngine(SpreadEngine):
     """`base`'s playbooks, packages and history, with check-mode gather + assess run in `pool`'s
     children; sessions opened with check_mode=False (apply) stay in this process."""
 
-    def __init__(self, pool: ContactPool, base: PlaybookEngine) -> None:  # a copy of base, not super().__init__
-        self.__dict__.update(vars(base))  # the same loaded playbooks, packages and session factory
+    def __init__(self, pool: ContactPool, base: PlaybookEngine) -> None:
+        super().__init__(base)
         self.pool = pool
 
     def session(self, host: HostLike, *, check_mode: bool) -> Any:
@@ -330,12 +344,6 @@ class ProcsEngine(PlaybookEngine):
         if check_mode:
             return ProcsSession(self.pool, host)
         return super().session(host, check_mode=check_mode)
-
-    def assess(self, session: Any, host: HostLike) -> HostResult:
-        """In a child for a ProcsSession (with this host's history from the store), else here."""
-        if isinstance(session, ProcsSession):
-            return self.pool.assess(host.name, self.history(host.name))
-        return super().assess(session, host)
 
 
 @contextmanager

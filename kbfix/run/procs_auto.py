@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kbfix.run.playbook_engine import PlaybookEngine
-from kbfix.run.procs import HOSTS_PER_PROC, ContactPool, InventorySpec, ProcsSession, procs_for
+from kbfix.run.procs import HOSTS_PER_PROC, ContactPool, InventorySpec, ProcsSession, SpreadEngine, procs_for
 from kbfix.run.protocols import HostLike
-from playbooks.model import HostResult
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +133,12 @@ def wants_more_processes(sample: LoadSample) -> bool:
     return sample.busy >= BUSY_SHARE and (sample.idle_cores is None or sample.idle_cores >= IDLE_CORES)
 
 
-class AdaptiveEngine(PlaybookEngine):
+class AdaptiveEngine(SpreadEngine):
     """`base`'s playbooks, packages and history, in this process until `CpuMeter` shows it
     CPU-bound with cores idle (see the module docstring); then check-mode gather + assess of the
     hosts opened from then on run in a `ContactPool` of `procs_for(0, hosts left, forks)`
-    processes. Apply sessions (check_mode=False) always stay here. Call `close()` at the end of
-    the run (`kbfix.run.procs.spread` does).
+    processes (assessed there: `SpreadEngine.assess`). Apply sessions (check_mode=False) always
+    stay here. Call `close()` at the end of the run (`kbfix.run.procs.spread` does).
 
     `hosts`: the run's host count (to know how many are left); `meter`: the load readings;
     `min_hosts_left`: fewest hosts not yet opened worth a start; `procs`: the pool's processes
@@ -150,7 +149,7 @@ class AdaptiveEngine(PlaybookEngine):
     def __init__(self, base: PlaybookEngine, spec: InventorySpec, *, hosts: int, forks: int,
                  meter: LoadMeter | None = None, background: bool = True,
                  min_hosts_left: int = HOSTS_PER_PROC, procs: int | None = None) -> None:
-        self.__dict__.update(vars(base))  # the same loaded playbooks, packages and session factory
+        super().__init__(base)
         self.spec = spec
         self.forks = forks
         self.hosts_left = hosts
@@ -174,12 +173,6 @@ class AdaptiveEngine(PlaybookEngine):
             if pool is not None:
                 return ProcsSession(pool, host)
         return super().session(host, check_mode=check_mode)
-
-    def assess(self, session: Any, host: HostLike) -> HostResult:
-        """In a child for a ProcsSession (with this host's history from the store), else here."""
-        if isinstance(session, ProcsSession):
-            return session.pool.assess(host.name, self.history(host.name))
-        return super().assess(session, host)
 
     def _route(self) -> ContactPool | None:
         with self._route_lock:
