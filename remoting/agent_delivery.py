@@ -11,9 +11,11 @@ import base64
 import binascii
 import functools
 import gzip
+import os
 import re
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -129,8 +131,25 @@ def _wire_agent(path: str, mtime_ns: int, size: int, used: tuple[bool, ...]) -> 
     return minify_agent(_strip_sections(_agent_source(path, mtime_ns, size), used))
 
 
+#: Seconds a file's stat is reused (`_stat`): the agent and bootstrap are read per session to
+#: notice an edited file, and a stat is a system call that lets go of the GIL (cost, issue 19).
+STAT_REUSE_S = 1.0
+_STATS: dict[Path, tuple[float, os.stat_result]] = {}
+
+
+def _stat(path: Path) -> os.stat_result:
+    """`path.stat()`, at most once per STAT_REUSE_S seconds per path. Raises OSError."""
+    now = time.monotonic()
+    hit = _STATS.get(path)
+    if hit is not None and now - hit[0] < STAT_REUSE_S:
+        return hit[1]
+    st = path.stat()
+    _STATS[path] = (now, st)
+    return st
+
+
 def _identity() -> tuple[str, int, int]:
-    st = AGENT_PATH.stat()
+    st = _stat(AGENT_PATH)
     return str(AGENT_PATH), st.st_mtime_ns, st.st_size
 
 
@@ -205,7 +224,7 @@ def _command_line(text: str | None, mtime_ns: int) -> tuple[str, tuple[str, ...]
 def command_line(bootstrap_text: str | None = None) -> tuple[str, list[str]]:
     """The WS-Man Command for one agent invocation: ("powershell.exe", [args...]).
     The bootstrap is passed with -EncodedCommand (base64 of UTF-16LE), as PowerShell documents."""
-    program, args = _command_line(bootstrap_text, BOOTSTRAP_PATH.stat().st_mtime_ns if bootstrap_text is None else 0)
+    program, args = _command_line(bootstrap_text, _stat(BOOTSTRAP_PATH).st_mtime_ns if bootstrap_text is None else 0)
     return program, list(args)
 
 

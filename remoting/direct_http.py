@@ -40,6 +40,8 @@ import re
 import select
 import socket
 import ssl
+import struct
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -150,7 +152,7 @@ class _Answer:
         self.size = self.status = 0
         self.head_done = self.done = self.too_large = self.keep_alive = False
 
-    def feed(self, data: memoryview) -> None:
+    def feed(self, data: bytes) -> None:
         assert self.parser is not None, "feed after release"
         self.parser.feed_data(data)
 
@@ -198,16 +200,26 @@ _EXPIRED = _Watch(0.0)
 _EXPIRED.fired = True
 
 
+#: Plain TCP sockets wait in the kernel (SO_RCVTIMEO/SO_SNDTIMEO, socket(7)) on Linux: a socket
+#: with a Python timeout polls before every send and receive, and each of those calls lets go of
+#: the GIL, which a fleet's ~100 threads then wait for (cost, issue 19: ~20 context switches per
+#: host). TLS sockets keep Python's timeouts: the ssl module retries a kernel-timed-out read of a
+#: blocking socket for ever.
+_KERNEL_TIMEOUTS = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVTIMEO")
+
+
 class _Conn:
     """One TCP (then TLS) connection: `sock` is None until connected and after `close()`;
-    `timeout` is the socket's current timeout (seconds), kept to set it only when it changes."""
+    `timeout` is the socket's current timeout (seconds), kept to set it only when it changes;
+    `kernel`: the timeout is the kernel's (`_KERNEL_TIMEOUTS`), the socket itself blocking."""
 
-    __slots__ = ("at_deadline", "host", "host_field", "port", "sock", "timeout")
+    __slots__ = ("at_deadline", "host", "host_field", "kernel", "port", "sock", "timeout")
 
     def __init__(self, host: str, port: int, default_port: int) -> None:
         self.host, self.port = host, port
         self.sock: socket.socket | None = None
         self.timeout: float | None = None
+        self.kernel = False
         self.at_deadline = False  # the socket's timeout ends at the request's deadline
         name = f"[{host}]" if ":" in host else host
         self.host_field = (name if port == default_port else f"{name}:{port}").encode("idna")
@@ -220,16 +232,34 @@ class _Conn:
             _current.last = _EXPIRED
             raise TimeoutError("the request's total time is up")
         self.at_deadline = limit_s is None or left < limit_s
-        wait = left if self.at_deadline else limit_s
+        wait = left if limit_s is None or left < limit_s else limit_s
         if wait != self.timeout:
             assert self.sock is not None
-            self.sock.settimeout(wait)
+            if self.kernel:
+                # timeval {seconds, microseconds}; all zero would mean "wait for ever" (socket(7))
+                whole = int(wait)
+                micro = int((wait - whole) * 1_000_000)
+                tv = _TIMEVAL.pack(whole, micro if whole or micro else 1)
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+            else:
+                self.sock.settimeout(wait)
             self.timeout = wait
+
+    def use_kernel_timeouts(self) -> None:
+        """Make the (plain TCP) socket blocking, its waits bounded by the kernel from the next `bound`."""
+        assert self.sock is not None
+        self.sock.settimeout(None)
+        self.kernel = True
+        self.timeout = None
 
     def close(self) -> None:
         sock, self.sock = self.sock, None
         if sock is not None:
             sock.close()
+
+
+_TIMEVAL = struct.Struct("@ll")  # struct timeval on Linux: time_t and suseconds_t are both long
 
 
 class DirectAdapter(BaseAdapter):
@@ -355,6 +385,8 @@ class DirectAdapter(BaseAdapter):
                 raise requests.exceptions.ConnectionError(exc, request=request) from exc
         conn.sock, conn.timeout = sock, sock.gettimeout()
         if self._tls is None:
+            if _KERNEL_TIMEOUTS:
+                conn.use_kernel_timeouts()
             return
         try:
             conn.bound(read_s, deadline)
@@ -375,23 +407,24 @@ class DirectAdapter(BaseAdapter):
         assert sock is not None
         answer = _Answer(self.max_body)
         try:
-            conn.bound(read_s, deadline)
-            sock.sendall(data)
-            buf = bytearray(_READ_CHUNK)
-            view = memoryview(buf)
+            if conn.kernel:
+                _send_bounded(conn, data, read_s, deadline)
+            else:
+                conn.bound(read_s, deadline)
+                sock.sendall(data)
             seen = 0
             while not answer.done:
                 conn.bound(read_s, deadline)
-                n = sock.recv_into(buf)
-                if n == 0:
+                chunk = sock.recv(_READ_CHUNK)  # (a bytes object, not a zero-filled buffer per request)
+                if not chunk:
                     if seen == 0:
                         raise http.client.RemoteDisconnected("Remote end closed connection without response")
                     if not answer.ends_at_eof():
                         raise http.client.IncompleteRead(b"")
                     answer.done = True
                     break
-                seen += n
-                answer.feed(view[:n])
+                seen += len(chunk)
+                answer.feed(chunk)
                 if answer.too_large:
                     raise AnswerTooLargeError(f"answer larger than {self.max_body} bytes")
                 if not answer.head_done and seen > MAX_HEAD:
@@ -400,7 +433,7 @@ class DirectAdapter(BaseAdapter):
             raise
         except ssl.SSLError as exc:
             raise requests.exceptions.SSLError(exc, request=request) from exc
-        except TimeoutError as exc:
+        except (TimeoutError, BlockingIOError) as exc:  # BlockingIOError: a kernel timeout (EAGAIN, socket(7))
             if conn.at_deadline:
                 _current.last = _EXPIRED
             raise requests.exceptions.ReadTimeout(exc, request=request) from exc
@@ -414,6 +447,22 @@ class DirectAdapter(BaseAdapter):
         return answer
 
 
+def _send_bounded(conn: _Conn, data: bytes, read_s: float | None, deadline: float) -> None:
+    """`sendall` on a socket with kernel timeouts, each send bounded anew (`_Conn.bound`): a
+    blocking send waits up to its timeout and then returns what it sent, so a peer reading slowly
+    cannot stretch one sendall past the deadline. Raises TimeoutError or BlockingIOError."""
+    sock = conn.sock
+    assert sock is not None
+    conn.bound(read_s, deadline)
+    sent = sock.send(data)  # almost always all of it: one call
+    if sent == len(data):
+        return
+    view = memoryview(data)
+    while sent < len(data):
+        conn.bound(read_s, deadline)
+        sent += sock.send(view[sent:])
+
+
 def header_fields(headers: Mapping[str, str | bytes], *, skip: Iterable[str] = ()) -> bytes:
     """`headers` as a request's header block (`Name: value\r\n` lines, ISO-8859-1 as HTTP/1.1
     field values are), leaving out the names in `skip` (lower case)."""
@@ -425,9 +474,23 @@ def _latin1(text: str | bytes) -> bytes:
     return text if isinstance(text, bytes) else text.encode("iso-8859-1")
 
 
+#: Linux's TCP_INFO (tcp(7)): the connection's state, read without a system call that lets go of
+#: the GIL (a select per reuse did, ~4 per host, which a fleet's ~100 threads then wait for; cost,
+#: issue 19). The first byte of struct tcp_info is tcpi_state; 1 is TCP_ESTABLISHED
+#: (include/net/tcp_states.h). A FIN or RST from the service moves it on (CLOSE_WAIT, CLOSE).
+_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if sys.platform.startswith("linux") else None
+_TCP_ESTABLISHED = 1
+
+
 def _dropped(sock: socket.socket) -> bool:
-    """True when an idle kept-alive connection was closed by the other end (readable: EOF or
-    bytes nobody asked for)."""
+    """True when an idle kept-alive connection was closed by the other end: on Linux, its TCP
+    state is no longer ESTABLISHED (a FIN or a reset came); elsewhere, it is readable (EOF or
+    bytes nobody asked for, as urllib3 checks before reusing a connection)."""
+    if _TCP_INFO is not None:
+        try:
+            return sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 8)[0] != _TCP_ESTABLISHED
+        except OSError:
+            return True
     try:
         readable, _w, _x = select.select([sock], [], [], 0)
     except (OSError, ValueError):

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import base64
 import functools
+import os
+import random
 import uuid
 import xml.parsers.expat
 from dataclasses import dataclass, field
@@ -86,8 +88,22 @@ def _head_tail(action: str, timeout_s: int) -> str:
     return _HEAD_TAIL.format(timeout=int(timeout_s), action=action)
 
 
+#: Where MessageIDs come from. WS-Addressing asks a MessageID to be unique (the answer's
+#: RelatesTo names it), not secret; `uuid.uuid4()` reads os.urandom per message, a system call
+#: that lets go of the GIL, which a fleet's ~100 threads then wait for (cost, issue 19). A
+#: generator seeded from os.urandom, seeded anew in a forked child (its parent's state would
+#: repeat there), gives the same version 4 UUIDs without it.
+_MESSAGE_IDS = random.Random(os.urandom(32))
+os.register_at_fork(after_in_child=lambda: _MESSAGE_IDS.seed(os.urandom(32)))
+
+
+def message_id() -> str:
+    """A random (version 4, RFC 4122) UUID as text, for wsa:MessageID."""
+    return str(uuid.UUID(int=_MESSAGE_IDS.getrandbits(128), version=4))
+
+
 def _envelope(to: str, action: str, timeout_s: int, shell_id: str | None, options: str, body: str) -> Message:
-    mid = str(uuid.uuid4())
+    mid = message_id()
     sel = _SELECTOR.format(shell=escape(shell_id)) if shell_id is not None else ""
     return Message(f"{_HEAD_TO}{escape(to)}{_HEAD_MID}{mid}{_head_tail(action, timeout_s)}{sel}{options}"
                    f"</env:Header><env:Body>{body}</env:Body></env:Envelope>", "uuid:" + mid)

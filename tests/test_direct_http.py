@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -236,3 +237,55 @@ def test_lean_header_fields_are_those_a_requests_session_would_send(basic: bool)
     ours = lean_http._static_fields(tuple(t.default_headers.items()), auth)
     assert ours == b"".join(b"%s: %s\r\n" % (k.encode(), v.encode("latin-1") if isinstance(v, str) else v)
                             for k, v in expected.items())
+
+
+class HangUpAfterAnswerService(CannedService):
+    """Answers the first request of each connection (kept alive by its headers), then closes it
+    while it is idle, as a service ending idle connections does."""
+
+    def _talk(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            more = conn.recv(65536)
+            if not more:
+                return
+            data += more
+        self.requests.append(data)
+        conn.sendall(self.answers.pop(0) or b"")
+
+
+def test_a_connection_the_service_closed_while_idle_is_replaced_without_an_error(adapter: DirectAdapter) -> None:
+    import time
+
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    with HangUpAfterAnswerService([ok, ok]) as svc:
+        assert post(adapter, svc.url).content == b"ok"
+        time.sleep(0.2)  # the service's FIN reaches this side
+        assert post(adapter, svc.url).content == b"ok"  # on a new connection, not a RemoteDisconnected
+    assert svc.connections == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kernel socket timeouts are used on Linux only")
+def test_plain_http_waits_in_the_kernel_and_a_silent_service_still_times_out() -> None:
+    # One system call per send and per receive (no poll before each, which lets go of the GIL):
+    # the socket is blocking and SO_RCVTIMEO bounds each receive (socket(7)); the read timeout
+    # still ends a silent answer, as a ReadTimeout.
+    import time
+
+    from remoting.direct_http import _TIMEVAL
+
+    adapter = DirectAdapter(max_body=1024, total_s=10.0)
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    with CannedService([ok]) as svc:
+        assert post(adapter, svc.url).content == b"ok"
+        conn = adapter._conn
+        assert conn is not None and conn.sock is not None and conn.kernel
+        assert conn.sock.gettimeout() is None  # blocking: no poll before each call
+        seconds, micro = _TIMEVAL.unpack(conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.size))
+        assert (seconds, micro) == (2, 0)  # the read timeout of `post`
+    with TrickleService(every_s=5.0) as silent:
+        started = time.monotonic()
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            adapter.post(silent.url, FIELDS + b"Content-Length: 0\r\n", b"", timeout=(2, 0.3), verify=True)
+        assert time.monotonic() - started < 1.5
+    adapter.close()
