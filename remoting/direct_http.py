@@ -19,7 +19,10 @@ the header block has its own cap, `MAX_HEAD`) and a total time per request and a
 itself, the total time is kept without the shared watchdog thread: each connect, send and read
 waits at most the time left before the request's deadline (and at most its own timeout), so a
 service that trickles its answer is cut at the deadline (a lock, a heap entry and a watch per
-request cost ~40 us of CPU per host in the watchdog's bookkeeping). It raises the
+request cost ~40 us of CPU per host in the watchdog's bookkeeping). On Linux a plain TCP socket
+is blocking and the kernel bounds each send and receive (SO_SNDTIMEO/SO_RCVTIMEO): one system
+call each, where Python's socket timeouts add a poll before every one, and every such call lets
+go of the GIL that a fleet's other threads wait for (TLS sockets keep Python's timeouts). It raises the
 exceptions HTTPAdapter raises for the same failures, so `remoting.wsman_client.map_exception`
 reads them the same way: `ConnectTimeout`, `ReadTimeout`, `SSLError`, `ConnectionError` (with
 the OS error, e.g. ConnectionRefusedError or socket.gaierror, as its cause and first argument; a
