@@ -6,8 +6,17 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Property tests judge what a function returns, not how fast its inputs are drawn: on a loaded
+# 2-core CI machine one draw of a recursive JSON strategy took 2.2 s and failed Hypothesis's
+# too_slow health check (and its 200 ms deadline is the same kind of wall-clock flake). Loaded
+# here, before any test module is imported, so it is every test's default; a test's own
+# @settings still sets what it names.
+settings.register_profile("kbfix", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("kbfix")
 
 
 def find_realdata() -> Path | None:
