@@ -3,6 +3,7 @@ physical limit.
 
     .venv/bin/python benchmarks/fleet.py                      # 1000 hosts, forks 100, 20 ms, 300 ms
     .venv/bin/python benchmarks/fleet.py --scale 100,300,1000,3000
+    .venv/bin/python benchmarks/fleet.py --scale 100,300,1000,3000 --repeat 3   # median of 3, interleaved
     .venv/bin/python benchmarks/fleet.py --hosts 1000 --transport ntlm-https
     .venv/bin/python benchmarks/fleet.py --transports 100    # bytes/requests per host, every transport
     .venv/bin/python benchmarks/fleet.py --hosts 1000 --apply --serial 10%
@@ -303,6 +304,23 @@ def measure_in_child(n: int, args: argparse.Namespace, transport: str) -> dict[s
     return json.loads(out.strip().splitlines()[-1])
 
 
+def measure_rounds(sizes: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One row per size: with `--repeat K` > 1, K rounds over all sizes, interleaved (round 1 of
+    every size, then round 2, ...: the VM's speed drifts within minutes, and interleaving spreads
+    that drift over the sizes), each size's row being its run of median controller CPU, with
+    every run's figure in `cpu_ms_runs`."""
+    rounds = [[measure_in_child(n, args, args.transport) for n in sizes] for _ in range(max(1, args.repeat))]
+    if len(rounds) == 1:
+        return rounds[0]
+    rows = []
+    for i in range(len(sizes)):
+        runs = sorted((r[i] for r in rounds), key=lambda row: row["cpu_ms_per_host"])
+        row = dict(runs[(len(runs) - 1) // 2])  # the median run (the lower one of an even count)
+        row["cpu_ms_runs"] = "/".join(f"{r[i]['cpu_ms_per_host']:g}" for r in rounds)
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse options; serve the lab (child mode) or run the benchmark and print its figures."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -315,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="contact processes (kbfix --procs; default 0: left to kbfix, one until it is CPU-bound "
                          "with a core idle, then the cores, at least 200 hosts each: kbfix/run/procs_auto.py)")
     ap.add_argument("--scale", help="comma-separated host counts: print how the cost grows")
+    ap.add_argument("--repeat", type=int, default=1, metavar="K",
+                    help="measure every size K times, interleaved; print each size's run of median controller CPU "
+                         "and all K figures (cpu_ms_runs)")
     ap.add_argument("--transports", type=int, metavar="N",
                     help="also measure every transport on N hosts (requests, KiB and CPU per host)")
     ap.add_argument("--apply", action="store_true", help="also plan and apply (installers take their fixture seconds)")
@@ -339,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_sites(args)
     sizes = [int(x) for x in args.scale.split(",")] if args.scale else [args.hosts]
     reference = [reference_cpu_ms()]
-    rows = [measure_in_child(n, args, args.transport) for n in sizes]
+    rows = measure_rounds(sizes, args)
     by_transport = [measure_in_child(args.transports, args, t) for t in TRANSPORTS] if args.transports else []
     naive = run_naive(args.hosts, args) if args.naive else None
     reference.append(reference_cpu_ms())
@@ -353,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
           f"across runs only next to it): {reference[0]} ms before the runs, {reference[1]} ms after")
     head = ["hosts", "procs", "wall_s", "limit_s", "lab_bound_s", "target_s", "ratio", "agent_work_ms", "cpu_ms_per_host",
             "parent_cpu_ms_per_host", "lab_cpu_ms_per_host", "peak_rss_mib", "rss_mib_per_1000", "requests_per_host", "kib_per_host",
-            "shells_left_open"]
+            "shells_left_open", *(["cpu_ms_runs"] if args.repeat > 1 else [])]
     header, *lines = table_lines(head, rows)
     print(header)
     for r, line in zip(rows, lines, strict=True):
