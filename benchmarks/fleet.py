@@ -23,7 +23,8 @@ seconds); the target 1.5 × max(limit, lab bound) and wall's ratio to max(limit,
 (target ≤ 1.5); controller CPU ms per host (target ≤ 5): process time of the controller plus its
 contact processes (`--procs`, default left to kbfix: one until it is CPU-bound with a core idle,
 kbfix/run/procs_auto.py; `procs` is how many it used; `parent_cpu_ms_per_host` is the
-controller process alone), and the lab's; controller
+controller process alone, `parent_sys_ms_per_host` its kernel time and `switches_per_host` its
+voluntary context switches), and the lab's; controller
 peak RSS and RSS growth per 1000 hosts; HTTP requests and KiB per host (from the lab's records:
 every HTTP request, authentication legs included; bodies in and out); shells left open; the
 statuses (identical for every transport and size). Note: on a shared machine wall time includes
@@ -175,6 +176,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
                     run_check(base, engine, store, RunOptions(forks=1))
                     agent_work.append(time.perf_counter() - t)
                 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the fleet run
+                usage0 = resource.getrusage(resource.RUSAGE_SELF)
                 cpu0, t0 = time.process_time(), time.perf_counter()
                 # --procs: the contact processes start and stop inside the measured span
                 with spread(engine, len(hosts), procs=args.procs, forks=args.forks,
@@ -183,6 +185,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 # (left to kbfix, --procs 0: an AdaptiveEngine, whose pool exists only if it spread)
                 pool = contact.pool if isinstance(contact, (ProcsEngine, AdaptiveEngine)) else None
                 wall, parent_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+                usage1 = resource.getrusage(resource.RUSAGE_SELF)
                 # the children's own CPU, and the forkserver's they were forked from (its imports)
                 kids_cpu = (pool.children_cpu_s + _forkserver_cpu()) if pool is not None else 0.0
                 procs_used = pool.procs if pool is not None else 1
@@ -224,6 +227,10 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "procs": procs_used,
         "cpu_ms_per_host": round(cpu / n * 1000, 2),
         "parent_cpu_ms_per_host": round(parent_cpu / n * 1000, 2),
+        # the controller process's kernel time and voluntary context switches (getrusage(2)): with
+        # ~100 threads, mostly threads waiting for the GIL after a system call (issue 19)
+        "parent_sys_ms_per_host": round((usage1.ru_stime - usage0.ru_stime) / n * 1000, 2),
+        "switches_per_host": round((usage1.ru_nvcsw - usage0.ru_nvcsw) / n, 1),
         "lab_cpu_ms_per_host": round(lab_cpu / n * 1000, 2),
         "cpu_bound_s": round(cpu_bound, 2),
         "peak_rss_mib": round(peak, 1),
@@ -373,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"this machine's reference workload (reference_cpu_ms: smaller is faster; ms/host figures compare "
           f"across runs only next to it): {reference[0]} ms before the runs, {reference[1]} ms after")
     head = ["hosts", "procs", "wall_s", "limit_s", "lab_bound_s", "target_s", "ratio", "agent_work_ms", "cpu_ms_per_host",
-            "parent_cpu_ms_per_host", "lab_cpu_ms_per_host", "peak_rss_mib", "rss_mib_per_1000", "requests_per_host", "kib_per_host",
+            "parent_cpu_ms_per_host", "parent_sys_ms_per_host", "switches_per_host", "lab_cpu_ms_per_host", "peak_rss_mib", "rss_mib_per_1000", "requests_per_host", "kib_per_host",
             "shells_left_open", *(["cpu_ms_runs"] if args.repeat > 1 else [])]
     header, *lines = table_lines(head, rows)
     print(header)
