@@ -235,7 +235,7 @@ class _Conn:
             _current.last = _EXPIRED
             raise TimeoutError("the request's total time is up")
         self.at_deadline = limit_s is None or left < limit_s
-        wait = left if limit_s is None or left < limit_s else limit_s
+        wait = left if self.at_deadline or limit_s is None else limit_s
         if wait != self.timeout:
             assert self.sock is not None
             if self.kernel:
@@ -456,12 +456,8 @@ def _send_bounded(conn: _Conn, data: bytes, read_s: float | None, deadline: floa
     cannot stretch one sendall past the deadline. Raises TimeoutError or BlockingIOError."""
     sock = conn.sock
     assert sock is not None
-    conn.bound(read_s, deadline)
-    sent = sock.send(data)  # almost always all of it: one call
-    if sent == len(data):
-        return
-    view = memoryview(data)
-    while sent < len(data):
+    view, sent = memoryview(data), 0
+    while sent < len(data):  # almost always one turn: a send takes the whole request
         conn.bound(read_s, deadline)
         sent += sock.send(view[sent:])
 
