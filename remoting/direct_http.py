@@ -20,9 +20,8 @@ itself, the total time is kept without the shared watchdog thread: each connect,
 waits at most the time left before the request's deadline (and at most its own timeout), so a
 service that trickles its answer is cut at the deadline (a lock, a heap entry and a watch per
 request cost ~40 us of CPU per host in the watchdog's bookkeeping). On Linux a plain TCP socket
-is blocking and the kernel bounds each send and receive (SO_SNDTIMEO/SO_RCVTIMEO): one system
-call each, where Python's socket timeouts add a poll before every one, and every such call lets
-go of the GIL that a fleet's other threads wait for (TLS sockets keep Python's timeouts). It raises the
+is blocking and the kernel bounds each send and receive, and a connection is reused after its TCP
+state is read (`remoting.socket_waits`: fewer system calls that let go of the GIL). It raises the
 exceptions HTTPAdapter raises for the same failures, so `remoting.wsman_client.map_exception`
 reads them the same way: `ConnectTimeout`, `ReadTimeout`, `SSLError`, `ConnectionError` (with
 the OS error, e.g. ConnectionRefusedError or socket.gaierror, as its cause and first argument; a
@@ -40,11 +39,8 @@ import datetime
 import errno
 import http.client
 import re
-import select
 import socket
 import ssl
-import struct
-import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -61,6 +57,7 @@ from urllib3.exceptions import NewConnectionError
 
 from remoting import bounded_http
 from remoting.bounded_http import DEFAULT_MAX_BODY, AnswerTooLargeError, _current, _Watch
+from remoting.socket_waits import KERNEL_TIMEOUTS, peer_closed, set_kernel_timeout
 
 # Bytes per socket read. Small on purpose: a fleet has ~100 requests in flight, each holding its
 # buffer while it waits (64 KiB buffers added ~6 MiB to the peak RSS); most answers fit anyway.
@@ -203,18 +200,10 @@ _EXPIRED = _Watch(0.0)
 _EXPIRED.fired = True
 
 
-#: Plain TCP sockets wait in the kernel (SO_RCVTIMEO/SO_SNDTIMEO, socket(7)) on Linux: a socket
-#: with a Python timeout polls before every send and receive, and each of those calls lets go of
-#: the GIL, which a fleet's ~100 threads then wait for (cost, issue 19: ~20 context switches per
-#: host). TLS sockets keep Python's timeouts: the ssl module retries a kernel-timed-out read of a
-#: blocking socket for ever.
-_KERNEL_TIMEOUTS = sys.platform.startswith("linux") and hasattr(socket, "SO_RCVTIMEO")
-
-
 class _Conn:
     """One TCP (then TLS) connection: `sock` is None until connected and after `close()`;
     `timeout` is the socket's current timeout (seconds), kept to set it only when it changes;
-    `kernel`: the timeout is the kernel's (`_KERNEL_TIMEOUTS`), the socket itself blocking."""
+    `kernel`: the timeout is the kernel's (`remoting.socket_waits`), the socket itself blocking."""
 
     __slots__ = ("at_deadline", "host", "host_field", "kernel", "port", "sock", "timeout")
 
@@ -239,12 +228,7 @@ class _Conn:
         if wait != self.timeout:
             assert self.sock is not None
             if self.kernel:
-                # timeval {seconds, microseconds}; all zero would mean "wait for ever" (socket(7))
-                whole = int(wait)
-                micro = int((wait - whole) * 1_000_000)
-                tv = _TIMEVAL.pack(whole, micro if whole or micro else 1)
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
-                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+                set_kernel_timeout(self.sock, wait)
             else:
                 self.sock.settimeout(wait)
             self.timeout = wait
@@ -260,9 +244,6 @@ class _Conn:
         sock, self.sock = self.sock, None
         if sock is not None:
             sock.close()
-
-
-_TIMEVAL = struct.Struct("@ll")  # struct timeval on Linux: time_t and suseconds_t are both long
 
 
 class DirectAdapter(BaseAdapter):
@@ -284,7 +265,7 @@ class DirectAdapter(BaseAdapter):
     def _connection(self, scheme: str, host: str, port: int, verify: Any) -> _Conn:
         key = (scheme, host, port, str(verify))
         if self._conn is not None and self._key == key:
-            if self._conn.sock is None or not _dropped(self._conn.sock):
+            if self._conn.sock is None or not peer_closed(self._conn.sock):
                 return self._conn
             # The service closed the idle connection (as urllib3 checks before reusing one).
         self._drop()
@@ -388,7 +369,7 @@ class DirectAdapter(BaseAdapter):
                 raise requests.exceptions.ConnectionError(exc, request=request) from exc
         conn.sock, conn.timeout = sock, sock.gettimeout()
         if self._tls is None:
-            if _KERNEL_TIMEOUTS:
+            if KERNEL_TIMEOUTS:
                 conn.use_kernel_timeouts()
             return
         try:
@@ -471,30 +452,6 @@ def header_fields(headers: Mapping[str, str | bytes], *, skip: Iterable[str] = (
 
 def _latin1(text: str | bytes) -> bytes:
     return text if isinstance(text, bytes) else text.encode("iso-8859-1")
-
-
-#: Linux's TCP_INFO (tcp(7)): the connection's state, read without a system call that lets go of
-#: the GIL (a select per reuse did, ~4 per host, which a fleet's ~100 threads then wait for; cost,
-#: issue 19). The first byte of struct tcp_info is tcpi_state; 1 is TCP_ESTABLISHED
-#: (include/net/tcp_states.h). A FIN or RST from the service moves it on (CLOSE_WAIT, CLOSE).
-_TCP_INFO: int | None = getattr(socket, "TCP_INFO", None) if sys.platform.startswith("linux") else None
-_TCP_ESTABLISHED = 1
-
-
-def _dropped(sock: socket.socket) -> bool:
-    """True when an idle kept-alive connection was closed by the other end: on Linux, its TCP
-    state is no longer ESTABLISHED (a FIN or a reset came); elsewhere, it is readable (EOF or
-    bytes nobody asked for, as urllib3 checks before reusing a connection)."""
-    if _TCP_INFO is not None:
-        try:
-            return sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 8)[0] != _TCP_ESTABLISHED
-        except OSError:
-            return True
-    try:
-        readable, _w, _x = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)
 
 
 _CONTEXTS: dict[str, ssl.SSLContext] = {}

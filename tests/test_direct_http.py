@@ -272,7 +272,7 @@ def test_plain_http_waits_in_the_kernel_and_a_silent_service_still_times_out() -
     # still ends a silent answer, as a ReadTimeout.
     import time
 
-    from remoting.direct_http import _TIMEVAL
+    from remoting.socket_waits import TIMEVAL
 
     adapter = DirectAdapter(max_body=1024, total_s=10.0)
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -281,7 +281,7 @@ def test_plain_http_waits_in_the_kernel_and_a_silent_service_still_times_out() -
         conn = adapter._conn
         assert conn is not None and conn.sock is not None and conn.kernel
         assert conn.sock.gettimeout() is None  # blocking: no poll before each call
-        seconds, micro = _TIMEVAL.unpack(conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.size))
+        seconds, micro = TIMEVAL.unpack(conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, TIMEVAL.size))
         assert (seconds, micro) == (2, 0)  # the read timeout of `post`
     with TrickleService(every_s=5.0) as silent:
         started = time.monotonic()
