@@ -136,6 +136,17 @@ def compile_check(expr: str) -> None:
     _compiled(expr)
 
 
+def template_check(text: str) -> None:
+    """Compile the text template `text` (a rule's reason or variant) once, to report syntax
+    errors at load time instead of as one host's `unknown` mid-run; the compiled template
+    stays in `render`'s per-process cache (compiling costs ~1 ms, the first host that needed
+    each reason paid it inside the run: issue 19). Raises ConditionError."""
+    try:
+        _template(text)
+    except TemplateError as exc:
+        raise ConditionError(f"bad template {text!r}: {exc}") from exc
+
+
 _EMPTY: Mapping[str, Any] = {}
 
 

@@ -17,6 +17,7 @@ Loading errors raise `PlaybookError` naming the file and the field.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from inventory.safeyaml import YamlLimitError, safe_load
-from playbooks.conditions import ConditionError, compile_check
+from playbooks.conditions import ConditionError, compile_check, template_check
 from playbooks.logformats import FORMATS
 from playbooks.model import Status
 
@@ -229,10 +230,11 @@ class Playbook(_Strict):
         return self
 
 
-def _compile_all(exprs: list[tuple[str, str]], where: Path) -> None:
+def _compile_all(exprs: list[tuple[str, str]], where: Path,
+                 check: Callable[[str], None] = compile_check) -> None:
     for field, expr in exprs:
         try:
-            compile_check(expr)
+            check(expr)
         except ConditionError as exc:
             raise PlaybookError(f"{where}: field {field}: {exc}") from exc
 
@@ -265,6 +267,9 @@ def load_playbook_file(path: Path) -> Playbook:
         (f"remedies.{k}.fits_version", a.fits_version) for k, rem in pb.remedies.items() for a in rem.actions if a.fits_version
     ]
     _compile_all(exprs, path)
+    texts = [(f"rules.{r.id}.reason", r.reason) for r in pb.rules]
+    texts += [(f"rules.{r.id}.variant", r.variant) for r in pb.rules if r.variant]
+    _compile_all(texts, path, check=template_check)
     return pb
 
 
