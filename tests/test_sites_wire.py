@@ -7,6 +7,7 @@ errors (exit 2) with nothing contacted."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,15 @@ def test_cli_broker_without_signing_is_a_usage_error(tmp_path: Path) -> None:
                                           str(inventory)],
                                     env={"KBFIX_SIGN_KEY": "", "KBFIX_SIGN_CERT": "", "KBFIX_SIGN_STORE": ""})
         assert worker.exit_code == 2 and "KBFIX_SIGN_STORE" in worker.stderr
+
+
+def test_an_unreachable_broker_is_named_without_its_password(tmp_path: Path) -> None:
+    ids = generate_identity(tmp_path / "certs", "controller")
+    dispatcher = Dispatcher(make_app("redis://:hunter2-broker@127.0.0.1:1/0", ids))  # nothing listens there
+    try:
+        with pytest.raises(errs.UnreachableError) as err:
+            dispatcher._broker_up("WSUS-SP1", time.monotonic())
+    finally:
+        dispatcher.close()
+    assert "127.0.0.1:1" in str(err.value)
+    assert "hunter2-broker" not in str(err.value)

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeoutError
+from kombu.utils.url import maybe_sanitize_url
 
 from kbfix.run.playbook_engine import PlaybookEngine
 from kbfix.sites.app import CHANGE_TASK, ENV_NAMESPACE, READ_TASK, queue_name, site_of
@@ -149,7 +150,7 @@ class Dispatcher:
             if state.up:
                 return state
             if not state.seen_up:
-                raise UnreachableError(f"the broker did not answer at {_safe_url(self.watch.url)}", host=host)
+                raise UnreachableError(f"the broker did not answer at {maybe_sanitize_url(self.watch.url)}", host=host)
             if time.monotonic() >= until:
                 raise UnreachableError(f"the broker has been unreachable for over {self.times.outage_s:g} s", host=host)
             time.sleep(self.times.probe_s)
@@ -380,15 +381,6 @@ def _forget(result: Any) -> None:
         result.forget()
     except Exception:  # noqa: S110 - only tidying the result backend
         pass
-
-
-def _safe_url(url: str) -> str:
-    """`url` without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
 
 
 class BrokerSession:
