@@ -16,6 +16,7 @@ schema's triggers refuse UPDATE/DELETE); the current state of a run or host is i
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -32,13 +33,21 @@ from kbfix.runinfo import RunInfo
 from kbfix.store import chain, engine
 from kbfix.store import tables as t
 from kbfix.store.bounds import HOST_RUN_BUDGET
-from kbfix.store.diskguard import RESERVE_FILE, DriverSQL, TxRecorder, is_disk_full, make_reserve, reason
+from kbfix.store.diskguard import (
+    RESERVE_FILE,
+    DriverSQL,
+    TxRecorder,
+    is_disk_full,
+    make_reserve,
+    reason,
+)
 from kbfix.store.diskguard import run as run_statement
 from kbfix.store.errors import DiskFullError, HostLockedError, StoreError  # noqa: F401  (re-exported)
 from kbfix.store.evidence_rows import EvidenceStore
 from kbfix.store.host_rows import HostRowStore, _HostRows
 from kbfix.store.journal import JournalStore, StoreJournal  # noqa: F401  (re-exported)
 from kbfix.store.locks import HostLockStore
+from kbfix.store.reconnect import RECONNECT_S, connection_lost, discard, reconnect
 from kbfix.store.rows import (
     DEFAULT_LOCK_LEASE_S,
     _like_prefix,
@@ -47,6 +56,8 @@ from kbfix.store.rows import (
 from kbfix.store.rows import dumps_json as _dumps
 from playbooks.model import HostResult, PlannedAction, Status, utc_now
 from remoting.redaction import redact
+
+log = logging.getLogger(__name__)
 
 STORE_FILE = "audit.sqlite3"
 _DB_ERRORS = (sa.exc.SQLAlchemyError, sqlite3.Error)
@@ -70,6 +81,8 @@ class AuditStore(HostRowStore, JournalStore, HostLockStore, EvidenceStore):
         self.lock_lease_s = DEFAULT_LOCK_LEASE_S
         self.host_run_budget = HOST_RUN_BUDGET
         self.disk_full = False
+        self._closed = False
+        self.reconnect_s = RECONNECT_S  # a lost PostgreSQL connection is tried again this long (seconds)
         self._host_bytes: dict[tuple[str, str], int] = {}
         self._deferred: list[_HostRows] = []
         self._deferred_since: float | None = None  # time.monotonic() of the oldest deferred row
@@ -171,6 +184,42 @@ class AuditStore(HostRowStore, JournalStore, HostLockStore, EvidenceStore):
         assert cur is not None
         return cur
 
+    def _begin_write(self, tx: TxRecorder) -> None:
+        """Open `tx`'s write transaction; on PostgreSQL, on a new connection when the old one was
+        lost while idle (kbfix/store/reconnect.py). Raises StoreError or SQLAlchemy's error."""
+        if self._gone:
+            self._reconnect(None)
+            tx.db = self._db
+        try:
+            engine.begin_write(self._db)
+        except sa.exc.DBAPIError as exc:
+            if self.url is None or not connection_lost(exc):
+                raise
+            self._reconnect(exc)
+            tx.db = self._db
+            engine.begin_write(self._db)
+
+    @property
+    def _gone(self) -> bool:
+        """The PostgreSQL connection was lost earlier (at a COMMIT, or no new one was taken then)
+        and the store is still open: the next transaction or read needs a new one."""
+        return self.url is not None and not self._closed and (self._db.invalidated or self._db.closed)
+
+    def _reconnect(self, exc: BaseException | None) -> None:
+        """Replace the lost PostgreSQL connection (kbfix/store/reconnect.py); the same settings
+        (read-only stays read-only). Raises StoreError when the server does not take a new
+        connection within `reconnect_s` seconds."""
+        assert self.url is not None
+        url = self.url
+        log.warning("%s: the connection to the audit store was lost (%s); opening a new one", self.path,
+                    self._reason(exc) if exc is not None else "earlier")
+        discard(self._db)
+        try:
+            self._db = reconnect(lambda: engine.connect_postgresql(url, readonly=self.readonly), self.reconnect_s)
+        except _DB_ERRORS as again:
+            raise StoreError(f"{self.path}: the connection to the audit store was lost and no new one was taken "
+                             f"within {self.reconnect_s:g} s: {self._reason(again)}") from again
+
     @classmethod
     def in_dir(cls, state: Path | str, *, readonly: bool = False) -> AuditStore:
         """Open `<state>/audit.sqlite3`, or the database when `state` is a `postgresql://…` URL
@@ -193,6 +242,7 @@ class AuditStore(HostRowStore, JournalStore, HostLockStore, EvidenceStore):
         if beat is not None and beat is not threading.current_thread():
             beat.join(timeout=5)
         with self._lock:
+            self._closed = True
             self._db.close()
             self._db.engine.dispose()
 
@@ -217,12 +267,12 @@ class AuditStore(HostRowStore, JournalStore, HostLockStore, EvidenceStore):
                 self.flush()
             tx = TxRecorder(self._db, self._replay_after_full)
             try:
-                engine.begin_write(self._db)
+                self._begin_write(tx)
                 try:
                     yield tx
                     # evidence (issue 15): rows and their chain entries commit together. Not through
-                    # the recorder: after a full-disk replay the chain is recomputed from the rows as
-                    # replayed (their rowids may differ), never replayed.
+                    # the recorder: after a full-disk replay (or a lost connection's) the chain is
+                    # recomputed from the rows as replayed (their rowids may differ), never replayed.
                     try:
                         chain.append_pending(self._db)
                     except sa.exc.OperationalError as exc:
@@ -232,8 +282,12 @@ class AuditStore(HostRowStore, JournalStore, HostLockStore, EvidenceStore):
                         chain.append_pending(self._db)
                     try:
                         engine.end(self._db, commit=True)
-                    except sa.exc.OperationalError as exc:
-                        if not is_disk_full(exc):
+                    except sa.exc.DBAPIError as exc:
+                        if self.url is not None and connection_lost(exc):
+                            raise StoreError(
+                                f"{self.path}: the connection to the audit store was lost at COMMIT "
+                                f"({self._reason(exc)}): whether this write was stored is unknown") from exc
+                        if not (isinstance(exc, sa.exc.OperationalError) and is_disk_full(exc)):
                             raise
                         self._replay_after_full(tx, exc)
                         chain.append_pending(self._db)
@@ -247,6 +301,13 @@ class AuditStore(HostRowStore, JournalStore, HostLockStore, EvidenceStore):
             except DiskFullError:
                 raise
             except _DB_ERRORS as exc:
+                if self.url is not None and connection_lost(exc):
+                    # PostgreSQL rolled the transaction back; its writes are not replayed, since the
+                    # keys they carry (findings → host_results.seq) came from sequences, which a
+                    # rollback does not give back. The next transaction opens a new connection.
+                    raise StoreError(f"{self.path}: the connection to the audit store was lost in a write "
+                                     f"({self._reason(exc)}): the server rolled it back, nothing of it "
+                                     "was stored") from exc
                 if is_disk_full(exc):
                     self.disk_full = True
                     raise DiskFullError(f"{self.path}: the disk is full ({self._reason(exc)})") from exc
@@ -260,7 +321,15 @@ class AuditStore(HostRowStore, JournalStore, HostLockStore, EvidenceStore):
             if deferred and self._deferred:  # a read sees every row recorded before it
                 self.flush()
             try:
-                return [dict(r._mapping) for r in self._db.execute(sa.text(sql), dict(params or {}))]
+                if self._gone:
+                    self._reconnect(None)
+                try:
+                    return [dict(r._mapping) for r in self._db.execute(sa.text(sql), dict(params or {}))]
+                except sa.exc.DBAPIError as exc:
+                    if self.url is None or not connection_lost(exc):
+                        raise
+                    self._reconnect(exc)  # a read is simply asked again
+                    return [dict(r._mapping) for r in self._db.execute(sa.text(sql), dict(params or {}))]
             except _DB_ERRORS as exc:
                 raise StoreError(f"{self.path}: {self._reason(exc)}") from exc
 
