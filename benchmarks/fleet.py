@@ -24,7 +24,8 @@ seconds); the target 1.5 × max(limit, lab bound) and wall's ratio to max(limit,
 contact processes (`--procs`, default left to kbfix: one until it is CPU-bound with a core idle,
 kbfix/run/procs_auto.py; `procs` is how many it used; `parent_cpu_ms_per_host` is the
 controller process alone, `parent_sys_ms_per_host` its kernel time and `switches_per_host` its
-voluntary context switches), and the lab's; controller
+voluntary context switches), and the lab's (`cpu_per_lab_cpu`: the controller's CPU over the lab's,
+which follows the code where both follow the machine's speed); controller
 peak RSS and RSS growth per 1000 hosts; HTTP requests and KiB per host (from the lab's records:
 every HTTP request, authentication legs included; bodies in and out); shells left open; the
 statuses (identical for every transport and size). Note: on a shared machine wall time includes
@@ -232,6 +233,9 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "parent_sys_ms_per_host": round((usage1.ru_stime - usage0.ru_stime) / n * 1000, 2),
         "switches_per_host": round((usage1.ru_nvcsw - usage0.ru_nvcsw) / n, 1),
         "lab_cpu_ms_per_host": round(lab_cpu / n * 1000, 2),
+        # the controller's CPU over the lab's for the same hosts: both move with the VM's speed,
+        # their ratio with the code (the VM drifted 2.5x between two sessions of issue 19)
+        "cpu_per_lab_cpu": round(cpu / lab_cpu, 2) if lab_cpu > 0 else None,
         "cpu_bound_s": round(cpu_bound, 2),
         "peak_rss_mib": round(peak, 1),
         "rss_mib_per_1000": round((peak - rss0) / n * 1000, 1),
@@ -380,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"this machine's reference workload (reference_cpu_ms: smaller is faster; ms/host figures compare "
           f"across runs only next to it): {reference[0]} ms before the runs, {reference[1]} ms after")
     head = ["hosts", "procs", "wall_s", "limit_s", "lab_bound_s", "target_s", "ratio", "agent_work_ms", "cpu_ms_per_host",
-            "parent_cpu_ms_per_host", "parent_sys_ms_per_host", "switches_per_host", "lab_cpu_ms_per_host", "peak_rss_mib", "rss_mib_per_1000", "requests_per_host", "kib_per_host",
+            "parent_cpu_ms_per_host", "parent_sys_ms_per_host", "switches_per_host", "lab_cpu_ms_per_host", "cpu_per_lab_cpu", "peak_rss_mib", "rss_mib_per_1000", "requests_per_host", "kib_per_host",
             "shells_left_open", *(["cpu_ms_runs"] if args.repeat > 1 else [])]
     header, *lines = table_lines(head, rows)
     print(header)
@@ -392,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     if by_transport:
         print(f"per transport, {args.transports} hosts:")
         print("\n".join(table_lines(["transport", "procs", "requests_per_host", "kib_per_host", "cpu_ms_per_host",
-                                     "lab_cpu_ms_per_host", "wall_s", "shells_left_open"], by_transport)))
+                                     "lab_cpu_ms_per_host", "cpu_per_lab_cpu", "wall_s", "shells_left_open"], by_transport)))
         for r in by_transport:
             print(f"  {r['transport']}: {r['statuses']}")
     if naive is not None:
