@@ -33,14 +33,7 @@ from kbfix.runinfo import RunInfo
 from kbfix.store import chain, engine
 from kbfix.store import tables as t
 from kbfix.store.bounds import HOST_RUN_BUDGET
-from kbfix.store.diskguard import (
-    RESERVE_FILE,
-    DriverSQL,
-    TxRecorder,
-    is_disk_full,
-    make_reserve,
-    reason,
-)
+from kbfix.store.diskguard import RESERVE_FILE, DriverSQL, TxRecorder, is_disk_full, make_reserve, reason
 from kbfix.store.diskguard import run as run_statement
 from kbfix.store.errors import DiskFullError, HostLockedError, StoreError  # noqa: F401  (re-exported)
 from kbfix.store.evidence_rows import EvidenceStore
@@ -271,8 +264,8 @@ class AuditStore(HostRowStore, JournalStore, HostLockStore, EvidenceStore):
                 try:
                     yield tx
                     # evidence (issue 15): rows and their chain entries commit together. Not through
-                    # the recorder: after a full-disk replay (or a lost connection's) the chain is
-                    # recomputed from the rows as replayed (their rowids may differ), never replayed.
+                    # the recorder: after a full-disk replay the chain is recomputed from the rows as
+                    # replayed (their rowids may differ), never replayed.
                     try:
                         chain.append_pending(self._db)
                     except sa.exc.OperationalError as exc:
