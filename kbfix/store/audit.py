@@ -21,11 +21,11 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -51,6 +51,7 @@ from playbooks.model import HostResult, PlannedAction, Status, utc_now
 from remoting.redaction import redact
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 STORE_FILE = "audit.sqlite3"
 _DB_ERRORS = (sa.exc.SQLAlchemyError, sqlite3.Error)
@@ -179,18 +180,24 @@ class AuditStore(HostRowStore, JournalStore, HostLockStore, EvidenceStore):
 
     def _begin_write(self, tx: TxRecorder) -> None:
         """Open `tx`'s write transaction; on PostgreSQL, on a new connection when the old one was
-        lost while idle (kbfix/store/reconnect.py). Raises StoreError or SQLAlchemy's error."""
+        lost while idle (`_on_connection`). Raises StoreError or SQLAlchemy's error."""
+        self._on_connection(engine.begin_write)
+        tx.db = self._db
+
+    def _on_connection(self, work: Callable[[sa.Connection], _T]) -> _T:
+        """`work(connection)` for a step that may simply be done again (BEGIN, a read): on
+        PostgreSQL, on a new connection when the old one was lost before (`_gone`) or is found
+        lost by `work` itself, which then runs once more (kbfix/store/reconnect.py). Raises
+        StoreError when no new connection is taken, else what `work` raises."""
         if self._gone:
             self._reconnect(None)
-            tx.db = self._db
         try:
-            engine.begin_write(self._db)
+            return work(self._db)
         except sa.exc.DBAPIError as exc:
             if self.url is None or not connection_lost(exc):
                 raise
             self._reconnect(exc)
-            tx.db = self._db
-            engine.begin_write(self._db)
+            return work(self._db)
 
     @property
     def _gone(self) -> bool:
@@ -314,15 +321,8 @@ class AuditStore(HostRowStore, JournalStore, HostLockStore, EvidenceStore):
             if deferred and self._deferred:  # a read sees every row recorded before it
                 self.flush()
             try:
-                if self._gone:
-                    self._reconnect(None)
-                try:
-                    return [dict(r._mapping) for r in self._db.execute(sa.text(sql), dict(params or {}))]
-                except sa.exc.DBAPIError as exc:
-                    if self.url is None or not connection_lost(exc):
-                        raise
-                    self._reconnect(exc)  # a read is simply asked again
-                    return [dict(r._mapping) for r in self._db.execute(sa.text(sql), dict(params or {}))]
+                return self._on_connection(
+                    lambda db: [dict(r._mapping) for r in db.execute(sa.text(sql), dict(params or {}))])
             except _DB_ERRORS as exc:
                 raise StoreError(f"{self.path}: {self._reason(exc)}") from exc
 
