@@ -176,8 +176,8 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, Any]:
                     t = time.perf_counter()
                     run_check(base, engine, store, RunOptions(forks=1))
                     agent_work.append(time.perf_counter() - t)
-                rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the fleet run
                 usage0 = resource.getrusage(resource.RUSAGE_SELF)
+                rss0 = usage0.ru_maxrss / 1024  # before the fleet run
                 cpu0, t0 = time.process_time(), time.perf_counter()
                 # --procs: the contact processes start and stop inside the measured span
                 with spread(engine, len(hosts), procs=args.procs, forks=args.forks,
